@@ -1,0 +1,156 @@
+//! Kafka client settings: brokers and topics, and the producer / consumer
+//! configurations every service uses (plain Kafka protocol only).
+
+use clap::Args;
+use rdkafka::ClientConfig;
+
+use crate::config::ConfigError;
+
+#[derive(Debug, Clone, Args)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, comma-separated host:port.
+    #[arg(
+        long = "kafka-brokers",
+        env = "ENSEMBLE_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+    /// Topic of accepted events.
+    #[arg(
+        long = "kafka-topic",
+        env = "ENSEMBLE_KAFKA_TOPIC",
+        default_value = "events.v1"
+    )]
+    pub topic: String,
+    /// Topic of messages the processor could not use.
+    #[arg(
+        long = "kafka-dlq-topic",
+        env = "ENSEMBLE_KAFKA_DLQ_TOPIC",
+        default_value = "events.dlq.v1"
+    )]
+    pub dlq_topic: String,
+}
+
+/// Legal Kafka topic name: 1–249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn is_topic_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 249
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        let topic = topic.into();
+        Self {
+            brokers: brokers.into(),
+            dlq_topic: format!("{topic}.dlq"),
+            topic,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers.split(',').any(|b| {
+            let b = b.trim();
+            b.rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        }) {
+            return Err(ConfigError::new(
+                "--kafka-brokers",
+                format!("`{}` must be comma-separated host:port", self.brokers),
+            ));
+        }
+        for (flag, topic) in [
+            ("--kafka-topic", &self.topic),
+            ("--kafka-dlq-topic", &self.dlq_topic),
+        ] {
+            if !is_topic_name(topic) {
+                return Err(ConfigError::new(
+                    flag,
+                    format!("`{topic}` is not a legal topic name"),
+                ));
+            }
+        }
+        if self.topic == self.dlq_topic {
+            return Err(ConfigError::new(
+                "--kafka-dlq-topic",
+                "must differ from --kafka-topic",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Idempotent producer: acks=all, retries inside `delivery_timeout_ms`, lz4.
+    pub fn producer_config(&self, delivery_timeout_ms: u64) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", delivery_timeout_ms.to_string())
+            .set(
+                "request.timeout.ms",
+                delivery_timeout_ms.clamp(1000, 30_000).to_string(),
+            );
+        c
+    }
+
+    /// Group consumer that never auto-stores offsets: the application stores
+    /// an offset only after its message is safely handled, and librdkafka
+    /// commits stored offsets.
+    pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000");
+        c
+    }
+}
+
+/// True when the brokers answer a metadata request within `timeout`.
+pub async fn metadata_reachable(brokers: &str, timeout: std::time::Duration) -> bool {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let brokers = brokers.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let producer: Result<BaseProducer, _> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create();
+        producer.is_ok_and(|p| p.client().fetch_metadata(None, timeout).is_ok())
+    })
+    .await
+    .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_are_named() {
+        let mut k = KafkaConfig::new("127.0.0.1:9092", "events.v1");
+        assert!(k.validate().is_ok());
+        k.brokers = "localhost".into();
+        assert_eq!(
+            k.validate().map_err(|e| e.setting).err().as_deref(),
+            Some("--kafka-brokers")
+        );
+        let mut k = KafkaConfig::new("a:1,b:2", "bad topic");
+        assert_eq!(
+            k.validate().map_err(|e| e.setting).err().as_deref(),
+            Some("--kafka-topic")
+        );
+        k.topic = "events.v1".into();
+        k.dlq_topic = "events.v1".into();
+        assert_eq!(
+            k.validate().map_err(|e| e.setting).err().as_deref(),
+            Some("--kafka-dlq-topic")
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! ClickHouse connection settings shared by the services and the migrator.
+
+use clap::Args;
+
+/// `[A-Za-z_][A-Za-z0-9_]*`, at most 64 bytes: safe to write into DDL where
+/// an identifier cannot be bound.
+pub fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StoreConfig {
+    /// ClickHouse HTTP endpoint.
+    #[arg(
+        long = "clickhouse-url",
+        env = "ENSEMBLE_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    pub url: String,
+    /// Database holding the ensemble tables.
+    #[arg(
+        long = "clickhouse-database",
+        env = "ENSEMBLE_CLICKHOUSE_DATABASE",
+        default_value = "ensemble"
+    )]
+    pub database: String,
+    #[arg(
+        long = "clickhouse-user",
+        env = "ENSEMBLE_CLICKHOUSE_USER",
+        default_value = "default"
+    )]
+    pub user: String,
+    #[arg(
+        long = "clickhouse-password",
+        env = "ENSEMBLE_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub password: String,
+}
+
+impl StoreConfig {
+    pub fn new(url: impl Into<String>, database: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            database: database.into(),
+            user: "default".into(),
+            password: String::new(),
+        }
+    }
+
+    /// Checks the settings; the error names the flag at fault.
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        let url = url::Url::parse(&self.url).map_err(|e| {
+            ConfigError::new(
+                "--clickhouse-url",
+                format!("`{}` is not a URL: {e}", self.url),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::new(
+                "--clickhouse-url",
+                "must be http:// or https://",
+            ));
+        }
+        if !is_identifier(&self.database) {
+            return Err(ConfigError::new(
+                "--clickhouse-database",
+                format!("`{}` must match [A-Za-z_][A-Za-z0-9_]*", self.database),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A client without a default database (for `CREATE DATABASE`).
+    pub fn server_client(&self) -> clickhouse::Client {
+        // The old server (18.16) has no RowBinaryWithNamesAndTypes: no validation.
+        clickhouse::Client::default()
+            .with_url(&self.url)
+            .with_user(&self.user)
+            .with_password(&self.password)
+            .with_validation(false)
+    }
+
+    /// A client on the configured database.
+    pub fn client(&self) -> clickhouse::Client {
+        self.server_client().with_database(&self.database)
+    }
+}
+
+/// True when ClickHouse answers `SELECT 1`.
+pub async fn reachable(client: &clickhouse::Client) -> bool {
+    client.query("SELECT 1").fetch_one::<u8>().await.is_ok()
+}

@@ -1,0 +1,104 @@
+//! Dashboard settings: flags with `ENSEMBLE_*` env fallbacks, checked at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use ensemble_core::config::{parse_listen, ConfigError};
+use ensemble_core::telemetry::LogConfig;
+use ensemble_core::{Campaign, StoreConfig};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ensemble-dashboard",
+    version,
+    about = "ensemble dashboard: attribution for analysts and the agency"
+)]
+pub struct Config {
+    /// Address to serve the dashboard (and /metrics, /healthz, /readyz) on.
+    #[arg(
+        long,
+        env = "ENSEMBLE_DASHBOARD_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
+    pub listen: String,
+    /// Campaign file (phases, channels, placements).
+    #[arg(
+        long,
+        env = "ENSEMBLE_CAMPAIGN",
+        default_value = "deploy/campaign.toml"
+    )]
+    pub campaign: PathBuf,
+    /// Analyst access tokens (comma-separated, each ≥ 16 bytes): see everything.
+    #[arg(
+        long,
+        env = "ENSEMBLE_ANALYST_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub analyst_tokens: Vec<String>,
+    /// Agency access tokens (comma-separated, each ≥ 16 bytes): aggregates only.
+    #[arg(
+        long,
+        env = "ENSEMBLE_AGENCY_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub agency_tokens: Vec<String>,
+    #[command(flatten)]
+    pub store: StoreConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub campaign: Campaign,
+    pub analyst_tokens: Vec<String>,
+    pub agency_tokens: Vec<String>,
+    pub store: StoreConfig,
+}
+
+impl Config {
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let listen = parse_listen("--listen", &self.listen)?;
+        let campaign = Campaign::load(&self.campaign)
+            .map_err(|e| ConfigError::new("--campaign", e.to_string()))?;
+        if self.analyst_tokens.is_empty() {
+            return Err(ConfigError::new(
+                "--analyst-tokens",
+                "at least one analyst token is required (set ENSEMBLE_ANALYST_TOKENS)",
+            ));
+        }
+        for (flag, tokens) in [
+            ("--analyst-tokens", &self.analyst_tokens),
+            ("--agency-tokens", &self.agency_tokens),
+        ] {
+            if tokens.iter().any(|t| t.len() < 16) {
+                return Err(ConfigError::new(
+                    flag,
+                    "every token must be at least 16 bytes",
+                ));
+            }
+        }
+        if self
+            .analyst_tokens
+            .iter()
+            .any(|t| self.agency_tokens.contains(t))
+        {
+            return Err(ConfigError::new(
+                "--agency-tokens",
+                "a token cannot be both analyst and agency",
+            ));
+        }
+        self.store.validate()?;
+        Ok(Settings {
+            listen,
+            campaign,
+            analyst_tokens: self.analyst_tokens,
+            agency_tokens: self.agency_tokens,
+            store: self.store,
+        })
+    }
+}

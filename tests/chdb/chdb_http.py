@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""A ClickHouse HTTP endpoint backed by chdb-core's embedded engine (current
+ClickHouse, 26.x), for tests only.
+
+Production runs a current ClickHouse server; this machine's server is 18.16.
+So that every migration and every dashboard query is proven on the current
+engine too, the tests point the product's own ClickHouse client at this shim:
+the same code path, the same SQL, a current engine behind it.
+
+It speaks the subset of the HTTP interface the `clickhouse` crate uses: POST
+with the SQL in the body, `database` and `default_format` query parameters,
+plain (uncompressed) answers, errors as HTTP 500 with ClickHouse's message.
+
+Usage: chdb_http.py DATA_DIR [PORT]   (PORT 0 picks a free one; the chosen
+port is printed on stdout as `listening PORT`).
+"""
+import re
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import chdb.session
+
+IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+HAS_FORMAT = re.compile(r"\bFORMAT\s+[A-Za-z]+\s*;?\s*$", re.IGNORECASE)
+
+
+def main():
+    data_dir = sys.argv[1]
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    session = chdb.session.Session(data_dir)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt, *args):  # quiet: tests read stdout
+            pass
+
+        def answer(self, status, body, content_type="text/plain; charset=UTF-8"):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            if urlparse(self.path).path in ("/ping", "/"):
+                self.answer(200, b"Ok.\n")
+            else:
+                self.answer(404, b"not found\n")
+
+        def do_POST(self):
+            params = {k: v[-1] for k, v in parse_qs(urlparse(self.path).query).items()}
+            length = int(self.headers.get("Content-Length") or 0)
+            sql = self.rfile.read(length).decode("utf-8")
+            if "query" in params:
+                sql = params["query"] + ("\n" + sql if sql else "")
+            db = params.get("database")
+            if db is not None and not IDENT.match(db):
+                self.answer(400, b"Code: 81. DB::Exception: bad database name\n")
+                return
+            fmt = params.get("default_format") or "TabSeparated"
+            try:
+                if db:
+                    session.query(f"USE {db}")
+                if HAS_FORMAT.search(sql):
+                    result = session.query(sql)
+                else:
+                    result = session.query(sql, fmt)
+                body = result.bytes() if result is not None else b""
+                self.answer(200, body or b"")
+            except Exception as e:  # the engine's own message, as the server would send it
+                self.answer(500, (str(e) + "\n").encode("utf-8"))
+
+    server = HTTPServer(("127.0.0.1", port), Handler)
+    print(f"listening {server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

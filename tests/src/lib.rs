@@ -1,0 +1,273 @@
+//! Test harness for ensemble: where the local stack is, unique topic and
+//! database names so tests run in parallel, polling with a deadline, and
+//! private broker / embedded-ClickHouse processes for tests that must kill
+//! or swap the real thing.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+
+/// Bootstrap brokers of the local stack (`deploy/local/stack env`).
+pub fn kafka_brokers() -> String {
+    std::env::var("ENSEMBLE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// ClickHouse HTTP URL of the local stack.
+pub fn clickhouse_url() -> String {
+    std::env::var("ENSEMBLE_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test (or earlier run) uses: safe as a topic, group or
+/// database name (`[a-z0-9_]`).
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() % 1_000_000_000_000)
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{nanos}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Calls `probe` until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates a topic (plain Kafka CreateTopics) and waits until its metadata shows all partitions.
+pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    for r in results {
+        if let Err((name, code)) = r {
+            anyhow::bail!("cannot create topic {name}: {code}");
+        }
+    }
+    let brokers = brokers.to_owned();
+    let topic = topic.to_owned();
+    poll_until("topic metadata", Duration::from_secs(20), || {
+        let (brokers, topic) = (brokers.clone(), topic.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                use rdkafka::consumer::{BaseConsumer, Consumer};
+                let c: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .create()
+                    .ok()?;
+                let md = c
+                    .fetch_metadata(Some(&topic), Duration::from_secs(3))
+                    .ok()?;
+                let t = md.topics().first()?;
+                (t.error().is_none() && t.partitions().len() == partitions as usize).then_some(())
+            })
+            .await
+            .ok()
+            .flatten()
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// The tansu binary `deploy/local/stack` installs.
+pub fn tansu_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ENSEMBLE_TANSU_BIN") {
+        return PathBuf::from(p);
+    }
+    let tools = std::env::var("ENSEMBLE_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let cache = std::env::var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| {
+                    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
+                });
+            cache.join("ensemble/tools")
+        });
+    tools.join("bin/tansu")
+}
+
+/// A private tansu broker with its own SQLite file, for tests that stop and
+/// restart the broker without disturbing the shared one.
+pub struct PrivateBroker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateBroker {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut b = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        b.spawn()?;
+        Ok(b)
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let bin = tansu_bin();
+        anyhow::ensure!(
+            bin.exists(),
+            "tansu not found at {} — run deploy/local/stack install",
+            bin.display()
+        );
+        std::fs::create_dir_all(self.dir.path().join("data"))?;
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.path().join("tansu.log"))?;
+        // tansu prepends the working directory to the SQLite path: relative path, cwd = dir.
+        let child = Command::new(bin)
+            .current_dir(self.dir.path())
+            .args(["broker", "--kafka-cluster-id", "ensemble-test"])
+            .args([
+                "--kafka-listener-url",
+                &url,
+                "--kafka-advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://data/tansu.db"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !port_open(self.port) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "private tansu did not listen in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Kills the broker without warning (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The current ClickHouse engine (chdb-core) behind a ClickHouse HTTP
+/// endpoint (`tests/chdb/chdb_http.py`). Needs `ENSEMBLE_CHDB_PYTHON`: the
+/// Python of the virtualenv `deploy/local/test` creates.
+pub struct ChdbServer {
+    pub url: String,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl ChdbServer {
+    pub fn start() -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let python = std::env::var("ENSEMBLE_CHDB_PYTHON").map_err(|_| {
+            anyhow::anyhow!(
+                "ENSEMBLE_CHDB_PYTHON is not set: run the tests with deploy/local/test, which creates the chdb-core virtualenv"
+            )
+        })?;
+        let dir = tempfile::tempdir()?;
+        let script = repo_root().join("tests/chdb/chdb_http.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg(dir.path().join("chdb"))
+            .arg("0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout from chdb shim"))?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let port: u16 = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("chdb shim did not start: {line:?}"))?;
+        Ok(Self {
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+            child,
+        })
+    }
+}
+
+impl Drop for ChdbServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

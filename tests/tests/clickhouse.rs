@@ -1,0 +1,167 @@
+//! ClickHouse is real: migrations apply once on a fresh database (on the
+//! 18.16 server and on the current engine), rows round-trip through the
+//! `clickhouse` crate.
+
+use chrono::{DateTime, TimeZone, Utc};
+use clickhouse::Row;
+use ensemble_core::event::{
+    Consent, Enrichment, EventMessage, EventType, TinderAction, Utm, SCHEMA_VERSION,
+};
+use ensemble_core::migrate::{migrate, migrations};
+use ensemble_core::{EventRow, StoreConfig};
+use ensemble_tests::{clickhouse_url, unique, ChdbServer};
+use serde::Deserialize;
+use uuid::Uuid;
+
+fn all_versions() -> Vec<u32> {
+    migrations()
+        .expect("migrations")
+        .iter()
+        .map(|m| m.version)
+        .collect()
+}
+
+#[derive(Debug, Row, Deserialize, PartialEq)]
+struct Column {
+    table: String,
+    name: String,
+    #[serde(rename = "type")]
+    ty: String,
+}
+
+async fn schema(store: &StoreConfig) -> Vec<Column> {
+    store
+        .client()
+        .query(
+            "SELECT table, name, type FROM system.columns WHERE database = ? ORDER BY table, name",
+        )
+        .bind(&store.database)
+        .fetch_all()
+        .await
+        .expect("read schema")
+}
+
+/// Migrates `store` twice: all applied the first time, nothing the second.
+async fn migrate_twice(store: &StoreConfig) {
+    let first = migrate(store).await.expect("first migrate");
+    assert_eq!(first.applied, all_versions());
+    assert!(first.already_applied.is_empty());
+    let second = migrate(store).await.expect("second migrate");
+    assert!(
+        second.applied.is_empty(),
+        "second run must be a no-op: {second:?}"
+    );
+    assert_eq!(second.already_applied, all_versions());
+}
+
+fn message(i: u32, ts: DateTime<Utc>) -> EventMessage {
+    let even = i.is_multiple_of(2);
+    EventMessage {
+        v: SCHEMA_VERSION,
+        event_id: Uuid::new_v4(),
+        event_type: if even {
+            EventType::TinderCard
+        } else {
+            EventType::Signup
+        },
+        ts,
+        received_at: ts + chrono::Duration::seconds(1),
+        ts_clamped: i == 3,
+        imported: even,
+        visitor_id: format!("visitor-{i:04}"),
+        placement: Some("T-VOEUX".into()),
+        utm: Utm {
+            source: Some("tinder".into()),
+            content: Some("t-voeux".into()),
+            ..Utm::default()
+        },
+        url: Some("https://vivre-ensemble.example.org/barometre".into()),
+        referrer_host: None,
+        user_agent: Some("Mozilla/5.0 (iPhone)".into()),
+        bot: false,
+        action: even.then_some(TinderAction::Click),
+        contact_hash: (!even).then(|| format!("{i:064x}")),
+        consent: (!even).then_some(Consent {
+            results: true,
+            newsletter: i.is_multiple_of(3),
+        }),
+        custom_name: None,
+        props: [("k".to_owned(), "v é ü".to_owned())].into_iter().collect(),
+    }
+}
+
+#[tokio::test]
+async fn migrate_twice_then_rows_round_trip_on_the_server() {
+    let store = StoreConfig::new(clickhouse_url(), unique("it_migrate"));
+    migrate_twice(&store).await;
+
+    let ts = Utc
+        .with_ymd_and_hms(2025, 2, 14, 8, 30, 0)
+        .single()
+        .expect("ts")
+        + chrono::Duration::milliseconds(250);
+    let processed = Utc
+        .with_ymd_and_hms(2025, 2, 14, 8, 31, 0)
+        .single()
+        .expect("ts");
+    let rows: Vec<EventRow> = (0..5)
+        .map(|i| {
+            EventRow::new(
+                &message(i, ts + chrono::Duration::minutes(i64::from(i))),
+                Enrichment {
+                    channel: "tinder".into(),
+                    phase: "p2-saint-valentin".into(),
+                    device_class: "mobile".into(),
+                    os_family: "iOS".into(),
+                    is_bot: i == 4,
+                },
+                processed,
+            )
+        })
+        .collect();
+    let client = store.client();
+    let mut insert = client.insert::<EventRow>("events").await.expect("insert");
+    for r in &rows {
+        insert.write(r).await.expect("write row");
+    }
+    insert.end().await.expect("insert end");
+
+    let back: Vec<EventRow> = client
+        .query("SELECT ?fields FROM events ORDER BY visitor_id")
+        .fetch_all()
+        .await
+        .expect("read back");
+    assert_eq!(back, rows);
+
+    store
+        .server_client()
+        .query(&format!("DROP DATABASE {}", store.database))
+        .execute()
+        .await
+        .expect("drop test database");
+}
+
+#[tokio::test]
+async fn migrations_give_the_same_schema_on_current_clickhouse() {
+    // The 18.16 server …
+    let old = StoreConfig::new(clickhouse_url(), unique("it_schema"));
+    migrate(&old).await.expect("migrate on 18.16");
+    // … and the current engine (chdb-core) behind the same client.
+    let chdb = ChdbServer::start().expect("chdb-core shim (see deploy/local/test)");
+    let current = StoreConfig::new(&chdb.url, "ensemble");
+    migrate_twice(&current).await;
+
+    let (a, b) = (schema(&old).await, schema(&current).await);
+    assert!(a
+        .iter()
+        .any(|c| c.table == "events" && c.name == "event_id"));
+    assert_eq!(
+        a, b,
+        "every column has the same name and type on both engines"
+    );
+    old.server_client()
+        .query(&format!("DROP DATABASE {}", old.database))
+        .execute()
+        .await
+        .expect("drop test database");
+}
