@@ -10,6 +10,7 @@ use crate::config::ConfigError;
 pub struct KafkaConfig {
     /// Bootstrap brokers, comma-separated host:port.
     #[arg(
+        global = true,
         long = "kafka-brokers",
         env = "ENSEMBLE_KAFKA_BROKERS",
         default_value = "127.0.0.1:9092"
@@ -17,6 +18,7 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Topic of accepted events.
     #[arg(
+        global = true,
         long = "kafka-topic",
         env = "ENSEMBLE_KAFKA_TOPIC",
         default_value = "events.v1"
@@ -24,6 +26,7 @@ pub struct KafkaConfig {
     pub topic: String,
     /// Topic of messages the processor could not use.
     #[arg(
+        global = true,
         long = "kafka-dlq-topic",
         env = "ENSEMBLE_KAFKA_DLQ_TOPIC",
         default_value = "events.dlq.v1"

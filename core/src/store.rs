@@ -17,6 +17,7 @@ pub fn is_identifier(s: &str) -> bool {
 pub struct StoreConfig {
     /// ClickHouse HTTP endpoint.
     #[arg(
+        global = true,
         long = "clickhouse-url",
         env = "ENSEMBLE_CLICKHOUSE_URL",
         default_value = "http://127.0.0.1:8123"
@@ -24,18 +25,21 @@ pub struct StoreConfig {
     pub url: String,
     /// Database holding the ensemble tables.
     #[arg(
+        global = true,
         long = "clickhouse-database",
         env = "ENSEMBLE_CLICKHOUSE_DATABASE",
         default_value = "ensemble"
     )]
     pub database: String,
     #[arg(
+        global = true,
         long = "clickhouse-user",
         env = "ENSEMBLE_CLICKHOUSE_USER",
         default_value = "default"
     )]
     pub user: String,
     #[arg(
+        global = true,
         long = "clickhouse-password",
         env = "ENSEMBLE_CLICKHOUSE_PASSWORD",
         default_value = "",

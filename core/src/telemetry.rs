@@ -13,6 +13,7 @@ pub enum LogFormat {
 pub struct LogConfig {
     /// Log output format.
     #[arg(
+        global = true,
         long = "log-format",
         env = "ENSEMBLE_LOG_FORMAT",
         value_enum,

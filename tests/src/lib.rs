@@ -271,3 +271,41 @@ impl Drop for ChdbServer {
         let _ = self.child.wait();
     }
 }
+
+/// The shipped campaign file.
+pub fn campaign_file() -> PathBuf {
+    repo_root().join("deploy/campaign.toml")
+}
+
+/// Runs a service binary with only the given environment (nothing inherited
+/// from the caller's `ENSEMBLE_*`) and returns its exit code and stderr.
+/// For start-up checks: the binary is expected to exit by itself.
+pub fn run_binary(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(args)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run binary");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts that `bin` refuses to start (exit 2) with a message naming `setting`.
+pub fn assert_refuses(bin: &str, args: &[&str], env: &[(&str, &str)], setting: &str) {
+    let (code, stderr) = run_binary(bin, args, env);
+    assert_eq!(
+        code,
+        Some(2),
+        "expected exit 2 naming {setting}, got {code:?}: {stderr}"
+    );
+    assert!(
+        stderr.contains("refusing to start") && stderr.contains(setting),
+        "stderr should name {setting}: {stderr}"
+    );
+}

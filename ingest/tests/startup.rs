@@ -1,0 +1,71 @@
+//! The collector refuses to start on bad settings, naming the setting.
+
+use ensemble_tests::{assert_refuses, campaign_file};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ensemble-ingest");
+const SECRET: (&str, &str) = (
+    "ENSEMBLE_CONTACT_SECRET",
+    "a-test-secret-of-32-bytes-length",
+);
+
+fn campaign() -> String {
+    campaign_file().display().to_string()
+}
+
+#[test]
+fn refuses_without_the_contact_secret() {
+    assert_refuses(BIN, &["--campaign", &campaign()], &[], "--contact-secret");
+}
+
+#[test]
+fn refuses_a_short_contact_secret() {
+    assert_refuses(
+        BIN,
+        &["--campaign", &campaign()],
+        &[("ENSEMBLE_CONTACT_SECRET", "short")],
+        "--contact-secret",
+    );
+}
+
+#[test]
+fn refuses_bad_listen_brokers_timeout_and_campaign() {
+    let c = campaign();
+    assert_refuses(
+        BIN,
+        &["--campaign", &c, "--listen", "nowhere"],
+        &[SECRET],
+        "--listen",
+    );
+    assert_refuses(
+        BIN,
+        &["--campaign", &c],
+        &[SECRET, ("ENSEMBLE_KAFKA_BROKERS", "localhost")],
+        "--kafka-brokers",
+    );
+    assert_refuses(
+        BIN,
+        &["--campaign", &c, "--delivery-timeout-ms", "60000"],
+        &[SECRET],
+        "--delivery-timeout-ms",
+    );
+    assert_refuses(
+        BIN,
+        &["--campaign", "/nonexistent/campaign.toml"],
+        &[SECRET],
+        "--campaign",
+    );
+}
+
+#[test]
+fn a_bad_campaign_is_refused_with_its_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("campaign.toml");
+    let text = std::fs::read_to_string(campaign_file()).expect("campaign");
+    std::fs::write(
+        &path,
+        text.replacen("channel = \"metro\"", "channel = \"tramway\"", 1),
+    )
+    .expect("write");
+    let p = path.display().to_string();
+    assert_refuses(BIN, &["--campaign", &p], &[SECRET], "placements[0].channel");
+}

@@ -1,0 +1,48 @@
+//! The processor refuses to start on bad settings, naming the setting, and
+//! `migrate` reports a clear error when ClickHouse is unreachable.
+
+use ensemble_tests::{assert_refuses, campaign_file, free_port, run_binary};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ensemble-processor");
+
+#[test]
+fn refuses_bad_settings() {
+    let c = campaign_file().display().to_string();
+    assert_refuses(
+        BIN,
+        &["--campaign", &c, "--clickhouse-database", "drop table"],
+        &[],
+        "--clickhouse-database",
+    );
+    assert_refuses(
+        BIN,
+        &["--campaign", &c, "--clickhouse-url", "not a url"],
+        &[],
+        "--clickhouse-url",
+    );
+    assert_refuses(
+        BIN,
+        &["--campaign", &c],
+        &[("ENSEMBLE_KAFKA_TOPIC", "bad topic")],
+        "--kafka-topic",
+    );
+    assert_refuses(
+        BIN,
+        &["migrate", "--campaign", &c, "--listen", "x"],
+        &[],
+        "--listen",
+    );
+}
+
+#[test]
+fn migrate_names_the_unreachable_server() {
+    let c = campaign_file().display().to_string();
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let (code, stderr) = run_binary(
+        BIN,
+        &["migrate", "--campaign", &c, "--clickhouse-url", &url],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("ensemble-processor migrate"), "{stderr}");
+}
