@@ -98,7 +98,14 @@ impl StoreConfig {
     }
 }
 
-/// True when ClickHouse answers `SELECT 1`.
-pub async fn reachable(client: &clickhouse::Client) -> bool {
-    client.query("SELECT 1").fetch_one::<u8>().await.is_ok()
+/// True when ClickHouse answers and the configured database has the
+/// `events` table (so a service that is not ready says "run migrate").
+pub async fn schema_ready(store: &StoreConfig) -> bool {
+    store
+        .server_client()
+        .query("SELECT count() FROM system.tables WHERE database = ? AND name = 'events'")
+        .bind(&store.database)
+        .fetch_one::<u64>()
+        .await
+        .is_ok_and(|n| n == 1)
 }

@@ -19,15 +19,15 @@ pub fn router(registry: prometheus::Registry, readiness: Readiness) -> Router {
 /// Serves until `shutdown` trips.
 pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let readiness = Readiness::default();
-    let client = settings.store.client();
+    let store = settings.store.clone();
     probe::spawn(
         readiness.clone(),
         "clickhouse",
         Duration::from_secs(5),
         shutdown.clone(),
         move || {
-            let client = client.clone();
-            async move { store::reachable(&client).await }
+            let store = store.clone();
+            async move { store::schema_ready(&store).await }
         },
     );
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;

@@ -31,3 +31,23 @@ fn refuses_bad_settings() {
         "--clickhouse-database",
     );
 }
+
+#[tokio::test]
+async fn ready_when_clickhouse_answers_then_stops_on_sigterm() {
+    let c = campaign_file().display().to_string();
+    let store = ensemble_tests::migrated_database("it_dash_ready").await;
+    let ch = store.url.clone();
+    ensemble_tests::assert_ready_then_clean_exit(
+        BIN,
+        &[
+            "--campaign",
+            &c,
+            "--clickhouse-url",
+            &ch,
+            "--clickhouse-database",
+            &store.database,
+        ],
+        &[ANALYST],
+    )
+    .await;
+}

@@ -69,3 +69,15 @@ fn a_bad_campaign_is_refused_with_its_field() {
     let p = path.display().to_string();
     assert_refuses(BIN, &["--campaign", &p], &[SECRET], "placements[0].channel");
 }
+
+#[tokio::test]
+async fn ready_when_the_broker_answers_then_stops_on_sigterm() {
+    let c = campaign();
+    let brokers = ensemble_tests::kafka_brokers();
+    ensemble_tests::assert_ready_then_clean_exit(
+        BIN,
+        &["--campaign", &c, "--kafka-brokers", &brokers],
+        &[SECRET],
+    )
+    .await;
+}

@@ -30,15 +30,15 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
             async move { kafka::metadata_reachable(&brokers, Duration::from_secs(3)).await }
         },
     );
-    let client = settings.store.client();
+    let store = settings.store.clone();
     probe::spawn(
         readiness.clone(),
         "clickhouse",
         Duration::from_secs(5),
         shutdown.clone(),
         move || {
-            let client = client.clone();
-            async move { store::reachable(&client).await }
+            let store = store.clone();
+            async move { store::schema_ready(&store).await }
         },
     );
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;

@@ -46,3 +46,25 @@ fn migrate_names_the_unreachable_server() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("ensemble-processor migrate"), "{stderr}");
 }
+
+#[tokio::test]
+async fn ready_when_broker_and_clickhouse_answer_then_stops_on_sigterm() {
+    let c = campaign_file().display().to_string();
+    let store = ensemble_tests::migrated_database("it_proc_ready").await;
+    let brokers = ensemble_tests::kafka_brokers();
+    ensemble_tests::assert_ready_then_clean_exit(
+        BIN,
+        &[
+            "--campaign",
+            &c,
+            "--kafka-brokers",
+            &brokers,
+            "--clickhouse-url",
+            &store.url,
+            "--clickhouse-database",
+            &store.database,
+        ],
+        &[],
+    )
+    .await;
+}

@@ -309,3 +309,108 @@ pub fn assert_refuses(bin: &str, args: &[&str], env: &[(&str, &str)], setting: &
         "stderr should name {setting}: {stderr}"
     );
 }
+
+/// A service binary running as a child process, stopped with SIGTERM on drop.
+pub struct Service {
+    pub port: u16,
+    child: Child,
+}
+
+impl Service {
+    /// Starts `bin` with `--listen 127.0.0.1:<free port>` and only the given environment.
+    pub fn start(bin: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .args(args)
+            .args(["--listen", &listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Ok(Self {
+            port,
+            child: cmd.spawn()?,
+        })
+    }
+
+    /// GET `path`; `None` while nothing answers.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.port, path)
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.0 GET on loopback: status code and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Starts `bin`, waits until `/readyz` answers 200 (its dependencies are
+/// reachable), checks `/healthz` and `/metrics`, then stops it with SIGTERM
+/// and expects a clean exit within 10 s.
+pub async fn assert_ready_then_clean_exit(bin: &str, args: &[&str], env: &[(&str, &str)]) {
+    let mut svc = Service::start(bin, args, env).expect("start service");
+    let body = poll_until("/readyz to answer 200", Duration::from_secs(60), || {
+        let r = svc.get("/readyz");
+        async move { r.filter(|(code, _)| *code == 200).map(|(_, b)| b) }
+    })
+    .await;
+    assert!(
+        body.contains("true"),
+        "readiness lists its components: {body}"
+    );
+    assert_eq!(svc.get("/healthz").map(|(c, _)| c), Some(200));
+    assert_eq!(svc.get("/metrics").map(|(c, _)| c), Some(200));
+    let status = svc
+        .terminate(Duration::from_secs(10))
+        .expect("exits within 10 s of SIGTERM");
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+}
+
+/// A fresh database with every migration applied, on the local ClickHouse.
+pub async fn migrated_database(prefix: &str) -> ensemble_core::StoreConfig {
+    let store = ensemble_core::StoreConfig::new(clickhouse_url(), unique(prefix));
+    ensemble_core::migrate::migrate(&store)
+        .await
+        .expect("migrate a fresh database");
+    store
+}
