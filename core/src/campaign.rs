@@ -123,6 +123,10 @@ pub struct Channel {
     /// Referrer hosts (a host or any of its subdomains) that mean this channel.
     #[serde(default)]
     pub referrer_hosts: Vec<String>,
+    /// The redirect (`/r/{code}`) of this channel's placements records a
+    /// dating-app card click (`tinder_card`, action `click`) instead of a QR scan.
+    #[serde(default)]
+    pub redirect_is_card_click: bool,
 }
 
 fn yes() -> bool {

@@ -154,7 +154,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: RejectReason, field: &str, message: impl Into<String>) -> Self {
+    pub fn new(reason: RejectReason, field: &str, message: impl Into<String>) -> Self {
         Self {
             reason,
             field: Some(field.to_owned()),

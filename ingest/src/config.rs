@@ -9,6 +9,8 @@ use ensemble_core::privacy::ContactHasher;
 use ensemble_core::telemetry::LogConfig;
 use ensemble_core::{Campaign, KafkaConfig};
 
+use crate::body::BodyLimits;
+
 /// Upper bound for the delivery timeout: a client must get its answer quickly.
 pub const MAX_DELIVERY_TIMEOUT_MS: u64 = 10_000;
 
@@ -29,15 +31,48 @@ pub struct Config {
         default_value = "deploy/campaign.toml"
     )]
     pub campaign: PathBuf,
-    /// Secret key of the contact HMAC (at least 16 bytes). Required.
+    /// Secret key of the contact HMAC and of hashed visitor ids (≥ 16 bytes). Required.
     #[arg(long, env = "ENSEMBLE_CONTACT_SECRET", hide_env_values = true)]
     pub contact_secret: Option<String>,
-    /// Token for POST /v1/import (at least 16 bytes); import is off without it.
+    /// Token for POST /v1/import (≥ 16 bytes); import answers 403 without it.
     #[arg(long, env = "ENSEMBLE_IMPORT_TOKEN", hide_env_values = true)]
     pub import_token: Option<String>,
     /// How long a request waits for Kafka delivery reports before answering 503.
     #[arg(long, env = "ENSEMBLE_DELIVERY_TIMEOUT_MS", default_value_t = 5_000)]
     pub delivery_timeout_ms: u64,
+    /// Longest a redirect waits to record its scan before redirecting anyway.
+    #[arg(long, env = "ENSEMBLE_REDIRECT_WAIT_MS", default_value_t = 1_500)]
+    pub redirect_wait_ms: u64,
+    /// Largest request body as sent (bytes).
+    #[arg(long, env = "ENSEMBLE_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest request body after gunzip (bytes).
+    #[arg(long, env = "ENSEMBLE_MAX_DECOMPRESSED_BYTES", default_value_t = 4 << 20)]
+    pub max_decompressed_bytes: usize,
+    /// Most events in one `{"batch":[...]}`.
+    #[arg(long, env = "ENSEMBLE_MAX_BATCH_EVENTS", default_value_t = 500)]
+    pub max_batch_events: usize,
+    /// Deepest JSON nesting accepted.
+    #[arg(long, env = "ENSEMBLE_MAX_JSON_DEPTH", default_value_t = 8)]
+    pub max_json_depth: usize,
+    /// Real-time events more than this far in the future are clamped to server time.
+    #[arg(long, env = "ENSEMBLE_MAX_FUTURE_SKEW_S", default_value_t = 300)]
+    pub max_future_skew_s: u64,
+    /// Real-time events older than this are clamped to server time.
+    #[arg(long, env = "ENSEMBLE_MAX_PAST_SKEW_S", default_value_t = 86_400)]
+    pub max_past_skew_s: u64,
+    /// Requests per second per client, sustained.
+    #[arg(long, env = "ENSEMBLE_RATE_LIMIT_PER_S", default_value_t = 50)]
+    pub rate_limit_per_s: u32,
+    /// Requests a client may burst above the sustained rate.
+    #[arg(long, env = "ENSEMBLE_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
+    /// Take the client address from X-Forwarded-For (only behind a trusted proxy).
+    #[arg(long, env = "ENSEMBLE_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+    /// Retry-After sent with 503 answers (seconds).
+    #[arg(long, env = "ENSEMBLE_RETRY_AFTER_S", default_value_t = 5)]
+    pub retry_after_s: u64,
     #[command(flatten)]
     pub kafka: KafkaConfig,
     #[command(flatten)]
@@ -50,9 +85,26 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub campaign: Campaign,
     pub hasher: ContactHasher,
+    /// The secret, for deriving hashed visitor ids.
+    pub secret: Vec<u8>,
     pub import_token: Option<String>,
     pub delivery_timeout_ms: u64,
+    pub redirect_wait_ms: u64,
+    pub limits: BodyLimits,
+    pub max_future_skew_s: u64,
+    pub max_past_skew_s: u64,
+    pub rate_limit_per_s: u32,
+    pub rate_limit_burst: u32,
+    pub trust_forwarded_for: bool,
+    pub retry_after_s: u64,
     pub kafka: KafkaConfig,
+}
+
+fn at_least(flag: &str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(ConfigError::new(flag, format!("must be at least {min}")));
+    }
+    Ok(())
 }
 
 impl Config {
@@ -82,13 +134,47 @@ impl Config {
                 format!("must be 100..={MAX_DELIVERY_TIMEOUT_MS}"),
             ));
         }
+        if !(10..=self.delivery_timeout_ms).contains(&self.redirect_wait_ms) {
+            return Err(ConfigError::new(
+                "--redirect-wait-ms",
+                "must be 10..=--delivery-timeout-ms",
+            ));
+        }
+        at_least("--max-body-bytes", self.max_body_bytes as u64, 1024)?;
+        if self.max_decompressed_bytes < self.max_body_bytes {
+            return Err(ConfigError::new(
+                "--max-decompressed-bytes",
+                "must be at least --max-body-bytes",
+            ));
+        }
+        at_least("--max-batch-events", self.max_batch_events as u64, 1)?;
+        at_least("--max-json-depth", self.max_json_depth as u64, 3)?;
+        at_least("--max-future-skew-s", self.max_future_skew_s, 1)?;
+        at_least("--max-past-skew-s", self.max_past_skew_s, 60)?;
+        at_least("--rate-limit-per-s", u64::from(self.rate_limit_per_s), 1)?;
+        at_least("--rate-limit-burst", u64::from(self.rate_limit_burst), 1)?;
+        at_least("--retry-after-s", self.retry_after_s, 1)?;
         self.kafka.validate()?;
         Ok(Settings {
             listen,
             campaign,
             hasher,
+            secret: secret.into_bytes(),
             import_token: self.import_token,
             delivery_timeout_ms: self.delivery_timeout_ms,
+            redirect_wait_ms: self.redirect_wait_ms,
+            limits: BodyLimits {
+                max_body_bytes: self.max_body_bytes,
+                max_decompressed_bytes: self.max_decompressed_bytes,
+                max_batch_events: self.max_batch_events,
+                max_json_depth: self.max_json_depth,
+            },
+            max_future_skew_s: self.max_future_skew_s,
+            max_past_skew_s: self.max_past_skew_s,
+            rate_limit_per_s: self.rate_limit_per_s,
+            rate_limit_burst: self.rate_limit_burst,
+            trust_forwarded_for: self.trust_forwarded_for,
+            retry_after_s: self.retry_after_s,
             kafka: self.kafka,
         })
     }

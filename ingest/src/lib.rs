@@ -1,28 +1,144 @@
-//! ensemble-ingest: the collector. Serves the ops routes and reports broker
-//! readiness; the event endpoints (`/v1/events`, `/r/{code}`, `/p.gif`,
-//! `/t.js`, `/v1/import`) are the collector issue's work.
+//! ensemble-ingest: the collector. Events in over HTTP (`/v1/events`,
+//! `/v1/import`, `/r/{code}`, `/p.gif`, tracker `/t.js`), validated,
+//! normalised (no raw e-mail, phone or IP leaves it), produced to Kafka with
+//! the answer held until every delivery report is in.
 
+pub mod body;
 pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod normalise;
+pub mod producer;
+pub mod ratelimit;
+pub mod routes;
+pub mod visitor;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
 use axum::Router;
 use ensemble_core::service::{ops_router, serve, Readiness};
 use ensemble_core::{kafka, probe, Shutdown};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use config::{Config, Settings};
 
-/// The collector's routes.
-pub fn router(registry: prometheus::Registry, readiness: Readiness) -> Router {
-    ops_router(registry, readiness)
+use crate::metrics::Metrics;
+use crate::normalise::Normaliser;
+use crate::producer::EventProducer;
+use crate::ratelimit::RateLimiter;
+use crate::routes::{AppState, Shared};
+use crate::visitor::VisitorIds;
+
+/// How long shutdown waits for the producer to flush.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The collector, built from its settings.
+#[derive(Debug, Clone)]
+pub struct Collector {
+    pub state: Shared,
+    pub readiness: Readiness,
 }
 
-/// Serves until `shutdown` trips.
-pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
-    let readiness = Readiness::default();
-    let brokers = settings.kafka.brokers.clone();
+impl Collector {
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let producer = EventProducer::new(&settings.kafka, settings.delivery_timeout_ms)?;
+        let state = AppState {
+            campaign: settings.campaign.clone(),
+            normaliser: Normaliser::new(
+                settings.hasher.clone(),
+                VisitorIds::new(&settings.secret, settings.campaign.timezone),
+                settings.max_future_skew_s,
+                settings.max_past_skew_s,
+            ),
+            producer,
+            metrics: Metrics::new()?,
+            limiter: RateLimiter::new(settings.rate_limit_per_s, settings.rate_limit_burst),
+            limits: settings.limits,
+            import_token: settings.import_token.clone(),
+            trust_forwarded_for: settings.trust_forwarded_for,
+            retry_after_s: settings.retry_after_s,
+            redirect_wait: Duration::from_millis(settings.redirect_wait_ms),
+        };
+        Ok(Self {
+            state: Arc::new(state),
+            readiness: Readiness::default(),
+        })
+    }
+
+    /// Every route: the collector's, CORS for the landing origins, request
+    /// metrics, and the ops routes.
+    pub fn router(&self) -> Router {
+        let origins: Vec<_> = self
+            .state
+            .campaign
+            .landing_origins
+            .iter()
+            .filter_map(|o| o.parse().ok())
+            .collect();
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([
+                axum::http::header::CONTENT_TYPE,
+                axum::http::header::CONTENT_ENCODING,
+            ])
+            .max_age(Duration::from_secs(3600));
+        let app = Router::new()
+            .route("/v1/events", post(routes::post_events))
+            .route("/v1/import", post(routes::post_import))
+            .route("/r/{code}", get(routes::redirect))
+            .route("/p.gif", get(routes::pixel))
+            .route("/t.js", get(routes::tracker))
+            .route_layer(middleware::from_fn_with_state(self.state.clone(), track))
+            .layer(DefaultBodyLimit::disable())
+            .layer(cors)
+            .with_state(self.state.clone());
+        app.merge(ops_router(
+            self.state.metrics.registry.clone(),
+            self.readiness.clone(),
+        ))
+    }
+}
+
+/// Counts requests by route and status and keeps the in-flight gauge.
+async fn track(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let route = match req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+    {
+        Some("/v1/events") => "events",
+        Some("/v1/import") => "import",
+        Some("/r/{code}") => "redirect",
+        Some("/p.gif") => "pixel",
+        Some("/t.js") => "tracker",
+        _ => "other",
+    };
+    state.metrics.in_flight.inc();
+    let resp = next.run(req).await;
+    state.metrics.in_flight.dec();
+    state
+        .metrics
+        .requests
+        .with_label_values(&[route, resp.status().as_str()])
+        .inc();
+    resp
+}
+
+/// Serves on `listener` until `shutdown` trips, then flushes the producer.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    collector: Collector,
+    brokers: String,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     probe::spawn(
-        readiness.clone(),
+        collector.readiness.clone(),
         "kafka",
         Duration::from_secs(5),
         shutdown.clone(),
@@ -31,13 +147,23 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
             async move { kafka::metadata_reachable(&brokers, Duration::from_secs(3)).await }
         },
     );
+    tracing::info!(addr = %listener.local_addr()?, campaign = %collector.state.campaign.id, "ingest listening");
+    serve(listener, collector.router(), shutdown).await?;
+    let producer = collector.state.producer.clone();
+    tokio::task::spawn_blocking(move || producer.flush(FLUSH_TIMEOUT)).await??;
+    tracing::info!("ingest stopped; producer flushed");
+    Ok(())
+}
+
+/// Binds `settings.listen` and serves until `shutdown` trips.
+pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let collector = Collector::new(&settings)?;
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, campaign = %settings.campaign.id, "ingest listening");
-    serve(
+    serve_on(
         listener,
-        router(prometheus::Registry::new(), readiness),
+        collector,
+        settings.kafka.brokers.clone(),
         shutdown,
     )
-    .await?;
-    Ok(())
+    .await
 }

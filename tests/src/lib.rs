@@ -171,7 +171,10 @@ impl PrivateBroker {
         );
         std::fs::create_dir_all(self.dir.path().join("data"))?;
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(self.dir.path().join("tansu.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))?;
         // tansu prepends the working directory to the SQLite path: relative path, cwd = dir.
         let child = Command::new(bin)
             .current_dir(self.dir.path())
@@ -197,6 +200,11 @@ impl PrivateBroker {
             std::thread::sleep(Duration::from_millis(100));
         }
         Ok(())
+    }
+
+    /// What the broker logged (for diagnosing a failed test).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
     }
 
     /// Kills the broker without warning (SIGKILL), as a crash would.

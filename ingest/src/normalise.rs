@@ -1,0 +1,256 @@
+//! From a validated event to the Kafka message: event id, server time and
+//! clamping, visitor id, contact hash (the raw e-mail stops here), bot flag.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Duration, Utc};
+use ensemble_core::event::{EventMessage, RejectReason, Rejection, ValidEvent, SCHEMA_VERSION};
+use ensemble_core::privacy::ContactHasher;
+use uuid::Uuid;
+
+use crate::visitor::VisitorIds;
+
+/// Where an event came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `/v1/events`: client time kept unless skewed, then clamped and flagged.
+    RealTime,
+    /// `/r/{code}`, `/p.gif`: server time always.
+    ServerTime,
+    /// `/v1/import`: `ts` and `visitor_id` required and kept as given; marked imported.
+    Import,
+}
+
+/// What the request tells about its sender.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub now: DateTime<Utc>,
+    pub client_ip: IpAddr,
+    pub user_agent: Option<String>,
+    pub mode: Mode,
+}
+
+pub struct Normaliser {
+    hasher: ContactHasher,
+    visitors: VisitorIds,
+    bots: isbot::Bots,
+    max_future: Duration,
+    max_past: Duration,
+}
+
+impl std::fmt::Debug for Normaliser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Normaliser").finish_non_exhaustive()
+    }
+}
+
+impl Normaliser {
+    pub fn new(
+        hasher: ContactHasher,
+        visitors: VisitorIds,
+        max_future_s: u64,
+        max_past_s: u64,
+    ) -> Self {
+        Self {
+            hasher,
+            visitors,
+            bots: isbot::Bots::default(),
+            max_future: Duration::seconds(i64::try_from(max_future_s).unwrap_or(i64::MAX / 1000)),
+            max_past: Duration::seconds(i64::try_from(max_past_s).unwrap_or(i64::MAX / 1000)),
+        }
+    }
+
+    pub fn is_bot(&self, user_agent: Option<&str>) -> bool {
+        user_agent.is_some_and(|ua| self.bots.is_bot(ua))
+    }
+
+    pub fn visitors(&self) -> &VisitorIds {
+        &self.visitors
+    }
+
+    pub fn normalise(&self, e: ValidEvent, ctx: &Context) -> Result<EventMessage, Rejection> {
+        let (ts, ts_clamped) = match (ctx.mode, e.ts) {
+            (Mode::Import, Some(ts)) => (ts, false),
+            (Mode::Import, None) => {
+                return Err(Rejection::new(
+                    RejectReason::MissingField,
+                    "ts",
+                    "imported events keep their own time: `ts` is required",
+                ))
+            }
+            (Mode::ServerTime, _) | (Mode::RealTime, None) => (ctx.now, false),
+            (Mode::RealTime, Some(ts)) => {
+                if ts > ctx.now + self.max_future || ts < ctx.now - self.max_past {
+                    (ctx.now, true)
+                } else {
+                    (ts, false)
+                }
+            }
+        };
+        // Real-time: the browser's own User-Agent header; import: the one recorded.
+        let user_agent = match ctx.mode {
+            Mode::Import => e.user_agent.clone(),
+            _ => ctx.user_agent.clone().or(e.user_agent.clone()),
+        };
+        let visitor_id = match (e.visitor_id, ctx.mode) {
+            (Some(v), _) => v,
+            (None, Mode::Import) => {
+                return Err(Rejection::new(
+                    RejectReason::MissingField,
+                    "visitor_id",
+                    "imported events need a well-formed visitor_id (8-64 of [A-Za-z0-9_-])",
+                ))
+            }
+            (None, _) => {
+                self.visitors
+                    .derive(ctx.client_ip, user_agent.as_deref().unwrap_or(""), ctx.now)
+            }
+        };
+        Ok(EventMessage {
+            v: SCHEMA_VERSION,
+            event_id: e.event_id.unwrap_or_else(Uuid::new_v4),
+            event_type: e.event_type,
+            ts,
+            received_at: ctx.now,
+            ts_clamped,
+            imported: ctx.mode == Mode::Import,
+            visitor_id,
+            placement: e.placement,
+            utm: e.utm,
+            url: e.url,
+            referrer_host: e.referrer_host,
+            bot: self.is_bot(user_agent.as_deref()),
+            user_agent,
+            action: e.action,
+            contact_hash: e.email.as_deref().map(|m| self.hasher.contact_hash(m)),
+            consent: e.consent,
+            custom_name: e.custom_name,
+            props: e.props,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use ensemble_core::event::validate;
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"0123456789abcdef-test";
+
+    fn norm() -> Normaliser {
+        Normaliser::new(
+            ContactHasher::new(SECRET).unwrap(),
+            VisitorIds::new(SECRET, chrono_tz::Europe::Paris),
+            300,
+            86_400,
+        )
+    }
+
+    fn ctx(mode: Mode) -> Context {
+        Context {
+            now: DateTime::parse_from_rfc3339("2025-02-14T12:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            client_ip: "198.51.100.23".parse().unwrap(),
+            user_agent: Some("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)".into()),
+            mode,
+        }
+    }
+
+    fn run(v: serde_json::Value, mode: Mode) -> Result<EventMessage, Rejection> {
+        norm().normalise(validate(&v).unwrap(), &ctx(mode))
+    }
+
+    #[test]
+    fn skewed_real_time_events_are_clamped_and_flagged() {
+        let m = run(
+            json!({"type":"page_view","ts":"2025-02-14T11:59:00Z"}),
+            Mode::RealTime,
+        )
+        .unwrap();
+        assert_eq!(m.ts.to_rfc3339(), "2025-02-14T11:59:00+00:00");
+        assert!(!m.ts_clamped);
+        for skewed in ["2025-02-14T12:10:00Z", "2025-01-01T00:00:00Z"] {
+            let m = run(json!({"type":"page_view","ts": skewed}), Mode::RealTime).unwrap();
+            assert_eq!(m.ts, ctx(Mode::RealTime).now, "{skewed}");
+            assert!(m.ts_clamped);
+        }
+        let m = run(
+            json!({"type":"page_view","ts":"2025-01-01T00:00:00Z"}),
+            Mode::ServerTime,
+        )
+        .unwrap();
+        assert_eq!(m.ts, ctx(Mode::RealTime).now);
+        assert!(!m.ts_clamped);
+    }
+
+    #[test]
+    fn import_keeps_time_and_needs_visitor() {
+        let m = run(
+            json!({"type":"qr_scan","ts":"2025-01-20T08:00:00Z","visitor_id":"v_12345678"}),
+            Mode::Import,
+        )
+        .unwrap();
+        assert_eq!(m.ts.to_rfc3339(), "2025-01-20T08:00:00+00:00");
+        assert!(m.imported && !m.ts_clamped);
+        let r = run(
+            json!({"type":"qr_scan","visitor_id":"v_12345678"}),
+            Mode::Import,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (r.reason, r.field.as_deref()),
+            (RejectReason::MissingField, Some("ts"))
+        );
+        let r = run(
+            json!({"type":"qr_scan","ts":"2025-01-20T08:00:00Z"}),
+            Mode::Import,
+        )
+        .unwrap_err();
+        assert_eq!(r.field.as_deref(), Some("visitor_id"));
+    }
+
+    #[test]
+    fn signup_message_has_the_hash_and_no_trace_of_the_contact() {
+        let m = run(
+            json!({"type":"signup","email":"Jeanne.Dupont@example.fr","phone":"+33612345678",
+                   "consents":{"results":true,"newsletter":true}}),
+            Mode::RealTime,
+        )
+        .unwrap();
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(m.contact_hash.as_ref().is_some_and(|h| h.len() == 64));
+        for needle in [
+            "jeanne",
+            "Jeanne",
+            "example.fr",
+            "612345678",
+            "198.51.100.23",
+        ] {
+            assert!(!text.contains(needle), "{needle} leaked into {text}");
+        }
+        assert!(
+            m.visitor_id.starts_with("h_"),
+            "derived from IP and UA: {}",
+            m.visitor_id
+        );
+    }
+
+    #[test]
+    fn bots_are_flagged_not_dropped() {
+        let mut c = ctx(Mode::RealTime);
+        c.user_agent =
+            Some("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)".into());
+        let m = norm()
+            .normalise(validate(&json!({"type":"page_view"})).unwrap(), &c)
+            .unwrap();
+        assert!(m.bot);
+        assert!(
+            !run(json!({"type":"page_view"}), Mode::RealTime)
+                .unwrap()
+                .bot
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! The collector's endpoints: `POST /v1/events`, `POST /v1/import`,
+//! `GET /r/{code}`, `GET /p.gif`, `GET /t.js`.
+//!
+//! Status codes of the event endpoints: 200 every event accepted; 207 some
+//! accepted, some rejected (the accepted ones are in Kafka, the body lists
+//! the rejected with index and reason); 400 none accepted; 413/415/400 for a
+//! body that cannot be read as events; 429 rate limited; 503 Kafka did not
+//! confirm (resend the whole request with the same event ids).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use ensemble_core::event::{
+    validate, EventMessage, EventType, Rejection, TinderAction, SCHEMA_VERSION,
+};
+use ensemble_core::Campaign;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::body::{self, BodyLimits};
+use crate::error::IngestError;
+use crate::metrics::Metrics;
+use crate::normalise::{Context, Mode, Normaliser};
+use crate::producer::EventProducer;
+use crate::ratelimit::RateLimiter;
+use crate::visitor::VisitorIds;
+
+/// Everything a handler needs.
+#[derive(Debug)]
+pub struct AppState {
+    pub campaign: Campaign,
+    pub normaliser: Normaliser,
+    pub producer: EventProducer,
+    pub metrics: Metrics,
+    pub limiter: RateLimiter,
+    pub limits: BodyLimits,
+    pub import_token: Option<String>,
+    pub trust_forwarded_for: bool,
+    pub retry_after_s: u64,
+    pub redirect_wait: Duration,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// One rejected event of a request.
+#[derive(Debug, Serialize)]
+pub struct IndexedRejection {
+    pub index: usize,
+    #[serde(flatten)]
+    pub rejection: Rejection,
+}
+
+/// The answer of the event endpoints.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub accepted: usize,
+    /// Ids of the accepted events, in request order.
+    pub event_ids: Vec<uuid::Uuid>,
+    pub rejected: Vec<IndexedRejection>,
+}
+
+fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if state.trust_forwarded_for {
+        if let Some(ip) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| {
+            s.chars()
+                .take(ensemble_core::event::MAX_USER_AGENT_LEN)
+                .collect()
+        })
+}
+
+fn reject_request(state: &AppState, e: IngestError) -> Response {
+    state
+        .metrics
+        .events_rejected
+        .with_label_values(&[e.code()])
+        .inc();
+    e.into_response()
+}
+
+/// Produces `messages` and waits for Kafka; records metrics. On failure, the
+/// 503 carries the event ids for the client's resend.
+async fn produce(state: &AppState, messages: &[EventMessage]) -> Result<(), IngestError> {
+    let result = state.producer.send_all(messages).await;
+    state
+        .metrics
+        .queue_depth
+        .set(i64::from(state.producer.queue_depth()));
+    match result {
+        Ok(took) => {
+            state.metrics.produce_duration.observe(took.as_secs_f64());
+            for m in messages {
+                state
+                    .metrics
+                    .events_accepted
+                    .with_label_values(&[m.event_type.as_str()])
+                    .inc();
+            }
+            Ok(())
+        }
+        Err(e) => {
+            state
+                .metrics
+                .produce_failures
+                .with_label_values(&[e.kind()])
+                .inc();
+            tracing::warn!(error = %e, events = messages.len(), "kafka did not confirm; answering 503");
+            Err(IngestError::Unavailable {
+                cause: e.to_string(),
+                retry_after_s: state.retry_after_s,
+                event_ids: messages.iter().map(|m| m.event_id).collect(),
+            })
+        }
+    }
+}
+
+/// Validates and normalises each event, produces the good ones, answers.
+async fn accept(state: &AppState, values: Vec<Value>, ctx: &Context) -> Response {
+    let mut messages = Vec::with_capacity(values.len());
+    let mut rejected = Vec::new();
+    for (index, v) in values.iter().enumerate() {
+        match validate(v).and_then(|e| state.normaliser.normalise(e, ctx)) {
+            Ok(m) => messages.push(m),
+            Err(rejection) => {
+                state
+                    .metrics
+                    .events_rejected
+                    .with_label_values(&[rejection.reason.as_str()])
+                    .inc();
+                rejected.push(IndexedRejection { index, rejection });
+            }
+        }
+    }
+    if !messages.is_empty() {
+        if let Err(e) = produce(state, &messages).await {
+            return e.into_response();
+        }
+    }
+    let status = match (messages.is_empty(), rejected.is_empty()) {
+        (false, true) => StatusCode::OK,
+        (false, false) => StatusCode::MULTI_STATUS,
+        (true, _) => StatusCode::BAD_REQUEST,
+    };
+    let body = Accepted {
+        accepted: messages.len(),
+        event_ids: messages.iter().map(|m| m.event_id).collect(),
+        rejected,
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn read_events(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<Value>, IngestError> {
+    let raw = body::read_limited(body, &state.limits).await?;
+    let bytes = body::decode(headers, raw, &state.limits)?;
+    body::events(&bytes, &state.limits)
+}
+
+/// `POST /v1/events`
+pub async fn post_events(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let ip = client_ip(&state, peer, &headers);
+    if let Err(retry_after_s) = state.limiter.check(ip, Instant::now()) {
+        return reject_request(&state, IngestError::RateLimited { retry_after_s });
+    }
+    let values = match read_events(&state, &headers, body).await {
+        Ok(v) => v,
+        Err(e) => return reject_request(&state, e),
+    };
+    let ctx = Context {
+        now: Utc::now(),
+        client_ip: ip,
+        user_agent: user_agent(&headers),
+        mode: Mode::RealTime,
+    };
+    accept(&state, values, &ctx).await
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte.
+fn same_token(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /v1/import` (Bearer token)
+pub async fn post_import(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(expected) = state.import_token.as_deref() else {
+        return reject_request(&state, IngestError::ImportDisabled);
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !same_token(given.trim().as_bytes(), expected.as_bytes()) {
+        return reject_request(&state, IngestError::Unauthorized);
+    }
+    let values = match read_events(&state, &headers, body).await {
+        Ok(v) => v,
+        Err(e) => return reject_request(&state, e),
+    };
+    let ctx = Context {
+        now: Utc::now(),
+        client_ip: client_ip(&state, peer, &headers),
+        user_agent: None,
+        mode: Mode::Import,
+    };
+    accept(&state, values, &ctx).await
+}
+
+/// A placement code as recorded: the characters a code may have, at most 64;
+/// `unknown` when nothing is left. Never an error: it came from a poster.
+fn recorded_code(code: &str) -> String {
+    let kept: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(64)
+        .collect();
+    if kept.is_empty() {
+        "unknown".into()
+    } else {
+        kept
+    }
+}
+
+/// `GET /r/{code}`: records the scan (or card click) and answers 302 to the
+/// placement's landing page with `vid` and `plc`, whatever happens.
+pub async fn redirect(
+    State(state): State<Shared>,
+    Path(code): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let placement = state.campaign.placement(&code);
+    let known = if placement.is_some() {
+        "known"
+    } else {
+        "unknown"
+    };
+    let vid = query
+        .get("vid")
+        .filter(|v| ensemble_core::event::is_valid_visitor_id(v))
+        .cloned()
+        .unwrap_or_else(VisitorIds::fresh);
+    let code = placement.map_or_else(|| recorded_code(&code), |p| p.code.clone());
+    let card_click = placement
+        .and_then(|p| state.campaign.channel(&p.channel))
+        .is_some_and(|c| c.redirect_is_card_click);
+    let mut landing = placement.map_or_else(
+        || state.campaign.default_landing_url.clone(),
+        |p| p.landing_url.clone(),
+    );
+    landing
+        .query_pairs_mut()
+        .append_pair("vid", &vid)
+        .append_pair("plc", &code);
+
+    let now = Utc::now();
+    let ua = user_agent(&headers);
+    let referrer_host = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| url::Url::parse(r).ok())
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    let message = EventMessage {
+        v: SCHEMA_VERSION,
+        event_id: uuid::Uuid::new_v4(),
+        event_type: if card_click {
+            EventType::TinderCard
+        } else {
+            EventType::QrScan
+        },
+        ts: now,
+        received_at: now,
+        ts_clamped: false,
+        imported: false,
+        visitor_id: vid,
+        placement: Some(code),
+        utm: Default::default(),
+        url: None,
+        referrer_host,
+        bot: state.normaliser.is_bot(ua.as_deref()),
+        user_agent: ua,
+        action: card_click.then_some(TinderAction::Click),
+        contact_hash: None,
+        consent: None,
+        custom_name: None,
+        props: Default::default(),
+    };
+    let recorded = match tokio::time::timeout(
+        state.redirect_wait,
+        produce(&state, std::slice::from_ref(&message)),
+    )
+    .await
+    {
+        Ok(Ok(())) => "yes",
+        Ok(Err(_)) | Err(_) => {
+            tracing::warn!(
+                placement = known,
+                "redirect served without a confirmed scan record"
+            );
+            "no"
+        }
+    };
+    state
+        .metrics
+        .redirects
+        .with_label_values(&[known, recorded])
+        .inc();
+    let mut resp = (StatusCode::FOUND, [(header::CACHE_CONTROL, "no-store")]).into_response();
+    if let Ok(v) = HeaderValue::from_str(landing.as_str()) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// The smallest transparent GIF.
+pub const PIXEL_GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// Query names of the pixel and the event fields they fill.
+const PIXEL_FIELDS: &[(&str, &str)] = &[
+    ("type", "type"),
+    ("event_id", "event_id"),
+    ("vid", "visitor_id"),
+    ("placement", "placement"),
+    ("plc", "placement"),
+    ("url", "url"),
+    ("ref", "referrer"),
+    ("action", "action"),
+    ("utm_source", "utm_source"),
+    ("utm_medium", "utm_medium"),
+    ("utm_campaign", "utm_campaign"),
+    ("utm_content", "utm_content"),
+    ("utm_term", "utm_term"),
+];
+
+/// `GET /p.gif?type=page_view&vid=…&url=…`: one event from the query, server
+/// time. Always answers the GIF; the status tells what happened.
+pub async fn pixel(
+    State(state): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let gif = |status: StatusCode, reason: &str| {
+        let mut r = (
+            status,
+            [
+                (header::CONTENT_TYPE, "image/gif"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            PIXEL_GIF,
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(reason) {
+            r.headers_mut().insert("x-ensemble-reason", v);
+        }
+        r
+    };
+    let ip = client_ip(&state, peer, &headers);
+    if let Err(retry_after_s) = state.limiter.check(ip, Instant::now()) {
+        state
+            .metrics
+            .events_rejected
+            .with_label_values(&["rate_limited"])
+            .inc();
+        let mut r = gif(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        return r;
+    }
+    let mut obj = Map::new();
+    obj.insert("type".into(), Value::String("page_view".into()));
+    for (param, field) in PIXEL_FIELDS {
+        if let Some(v) = query.get(*param) {
+            obj.insert((*field).into(), Value::String(v.clone()));
+        }
+    }
+    let ctx = Context {
+        now: Utc::now(),
+        client_ip: ip,
+        user_agent: user_agent(&headers),
+        mode: Mode::ServerTime,
+    };
+    let message =
+        match validate(&Value::Object(obj)).and_then(|e| state.normaliser.normalise(e, &ctx)) {
+            Ok(m) => m,
+            Err(r) => {
+                state
+                    .metrics
+                    .events_rejected
+                    .with_label_values(&[r.reason.as_str()])
+                    .inc();
+                return gif(StatusCode::BAD_REQUEST, &r.to_string());
+            }
+        };
+    match produce(&state, std::slice::from_ref(&message)).await {
+        Ok(()) => gif(StatusCode::OK, "accepted"),
+        Err(e) => {
+            let mut r = gif(e.status(), e.code());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(state.retry_after_s));
+            r
+        }
+    }
+}
+
+/// The landing-page tracker.
+pub const TRACKER_JS: &str = include_str!("../assets/t.js");
+
+/// `GET /t.js`
+pub async fn tracker() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        TRACKER_JS,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_codes_are_safe_and_never_empty() {
+        assert_eq!(recorded_code("M-CHATELET"), "M-CHATELET");
+        assert_eq!(recorded_code("<script>"), "script");
+        assert_eq!(recorded_code("💥"), "unknown");
+        assert_eq!(recorded_code(&"a".repeat(100)).len(), 64);
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(same_token(b"abc", b"abc"));
+        assert!(!same_token(b"abc", b"abd"));
+        assert!(!same_token(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,713 @@
+//! The collector against the real broker: what is accepted arrives in Kafka
+//! with the right key and fields, every refusal has its reason, nothing
+//! private is produced, and a broker outage gives 503s, never a false 2xx.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ensemble_core::event::{EventMessage, EventType, TinderAction};
+use ensemble_core::{KafkaConfig, Shutdown};
+use ensemble_ingest::{serve_on, Collector, Config};
+use ensemble_tests::{
+    campaign_file, create_topic, kafka_brokers, poll_until, unique, PrivateBroker,
+};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const SECRET: &str = "collector-test-secret-0123456789";
+const TOKEN: &str = "import-token-0123456789abcdef";
+const LANDING: &str = "https://vivre-ensemble.example.org/barometre";
+
+struct Running {
+    base: String,
+    topic: String,
+    brokers: String,
+    shutdown: Shutdown,
+    http: reqwest::Client,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+async fn start_with(brokers: &str, extra: &[&str]) -> Running {
+    let topic = unique("ingest");
+    create_topic(brokers, &topic, 3)
+        .await
+        .expect("create topic");
+    let campaign = campaign_file().display().to_string();
+    let mut args = vec![
+        "ensemble-ingest",
+        "--campaign",
+        &campaign,
+        "--contact-secret",
+        SECRET,
+        "--import-token",
+        TOKEN,
+        "--kafka-brokers",
+        brokers,
+        "--kafka-topic",
+        &topic,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    if !extra.iter().any(|a| a.starts_with("--rate-limit")) {
+        args.extend_from_slice(&[
+            "--rate-limit-per-s",
+            "100000",
+            "--rate-limit-burst",
+            "100000",
+        ]);
+    }
+    args.extend_from_slice(extra);
+    let settings = Config::try_parse_from(args)
+        .expect("flags")
+        .validate()
+        .expect("settings");
+    let collector = Collector::new(&settings).expect("collector");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = Shutdown::new();
+    tokio::spawn(serve_on(
+        listener,
+        collector,
+        brokers.to_owned(),
+        shutdown.clone(),
+    ));
+    Running {
+        base,
+        topic,
+        brokers: brokers.to_owned(),
+        shutdown,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client"),
+    }
+}
+
+async fn start(extra: &[&str]) -> Running {
+    start_with(&kafka_brokers(), extra).await
+}
+
+impl Running {
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .header("user-agent", "Mozilla/5.0 (Linux; Android 14) Mobile")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_raw(&self, headers: &[(&str, &str)], body: Vec<u8>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/events", self.base))
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("user-agent", "Mozilla/5.0 (iPhone) Mobile")
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Reads `n` messages from the topic (fresh group, from the start), then
+    /// checks for one second that no more arrive.
+    async fn consume(&self, n: usize) -> Vec<(String, Vec<u8>, EventMessage)> {
+        let c: StreamConsumer = KafkaConfig::new(&self.brokers, &self.topic)
+            .consumer_config(&unique("g_ingest"))
+            .create()
+            .expect("consumer");
+        c.subscribe(&[&self.topic]).expect("subscribe");
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let m = tokio::time::timeout(left, c.recv())
+                .await
+                .unwrap_or_else(|_| panic!("only {} of {n} messages arrived", out.len()))
+                .expect("consume");
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            let raw = m.payload().unwrap_or_default().to_vec();
+            let msg = EventMessage::decode(&raw).expect("decodable message");
+            out.push((key, raw, msg));
+        }
+        if let Ok(Ok(extra)) = tokio::time::timeout(Duration::from_secs(1), c.recv()).await {
+            panic!(
+                "more than {n} messages: {:?}",
+                String::from_utf8_lossy(extra.payload().unwrap_or_default())
+            );
+        }
+        out
+    }
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["event_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn accepted_events_arrive_with_their_key_and_fields() {
+    let c = start(&[]).await;
+    let (status, body) = c
+        .post(
+            "/v1/events",
+            json!({"batch": [
+                {"type": "page_view", "event_id": "2f1e7c1a-3b4d-4e5f-8a9b-0c1d2e3f4a5b", "visitor_id": "v_visitor_one",
+                 "ts": chrono::Utc::now().to_rfc3339(),
+                 "url": "https://vivre-ensemble.example.org/barometre?utm_source=ratp&utm_content=m-chatelet&email=x%40y.fr",
+                 "referrer": "https://www.google.com/search?q=vivre+ensemble"},
+                {"type": "tinder_card", "action": "like", "visitor_id": "v_visitor_two", "placement": "T-VOEUX"},
+                {"type": "custom", "name": "video_play", "visitor_id": "v_visitor_one", "props": {"pct": 75}}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], 3);
+    assert_eq!(ids(&body)[0], "2f1e7c1a-3b4d-4e5f-8a9b-0c1d2e3f4a5b");
+
+    let got = c.consume(3).await;
+    let by_id: HashMap<String, &(String, Vec<u8>, EventMessage)> =
+        got.iter().map(|g| (g.2.event_id.to_string(), g)).collect();
+    assert_eq!(
+        by_id.keys().cloned().collect::<BTreeSet<_>>(),
+        ids(&body).into_iter().collect()
+    );
+    let (key, _, pv) = by_id["2f1e7c1a-3b4d-4e5f-8a9b-0c1d2e3f4a5b"];
+    assert_eq!(key, "v_visitor_one", "key = visitor id");
+    assert_eq!(pv.event_type, EventType::PageView);
+    assert_eq!(pv.utm.source.as_deref(), Some("ratp"));
+    assert_eq!(
+        pv.url.as_deref(),
+        Some("https://vivre-ensemble.example.org/barometre?utm_source=ratp&utm_content=m-chatelet")
+    );
+    assert_eq!(pv.referrer_host.as_deref(), Some("www.google.com"));
+    assert!(!pv.ts_clamped && !pv.imported);
+    let card = got
+        .iter()
+        .find(|g| g.2.event_type == EventType::TinderCard)
+        .expect("card");
+    assert_eq!(card.0, "v_visitor_two");
+    assert_eq!(card.2.action, Some(TinderAction::Like));
+    assert_eq!(card.2.placement.as_deref(), Some("T-VOEUX"));
+    assert_eq!(
+        card.2.user_agent.as_deref(),
+        Some("Mozilla/5.0 (Linux; Android 14) Mobile")
+    );
+}
+
+/// Event-level rejections: each reason, next to a good event that must still be accepted.
+#[tokio::test]
+async fn each_event_rejection_has_its_reason_and_spares_the_good_events() {
+    let c = start(&[]).await;
+    let cases: Vec<(Value, &str, Option<&str>)> = vec![
+        (json!("not an object"), "not_an_object", None),
+        (
+            json!({"visitor_id": "v_12345678"}),
+            "missing_field",
+            Some("type"),
+        ),
+        (json!({"type": 7}), "invalid_type", Some("type")),
+        (
+            json!({"type": "qr_scan", "ts": "yesterday"}),
+            "invalid_value",
+            Some("ts"),
+        ),
+        (
+            json!({"type": "purchase"}),
+            "unknown_event_type",
+            Some("type"),
+        ),
+        (
+            json!({"type": "qr_scan", "color": "red"}),
+            "unknown_field",
+            Some("color"),
+        ),
+        (
+            json!({"type": "page_view", "utm_source": "x".repeat(300)}),
+            "field_too_long",
+            Some("utm_source"),
+        ),
+        (
+            json!({"type": "custom", "name": "n", "props": (0..40).map(|i| (format!("k{i}"), json!(i))).collect::<serde_json::Map<_, _>>()}),
+            "too_many_properties",
+            Some("props"),
+        ),
+    ];
+    for (bad, reason, field) in &cases {
+        let (status, body) = c
+            .post(
+                "/v1/events",
+                json!({"batch": [{"type": "qr_scan", "placement": "M-CHATELET"}, bad]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::MULTI_STATUS, "{reason}: {body}");
+        assert_eq!(body["accepted"], 1, "{reason}");
+        let r = &body["rejected"][0];
+        assert_eq!(r["index"], 1, "{reason}");
+        assert_eq!(r["reason"], *reason, "{body}");
+        assert_eq!(r["field"].as_str(), *field, "{body}");
+        assert!(r["message"].as_str().is_some_and(|m| !m.is_empty()));
+        // The same bad event alone: nothing accepted, 400.
+        let (status, body) = c.post("/v1/events", json!({"batch": [bad]})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reason}: {body}");
+        assert_eq!(body["rejected"][0]["reason"], *reason);
+    }
+    // Only the good event of each mixed batch reached Kafka.
+    let got = c.consume(cases.len()).await;
+    assert!(got.iter().all(|g| g.2.event_type == EventType::QrScan));
+}
+
+type Headers = Vec<(&'static str, &'static str)>;
+
+/// Request-level refusals: each with its status and code.
+#[tokio::test]
+async fn each_request_refusal_has_its_status_and_code() {
+    let c = start(&[
+        "--max-body-bytes",
+        "2048",
+        "--max-batch-events",
+        "3",
+        "--max-json-depth",
+        "4",
+    ])
+    .await;
+    let json_ct = ("content-type", "application/json");
+    let cases: Vec<(Headers, Vec<u8>, StatusCode, &str)> = vec![
+        (vec![json_ct], b"{not json".to_vec(), StatusCode::BAD_REQUEST, "invalid_json"),
+        (vec![json_ct], br#"{"type":"custom","name":"x","props":{"a":[[[[1]]]]}}"#.to_vec(), StatusCode::BAD_REQUEST, "too_deep"),
+        (vec![json_ct], br#"[{"type":"qr_scan"}]"#.to_vec(), StatusCode::BAD_REQUEST, "invalid_envelope"),
+        (
+            vec![json_ct],
+            json!({"batch": [{"type":"qr_scan"},{"type":"qr_scan"},{"type":"qr_scan"},{"type":"qr_scan"}]}).to_string().into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+        ),
+        (vec![json_ct], vec![b' '; 4096], StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        (vec![("content-type", "application/xml")], b"<e/>".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        (vec![json_ct, ("content-encoding", "br")], b"{}".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
+        (vec![json_ct, ("content-encoding", "gzip")], b"plainly not gzip".to_vec(), StatusCode::BAD_REQUEST, "invalid_gzip"),
+    ];
+    for (headers, body, status, code) in cases {
+        let (got, answer) = c.post_raw(&headers, body).await;
+        assert_eq!(got, status, "{code}: {answer}");
+        assert_eq!(answer["error"], code, "{answer}");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| m.len() > 10),
+            "{answer}"
+        );
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_accepted_and_a_gzip_bomb_is_refused() {
+    let c = start(&["--max-decompressed-bytes", "1048576"]).await;
+    let body =
+        json!({"batch": [{"type": "page_view", "visitor_id": "v_gzipped_1"}, {"type": "qr_scan"}]});
+    let (status, answer) = c
+        .post_raw(
+            &[("content-type", "text/plain"), ("content-encoding", "gzip")],
+            gzip(body.to_string().as_bytes()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], 2);
+
+    // 1 GB of spaces compresses to about 1 MB; here 64 MB into ~64 KB.
+    let bomb = gzip(&vec![b' '; 64 << 20]);
+    assert!(bomb.len() < 200_000);
+    let (status, answer) = c
+        .post_raw(
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+            bomb,
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(answer["error"], "decompressed_too_large");
+    c.consume(2).await;
+}
+
+#[tokio::test]
+async fn redirects_record_the_scan_and_never_fail_and_the_pixel_records_a_view() {
+    let c = start(&[]).await;
+    let r = c.get("/r/M-CHATELET").await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let loc = url::Url::parse(r.headers()["location"].to_str().expect("location")).expect("url");
+    assert!(loc.as_str().starts_with(LANDING), "{loc}");
+    let q: HashMap<String, String> = loc.query_pairs().into_owned().collect();
+    assert_eq!(q["utm_source"], "ratp");
+    assert_eq!(q["plc"], "M-CHATELET");
+    let vid = q["vid"].clone();
+
+    // A returning visitor keeps its id; a card link records a card click.
+    let r = c.get(&format!("/r/t-voeux?vid={vid}")).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert!(r.headers()["location"]
+        .to_str()
+        .expect("loc")
+        .contains(&format!("vid={vid}")));
+
+    // Unknown or hostile codes still redirect to the default landing page.
+    let r = c.get("/r/NO-SUCH-POSTER").await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert!(r.headers()["location"]
+        .to_str()
+        .expect("loc")
+        .starts_with(&format!("{LANDING}?vid=")));
+    let r = c.get("/r/%3Cscript%3E").await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+
+    let r = c.get(&format!("/p.gif?vid={vid}&url=https%3A%2F%2Fvivre-ensemble.example.org%2Fbarometre&plc=M-CHATELET")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "image/gif");
+    assert_eq!(r.bytes().await.expect("gif")[..6], *b"GIF89a");
+    let r = c.get("/p.gif?type=tinder_card&action=superlike").await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.headers()["content-type"], "image/gif");
+
+    let got = c.consume(5).await;
+    let scans: Vec<_> = got
+        .iter()
+        .filter(|g| g.2.event_type == EventType::QrScan)
+        .collect();
+    assert_eq!(scans.len(), 3);
+    assert!(scans
+        .iter()
+        .any(|g| g.2.placement.as_deref() == Some("M-CHATELET") && g.0 == vid));
+    assert!(scans
+        .iter()
+        .any(|g| g.2.placement.as_deref() == Some("NO-SUCH-POSTER")));
+    assert!(scans
+        .iter()
+        .any(|g| g.2.placement.as_deref() == Some("script")));
+    let click = got
+        .iter()
+        .find(|g| g.2.event_type == EventType::TinderCard)
+        .expect("card click");
+    assert_eq!(click.2.action, Some(TinderAction::Click));
+    assert_eq!(click.2.placement.as_deref(), Some("T-VOEUX"));
+    assert_eq!(click.0, vid);
+    let view = got
+        .iter()
+        .find(|g| g.2.event_type == EventType::PageView)
+        .expect("pixel view");
+    assert_eq!(view.0, vid);
+    assert!(got.iter().all(|g| !g.2.ts_clamped));
+}
+
+#[tokio::test]
+async fn no_produced_byte_holds_a_raw_email_phone_or_ip() {
+    let c = start(&["--trust-forwarded-for"]).await;
+    let emails = ["Jeanne.Dupont@Example.fr", "marc+barometre@exemple.org"];
+    let phone = "+33 6 12 34 56 78";
+    for (i, email) in emails.iter().enumerate() {
+        let r = c
+            .http
+            .post(format!("{}/v1/events", c.base))
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", "203.0.113.77, 10.0.0.1")
+            .body(
+                json!({"batch": [
+                    {"type": "page_view", "url": format!("https://vivre-ensemble.example.org/merci?email={email}")},
+                    {"type": "signup", "email": email, "phone": phone, "consents": {"results": true, "newsletter": i == 0}}
+                ]})
+                .to_string(),
+            )
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let got = c.consume(4).await;
+    let needles: Vec<String> = emails
+        .iter()
+        .flat_map(|e| {
+            [
+                e.to_string(),
+                e.to_lowercase(),
+                e.split('@').next().unwrap_or_default().to_lowercase(),
+            ]
+        })
+        .chain([
+            "203.0.113.77".into(),
+            "127.0.0.1".into(),
+            "612345678".into(),
+            "12 34 56".into(),
+        ])
+        .collect();
+    for (key, raw, msg) in &got {
+        let text = String::from_utf8_lossy(raw).to_lowercase();
+        for n in &needles {
+            assert!(
+                !text.contains(&n.to_lowercase()),
+                "`{n}` found in payload {text}"
+            );
+            assert!(!key.contains(n.as_str()), "`{n}` found in key {key}");
+        }
+        assert!(
+            msg.visitor_id.starts_with("h_"),
+            "no vid given: hashed visitor id"
+        );
+    }
+    let hashes: BTreeSet<_> = got
+        .iter()
+        .filter_map(|g| g.2.contact_hash.clone())
+        .collect();
+    assert_eq!(hashes.len(), 2, "one hash per e-mail");
+}
+
+#[tokio::test]
+async fn import_needs_the_token_and_keeps_historical_time() {
+    let c = start(&[]).await;
+    let event = json!({"type": "qr_scan", "placement": "G-NATIONAL", "visitor_id": "v_imported_1",
+                       "ts": "2025-01-20T09:15:00+01:00", "user_agent": "Mozilla/5.0 (Android)"});
+    let r = c
+        .http
+        .post(format!("{}/v1/import", c.base))
+        .json(&event)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .http
+        .post(format!("{}/v1/import", c.base))
+        .bearer_auth("wrong-token-0123456789abcdef")
+        .json(&event)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .http
+        .post(format!("{}/v1/import", c.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"batch": [event, {"type": "qr_scan", "visitor_id": "v_imported_2"}]}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.status(), StatusCode::MULTI_STATUS);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["rejected"][0]["field"], "ts");
+    let got = c.consume(1).await;
+    let m = &got[0].2;
+    assert!(m.imported);
+    assert_eq!(m.ts.to_rfc3339(), "2025-01-20T08:15:00+00:00");
+    assert!(!m.ts_clamped);
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after() {
+    let c = start(&["--rate-limit-per-s", "1", "--rate-limit-burst", "2"]).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..4 {
+        let r = c
+            .http
+            .post(format!("{}/v1/events", c.base))
+            .header("content-type", "application/json")
+            .body(json!({"type": "qr_scan"}).to_string())
+            .send()
+            .await
+            .expect("req");
+        statuses.push(r.status());
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap_or("").to_owned());
+        }
+    }
+    assert_eq!(&statuses[..2], &[StatusCode::OK, StatusCode::OK]);
+    assert!(
+        statuses[2..].contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert_eq!(retry_after.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn cors_allows_the_landing_origin_only() {
+    let c = start(&[]).await;
+    let preflight = |origin: &'static str| {
+        c.http
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/events", c.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let ok = preflight("https://vivre-ensemble.example.org")
+        .await
+        .expect("req");
+    assert_eq!(
+        ok.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("https://vivre-ensemble.example.org")
+    );
+    let other = preflight("https://evil.example.com").await.expect("req");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let js = c.get("/t.js").await;
+    assert_eq!(js.status(), StatusCode::OK);
+    assert!(js.text().await.expect("js").contains("sendBeacon"));
+}
+
+#[tokio::test]
+async fn many_concurrent_clients_all_land_exactly_once() {
+    let c = std::sync::Arc::new(start(&[]).await);
+    let mut tasks = Vec::new();
+    for client in 0..40 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            for req in 0..10 {
+                let batch: Vec<Value> = (0..5)
+                    .map(|i| json!({"type": "page_view", "visitor_id": format!("v_client_{client:03}_{req}_{i}")}))
+                    .collect();
+                let (status, body) = c.post("/v1/events", json!({"batch": batch})).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                accepted.extend(ids(&body));
+            }
+            accepted
+        }));
+    }
+    let mut sent = BTreeSet::new();
+    for t in tasks {
+        sent.extend(t.await.expect("client task"));
+    }
+    assert_eq!(sent.len(), 2000);
+    let got: BTreeSet<String> = c
+        .consume(2000)
+        .await
+        .iter()
+        .map(|g| g.2.event_id.to_string())
+        .collect();
+    assert_eq!(got, sent);
+}
+
+#[tokio::test]
+async fn broker_down_gives_503_within_the_timeout_then_recovers() {
+    let mut broker = PrivateBroker::start().expect("private broker");
+    let c = start_with(
+        &broker.brokers(),
+        &["--delivery-timeout-ms", "1500", "--retry-after-s", "2"],
+    )
+    .await;
+    let event = |n: u32| json!({"type": "page_view", "visitor_id": format!("v_outage_{n:04}")});
+    let (status, body) = c.post("/v1/events", event(0)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    broker.kill();
+    let started = Instant::now();
+    let r = c
+        .http
+        .post(format!("{}/v1/events", c.base))
+        .header("content-type", "application/json")
+        .body(event(1).to_string())
+        .send()
+        .await
+        .expect("request");
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        took < Duration::from_millis(1500 + 2500),
+        "503 within the delivery timeout, took {took:?}"
+    );
+    assert_eq!(r.headers()["retry-after"], "2");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"], "unavailable");
+    assert_eq!(ids(&body).len(), 1, "the 503 names the event ids to resend");
+
+    broker.restart().expect("broker back");
+    // Accepted again once the broker is back; the client resends with the same id.
+    let resend =
+        json!({"type": "page_view", "visitor_id": "v_outage_0001", "event_id": ids(&body)[0]});
+    poll_until(
+        "the collector to accept again",
+        Duration::from_secs(60),
+        || {
+            let c = &c;
+            let resend = resend.clone();
+            async move {
+                let (status, _) = c.post("/v1/events", resend).await;
+                (status == StatusCode::OK).then_some(())
+            }
+        },
+    )
+    .await;
+    let got = c.consume_at_least(2).await;
+    let ids: BTreeSet<_> = got.iter().map(|m| m.visitor_id.clone()).collect();
+    assert!(
+        ids.contains("v_outage_0000") && ids.contains("v_outage_0001"),
+        "{ids:?}"
+    );
+}
+
+impl Running {
+    /// Every message in the topic (at least `n`): after an outage the same
+    /// event may legitimately be there twice (duplicates are removed downstream).
+    async fn consume_at_least(&self, n: usize) -> Vec<EventMessage> {
+        let c: StreamConsumer = KafkaConfig::new(&self.brokers, &self.topic)
+            .consumer_config(&unique("g_ingest"))
+            .create()
+            .expect("consumer");
+        c.subscribe(&[&self.topic]).expect("subscribe");
+        let mut out = Vec::new();
+        loop {
+            let wait = if out.len() < n {
+                Duration::from_secs(60)
+            } else {
+                Duration::from_secs(2)
+            };
+            match tokio::time::timeout(wait, c.recv()).await {
+                Ok(Ok(m)) => {
+                    out.push(EventMessage::decode(m.payload().unwrap_or_default()).expect("decode"))
+                }
+                Ok(Err(e)) => panic!("consume: {e}"),
+                Err(_) if out.len() >= n => return out,
+                Err(_) => panic!("only {} of at least {n} messages", out.len()),
+            }
+        }
+    }
+}
