@@ -27,6 +27,8 @@ pub struct Context {
     pub now: DateTime<Utc>,
     pub client_ip: IpAddr,
     pub user_agent: Option<String>,
+    /// The bot verdict on `user_agent`, worked out once per request.
+    pub user_agent_is_bot: bool,
     pub mode: Mode,
 }
 
@@ -62,6 +64,23 @@ impl Normaliser {
 
     pub fn is_bot(&self, user_agent: Option<&str>) -> bool {
         user_agent.is_some_and(|ua| self.bots.is_bot(ua))
+    }
+
+    /// The context of one request; the bot list (a large regex) is asked once here.
+    pub fn context(
+        &self,
+        now: DateTime<Utc>,
+        client_ip: IpAddr,
+        user_agent: Option<String>,
+        mode: Mode,
+    ) -> Context {
+        Context {
+            now,
+            client_ip,
+            user_agent_is_bot: self.is_bot(user_agent.as_deref()),
+            user_agent,
+            mode,
+        }
     }
 
     pub fn visitors(&self) -> &VisitorIds {
@@ -119,7 +138,11 @@ impl Normaliser {
             utm: e.utm,
             url: e.url,
             referrer_host: e.referrer_host,
-            bot: self.is_bot(user_agent.as_deref()),
+            bot: if user_agent == ctx.user_agent {
+                ctx.user_agent_is_bot
+            } else {
+                self.is_bot(user_agent.as_deref())
+            },
             user_agent,
             action: e.action,
             contact_hash: e.email.as_deref().map(|m| self.hasher.contact_hash(m)),
@@ -149,14 +172,21 @@ mod tests {
     }
 
     fn ctx(mode: Mode) -> Context {
-        Context {
-            now: DateTime::parse_from_rfc3339("2025-02-14T12:00:00Z")
+        ctx_with(
+            mode,
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)",
+        )
+    }
+
+    fn ctx_with(mode: Mode, ua: &str) -> Context {
+        norm().context(
+            DateTime::parse_from_rfc3339("2025-02-14T12:00:00Z")
                 .unwrap()
                 .with_timezone(&Utc),
-            client_ip: "198.51.100.23".parse().unwrap(),
-            user_agent: Some("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)".into()),
+            "198.51.100.23".parse().unwrap(),
+            Some(ua.into()),
             mode,
-        }
+        )
     }
 
     fn run(v: serde_json::Value, mode: Mode) -> Result<EventMessage, Rejection> {
@@ -240,9 +270,10 @@ mod tests {
 
     #[test]
     fn bots_are_flagged_not_dropped() {
-        let mut c = ctx(Mode::RealTime);
-        c.user_agent =
-            Some("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)".into());
+        let c = ctx_with(
+            Mode::RealTime,
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        );
         let m = norm()
             .normalise(validate(&json!({"type":"page_view"})).unwrap(), &c)
             .unwrap();

@@ -197,12 +197,9 @@ pub async fn post_events(
         Ok(v) => v,
         Err(e) => return reject_request(&state, e),
     };
-    let ctx = Context {
-        now: Utc::now(),
-        client_ip: ip,
-        user_agent: user_agent(&headers),
-        mode: Mode::RealTime,
-    };
+    let ctx = state
+        .normaliser
+        .context(Utc::now(), ip, user_agent(&headers), Mode::RealTime);
     accept(&state, values, &ctx).await
 }
 
@@ -233,12 +230,8 @@ pub async fn post_import(
         Ok(v) => v,
         Err(e) => return reject_request(&state, e),
     };
-    let ctx = Context {
-        now: Utc::now(),
-        client_ip: client_ip(&state, peer, &headers),
-        user_agent: None,
-        mode: Mode::Import,
-    };
+    let ip = client_ip(&state, peer, &headers);
+    let ctx = state.normaliser.context(Utc::now(), ip, None, Mode::Import);
     accept(&state, values, &ctx).await
 }
 
@@ -414,12 +407,9 @@ pub async fn pixel(
             obj.insert((*field).into(), Value::String(v.clone()));
         }
     }
-    let ctx = Context {
-        now: Utc::now(),
-        client_ip: ip,
-        user_agent: user_agent(&headers),
-        mode: Mode::ServerTime,
-    };
+    let ctx = state
+        .normaliser
+        .context(Utc::now(), ip, user_agent(&headers), Mode::ServerTime);
     let message =
         match validate(&Value::Object(obj)).and_then(|e| state.normaliser.normalise(e, &ctx)) {
             Ok(m) => m,

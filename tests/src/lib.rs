@@ -13,6 +13,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
+pub mod bench;
+
 /// Bootstrap brokers of the local stack (`deploy/local/stack env`).
 pub fn kafka_brokers() -> String {
     std::env::var("ENSEMBLE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -142,15 +144,24 @@ pub fn tansu_bin() -> PathBuf {
 /// restart the broker without disturbing the shared one.
 pub struct PrivateBroker {
     pub port: u16,
+    storage: String,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl PrivateBroker {
+    /// Durable SQLite storage, as the local stack runs.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with_storage("sqlite://data/tansu.db")
+    }
+
+    /// Any tansu storage engine, e.g. `memory://tansu/` for benchmarks that
+    /// separate the pipeline's cost from the durable broker's.
+    pub fn start_with_storage(storage: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut b = Self {
             port: free_port(),
+            storage: storage.to_owned(),
             dir,
             child: None,
         };
@@ -185,7 +196,7 @@ impl PrivateBroker {
                 "--kafka-advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "sqlite://data/tansu.db"])
+            .args(["--storage-engine", &self.storage])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
