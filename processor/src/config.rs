@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use ensemble_core::config::{parse_listen, ConfigError};
+use ensemble_core::privacy::ContactHasher;
 use ensemble_core::telemetry::LogConfig;
 use ensemble_core::{Campaign, KafkaConfig, StoreConfig};
 
@@ -42,6 +43,50 @@ pub struct Config {
         global = true
     )]
     pub group_id: String,
+    /// Flush a batch at this many rows.
+    #[arg(
+        long,
+        env = "ENSEMBLE_BATCH_MAX_ROWS",
+        default_value_t = 20_000,
+        global = true
+    )]
+    pub batch_max_rows: usize,
+    /// Flush a batch at this many bytes of Kafka payload.
+    #[arg(long, env = "ENSEMBLE_BATCH_MAX_BYTES", default_value_t = 16 << 20, global = true)]
+    pub batch_max_bytes: usize,
+    /// Flush a batch when its oldest row is this old.
+    #[arg(
+        long,
+        env = "ENSEMBLE_FLUSH_INTERVAL_MS",
+        default_value_t = 500,
+        global = true
+    )]
+    pub flush_interval_ms: u64,
+    /// Longest pause between two INSERT attempts while ClickHouse fails.
+    #[arg(
+        long,
+        env = "ENSEMBLE_INSERT_RETRY_MAX_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub insert_retry_max_ms: u64,
+    /// How long the consumer may go without polling (e.g. ClickHouse down)
+    /// before the group hands its partitions to another member.
+    #[arg(
+        long,
+        env = "ENSEMBLE_MAX_POLL_INTERVAL_MS",
+        default_value_t = 600_000,
+        global = true
+    )]
+    pub max_poll_interval_ms: u64,
+    /// Secret of the contact HMAC (the collector's), needed by `erase`.
+    #[arg(
+        long,
+        env = "ENSEMBLE_CONTACT_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub contact_secret: Option<String>,
     #[command(flatten)]
     pub kafka: KafkaConfig,
     #[command(flatten)]
@@ -54,6 +99,18 @@ pub struct Config {
 pub enum Command {
     /// Apply the ClickHouse schema migrations not yet applied, then exit.
     Migrate,
+    /// Drop the monthly partitions whose every event is older than the retention.
+    Retention {
+        /// Keep this many days of events (a month partition goes once all of it is older).
+        #[arg(long, env = "ENSEMBLE_RETENTION_DAYS")]
+        days: u32,
+    },
+    /// Right to erasure: delete every row of the visitors who signed up with this e-mail.
+    Erase {
+        /// The e-mail address, as the person gave it (it is normalised and hashed).
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +118,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub campaign: Campaign,
     pub group_id: String,
+    pub batch: crate::batcher::BatchLimits,
+    pub insert_retry_max_ms: u64,
+    pub max_poll_interval_ms: u64,
+    pub hasher: Option<ContactHasher>,
     pub kafka: KafkaConfig,
     pub store: StoreConfig,
 }
@@ -73,12 +134,62 @@ impl Config {
         if self.group_id.trim().is_empty() {
             return Err(ConfigError::new("--group-id", "must not be empty"));
         }
+        if self.batch_max_rows == 0 {
+            return Err(ConfigError::new("--batch-max-rows", "must be at least 1"));
+        }
+        if self.batch_max_bytes < 1024 {
+            return Err(ConfigError::new(
+                "--batch-max-bytes",
+                "must be at least 1024",
+            ));
+        }
+        if !(10..=60_000).contains(&self.flush_interval_ms) {
+            return Err(ConfigError::new(
+                "--flush-interval-ms",
+                "must be 10..=60000",
+            ));
+        }
+        if self.insert_retry_max_ms < 100 {
+            return Err(ConfigError::new(
+                "--insert-retry-max-ms",
+                "must be at least 100",
+            ));
+        }
+        if self.max_poll_interval_ms < 10_000 {
+            return Err(ConfigError::new(
+                "--max-poll-interval-ms",
+                "must be at least 10000",
+            ));
+        }
+        let hasher = self
+            .contact_secret
+            .as_deref()
+            .map(|s| ContactHasher::new(s.as_bytes()))
+            .transpose()
+            .map_err(|e| ConfigError::new("--contact-secret", e.to_string()))?;
+        if matches!(self.command, Some(Command::Erase { .. })) && hasher.is_none() {
+            return Err(ConfigError::new(
+                "--contact-secret",
+                "erase needs the collector's secret to find the e-mail's contact_hash (set ENSEMBLE_CONTACT_SECRET)",
+            ));
+        }
+        if matches!(self.command, Some(Command::Retention { days: 0 })) {
+            return Err(ConfigError::new("--days", "must be at least 1"));
+        }
         self.kafka.validate()?;
         self.store.validate()?;
         Ok(Settings {
             listen,
             campaign,
             group_id: self.group_id,
+            batch: crate::batcher::BatchLimits {
+                max_rows: self.batch_max_rows,
+                max_bytes: self.batch_max_bytes,
+                max_age: std::time::Duration::from_millis(self.flush_interval_ms),
+            },
+            insert_retry_max_ms: self.insert_retry_max_ms,
+            max_poll_interval_ms: self.max_poll_interval_ms,
+            hasher,
             kafka: self.kafka,
             store: self.store,
         })

@@ -1,23 +1,44 @@
-//! ensemble-processor: Kafka → ClickHouse. Owns the schema (`migrate`),
-//! serves the ops routes and reports broker and ClickHouse readiness; the
-//! consume → enrich → dedup → insert loop is the processor issue's work.
+//! ensemble-processor: Kafka → ClickHouse. Consumes the events topic in a
+//! group, dead-letters what it cannot use, enriches (channel, phase, device,
+//! bot), inserts in batches and stores offsets only after ClickHouse has the
+//! rows. Also owns the schema (`migrate`), retention and erasure.
 
+pub mod batcher;
 pub mod config;
+pub mod dlq;
+pub mod enrich;
+pub mod maintenance;
+pub mod metrics;
+pub mod pipeline;
+pub mod sink;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use ensemble_core::service::{ops_router, serve, Readiness};
 use ensemble_core::{kafka, probe, store, Shutdown};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
 
 pub use config::{Command, Config, Settings};
+
+use crate::dlq::DeadLetters;
+use crate::enrich::Enricher;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
 
 pub fn router(registry: prometheus::Registry, readiness: Readiness) -> Router {
     ops_router(registry, readiness)
 }
 
-/// Serves until `shutdown` trips.
-pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+/// Consumes and serves the ops routes on `listener` until `shutdown` trips.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    settings: Settings,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let metrics = Metrics::new()?;
     let readiness = Readiness::default();
     let brokers = settings.kafka.brokers.clone();
     probe::spawn(
@@ -41,13 +62,47 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
             async move { store::schema_ready(&store).await }
         },
     );
-    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, group = %settings.group_id, "processor listening");
+
+    let mut consumer_config = settings.kafka.consumer_config(&settings.group_id);
+    consumer_config.set(
+        "max.poll.interval.ms",
+        settings.max_poll_interval_ms.to_string(),
+    );
+    let consumer: StreamConsumer = consumer_config.create()?;
+    consumer.subscribe(&[&settings.kafka.topic])?;
+    let consumer = Arc::new(consumer);
+    let dlq_producer: FutureProducer = settings.kafka.producer_config(10_000).create()?;
+    pipeline::spawn_lag_probe(
+        consumer.clone(),
+        metrics.clone(),
+        Duration::from_secs(5),
+        shutdown.clone(),
+    );
+
+    let pipeline = Pipeline {
+        consumer,
+        client: settings.store.client(),
+        campaign: settings.campaign.clone(),
+        enricher: Enricher::new(),
+        dead_letters: DeadLetters::new(dlq_producer, settings.kafka.dlq_topic.clone()),
+        metrics: metrics.clone(),
+        limits: settings.batch,
+        insert_retry_max: Duration::from_millis(settings.insert_retry_max_ms),
+    };
+    tracing::info!(addr = %listener.local_addr()?, group = %settings.group_id, topic = %settings.kafka.topic, "processor running");
+    let consume = tokio::spawn(pipeline.run(shutdown.clone()));
     serve(
         listener,
-        router(prometheus::Registry::new(), readiness),
+        router(metrics.registry.clone(), readiness),
         shutdown,
     )
     .await?;
+    consume.await?;
     Ok(())
+}
+
+/// Binds `settings.listen` and runs until `shutdown` trips.
+pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    serve_on(listener, settings, shutdown).await
 }

@@ -1,8 +1,9 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use ensemble_core::{launch::launch, migrate, telemetry};
-use ensemble_processor::{run, Command, Config};
+use ensemble_processor::{maintenance, run, Command, Config};
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -18,6 +19,49 @@ fn main() -> ExitCode {
                     settings.store.database, report.applied, report.already_applied
                 );
                 Ok::<(), migrate::MigrateError>(())
+            },
+        ),
+        Some(Command::Retention { days }) => launch(
+            "ensemble-processor retention",
+            config.validate(),
+            move |settings, _| async move {
+                let report = maintenance::retention(
+                    &settings.store.client(),
+                    &settings.store.database,
+                    days,
+                )
+                .await?;
+                if report.dropped.is_empty() {
+                    println!("nothing older than {days} days: no partition dropped");
+                }
+                for (table, partition, rows) in &report.dropped {
+                    println!("dropped {table} partition {partition}: {rows} rows");
+                }
+                Ok::<(), maintenance::MaintenanceError>(())
+            },
+        ),
+        Some(Command::Erase { email }) => launch(
+            "ensemble-processor erase",
+            config.validate(),
+            move |settings, _| async move {
+                let Some(hasher) = settings.hasher.as_ref() else {
+                    unreachable!("validate() requires --contact-secret for erase")
+                };
+                let report = maintenance::erase(
+                    &settings.store.client(),
+                    hasher,
+                    &email,
+                    Duration::from_secs(120),
+                )
+                .await?;
+                println!(
+                    "contact_hash {}: {} visitors, {} rows deleted, hourly rollup rebuilt for months {:?}",
+                    report.contact_hash,
+                    report.visitors.len(),
+                    report.rows_deleted,
+                    report.months_rebuilt
+                );
+                Ok::<(), maintenance::MaintenanceError>(())
             },
         ),
         None => launch("ensemble-processor", config.validate(), run),

@@ -433,3 +433,157 @@ pub async fn migrated_database(prefix: &str) -> ensemble_core::StoreConfig {
         .expect("migrate a fresh database");
     store
 }
+
+impl Service {
+    /// Kills the process without warning (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private ClickHouse server (same Debian package as the stack, own ports
+/// and data dir) for tests that stop and restart it.
+pub struct PrivateClickHouse {
+    pub http_port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateClickHouse {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut ch = Self {
+            http_port: free_port(),
+            dir,
+            child: None,
+        };
+        let template =
+            std::fs::read_to_string(repo_root().join("deploy/local/clickhouse-config.xml.in"))?;
+        let root = ch.dir.path().display().to_string();
+        for sub in ["data/tmp", "data/user_files", "conf", "logs"] {
+            std::fs::create_dir_all(ch.dir.path().join(sub))?;
+        }
+        let config = template
+            .replace("@LOG_DIR@", &format!("{root}/logs"))
+            .replace("@DATA_DIR@", &format!("{root}/data"))
+            .replace("@CONF_DIR@", &format!("{root}/conf"))
+            .replace("@HTTP_PORT@", &ch.http_port.to_string())
+            .replace("@TCP_PORT@", &free_port().to_string())
+            .replace("@INTERSERVER_PORT@", &free_port().to_string());
+        std::fs::write(ch.dir.path().join("conf/config.xml"), config)?;
+        std::fs::copy(
+            repo_root().join("deploy/local/clickhouse-users.xml"),
+            ch.dir.path().join("conf/users.xml"),
+        )?;
+        ch.spawn()?;
+        Ok(ch)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.dir.path().join("logs/stdout.log"))?;
+        let child = Command::new("clickhouse-server")
+            .current_dir(self.dir.path())
+            .arg(format!(
+                "--config-file={}/conf/config.xml",
+                self.dir.path().display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get(self.http_port, "/ping").is_none_or(|(code, _)| code != 200) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "private clickhouse did not answer in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Stops the server (SIGKILL) and waits until its port is closed.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for PrivateClickHouse {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Produces already-encoded payloads (key, bytes) and waits for every report.
+pub async fn produce_raw(
+    brokers: &str,
+    topic: &str,
+    messages: &[(String, Vec<u8>)],
+) -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ensemble_core::KafkaConfig::new(brokers, topic)
+        .producer_config(30_000)
+        .create()?;
+    let mut pending = Vec::with_capacity(messages.len());
+    for (key, payload) in messages {
+        loop {
+            match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+    }
+    for f in pending {
+        f.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// (sum of committed offsets of `group`, sum of high watermarks) over the
+/// topic's partitions: equal when the group has caught up.
+pub async fn group_progress(brokers: &str, topic: &str, group: &str) -> anyhow::Result<(i64, i64)> {
+    let (brokers, topic, group) = (brokers.to_owned(), topic.to_owned(), group.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = ensemble_core::KafkaConfig::new(&brokers, &topic)
+            .consumer_config(&group)
+            .create()?;
+        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+        let partitions: Vec<i32> = md
+            .topics()
+            .first()
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let mut high_sum = 0;
+        for p in &partitions {
+            tpl.add_partition(&topic, *p);
+            high_sum += c.fetch_watermarks(&topic, *p, Duration::from_secs(5))?.1;
+        }
+        let committed = c.committed_offsets(tpl, Duration::from_secs(5))?;
+        let done: i64 = committed
+            .elements()
+            .iter()
+            .map(|e| e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0))
+            .sum();
+        Ok((done, high_sum))
+    })
+    .await?
+}

@@ -1,0 +1,157 @@
+//! The batch being built: rows, their size, age, and for each partition the
+//! last offset handled, to store once ClickHouse has the rows.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ensemble_core::EventRow;
+
+/// When a batch is flushed: whichever limit is reached first.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+    pub max_age: Duration,
+}
+
+/// Rows waiting for one INSERT, and the offsets they cover.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub rows: Vec<EventRow>,
+    bytes: usize,
+    started: Option<Instant>,
+    /// (topic, partition) → offset of the last message handled.
+    offsets: BTreeMap<(String, i32), i64>,
+}
+
+impl Batch {
+    pub fn push(&mut self, row: EventRow, payload_bytes: usize) {
+        self.started.get_or_insert_with(Instant::now);
+        self.bytes += payload_bytes;
+        self.rows.push(row);
+    }
+
+    /// Records that everything up to `offset` of this partition is handled
+    /// (in this batch, or dead-lettered, or skipped).
+    pub fn handled(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.started.get_or_insert_with(Instant::now);
+        let slot = self
+            .offsets
+            .entry((topic.to_owned(), partition))
+            .or_insert(offset);
+        *slot = (*slot).max(offset);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.offsets.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_full(&self, limits: &BatchLimits) -> bool {
+        self.rows.len() >= limits.max_rows || self.bytes >= limits.max_bytes
+    }
+
+    pub fn is_due(&self, limits: &BatchLimits, now: Instant) -> bool {
+        self.is_full(limits)
+            || self
+                .started
+                .is_some_and(|s| now.duration_since(s) >= limits.max_age)
+    }
+
+    /// Time left until the age limit (the consumer waits at most this long).
+    pub fn time_left(&self, limits: &BatchLimits, now: Instant) -> Duration {
+        self.started.map_or(limits.max_age, |s| {
+            limits.max_age.saturating_sub(now.duration_since(s))
+        })
+    }
+
+    pub fn offsets(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        self.offsets.iter().map(|((t, p), o)| (t.as_str(), *p, *o))
+    }
+
+    /// Empties the batch for reuse.
+    pub fn clear(&mut self) {
+        self.rows.clear();
+        self.bytes = 0;
+        self.started = None;
+        self.offsets.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_offsets() {
+        let limits = BatchLimits {
+            max_rows: 2,
+            max_bytes: 100,
+            max_age: Duration::from_secs(1),
+        };
+        let mut b = Batch::default();
+        assert!(b.is_empty() && !b.is_due(&limits, Instant::now()));
+        b.push(
+            EventRow::new(&sample(), Default::default(), chrono::Utc::now()),
+            10,
+        );
+        b.handled("t", 0, 5);
+        b.handled("t", 0, 3);
+        b.handled("t", 1, 9);
+        assert!(!b.is_full(&limits));
+        assert!(
+            b.is_due(&limits, Instant::now() + Duration::from_secs(2)),
+            "age"
+        );
+        b.push(
+            EventRow::new(&sample(), Default::default(), chrono::Utc::now()),
+            10,
+        );
+        assert!(b.is_full(&limits), "rows");
+        let offs: Vec<_> = b.offsets().collect();
+        assert_eq!(
+            offs,
+            vec![("t", 0, 5), ("t", 1, 9)],
+            "last offset per partition, never backwards"
+        );
+        b.clear();
+        assert!(b.is_empty());
+        let mut big = Batch::default();
+        big.push(
+            EventRow::new(&sample(), Default::default(), chrono::Utc::now()),
+            150,
+        );
+        assert!(big.is_full(&limits), "bytes");
+    }
+
+    fn sample() -> ensemble_core::EventMessage {
+        ensemble_core::EventMessage {
+            v: 1,
+            event_id: uuid::Uuid::new_v4(),
+            event_type: ensemble_core::EventType::PageView,
+            ts: chrono::Utc::now(),
+            received_at: chrono::Utc::now(),
+            ts_clamped: false,
+            imported: false,
+            visitor_id: "v_12345678".into(),
+            placement: None,
+            utm: Default::default(),
+            url: None,
+            referrer_host: None,
+            user_agent: None,
+            bot: false,
+            action: None,
+            contact_hash: None,
+            consent: None,
+            custom_name: None,
+            props: Default::default(),
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! The processor against the real broker and ClickHouse: exact counts under
+//! replays, a SIGKILL mid-stream, a ClickHouse outage, and poison messages.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use ensemble_core::event::{Consent, EventMessage, EventType, TinderAction, Utm, SCHEMA_VERSION};
+use ensemble_core::privacy::ContactHasher;
+use ensemble_core::StoreConfig;
+use ensemble_tests::{
+    campaign_file, create_topic, group_progress, kafka_brokers, migrated_database, poll_until,
+    produce_raw, run_binary, unique, PrivateClickHouse, Service,
+};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use uuid::Uuid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ensemble-processor");
+const SECRET: &str = "processor-test-secret-0123456789";
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A deterministic message: the same `i` and `seed` give the same event
+/// (same event id), as a redelivery or a client retry would.
+fn message(seed: u128, i: u32) -> EventMessage {
+    let base = Utc
+        .with_ymd_and_hms(2025, 1, 17, 8, 0, 0)
+        .single()
+        .expect("ts");
+    let ts: DateTime<Utc> = base + chrono::Duration::minutes(i64::from(i) * 7);
+    let kind = i % 4;
+    EventMessage {
+        v: SCHEMA_VERSION,
+        event_id: Uuid::from_u128(seed << 32 | u128::from(i)),
+        event_type: match kind {
+            0 => EventType::QrScan,
+            1 => EventType::PageView,
+            2 => EventType::TinderCard,
+            _ => EventType::Signup,
+        },
+        ts,
+        received_at: ts + chrono::Duration::seconds(1),
+        ts_clamped: false,
+        imported: true,
+        visitor_id: format!("v_visitor_{:05}", i % 997),
+        placement: (kind == 0)
+            .then(|| ["M-CHATELET", "G-NATIONAL", "A-NATIONAL-1"][(i as usize / 4) % 3].to_owned()),
+        utm: Utm {
+            source: (kind == 1).then(|| "tinder".to_owned()),
+            ..Utm::default()
+        },
+        url: None,
+        referrer_host: None,
+        user_agent: Some(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) Mobile/15E148".into(),
+        ),
+        bot: false,
+        action: (kind == 2).then_some(TinderAction::Impression),
+        contact_hash: (kind == 3).then(|| format!("{:064x}", i)),
+        consent: (kind == 3).then_some(Consent {
+            results: true,
+            newsletter: false,
+        }),
+        custom_name: None,
+        props: Default::default(),
+    }
+}
+
+fn encoded(messages: &[EventMessage]) -> Vec<(String, Vec<u8>)> {
+    messages
+        .iter()
+        .map(|m| (m.visitor_id.clone(), m.encode()))
+        .collect()
+}
+
+struct Setup {
+    brokers: String,
+    topic: String,
+    dlq: String,
+    group: String,
+    store: StoreConfig,
+}
+
+async fn setup(store: StoreConfig) -> Setup {
+    let brokers = kafka_brokers();
+    let topic = unique("proc");
+    let dlq = format!("{topic}.dlq");
+    create_topic(&brokers, &topic, 3).await.expect("topic");
+    create_topic(&brokers, &dlq, 1).await.expect("dlq topic");
+    Setup {
+        brokers,
+        topic,
+        dlq,
+        group: unique("g_proc"),
+        store,
+    }
+}
+
+impl Setup {
+    fn start(&self, extra: &[&str]) -> Service {
+        let campaign = campaign_file().display().to_string();
+        let mut args = vec![
+            "--campaign",
+            &campaign,
+            "--kafka-brokers",
+            &self.brokers,
+            "--kafka-topic",
+            &self.topic,
+            "--kafka-dlq-topic",
+            &self.dlq,
+            "--group-id",
+            &self.group,
+            "--clickhouse-url",
+            &self.store.url,
+            "--clickhouse-database",
+            &self.store.database,
+            "--flush-interval-ms",
+            "200",
+        ];
+        args.extend_from_slice(extra);
+        Service::start(BIN, &args, &[]).expect("start processor")
+    }
+
+    async fn uniq_events(&self) -> u64 {
+        self.count("SELECT uniqExact(event_id) FROM events").await
+    }
+
+    async fn count(&self, sql: &str) -> u64 {
+        self.store
+            .client()
+            .query(sql)
+            .fetch_one::<u64>()
+            .await
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Waits until ClickHouse holds `n` distinct events and the group has
+    /// committed everything in the topic.
+    async fn wait_for(&self, n: u64) {
+        poll_until(
+            &format!("{n} distinct events in ClickHouse"),
+            WAIT,
+            || async { (self.uniq_events().await == n).then_some(()) },
+        )
+        .await;
+        poll_until(
+            "committed offsets to reach the end of the topic",
+            WAIT,
+            || async {
+                let (done, high) = group_progress(&self.brokers, &self.topic, &self.group)
+                    .await
+                    .ok()?;
+                (done == high).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Per channel × phase × type, from the raw table (distinct ids) and from the rollup.
+    async fn breakdowns(&self) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Row {
+            key: String,
+            n: u64,
+        }
+        let raw: Vec<Row> = self
+            .store
+            .client()
+            .query(
+                "SELECT concat(channel, '/', phase, '/', event_type, '/', device_class) AS key, uniqExact(event_id) AS n \
+                 FROM events GROUP BY key ORDER BY key",
+            )
+            .fetch_all()
+            .await
+            .expect("raw breakdown");
+        let rollup: Vec<Row> = self
+            .store
+            .client()
+            .query(
+                "SELECT concat(channel, '/', phase, '/', event_type, '/', device_class) AS key, uniqExactMerge(events) AS n \
+                 FROM events_hourly GROUP BY key ORDER BY key",
+            )
+            .fetch_all()
+            .await
+            .expect("rollup breakdown");
+        (
+            raw.into_iter().map(|r| (r.key, r.n)).collect(),
+            rollup.into_iter().map(|r| (r.key, r.n)).collect(),
+        )
+    }
+}
+
+/// What the test data must give per channel/phase/type/device, computed here
+/// from the messages themselves (placements and UTM tags of `message`).
+fn expected_breakdown(messages: &[EventMessage]) -> BTreeMap<String, u64> {
+    let campaign = ensemble_core::Campaign::load(&campaign_file()).expect("campaign");
+    let mut out = BTreeMap::new();
+    for m in messages {
+        let channel =
+            campaign.resolve_channel(m.placement.as_deref(), m.utm.source.as_deref(), None);
+        let key = format!(
+            "{channel}/{}/{}/mobile",
+            campaign.phase_at(m.ts),
+            m.event_type
+        );
+        *out.entry(key).or_insert(0) += 1;
+    }
+    out
+}
+
+#[tokio::test]
+async fn n_events_in_n_counted_and_a_replay_changes_nothing() {
+    let s = setup(migrated_database("it_proc_exact").await).await;
+    let messages: Vec<_> = (0..3000).map(|i| message(1, i)).collect();
+    produce_raw(&s.brokers, &s.topic, &encoded(&messages))
+        .await
+        .expect("produce");
+    let _p = s.start(&[]);
+    s.wait_for(3000).await;
+    let (raw, rollup) = s.breakdowns().await;
+    assert_eq!(
+        raw,
+        expected_breakdown(&messages),
+        "enriched as the campaign file says"
+    );
+    assert_eq!(rollup, raw, "the hourly rollup agrees");
+
+    // The same events again (a client retry, a replay): every row lands twice, no count moves.
+    produce_raw(&s.brokers, &s.topic, &encoded(&messages))
+        .await
+        .expect("produce again");
+    poll_until("the replay to be inserted", WAIT, || async {
+        let (done, high) = group_progress(&s.brokers, &s.topic, &s.group).await.ok()?;
+        (done == high && high == 6000).then_some(())
+    })
+    .await;
+    assert!(s.count("SELECT count() FROM events").await >= 3000);
+    assert_eq!(s.uniq_events().await, 3000);
+    assert_eq!(s.breakdowns().await, (raw.clone(), raw));
+}
+
+#[tokio::test]
+async fn sigkill_mid_stream_then_restart_leaves_counts_exact() {
+    let s = setup(migrated_database("it_proc_kill").await).await;
+    let messages: Vec<_> = (0..20_000).map(|i| message(2, i)).collect();
+    produce_raw(&s.brokers, &s.topic, &encoded(&messages))
+        .await
+        .expect("produce");
+    let mut p = s.start(&["--batch-max-rows", "500"]);
+    poll_until("some batches inserted", WAIT, || async {
+        let n = s.count("SELECT count() FROM events").await;
+        (n != u64::MAX && n >= 2000).then_some(())
+    })
+    .await;
+    p.kill();
+    let at_kill = s.uniq_events().await;
+    assert!(
+        at_kill < 20_000,
+        "killed mid-stream ({at_kill} of 20000 in)"
+    );
+    let _p2 = s.start(&["--batch-max-rows", "500"]);
+    s.wait_for(20_000).await;
+    let (raw, rollup) = s.breakdowns().await;
+    assert_eq!(raw, expected_breakdown(&messages));
+    assert_eq!(rollup, raw);
+}
+
+#[tokio::test]
+async fn clickhouse_down_for_30s_loses_nothing_and_the_lag_drains() {
+    let mut ch = PrivateClickHouse::start().expect("private clickhouse");
+    let store = StoreConfig::new(ch.url(), unique("it_proc_outage"));
+    ensemble_core::migrate::migrate(&store)
+        .await
+        .expect("migrate");
+    let s = setup(store).await;
+    let first: Vec<_> = (0..1000).map(|i| message(3, i)).collect();
+    produce_raw(&s.brokers, &s.topic, &encoded(&first))
+        .await
+        .expect("produce");
+    let p = s.start(&["--insert-retry-max-ms", "1000"]);
+    s.wait_for(1000).await;
+
+    ch.stop();
+    let second: Vec<_> = (1000..2000).map(|i| message(3, i)).collect();
+    produce_raw(&s.brokers, &s.topic, &encoded(&second))
+        .await
+        .expect("produce during outage");
+    // The outage itself lasts 30 s; meanwhile the processor must be failing its inserts.
+    let outage = tokio::time::sleep(Duration::from_secs(30));
+    poll_until("insert failures to show in /metrics", WAIT, || async {
+        let (_, body) = p.get("/metrics")?;
+        body.lines()
+            .find(|l| l.starts_with("ensemble_processor_insert_failures_total"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .filter(|n| *n > 0.0)
+            .map(|_| ())
+    })
+    .await;
+    let (done, high) = group_progress(&s.brokers, &s.topic, &s.group)
+        .await
+        .expect("progress");
+    assert!(
+        done < high,
+        "no offset moves while ClickHouse is down ({done} of {high})"
+    );
+    outage.await;
+    ch.restart().expect("clickhouse back");
+    s.wait_for(2000).await;
+    let all: Vec<_> = first.into_iter().chain(second).collect();
+    assert_eq!(s.breakdowns().await.0, expected_breakdown(&all));
+}
+
+#[tokio::test]
+async fn poison_messages_go_to_the_dead_letter_topic_while_the_rest_flows() {
+    let s = setup(migrated_database("it_proc_dlq").await).await;
+    let good: Vec<_> = (0..200).map(|i| message(4, i)).collect();
+    let mut v2 = serde_json::to_value(message(4, 9999)).expect("json");
+    v2["v"] = serde_json::json!(2);
+    let mut bad_visitor = message(4, 9998);
+    bad_visitor.visitor_id = "no spaces allowed".into();
+    let mut no_hash = message(4, 9997);
+    no_hash.event_type = EventType::Signup;
+    no_hash.contact_hash = None;
+    let poison: Vec<(String, Vec<u8>, &str)> = vec![
+        (
+            "k1".into(),
+            b"\x00\xffnot json at all".to_vec(),
+            "undecodable",
+        ),
+        (
+            "k2".into(),
+            serde_json::to_vec(&v2).expect("json"),
+            "unsupported_version",
+        ),
+        ("k3".into(), bad_visitor.encode(), "invalid_visitor_id"),
+        ("k4".into(), no_hash.encode(), "signup_without_contact_hash"),
+    ];
+    let mut all = encoded(&good[..100]);
+    all.extend(poison.iter().map(|(k, p, _)| (k.clone(), p.clone())));
+    all.extend(encoded(&good[100..]));
+    produce_raw(&s.brokers, &s.topic, &all)
+        .await
+        .expect("produce");
+    let p = s.start(&[]);
+    s.wait_for(200).await;
+
+    let c: StreamConsumer = ensemble_core::KafkaConfig::new(&s.brokers, &s.dlq)
+        .consumer_config(&unique("g_dlq"))
+        .create()
+        .expect("consumer");
+    c.subscribe(&[&s.dlq]).expect("subscribe");
+    let mut letters = BTreeMap::new();
+    while letters.len() < poison.len() {
+        let m = tokio::time::timeout(Duration::from_secs(60), c.recv())
+            .await
+            .expect("dead letter")
+            .expect("recv");
+        let mut headers = BTreeMap::new();
+        if let Some(h) = m.headers() {
+            for hd in h.iter() {
+                headers.insert(
+                    hd.key.to_owned(),
+                    String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        assert_eq!(headers["ensemble-source-topic"], s.topic);
+        assert!(headers["ensemble-source-offset"].parse::<i64>().is_ok());
+        letters.insert(
+            headers["ensemble-reason"].clone(),
+            m.payload().unwrap_or_default().to_vec(),
+        );
+    }
+    for (_, payload, reason) in &poison {
+        assert_eq!(
+            letters.get(*reason),
+            Some(payload),
+            "{reason}: original bytes kept"
+        );
+    }
+    let (_, metrics) = p.get("/metrics").expect("metrics");
+    assert!(
+        metrics
+            .contains("ensemble_processor_messages_dead_lettered_total{reason=\"undecodable\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
+    let s = setup(migrated_database("it_proc_erase").await).await;
+    let hasher = ContactHasher::new(SECRET.as_bytes()).expect("hasher");
+    let mut messages: Vec<_> = (0..400).map(|i| message(5, i)).collect();
+    // Visitor v_visitor_00003 signs up as jeanne; all of that visitor's rows must go.
+    let target = "v_visitor_00003";
+    let mut signup = message(5, 100_000);
+    signup.event_type = EventType::Signup;
+    signup.visitor_id = target.into();
+    signup.contact_hash = Some(hasher.contact_hash("Jeanne.Dupont@example.fr"));
+    signup.action = None;
+    signup.placement = None;
+    messages.push(signup);
+    // One old event for retention.
+    let mut old = message(5, 100_001);
+    old.ts = Utc
+        .with_ymd_and_hms(2020, 3, 1, 12, 0, 0)
+        .single()
+        .expect("ts");
+    messages.push(old);
+    produce_raw(&s.brokers, &s.topic, &encoded(&messages))
+        .await
+        .expect("produce");
+    {
+        let _p = s.start(&[]);
+        s.wait_for(402).await;
+    }
+    let targets_rows = messages.iter().filter(|m| m.visitor_id == target).count() as u64;
+    assert!(targets_rows > 1);
+
+    let common = [
+        "--campaign",
+        &campaign_file().display().to_string(),
+        "--clickhouse-url",
+        &s.store.url,
+        "--clickhouse-database",
+        &s.store.database,
+    ]
+    .map(str::to_owned);
+    let mut args: Vec<&str> = vec!["erase", "--email", " jeanne.dupont@EXAMPLE.fr "];
+    args.extend(common.iter().map(String::as_str));
+    let (code, stderr) = run_binary(BIN, &args, &[]);
+    assert_eq!(
+        code,
+        Some(2),
+        "erase without the secret is refused: {stderr}"
+    );
+    assert!(stderr.contains("--contact-secret"));
+    let out = std::process::Command::new(BIN)
+        .args(&args)
+        .env_clear()
+        .env("ENSEMBLE_CONTACT_SECRET", SECRET)
+        .output()
+        .expect("erase");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("1 visitors, {targets_rows} rows deleted")),
+        "{stdout}"
+    );
+    let sql = format!("SELECT count() FROM events WHERE visitor_id = '{target}'");
+    assert_eq!(s.count(&sql).await, 0);
+    assert_eq!(s.uniq_events().await, 402 - targets_rows);
+    let rollup = s
+        .count("SELECT uniqExactMerge(events) FROM events_hourly")
+        .await;
+    assert_eq!(
+        rollup,
+        402 - targets_rows,
+        "rollup rebuilt without the erased rows"
+    );
+
+    // Keep everything since 2024-01-01, whatever today is: 2025 stays, March 2020 goes.
+    let days = (Utc::now().date_naive()
+        - chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("date"))
+    .num_days()
+    .to_string();
+    let mut args: Vec<&str> = vec!["retention", "--days", &days];
+    args.extend(common.iter().map(String::as_str));
+    let (code, _) = run_binary(BIN, &["retention", "--days", "0"], &[]);
+    assert_eq!(code, Some(2), "zero days refused");
+    let out = std::process::Command::new(BIN)
+        .args(&args)
+        .env_clear()
+        .output()
+        .expect("retention");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("dropped events partition 202003: 1 rows"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("dropped events_hourly partition 202003"),
+        "{stdout}"
+    );
+    assert_eq!(
+        s.count("SELECT count() FROM events WHERE toYear(ts) = 2020")
+            .await,
+        0
+    );
+    assert_eq!(s.uniq_events().await, 401 - targets_rows);
+}
