@@ -13,9 +13,14 @@ pub const TABLET: &str = "tablet";
 pub const BOT: &str = "bot";
 pub const UNKNOWN: &str = "unknown";
 
+/// User-Agents seen recently and their (device class, OS family): the same
+/// few thousand strings repeat across millions of events.
+const UA_CACHE_MAX: usize = 10_000;
+
 #[derive(Default)]
 pub struct Enricher {
     parser: woothee::parser::Parser,
+    cache: std::sync::Mutex<std::collections::HashMap<String, (&'static str, String)>>,
 }
 
 impl std::fmt::Debug for Enricher {
@@ -34,6 +39,20 @@ impl Enricher {
         let Some(ua) = user_agent.filter(|u| !u.trim().is_empty()) else {
             return (UNKNOWN, String::new());
         };
+        if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(ua).cloned()) {
+            return hit;
+        }
+        let parsed = self.parse(ua);
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= UA_CACHE_MAX {
+                c.clear();
+            }
+            c.insert(ua.to_owned(), parsed.clone());
+        }
+        parsed
+    }
+
+    fn parse(&self, ua: &str) -> (&'static str, String) {
         let Some(r) = self.parser.parse(ua) else {
             return (UNKNOWN, String::new());
         };

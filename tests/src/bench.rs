@@ -367,3 +367,277 @@ pub fn ingest_report(results: &[IngestResult], plan: &IngestPlan) -> String {
 pub fn release_bin(name: &str) -> PathBuf {
     crate::repo_root().join("target/release").join(name)
 }
+
+/// Sizes of one processor benchmark run.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessorPlan {
+    pub messages: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessorResult {
+    pub broker: String,
+    pub raw_consume_per_s: f64,
+    pub clickhouse_insert_per_s: f64,
+    pub processor_per_s: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// A realistic message mix (as the simulator will send): scans, views, cards, sign-ups.
+pub fn processor_message(i: usize) -> EventMessage {
+    let kind = i % 10;
+    let ts = chrono::DateTime::parse_from_rfc3339("2025-01-17T08:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|_| Utc::now())
+        + chrono::Duration::seconds((i as i64 * 37) % (60 * 86_400));
+    EventMessage {
+        v: SCHEMA_VERSION,
+        event_id: uuid::Uuid::new_v4(),
+        event_type: match kind {
+            0..=2 => EventType::QrScan,
+            3..=6 => EventType::PageView,
+            7 | 8 => EventType::TinderCard,
+            _ => EventType::Signup,
+        },
+        ts,
+        received_at: ts,
+        ts_clamped: false,
+        imported: true,
+        visitor_id: format!("v_bench_{:08}", i % 200_000),
+        placement: (kind <= 2).then(|| ["M-CHATELET", "G-NATIONAL", "A-NATIONAL-1"][i % 3].to_owned()),
+        utm: Utm {
+            source: (3..=6).contains(&kind).then(|| "ratp".to_owned()),
+            ..Utm::default()
+        },
+        url: (3..=6)
+            .contains(&kind)
+            .then(|| "https://vivre-ensemble.example.org/barometre?utm_source=ratp".to_owned()),
+        referrer_host: None,
+        user_agent: Some(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
+                .into(),
+        ),
+        bot: false,
+        action: matches!(kind, 7 | 8).then_some(ensemble_core::event::TinderAction::Impression),
+        contact_hash: (kind == 9).then(|| format!("{i:064x}")),
+        consent: (kind == 9).then_some(ensemble_core::event::Consent { results: true, newsletter: false }),
+        custom_name: None,
+        props: Default::default(),
+    }
+}
+
+/// Raw consume ceiling: a group consumer reading every message, no processing.
+pub async fn raw_consume(brokers: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let c: StreamConsumer = KafkaConfig::new(brokers, topic)
+        .consumer_config(&unique("bench_raw"))
+        .create()?;
+    c.subscribe(&[topic])?;
+    // The clock starts at the first message: group join is not consumption.
+    let first = tokio::time::timeout(Duration::from_secs(60), c.recv()).await??;
+    drop(first);
+    let started = Instant::now();
+    for _ in 1..n {
+        tokio::time::timeout(Duration::from_secs(60), c.recv()).await??;
+    }
+    Ok((n - 1) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// ClickHouse's own insert ceiling: the same rows in one bulk INSERT into a fresh schema.
+pub async fn clickhouse_bulk(ch_url: &str, messages: &[EventMessage]) -> anyhow::Result<f64> {
+    let store = ensemble_core::StoreConfig::new(ch_url, unique("bench_bulk"));
+    ensemble_core::migrate::migrate(&store).await?;
+    let campaign = ensemble_core::Campaign::load(&crate::campaign_file())?;
+    let rows: Vec<ensemble_core::EventRow> = messages
+        .iter()
+        .map(|m| {
+            let e = ensemble_core::event::Enrichment {
+                channel: campaign
+                    .resolve_channel(m.placement.as_deref(), m.utm.source.as_deref(), None)
+                    .to_owned(),
+                phase: campaign.phase_at(m.ts).to_owned(),
+                device_class: "mobile".into(),
+                os_family: "iPhone".into(),
+                is_bot: false,
+            };
+            ensemble_core::EventRow::new(m, e, Utc::now())
+        })
+        .collect();
+    let client = store.client();
+    let started = Instant::now();
+    let mut insert = client.insert::<ensemble_core::EventRow>("events").await?;
+    for r in &rows {
+        insert.write(r).await?;
+    }
+    insert.end().await?;
+    let rate = rows.len() as f64 / started.elapsed().as_secs_f64();
+    store
+        .server_client()
+        .query(&format!("DROP DATABASE {}", store.database))
+        .execute()
+        .await?;
+    Ok(rate)
+}
+
+/// One broker's processor run.
+pub async fn processor(
+    broker_label: &str,
+    brokers: &str,
+    ch_url: &str,
+    processor_bin: &Path,
+    plan: ProcessorPlan,
+) -> anyhow::Result<ProcessorResult> {
+    let topic = unique("bench_proc");
+    create_topic(brokers, &topic, 3).await?;
+    create_topic(brokers, &format!("{topic}.dlq"), 1).await?;
+    progress(&format!(
+        "{broker_label}: producing {} messages",
+        plan.messages
+    ));
+    let messages: Vec<EventMessage> = (0..plan.messages).map(processor_message).collect();
+    let encoded: Vec<(String, Vec<u8>)> = messages
+        .iter()
+        .map(|m| (m.visitor_id.clone(), m.encode()))
+        .collect();
+    crate::produce_raw(brokers, &topic, &encoded).await?;
+
+    progress(&format!("{broker_label}: raw consume"));
+    let raw_consume_per_s = raw_consume(brokers, &topic, plan.messages).await?;
+    progress(&format!(
+        "{broker_label}: raw consume {raw_consume_per_s:.0} msg/s"
+    ));
+    progress(&format!(
+        "{broker_label}: ClickHouse bulk insert of the same rows"
+    ));
+    let clickhouse_insert_per_s = clickhouse_bulk(ch_url, &messages).await?;
+    progress(&format!(
+        "{broker_label}: ClickHouse bulk {clickhouse_insert_per_s:.0} rows/s"
+    ));
+
+    let store = ensemble_core::StoreConfig::new(ch_url, unique("bench_proc"));
+    ensemble_core::migrate::migrate(&store).await?;
+    let group = unique("bench_group");
+    let port = free_port();
+    progress(&format!("{broker_label}: processor draining the backlog"));
+    let child = Command::new(processor_bin)
+        .env("RUST_LOG", "warn")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--campaign")
+        .arg(crate::campaign_file())
+        .args([
+            "--kafka-brokers",
+            brokers,
+            "--kafka-topic",
+            &topic,
+            "--kafka-dlq-topic",
+            &format!("{topic}.dlq"),
+        ])
+        .args([
+            "--group-id",
+            &group,
+            "--clickhouse-url",
+            ch_url,
+            "--clickhouse-database",
+            &store.database,
+        ])
+        .stdout(Stdio::null())
+        .spawn()?;
+    let proc = Collector {
+        child,
+        base: String::new(),
+    };
+    // As for the raw consumer, the clock starts at the first consumed
+    // message: the group join is not the processor's work.
+    poll_until(
+        "the processor's first consumed message",
+        Duration::from_secs(60),
+        || {
+            let r = crate::http_get(port, "/metrics");
+            async move {
+                r.and_then(|(_, body)| {
+                    body.lines()
+                        .find(|l| l.starts_with("ensemble_processor_messages_consumed_total"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                        .filter(|n| *n > 0.0)
+                        .map(|_| ())
+                })
+            }
+        },
+    )
+    .await;
+    let started = Instant::now();
+    let client = store.client();
+    let total = plan.messages as u64;
+    let mut last_report = Instant::now();
+    loop {
+        let n: u64 = client
+            .query("SELECT count() FROM events")
+            .fetch_one()
+            .await
+            .unwrap_or(0);
+        if n >= total {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            progress(&format!("{broker_label}:   {n} of {total} rows"));
+            last_report = Instant::now();
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "processor did not drain in 15 min"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let processor_per_s = plan.messages as f64 / started.elapsed().as_secs_f64();
+    let peak_rss_mb = peak_rss_mb(proc.child.id());
+    drop(proc);
+    let distinct: u64 = client
+        .query("SELECT uniqExact(event_id) FROM events")
+        .fetch_one()
+        .await?;
+    anyhow::ensure!(
+        distinct == total,
+        "processor stored {distinct} distinct events of {total}"
+    );
+    store
+        .server_client()
+        .query(&format!("DROP DATABASE {}", store.database))
+        .execute()
+        .await?;
+    Ok(ProcessorResult {
+        broker: broker_label.to_owned(),
+        raw_consume_per_s,
+        clickhouse_insert_per_s,
+        processor_per_s,
+        peak_rss_mb,
+    })
+}
+
+pub fn processor_report(results: &[ProcessorResult], plan: &ProcessorPlan) -> String {
+    let mut out = String::from("## processor\n\n");
+    out.push_str(&format!(
+        "A backlog of {} messages in a 3-partition topic, drained by the processor from start-up (group join, \
+         enrichment, batching, INSERT, offset commits included) until ClickHouse holds every row. Ceilings measured \
+         in the same run: a plain rdkafka group consumer reading the same topic without processing, and one bulk \
+         INSERT of the same rows into a fresh schema (materialized rollup included) with the clickhouse crate.\n\n",
+        plan.messages
+    ));
+    out.push_str("| broker | raw consume msg/s | ClickHouse bulk rows/s | processor events/s | ÷ lower ceiling (target ≥ 0.70) | peak RSS MB (target ≤ 300) |\n");
+    out.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
+    for r in results {
+        let lower = r.raw_consume_per_s.min(r.clickhouse_insert_per_s);
+        let ratio = r.processor_per_s / lower;
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} {} | {:.1} {} |\n",
+            r.broker,
+            r.raw_consume_per_s,
+            r.clickhouse_insert_per_s,
+            r.processor_per_s,
+            ratio,
+            if ratio >= 0.7 { "✓" } else { "✗" },
+            r.peak_rss_mb,
+            if r.peak_rss_mb <= 300.0 { "✓" } else { "✗" },
+        ));
+    }
+    out
+}
