@@ -44,10 +44,19 @@ impl std::fmt::Debug for Pipeline {
 impl Pipeline {
     /// Runs until `shutdown`: then inserts what it holds (if ClickHouse takes
     /// it), stores and commits those offsets, and returns.
+    ///
+    /// One INSERT may run while the next batch fills; the loop waits for it
+    /// before starting another, so batches land — and their offsets are
+    /// stored — in order, and memory holds at most two batches.
     pub async fn run(self, shutdown: Shutdown) {
         let mut batch = Batch::default();
+        let mut inflight: Option<Inflight> = None;
+        let mut abandoned = false;
         loop {
-            let wait = if batch.is_empty() {
+            let wait = if inflight.is_some() {
+                // Look at the insert under way soon: its offsets are stored once it is done.
+                Duration::from_millis(20).min(batch.time_left(&self.limits, Instant::now()))
+            } else if batch.is_empty() {
                 Duration::from_secs(1)
             } else {
                 batch.time_left(&self.limits, Instant::now())
@@ -63,11 +72,17 @@ impl Pipeline {
                     Ok(Ok(m)) => self.handle(&m, &mut batch).await,
                 },
             }
+            if inflight.as_ref().is_some_and(|t| t.is_finished()) {
+                abandoned |= !self.finish(inflight.take(), abandoned).await;
+            }
             if batch.is_due(&self.limits, Instant::now()) {
-                self.flush(&mut batch, &shutdown).await;
+                abandoned |= !self.finish(inflight.take(), abandoned).await;
+                inflight = Some(self.start_insert(std::mem::take(&mut batch), &shutdown));
             }
         }
-        self.flush(&mut batch, &shutdown).await;
+        abandoned |= !self.finish(inflight.take(), abandoned).await;
+        let last = self.start_insert(batch, &shutdown);
+        self.finish(Some(last), abandoned).await;
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final commit (nothing stored, or partitions revoked)");
         }
@@ -113,38 +128,56 @@ impl Pipeline {
         batch.handled(m.topic(), m.partition(), m.offset());
     }
 
-    async fn flush(&self, batch: &mut Batch, shutdown: &Shutdown) {
-        if batch.is_empty() {
-            return;
-        }
-        if !batch.rows.is_empty() {
-            if let Err(e) = sink::insert(
-                &self.client,
-                &batch.rows,
-                self.insert_retry_max,
-                &self.metrics,
-                shutdown,
-            )
-            .await
-            {
-                // Not inserted: offsets stay where they were; the messages come again.
+    /// Starts the INSERT of `batch`; the task gives the batch back once
+    /// ClickHouse accepted it, or `None` if shutdown came while it failed.
+    fn start_insert(&self, batch: Batch, shutdown: &Shutdown) -> Inflight {
+        let (client, metrics, max, shutdown) = (
+            self.client.clone(),
+            self.metrics.clone(),
+            self.insert_retry_max,
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            if batch.rows.is_empty() {
+                return Some(batch);
+            }
+            if let Err(e) = sink::insert(&client, &batch.rows, max, &metrics, &shutdown).await {
+                // Not inserted: its offsets are not stored; the messages come again.
                 tracing::warn!(error = %e, rows = batch.len(), "batch abandoned at shutdown");
-                batch.clear();
-                return;
+                return None;
             }
             let now = Utc::now();
             for r in &batch.rows {
                 let event_delay = (now - r.ts).num_milliseconds().max(0) as f64 / 1000.0;
                 let ingest_delay = (now - r.received_at).num_milliseconds().max(0) as f64 / 1000.0;
-                self.metrics
+                metrics
                     .delay
                     .with_label_values(&["event"])
                     .observe(event_delay);
-                self.metrics
+                metrics
                     .delay
                     .with_label_values(&["ingest"])
                     .observe(ingest_delay);
             }
+            Some(batch)
+        })
+    }
+
+    /// Waits for an INSERT and stores its batch's offsets. Returns false if
+    /// the batch was abandoned. Once one batch is abandoned no later offset
+    /// is stored (`after_abandoned`): that would skip its messages.
+    async fn finish(&self, inflight: Option<Inflight>, after_abandoned: bool) -> bool {
+        let Some(task) = inflight else { return true };
+        let batch = match task.await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::error!(error = %e, "insert task failed");
+                return false;
+            }
+        };
+        if after_abandoned {
+            return true;
         }
         for (topic, partition, offset) in batch.offsets() {
             // rd_kafka_offset_store stores offset + 1: the next message to read.
@@ -157,9 +190,12 @@ impl Pipeline {
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
             tracing::debug!(error = %e, "async commit not started");
         }
-        batch.clear();
+        true
     }
 }
+
+/// An INSERT under way.
+type Inflight = tokio::task::JoinHandle<Option<Batch>>;
 
 /// Every `every`, sets the lag gauge of each assigned partition
 /// (high watermark − committed offset).
