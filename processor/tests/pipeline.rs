@@ -9,8 +9,8 @@ use ensemble_core::event::{Consent, EventMessage, EventType, TinderAction, Utm, 
 use ensemble_core::privacy::ContactHasher;
 use ensemble_core::StoreConfig;
 use ensemble_tests::{
-    campaign_file, create_topic, group_progress, kafka_brokers, migrated_database, poll_until,
-    produce_raw, run_binary, unique, PrivateClickHouse, Service,
+    campaign_file, create_topic, group_progress, kafka_brokers, metric_value, migrated_database,
+    poll_until, produce_raw, run_binary, unique, PrivateClickHouse, Service,
 };
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -289,9 +289,7 @@ async fn clickhouse_down_for_30s_loses_nothing_and_the_lag_drains() {
     let outage = tokio::time::sleep(Duration::from_secs(30));
     poll_until("insert failures to show in /metrics", WAIT, || async {
         let (_, body) = p.get("/metrics")?;
-        body.lines()
-            .find(|l| l.starts_with("ensemble_processor_insert_failures_total"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        metric_value(&body, "ensemble_processor_insert_failures_total")
             .filter(|n| *n > 0.0)
             .map(|_| ())
     })
@@ -379,9 +377,12 @@ async fn poison_messages_go_to_the_dead_letter_topic_while_the_rest_flows() {
         );
     }
     let (_, metrics) = p.get("/metrics").expect("metrics");
-    assert!(
-        metrics
-            .contains("ensemble_processor_messages_dead_lettered_total{reason=\"undecodable\"} 1"),
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "ensemble_processor_messages_dead_lettered_total{reason=\"undecodable\"}"
+        ),
+        Some(1.0),
         "{metrics}"
     );
 }

@@ -111,22 +111,7 @@ pub async fn raw_ceiling(brokers: &str, topic: &str, n: usize) -> anyhow::Result
         .map_err(|(e, _)| e)?;
     let payloads: Vec<_> = (0..n).map(kafka_payload).collect();
     let started = Instant::now();
-    let mut pending = Vec::with_capacity(n);
-    for (key, payload) in &payloads {
-        loop {
-            match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
-                Ok(f) => {
-                    pending.push(f);
-                    break;
-                }
-                // Queue full: let deliveries drain.
-                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-            }
-        }
-    }
-    for f in pending {
-        f.await?.map_err(|(e, _)| e)?;
-    }
+    crate::send_all(&producer, topic, &payloads).await?;
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 

@@ -534,10 +534,21 @@ pub async fn produce_raw(
     topic: &str,
     messages: &[(String, Vec<u8>)],
 ) -> anyhow::Result<()> {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = ensemble_core::KafkaConfig::new(brokers, topic)
-        .producer_config(30_000)
-        .create()?;
+    let producer: rdkafka::producer::FutureProducer =
+        ensemble_core::KafkaConfig::new(brokers, topic)
+            .producer_config(30_000)
+            .create()?;
+    send_all(&producer, topic, messages).await
+}
+
+/// Enqueues every message on `producer` (waiting when its queue is full),
+/// then waits for every delivery report.
+pub async fn send_all(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    messages: &[(String, Vec<u8>)],
+) -> anyhow::Result<()> {
+    use rdkafka::producer::FutureRecord;
     let mut pending = Vec::with_capacity(messages.len());
     for (key, payload) in messages {
         loop {
@@ -546,7 +557,8 @@ pub async fn produce_raw(
                     pending.push(f);
                     break;
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+                // Queue full: let deliveries drain.
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
             }
         }
     }
@@ -554,6 +566,15 @@ pub async fn produce_raw(
         f.await?.map_err(|(e, _)| e)?;
     }
     Ok(())
+}
+
+/// The value of one series in a Prometheus text exposition: `series` is the
+/// metric name with its labels as printed, e.g. `x_total{reason="a"}`.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
 }
 
 /// (sum of committed offsets of `group`, sum of high watermarks) over the
