@@ -2,6 +2,7 @@
 //! routes and reports ClickHouse readiness; the API and page are the
 //! dashboard issue's work.
 
+pub mod attribution;
 pub mod config;
 
 use std::time::Duration;
