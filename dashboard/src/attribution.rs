@@ -93,7 +93,7 @@ pub fn touches(campaign: &Campaign, gap: Duration, contacts: &[Contact]) -> Vec<
             )
         })
         .collect();
-    sorted.sort_by(|a, b| (a.ts, a.event_id).cmp(&(b.ts, b.event_id)));
+    sorted.sort_by_key(|x| (x.ts, x.event_id));
     let mut last_seen: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
     let mut out = Vec::new();
     for c in sorted {
@@ -109,12 +109,12 @@ pub fn touches(campaign: &Campaign, gap: Duration, contacts: &[Contact]) -> Vec<
         }
         last_seen.insert(c.channel.as_str(), c.ts);
     }
-    out.sort_by(|a, b| (a.ts, a.event_id).cmp(&(b.ts, b.event_id)));
+    out.sort_by_key(|x| (x.ts, x.event_id));
     out
 }
 
 /// The touches of `all` that count for a conversion at `t`, in order.
-pub fn in_window<'a>(all: &'a [Touch], t: DateTime<Utc>, lookback: Duration) -> Vec<&'a Touch> {
+pub fn in_window(all: &[Touch], t: DateTime<Utc>, lookback: Duration) -> Vec<&Touch> {
     all.iter()
         .filter(|x| x.ts <= t && x.ts >= t - lookback)
         .collect()
