@@ -202,6 +202,10 @@ impl Credits {
                 continue;
             }
             for (touch, w) in window.iter().zip(weights(model, &window, conversion.ts, s)) {
+                if w == 0.0 {
+                    // First / last touch: the other touches get nothing, and no row.
+                    continue;
+                }
                 let touch_phase = campaign.phase_at(touch.ts).to_owned();
                 *self
                     .by_channel

@@ -2,8 +2,10 @@
 //! routes and reports ClickHouse readiness; the API and page are the
 //! dashboard issue's work.
 
+pub mod api;
 pub mod attribution;
 pub mod config;
+pub mod filters;
 
 use std::time::Duration;
 
@@ -13,8 +15,27 @@ use ensemble_core::{probe, store, Shutdown};
 
 pub use config::{Config, Settings};
 
-pub fn router(registry: prometheus::Registry, readiness: Readiness) -> Router {
-    ops_router(registry, readiness)
+/// The API behind its token check, and the open ops routes.
+pub fn router(state: api::Shared, registry: prometheus::Registry, readiness: Readiness) -> Router {
+    let api = Router::new()
+        .route("/api/overview", axum::routing::get(api::overview))
+        .route("/api/attribution", axum::routing::get(api::attribution))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::require_token,
+        ))
+        .with_state(state);
+    api.merge(ops_router(registry, readiness))
+}
+
+/// The API state for `settings`.
+pub fn state(settings: &Settings) -> api::Shared {
+    std::sync::Arc::new(api::ApiState {
+        campaign: settings.campaign.clone(),
+        client: settings.store.client(),
+        analyst_tokens: settings.analyst_tokens.clone(),
+        agency_tokens: settings.agency_tokens.clone(),
+    })
 }
 
 /// Serves until `shutdown` trips.
@@ -35,7 +56,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
     serve(
         listener,
-        router(prometheus::Registry::new(), readiness),
+        router(state(&settings), prometheus::Registry::new(), readiness),
         shutdown,
     )
     .await?;

@@ -14,9 +14,11 @@ plain (uncompressed) answers, errors as HTTP 500 with ClickHouse's message.
 Usage: chdb_http.py DATA_DIR [PORT]   (PORT 0 picks a free one; the chosen
 port is printed on stdout as `listening PORT`).
 """
+import os
 import re
 import sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import chdb.session
@@ -29,6 +31,9 @@ def main():
     data_dir = sys.argv[1]
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     session = chdb.session.Session(data_dir)
+    # Connections are served on threads (a pooled client may hold one idle
+    # while it opens another); the embedded engine runs one query at a time.
+    engine = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -60,19 +65,23 @@ def main():
                 self.answer(400, b"Code: 81. DB::Exception: bad database name\n")
                 return
             fmt = params.get("default_format") or "TabSeparated"
+            if os.environ.get("CHDB_HTTP_LOG"):
+                print(f"query: {sql[:300]!r}", file=sys.stderr, flush=True)
             try:
-                if db:
-                    session.query(f"USE {db}")
-                if HAS_FORMAT.search(sql):
-                    result = session.query(sql)
-                else:
-                    result = session.query(sql, fmt)
-                body = result.bytes() if result is not None else b""
+                with engine:
+                    if db:
+                        session.query(f"USE {db}")
+                    if HAS_FORMAT.search(sql):
+                        result = session.query(sql)
+                    else:
+                        result = session.query(sql, fmt)
+                    body = result.bytes() if result is not None else b""
                 self.answer(200, body or b"")
             except Exception as e:  # the engine's own message, as the server would send it
                 self.answer(500, (str(e) + "\n").encode("utf-8"))
 
-    server = HTTPServer(("127.0.0.1", port), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
     print(f"listening {server.server_address[1]}", flush=True)
     server.serve_forever()
 

@@ -608,3 +608,59 @@ pub async fn group_progress(brokers: &str, topic: &str, group: &str) -> anyhow::
     })
     .await?
 }
+
+/// `INSERT INTO events … VALUES …` text for `rows`: loads the same fixture
+/// into the 18.16 server and the embedded current engine (which takes no
+/// RowBinary body through the test shim).
+pub fn insert_values_sql(rows: &[ensemble_core::EventRow]) -> String {
+    fn s(v: &str) -> String {
+        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+    fn t(v: chrono::DateTime<chrono::Utc>) -> String {
+        format!("'{}'", v.format("%Y-%m-%d %H:%M:%S"))
+    }
+    let values: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            [
+                s(&r.event_id.to_string()),
+                s(&r.event_type),
+                s(&r.action),
+                t(r.ts),
+                r.ts_ms.to_string(),
+                t(r.received_at),
+                t(r.processed_at),
+                s(&r.visitor_id),
+                s(&r.channel),
+                s(&r.placement),
+                s(&r.phase),
+                s(&r.utm_source),
+                s(&r.utm_medium),
+                s(&r.utm_campaign),
+                s(&r.utm_content),
+                s(&r.utm_term),
+                s(&r.url),
+                s(&r.referrer_host),
+                s(&r.device_class),
+                s(&r.os_family),
+                r.is_bot.to_string(),
+                s(&r.contact_hash),
+                r.consent_results.to_string(),
+                r.consent_newsletter.to_string(),
+                s(&r.custom_name),
+                s(&r.props),
+                r.ts_clamped.to_string(),
+                r.imported.to_string(),
+            ]
+            .join(", ")
+        })
+        .map(|v| format!("({v})"))
+        .collect();
+    format!(
+        "INSERT INTO events (event_id, event_type, action, ts, ts_ms, received_at, processed_at, visitor_id, \
+         channel, placement, phase, utm_source, utm_medium, utm_campaign, utm_content, utm_term, url, \
+         referrer_host, device_class, os_family, is_bot, contact_hash, consent_results, consent_newsletter, \
+         custom_name, props, ts_clamped, imported) VALUES {}",
+        values.join(", ")
+    )
+}

@@ -1,0 +1,440 @@
+//! The JSON / CSV API: access tokens, filters, and the endpoints built so
+//! far — `/api/overview` and `/api/attribution`. Every count is over
+//! distinct event ids, so duplicate deliveries never change a number.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use clickhouse::Row;
+use ensemble_core::event::TinderAction;
+use ensemble_core::Campaign;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::attribution::{self, Contact, Conversion, Credits};
+use crate::filters::{bind_all, FilterError, Filters, Format};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sees everything.
+    Analyst,
+    /// Aggregates only.
+    Agency,
+}
+
+#[derive(Debug)]
+pub struct ApiState {
+    pub campaign: Campaign,
+    pub client: clickhouse::Client,
+    pub analyst_tokens: Vec<String>,
+    pub agency_tokens: Vec<String>,
+}
+
+pub type Shared = Arc<ApiState>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("missing or unknown access token: send `Authorization: Bearer <token>` or `?token=`")]
+    Unauthorized,
+    #[error("this token sees aggregates only")]
+    Forbidden,
+    #[error("the analytics store did not answer: {0}")]
+    Store(#[from] clickhouse::error::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, parameter) = match &self {
+            ApiError::Filter(f) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                Some(f.parameter),
+            ),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", None),
+            ApiError::Store(e) => {
+                tracing::warn!(error = %e, "clickhouse query failed");
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
+            }
+        };
+        let mut body = json!({ "error": code, "message": self.to_string() });
+        if let Some(p) = parameter {
+            body["parameter"] = json!(p);
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Constant-time token comparison.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The role of a request's token, from `Authorization: Bearer` or `?token=`.
+pub fn role_of(state: &ApiState, req: &Request) -> Option<Role> {
+    let from_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let from_query = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    let token = from_header.map(str::to_owned).or(from_query)?;
+    if state.analyst_tokens.iter().any(|t| same(t, &token)) {
+        Some(Role::Analyst)
+    } else if state.agency_tokens.iter().any(|t| same(t, &token)) {
+        Some(Role::Agency)
+    } else {
+        None
+    }
+}
+
+/// Refuses requests without a known token; passes the role on.
+pub async fn require_token(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
+    match role_of(&state, &req) {
+        Some(role) => {
+            req.extensions_mut().insert(role);
+            next.run(req).await
+        }
+        None => ApiError::Unauthorized.into_response(),
+    }
+}
+
+/// Rows as CSV (RFC 4180 quoting), header first.
+pub fn csv(header_row: &[&str], rows: &[Vec<String>]) -> Response {
+    fn field(s: &str) -> String {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_owned()
+        }
+    }
+    let mut out = header_row.join(",");
+    out.push_str("\r\n");
+    for r in rows {
+        out.push_str(&r.iter().map(|f| field(f)).collect::<Vec<_>>().join(","));
+        out.push_str("\r\n");
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "attachment"),
+        ],
+        out,
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------- overview
+
+#[derive(Debug, Row, Deserialize)]
+struct PhaseTypeRow {
+    phase: String,
+    event_type: String,
+    events: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct PhaseTotalsRow {
+    phase: String,
+    visitors: u64,
+    signups: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Totals {
+    pub events_by_type: BTreeMap<String, u64>,
+    pub visitors: u64,
+    /// Distinct contacts who signed up (a repeat sign-up counts once).
+    pub signups: u64,
+    /// signups / visitors.
+    pub conversion_rate: f64,
+}
+
+impl Totals {
+    fn rate(mut self) -> Self {
+        self.conversion_rate = if self.visitors == 0 {
+            0.0
+        } else {
+            self.signups as f64 / self.visitors as f64
+        };
+        self
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Period {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub totals: Totals,
+    pub by_phase: BTreeMap<String, Totals>,
+}
+
+async fn period(state: &ApiState, f: &Filters) -> Result<Period, ApiError> {
+    let (cond, binds) = f.conditions(false);
+    let by_type: Vec<PhaseTypeRow> = bind_all(
+        state.client.query(&format!(
+            "SELECT phase, event_type, uniqExact(event_id) AS events FROM events WHERE {cond} \
+             GROUP BY phase, event_type ORDER BY phase, event_type"
+        )),
+        &binds,
+    )
+    .fetch_all()
+    .await?;
+    let totals_sql = |group: &str| {
+        format!(
+            "SELECT {group} AS phase, uniqExact(visitor_id) AS visitors, \
+             uniqExactIf(contact_hash, event_type = 'signup') AS signups FROM events WHERE {cond} {}",
+            if group == "phase" { "GROUP BY phase ORDER BY phase" } else { "" }
+        )
+    };
+    let per_phase: Vec<PhaseTotalsRow> = bind_all(state.client.query(&totals_sql("phase")), &binds)
+        .fetch_all()
+        .await?;
+    let all: Vec<PhaseTotalsRow> = bind_all(state.client.query(&totals_sql("''")), &binds)
+        .fetch_all()
+        .await?;
+    let mut by_phase: BTreeMap<String, Totals> = BTreeMap::new();
+    let mut totals = Totals::default();
+    for r in &by_type {
+        by_phase
+            .entry(r.phase.clone())
+            .or_default()
+            .events_by_type
+            .insert(r.event_type.clone(), r.events);
+        *totals
+            .events_by_type
+            .entry(r.event_type.clone())
+            .or_default() += r.events;
+    }
+    for r in per_phase {
+        let t = by_phase.entry(r.phase).or_default();
+        t.visitors = r.visitors;
+        t.signups = r.signups;
+    }
+    if let Some(r) = all.first() {
+        totals.visitors = r.visitors;
+        totals.signups = r.signups;
+    }
+    Ok(Period {
+        from: f.from,
+        to: f.to,
+        totals: totals.rate(),
+        by_phase: by_phase.into_iter().map(|(k, v)| (k, v.rate())).collect(),
+    })
+}
+
+/// `GET /api/overview`: events by type, visitors, sign-ups and conversion
+/// rate, overall and per phase, with the period of equal length just before.
+pub async fn overview(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let f = Filters::parse(&state.campaign, &q)?;
+    let current = period(&state, &f).await?;
+    let len = f.to - f.from;
+    let prev_filters = Filters {
+        from: f.from - len,
+        to: f.from,
+        ..f.clone()
+    };
+    let previous = period(&state, &prev_filters).await?;
+    if f.format == Format::Csv {
+        let mut rows = Vec::new();
+        for (label, p) in [("current", &current), ("previous", &previous)] {
+            for (phase, t) in &p.by_phase {
+                for (ty, n) in &t.events_by_type {
+                    rows.push(vec![label.into(), phase.clone(), ty.clone(), n.to_string()]);
+                }
+                rows.push(vec![
+                    label.into(),
+                    phase.clone(),
+                    "visitors".into(),
+                    t.visitors.to_string(),
+                ]);
+                rows.push(vec![
+                    label.into(),
+                    phase.clone(),
+                    "signups".into(),
+                    t.signups.to_string(),
+                ]);
+            }
+        }
+        return Ok(csv(&["period", "phase", "metric", "value"], &rows));
+    }
+    Ok(Json(json!({ "current": current, "previous": previous })).into_response())
+}
+
+// ------------------------------------------------------------- attribution
+
+#[derive(Debug, Row, Deserialize)]
+struct ConversionRow {
+    visitor_id: String,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    ms: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ContactRow {
+    visitor_id: String,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    ms: u64,
+    channel: String,
+    action: String,
+}
+
+fn from_ms(ms: u64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or_default()
+}
+
+/// First sign-up of each contact (ties by event id), kept when it falls in the filters.
+const FIRST_SIGNUPS: &str = "SELECT contact_hash, visitor_id, event_id, ms FROM ( \
+     SELECT contact_hash, any(visitor_id) AS visitor_id, event_id, any(toUInt64(ts) * 1000 + ts_ms) AS ms \
+     FROM events WHERE event_type = 'signup' AND contact_hash != '' {bots} GROUP BY contact_hash, event_id \
+   ) ORDER BY contact_hash, ms, event_id LIMIT 1 BY contact_hash";
+
+/// Credits under the five models for the conversions in the filters.
+pub async fn credits(state: &ApiState, f: &Filters) -> Result<Credits, ApiError> {
+    let bots = if f.include_bots { "" } else { "AND is_bot = 0" };
+    let first = FIRST_SIGNUPS.replace("{bots}", bots);
+    let (cond, binds) = f.conditions(true);
+    // The conversion itself must match the filters (time, phase, device, bots).
+    let conversions_sql = format!(
+        "SELECT visitor_id, event_id, ms FROM ({first}) WHERE event_id IN (SELECT event_id FROM events WHERE {cond})"
+    );
+    let conversions: Vec<ConversionRow> = bind_all(state.client.query(&conversions_sql), &binds)
+        .fetch_all()
+        .await?;
+    let lookback_start = f.from - state.campaign.attribution.lookback;
+    let contacts_sql = format!(
+        "SELECT visitor_id, event_id, any(toUInt64(ts) * 1000 + ts_ms) AS ms, any(channel) AS channel, \
+         any(action) AS action FROM events \
+         WHERE ts >= toDateTime(?) AND ts < toDateTime(?) {bots} \
+         AND visitor_id IN (SELECT visitor_id FROM ({conversions_sql})) \
+         GROUP BY visitor_id, event_id"
+    );
+    let mut contact_binds = vec![
+        crate::filters::Bind::U32(u32::try_from(lookback_start.timestamp().max(0)).unwrap_or(0)),
+        crate::filters::Bind::U32(u32::try_from(f.to.timestamp().max(0)).unwrap_or(u32::MAX)),
+    ];
+    contact_binds.extend(binds.iter().cloned());
+    let rows: Vec<ContactRow> = bind_all(state.client.query(&contacts_sql), &contact_binds)
+        .fetch_all()
+        .await?;
+    let mut by_visitor: HashMap<&str, Vec<Contact>> = HashMap::new();
+    for r in &rows {
+        by_visitor
+            .entry(r.visitor_id.as_str())
+            .or_default()
+            .push(Contact {
+                ts: from_ms(r.ms),
+                event_id: r.event_id,
+                channel: r.channel.clone(),
+                action: TinderAction::parse(&r.action),
+            });
+    }
+    let gap = state.campaign.attribution.touch_gap;
+    let mut out = Credits::default();
+    for c in &conversions {
+        let contacts = by_visitor
+            .get(c.visitor_id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let touches = attribution::touches(&state.campaign, gap, contacts);
+        out.add(
+            &state.campaign,
+            &Conversion {
+                ts: from_ms(c.ms),
+                event_id: c.event_id,
+            },
+            &touches,
+        );
+    }
+    // The channel filter narrows what is shown, not how credit is shared.
+    if f.channel.is_some() {
+        let keep = |ch: &str| f.channel.as_deref().is_none_or(|want| want == ch);
+        for m in out.by_channel.values_mut() {
+            m.retain(|ch, _| keep(ch));
+        }
+        for m in out.by_channel_phase.values_mut() {
+            m.retain(|(ch, _), _| keep(ch));
+        }
+        for m in out.by_conversion_phase.values_mut() {
+            m.retain(|(_, ch), _| keep(ch));
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /api/attribution`: credited sign-ups per channel, per channel × phase
+/// of the touch and per phase of the conversion, under all five models.
+pub async fn attribution(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let f = Filters::parse(&state.campaign, &q)?;
+    if f.placement.is_some() {
+        return Err(FilterError {
+            parameter: "placement",
+            message: "attribution does not take a placement filter yet: filter by channel".into(),
+        }
+        .into());
+    }
+    let c = credits(&state, &f).await?;
+    if f.format == Format::Csv {
+        let mut rows = Vec::new();
+        for (model, m) in &c.by_channel_phase {
+            for ((channel, phase), credit) in m {
+                rows.push(vec![
+                    (*model).to_owned(),
+                    channel.clone(),
+                    phase.clone(),
+                    format!("{credit:.12}"),
+                ]);
+            }
+        }
+        return Ok(csv(
+            &["model", "channel", "touch_phase", "credited_signups"],
+            &rows,
+        ));
+    }
+    let pairs = |m: &BTreeMap<&'static str, BTreeMap<(String, String), f64>>, a: &str, b: &str| {
+        m.iter()
+            .map(|(model, v)| {
+                let list: Vec<_> = v
+                    .iter()
+                    .map(|((x, y), credit)| json!({ a: x, b: y, "credit": credit }))
+                    .collect();
+                ((*model).to_owned(), json!(list))
+            })
+            .collect::<serde_json::Map<_, _>>()
+    };
+    Ok(Json(json!({
+        "conversions": c.conversions,
+        "lookback_days": state.campaign.attribution.lookback.num_days(),
+        "models": attribution::Model::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+        "by_channel": c.by_channel,
+        "by_channel_phase": pairs(&c.by_channel_phase, "channel", "phase"),
+        "by_conversion_phase": pairs(&c.by_conversion_phase, "phase", "channel"),
+    }))
+    .into_response())
+}

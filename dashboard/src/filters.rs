@@ -1,0 +1,303 @@
+//! Query filters of every API endpoint: parsed and checked against the
+//! campaign (unknown channel, from > to, malformed dates, absurd ranges →
+//! 400 naming the parameter), then turned into a WHERE fragment whose values
+//! are all bound, never formatted into the SQL.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use ensemble_core::campaign::HORS_PHASE;
+use ensemble_core::Campaign;
+
+/// Longest range a query may cover.
+pub const MAX_RANGE_DAYS: i64 = 400;
+
+/// Device classes the processor writes.
+pub const DEVICES: [&str; 5] = ["desktop", "mobile", "tablet", "bot", "unknown"];
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid parameter `{parameter}`: {message}")]
+pub struct FilterError {
+    pub parameter: &'static str,
+    pub message: String,
+}
+
+fn bad(parameter: &'static str, message: impl Into<String>) -> FilterError {
+    FilterError {
+        parameter,
+        message: message.into(),
+    }
+}
+
+/// Answer format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filters {
+    /// Inclusive start instant.
+    pub from: DateTime<Utc>,
+    /// Exclusive end instant.
+    pub to: DateTime<Utc>,
+    pub phase: Option<String>,
+    pub channel: Option<String>,
+    pub placement: Option<String>,
+    pub device: Option<String>,
+    pub include_bots: bool,
+    pub format: Format,
+}
+
+/// A value bound into a query, in placeholder order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bind {
+    Str(String),
+    U32(u32),
+}
+
+/// Binds `values` in order.
+pub fn bind_all(mut q: clickhouse::query::Query, values: &[Bind]) -> clickhouse::query::Query {
+    for v in values {
+        q = match v {
+            Bind::Str(s) => q.bind(s.as_str()),
+            Bind::U32(n) => q.bind(*n),
+        };
+    }
+    q
+}
+
+fn epoch(t: DateTime<Utc>) -> u32 {
+    u32::try_from(t.timestamp().max(0)).unwrap_or(u32::MAX)
+}
+
+/// Local midnight of `d` in the campaign's zone.
+fn local_start(campaign: &Campaign, d: NaiveDate) -> DateTime<Utc> {
+    campaign
+        .timezone
+        .from_local_datetime(&d.and_time(chrono::NaiveTime::MIN))
+        .earliest()
+        .map_or_else(
+            || Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN)),
+            |t| t.with_timezone(&Utc),
+        )
+}
+
+/// `YYYY-MM-DD` (a local day of the campaign) or an RFC 3339 instant.
+/// `end` = the day is included (its end is the next local midnight).
+fn parse_time(
+    campaign: &Campaign,
+    name: &'static str,
+    raw: &str,
+    end: bool,
+) -> Result<DateTime<Utc>, FilterError> {
+    if let Ok(d) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        let d = if end {
+            d.succ_opt().ok_or_else(|| bad(name, "date out of range"))?
+        } else {
+            d
+        };
+        return Ok(local_start(campaign, d));
+    }
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            bad(
+                name,
+                format!("`{raw}` is not a date YYYY-MM-DD or an RFC 3339 time"),
+            )
+        })
+}
+
+impl Filters {
+    /// Parses the query string. Without `from`/`to` the range is the
+    /// campaign's first phase start to its last phase end.
+    pub fn parse(campaign: &Campaign, q: &HashMap<String, String>) -> Result<Self, FilterError> {
+        const KNOWN: [&str; 11] = [
+            "from",
+            "to",
+            "phase",
+            "channel",
+            "placement",
+            "device",
+            "bots",
+            "format",
+            "token",
+            "model",
+            "bucket",
+        ];
+        if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            let name: &'static str = "query";
+            return Err(bad(
+                name,
+                format!("unknown parameter `{k}`; known: {}", KNOWN.join(", ")),
+            ));
+        }
+        let default_from = campaign
+            .phases
+            .first()
+            .map_or_else(Utc::now, |p| p.starts_at);
+        let default_to = campaign.phases.last().map_or_else(Utc::now, |p| p.ends_at);
+        let from = match q.get("from") {
+            Some(v) => parse_time(campaign, "from", v, false)?,
+            None => default_from,
+        };
+        let to = match q.get("to") {
+            Some(v) => parse_time(campaign, "to", v, true)?,
+            None => default_to,
+        };
+        if from >= to {
+            return Err(bad("from", "`from` must be before `to`"));
+        }
+        if (to - from).num_days() > MAX_RANGE_DAYS {
+            return Err(bad(
+                "to",
+                format!("a range covers at most {MAX_RANGE_DAYS} days"),
+            ));
+        }
+        let phase = q.get("phase").cloned();
+        if let Some(p) = &phase {
+            if p != HORS_PHASE && !campaign.phases.iter().any(|x| &x.id == p) {
+                return Err(bad("phase", format!("unknown phase `{p}`")));
+            }
+        }
+        let channel = q.get("channel").cloned();
+        if let Some(c) = &channel {
+            if campaign.channel(c).is_none() {
+                return Err(bad("channel", format!("unknown channel `{c}`")));
+            }
+        }
+        let placement = match q.get("placement") {
+            Some(p) => Some(
+                campaign
+                    .placement(p)
+                    .map(|x| x.code.clone())
+                    .ok_or_else(|| bad("placement", format!("unknown placement `{p}`")))?,
+            ),
+            None => None,
+        };
+        let device = q.get("device").cloned();
+        if let Some(d) = &device {
+            if !DEVICES.contains(&d.as_str()) {
+                return Err(bad(
+                    "device",
+                    format!("device is one of {}", DEVICES.join(", ")),
+                ));
+            }
+        }
+        let include_bots = match q.get("bots").map(String::as_str) {
+            None | Some("exclude") => false,
+            Some("include") => true,
+            Some(_) => return Err(bad("bots", "bots is `include` or `exclude`")),
+        };
+        let format = match q.get("format").map(String::as_str) {
+            None | Some("json") => Format::Json,
+            Some("csv") => Format::Csv,
+            Some(_) => return Err(bad("format", "format is `json` or `csv`")),
+        };
+        Ok(Self {
+            from,
+            to,
+            phase,
+            channel,
+            placement,
+            device,
+            include_bots,
+            format,
+        })
+    }
+
+    /// `AND …` conditions on `events` columns for these filters, with their
+    /// values in placeholder order. `skip_channel` leaves the channel and
+    /// placement out (attribution filters credited touches instead).
+    pub fn conditions(&self, skip_channel: bool) -> (String, Vec<Bind>) {
+        let mut sql = String::from("ts >= toDateTime(?) AND ts < toDateTime(?)");
+        let mut binds = vec![Bind::U32(epoch(self.from)), Bind::U32(epoch(self.to))];
+        let mut add = |cond: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                sql.push_str(" AND ");
+                sql.push_str(cond);
+                binds.push(Bind::Str(v.clone()));
+            }
+        };
+        add("phase = ?", &self.phase);
+        if !skip_channel {
+            add("channel = ?", &self.channel);
+            add("placement = ?", &self.placement);
+        }
+        add("device_class = ?", &self.device);
+        if !self.include_bots {
+            sql.push_str(" AND is_bot = 0");
+        }
+        (sql, binds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn campaign() -> Campaign {
+        Campaign::from_toml(include_str!("../../deploy/campaign.toml")).unwrap()
+    }
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Filters, FilterError> {
+        let q = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Filters::parse(&campaign(), &q)
+    }
+
+    #[test]
+    fn defaults_cover_the_campaign_in_paris_time() {
+        let f = parse(&[]).unwrap();
+        assert_eq!(f.from.to_rfc3339(), "2025-01-16T23:00:00+00:00");
+        assert_eq!(f.to.to_rfc3339(), "2025-03-16T23:00:00+00:00");
+        assert!(!f.include_bots);
+        let f = parse(&[("from", "2025-02-01"), ("to", "2025-02-01")]).unwrap();
+        assert_eq!((f.to - f.from).num_hours(), 24, "one local day");
+    }
+
+    #[test]
+    fn every_bad_parameter_is_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("from", "yesterday")], "from"),
+            (&[("to", "2025-13-01")], "to"),
+            (&[("from", "2025-03-01"), ("to", "2025-02-01")], "from"),
+            (&[("from", "2020-01-01"), ("to", "2025-02-01")], "to"),
+            (&[("phase", "p9")], "phase"),
+            (&[("channel", "tramway")], "channel"),
+            (&[("channel", "metro' OR 1=1 --")], "channel"),
+            (&[("placement", "NOPE")], "placement"),
+            (&[("device", "fridge")], "device"),
+            (&[("bots", "yes")], "bots"),
+            (&[("format", "xml")], "format"),
+            (&[("colour", "red")], "query"),
+        ];
+        for (pairs, param) in cases {
+            assert_eq!(parse(pairs).unwrap_err().parameter, *param, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn conditions_bind_every_value() {
+        let f = parse(&[
+            ("channel", "metro"),
+            ("device", "mobile"),
+            ("bots", "include"),
+        ])
+        .unwrap();
+        let (sql, binds) = f.conditions(false);
+        assert_eq!(
+            sql,
+            "ts >= toDateTime(?) AND ts < toDateTime(?) AND channel = ? AND device_class = ?"
+        );
+        assert_eq!(sql.matches('?').count(), binds.len());
+        assert_eq!(binds[2], Bind::Str("metro".into()));
+        let (sql, _) = f.conditions(true);
+        assert!(!sql.contains("channel"));
+    }
+}

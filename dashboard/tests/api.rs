@@ -1,0 +1,515 @@
+//! The dashboard API on a fixture with hand-computed answers, on ClickHouse
+//! 18.16 and on the current engine (chdb-core), which must agree.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use ensemble_core::event::{Consent, EventMessage, EventType, TinderAction, Utm, SCHEMA_VERSION};
+use ensemble_core::{Campaign, EventRow, Shutdown, StoreConfig};
+use ensemble_dashboard::{router, Config};
+use ensemble_tests::{campaign_file, clickhouse_url, insert_values_sql, unique, ChdbServer};
+use serde_json::Value;
+use uuid::Uuid;
+
+const ANALYST: &str = "analyst-token-0123456789";
+const AGENCY: &str = "agency-token-0123456789ab";
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("ts")
+        .with_timezone(&Utc)
+}
+
+/// One fixture event, enriched as the processor would.
+struct Ev {
+    id: u128,
+    visitor: &'static str,
+    ts: &'static str,
+    ty: EventType,
+    placement: Option<&'static str>,
+    utm_source: Option<&'static str>,
+    referrer: Option<&'static str>,
+    action: Option<TinderAction>,
+    contact: Option<&'static str>,
+    bot: bool,
+}
+
+const fn ev(id: u128, visitor: &'static str, ts: &'static str, ty: EventType) -> Ev {
+    Ev {
+        id,
+        visitor,
+        ts,
+        ty,
+        placement: None,
+        utm_source: None,
+        referrer: None,
+        action: None,
+        contact: None,
+        bot: false,
+    }
+}
+
+fn fixture() -> Vec<EventRow> {
+    use EventType::*;
+    let events = vec![
+        // A: metro scan + its page view (one touch), a card impression (exposure),
+        // a card click (touch), a direct visit, then the sign-up (phase 2).
+        Ev {
+            placement: Some("M-CHATELET"),
+            ..ev(1, "v_fixture_a", "2025-01-20T09:00:00Z", QrScan)
+        },
+        Ev {
+            placement: Some("M-CHATELET"),
+            ..ev(2, "v_fixture_a", "2025-01-20T09:00:30Z", PageView)
+        },
+        Ev {
+            placement: Some("T-VOEUX"),
+            action: Some(TinderAction::Impression),
+            ..ev(3, "v_fixture_a", "2025-01-25T12:00:00Z", TinderCard)
+        },
+        Ev {
+            placement: Some("T-VOEUX"),
+            action: Some(TinderAction::Click),
+            ..ev(4, "v_fixture_a", "2025-01-25T12:05:00Z", TinderCard)
+        },
+        ev(5, "v_fixture_a", "2025-02-10T18:00:00Z", PageView),
+        Ev {
+            contact: Some("a"),
+            ..ev(6, "v_fixture_a", "2025-02-10T18:01:00Z", Signup)
+        },
+        // B: a station scan 32 days before signing up (outside the lookback), then a repeat sign-up.
+        Ev {
+            placement: Some("G-NATIONAL"),
+            ..ev(7, "v_fixture_b", "2025-02-01T10:00:00Z", QrScan)
+        },
+        Ev {
+            contact: Some("b"),
+            ..ev(8, "v_fixture_b", "2025-03-05T10:00:00Z", Signup)
+        },
+        Ev {
+            contact: Some("b"),
+            ..ev(9, "v_fixture_b", "2025-03-06T10:00:00Z", Signup)
+        },
+        // C: press, bus shelter (delivered twice), social, then sign-up: three touches.
+        Ev {
+            utm_source: Some("presse"),
+            ..ev(10, "v_fixture_c", "2025-03-01T08:00:00Z", PageView)
+        },
+        Ev {
+            placement: Some("A-NATIONAL-1"),
+            ..ev(11, "v_fixture_c", "2025-03-02T08:00:00Z", QrScan)
+        },
+        Ev {
+            referrer: Some("www.facebook.com"),
+            ..ev(12, "v_fixture_c", "2025-03-03T08:00:00Z", PageView)
+        },
+        Ev {
+            contact: Some("c"),
+            ..ev(13, "v_fixture_c", "2025-03-03T08:10:00Z", Signup)
+        },
+        // D: a bot that signs up: excluded unless bots=include.
+        Ev {
+            contact: Some("d"),
+            bot: true,
+            ..ev(14, "v_fixture_d", "2025-02-15T10:00:00Z", Signup)
+        },
+        // E: two touches at the same instant: ordered by event id (metro first).
+        Ev {
+            placement: Some("M-REPUBLIQUE"),
+            ..ev(15, "v_fixture_e", "2025-02-20T10:00:00Z", QrScan)
+        },
+        Ev {
+            utm_source: Some("display"),
+            ..ev(16, "v_fixture_e", "2025-02-20T10:00:00Z", PageView)
+        },
+        Ev {
+            contact: Some("e"),
+            ..ev(17, "v_fixture_e", "2025-02-20T11:00:00Z", Signup)
+        },
+    ];
+    let campaign = Campaign::load(&campaign_file()).expect("campaign");
+    let mut rows: Vec<EventRow> = events
+        .iter()
+        .map(|e| {
+            let ts = t(e.ts);
+            let msg = EventMessage {
+                v: SCHEMA_VERSION,
+                event_id: Uuid::from_u128(e.id),
+                event_type: e.ty,
+                ts,
+                received_at: ts,
+                ts_clamped: false,
+                imported: true,
+                visitor_id: e.visitor.into(),
+                placement: e.placement.map(str::to_owned),
+                utm: Utm {
+                    source: e.utm_source.map(str::to_owned),
+                    ..Utm::default()
+                },
+                url: None,
+                referrer_host: e.referrer.map(str::to_owned),
+                user_agent: None,
+                bot: e.bot,
+                action: e.action,
+                contact_hash: e.contact.map(|c| c.repeat(64)),
+                consent: e.contact.map(|_| Consent {
+                    results: true,
+                    newsletter: false,
+                }),
+                custom_name: None,
+                props: Default::default(),
+            };
+            let enrichment = ensemble_core::event::Enrichment {
+                channel: campaign
+                    .resolve_channel(
+                        msg.placement.as_deref(),
+                        msg.utm.source.as_deref(),
+                        msg.referrer_host.as_deref(),
+                    )
+                    .to_owned(),
+                phase: campaign.phase_at(ts).to_owned(),
+                device_class: "mobile".into(),
+                os_family: "iPhone".into(),
+                is_bot: e.bot,
+            };
+            EventRow::new(&msg, enrichment, ts)
+        })
+        .collect();
+    // A redelivered row: same event, inserted again.
+    let dup = rows
+        .iter()
+        .find(|r| r.event_id == Uuid::from_u128(11))
+        .cloned()
+        .expect("row 11");
+    rows.push(dup);
+    rows
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    _shutdown: ShutdownOnDrop,
+}
+
+struct ShutdownOnDrop(Shutdown);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        self.0.trigger();
+    }
+}
+
+async fn serve(store: &StoreConfig) -> Api {
+    let c = campaign_file().display().to_string();
+    let settings = <Config as clap::Parser>::try_parse_from([
+        "ensemble-dashboard",
+        "--campaign",
+        &c,
+        "--analyst-tokens",
+        ANALYST,
+        "--agency-tokens",
+        AGENCY,
+        "--clickhouse-url",
+        &store.url,
+        "--clickhouse-database",
+        &store.database,
+    ])
+    .expect("flags")
+    .validate()
+    .expect("settings");
+    let app = router(
+        ensemble_dashboard::state(&settings),
+        prometheus::Registry::new(),
+        Default::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = Shutdown::new();
+    tokio::spawn(ensemble_core::service::serve(
+        listener,
+        app,
+        shutdown.clone(),
+    ));
+    Api {
+        base,
+        http: reqwest::Client::new(),
+        _shutdown: ShutdownOnDrop(shutdown),
+    }
+}
+
+impl Api {
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(tk) = token {
+            req = req.bearer_auth(tk);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+async fn load(store: &StoreConfig) {
+    ensemble_core::migrate::migrate(store)
+        .await
+        .expect("migrate");
+    store
+        .client()
+        .query_raw(&insert_values_sql(&fixture()))
+        .execute()
+        .await
+        .expect("load fixture");
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+/// Every number of the fixture, computed by hand in the comments of `fixture`.
+fn check(overview: &Value, attribution: &Value) {
+    let cur = &overview["current"];
+    let totals = &cur["totals"];
+    assert_eq!(totals["events_by_type"]["qr_scan"], 4, "{totals}");
+    assert_eq!(totals["events_by_type"]["page_view"], 5);
+    assert_eq!(totals["events_by_type"]["tinder_card"], 2);
+    assert_eq!(
+        totals["events_by_type"]["signup"], 5,
+        "repeat sign-up is an event"
+    );
+    assert_eq!(totals["visitors"], 4, "bot excluded");
+    assert_eq!(totals["signups"], 4, "repeat sign-up counted once");
+    assert_eq!(totals["conversion_rate"], 1.0);
+    let p = &cur["by_phase"];
+    assert_eq!(p["p1-lancement"]["visitors"], 2);
+    assert_eq!(p["p1-lancement"]["signups"], 0);
+    assert_eq!(p["p1-lancement"]["events_by_type"]["qr_scan"], 2);
+    assert_eq!(p["p2-saint-valentin"]["signups"], 2);
+    assert_eq!(p["p2-saint-valentin"]["events_by_type"]["page_view"], 2);
+    assert_eq!(p["p3-8-mars"]["signups"], 2);
+    assert_eq!(p["p3-8-mars"]["events_by_type"]["signup"], 3);
+    assert_eq!(overview["previous"]["totals"]["visitors"], 0);
+
+    assert_eq!(attribution["conversions"], 4);
+    let by = |model: &str, channel: &str| {
+        attribution["by_channel"][model][channel]
+            .as_f64()
+            .unwrap_or(0.0)
+    };
+    let expect = |model: &str, pairs: &[(&str, f64)]| {
+        let got = attribution["by_channel"][model].as_object().expect("model");
+        assert_eq!(got.len(), pairs.len(), "{model}: {got:?}");
+        for (ch, v) in pairs {
+            assert!(
+                close(by(model, ch), *v),
+                "{model}/{ch}: {} vs {v}",
+                by(model, ch)
+            );
+        }
+        let total: f64 = got.values().filter_map(Value::as_f64).sum();
+        assert!(close(total, 4.0), "{model} credits sum to the conversions");
+    };
+    expect(
+        "first_touch",
+        &[("metro", 2.0), ("direct", 1.0), ("presse", 1.0)],
+    );
+    expect(
+        "last_touch",
+        &[
+            ("tinder", 1.0),
+            ("direct", 1.0),
+            ("social", 1.0),
+            ("display", 1.0),
+        ],
+    );
+    let third = 1.0 / 3.0;
+    expect(
+        "linear",
+        &[
+            ("metro", 1.0),
+            ("tinder", 0.5),
+            ("direct", 1.0),
+            ("presse", third),
+            ("abribus", third),
+            ("social", third),
+            ("display", 0.5),
+        ],
+    );
+    expect(
+        "position_based",
+        &[
+            ("metro", 1.0),
+            ("tinder", 0.5),
+            ("direct", 1.0),
+            ("presse", 0.4),
+            ("abribus", 0.2),
+            ("social", 0.4),
+            ("display", 0.5),
+        ],
+    );
+    // Time decay, half-life 7 days. A: metro 21 d 9 h 1 min before, tinder 16 d 5 h 56 min.
+    let day = |d: f64, h: f64, m: f64| d + h / 24.0 + m / 1440.0;
+    let w = |age: f64| (-age / 7.0).exp2();
+    let (am, at) = (w(day(21.0, 9.0, 1.0)), w(day(16.0, 5.0, 56.0)));
+    // C: presse 2 d 0 h 10 min, abribus 1 d 0 h 10 min, social 10 min. E: equal ages.
+    let (cp, ca, cs) = (
+        w(day(2.0, 0.0, 10.0)),
+        w(day(1.0, 0.0, 10.0)),
+        w(day(0.0, 0.0, 10.0)),
+    );
+    expect(
+        "time_decay",
+        &[
+            ("metro", am / (am + at) + 0.5),
+            ("tinder", at / (am + at)),
+            ("direct", 1.0),
+            ("presse", cp / (cp + ca + cs)),
+            ("abribus", ca / (cp + ca + cs)),
+            ("social", cs / (cp + ca + cs)),
+            ("display", 0.5),
+        ],
+    );
+    // Touch phases: A's touches are in phase 1; its conversion in phase 2.
+    let touch_phase = attribution["by_channel_phase"]["first_touch"]
+        .as_array()
+        .expect("list");
+    assert!(touch_phase
+        .iter()
+        .any(|r| r["channel"] == "metro" && r["phase"] == "p1-lancement" && r["credit"] == 1.0));
+    let conv_phase = attribution["by_conversion_phase"]["first_touch"]
+        .as_array()
+        .expect("list");
+    assert!(conv_phase.iter().any(|r| r["phase"] == "p2-saint-valentin"
+        && r["channel"] == "metro"
+        && r["credit"] == 2.0));
+    assert!(conv_phase
+        .iter()
+        .any(|r| r["phase"] == "p3-8-mars" && r["channel"] == "direct"));
+}
+
+async fn answers(api: &Api) -> (Value, Value) {
+    let (s1, overview) = api.get("/api/overview", Some(ANALYST)).await;
+    assert_eq!(s1, 200, "{overview}");
+    let (s2, attribution) = api.get("/api/attribution", Some(AGENCY)).await;
+    assert_eq!(s2, 200, "{attribution}");
+    (overview, attribution)
+}
+
+#[tokio::test]
+async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
+    let old = StoreConfig::new(clickhouse_url(), unique("it_dash"));
+    load(&old).await;
+    let api_old = serve(&old).await;
+    let (overview_old, attribution_old) = answers(&api_old).await;
+    check(&overview_old, &attribution_old);
+
+    let chdb = ChdbServer::start().expect("chdb-core shim (see deploy/local/test)");
+    let current = StoreConfig::new(&chdb.url, "ensemble");
+    load(&current).await;
+    let api_new = serve(&current).await;
+    let (overview_new, attribution_new) = answers(&api_new).await;
+    check(&overview_new, &attribution_new);
+    assert_eq!(
+        overview_old, overview_new,
+        "both engines give the same overview"
+    );
+
+    // With bots: the bot's sign-up (phase 2, no touch) is credited to direct.
+    let (_, with_bots) = api_old
+        .get("/api/attribution?bots=include", Some(ANALYST))
+        .await;
+    assert_eq!(with_bots["conversions"], 5);
+    assert_eq!(with_bots["by_channel"]["last_touch"]["direct"], 2.0);
+    // A channel filter narrows the rows, not the sharing.
+    let (_, metro) = api_old
+        .get("/api/attribution?channel=metro", Some(ANALYST))
+        .await;
+    assert_eq!(
+        metro["by_channel"]["linear"].as_object().map(|o| o.len()),
+        Some(1)
+    );
+    assert_eq!(metro["by_channel"]["linear"]["metro"], 1.0);
+    // A date range keeps the conversions in it; touches before it still count.
+    let (_, march) = api_old
+        .get(
+            "/api/attribution?from=2025-03-01&to=2025-03-16",
+            Some(ANALYST),
+        )
+        .await;
+    assert_eq!(march["conversions"], 2);
+    // CSV.
+    let r = api_old
+        .http
+        .get(format!("{}/api/attribution?format=csv", api_old.base))
+        .bearer_auth(ANALYST)
+        .send()
+        .await
+        .expect("csv");
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = r.text().await.expect("text");
+    assert!(
+        text.starts_with("model,channel,touch_phase,credited_signups\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("first_touch,metro,p1-lancement,"));
+}
+
+#[tokio::test]
+async fn tokens_and_hostile_filters() {
+    let store = StoreConfig::new(clickhouse_url(), unique("it_dash_auth"));
+    load(&store).await;
+    let api = serve(&store).await;
+    assert_eq!(api.get("/api/overview", None).await.0, 401);
+    assert_eq!(
+        api.get("/api/overview", Some("not-a-token-0123456789"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        api.get(&format!("/api/overview?token={AGENCY}"), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(api.get("/healthz", None).await.0, 200);
+    assert_eq!(api.get("/metrics", None).await.0, 200);
+
+    let hostile = [
+        ("from", "2025-01-01' OR 1=1 --"),
+        ("to", "2025-02-01'); DROP TABLE events; --"),
+        ("phase", "p1' OR '1'='1"),
+        ("channel", "metro' OR 1=1 --"),
+        ("placement", "M-CHATELET' --"),
+        ("device", "mobile\\' OR 1"),
+        ("bots", "include'"),
+        ("format", "csv' --"),
+    ];
+    let mut params: HashMap<&str, &str> = HashMap::new();
+    for (k, v) in hostile {
+        params.clear();
+        params.insert(k, v);
+        for path in ["/api/overview", "/api/attribution"] {
+            let r = api
+                .http
+                .get(format!("{}{path}", api.base))
+                .query(&params)
+                .bearer_auth(ANALYST)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(r.status().as_u16(), 400, "{path}?{k}={v}");
+            let body: Value = r.json().await.expect("json");
+            assert_eq!(body["parameter"], k, "{body}");
+        }
+    }
+    // The table is still there and the numbers unchanged.
+    let (status, overview) = api.get("/api/overview", Some(ANALYST)).await;
+    assert_eq!(status, 200);
+    assert_eq!(overview["current"]["totals"]["visitors"], 4);
+}
