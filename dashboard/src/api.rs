@@ -438,3 +438,218 @@ pub async fn attribution(
     }))
     .into_response())
 }
+
+// ---------------------------------------------------------------- channels
+
+/// Visit-level touches per channel × phase of the touch's first event (the
+/// gap rule of DESIGN §2 in SQL: a touch starts at a visitor's event of a
+/// touch channel more than the gap after the visitor's previous event of
+/// that channel). Exposures (card impressions, passes) are left out.
+/// Aggregates in the dedup step get their own names (`vid`, `ch`, `ph`):
+/// 18.16 resolves a WHERE column to a same-named SELECT alias.
+const TOUCHES_SQL: &str = "SELECT ch AS channel, tupleElement(s, 2) AS phase, count() AS touches FROM ( \
+   SELECT ch, arrayJoin(arrayFilter((x, i) -> i = 1 OR tupleElement(x, 1) - tupleElement(a[i - 1], 1) >= ?, \
+          a, arrayEnumerate(a))) AS s FROM ( \
+     SELECT vid, ch, arraySort(groupArray((ms, ph))) AS a FROM ( \
+       SELECT event_id, any(visitor_id) AS vid, any(channel) AS ch, \
+              any(toUInt64(ts) * 1000 + ts_ms) AS ms, any(phase) AS ph \
+       FROM events WHERE {cond} AND has(?, channel) \
+         AND NOT (event_type = 'tinder_card' AND (action = 'impression' OR action = 'pass')) \
+       GROUP BY event_id) \
+     GROUP BY vid, ch)) \
+ GROUP BY channel, phase ORDER BY channel, phase";
+
+#[derive(Debug, Row, Deserialize)]
+struct TouchRow {
+    channel: String,
+    phase: String,
+    touches: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ReachRow {
+    channel: String,
+    phase: String,
+    visitors: u64,
+    visits: u64,
+    signups: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ChannelPhase {
+    pub channel: String,
+    pub phase: String,
+    pub touches: u64,
+    /// Distinct visitors with any event of the channel.
+    pub visitors: u64,
+    /// Landing visits: page views of the channel.
+    pub visits: u64,
+    /// Distinct contacts whose sign-up carried the channel.
+    pub signups: u64,
+    pub conversion_rate: f64,
+    /// Media cost of the channel's placements ÷ sign-ups, all phases, when costs are configured.
+    pub cost_per_signup_eur: Option<f64>,
+}
+
+/// The campaign's touch channels, as a bound array.
+fn touch_channels(campaign: &Campaign) -> Vec<String> {
+    campaign
+        .channels
+        .iter()
+        .filter(|c| c.touch)
+        .map(|c| c.id.clone())
+        .collect()
+}
+
+/// `GET /api/channels`: per channel × phase — touches, visitors reached,
+/// landing visits, sign-ups, conversion rate, cost per sign-up.
+pub async fn channels(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let f = Filters::parse(&state.campaign, &q)?;
+    let (cond, binds) = f.conditions(false);
+    let gap_ms =
+        u32::try_from(state.campaign.attribution.touch_gap.num_milliseconds()).unwrap_or(u32::MAX);
+    let mut touch_binds = vec![crate::filters::Bind::U32(gap_ms)];
+    touch_binds.extend(binds.iter().cloned());
+    let touches: Vec<TouchRow> = bind_all(
+        state.client.query(&TOUCHES_SQL.replace("{cond}", &cond)),
+        &touch_binds,
+    )
+    .bind(touch_channels(&state.campaign))
+    .fetch_all()
+    .await?;
+    let reach: Vec<ReachRow> = bind_all(
+        state.client.query(&format!(
+            "SELECT channel, phase, uniqExact(visitor_id) AS visitors, \
+             uniqExactIf(event_id, event_type = 'page_view') AS visits, \
+             uniqExactIf(contact_hash, event_type = 'signup') AS signups \
+             FROM events WHERE {cond} GROUP BY channel, phase ORDER BY channel, phase"
+        )),
+        &binds,
+    )
+    .fetch_all()
+    .await?;
+    let mut rows: BTreeMap<(String, String), ChannelPhase> = BTreeMap::new();
+    for r in reach {
+        rows.insert(
+            (r.channel.clone(), r.phase.clone()),
+            ChannelPhase {
+                channel: r.channel,
+                phase: r.phase,
+                visitors: r.visitors,
+                visits: r.visits,
+                signups: r.signups,
+                ..Default::default()
+            },
+        );
+    }
+    for t in touches {
+        let row = rows
+            .entry((t.channel.clone(), t.phase.clone()))
+            .or_insert_with(|| ChannelPhase {
+                channel: t.channel.clone(),
+                phase: t.phase.clone(),
+                ..Default::default()
+            });
+        row.touches = t.touches;
+    }
+    let mut signups_by_channel: BTreeMap<String, u64> = BTreeMap::new();
+    for r in rows.values() {
+        *signups_by_channel.entry(r.channel.clone()).or_default() += r.signups;
+    }
+    let cost = |channel: &str| -> Option<f64> {
+        let costs: Vec<f64> = state
+            .campaign
+            .placements
+            .iter()
+            .filter(|p| p.channel == channel)
+            .filter_map(|p| p.media_cost_eur)
+            .collect();
+        let n = *signups_by_channel.get(channel)?;
+        (!costs.is_empty() && n > 0).then(|| costs.iter().sum::<f64>() / n as f64)
+    };
+    let out: Vec<ChannelPhase> = rows
+        .into_values()
+        .map(|mut r| {
+            r.conversion_rate = if r.visitors == 0 {
+                0.0
+            } else {
+                r.signups as f64 / r.visitors as f64
+            };
+            r.cost_per_signup_eur = cost(&r.channel);
+            r
+        })
+        .collect();
+    if f.format == Format::Csv {
+        let rows: Vec<Vec<String>> = out
+            .iter()
+            .map(|r| {
+                vec![
+                    r.channel.clone(),
+                    r.phase.clone(),
+                    r.touches.to_string(),
+                    r.visitors.to_string(),
+                    r.visits.to_string(),
+                    r.signups.to_string(),
+                    format!("{:.6}", r.conversion_rate),
+                    r.cost_per_signup_eur
+                        .map(|c| format!("{c:.2}"))
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        return Ok(csv(
+            &[
+                "channel",
+                "phase",
+                "touches",
+                "visitors",
+                "visits",
+                "signups",
+                "conversion_rate",
+                "cost_per_signup_eur",
+            ],
+            &rows,
+        ));
+    }
+    Ok(Json(json!({ "rows": out })).into_response())
+}
+
+// -------------------------------------------------------------------- live
+
+#[derive(Debug, Row, Deserialize)]
+struct MinuteRow {
+    minute: u32,
+    events: u64,
+}
+
+/// `GET /api/live`: events per minute over the last hour (by processing
+/// time) and freshness: now − the newest processed event's receipt.
+pub async fn live(State(state): State<Shared>) -> Result<Response, ApiError> {
+    let now = Utc::now();
+    let since = u32::try_from((now - chrono::Duration::hours(1)).timestamp().max(0)).unwrap_or(0);
+    let per_minute: Vec<MinuteRow> = state
+        .client
+        .query(
+            "SELECT toUInt32(toStartOfMinute(processed_at)) AS minute, uniqExact(event_id) AS events \
+             FROM events WHERE processed_at >= toDateTime(?) GROUP BY minute ORDER BY minute",
+        )
+        .bind(since)
+        .fetch_all()
+        .await?;
+    let newest: u32 = state
+        .client
+        .query("SELECT toUInt32(max(received_at)) FROM events WHERE processed_at >= toDateTime(?)")
+        .bind(since)
+        .fetch_one()
+        .await?;
+    let freshness = (newest > 0).then(|| (now.timestamp() - i64::from(newest)).max(0));
+    Ok(Json(json!({
+        "now": now,
+        "freshness_seconds": freshness,
+        "per_minute": per_minute.iter().map(|m| json!({"minute": DateTime::from_timestamp(i64::from(m.minute), 0), "events": m.events})).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}

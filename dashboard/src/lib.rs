@@ -20,6 +20,8 @@ pub fn router(state: api::Shared, registry: prometheus::Registry, readiness: Rea
     let api = Router::new()
         .route("/api/overview", axum::routing::get(api::overview))
         .route("/api/attribution", axum::routing::get(api::attribution))
+        .route("/api/channels", axum::routing::get(api::channels))
+        .route("/api/live", axum::routing::get(api::live))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::require_token,

@@ -392,6 +392,44 @@ fn check(overview: &Value, attribution: &Value) {
         .any(|r| r["phase"] == "p3-8-mars" && r["channel"] == "direct"));
 }
 
+/// Touches, visitors, visits and sign-ups per channel × phase, by hand:
+/// metro/p1 is A's scan + page view 30 s apart (one touch), the card
+/// impression is exposure (no touch), C's bus-shelter scan was delivered
+/// twice (one touch), every sign-up carries `site`.
+fn check_channels(channels: &Value) {
+    let rows = channels["rows"].as_array().expect("rows");
+    let get = |ch: &str, ph: &str| {
+        rows.iter()
+            .find(|r| r["channel"] == ch && r["phase"] == ph)
+            .unwrap_or_else(|| panic!("no row {ch}/{ph} in {channels}"))
+    };
+    let expect = [
+        ("metro", "p1-lancement", 1, 1, 1, 0),
+        ("tinder", "p1-lancement", 1, 1, 0, 0),
+        ("gares", "p1-lancement", 1, 1, 0, 0),
+        ("metro", "p2-saint-valentin", 1, 1, 0, 0),
+        ("display", "p2-saint-valentin", 1, 1, 1, 0),
+        ("site", "p2-saint-valentin", 0, 2, 1, 2),
+        ("presse", "p3-8-mars", 1, 1, 1, 0),
+        ("abribus", "p3-8-mars", 1, 1, 0, 0),
+        ("social", "p3-8-mars", 1, 1, 1, 0),
+        ("site", "p3-8-mars", 0, 2, 0, 2),
+    ];
+    assert_eq!(rows.len(), expect.len(), "{channels}");
+    for (ch, ph, touches, visitors, visits, signups) in expect {
+        let r = get(ch, ph);
+        assert_eq!(r["touches"], touches, "{ch}/{ph} touches");
+        assert_eq!(r["visitors"], visitors, "{ch}/{ph} visitors");
+        assert_eq!(r["visits"], visits, "{ch}/{ph} visits");
+        assert_eq!(r["signups"], signups, "{ch}/{ph} signups");
+    }
+    assert_eq!(get("site", "p3-8-mars")["conversion_rate"], 1.0);
+    assert!(
+        get("metro", "p1-lancement")["cost_per_signup_eur"].is_null(),
+        "no sign-up carried metro"
+    );
+}
+
 async fn answers(api: &Api) -> (Value, Value) {
     let (s1, overview) = api.get("/api/overview", Some(ANALYST)).await;
     assert_eq!(s1, 200, "{overview}");
@@ -407,6 +445,12 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
     let api_old = serve(&old).await;
     let (overview_old, attribution_old) = answers(&api_old).await;
     check(&overview_old, &attribution_old);
+    let (status, channels_old) = api_old.get("/api/channels", Some(ANALYST)).await;
+    assert_eq!(status, 200, "{channels_old}");
+    check_channels(&channels_old);
+    let (status, live) = api_old.get("/api/live", Some(ANALYST)).await;
+    assert_eq!(status, 200, "{live}");
+    assert!(live["per_minute"].is_array());
 
     let chdb = ChdbServer::start().expect("chdb-core shim (see deploy/local/test)");
     let current = StoreConfig::new(&chdb.url, "ensemble");
@@ -414,6 +458,14 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
     let api_new = serve(&current).await;
     let (overview_new, attribution_new) = answers(&api_new).await;
     check(&overview_new, &attribution_new);
+    let (status, channels_new) = api_new.get("/api/channels", Some(ANALYST)).await;
+    assert_eq!(status, 200, "{channels_new}");
+    check_channels(&channels_new);
+    assert_eq!(
+        channels_old, channels_new,
+        "both engines give the same channels"
+    );
+    assert_eq!(api_new.get("/api/live", Some(ANALYST)).await.0, 200);
     assert_eq!(
         overview_old, overview_new,
         "both engines give the same overview"
@@ -494,7 +546,7 @@ async fn tokens_and_hostile_filters() {
     for (k, v) in hostile {
         params.clear();
         params.insert(k, v);
-        for path in ["/api/overview", "/api/attribution"] {
+        for path in ["/api/overview", "/api/attribution", "/api/channels"] {
             let r = api
                 .http
                 .get(format!("{}{path}", api.base))
