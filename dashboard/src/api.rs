@@ -15,7 +15,7 @@ use clickhouse::Row;
 use ensemble_core::event::TinderAction;
 use ensemble_core::Campaign;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::attribution::{self, Contact, Conversion, Credits};
@@ -652,4 +652,234 @@ pub async fn live(State(state): State<Shared>) -> Result<Response, ApiError> {
         "per_minute": per_minute.iter().map(|m| json!({"minute": DateTime::from_timestamp(i64::from(m.minute), 0), "events": m.events})).collect::<Vec<_>>(),
     }))
     .into_response())
+}
+
+// -------------------------------------------------------------- placements
+
+#[derive(Debug, Row, Deserialize)]
+struct PlacementRow {
+    placement: String,
+    scans: u64,
+    scanners: u64,
+    visits: u64,
+    signups: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PlacementStats {
+    pub code: String,
+    pub channel: String,
+    pub label: String,
+    /// QR scans and card clicks through the redirect.
+    pub scans: u64,
+    pub unique_scanners: u64,
+    pub visits: u64,
+    pub signups: u64,
+    /// signups / unique scanners.
+    pub rate: f64,
+    pub cost_per_signup_eur: Option<f64>,
+}
+
+/// `GET /api/placements`: every configured placement (and any unknown code
+/// seen), ranked by scans.
+pub async fn placements(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let f = Filters::parse(&state.campaign, &q)?;
+    let (cond, binds) = f.conditions(false);
+    let scan = "(event_type = 'qr_scan' OR (event_type = 'tinder_card' AND action = 'click'))";
+    let rows: Vec<PlacementRow> = bind_all(
+        state.client.query(&format!(
+            "SELECT placement, uniqExactIf(event_id, {scan}) AS scans, uniqExactIf(visitor_id, {scan}) AS scanners, \
+             uniqExactIf(event_id, event_type = 'page_view') AS visits, \
+             uniqExactIf(contact_hash, event_type = 'signup') AS signups \
+             FROM events WHERE {cond} AND placement != '' GROUP BY placement"
+        )),
+        &binds,
+    )
+    .fetch_all()
+    .await?;
+    let mut out: BTreeMap<String, PlacementStats> = state
+        .campaign
+        .placements
+        .iter()
+        .filter(|p| f.channel.as_deref().is_none_or(|c| c == p.channel))
+        .filter(|p| f.placement.as_deref().is_none_or(|c| c == p.code))
+        .map(|p| {
+            (
+                p.code.clone(),
+                PlacementStats {
+                    code: p.code.clone(),
+                    channel: p.channel.clone(),
+                    label: p.label.clone(),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    for r in rows {
+        let known = state.campaign.placement(&r.placement);
+        let entry = out
+            .entry(r.placement.clone())
+            .or_insert_with(|| PlacementStats {
+                code: r.placement.clone(),
+                channel: known.map_or_else(
+                    || state.campaign.channel_rules.unknown.clone(),
+                    |p| p.channel.clone(),
+                ),
+                label: known.map_or_else(|| "(unknown code)".into(), |p| p.label.clone()),
+                ..Default::default()
+            });
+        entry.scans = r.scans;
+        entry.unique_scanners = r.scanners;
+        entry.visits = r.visits;
+        entry.signups = r.signups;
+    }
+    let mut list: Vec<PlacementStats> = out
+        .into_values()
+        .map(|mut p| {
+            p.rate = if p.unique_scanners == 0 {
+                0.0
+            } else {
+                p.signups as f64 / p.unique_scanners as f64
+            };
+            p.cost_per_signup_eur = state
+                .campaign
+                .placement(&p.code)
+                .and_then(|c| c.media_cost_eur)
+                .filter(|_| p.signups > 0)
+                .map(|cost| cost / p.signups as f64);
+            p
+        })
+        .collect();
+    list.sort_by(|a, b| b.scans.cmp(&a.scans).then_with(|| a.code.cmp(&b.code)));
+    if f.format == Format::Csv {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|p| {
+                vec![
+                    p.code.clone(),
+                    p.channel.clone(),
+                    p.label.clone(),
+                    p.scans.to_string(),
+                    p.unique_scanners.to_string(),
+                    p.visits.to_string(),
+                    p.signups.to_string(),
+                    format!("{:.6}", p.rate),
+                    p.cost_per_signup_eur
+                        .map(|c| format!("{c:.2}"))
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        return Ok(csv(
+            &[
+                "code",
+                "channel",
+                "label",
+                "scans",
+                "unique_scanners",
+                "visits",
+                "signups",
+                "rate",
+                "cost_per_signup_eur",
+            ],
+            &rows,
+        ));
+    }
+    Ok(Json(json!({ "rows": list })).into_response())
+}
+
+// ------------------------------------------------------------------ funnel
+
+#[derive(Debug, Row, Deserialize)]
+struct FunnelRow {
+    channel: String,
+    touched: u64,
+    visited: u64,
+    signed: u64,
+    seconds: Vec<u32>,
+}
+
+/// `GET /api/funnel`: per touch channel, visitors touched → of them, those
+/// with a landing page view at or after their first touch → of those, those
+/// who signed up after it; and the median time from first touch to sign-up.
+pub async fn funnel(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let f = Filters::parse(&state.campaign, &q)?;
+    let (cond, binds) = f.conditions(false);
+    let (cond_all, binds_all) = f.conditions(true);
+    let sql = format!(
+        "SELECT ch AS channel, count() AS touched, countIf(is_visit) AS visited, countIf(is_visit AND is_conv) AS signed, \
+           groupArrayIf(toUInt32(toUInt32(signup_ts) - toUInt32(first_touch)), is_visit AND is_conv) AS seconds FROM ( \
+           SELECT ch, first_touch, signup_ts, arrayExists(x -> x >= first_touch, views) AS is_visit, \
+                  signup_ts >= first_touch AND toUInt32(signup_ts) > 0 AS is_conv FROM ( \
+             SELECT visitor_id, ch, first_touch, views FROM ( \
+               SELECT visitor_id, channel AS ch, min(ts) AS first_touch FROM events WHERE {cond} AND has(?, channel) \
+                 AND NOT (event_type = 'tinder_card' AND (action = 'impression' OR action = 'pass')) \
+               GROUP BY visitor_id, channel \
+             ) AS touched_by ANY LEFT JOIN ( \
+               SELECT visitor_id, groupArray(ts) AS views FROM events WHERE {cond_all} AND event_type = 'page_view' \
+               GROUP BY visitor_id \
+             ) AS landing_views USING visitor_id \
+           ) AS with_views ANY LEFT JOIN ( \
+             SELECT visitor_id, min(ts) AS signup_ts FROM events WHERE {cond_all} AND event_type = 'signup' \
+             GROUP BY visitor_id \
+           ) AS first_signups USING visitor_id \
+         ) GROUP BY ch ORDER BY ch"
+    );
+    let q = bind_all(state.client.query(&sql), &binds).bind(touch_channels(&state.campaign));
+    let q = bind_all(bind_all(q, &binds_all), &binds_all);
+    let rows: Vec<FunnelRow> = q.fetch_all().await?;
+    let out: Vec<_> = rows
+        .into_iter()
+        .map(|r| {
+            let mut s = r.seconds.clone();
+            s.sort_unstable();
+            let median = match s.len() {
+                0 => None,
+                n if n % 2 == 1 => Some(f64::from(s[n / 2])),
+                n => Some((f64::from(s[n / 2 - 1]) + f64::from(s[n / 2])) / 2.0),
+            };
+            json!({
+                "channel": r.channel, "touched": r.touched, "visited": r.visited, "signed_up": r.signed,
+                "median_seconds_to_signup": median,
+            })
+        })
+        .collect();
+    if f.format == Format::Csv {
+        let rows: Vec<Vec<String>> = out
+            .iter()
+            .map(|r| {
+                [
+                    "channel",
+                    "touched",
+                    "visited",
+                    "signed_up",
+                    "median_seconds_to_signup",
+                ]
+                .iter()
+                .map(|k| match &r[*k] {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    v => v.to_string(),
+                })
+                .collect()
+            })
+            .collect();
+        return Ok(csv(
+            &[
+                "channel",
+                "touched",
+                "visited",
+                "signed_up",
+                "median_seconds_to_signup",
+            ],
+            &rows,
+        ));
+    }
+    Ok(Json(json!({ "rows": out })).into_response())
 }

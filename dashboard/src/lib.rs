@@ -22,6 +22,8 @@ pub fn router(state: api::Shared, registry: prometheus::Registry, readiness: Rea
         .route("/api/attribution", axum::routing::get(api::attribution))
         .route("/api/channels", axum::routing::get(api::channels))
         .route("/api/live", axum::routing::get(api::live))
+        .route("/api/placements", axum::routing::get(api::placements))
+        .route("/api/funnel", axum::routing::get(api::funnel))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::require_token,

@@ -430,6 +430,72 @@ fn check_channels(channels: &Value) {
     );
 }
 
+/// Placements and funnel, by hand (see `fixture`).
+async fn check_placements_and_funnel(api: &Api) -> (Value, Value) {
+    let (status, placements) = api.get("/api/placements", Some(ANALYST)).await;
+    assert_eq!(status, 200, "{placements}");
+    let rows = placements["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 14, "every configured placement, seen or not");
+    let p = |code: &str| {
+        rows.iter()
+            .find(|r| r["code"] == code)
+            .unwrap_or_else(|| panic!("{code}"))
+    };
+    assert_eq!(p("M-CHATELET")["scans"], 1);
+    assert_eq!(p("M-CHATELET")["visits"], 1);
+    assert_eq!(
+        p("T-VOEUX")["scans"],
+        1,
+        "the card click counts, the impression does not"
+    );
+    assert_eq!(
+        p("A-NATIONAL-1")["scans"],
+        1,
+        "delivered twice, counted once"
+    );
+    assert_eq!(p("P-QUOTIDIEN")["scans"], 0);
+    assert_eq!(rows[0]["scans"], 1);
+    assert_eq!(
+        rows.last().map(|r| r["scans"].clone()),
+        Some(Value::from(0))
+    );
+
+    let (status, funnel) = api.get("/api/funnel", Some(ANALYST)).await;
+    assert_eq!(status, 200, "{funnel}");
+    let rows = funnel["rows"].as_array().expect("rows");
+    let expect: [(&str, u64, u64, u64, Option<f64>); 8] = [
+        // A 21 d 9 h 1 min and E 1 h: median of two = their mean.
+        ("metro", 2, 2, 2, Some((1_846_860.0 + 3_600.0) / 2.0)),
+        ("tinder", 1, 1, 1, Some(1_403_760.0)),
+        // B signed up without a landing visit: not through this funnel.
+        ("gares", 1, 0, 0, None),
+        ("presse", 1, 1, 1, Some(173_400.0)),
+        ("abribus", 1, 1, 1, Some(87_000.0)),
+        ("social", 1, 1, 1, Some(600.0)),
+        ("display", 1, 1, 1, Some(3_600.0)),
+        ("referral", 0, 0, 0, None),
+    ];
+    for (ch, touched, visited, signed, median) in expect {
+        let r = rows.iter().find(|r| r["channel"] == ch);
+        if touched == 0 {
+            assert!(r.is_none(), "{ch}");
+            continue;
+        }
+        let r = r.unwrap_or_else(|| panic!("{ch} in {funnel}"));
+        assert_eq!(
+            (
+                r["touched"].as_u64(),
+                r["visited"].as_u64(),
+                r["signed_up"].as_u64()
+            ),
+            (Some(touched), Some(visited), Some(signed)),
+            "{ch}"
+        );
+        assert_eq!(r["median_seconds_to_signup"].as_f64(), median, "{ch}");
+    }
+    (placements, funnel)
+}
+
 async fn answers(api: &Api) -> (Value, Value) {
     let (s1, overview) = api.get("/api/overview", Some(ANALYST)).await;
     assert_eq!(s1, 200, "{overview}");
@@ -448,6 +514,7 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
     let (status, channels_old) = api_old.get("/api/channels", Some(ANALYST)).await;
     assert_eq!(status, 200, "{channels_old}");
     check_channels(&channels_old);
+    let placements_funnel_old = check_placements_and_funnel(&api_old).await;
     let (status, live) = api_old.get("/api/live", Some(ANALYST)).await;
     assert_eq!(status, 200, "{live}");
     assert!(live["per_minute"].is_array());
@@ -464,6 +531,11 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
     assert_eq!(
         channels_old, channels_new,
         "both engines give the same channels"
+    );
+    assert_eq!(
+        placements_funnel_old,
+        check_placements_and_funnel(&api_new).await,
+        "both engines give the same placements and funnel"
     );
     assert_eq!(api_new.get("/api/live", Some(ANALYST)).await.0, 200);
     assert_eq!(
@@ -546,7 +618,13 @@ async fn tokens_and_hostile_filters() {
     for (k, v) in hostile {
         params.clear();
         params.insert(k, v);
-        for path in ["/api/overview", "/api/attribution", "/api/channels"] {
+        for path in [
+            "/api/overview",
+            "/api/attribution",
+            "/api/channels",
+            "/api/placements",
+            "/api/funnel",
+        ] {
             let r = api
                 .http
                 .get(format!("{}{path}", api.base))
