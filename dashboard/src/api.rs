@@ -883,3 +883,215 @@ pub async fn funnel(
     }
     Ok(Json(json!({ "rows": out })).into_response())
 }
+
+// ------------------------------------------------------------------- reach
+
+#[derive(Debug, Row, Deserialize)]
+struct FrequencyRow {
+    channel: String,
+    contacts: u64,
+    visitors: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct OverlapRow {
+    a: String,
+    b: String,
+    visitors: u64,
+}
+
+/// `GET /api/reach`: visitors reached per channel (any contact, exposures
+/// included), how many contacts each had (1, 2, 3, 4, 5+), and the overlap
+/// matrix: visitors reached by both channels.
+pub async fn reach(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let f = Filters::parse(&state.campaign, &q)?;
+    let (cond, binds) = f.conditions(false);
+    let channels = touch_channels(&state.campaign);
+    let freq: Vec<FrequencyRow> = bind_all(
+        state.client.query(&format!(
+            "SELECT ch AS channel, least(n, 5) AS contacts, count() AS visitors FROM ( \
+               SELECT visitor_id, channel AS ch, uniqExact(event_id) AS n FROM events \
+               WHERE {cond} AND has(?, channel) GROUP BY visitor_id, channel \
+             ) GROUP BY channel, contacts ORDER BY channel, contacts"
+        )),
+        &binds,
+    )
+    .bind(&channels)
+    .fetch_all()
+    .await?;
+    let reached =
+        format!("SELECT DISTINCT visitor_id, channel FROM events WHERE {cond} AND has(?, channel)");
+    let overlap_sql = format!(
+        "SELECT a, b, count() AS visitors FROM ( \
+           SELECT visitor_id, channel AS a FROM ({reached}) AS left_side \
+         ) AS l ALL INNER JOIN ( \
+           SELECT visitor_id, channel AS b FROM ({reached}) AS right_side \
+         ) AS r USING visitor_id GROUP BY a, b ORDER BY a, b"
+    );
+    let q = bind_all(state.client.query(&overlap_sql), &binds).bind(&channels);
+    let overlap: Vec<OverlapRow> = bind_all(q, &binds).bind(&channels).fetch_all().await?;
+    let mut per_channel: BTreeMap<String, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
+    for r in &freq {
+        let e = per_channel.entry(r.channel.clone()).or_default();
+        e.0 += r.visitors;
+        let bucket = if r.contacts >= 5 {
+            "5+".to_owned()
+        } else {
+            r.contacts.to_string()
+        };
+        e.1.insert(bucket, r.visitors);
+    }
+    if f.format == Format::Csv {
+        let rows: Vec<Vec<String>> = overlap
+            .iter()
+            .map(|o| vec![o.a.clone(), o.b.clone(), o.visitors.to_string()])
+            .collect();
+        return Ok(csv(
+            &["channel_a", "channel_b", "visitors_reached_by_both"],
+            &rows,
+        ));
+    }
+    Ok(Json(json!({
+        "channels": per_channel.iter().map(|(ch, (n, fq))| json!({"channel": ch, "visitors": n, "frequency": fq})).collect::<Vec<_>>(),
+        "overlap": overlap.iter().map(|o| json!({"a": o.a, "b": o.b, "visitors": o.visitors})).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+// -------------------------------------------------------------- timeseries
+
+#[derive(Debug, Row, Deserialize)]
+struct BucketRow {
+    bucket: String,
+    value: u64,
+}
+
+/// `GET /api/timeseries?metric=events|visitors|signups&bucket=hour|day`: the
+/// metric per hour (UTC) or per day (the campaign's local days), with the
+/// phase boundaries for the chart's bands.
+pub async fn timeseries(
+    State(state): State<Shared>,
+    Query(mut q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let metric = q.remove("metric").unwrap_or_else(|| "events".into());
+    let value = match metric.as_str() {
+        "events" => "uniqExact(event_id)",
+        "visitors" => "uniqExact(visitor_id)",
+        "signups" => "uniqExactIf(contact_hash, event_type = 'signup')",
+        _ => {
+            return Err(FilterError {
+                parameter: "metric",
+                message: "metric is `events`, `visitors` or `signups`".into(),
+            }
+            .into())
+        }
+    };
+    let f = Filters::parse(&state.campaign, &q)?;
+    let bucket = match q.get("bucket").map(String::as_str) {
+        None | Some("day") => "toString(toDate(ts, ?))",
+        Some("hour") => "formatDateTime(toStartOfHour(ts), '%Y-%m-%dT%H:00:00Z', 'UTC')",
+        Some(_) => {
+            return Err(FilterError {
+                parameter: "bucket",
+                message: "bucket is `hour` or `day`".into(),
+            }
+            .into())
+        }
+    };
+    let (cond, binds) = f.conditions(false);
+    // Sign-ups: each contact once, in the bucket of its first sign-up (a
+    // repeat sign-up is not another conversion).
+    let source = if metric == "signups" {
+        format!(
+            "(SELECT first_ts AS ts FROM (SELECT contact_hash, min(ts) AS first_ts FROM events \
+             WHERE {cond} AND event_type = 'signup' AND contact_hash != '' GROUP BY contact_hash))"
+        )
+    } else {
+        format!("(SELECT event_id, visitor_id, ts FROM events WHERE {cond})")
+    };
+    let value = if metric == "signups" {
+        "count()"
+    } else {
+        value
+    };
+    let mut query = state.client.query(&format!(
+        "SELECT {bucket} AS bucket, {value} AS value FROM {source} GROUP BY bucket ORDER BY bucket"
+    ));
+    if bucket.contains('?') {
+        query = query.bind(state.campaign.timezone.name());
+    }
+    let rows: Vec<BucketRow> = bind_all(query, &binds).fetch_all().await?;
+    if f.format == Format::Csv {
+        let rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| vec![r.bucket.clone(), r.value.to_string()])
+            .collect();
+        return Ok(csv(&["bucket", &metric], &rows));
+    }
+    let phases: Vec<_> = state
+        .campaign
+        .phases
+        .iter()
+        .map(|p| json!({"id": p.id, "label": p.label, "starts_at": p.starts_at, "ends_at": p.ends_at}))
+        .collect();
+    Ok(Json(json!({
+        "metric": metric,
+        "points": rows.iter().map(|r| json!({"bucket": r.bucket, "value": r.value})).collect::<Vec<_>>(),
+        "phases": phases,
+    }))
+    .into_response())
+}
+
+// ----------------------------------------------------------------- journey
+
+#[derive(Debug, Row, Deserialize, Serialize)]
+struct JourneyRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    ms: u64,
+    event_type: String,
+    action: String,
+    channel: String,
+    placement: String,
+    phase: String,
+}
+
+/// `GET /api/journey?visitor_id=…`: one visitor's events — visitor-level
+/// data, for analyst tokens only (agency tokens get 403).
+pub async fn journey(
+    State(state): State<Shared>,
+    axum::Extension(role): axum::Extension<Role>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if role != Role::Analyst {
+        return Err(ApiError::Forbidden);
+    }
+    let visitor = q
+        .get("visitor_id")
+        .filter(|v| ensemble_core::event::is_valid_visitor_id(v))
+        .ok_or_else(|| FilterError {
+            parameter: "visitor_id",
+            message: "a visitor id of 8-64 [A-Za-z0-9_-] is required".into(),
+        })?;
+    let rows: Vec<JourneyRow> = state
+        .client
+        .query(
+            "SELECT event_id, any(toUInt64(ts) * 1000 + ts_ms) AS ms, any(event_type) AS event_type, \
+             any(action) AS action, any(channel) AS channel, any(placement) AS placement, any(phase) AS phase \
+             FROM events WHERE visitor_id = ? GROUP BY event_id ORDER BY ms, event_id",
+        )
+        .bind(visitor)
+        .fetch_all()
+        .await?;
+    Ok(Json(json!({
+        "visitor_id": visitor,
+        "events": rows.iter().map(|r| json!({
+            "event_id": r.event_id, "ts": from_ms(r.ms), "type": r.event_type, "action": r.action,
+            "channel": r.channel, "placement": r.placement, "phase": r.phase,
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}

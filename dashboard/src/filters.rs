@@ -114,7 +114,7 @@ impl Filters {
     /// Parses the query string. Without `from`/`to` the range is the
     /// campaign's first phase start to its last phase end.
     pub fn parse(campaign: &Campaign, q: &HashMap<String, String>) -> Result<Self, FilterError> {
-        const KNOWN: [&str; 11] = [
+        const KNOWN: [&str; 13] = [
             "from",
             "to",
             "phase",
@@ -126,6 +126,8 @@ impl Filters {
             "token",
             "model",
             "bucket",
+            "metric",
+            "visitor_id",
         ];
         if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             let name: &'static str = "query";

@@ -24,6 +24,9 @@ pub fn router(state: api::Shared, registry: prometheus::Registry, readiness: Rea
         .route("/api/live", axum::routing::get(api::live))
         .route("/api/placements", axum::routing::get(api::placements))
         .route("/api/funnel", axum::routing::get(api::funnel))
+        .route("/api/reach", axum::routing::get(api::reach))
+        .route("/api/timeseries", axum::routing::get(api::timeseries))
+        .route("/api/journey", axum::routing::get(api::journey))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::require_token,

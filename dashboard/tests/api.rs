@@ -496,6 +496,108 @@ async fn check_placements_and_funnel(api: &Api) -> (Value, Value) {
     (placements, funnel)
 }
 
+/// Reach, time series and the visitor-level journey, by hand.
+async fn check_reach_timeseries_journey(api: &Api) -> (Value, Value) {
+    let (status, reach) = api.get("/api/reach", Some(AGENCY)).await;
+    assert_eq!(status, 200, "{reach}");
+    let ch = |name: &str| {
+        reach["channels"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["channel"] == name).cloned())
+            .unwrap_or_else(|| panic!("{name} in {reach}"))
+    };
+    assert_eq!(ch("metro")["visitors"], 2);
+    assert_eq!(
+        ch("metro")["frequency"],
+        serde_json::json!({"1": 1, "2": 1})
+    );
+    assert_eq!(
+        ch("tinder")["frequency"],
+        serde_json::json!({"2": 1}),
+        "the impression is a contact"
+    );
+    assert_eq!(
+        ch("abribus")["frequency"],
+        serde_json::json!({"1": 1}),
+        "redelivery is not a contact"
+    );
+    let both = |a: &str, b: &str| {
+        reach["overlap"]
+            .as_array()
+            .and_then(|o| o.iter().find(|x| x["a"] == a && x["b"] == b))
+            .map_or(0, |x| x["visitors"].as_u64().unwrap_or(0))
+    };
+    assert_eq!(both("metro", "metro"), 2);
+    assert_eq!(both("metro", "tinder"), 1);
+    assert_eq!(both("tinder", "metro"), 1);
+    assert_eq!(both("metro", "display"), 1);
+    assert_eq!(both("presse", "social"), 1);
+    assert_eq!(both("metro", "gares"), 0);
+
+    let (status, series) = api
+        .get("/api/timeseries?metric=signups&bucket=day", Some(ANALYST))
+        .await;
+    assert_eq!(status, 200, "{series}");
+    let points: Vec<(String, u64)> = series["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| {
+            (
+                p["bucket"].as_str().unwrap_or("").to_owned(),
+                p["value"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64)> = [
+        ("2025-02-10", 1),
+        ("2025-02-20", 1),
+        ("2025-03-03", 1),
+        ("2025-03-05", 1),
+    ]
+    .iter()
+    .map(|(d, n)| ((*d).to_owned(), *n))
+    .collect();
+    assert_eq!(
+        points, want,
+        "B's repeat sign-up on 6 March is not a new conversion"
+    );
+    assert_eq!(series["phases"].as_array().map(Vec::len), Some(3));
+    let (_, hours) = api
+        .get(
+            "/api/timeseries?metric=events&bucket=hour&from=2025-01-20&to=2025-01-20",
+            Some(ANALYST),
+        )
+        .await;
+    assert_eq!(
+        hours["points"],
+        serde_json::json!([{"bucket": "2025-01-20T09:00:00Z", "value": 2}])
+    );
+
+    assert_eq!(
+        api.get("/api/journey?visitor_id=v_fixture_c", Some(AGENCY))
+            .await
+            .0,
+        403
+    );
+    let (status, journey) = api
+        .get("/api/journey?visitor_id=v_fixture_c", Some(ANALYST))
+        .await;
+    assert_eq!(status, 200, "{journey}");
+    let types: Vec<&str> = journey["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        ["page_view", "qr_scan", "page_view", "signup"],
+        "redelivered scan shown once"
+    );
+    (reach, series)
+}
+
 async fn answers(api: &Api) -> (Value, Value) {
     let (s1, overview) = api.get("/api/overview", Some(ANALYST)).await;
     assert_eq!(s1, 200, "{overview}");
@@ -515,6 +617,7 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
     assert_eq!(status, 200, "{channels_old}");
     check_channels(&channels_old);
     let placements_funnel_old = check_placements_and_funnel(&api_old).await;
+    let reach_series_old = check_reach_timeseries_journey(&api_old).await;
     let (status, live) = api_old.get("/api/live", Some(ANALYST)).await;
     assert_eq!(status, 200, "{live}");
     assert!(live["per_minute"].is_array());
@@ -536,6 +639,11 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
         placements_funnel_old,
         check_placements_and_funnel(&api_new).await,
         "both engines give the same placements and funnel"
+    );
+    assert_eq!(
+        reach_series_old,
+        check_reach_timeseries_journey(&api_new).await,
+        "both engines give the same reach and time series"
     );
     assert_eq!(api_new.get("/api/live", Some(ANALYST)).await.0, 200);
     assert_eq!(
