@@ -18,6 +18,7 @@ pub use config::{Config, Settings};
 /// The API behind its token check, and the open ops routes.
 pub fn router(state: api::Shared, registry: prometheus::Registry, readiness: Readiness) -> Router {
     let api = Router::new()
+        .route("/", axum::routing::get(page))
         .route("/api/overview", axum::routing::get(api::overview))
         .route("/api/attribution", axum::routing::get(api::attribution))
         .route("/api/channels", axum::routing::get(api::channels))
@@ -33,6 +34,11 @@ pub fn router(state: api::Shared, registry: prometheus::Registry, readiness: Rea
         ))
         .with_state(state);
     api.merge(ops_router(registry, readiness))
+}
+
+/// The dashboard page: one HTML file, charts in inline SVG, no CDN.
+async fn page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../assets/index.html"))
 }
 
 /// The API state for `settings`.

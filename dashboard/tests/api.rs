@@ -751,3 +751,112 @@ async fn tokens_and_hostile_filters() {
     assert_eq!(status, 200);
     assert_eq!(overview["current"]["totals"]["visitors"], 4);
 }
+
+/// Headless Chromium (Debian's `chromium`) loads the page with a token; the
+/// KPI figures in its DOM are the API's; a screenshot is kept in the target dir.
+#[tokio::test]
+async fn the_page_in_chromium_shows_the_apis_figures() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Debian chromium is installed by deploy/local/test");
+    let store = StoreConfig::new(clickhouse_url(), unique("it_dash_page"));
+    load(&store).await;
+    let api = serve(&store).await;
+    let (_, overview) = api.get("/api/overview", Some(ANALYST)).await;
+    let totals = overview["current"]["totals"].clone();
+
+    assert_eq!(
+        api.get("/", None).await.0,
+        401,
+        "the page needs a token too"
+    );
+    let url = format!("{}/?token={ANALYST}", api.base);
+    let profile = tempfile::tempdir().expect("profile dir");
+    let run = |extra: &[String]| {
+        let mut cmd = tokio::process::Command::new(chromium);
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--virtual-time-budget=15000",
+            "--window-size=1400,1900",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(&url)
+        .kill_on_drop(true)
+        .output()
+    };
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        run(&["--dump-dom".into()]),
+    )
+    .await
+    .expect("chromium within 90 s")
+    .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        dom.contains("data-loaded=\"true\""),
+        "page finished loading: {}",
+        &dom[..dom.len().min(2000)]
+    );
+    let kpi = |id: &str| -> String {
+        let start = dom
+            .find(&format!("id=\"{id}\">"))
+            .unwrap_or_else(|| panic!("{id} in DOM"))
+            + id.len()
+            + 6;
+        dom[start..]
+            .split('<')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(kpi("kpi-visitors"), totals["visitors"].to_string());
+    assert_eq!(kpi("kpi-signups"), totals["signups"].to_string());
+    assert_eq!(
+        kpi("kpi-scans"),
+        totals["events_by_type"]["qr_scan"].to_string()
+    );
+    assert_eq!(
+        kpi("kpi-pageviews"),
+        totals["events_by_type"]["page_view"].to_string()
+    );
+    assert_eq!(
+        kpi("kpi-conversion"),
+        "100 %",
+        "conversion rate 1.0 shown in French"
+    );
+    assert!(dom.contains("class=\"bar\""), "attribution bars drawn");
+    assert!(
+        dom.contains("class=\"phase-band\""),
+        "time series with phase bands"
+    );
+
+    let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        run(&[format!("--screenshot={}", shot.display())]),
+    )
+    .await
+    .expect("chromium within 90 s")
+    .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot: {} bytes",
+        png.len()
+    );
+}
