@@ -160,7 +160,10 @@ struct PhaseTotalsRow {
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Totals {
+    /// Distinct events (touches and exposures) per type.
     pub events_by_type: BTreeMap<String, u64>,
+    /// Landing visits: page views.
+    pub visits: u64,
     pub visitors: u64,
     /// Distinct contacts who signed up (a repeat sign-up counts once).
     pub signups: u64,
@@ -170,6 +173,7 @@ pub struct Totals {
 
 impl Totals {
     fn rate(mut self) -> Self {
+        self.visits = self.events_by_type.get("page_view").copied().unwrap_or(0);
         self.conversion_rate = if self.visitors == 0 {
             0.0
         } else {

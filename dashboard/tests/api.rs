@@ -277,6 +277,7 @@ fn check(overview: &Value, attribution: &Value) {
     let totals = &cur["totals"];
     assert_eq!(totals["events_by_type"]["qr_scan"], 4, "{totals}");
     assert_eq!(totals["events_by_type"]["page_view"], 5);
+    assert_eq!(totals["visits"], 5);
     assert_eq!(totals["events_by_type"]["tinder_card"], 2);
     assert_eq!(
         totals["events_by_type"]["signup"], 5,
