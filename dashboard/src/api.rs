@@ -142,6 +142,25 @@ pub fn csv(header_row: &[&str], rows: &[Vec<String>]) -> Response {
         .into_response()
 }
 
+/// CSV of serialisable rows: the listed fields of each, in order (null → empty).
+pub fn csv_of<T: Serialize>(fields: &[&str], items: &[T]) -> Response {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|item| {
+            let v = serde_json::to_value(item).unwrap_or(Value::Null);
+            fields
+                .iter()
+                .map(|k| match &v[*k] {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    csv(fields, &rows)
+}
+
 // ---------------------------------------------------------------- overview
 
 #[derive(Debug, Row, Deserialize)]
@@ -587,24 +606,7 @@ pub async fn channels(
         })
         .collect();
     if f.format == Format::Csv {
-        let rows: Vec<Vec<String>> = out
-            .iter()
-            .map(|r| {
-                vec![
-                    r.channel.clone(),
-                    r.phase.clone(),
-                    r.touches.to_string(),
-                    r.visitors.to_string(),
-                    r.visits.to_string(),
-                    r.signups.to_string(),
-                    format!("{:.6}", r.conversion_rate),
-                    r.cost_per_signup_eur
-                        .map(|c| format!("{c:.2}"))
-                        .unwrap_or_default(),
-                ]
-            })
-            .collect();
-        return Ok(csv(
+        return Ok(csv_of(
             &[
                 "channel",
                 "phase",
@@ -615,7 +617,7 @@ pub async fn channels(
                 "conversion_rate",
                 "cost_per_signup_eur",
             ],
-            &rows,
+            &out,
         ));
     }
     Ok(Json(json!({ "rows": out })).into_response())
@@ -759,25 +761,7 @@ pub async fn placements(
         .collect();
     list.sort_by(|a, b| b.scans.cmp(&a.scans).then_with(|| a.code.cmp(&b.code)));
     if f.format == Format::Csv {
-        let rows: Vec<Vec<String>> = list
-            .iter()
-            .map(|p| {
-                vec![
-                    p.code.clone(),
-                    p.channel.clone(),
-                    p.label.clone(),
-                    p.scans.to_string(),
-                    p.unique_scanners.to_string(),
-                    p.visits.to_string(),
-                    p.signups.to_string(),
-                    format!("{:.6}", p.rate),
-                    p.cost_per_signup_eur
-                        .map(|c| format!("{c:.2}"))
-                        .unwrap_or_default(),
-                ]
-            })
-            .collect();
-        return Ok(csv(
+        return Ok(csv_of(
             &[
                 "code",
                 "channel",
@@ -789,7 +773,7 @@ pub async fn placements(
                 "rate",
                 "cost_per_signup_eur",
             ],
-            &rows,
+            &list,
         ));
     }
     Ok(Json(json!({ "rows": list })).into_response())
@@ -855,26 +839,7 @@ pub async fn funnel(
         })
         .collect();
     if f.format == Format::Csv {
-        let rows: Vec<Vec<String>> = out
-            .iter()
-            .map(|r| {
-                [
-                    "channel",
-                    "touched",
-                    "visited",
-                    "signed_up",
-                    "median_seconds_to_signup",
-                ]
-                .iter()
-                .map(|k| match &r[*k] {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    v => v.to_string(),
-                })
-                .collect()
-            })
-            .collect();
-        return Ok(csv(
+        return Ok(csv_of(
             &[
                 "channel",
                 "touched",
@@ -882,7 +847,7 @@ pub async fn funnel(
                 "signed_up",
                 "median_seconds_to_signup",
             ],
-            &rows,
+            &out,
         ));
     }
     Ok(Json(json!({ "rows": out })).into_response())

@@ -747,6 +747,36 @@ async fn tokens_and_hostile_filters() {
             assert_eq!(body["parameter"], k, "{body}");
         }
     }
+    // CSV of the tables.
+    for (path, header, line) in [
+        (
+            "/api/placements?format=csv",
+            "code,channel,label,scans,unique_scanners,visits,signups,rate,cost_per_signup_eur",
+            "M-CHATELET,metro,",
+        ),
+        (
+            "/api/channels?format=csv",
+            "channel,phase,touches,visitors,visits,signups,conversion_rate,cost_per_signup_eur",
+            "site,p3-8-mars,0,2,0,2,1.0,",
+        ),
+        (
+            "/api/funnel?format=csv",
+            "channel,touched,visited,signed_up,median_seconds_to_signup",
+            "gares,1,0,0,",
+        ),
+    ] {
+        let r = api
+            .http
+            .get(format!("{}{path}", api.base))
+            .bearer_auth(AGENCY)
+            .send()
+            .await
+            .expect("csv");
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let text = r.text().await.expect("text");
+        assert!(text.starts_with(&format!("{header}\r\n")), "{path}: {text}");
+        assert!(text.contains(&format!("\r\n{line}")), "{path}: {text}");
+    }
     // The table is still there and the numbers unchanged.
     let (status, overview) = api.get("/api/overview", Some(ANALYST)).await;
     assert_eq!(status, 200);
