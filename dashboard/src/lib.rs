@@ -1,6 +1,5 @@
-//! ensemble-dashboard: JSON API and HTML page over ClickHouse. Serves the ops
-//! routes and reports ClickHouse readiness; the API and page are the
-//! dashboard issue's work.
+//! ensemble-dashboard: JSON / CSV API and the HTML page over ClickHouse, for
+//! analysts (everything) and the agency (aggregates), behind access tokens.
 
 pub mod api;
 pub mod attribution;
@@ -15,8 +14,64 @@ use ensemble_core::{probe, store, Shutdown};
 
 pub use config::{Config, Settings};
 
+/// Request metrics: `ensemble_dashboard_requests_total{route,status}` and
+/// `ensemble_dashboard_request_duration_seconds{route}`; routes are the
+/// fixed route templates.
+#[derive(Debug, Clone)]
+struct RequestMetrics {
+    requests: prometheus::IntCounterVec,
+    duration: prometheus::HistogramVec,
+}
+
+impl RequestMetrics {
+    fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "ensemble_dashboard_requests_total",
+                "API and page requests by route and status",
+            ),
+            &["route", "status"],
+        )?;
+        let duration = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "ensemble_dashboard_request_duration_seconds",
+                "Time to answer, by route (ClickHouse queries included)",
+            )
+            .buckets(prometheus::exponential_buckets(0.005, 2.0, 12)?),
+            &["route"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(Self { requests, duration })
+    }
+}
+
+async fn track(
+    axum::extract::State(m): axum::extract::State<RequestMetrics>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("other", |p| p.as_str())
+        .to_owned();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    m.duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    m.requests
+        .with_label_values(&[&route, resp.status().as_str()])
+        .inc();
+    resp
+}
+
 /// The API behind its token check, and the open ops routes.
 pub fn router(state: api::Shared, registry: prometheus::Registry, readiness: Readiness) -> Router {
+    // A duplicate registration can only come from calling this twice on one
+    // registry; the routes then go without request metrics rather than fail.
+    let metrics = RequestMetrics::register(&registry).ok();
     let api = Router::new()
         .route("/", axum::routing::get(page))
         .route("/api/overview", axum::routing::get(api::overview))
@@ -33,6 +88,10 @@ pub fn router(state: api::Shared, registry: prometheus::Registry, readiness: Rea
             api::require_token,
         ))
         .with_state(state);
+    let api = match metrics {
+        Some(m) => api.route_layer(axum::middleware::from_fn_with_state(m, track)),
+        None => api,
+    };
     api.merge(ops_router(registry, readiness))
 }
 

@@ -781,6 +781,27 @@ async fn tokens_and_hostile_filters() {
     let (status, overview) = api.get("/api/overview", Some(ANALYST)).await;
     assert_eq!(status, 200);
     assert_eq!(overview["current"]["totals"]["visitors"], 4);
+    // Requests are counted by route template and status.
+    let r = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .expect("metrics");
+    let text = r.text().await.expect("text");
+    let n = |series: &str| ensemble_tests::metric_value(&text, series).unwrap_or(0.0);
+    assert!(
+        n("ensemble_dashboard_requests_total{route=\"/api/overview\",status=\"200\"}") >= 2.0,
+        "{text}"
+    );
+    assert!(
+        n("ensemble_dashboard_requests_total{route=\"/api/overview\",status=\"400\"}") >= 8.0,
+        "{text}"
+    );
+    assert!(
+        n("ensemble_dashboard_requests_total{route=\"/api/overview\",status=\"401\"}") >= 2.0,
+        "{text}"
+    );
 }
 
 /// Headless Chromium (Debian's `chromium`) loads the page with a token; the
