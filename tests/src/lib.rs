@@ -14,6 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
 pub mod bench;
+pub mod sim;
 
 /// Bootstrap brokers of the local stack (`deploy/local/stack env`).
 pub fn kafka_brokers() -> String {

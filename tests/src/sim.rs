@@ -1,0 +1,386 @@
+//! Campaign simulator: a seeded, reproducible population exposed to the
+//! campaign's channels over its phases — QR scans from posters, dating-app
+//! card impressions / likes / passes / clicks, press, display, social and
+//! referral visits, journeys of several touches across channels and days,
+//! sign-ups with channel-dependent probabilities, repeat sign-ups, a share of
+//! bots, client retries that resend the same events, and malformed events.
+//!
+//! It writes wire-format events (what clients send to the collector); the
+//! collector, not the simulator, decides what is valid.
+
+use chrono::{DateTime, Duration, Utc};
+use ensemble_core::Campaign;
+use serde_json::{json, Value};
+
+/// A small deterministic generator (SplitMix64): the same seed gives the
+/// same campaign on every machine and every version of every crate.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    /// A UUID v4 from the stream (deterministic).
+    pub fn uuid(&mut self) -> uuid::Uuid {
+        let hi = self.next_u64();
+        let lo = self.next_u64();
+        uuid::Builder::from_random_bytes({
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&hi.to_be_bytes());
+            b[8..].copy_from_slice(&lo.to_be_bytes());
+            b
+        })
+        .into_uuid()
+    }
+}
+
+/// How big and how lively the simulated campaign is.
+#[derive(Debug, Clone, Copy)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub people: usize,
+    /// Share of people who are bots (crawler User-Agent).
+    pub bot_share: f64,
+    /// Share of events a client sends twice (a retry after a lost answer).
+    pub retry_share: f64,
+    /// Malformed events mixed in, per thousand.
+    pub malformed_per_mille: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 2025,
+            people: 20_000,
+            bot_share: 0.02,
+            retry_share: 0.01,
+            malformed_per_mille: 2,
+        }
+    }
+}
+
+/// What was generated: the events to send (retries and malformed included),
+/// and the counts a reader can check against.
+#[derive(Debug, Clone, Default)]
+pub struct Simulated {
+    pub events: Vec<Value>,
+    /// Distinct valid events (retries are the same event).
+    pub valid_events: usize,
+    pub malformed: usize,
+    pub retries: usize,
+}
+
+const PHONE_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
+const ANDROID_UA: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36";
+const DESKTOP_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+const HUMAN_UAS: [&str; 4] = [PHONE_UA, PHONE_UA, ANDROID_UA, DESKTOP_UA];
+const BOT_UA: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+/// Relative weight of each way in, and the chance a touch of it leads to a sign-up.
+const WAYS: &[(&str, f64, f64)] = &[
+    ("metro", 22.0, 0.05),
+    ("gares", 14.0, 0.04),
+    ("abribus", 12.0, 0.04),
+    ("presse", 7.0, 0.06),
+    ("display", 10.0, 0.02),
+    ("tinder", 18.0, 0.05),
+    ("social", 8.0, 0.03),
+    ("referral", 4.0, 0.03),
+    ("site", 5.0, 0.08),
+];
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+struct Person {
+    vid: String,
+    ua: &'static str,
+}
+
+impl Person {
+    fn event(&self, rng: &mut Rng, ty: &str, at: DateTime<Utc>) -> Value {
+        json!({
+            "event_id": rng.uuid().to_string(),
+            "type": ty,
+            "ts": rfc3339(at),
+            "visitor_id": self.vid,
+            "user_agent": self.ua,
+        })
+    }
+}
+
+/// The landing page view a touch of `channel` leads to.
+fn landing_view(
+    campaign: &Campaign,
+    rng: &mut Rng,
+    p: &Person,
+    channel: &str,
+    placement: Option<&str>,
+    at: DateTime<Utc>,
+) -> Value {
+    let mut e = p.event(rng, "page_view", at);
+    let base = campaign.default_landing_url.as_str().to_owned();
+    match (channel, placement) {
+        (_, Some(code)) => {
+            let url = campaign
+                .placement(code)
+                .map_or(base.clone(), |pl| pl.landing_url.to_string());
+            e["url"] = json!(url);
+            e["placement"] = json!(code);
+        }
+        ("social", None) => {
+            e["url"] = json!(base);
+            e["referrer"] = json!(*rng.pick(&[
+                "https://www.facebook.com/",
+                "https://www.instagram.com/",
+                "https://t.co/x"
+            ]));
+        }
+        ("referral", None) => {
+            e["url"] = json!(base);
+            e["referrer"] = json!(*rng.pick(&[
+                "https://blog.example.com/article",
+                "https://asso.example.net/liens"
+            ]));
+        }
+        ("presse", None) => {
+            e["url"] = json!(format!("{base}?utm_source=presse&utm_medium=article"));
+        }
+        _ => {
+            e["url"] = json!(base);
+        }
+    }
+    e
+}
+
+/// Generates the campaign: one journey per person over the campaign's phases.
+pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
+    let mut rng = Rng::new(cfg.seed);
+    let start = campaign
+        .phases
+        .first()
+        .map_or_else(Utc::now, |p| p.starts_at);
+    let end = campaign.phases.last().map_or_else(Utc::now, |p| p.ends_at);
+    let span = (end - start).num_seconds().max(1) as u64;
+    let total_weight: f64 = WAYS.iter().map(|w| w.1).sum();
+    let mut out = Simulated::default();
+    for i in 0..cfg.people {
+        let bot = rng.chance(cfg.bot_share);
+        let person = Person {
+            vid: format!("v_sim_{:08}_{:04x}", i, rng.below(0xffff)),
+            ua: if bot {
+                BOT_UA
+            } else {
+                HUMAN_UAS[rng.below(HUMAN_UAS.len() as u64) as usize]
+            },
+        };
+        let touches = 1 + rng.below(4) as usize;
+        let mut t = start + Duration::seconds(rng.below(span * 3 / 4) as i64);
+        let mut convert_chance: f64 = 0.0;
+        let mut journey = Vec::new();
+        for _ in 0..touches {
+            let mut x = rng.unit() * total_weight;
+            let way = WAYS
+                .iter()
+                .find(|w| {
+                    x -= w.1;
+                    x < 0.0
+                })
+                .unwrap_or(&WAYS[0]);
+            convert_chance = 1.0 - (1.0 - convert_chance) * (1.0 - way.2 * 3.0);
+            let placements: Vec<&str> = campaign
+                .placements
+                .iter()
+                .filter(|p| p.channel == way.0)
+                .map(|p| p.code.as_str())
+                .collect();
+            match way.0 {
+                "metro" | "gares" | "abribus" => {
+                    let code = *rng.pick(&placements);
+                    let mut scan = person.event(&mut rng, "qr_scan", t);
+                    scan["placement"] = json!(code);
+                    journey.push(scan);
+                    let view_at = t + Duration::seconds(5 + rng.below(40) as i64);
+                    journey.push(landing_view(
+                        campaign,
+                        &mut rng,
+                        &person,
+                        way.0,
+                        Some(code),
+                        view_at,
+                    ));
+                }
+                "tinder" => {
+                    let code = *rng.pick(&placements);
+                    for k in 0..(1 + rng.below(3)) {
+                        let mut imp = person.event(
+                            &mut rng,
+                            "tinder_card",
+                            t + Duration::minutes(k as i64 * 90),
+                        );
+                        imp["action"] = json!("impression");
+                        imp["placement"] = json!(code);
+                        journey.push(imp);
+                    }
+                    let act_at = t + Duration::minutes(200);
+                    let action = *rng.pick(&["like", "pass", "click", "click"]);
+                    let mut act = person.event(&mut rng, "tinder_card", act_at);
+                    act["action"] = json!(action);
+                    act["placement"] = json!(code);
+                    journey.push(act);
+                    if action == "click" {
+                        let view_at = act_at + Duration::seconds(3 + rng.below(20) as i64);
+                        journey.push(landing_view(
+                            campaign,
+                            &mut rng,
+                            &person,
+                            way.0,
+                            Some(code),
+                            view_at,
+                        ));
+                    }
+                    t = act_at;
+                }
+                "display" => {
+                    let code = *rng.pick(&placements);
+                    journey.push(landing_view(
+                        campaign,
+                        &mut rng,
+                        &person,
+                        way.0,
+                        Some(code),
+                        t,
+                    ));
+                }
+                other => journey.push(landing_view(campaign, &mut rng, &person, other, None, t)),
+            }
+            // The next touch: minutes to days later, within the campaign.
+            let gap = match rng.below(3) {
+                0 => Duration::minutes(45 + rng.below(180) as i64),
+                1 => Duration::hours(6 + rng.below(48) as i64),
+                _ => Duration::days(1 + rng.below(9) as i64),
+            };
+            t += gap;
+            if t >= end - Duration::hours(2) {
+                break;
+            }
+        }
+        if !bot && rng.chance(convert_chance.min(0.9)) {
+            let at = (t - Duration::minutes(30) + Duration::minutes(rng.below(90) as i64))
+                .min(end - Duration::minutes(5));
+            let mut signup = person.event(&mut rng, "signup", at);
+            signup["email"] = json!(format!("personne.{i}@exemple.fr"));
+            signup["consents"] = json!({"results": true, "newsletter": rng.chance(0.4)});
+            journey.push(signup.clone());
+            if rng.chance(0.05) {
+                // A repeat sign-up, another day: counted apart, never credited twice.
+                let mut again = person.event(
+                    &mut rng,
+                    "signup",
+                    (at + Duration::days(1)).min(end - Duration::minutes(1)),
+                );
+                again["email"] = signup["email"].clone();
+                again["consents"] = json!({"results": true, "newsletter": false});
+                journey.push(again);
+            }
+        } else if bot && rng.chance(0.3) {
+            let mut signup = person.event(&mut rng, "signup", t);
+            signup["email"] = json!(format!("bot.{i}@exemple.fr"));
+            signup["consents"] = json!({"results": true, "newsletter": false});
+            journey.push(signup);
+        }
+        for e in journey {
+            out.valid_events += 1;
+            if rng.chance(cfg.retry_share) {
+                out.retries += 1;
+                out.events.push(e.clone());
+            }
+            out.events.push(e);
+            if rng.below(1000) < u64::from(cfg.malformed_per_mille) {
+                out.malformed += 1;
+                out.events
+                    .push(json!({"visitor_id": person.vid, "ts": "not-a-time"}));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn campaign() -> Campaign {
+        Campaign::load(&crate::campaign_file()).unwrap()
+    }
+
+    #[test]
+    fn same_seed_same_campaign_and_every_valid_event_validates() {
+        let c = campaign();
+        let cfg = SimConfig {
+            people: 500,
+            ..SimConfig::default()
+        };
+        let a = simulate(&c, &cfg);
+        let b = simulate(&c, &cfg);
+        assert_eq!(a.events, b.events);
+        assert_ne!(a.events, simulate(&c, &SimConfig { seed: 7, ..cfg }).events);
+        let mut valid = 0;
+        let mut ids = std::collections::BTreeSet::new();
+        for e in &a.events {
+            if let Ok(v) = ensemble_core::event::validate(e) {
+                valid += 1;
+                ids.insert(v.event_id.unwrap());
+                let ts = v.ts.unwrap();
+                assert!(
+                    c.phases[0].starts_at <= ts && ts < c.phases[2].ends_at,
+                    "{e}"
+                );
+            }
+        }
+        assert_eq!(valid, a.valid_events + a.retries);
+        assert_eq!(
+            ids.len(),
+            a.valid_events,
+            "a retry resends the same event id"
+        );
+        assert_eq!(a.events.len(), a.valid_events + a.retries + a.malformed);
+        let types = |t: &str| a.events.iter().filter(|e| e["type"] == t).count();
+        for t in ["qr_scan", "page_view", "tinder_card", "signup"] {
+            assert!(types(t) > 10, "{t}: {}", types(t));
+        }
+    }
+}
