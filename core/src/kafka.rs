@@ -117,15 +117,24 @@ impl KafkaConfig {
     }
 }
 
-/// True when the brokers answer a metadata request within `timeout`.
-pub async fn metadata_reachable(brokers: &str, timeout: std::time::Duration) -> bool {
+/// True when the brokers answer and `topic` exists with at least one
+/// partition (topics are created by the deployment, not auto-created).
+pub async fn topic_ready(brokers: &str, topic: &str, timeout: std::time::Duration) -> bool {
     use rdkafka::producer::{BaseProducer, Producer};
-    let brokers = brokers.to_owned();
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         let producer: Result<BaseProducer, _> = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .create();
-        producer.is_ok_and(|p| p.client().fetch_metadata(None, timeout).is_ok())
+        producer.is_ok_and(|p| {
+            p.client()
+                .fetch_metadata(Some(&topic), timeout)
+                .is_ok_and(|md| {
+                    md.topics().iter().any(|t| {
+                        t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                })
+        })
     })
     .await
     .unwrap_or(false)

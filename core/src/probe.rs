@@ -30,3 +30,24 @@ pub fn spawn<F, Fut>(
         }
     });
 }
+
+/// Keeps `component` up to date with whether the Kafka topic of `kafka` exists
+/// and its brokers answer.
+pub fn kafka_topic(
+    readiness: Readiness,
+    component: &'static str,
+    kafka: &crate::KafkaConfig,
+    shutdown: Shutdown,
+) {
+    let (brokers, topic) = (kafka.brokers.clone(), kafka.topic.clone());
+    spawn(
+        readiness,
+        component,
+        Duration::from_secs(5),
+        shutdown,
+        move || {
+            let (brokers, topic) = (brokers.clone(), topic.clone());
+            async move { crate::kafka::topic_ready(&brokers, &topic, Duration::from_secs(3)).await }
+        },
+    );
+}

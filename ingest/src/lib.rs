@@ -22,7 +22,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use ensemble_core::service::{ops_router, serve, Readiness};
-use ensemble_core::{kafka, probe, Shutdown};
+use ensemble_core::{probe, Shutdown};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use config::{Config, Settings};
@@ -131,21 +131,18 @@ async fn track(State(state): State<Shared>, req: Request, next: Next) -> Respons
 }
 
 /// Serves on `listener` until `shutdown` trips, then flushes the producer.
+/// Ready once the events topic exists on answering brokers.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     collector: Collector,
-    brokers: String,
+    kafka: ensemble_core::KafkaConfig,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    probe::spawn(
+    probe::kafka_topic(
         collector.readiness.clone(),
         "kafka",
-        Duration::from_secs(5),
+        &kafka,
         shutdown.clone(),
-        move || {
-            let brokers = brokers.clone();
-            async move { kafka::metadata_reachable(&brokers, Duration::from_secs(3)).await }
-        },
     );
     tracing::info!(addr = %listener.local_addr()?, campaign = %collector.state.campaign.id, "ingest listening");
     serve(listener, collector.router(), shutdown).await?;
@@ -159,11 +156,5 @@ pub async fn serve_on(
 pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let collector = Collector::new(&settings)?;
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-    serve_on(
-        listener,
-        collector,
-        settings.kafka.brokers.clone(),
-        shutdown,
-    )
-    .await
+    serve_on(listener, collector, settings.kafka.clone(), shutdown).await
 }

@@ -79,7 +79,7 @@ async fn start_with(brokers: &str, extra: &[&str]) -> Running {
     tokio::spawn(serve_on(
         listener,
         collector,
-        brokers.to_owned(),
+        settings.kafka.clone(),
         shutdown.clone(),
     ));
     Running {

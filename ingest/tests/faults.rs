@@ -34,7 +34,12 @@ async fn collector(brokers: &str, topic: &str) -> (String, Shutdown) {
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let shutdown = Shutdown::new();
-    tokio::spawn(serve_on(listener, c, brokers.to_owned(), shutdown.clone()));
+    tokio::spawn(serve_on(
+        listener,
+        c,
+        settings.kafka.clone(),
+        shutdown.clone(),
+    ));
     (base, shutdown)
 }
 

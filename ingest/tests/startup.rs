@@ -74,10 +74,56 @@ fn a_bad_campaign_is_refused_with_its_field() {
 async fn ready_when_the_broker_answers_then_stops_on_sigterm() {
     let c = campaign();
     let brokers = ensemble_tests::kafka_brokers();
+    let topic = ensemble_tests::unique("ready");
+    ensemble_tests::create_topic(&brokers, &topic, 1)
+        .await
+        .expect("topic");
     ensemble_tests::assert_ready_then_clean_exit(
         BIN,
-        &["--campaign", &c, "--kafka-brokers", &brokers],
+        &[
+            "--campaign",
+            &c,
+            "--kafka-brokers",
+            &brokers,
+            "--kafka-topic",
+            &topic,
+        ],
         &[SECRET],
     )
     .await;
+}
+
+#[tokio::test]
+async fn not_ready_while_the_events_topic_does_not_exist() {
+    let c = campaign();
+    let brokers = ensemble_tests::kafka_brokers();
+    let missing = ensemble_tests::unique("missing");
+    let svc = ensemble_tests::Service::start(
+        BIN,
+        &[
+            "--campaign",
+            &c,
+            "--kafka-brokers",
+            &brokers,
+            "--kafka-topic",
+            &missing,
+        ],
+        &[SECRET],
+    )
+    .expect("start");
+    let body = ensemble_tests::poll_until(
+        "/readyz to answer",
+        std::time::Duration::from_secs(30),
+        || {
+            let r = svc.get("/readyz");
+            async move { r.filter(|(code, _)| *code == 503).map(|(_, b)| b) }
+        },
+    )
+    .await;
+    assert!(body.contains("\"kafka\":false"), "{body}");
+    assert_eq!(
+        svc.get("/healthz").map(|(c, _)| c),
+        Some(200),
+        "alive, just not ready"
+    );
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use ensemble_core::service::{ops_router, serve, Readiness};
-use ensemble_core::{kafka, probe, store, Shutdown};
+use ensemble_core::{probe, store, Shutdown};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 
@@ -40,16 +40,11 @@ pub async fn serve_on(
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
-    let brokers = settings.kafka.brokers.clone();
-    probe::spawn(
+    probe::kafka_topic(
         readiness.clone(),
         "kafka",
-        Duration::from_secs(5),
+        &settings.kafka,
         shutdown.clone(),
-        move || {
-            let brokers = brokers.clone();
-            async move { kafka::metadata_reachable(&brokers, Duration::from_secs(3)).await }
-        },
     );
     let store = settings.store.clone();
     probe::spawn(

@@ -52,6 +52,10 @@ async fn ready_when_broker_and_clickhouse_answer_then_stops_on_sigterm() {
     let c = campaign_file().display().to_string();
     let store = ensemble_tests::migrated_database("it_proc_ready").await;
     let brokers = ensemble_tests::kafka_brokers();
+    let topic = ensemble_tests::unique("ready");
+    ensemble_tests::create_topic(&brokers, &topic, 1)
+        .await
+        .expect("topic");
     ensemble_tests::assert_ready_then_clean_exit(
         BIN,
         &[
@@ -59,6 +63,8 @@ async fn ready_when_broker_and_clickhouse_answer_then_stops_on_sigterm() {
             &c,
             "--kafka-brokers",
             &brokers,
+            "--kafka-topic",
+            &topic,
             "--clickhouse-url",
             &store.url,
             "--clickhouse-database",
