@@ -210,6 +210,9 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
         let mut t = start + Duration::seconds(rng.below(span * 3 / 4) as i64);
         let mut convert_chance: f64 = 0.0;
         let mut journey = Vec::new();
+        // The landing page's tracker keeps the last placement it was reached
+        // through (`plc`) and sends it with later events, the sign-up too.
+        let mut last_placement: Option<&str> = None;
         for _ in 0..touches {
             let mut x = rng.unit() * total_weight;
             let way = WAYS
@@ -229,6 +232,7 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
             match way.0 {
                 "metro" | "gares" | "abribus" => {
                     let code = *rng.pick(&placements);
+                    last_placement = Some(code);
                     let mut scan = person.event(&mut rng, "qr_scan", t);
                     scan["placement"] = json!(code);
                     journey.push(scan);
@@ -261,6 +265,7 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                     act["placement"] = json!(code);
                     journey.push(act);
                     if action == "click" {
+                        last_placement = Some(code);
                         let view_at = act_at + Duration::seconds(3 + rng.below(20) as i64);
                         journey.push(landing_view(
                             campaign,
@@ -275,6 +280,7 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                 }
                 "display" => {
                     let code = *rng.pick(&placements);
+                    last_placement = Some(code);
                     journey.push(landing_view(
                         campaign,
                         &mut rng,
@@ -303,6 +309,9 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
             let mut signup = person.event(&mut rng, "signup", at);
             signup["email"] = json!(format!("personne.{i}@exemple.fr"));
             signup["consents"] = json!({"results": true, "newsletter": rng.chance(0.4)});
+            if let Some(code) = last_placement {
+                signup["placement"] = json!(code);
+            }
             journey.push(signup.clone());
             if rng.chance(0.05) {
                 // A repeat sign-up, another day: counted apart, never credited twice.
