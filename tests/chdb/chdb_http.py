@@ -12,7 +12,8 @@ with the SQL in the body, `database` and `default_format` query parameters,
 plain (uncompressed) answers, errors as HTTP 500 with ClickHouse's message.
 
 Usage: chdb_http.py DATA_DIR [PORT]   (PORT 0 picks a free one; the chosen
-port is printed on stdout as `listening PORT`).
+port is printed on stdout as `listening PORT`). CHDB_HTTP_LOG=1 prints each
+query on stderr, to find the one a test is stuck on.
 """
 import os
 import re
