@@ -15,6 +15,7 @@ use rdkafka::ClientConfig;
 
 pub mod bench;
 pub mod sim;
+pub mod truth;
 
 /// Bootstrap brokers of the local stack (`deploy/local/stack env`).
 pub fn kafka_brokers() -> String {

@@ -95,10 +95,27 @@ impl Default for SimConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Simulated {
     pub events: Vec<Value>,
+    /// Every distinct valid event as the simulator meant it.
+    pub truth: Vec<Truth>,
     /// Distinct valid events (retries are the same event).
     pub valid_events: usize,
     pub malformed: usize,
     pub retries: usize,
+}
+
+/// One event as the simulator meant it: the channel it was sent through (not
+/// worked out from its fields the way the product does), whether a bot sent
+/// it, and the contact of a sign-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Truth {
+    pub event_id: uuid::Uuid,
+    pub visitor: String,
+    pub ts: DateTime<Utc>,
+    pub event_type: String,
+    pub action: Option<String>,
+    pub channel: &'static str,
+    pub bot: bool,
+    pub contact: Option<String>,
 }
 
 const PHONE_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
@@ -210,9 +227,12 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
         let mut t = start + Duration::seconds(rng.below(span * 3 / 4) as i64);
         let mut convert_chance: f64 = 0.0;
         let mut journey = Vec::new();
+        // The channel each journey event was sent through, as the simulator means it.
+        let mut labels: Vec<&'static str> = Vec::new();
         // The landing page's tracker keeps the last placement it was reached
         // through (`plc`) and sends it with later events, the sign-up too.
         let mut last_placement: Option<&str> = None;
+        let mut last_placement_channel = "site";
         for _ in 0..touches {
             let mut x = rng.unit() * total_weight;
             let way = WAYS
@@ -233,6 +253,7 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                 "metro" | "gares" | "abribus" => {
                     let code = *rng.pick(&placements);
                     last_placement = Some(code);
+                    last_placement_channel = way.0;
                     let mut scan = person.event(&mut rng, "qr_scan", t);
                     scan["placement"] = json!(code);
                     journey.push(scan);
@@ -266,6 +287,7 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                     journey.push(act);
                     if action == "click" {
                         last_placement = Some(code);
+                        last_placement_channel = way.0;
                         let view_at = act_at + Duration::seconds(3 + rng.below(20) as i64);
                         journey.push(landing_view(
                             campaign,
@@ -281,6 +303,7 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                 "display" => {
                     let code = *rng.pick(&placements);
                     last_placement = Some(code);
+                    last_placement_channel = way.0;
                     journey.push(landing_view(
                         campaign,
                         &mut rng,
@@ -292,6 +315,7 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                 }
                 other => journey.push(landing_view(campaign, &mut rng, &person, other, None, t)),
             }
+            labels.resize(journey.len(), way.0);
             // The next touch: minutes to days later, within the campaign.
             let gap = match rng.below(3) {
                 0 => Duration::minutes(45 + rng.below(180) as i64),
@@ -299,7 +323,9 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                 _ => Duration::days(1 + rng.below(9) as i64),
             };
             t += gap;
-            if t >= end - Duration::hours(2) {
+            // A touch may spread over 3 h 40 (card impressions, then the action):
+            // it must end inside the campaign.
+            if t >= end - Duration::hours(5) {
                 break;
             }
         }
@@ -313,6 +339,11 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                 signup["placement"] = json!(code);
             }
             journey.push(signup.clone());
+            labels.push(if last_placement.is_some() {
+                last_placement_channel
+            } else {
+                "site"
+            });
             if rng.chance(0.05) {
                 // A repeat sign-up, another day: counted apart, never credited twice.
                 let mut again = person.event(
@@ -323,15 +354,33 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                 again["email"] = signup["email"].clone();
                 again["consents"] = json!({"results": true, "newsletter": false});
                 journey.push(again);
+                labels.push("site");
             }
         } else if bot && rng.chance(0.3) {
             let mut signup = person.event(&mut rng, "signup", t);
             signup["email"] = json!(format!("bot.{i}@exemple.fr"));
             signup["consents"] = json!({"results": true, "newsletter": false});
             journey.push(signup);
+            labels.push("site");
         }
-        for e in journey {
+        for (e, channel) in journey.into_iter().zip(labels) {
             out.valid_events += 1;
+            out.truth.push(Truth {
+                event_id: e["event_id"]
+                    .as_str()
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or_default(),
+                visitor: person.vid.clone(),
+                ts: e["ts"]
+                    .as_str()
+                    .and_then(|x| DateTime::parse_from_rfc3339(x).ok())
+                    .map_or(start, |x| x.with_timezone(&Utc)),
+                event_type: e["type"].as_str().unwrap_or_default().to_owned(),
+                action: e["action"].as_str().map(str::to_owned),
+                channel,
+                bot,
+                contact: e["email"].as_str().map(str::to_owned),
+            });
             if rng.chance(cfg.retry_share) {
                 out.retries += 1;
                 out.events.push(e.clone());
@@ -347,6 +396,64 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
     out
 }
 
+/// Sends `events` to a collector's `/v1/import` in batches, resending a
+/// batch (same events, same ids) on 503 / 429 / a broken connection.
+/// Returns (accepted, rejected by reason).
+pub async fn send_import(
+    collector: &str,
+    token: &str,
+    events: &[Value],
+    batch: usize,
+    mut progress: impl FnMut(usize),
+) -> anyhow::Result<(u64, std::collections::BTreeMap<String, u64>)> {
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/import", collector.trim_end_matches('/'));
+    let mut accepted = 0;
+    let mut rejected = std::collections::BTreeMap::new();
+    let mut sent = 0;
+    for chunk in events.chunks(batch.max(1)) {
+        let body = json!({ "batch": chunk }).to_string();
+        let mut wait = std::time::Duration::from_millis(500);
+        let answer: Value = loop {
+            let r = client
+                .post(&url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status().is_success() || r.status().as_u16() == 400 => {
+                    break r.json().await?
+                }
+                Ok(r) if matches!(r.status().as_u16(), 429 | 503) => {
+                    eprintln!(
+                        "[sim] collector answered {}; resending the same events in {wait:?}",
+                        r.status()
+                    );
+                }
+                Ok(r) => anyhow::bail!(
+                    "collector answered {}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ),
+                Err(e) => eprintln!("[sim] {e}; resending in {wait:?}"),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_secs(10));
+        };
+        accepted += answer["accepted"].as_u64().unwrap_or(0);
+        for r in answer["rejected"].as_array().into_iter().flatten() {
+            *rejected
+                .entry(r["reason"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
+        }
+        sent += chunk.len();
+        progress(sent);
+    }
+    Ok((accepted, rejected))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -360,7 +467,7 @@ mod tests {
     fn same_seed_same_campaign_and_every_valid_event_validates() {
         let c = campaign();
         let cfg = SimConfig {
-            people: 500,
+            people: 3_000,
             ..SimConfig::default()
         };
         let a = simulate(&c, &cfg);

@@ -2,12 +2,10 @@
 //! collector's import endpoint, with its original timestamps, showing
 //! progress. A 503 or 429 is retried with the same events (same ids).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ensemble_tests::sim::{simulate, SimConfig};
-use serde_json::{json, Value};
+use ensemble_tests::sim::{send_import, simulate, SimConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,44 +39,6 @@ struct Args {
     batch: usize,
 }
 
-async fn send(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    batch: &[Value],
-) -> anyhow::Result<Value> {
-    let body = json!({ "batch": batch }).to_string();
-    let mut wait = Duration::from_millis(500);
-    loop {
-        let r = client
-            .post(url)
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await;
-        match r {
-            Ok(r) if r.status().is_success() || r.status().as_u16() == 400 => {
-                return Ok(r.json().await?)
-            }
-            Ok(r) if matches!(r.status().as_u16(), 429 | 503) => {
-                eprintln!(
-                    "[sim] collector answered {}; resending the same events in {wait:?}",
-                    r.status()
-                );
-            }
-            Ok(r) => anyhow::bail!(
-                "collector answered {}: {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            ),
-            Err(e) => eprintln!("[sim] {e}; resending in {wait:?}"),
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(10));
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -99,31 +59,26 @@ async fn main() -> anyhow::Result<()> {
         sim.retries,
         sim.malformed
     );
-    let client = reqwest::Client::new();
-    let url = format!("{}/v1/import", args.collector.trim_end_matches('/'));
     let started = Instant::now();
-    let (mut accepted, mut sent) = (0u64, 0usize);
-    let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
+    let total = sim.events.len();
     let mut last = Instant::now();
-    for chunk in sim.events.chunks(args.batch.max(1)) {
-        let answer = send(&client, &url, &args.import_token, chunk).await?;
-        accepted += answer["accepted"].as_u64().unwrap_or(0);
-        for r in answer["rejected"].as_array().into_iter().flatten() {
-            *rejected
-                .entry(r["reason"].as_str().unwrap_or("?").to_owned())
-                .or_default() += 1;
-        }
-        sent += chunk.len();
-        if last.elapsed() > Duration::from_secs(2) || sent == sim.events.len() {
-            eprintln!(
-                "[sim] {sent}/{} sent ({:.0} %), {:.0} events/s",
-                sim.events.len(),
-                100.0 * sent as f64 / sim.events.len() as f64,
-                sent as f64 / started.elapsed().as_secs_f64()
-            );
-            last = Instant::now();
-        }
-    }
+    let (accepted, rejected) = send_import(
+        &args.collector,
+        &args.import_token,
+        &sim.events,
+        args.batch,
+        |sent| {
+            if last.elapsed() > Duration::from_secs(2) || sent == total {
+                eprintln!(
+                    "[sim] {sent}/{total} sent ({:.0} %), {:.0} events/s",
+                    100.0 * sent as f64 / total as f64,
+                    sent as f64 / started.elapsed().as_secs_f64()
+                );
+                last = Instant::now();
+            }
+        },
+    )
+    .await?;
     println!(
         "accepted {accepted}, rejected {rejected:?}, in {:.1} s",
         started.elapsed().as_secs_f64()
