@@ -4,6 +4,10 @@
 //! the import endpoint; once everything is processed, the dashboard's
 //! numbers equal the ground truth computed independently from what the
 //! simulator meant — counts exactly, fractional credits within 1e-9.
+//!
+//! It runs the binaries in `target/debug`, which `cargo test --workspace`
+//! (deploy/local/test) builds first; `cargo test -p ensemble-tests` alone may
+//! run stale ones.
 
 use std::path::PathBuf;
 use std::time::Duration;
