@@ -7,7 +7,6 @@
 //! durable (SQLite) broker and on the in-memory one.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use ensemble_core::KafkaConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
-use crate::{create_topic, free_port, poll_until, unique};
+use crate::{create_topic, poll_until, unique, Service};
 
 /// Sizes of one ingest benchmark run.
 #[derive(Debug, Clone, Copy)]
@@ -208,51 +207,40 @@ pub fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-struct Collector {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Starts the release collector and waits until it is ready.
 async fn start_collector(
     bin: &Path,
     campaign: &Path,
     brokers: &str,
     topic: &str,
-) -> anyhow::Result<Collector> {
-    let port = free_port();
-    let child = Command::new(bin)
-        .env("RUST_LOG", "warn")
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--campaign")
-        .arg(campaign)
-        .args(["--contact-secret", "bench-secret-0123456789abcdef"])
-        .args(["--kafka-brokers", brokers, "--kafka-topic", topic])
-        .args([
+) -> anyhow::Result<Service> {
+    let campaign = campaign.display().to_string();
+    let svc = Service::start(
+        &bin.display().to_string(),
+        &[
+            "--campaign",
+            &campaign,
+            "--contact-secret",
+            "bench-secret-0123456789abcdef",
+            "--kafka-brokers",
+            brokers,
+            "--kafka-topic",
+            topic,
             "--rate-limit-per-s",
             "1000000",
             "--rate-limit-burst",
             "1000000",
-        ])
-        .args(["--delivery-timeout-ms", "10000"])
-        .stdout(Stdio::null())
-        .spawn()?;
-    let c = Collector {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
+            "--delivery-timeout-ms",
+            "10000",
+        ],
+        &[],
+    )?;
     poll_until("collector /readyz", Duration::from_secs(30), || {
-        let r = crate::http_get(port, "/readyz");
+        let r = svc.get("/readyz");
         async move { r.filter(|(code, _)| *code == 200).map(|_| ()) }
     })
     .await;
-    Ok(c)
+    Ok(svc)
 }
 
 /// One broker's run.
@@ -274,13 +262,13 @@ pub async fn ingest(
 
     let collector = start_collector(collector_bin, campaign, brokers, &topic).await?;
     // Warm-up: connections, producer id, metadata.
-    load(&collector.base, 50, 1, 4).await?;
+    load(&collector.base(), 50, 1, 4).await?;
     progress(&format!(
         "{broker_label}: {} single-event requests, {} clients",
         plan.single_requests, plan.single_concurrency
     ));
     let (single_per_s, single_p50_ms, single_p99_ms) = load(
-        &collector.base,
+        &collector.base(),
         plan.single_requests,
         1,
         plan.single_concurrency,
@@ -294,7 +282,7 @@ pub async fn ingest(
         plan.batch_requests, plan.batch_size, plan.batch_concurrency
     ));
     let (batch_events_per_s, batch_p50_ms, batch_p99_ms) = load(
-        &collector.base,
+        &collector.base(),
         plan.batch_requests,
         plan.batch_size,
         plan.batch_concurrency,
@@ -303,7 +291,7 @@ pub async fn ingest(
     progress(&format!(
         "{broker_label}: batches {batch_events_per_s:.0} events/s"
     ));
-    let peak_rss_mb = peak_rss_mb(collector.child.id());
+    let peak_rss_mb = peak_rss_mb(collector.pid());
     Ok(IngestResult {
         broker: broker_label.to_owned(),
         raw_per_s,
@@ -502,50 +490,42 @@ pub async fn processor(
     let store = ensemble_core::StoreConfig::new(ch_url, unique("bench_proc"));
     ensemble_core::migrate::migrate(&store).await?;
     let group = unique("bench_group");
-    let port = free_port();
     progress(&format!("{broker_label}: processor draining the backlog"));
-    let child = Command::new(processor_bin)
-        .env("RUST_LOG", "warn")
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--campaign")
-        .arg(crate::campaign_file())
-        .args([
+    let campaign = crate::campaign_file().display().to_string();
+    let dlq = format!("{topic}.dlq");
+    let proc = Service::start(
+        &processor_bin.display().to_string(),
+        &[
+            "--campaign",
+            &campaign,
             "--kafka-brokers",
             brokers,
             "--kafka-topic",
             &topic,
             "--kafka-dlq-topic",
-            &format!("{topic}.dlq"),
-        ])
-        .args([
+            &dlq,
             "--group-id",
             &group,
             "--clickhouse-url",
             ch_url,
             "--clickhouse-database",
             &store.database,
-        ])
-        .stdout(Stdio::null())
-        .spawn()?;
-    let proc = Collector {
-        child,
-        base: String::new(),
-    };
+        ],
+        &[],
+    )?;
     // As for the raw consumer, the clock starts at the first consumed
     // message: the group join is not the processor's work.
     poll_until(
         "the processor's first consumed message",
         Duration::from_secs(60),
         || {
-            let r = crate::http_get(port, "/metrics");
+            let r = proc.get("/metrics");
             async move {
                 r.and_then(|(_, body)| {
-                    body.lines()
-                        .find(|l| l.starts_with("ensemble_processor_messages_consumed_total"))
-                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-                        .filter(|n| *n > 0.0)
-                        .map(|_| ())
+                    crate::metric_value(&body, "ensemble_processor_messages_consumed_total")
                 })
+                .filter(|n| *n > 0.0)
+                .map(|_| ())
             }
         },
     )
@@ -574,7 +554,7 @@ pub async fn processor(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let processor_per_s = plan.messages as f64 / started.elapsed().as_secs_f64();
-    let peak_rss_mb = peak_rss_mb(proc.child.id());
+    let peak_rss_mb = peak_rss_mb(proc.pid());
     drop(proc);
     let distinct: u64 = client
         .query("SELECT uniqExact(event_id) FROM events")

@@ -359,6 +359,16 @@ impl Service {
         })
     }
 
+    /// `http://127.0.0.1:<port>`.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id (for its peak memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// GET `path`; `None` while nothing answers.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.port, path)

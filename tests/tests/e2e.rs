@@ -130,7 +130,7 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         ready(svc, name).await;
     }
 
-    let collector = format!("http://127.0.0.1:{}", ingest.port);
+    let collector = ingest.base();
     let (accepted, rejected) = send_import(&collector, IMPORT, &sim.events, 500, |_| {})
         .await
         .expect("send");
