@@ -118,17 +118,6 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 8] = [
-        RejectReason::NotAnObject,
-        RejectReason::MissingField,
-        RejectReason::InvalidType,
-        RejectReason::InvalidValue,
-        RejectReason::UnknownEventType,
-        RejectReason::UnknownField,
-        RejectReason::FieldTooLong,
-        RejectReason::TooManyProperties,
-    ];
-
     /// The code as it appears in answers and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -83,10 +83,6 @@ impl Normaliser {
         }
     }
 
-    pub fn visitors(&self) -> &VisitorIds {
-        &self.visitors
-    }
-
     pub fn normalise(&self, e: ValidEvent, ctx: &Context) -> Result<EventMessage, Rejection> {
         let (ts, ts_clamped) = match (ctx.mode, e.ts) {
             (Mode::Import, Some(ts)) => (ts, false),

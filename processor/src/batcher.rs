@@ -50,10 +50,6 @@ impl Batch {
         self.rows.len()
     }
 
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     pub fn is_full(&self, limits: &BatchLimits) -> bool {
         self.rows.len() >= limits.max_rows || self.bytes >= limits.max_bytes
     }

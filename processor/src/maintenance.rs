@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 use clickhouse::Row;
 use ensemble_core::privacy::ContactHasher;
 use serde::Deserialize;
@@ -172,11 +172,6 @@ pub async fn erase(
     Ok(report)
 }
 
-/// `YYYYMM` of a date (for tests and reports).
-pub fn yyyymm(d: NaiveDate) -> u32 {
-    (d.year() as u32) * 100 + d.month()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -194,6 +189,5 @@ mod tests {
         );
         assert!(month_end("2025-1").is_err());
         assert!(month_end("tuple()").is_err());
-        assert_eq!(yyyymm(NaiveDate::from_ymd_opt(2025, 3, 9).unwrap()), 202503);
     }
 }
