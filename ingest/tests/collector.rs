@@ -6,10 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+mod common;
+
 use ensemble_core::event::{EventMessage, EventType, TinderAction};
 use ensemble_core::{KafkaConfig, Shutdown};
-use ensemble_ingest::{serve_on, Collector, Config};
 use ensemble_tests::{
     campaign_file, create_topic, kafka_brokers, poll_until, unique, PrivateBroker,
 };
@@ -43,7 +43,6 @@ async fn start_with(brokers: &str, extra: &[&str]) -> Running {
         .expect("create topic");
     let campaign = campaign_file().display().to_string();
     let mut args = vec![
-        "ensemble-ingest",
         "--campaign",
         &campaign,
         "--contact-secret",
@@ -54,8 +53,6 @@ async fn start_with(brokers: &str, extra: &[&str]) -> Running {
         brokers,
         "--kafka-topic",
         &topic,
-        "--listen",
-        "127.0.0.1:0",
     ];
     if !extra.iter().any(|a| a.starts_with("--rate-limit")) {
         args.extend_from_slice(&[
@@ -66,22 +63,7 @@ async fn start_with(brokers: &str, extra: &[&str]) -> Running {
         ]);
     }
     args.extend_from_slice(extra);
-    let settings = Config::try_parse_from(args)
-        .expect("flags")
-        .validate()
-        .expect("settings");
-    let collector = Collector::new(&settings).expect("collector");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let shutdown = Shutdown::new();
-    tokio::spawn(serve_on(
-        listener,
-        collector,
-        settings.kafka.clone(),
-        shutdown.clone(),
-    ));
+    let (base, shutdown) = common::serve(&args).await;
     Running {
         base,
         topic,

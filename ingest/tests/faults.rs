@@ -1,9 +1,9 @@
 //! Faults the real broker cannot produce on demand, injected with
 //! librdkafka's mock cluster: Kafka answering a produce request with an error.
 
-use clap::Parser;
+mod common;
+
 use ensemble_core::Shutdown;
-use ensemble_ingest::{serve_on, Collector, Config};
 use ensemble_tests::campaign_file;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -12,8 +12,7 @@ use serde_json::{json, Value};
 
 async fn collector(brokers: &str, topic: &str) -> (String, Shutdown) {
     let campaign = campaign_file().display().to_string();
-    let settings = Config::try_parse_from([
-        "ensemble-ingest",
+    common::serve(&[
         "--campaign",
         &campaign,
         "--contact-secret",
@@ -25,22 +24,7 @@ async fn collector(brokers: &str, topic: &str) -> (String, Shutdown) {
         "--delivery-timeout-ms",
         "3000",
     ])
-    .expect("flags")
-    .validate()
-    .expect("settings");
-    let c = Collector::new(&settings).expect("collector");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let shutdown = Shutdown::new();
-    tokio::spawn(serve_on(
-        listener,
-        c,
-        settings.kafka.clone(),
-        shutdown.clone(),
-    ));
-    (base, shutdown)
+    .await
 }
 
 async fn post(base: &str) -> (StatusCode, Value) {
