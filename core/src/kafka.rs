@@ -166,3 +166,82 @@ mod tests {
         );
     }
 }
+
+/// How far a consumer group is behind on a topic: per partition, the
+/// group's committed offset (0 when it has none yet) and the end offset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GroupLag {
+    pub partitions: Vec<PartitionLag>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionLag {
+    pub partition: i32,
+    pub committed: i64,
+    pub end: i64,
+}
+
+impl GroupLag {
+    pub fn committed(&self) -> i64 {
+        self.partitions.iter().map(|p| p.committed).sum()
+    }
+
+    pub fn end(&self) -> i64 {
+        self.partitions.iter().map(|p| p.end).sum()
+    }
+
+    /// Messages written to the topic and not yet committed by the group:
+    /// with offsets committed only after ClickHouse has the rows, 0 means
+    /// every event the collector accepted is in ClickHouse.
+    pub fn pending(&self) -> i64 {
+        self.partitions
+            .iter()
+            .map(|p| (p.end - p.committed).max(0))
+            .sum()
+    }
+}
+
+/// Reads `group`'s committed offsets and the end offsets of `topic` (a
+/// metadata, a watermark and an offset-fetch round trip; joins no group).
+pub async fn group_lag(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<GroupLag> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let (brokers, topic, group) = (brokers.to_owned(), topic.to_owned(), group.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = KafkaConfig::new(&brokers, &topic)
+            .consumer_config(&group)
+            .create()?;
+        let md = c.fetch_metadata(Some(&topic), timeout)?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            .ok_or_else(|| anyhow::anyhow!("topic `{topic}` does not exist"))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let mut lag = GroupLag::default();
+        for p in t.partitions() {
+            tpl.add_partition(&topic, p.id());
+            lag.partitions.push(PartitionLag {
+                partition: p.id(),
+                committed: 0,
+                end: c.fetch_watermarks(&topic, p.id(), timeout)?.1,
+            });
+        }
+        for e in c.committed_offsets(tpl, timeout)?.elements() {
+            if let (Some(o), Some(p)) = (
+                e.offset().to_raw().filter(|o| *o >= 0),
+                lag.partitions
+                    .iter_mut()
+                    .find(|p| p.partition == e.partition()),
+            ) {
+                p.committed = o;
+            }
+        }
+        Ok(lag)
+    })
+    .await?
+}

@@ -13,7 +13,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use clickhouse::Row;
 use ensemble_core::event::TinderAction;
-use ensemble_core::Campaign;
+use ensemble_core::{Campaign, KafkaConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -35,6 +35,9 @@ pub struct ApiState {
     pub client: clickhouse::Client,
     pub analyst_tokens: Vec<String>,
     pub agency_tokens: Vec<String>,
+    /// Where the processor's progress is read (`/api/live`'s pending events).
+    pub kafka: KafkaConfig,
+    pub processor_group: String,
 }
 
 pub type Shared = Arc<ApiState>;
@@ -631,8 +634,59 @@ struct MinuteRow {
     events: u64,
 }
 
+/// Where the pipeline stands: what the processor has not written yet and
+/// how old the newest processed event is.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Progress {
+    /// Events the collector accepted (in Kafka) that the processor has not
+    /// committed yet, i.e. not yet in ClickHouse; `None` when the broker
+    /// could not be asked (`pending_error` says why).
+    pub pending_events: Option<i64>,
+    pub pending_error: Option<String>,
+    /// now − receipt of the newest event processed in the last hour.
+    pub freshness_seconds: Option<i64>,
+    /// Receipt time of the newest sign-up in ClickHouse (bots excluded).
+    pub last_signup: Option<DateTime<Utc>>,
+}
+
+/// Reads the processor group's lag from the broker and the newest rows from
+/// ClickHouse.
+pub async fn progress(state: &ApiState, now: DateTime<Utc>) -> Result<Progress, ApiError> {
+    let since = u32::try_from((now - chrono::Duration::hours(1)).timestamp().max(0)).unwrap_or(0);
+    let (newest, last_signup): (u32, u32) = state
+        .client
+        .query(
+            "SELECT toUInt32(maxIf(received_at, processed_at >= toDateTime(?))), \
+             toUInt32(maxIf(received_at, event_type = 'signup' AND is_bot = 0)) FROM events",
+        )
+        .bind(since)
+        .fetch_one()
+        .await?;
+    let lag = ensemble_core::kafka::group_lag(
+        &state.kafka.brokers,
+        &state.kafka.topic,
+        &state.processor_group,
+        std::time::Duration::from_secs(2),
+    )
+    .await;
+    let at = |t: u32| {
+        (t > 0)
+            .then(|| DateTime::from_timestamp(i64::from(t), 0))
+            .flatten()
+    };
+    Ok(Progress {
+        pending_events: lag
+            .as_ref()
+            .ok()
+            .map(ensemble_core::kafka::GroupLag::pending),
+        pending_error: lag.err().map(|e| format!("{e:#}")),
+        freshness_seconds: at(newest).map(|t| (now - t).num_seconds().max(0)),
+        last_signup: at(last_signup),
+    })
+}
+
 /// `GET /api/live`: events per minute over the last hour (by processing
-/// time) and freshness: now − the newest processed event's receipt.
+/// time), events not yet processed, freshness.
 pub async fn live(State(state): State<Shared>) -> Result<Response, ApiError> {
     let now = Utc::now();
     let since = u32::try_from((now - chrono::Duration::hours(1)).timestamp().max(0)).unwrap_or(0);
@@ -645,16 +699,14 @@ pub async fn live(State(state): State<Shared>) -> Result<Response, ApiError> {
         .bind(since)
         .fetch_all()
         .await?;
-    let newest: u32 = state
-        .client
-        .query("SELECT toUInt32(max(received_at)) FROM events WHERE processed_at >= toDateTime(?)")
-        .bind(since)
-        .fetch_one()
-        .await?;
-    let freshness = (newest > 0).then(|| (now.timestamp() - i64::from(newest)).max(0));
+    let p = progress(&state, now).await?;
     Ok(Json(json!({
         "now": now,
-        "freshness_seconds": freshness,
+        "pending_events": p.pending_events,
+        "pending_error": p.pending_error,
+        "up_to_date": p.pending_events == Some(0),
+        "freshness_seconds": p.freshness_seconds,
+        "last_signup": p.last_signup,
         "per_minute": per_minute.iter().map(|m| json!({"minute": DateTime::from_timestamp(i64::from(m.minute), 0), "events": m.events})).collect::<Vec<_>>(),
     }))
     .into_response())

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use ensemble_core::config::{parse_listen, ConfigError};
 use ensemble_core::telemetry::LogConfig;
-use ensemble_core::{Campaign, StoreConfig};
+use ensemble_core::{Campaign, KafkaConfig, StoreConfig};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -47,6 +47,18 @@ pub struct Config {
     pub agency_tokens: Vec<String>,
     #[command(flatten)]
     pub store: StoreConfig,
+    /// The broker and topic the processor reads, for the freshness figure
+    /// (events accepted and not yet in ClickHouse).
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+    /// The processor's consumer group, whose committed offsets say what is
+    /// in ClickHouse.
+    #[arg(
+        long,
+        env = "ENSEMBLE_PROCESSOR_GROUP",
+        default_value = "ensemble-processor"
+    )]
+    pub processor_group: String,
     #[command(flatten)]
     pub log: LogConfig,
 }
@@ -58,6 +70,8 @@ pub struct Settings {
     pub analyst_tokens: Vec<String>,
     pub agency_tokens: Vec<String>,
     pub store: StoreConfig,
+    pub kafka: KafkaConfig,
+    pub processor_group: String,
 }
 
 impl Config {
@@ -93,12 +107,21 @@ impl Config {
             ));
         }
         self.store.validate()?;
+        self.kafka.validate()?;
+        if self.processor_group.trim().is_empty() {
+            return Err(ConfigError::new(
+                "--processor-group",
+                "the processor's consumer group id is required",
+            ));
+        }
         Ok(Settings {
             listen,
             campaign,
             analyst_tokens: self.analyst_tokens,
             agency_tokens: self.agency_tokens,
             store: self.store,
+            kafka: self.kafka,
+            processor_group: self.processor_group,
         })
     }
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod attribution;
 pub mod config;
 pub mod filters;
+pub mod watch;
 
 use std::time::Duration;
 
@@ -107,6 +108,8 @@ pub fn state(settings: &Settings) -> api::Shared {
         client: settings.store.client(),
         analyst_tokens: settings.analyst_tokens.clone(),
         agency_tokens: settings.agency_tokens.clone(),
+        kafka: settings.kafka.clone(),
+        processor_group: settings.processor_group.clone(),
     })
 }
 
@@ -126,11 +129,14 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     );
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
-    serve(
-        listener,
-        router(state(&settings), prometheus::Registry::new(), readiness),
-        shutdown,
-    )
-    .await?;
+    let registry = prometheus::Registry::new();
+    let state = state(&settings);
+    watch::spawn(
+        state.clone(),
+        &registry,
+        Duration::from_secs(15),
+        shutdown.clone(),
+    )?;
+    serve(listener, router(state, registry, readiness), shutdown).await?;
     Ok(())
 }

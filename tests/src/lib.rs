@@ -14,6 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
 pub mod bench;
+pub mod live;
 pub mod sim;
 pub mod truth;
 
@@ -592,33 +593,9 @@ pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
 /// (sum of committed offsets of `group`, sum of high watermarks) over the
 /// topic's partitions: equal when the group has caught up.
 pub async fn group_progress(brokers: &str, topic: &str, group: &str) -> anyhow::Result<(i64, i64)> {
-    let (brokers, topic, group) = (brokers.to_owned(), topic.to_owned(), group.to_owned());
-    tokio::task::spawn_blocking(move || {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let c: BaseConsumer = ensemble_core::KafkaConfig::new(&brokers, &topic)
-            .consumer_config(&group)
-            .create()?;
-        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
-        let partitions: Vec<i32> = md
-            .topics()
-            .first()
-            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-            .unwrap_or_default();
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        let mut high_sum = 0;
-        for p in &partitions {
-            tpl.add_partition(&topic, *p);
-            high_sum += c.fetch_watermarks(&topic, *p, Duration::from_secs(5))?.1;
-        }
-        let committed = c.committed_offsets(tpl, Duration::from_secs(5))?;
-        let done: i64 = committed
-            .elements()
-            .iter()
-            .map(|e| e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0))
-            .sum();
-        Ok((done, high_sum))
-    })
-    .await?
+    let lag =
+        ensemble_core::kafka::group_lag(brokers, topic, group, Duration::from_secs(5)).await?;
+    Ok((lag.committed(), lag.end()))
 }
 
 /// `INSERT INTO events … VALUES …` text for `rows`: loads the same fixture

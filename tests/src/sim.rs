@@ -76,6 +76,9 @@ pub struct SimConfig {
     pub retry_share: f64,
     /// Malformed events mixed in, per thousand.
     pub malformed_per_mille: u32,
+    /// Nothing after this time (the history of a campaign still running);
+    /// `None`: up to the campaign's end.
+    pub until: Option<DateTime<Utc>>,
 }
 
 impl Default for SimConfig {
@@ -86,6 +89,7 @@ impl Default for SimConfig {
             bot_share: 0.02,
             retry_share: 0.01,
             malformed_per_mille: 2,
+            until: None,
         }
     }
 }
@@ -210,6 +214,7 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
         .first()
         .map_or_else(Utc::now, |p| p.starts_at);
     let end = campaign.phases.last().map_or_else(Utc::now, |p| p.ends_at);
+    let end = cfg.until.map_or(end, |u| u.min(end));
     let span = (end - start).num_seconds().max(1) as u64;
     let total_weight: f64 = WAYS.iter().map(|w| w.1).sum();
     let mut out = Simulated::default();
@@ -357,7 +362,7 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                 labels.push("site");
             }
         } else if bot && rng.chance(0.3) {
-            let mut signup = person.event(&mut rng, "signup", t);
+            let mut signup = person.event(&mut rng, "signup", t.min(end - Duration::minutes(5)));
             signup["email"] = json!(format!("bot.{i}@exemple.fr"));
             signup["consents"] = json!({"results": true, "newsletter": false});
             journey.push(signup);

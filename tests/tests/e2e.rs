@@ -1,9 +1,11 @@
 //! End to end: the collector, the processor and the dashboard run as
-//! processes against the real broker and ClickHouse; the simulator sends a
-//! campaign (~100 000 events, retries and malformed ones included) through
-//! the import endpoint; once everything is processed, the dashboard's
-//! numbers equal the ground truth computed independently from what the
-//! simulator meant — counts exactly, fractional credits within 1e-9.
+//! processes against the real broker and ClickHouse, on a campaign calendar
+//! whose last phase includes today. The simulator sends the history (~100 000
+//! events, retries and malformed ones included) through the import endpoint,
+//! then a live tail through the redirect, the pixel and the events API
+//! (server time, today); once the dashboard's freshness says nothing is
+//! waiting, its numbers equal the ground truth computed independently from
+//! what the simulator meant — counts exactly, fractional credits within 1e-9.
 //!
 //! It runs the binaries in `target/debug`, which `cargo test --workspace`
 //! (deploy/local/test) builds first; `cargo test -p ensemble-tests` alone may
@@ -13,10 +15,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ensemble_core::Campaign;
+use ensemble_tests::live::{live_campaign_toml, send_live};
 use ensemble_tests::sim::{send_import, simulate, SimConfig};
 use ensemble_tests::truth::{compute, Calendar};
 use ensemble_tests::{
-    campaign_file, create_topic, group_progress, kafka_brokers, migrated_database, poll_until,
+    campaign_file, create_topic, kafka_brokers, metric_value, migrated_database, poll_until,
     unique, Service,
 };
 use serde_json::Value;
@@ -58,12 +61,28 @@ fn get(svc: &Service, path: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_equals_the_simulators_ground_truth() {
-    let campaign = Campaign::load(&campaign_file()).expect("campaign");
+    // The campaign's calendar moved so that today is day 8 of its last phase.
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Paris)
+        .date_naive();
+    let text = std::fs::read_to_string(campaign_file()).expect("campaign file");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let campaign_path = dir.path().join("campaign.toml");
+    std::fs::write(
+        &campaign_path,
+        live_campaign_toml(&text, today).expect("live calendar"),
+    )
+    .expect("write campaign");
+    let campaign = Campaign::load(&campaign_path).expect("campaign");
+    let now = chrono::Utc::now();
+    assert_ne!(campaign.phase_at(now), "hors-phase", "today is in a phase");
+    // The history ends an hour ago; the live tail is now.
     let sim = simulate(
         &campaign,
         &SimConfig {
             seed: 42,
             people: 20_000,
+            until: Some(now - chrono::Duration::hours(1)),
             ..SimConfig::default()
         },
     );
@@ -80,7 +99,6 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
             .map(|p| (p.id.clone(), p.start_date, p.end_date))
             .collect(),
     };
-    let truth = compute(&sim.truth, &calendar);
 
     let brokers = kafka_brokers();
     let topic = unique("e2e");
@@ -89,7 +107,7 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
     create_topic(&brokers, &dlq, 1).await.expect("dlq");
     let store = migrated_database("it_e2e").await;
     let group = unique("g_e2e");
-    let c = campaign_file().display().to_string();
+    let c = campaign_path.display().to_string();
     let kafka = [
         "--kafka-brokers",
         &brokers,
@@ -112,6 +130,8 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         IMPORT,
         "--contact-secret",
         SECRET,
+        // Each simulated person comes from an address of their own.
+        "--trust-forwarded-for",
     ];
     args.extend(kafka);
     let ingest = Service::start(&binary("ensemble-ingest"), &args, &[]).expect("ingest");
@@ -119,7 +139,15 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
     args.extend(kafka);
     args.extend(ch);
     let processor = Service::start(&binary("ensemble-processor"), &args, &[]).expect("processor");
-    let mut args = vec!["--campaign", &c, "--analyst-tokens", ANALYST];
+    let mut args = vec![
+        "--campaign",
+        &c,
+        "--analyst-tokens",
+        ANALYST,
+        "--processor-group",
+        &group,
+    ];
+    args.extend(kafka);
     args.extend(ch);
     let dashboard = Service::start(&binary("ensemble-dashboard"), &args, &[]).expect("dashboard");
     for (svc, name) in [
@@ -145,31 +173,48 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         "{rejected:?}"
     );
 
-    // Wait until everything is processed: all distinct events in ClickHouse, offsets at the end.
-    let client = store.client();
-    let distinct = sim.truth.len() as u64;
+    // The live tail: new people scan posters and click cards today, their
+    // landing views come through the pixel, some sign up through the events
+    // API; people from the history come back and sign up today.
+    let returning: Vec<(String, String)> = returning_visitors(&sim.truth, now, 40);
+    assert_eq!(
+        returning.len(),
+        40,
+        "enough recent visitors without a sign-up"
+    );
+    let tail = send_live(&collector, &campaign, 7, 300, &returning)
+        .await
+        .expect("live tail");
+    assert!(
+        tail.redirects == 300 && tail.pixels > 200 && tail.signups > 100,
+        "{tail:?}"
+    );
+    let metrics = ingest.get("/metrics").expect("ingest metrics").1;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "ensemble_ingest_redirects_total{placement=\"known\",recorded=\"yes\"}"
+        ),
+        Some(300.0),
+        "every scan confirmed in Kafka before its redirect answered"
+    );
+    let mut events = sim.truth.clone();
+    events.extend(tail.truth.iter().cloned());
+    let truth = compute(&events, &calendar);
+    let live_phase = calendar.phase(now);
+    assert!(
+        truth.touches.keys().any(|(_, p)| *p == live_phase),
+        "the live tail touches today's phase"
+    );
+
+    // Wait until the dashboard says nothing is waiting: every event the
+    // collector accepted is committed by the processor, i.e. in ClickHouse.
     poll_until(
-        "every event in ClickHouse",
+        "the dashboard's freshness: nothing waiting",
         Duration::from_secs(600),
-        || {
-            let client = client.clone();
-            async move {
-                let n: u64 = client
-                    .query("SELECT uniqExact(event_id) FROM events")
-                    .fetch_one()
-                    .await
-                    .ok()?;
-                (n == distinct).then_some(())
-            }
-        },
-    )
-    .await;
-    poll_until(
-        "the processor's offsets at the end",
-        Duration::from_secs(120),
         || async {
-            let (done, high) = group_progress(&brokers, &topic, &group).await.ok()?;
-            (done == high).then_some(())
+            let live = get(&dashboard, "/api/live");
+            (live["up_to_date"] == true && live["pending_events"] == 0).then_some(live)
         },
     )
     .await;
@@ -210,4 +255,27 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         }
     }
     drop((ingest, processor, dashboard));
+}
+
+/// Up to `n` human visitors of the history without a sign-up whose last
+/// event lies within the last 20 days (so their touches are inside the
+/// 30-day lookback of a sign-up today), with a contact to sign up with.
+fn returning_visitors(
+    truth: &[ensemble_tests::sim::Truth],
+    now: chrono::DateTime<chrono::Utc>,
+    n: usize,
+) -> Vec<(String, String)> {
+    use std::collections::BTreeMap;
+    let mut last: BTreeMap<&str, (chrono::DateTime<chrono::Utc>, bool)> = BTreeMap::new();
+    for e in truth {
+        let entry = last.entry(&e.visitor).or_insert((e.ts, false));
+        entry.0 = entry.0.max(e.ts);
+        entry.1 |= e.bot || e.event_type == "signup";
+    }
+    last.into_iter()
+        .filter(|(_, (ts, excluded))| !excluded && now - *ts < chrono::Duration::days(20))
+        .take(n)
+        .enumerate()
+        .map(|(i, (vid, _))| (vid.to_owned(), format!("retour.{i}@exemple.fr")))
+        .collect()
 }
