@@ -79,6 +79,9 @@ pub struct SimConfig {
     /// Nothing after this time (the history of a campaign still running);
     /// `None`: up to the campaign's end.
     pub until: Option<DateTime<Utc>>,
+    /// Number of the first person (visitor ids and contacts are numbered):
+    /// runs with different seeds and disjoint numbers make one larger campaign.
+    pub first_person: usize,
 }
 
 impl Default for SimConfig {
@@ -90,6 +93,7 @@ impl Default for SimConfig {
             retry_share: 0.01,
             malformed_per_mille: 2,
             until: None,
+            first_person: 0,
         }
     }
 }
@@ -218,7 +222,7 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
     let span = (end - start).num_seconds().max(1) as u64;
     let total_weight: f64 = WAYS.iter().map(|w| w.1).sum();
     let mut out = Simulated::default();
-    for i in 0..cfg.people {
+    for i in cfg.first_person..cfg.first_person + cfg.people {
         let bot = rng.chance(cfg.bot_share);
         let person = Person {
             vid: format!("v_sim_{:08}_{:04x}", i, rng.below(0xffff)),

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use ensemble_tests::bench::dashboard::DashboardPlan;
+use ensemble_tests::bench::freshness::FreshnessPlan;
 use ensemble_tests::bench::{self, IngestPlan, ProcessorPlan};
 use ensemble_tests::PrivateBroker;
 
@@ -46,6 +48,12 @@ enum What {
     Ingest,
     /// Processor events/s vs raw consume and ClickHouse bulk insert, peak RSS.
     Processor,
+    /// Event → dashboard freshness at half the collector's ceiling, RSS of the three services.
+    Freshness,
+    /// Every dashboard endpoint's p50/p95 with ~10 M events loaded.
+    Dashboard,
+    /// All four, one report.
+    All,
 }
 
 #[tokio::main]
@@ -54,6 +62,27 @@ async fn main() -> anyhow::Result<()> {
     let report = match args.what {
         What::Ingest => ingest(&args).await?,
         What::Processor => processor(&args).await?,
+        What::Freshness => freshness(&args).await?,
+        What::Dashboard => dashboard(&args).await?,
+        What::All => {
+            let mut out = format!(
+                "# ensemble benchmark report\n\n{} on {}; `deploy/local/bench all`{}. Every figure sits next to a \
+                 baseline measured in the same run.\n\n",
+                chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+                machine(),
+                if args.quick { " --quick (smaller runs)" } else { "" },
+            );
+            for part in [
+                ingest(&args).await?,
+                processor(&args).await?,
+                freshness(&args).await?,
+                dashboard(&args).await?,
+            ] {
+                out.push_str(&part);
+                out.push('\n');
+            }
+            out
+        }
     };
     println!("{report}");
     if let Some(path) = &args.report {
@@ -138,4 +167,68 @@ async fn processor(args: &Args) -> anyhow::Result<String> {
     )
     .await?;
     Ok(bench::processor_report(&[durable, memory], &plan))
+}
+
+/// CPU model and count, memory: what the figures were measured on.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let mem_gb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{cores} × {cpu}, {mem_gb:.0} GB")
+}
+
+fn release(name: &str) -> anyhow::Result<PathBuf> {
+    let bin = bench::release_bin(name);
+    anyhow::ensure!(
+        bin.exists(),
+        "{} missing: run deploy/local/bench",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+async fn freshness(args: &Args) -> anyhow::Result<String> {
+    let plan = FreshnessPlan {
+        ceiling_requests: if args.quick { 300 } else { 1_000 },
+        seconds: if args.quick { 10 } else { 30 },
+    };
+    let (i, p, d) = (
+        release("ensemble-ingest")?,
+        release("ensemble-processor")?,
+        release("ensemble-dashboard")?,
+    );
+    let r = bench::freshness::run(
+        &args.kafka_brokers,
+        &args.clickhouse_url,
+        [&i, &p, &d],
+        plan,
+    )
+    .await?;
+    Ok(bench::freshness::report(&r, &plan))
+}
+
+async fn dashboard(args: &Args) -> anyhow::Result<String> {
+    let plan = DashboardPlan {
+        target_rows: if args.quick { 1_000_000 } else { 10_000_000 },
+        requests: if args.quick { 10 } else { 30 },
+    };
+    let bin = release("ensemble-dashboard")?;
+    let r = bench::dashboard::run(&args.clickhouse_url, &args.kafka_brokers, &bin, plan).await?;
+    Ok(bench::dashboard::report(&r, &plan))
 }

@@ -18,6 +18,9 @@ use serde_json::{json, Value};
 
 use crate::{create_topic, poll_until, unique, Service};
 
+pub mod dashboard;
+pub mod freshness;
+
 /// Sizes of one ingest benchmark run.
 #[derive(Debug, Clone, Copy)]
 pub struct IngestPlan {
@@ -43,7 +46,7 @@ pub struct IngestResult {
     pub peak_rss_mb: f64,
 }
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     eprintln!("[bench] {msg}");
 }
 
@@ -114,7 +117,7 @@ pub async fn raw_ceiling(brokers: &str, topic: &str, n: usize) -> anyhow::Result
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
     if sorted_ms.is_empty() {
         return 0.0;
     }
