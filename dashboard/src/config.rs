@@ -75,7 +75,11 @@ pub struct Settings {
 }
 
 impl Config {
-    pub fn validate(self) -> Result<Settings, ConfigError> {
+    pub fn validate(mut self) -> Result<Settings, ConfigError> {
+        // Empty entries (`ENSEMBLE_AGENCY_TOKENS=` in a compose file, a
+        // trailing comma) are not tokens.
+        self.analyst_tokens.retain(|t| !t.is_empty());
+        self.agency_tokens.retain(|t| !t.is_empty());
         let listen = parse_listen("--listen", &self.listen)?;
         let campaign = Campaign::load(&self.campaign)
             .map_err(|e| ConfigError::new("--campaign", e.to_string()))?;

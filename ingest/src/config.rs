@@ -108,7 +108,9 @@ fn at_least(flag: &str, value: u64, min: u64) -> Result<(), ConfigError> {
 }
 
 impl Config {
-    pub fn validate(self) -> Result<Settings, ConfigError> {
+    pub fn validate(mut self) -> Result<Settings, ConfigError> {
+        // An empty value (`ENSEMBLE_IMPORT_TOKEN=` in a compose file) means unset.
+        self.import_token = self.import_token.filter(|t| !t.is_empty());
         let listen = parse_listen("--listen", &self.listen)?;
         let campaign = Campaign::load(&self.campaign)
             .map_err(|e| ConfigError::new("--campaign", e.to_string()))?;

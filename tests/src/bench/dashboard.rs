@@ -37,8 +37,8 @@ pub struct DashboardPlan {
 #[derive(Debug, Clone)]
 pub struct EndpointLatency {
     pub path: String,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
+    /// (p50, p95) ms, or why the endpoint failed.
+    pub result: Result<(f64, f64), String>,
 }
 
 #[derive(Debug, Clone)]
@@ -198,7 +198,9 @@ pub async fn run(
         .fetch_one()
         .await?;
 
-    progress("dashboard: baseline, one pass over the table");
+    progress(&format!(
+        "dashboard: {rows} rows; baseline, one pass over the table"
+    ));
     let (baseline_p50_ms, baseline_p95_ms) = time(plan.requests, || {
         let client = client.clone();
         async move {
@@ -210,6 +212,9 @@ pub async fn run(
         }
     })
     .await?;
+    progress(&format!(
+        "dashboard:   baseline p50 {baseline_p50_ms:.0} ms, p95 {baseline_p95_ms:.0} ms"
+    ));
 
     let token = "bench-analyst-token-0123456789";
     let c = campaign_path.display().to_string();
@@ -257,7 +262,7 @@ pub async fn run(
     for path in paths {
         progress(&format!("dashboard: {path} × {}", plan.requests));
         let url = format!("{}{path}", svc.base());
-        let (p50_ms, p95_ms) = time(plan.requests, || {
+        let result = time(plan.requests, || {
             let (http, url) = (http.clone(), url.clone());
             async move {
                 let r = http.get(&url).bearer_auth(token).send().await?;
@@ -265,21 +270,19 @@ pub async fn run(
                 let body = r.bytes().await?;
                 anyhow::ensure!(
                     status.is_success(),
-                    "{url}: {status} {}",
+                    "{status} {}",
                     String::from_utf8_lossy(&body)
                 );
                 Ok(())
             }
         })
-        .await?;
-        progress(&format!(
-            "dashboard:   p50 {p50_ms:.0} ms, p95 {p95_ms:.0} ms"
-        ));
-        endpoints.push(EndpointLatency {
-            path,
-            p50_ms,
-            p95_ms,
-        });
+        .await
+        .map_err(|e| format!("{e:#}"));
+        match &result {
+            Ok((p50, p95)) => progress(&format!("dashboard:   p50 {p50:.0} ms, p95 {p95:.0} ms")),
+            Err(e) => progress(&format!("dashboard:   failed: {e}")),
+        }
+        endpoints.push(EndpointLatency { path, result });
     }
     let peak_rss_mb = peak_rss_mb(svc.pid());
     Ok(DashboardResult {
@@ -307,14 +310,19 @@ pub fn report(r: &DashboardResult, plan: &DashboardPlan) -> String {
     out.push_str("| endpoint | p50 ms | p95 ms | ÷ baseline p95 | target p95 ≤ 200 ms |\n");
     out.push_str("| --- | ---: | ---: | ---: | :---: |\n");
     for e in &r.endpoints {
-        out.push_str(&format!(
-            "| `{}` | {:.0} | {:.0} | {:.1} | {} |\n",
-            e.path,
-            e.p50_ms,
-            e.p95_ms,
-            e.p95_ms / r.baseline_p95_ms.max(0.001),
-            if e.p95_ms <= 200.0 { "✓" } else { "✗" }
-        ));
+        match &e.result {
+            Ok((p50, p95)) => out.push_str(&format!(
+                "| `{}` | {p50:.0} | {p95:.0} | {:.1} | {} |\n",
+                e.path,
+                p95 / r.baseline_p95_ms.max(0.001),
+                if *p95 <= 200.0 { "✓" } else { "✗" }
+            )),
+            Err(why) => out.push_str(&format!(
+                "| `{}` | – | – | – | ✗ failed: {} |\n",
+                e.path,
+                why.replace('|', "/").chars().take(160).collect::<String>()
+            )),
+        }
     }
     out.push_str(&format!("\nDashboard peak RSS: {:.1} MB.\n", r.peak_rss_mb));
     out

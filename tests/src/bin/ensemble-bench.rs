@@ -226,7 +226,7 @@ async fn freshness(args: &Args) -> anyhow::Result<String> {
 async fn dashboard(args: &Args) -> anyhow::Result<String> {
     let plan = DashboardPlan {
         target_rows: if args.quick { 1_000_000 } else { 10_000_000 },
-        requests: if args.quick { 10 } else { 30 },
+        requests: 10,
     };
     let bin = release("ensemble-dashboard")?;
     let r = bench::dashboard::run(&args.clickhouse_url, &args.kafka_brokers, &bin, plan).await?;
