@@ -197,8 +197,8 @@ impl Pipeline {
 /// An INSERT under way.
 type Inflight = tokio::task::JoinHandle<Option<Batch>>;
 
-/// Every `every`, sets the lag gauge of each assigned partition
-/// (high watermark − committed offset).
+/// Every `every`, sets the lag gauge of each partition assigned to this
+/// member (high watermark − committed offset), and of no other.
 pub fn spawn_lag_probe(
     consumer: Arc<StreamConsumer>,
     metrics: Metrics,
@@ -213,6 +213,9 @@ pub fn spawn_lag_probe(
                 let Ok(committed) = c.committed(Duration::from_secs(5)) else {
                     return;
                 };
+                // Only the partitions assigned now: a revoked partition's
+                // last figure would otherwise stay, counted twice in the group.
+                m.lag.reset();
                 for e in committed.elements() {
                     let Ok((_low, high)) =
                         c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
