@@ -44,6 +44,15 @@ pub enum MigrateError {
         #[source]
         source: clickhouse::error::Error,
     },
+    #[error(
+        "migration {version} ({name}): cluster mode cannot rewrite `{statement}`; \
+         it knows CREATE TABLE IF NOT EXISTS … ENGINE = …MergeTree(…) and CREATE MATERIALIZED VIEW IF NOT EXISTS … TO …"
+    )]
+    ClusterUnsupported {
+        version: u32,
+        name: String,
+        statement: String,
+    },
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
 }
@@ -110,6 +119,109 @@ pub fn split_statements(sql: &str) -> Vec<String> {
     out
 }
 
+/// Index of the `)` closing the `(` at `open`.
+fn closing_paren(s: &str, open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in s[open..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(open + i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Names of the tables `CREATE TABLE IF NOT EXISTS` makes in `statements`.
+fn created_tables<'a>(statements: impl Iterator<Item = &'a String>) -> Vec<String> {
+    statements
+        .filter_map(|s| s.trim().strip_prefix("CREATE TABLE IF NOT EXISTS "))
+        .filter_map(|rest| rest.split(|c: char| c.is_whitespace() || c == '(').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One single-node statement as cluster DDL: a table becomes a replicated
+/// `<db>.<name>_local` on every node plus a `Distributed` `<db>.<name>` over
+/// them, sharded by `cityHash64(visitor_id)` when the table has a visitor
+/// (one visitor's journey on one shard) and at random otherwise; a
+/// materialized view reads and writes the local tables of its node. `None`
+/// for anything else.
+pub fn cluster_statements(
+    stmt: &str,
+    db: &str,
+    cluster: &str,
+    tables: &[String],
+) -> Option<Vec<String>> {
+    let s = stmt.trim();
+    if let Some(rest) = s.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
+        let name_end = rest.find(|c: char| c.is_whitespace() || c == '(')?;
+        let (name, body) = rest.split_at(name_end);
+        let engine_at = body.find("ENGINE = ")?;
+        let (columns, engine_part) = body.split_at(engine_at);
+        let engine_part = &engine_part["ENGINE = ".len()..];
+        let open = engine_part.find('(')?;
+        let engine = engine_part[..open].trim();
+        if !engine.ends_with("MergeTree") || engine.starts_with("Replicated") {
+            return None;
+        }
+        let close = closing_paren(engine_part, open)?;
+        let args = engine_part[open + 1..close].trim();
+        let tail = &engine_part[close + 1..];
+        let zk = format!("'/clickhouse/tables/{{shard}}/{db}/{name}_local', '{{replica}}'");
+        let args = if args.is_empty() {
+            zk
+        } else {
+            format!("{zk}, {args}")
+        };
+        let key = if columns.contains("visitor_id String") {
+            "cityHash64(visitor_id)"
+        } else {
+            "rand()"
+        };
+        return Some(vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{name}_local ON CLUSTER {cluster} {columns}ENGINE = Replicated{engine}({args}){tail}"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{name} ON CLUSTER {cluster} AS {db}.{name}_local \
+                 ENGINE = Distributed({cluster}, {db}, {name}_local, {key})"
+            ),
+        ]);
+    }
+    if let Some(rest) = s.strip_prefix("CREATE MATERIALIZED VIEW IF NOT EXISTS ") {
+        let (name, rest) = rest.split_once(" TO ")?;
+        let (target, select) = rest.split_once(" AS")?;
+        if !tables.iter().any(|t| t == target.trim()) {
+            return None;
+        }
+        let mut select = select.to_owned();
+        for t in tables {
+            for sep in [" ", "\n"] {
+                select = select.replace(
+                    &format!("FROM {t}{sep}"),
+                    &format!("FROM {db}.{t}_local{sep}"),
+                );
+            }
+            if select.ends_with(&format!("FROM {t}")) {
+                let cut = select.len() - t.len();
+                select = format!("{}{db}.{t}_local", &select[..cut]);
+            }
+        }
+        return Some(vec![format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{} ON CLUSTER {cluster} TO {db}.{}_local AS{select}",
+            name.trim(),
+            target.trim()
+        )]);
+    }
+    None
+}
+
 /// The embedded migrations, sorted by version.
 pub fn migrations() -> Result<Vec<Migration>, MigrateError> {
     let mut list = MIGRATION_FILES
@@ -143,12 +255,23 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
     if !is_identifier(db) {
         return Err(MigrateError::BadDatabase(db.clone()));
     }
-    // The database name is an identifier, checked above; it cannot be bound.
+    if store.is_cluster() && !is_identifier(&store.cluster) {
+        return Err(MigrateError::BadDatabase(store.cluster.clone()));
+    }
+    // Names are identifiers, checked above; they cannot be bound.
+    let on_cluster = if store.is_cluster() {
+        format!(" ON CLUSTER {}", store.cluster)
+    } else {
+        String::new()
+    };
     store
         .server_client()
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+        .query(&format!("CREATE DATABASE IF NOT EXISTS {db}{on_cluster}"))
         .execute()
         .await?;
+    let all = migrations()?;
+    let statements: Vec<Vec<String>> = all.iter().map(Migration::statements).collect();
+    let tables = created_tables(statements.iter().flatten());
     let client = store.client();
     client.query(LEDGER_DDL).execute().await?;
     let applied: Vec<AppliedRow> = client
@@ -157,7 +280,7 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
         .await?;
 
     let mut report = MigrateReport::default();
-    for m in migrations()? {
+    for (m, stmts) in all.into_iter().zip(statements) {
         if let Some(row) = applied.iter().find(|r| r.version == m.version) {
             if row.checksum != m.checksum {
                 return Err(MigrateError::ChecksumMismatch {
@@ -170,17 +293,28 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
             report.already_applied.push(m.version);
             continue;
         }
-        for (i, stmt) in m.statements().iter().enumerate() {
-            client
-                .query_raw(stmt)
-                .execute()
-                .await
-                .map_err(|source| MigrateError::Statement {
-                    version: m.version,
-                    name: m.name.clone(),
-                    statement: i + 1,
-                    source,
+        for (i, stmt) in stmts.iter().enumerate() {
+            let run = if store.is_cluster() {
+                cluster_statements(stmt, db, &store.cluster, &tables).ok_or_else(|| {
+                    MigrateError::ClusterUnsupported {
+                        version: m.version,
+                        name: m.name.clone(),
+                        statement: stmt.lines().next().unwrap_or_default().to_owned(),
+                    }
+                })?
+            } else {
+                vec![stmt.clone()]
+            };
+            for sql in run {
+                client.query_raw(&sql).execute().await.map_err(|source| {
+                    MigrateError::Statement {
+                        version: m.version,
+                        name: m.name.clone(),
+                        statement: i + 1,
+                        source,
+                    }
                 })?;
+            }
         }
         // A bound INSERT … VALUES rather than a RowBinary insert: the same
         // statement runs on 18.16, current servers and the embedded engine.
@@ -209,6 +343,58 @@ mod tests {
         assert_eq!(list[0].version, 1);
         for m in &list {
             assert!(!m.statements().is_empty(), "{} has no statement", m.name);
+        }
+    }
+
+    #[test]
+    fn cluster_mode_rewrites_every_embedded_statement() {
+        let all: Vec<String> = migrations()
+            .unwrap()
+            .iter()
+            .flat_map(Migration::statements)
+            .collect();
+        let tables = created_tables(all.iter());
+        assert_eq!(tables, ["events", "events_hourly"]);
+        let out: Vec<String> = all
+            .iter()
+            .flat_map(|s| {
+                cluster_statements(s, "db", "c1", &tables).unwrap_or_else(|| panic!("{s}"))
+            })
+            .collect();
+        assert!(
+            out.iter().all(|s| s.contains(" ON CLUSTER c1 ")),
+            "{out:#?}"
+        );
+        let events_local = &out[0];
+        assert!(
+            events_local.starts_with("CREATE TABLE IF NOT EXISTS db.events_local ON CLUSTER c1 ")
+        );
+        assert!(events_local.contains(
+            "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/events_local', '{replica}', processed_at)"
+        ));
+        assert!(events_local.contains("ORDER BY (visitor_id, ts, event_id)"));
+        assert_eq!(
+            out[1],
+            "CREATE TABLE IF NOT EXISTS db.events ON CLUSTER c1 AS db.events_local \
+             ENGINE = Distributed(c1, db, events_local, cityHash64(visitor_id))"
+        );
+        assert!(out[2].contains("ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/db/events_hourly_local', '{replica}')"));
+        assert!(out[3].ends_with("ENGINE = Distributed(c1, db, events_hourly_local, rand())"));
+        let mv = &out[4];
+        assert!(mv.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS db.events_hourly_mv ON CLUSTER c1 TO db.events_hourly_local AS"));
+        assert!(
+            mv.contains("FROM db.events_local\n") && !mv.contains("FROM events"),
+            "{mv}"
+        );
+        // What it cannot rewrite, it refuses (the migrator then names the statement).
+        for other in [
+            "ALTER TABLE events ADD COLUMN x UInt8",
+            "CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = Log",
+        ] {
+            assert!(
+                cluster_statements(other, "db", "c1", &tables).is_none(),
+                "{other}"
+            );
         }
     }
 

@@ -46,6 +46,17 @@ pub struct StoreConfig {
         hide_env_values = true
     )]
     pub password: String,
+    /// Cluster mode: the `remote_servers` cluster of the ClickHouse servers.
+    /// The migrator then creates replicated `*_local` tables on every node
+    /// (ON CLUSTER) and `Distributed` tables over them, sharded by visitor;
+    /// the services read and write the distributed tables. Empty: one node.
+    #[arg(
+        global = true,
+        long = "clickhouse-cluster",
+        env = "ENSEMBLE_CLICKHOUSE_CLUSTER",
+        default_value = ""
+    )]
+    pub cluster: String,
 }
 
 impl StoreConfig {
@@ -55,6 +66,31 @@ impl StoreConfig {
             database: database.into(),
             user: "default".into(),
             password: String::new(),
+            cluster: String::new(),
+        }
+    }
+
+    /// The same settings in cluster mode on `cluster`.
+    pub fn on_cluster(mut self, cluster: impl Into<String>) -> Self {
+        self.cluster = cluster.into();
+        self
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster.is_empty()
+    }
+
+    /// Where DDL and mutations on `table` go: the table itself on one node;
+    /// in cluster mode its local tables on every node
+    /// (`<db>.<table>_local ON CLUSTER <cluster>`).
+    pub fn ddl_target(&self, table: &str) -> String {
+        if self.is_cluster() {
+            format!(
+                "{}.{table}_local ON CLUSTER {}",
+                self.database, self.cluster
+            )
+        } else {
+            table.to_owned()
         }
     }
 
@@ -79,17 +115,34 @@ impl StoreConfig {
                 format!("`{}` must match [A-Za-z_][A-Za-z0-9_]*", self.database),
             ));
         }
+        if self.is_cluster() && !is_identifier(&self.cluster) {
+            return Err(ConfigError::new(
+                "--clickhouse-cluster",
+                format!("`{}` must match [A-Za-z_][A-Za-z0-9_]*", self.cluster),
+            ));
+        }
         Ok(())
     }
 
     /// A client without a default database (for `CREATE DATABASE`).
     pub fn server_client(&self) -> clickhouse::Client {
         // The old server (18.16) has no RowBinaryWithNamesAndTypes: no validation.
-        clickhouse::Client::default()
+        let client = clickhouse::Client::default()
             .with_url(&self.url)
             .with_user(&self.user)
             .with_password(&self.password)
-            .with_validation(false)
+            .with_validation(false);
+        if self.is_cluster() {
+            // An INSERT returns once every shard has its rows (so offsets are
+            // committed only after ClickHouse has them), and a subquery on a
+            // distributed table inside a distributed query is computed once
+            // and sent to the shards (GLOBAL IN / JOIN): exact for any key.
+            client
+                .with_setting("insert_distributed_sync", "1")
+                .with_setting("distributed_product_mode", "global")
+        } else {
+            client
+        }
     }
 
     /// A client on the configured database.

@@ -25,12 +25,7 @@ fn main() -> ExitCode {
             "ensemble-processor retention",
             config.validate(),
             move |settings, _| async move {
-                let report = maintenance::retention(
-                    &settings.store.client(),
-                    &settings.store.database,
-                    days,
-                )
-                .await?;
+                let report = maintenance::retention(&settings.store, days).await?;
                 if report.dropped.is_empty() {
                     println!("nothing older than {days} days: no partition dropped");
                 }
@@ -47,13 +42,9 @@ fn main() -> ExitCode {
                 let Some(hasher) = settings.hasher.as_ref() else {
                     unreachable!("validate() requires --contact-secret for erase")
                 };
-                let report = maintenance::erase(
-                    &settings.store.client(),
-                    hasher,
-                    &email,
-                    Duration::from_secs(120),
-                )
-                .await?;
+                let report =
+                    maintenance::erase(&settings.store, hasher, &email, Duration::from_secs(120))
+                        .await?;
                 println!(
                     "contact_hash {}: {} visitors, {} rows deleted, hourly rollup rebuilt for months {:?}",
                     report.contact_hash,

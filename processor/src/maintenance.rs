@@ -5,10 +5,12 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDate, Utc};
 use clickhouse::Row;
 use ensemble_core::privacy::ContactHasher;
+use ensemble_core::StoreConfig;
 use serde::Deserialize;
 
 /// Tables partitioned by month that hold event data.
-const TABLES: [&str; 2] = ["events", "events_hourly"];
+/// The partitioned tables and the column their monthly partition comes from.
+const TABLES: [(&str, &str); 2] = [("events", "ts"), ("events_hourly", "hour")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {
@@ -46,28 +48,40 @@ fn month_end(yyyymm: &str) -> Result<NaiveDate, MaintenanceError> {
 
 /// Drops every monthly partition whose whole month is older than `days`.
 pub async fn retention(
-    client: &clickhouse::Client,
-    database: &str,
+    store: &StoreConfig,
     days: u32,
 ) -> Result<RetentionReport, MaintenanceError> {
+    let client = store.client();
     let cutoff = Utc::now().date_naive() - chrono::Duration::days(i64::from(days));
     let mut report = RetentionReport::default();
-    for table in TABLES {
-        let parts: Vec<PartitionRows> = client
-            .query(
-                "SELECT partition, sum(rows) AS rows FROM system.parts \
-                 WHERE database = ? AND table = ? AND active GROUP BY partition ORDER BY partition",
-            )
-            .bind(database)
-            .bind(table)
-            .fetch_all()
-            .await?;
+    for (table, time_column) in TABLES {
+        let parts: Vec<PartitionRows> = if store.is_cluster() {
+            // Each node holds its shard's parts: ask the distributed table.
+            client
+                .query(&format!(
+                    "SELECT toString(toYYYYMM({time_column})) AS partition, count() AS rows FROM {table} \
+                     GROUP BY partition ORDER BY partition"
+                ))
+                .fetch_all()
+                .await?
+        } else {
+            client
+                .query(
+                    "SELECT partition, sum(rows) AS rows FROM system.parts \
+                     WHERE database = ? AND table = ? AND active GROUP BY partition ORDER BY partition",
+                )
+                .bind(&store.database)
+                .bind(table)
+                .fetch_all()
+                .await?
+        };
         for p in parts {
             if month_end(&p.partition)? <= cutoff {
                 // The partition id is checked to be six digits above: safe to write in.
                 client
                     .query(&format!(
-                        "ALTER TABLE {table} DROP PARTITION {}",
+                        "ALTER TABLE {} DROP PARTITION {}",
+                        store.ddl_target(table),
                         p.partition
                     ))
                     .execute()
@@ -93,11 +107,12 @@ pub struct ErasureReport {
 /// is deleted from `events`, and the hourly rollup of the months they
 /// touched is rebuilt from what remains.
 pub async fn erase(
-    client: &clickhouse::Client,
+    store: &StoreConfig,
     hasher: &ContactHasher,
     email: &str,
     wait: Duration,
 ) -> Result<ErasureReport, MaintenanceError> {
+    let client = store.client();
     let contact_hash = hasher.contact_hash(email);
     let visitors: Vec<String> = client
         .query("SELECT DISTINCT visitor_id FROM events WHERE contact_hash = ? ORDER BY visitor_id")
@@ -123,7 +138,10 @@ pub async fn erase(
         .fetch_all()
         .await?;
     client
-        .query("ALTER TABLE events DELETE WHERE has(?, visitor_id)")
+        .query(&format!(
+            "ALTER TABLE {} DELETE WHERE has(?, visitor_id)",
+            store.ddl_target("events")
+        ))
         .bind(&report.visitors)
         .execute()
         .await?;
@@ -150,7 +168,10 @@ pub async fn erase(
         // States are sets of event ids / visitors: rows the live view adds
         // while this runs merge with the rebuilt ones without double counting.
         client
-            .query(&format!("ALTER TABLE events_hourly DROP PARTITION {month}"))
+            .query(&format!(
+                "ALTER TABLE {} DROP PARTITION {month}",
+                store.ddl_target("events_hourly")
+            ))
             .execute()
             .await?;
         client

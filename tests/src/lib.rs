@@ -4,7 +4,7 @@
 //! or swap the real thing.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -332,6 +332,22 @@ pub fn assert_refuses(bin: &str, args: &[&str], env: &[(&str, &str)], setting: &
     );
 }
 
+/// A workspace binary in `target/debug`, which `cargo test --workspace`
+/// (deploy/local/test) builds first; `cargo test -p ensemble-tests` alone
+/// may run stale ones.
+pub fn workspace_binary(name: &str) -> String {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo test --workspace` (deploy/local/test)",
+        path.display()
+    );
+    path.display().to_string()
+}
+
 /// A service binary running as a child process, stopped with SIGTERM on drop.
 pub struct Service {
     pub port: u16,
@@ -465,6 +481,12 @@ pub struct PrivateClickHouse {
 
 impl PrivateClickHouse {
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(free_port(), "")
+    }
+
+    /// A server on native port `tcp_port` with `extra` XML added to its
+    /// config (cluster, ZooKeeper, macros).
+    pub fn start_with(tcp_port: u16, extra: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut ch = Self {
             http_port: free_port(),
@@ -482,8 +504,9 @@ impl PrivateClickHouse {
             .replace("@DATA_DIR@", &format!("{root}/data"))
             .replace("@CONF_DIR@", &format!("{root}/conf"))
             .replace("@HTTP_PORT@", &ch.http_port.to_string())
-            .replace("@TCP_PORT@", &free_port().to_string())
-            .replace("@INTERSERVER_PORT@", &free_port().to_string());
+            .replace("@TCP_PORT@", &tcp_port.to_string())
+            .replace("@INTERSERVER_PORT@", &free_port().to_string())
+            .replace("</yandex>", &format!("{extra}\n</yandex>"));
         std::fs::write(ch.dir.path().join("conf/config.xml"), config)?;
         std::fs::copy(
             repo_root().join("deploy/local/clickhouse-users.xml"),
@@ -538,6 +561,121 @@ impl PrivateClickHouse {
 impl Drop for PrivateClickHouse {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A ZooKeeper of its own (Debian's `zookeeper` package), for replicated
+/// tables and ON CLUSTER DDL; stopped on drop.
+pub struct PrivateZooKeeper {
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl PrivateZooKeeper {
+    pub fn start() -> anyhow::Result<Self> {
+        let script = Path::new("/usr/share/zookeeper/bin/zkServer.sh");
+        anyhow::ensure!(
+            script.exists(),
+            "{} missing: deploy/local/test installs Debian's zookeeper package",
+            script.display()
+        );
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let root = dir.path().display().to_string();
+        std::fs::create_dir_all(dir.path().join("data"))?;
+        let cfg = dir.path().join("zoo.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={root}/data\nclientPort={port}\n\
+                 clientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=ruok\n"
+            ),
+        )?;
+        let log = std::fs::File::create(dir.path().join("zookeeper.log"))?;
+        let child = Command::new(script)
+            .arg("start-foreground")
+            .arg(&cfg)
+            .env("ZOO_LOG_DIR", &root)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let zk = Self {
+            port,
+            _dir: dir,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !zk.ruok() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "private zookeeper did not answer in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(zk)
+    }
+
+    fn ruok(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut answer = String::new();
+        s.write_all(b"ruok").is_ok()
+            && s.set_read_timeout(Some(Duration::from_secs(2))).is_ok()
+            && s.read_to_string(&mut answer).is_ok()
+            && answer == "imok"
+    }
+}
+
+impl Drop for PrivateZooKeeper {
+    fn drop(&mut self) {
+        // zkServer.sh execs java: the child is the server.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ClickHouse servers on loopback forming cluster `name`: one shard each
+/// (macros `{shard}` = 01, 02, …, `{replica}` = r1), with a private ZooKeeper
+/// for the replicated tables and ON CLUSTER DDL.
+pub struct ClickHouseCluster {
+    pub name: String,
+    pub nodes: Vec<PrivateClickHouse>,
+    _zookeeper: PrivateZooKeeper,
+}
+
+impl ClickHouseCluster {
+    pub fn start(shards: usize) -> anyhow::Result<Self> {
+        let zookeeper = PrivateZooKeeper::start()?;
+        let name = "ensemble_test".to_owned();
+        let tcp: Vec<u16> = (0..shards).map(|_| free_port()).collect();
+        let remote: String = tcp
+            .iter()
+            .map(|p| {
+                format!("<shard><internal_replication>true</internal_replication><replica><host>127.0.0.1</host><port>{p}</port></replica></shard>")
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, port) in tcp.iter().enumerate() {
+            let extra = format!(
+                "<remote_servers><{name}>{remote}</{name}></remote_servers>\n\
+                 <zookeeper><node><host>127.0.0.1</host><port>{zk}</port></node></zookeeper>\n\
+                 <macros><shard>{shard:02}</shard><replica>r1</replica></macros>\n\
+                 <interserver_http_host>127.0.0.1</interserver_http_host>\n\
+                 <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>",
+                zk = zookeeper.port,
+                shard = i + 1,
+            );
+            nodes.push(PrivateClickHouse::start_with(*port, &extra)?);
+        }
+        Ok(Self {
+            name,
+            nodes,
+            _zookeeper: zookeeper,
+        })
     }
 }
 

@@ -11,7 +11,6 @@
 //! (deploy/local/test) builds first; `cargo test -p ensemble-tests` alone may
 //! run stale ones.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ensemble_core::Campaign;
@@ -20,27 +19,13 @@ use ensemble_tests::sim::{send_import, simulate, SimConfig};
 use ensemble_tests::truth::{compute, Calendar};
 use ensemble_tests::{
     campaign_file, create_topic, kafka_brokers, metric_value, migrated_database, poll_until,
-    unique, Service,
+    unique, workspace_binary, Service,
 };
 use serde_json::Value;
 
 const SECRET: &str = "e2e-contact-secret-0123456789";
 const IMPORT: &str = "e2e-import-token-0123456789";
 const ANALYST: &str = "e2e-analyst-token-0123456789";
-
-/// A workspace binary, built by `cargo test --workspace` (deploy/local/test).
-fn binary(name: &str) -> String {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| ensemble_tests::repo_root().join("target"));
-    let path = target.join("debug").join(name);
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo test --workspace` (deploy/local/test)",
-        path.display()
-    );
-    path.display().to_string()
-}
 
 async fn ready(svc: &Service, name: &str) {
     poll_until(&format!("{name} /readyz"), Duration::from_secs(60), || {
@@ -134,11 +119,12 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         "--trust-forwarded-for",
     ];
     args.extend(kafka);
-    let ingest = Service::start(&binary("ensemble-ingest"), &args, &[]).expect("ingest");
+    let ingest = Service::start(&workspace_binary("ensemble-ingest"), &args, &[]).expect("ingest");
     let mut args = vec!["--campaign", &c, "--group-id", &group];
     args.extend(kafka);
     args.extend(ch);
-    let processor = Service::start(&binary("ensemble-processor"), &args, &[]).expect("processor");
+    let processor =
+        Service::start(&workspace_binary("ensemble-processor"), &args, &[]).expect("processor");
     let mut args = vec![
         "--campaign",
         &c,
@@ -149,7 +135,8 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
     ];
     args.extend(kafka);
     args.extend(ch);
-    let dashboard = Service::start(&binary("ensemble-dashboard"), &args, &[]).expect("dashboard");
+    let dashboard =
+        Service::start(&workspace_binary("ensemble-dashboard"), &args, &[]).expect("dashboard");
     for (svc, name) in [
         (&ingest, "ingest"),
         (&processor, "processor"),
