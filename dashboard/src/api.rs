@@ -66,6 +66,14 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::Store(e) => {
                 tracing::warn!(error = %e, "clickhouse query failed");
+                if is_too_large(&e.to_string()) {
+                    let body = json!({
+                        "error": "query_too_large",
+                        "message": "this question needs more memory or time than ClickHouse allows one query; \
+                                    narrow it with from/to, phase or channel",
+                    });
+                    return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+                }
                 (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
             }
         };
@@ -75,6 +83,15 @@ impl IntoResponse for ApiError {
         }
         (status, Json(body)).into_response()
     }
+}
+
+/// ClickHouse refused the query for its size, not for being down:
+/// MEMORY_LIMIT_EXCEEDED (241), TIMEOUT_EXCEEDED (159), TOO_SLOW (160),
+/// TOO_MANY_ROWS_OR_BYTES (396).
+fn is_too_large(message: &str) -> bool {
+    ["Code: 241,", "Code: 159,", "Code: 160,", "Code: 396,"]
+        .iter()
+        .any(|c| message.contains(c))
 }
 
 /// Constant-time token comparison.
@@ -332,9 +349,14 @@ fn from_ms(ms: u64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or_default()
 }
 
-/// First sign-up of each contact (ties by event id), kept when it falls in the filters.
-const FIRST_SIGNUPS: &str = "SELECT contact_hash, visitor_id, event_id, ms FROM ( \
-     SELECT contact_hash, any(visitor_id) AS visitor_id, event_id, any(toUInt64(ts) * 1000 + ts_ms) AS ms \
+/// First sign-up of each contact (ties by event id), with the columns the
+/// filters test (`ts`, `phase`, `device_class`, `is_bot`) so the outer query
+/// can keep the ones that fall in the filters. (Inner aliases differ from the
+/// column names: 18.16 would read `is_bot` in the WHERE as the aggregate.)
+const FIRST_SIGNUPS: &str = "SELECT contact_hash, visitor_id, event_id, ms, \
+       s_ts AS ts, s_phase AS phase, s_device AS device_class, s_bot AS is_bot FROM ( \
+     SELECT contact_hash, any(visitor_id) AS visitor_id, event_id, any(toUInt64(ts) * 1000 + ts_ms) AS ms, \
+       any(ts) AS s_ts, any(phase) AS s_phase, any(device_class) AS s_device, any(is_bot) AS s_bot \
      FROM events WHERE event_type = 'signup' AND contact_hash != '' {bots} GROUP BY contact_hash, event_id \
    ) ORDER BY contact_hash, ms, event_id LIMIT 1 BY contact_hash";
 
@@ -343,10 +365,10 @@ pub async fn credits(state: &ApiState, f: &Filters) -> Result<Credits, ApiError>
     let bots = if f.include_bots { "" } else { "AND is_bot = 0" };
     let first = FIRST_SIGNUPS.replace("{bots}", bots);
     let (cond, binds) = f.conditions(true);
-    // The conversion itself must match the filters (time, phase, device, bots).
-    let conversions_sql = format!(
-        "SELECT visitor_id, event_id, ms FROM ({first}) WHERE event_id IN (SELECT event_id FROM events WHERE {cond})"
-    );
+    // The conversion itself must match the filters (time, phase, device,
+    // bots): tested on the first sign-up's own columns (every delivery of
+    // an event carries the same ones).
+    let conversions_sql = format!("SELECT visitor_id, event_id, ms FROM ({first}) WHERE {cond}");
     let conversions: Vec<ConversionRow> = bind_all(state.client.query(&conversions_sql), &binds)
         .fetch_all()
         .await?;
@@ -1115,4 +1137,23 @@ pub async fn journey(
         })).collect::<Vec<_>>(),
     }))
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_clickhouse_finds_too_large_is_told_apart_from_an_outage() {
+        let memory = "bad response: Code: 241, e.displayText() = DB::Exception: Memory limit (for query) exceeded";
+        assert!(is_too_large(memory));
+        assert!(is_too_large(
+            "Code: 159, e.displayText() = DB::Exception: Timeout exceeded"
+        ));
+        assert!(!is_too_large("network error: connection refused"));
+        assert!(!is_too_large(
+            "Code: 60, e.displayText() = DB::Exception: Table x.events doesn't exist"
+        ));
+        assert!(!is_too_large("Code: 2410, something else"));
+    }
 }

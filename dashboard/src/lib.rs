@@ -105,7 +105,13 @@ async fn page() -> axum::response::Html<&'static str> {
 pub fn state(settings: &Settings) -> api::Shared {
     std::sync::Arc::new(api::ApiState {
         campaign: settings.campaign.clone(),
-        client: settings.store.client(),
+        // Large GROUP BYs and sorts spill to disk past 1.5 GB instead of
+        // failing on ClickHouse's per-query memory limit.
+        client: settings
+            .store
+            .client()
+            .with_setting("max_bytes_before_external_group_by", "1500000000")
+            .with_setting("max_bytes_before_external_sort", "1500000000"),
         analyst_tokens: settings.analyst_tokens.clone(),
         agency_tokens: settings.agency_tokens.clone(),
         kafka: settings.kafka.clone(),

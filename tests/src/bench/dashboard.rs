@@ -15,7 +15,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use ensemble_core::{Campaign, EventRow, StoreConfig};
 use ensemble_ingest::normalise::{Mode, Normaliser};
 use ensemble_processor::enrich::Enricher;
@@ -25,7 +24,7 @@ use crate::sim::{simulate, SimConfig};
 use crate::{poll_until, Service};
 
 /// Bumped whenever the generated rows change, so an old database is rebuilt.
-const GENERATOR: &str = "sim-v1-50k-people-chunks";
+const GENERATOR: &str = "sim-v2-50k-people-chunks-live-times";
 const PEOPLE_PER_CHUNK: usize = 50_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -68,19 +67,16 @@ async fn load(
         .await
         .ok()
         .flatten();
+    // The meta row is written after the last chunk: its presence means a
+    // complete load (merges may since have folded the duplicate deliveries,
+    // so `count()` is not compared).
     if let Some((generator, rows)) = meta {
-        let have: u64 = store
-            .client()
-            .query("SELECT count() FROM events")
-            .fetch_one()
-            .await
-            .unwrap_or(0);
-        if generator == GENERATOR && rows >= target_rows && have == rows {
+        if generator == GENERATOR && rows >= target_rows {
             progress(&format!(
-                "dashboard: reusing {} ({rows} rows, {GENERATOR})",
+                "dashboard: reusing {} ({rows} rows inserted earlier, {GENERATOR})",
                 store.database
             ));
-            return Ok(format!("reused from an earlier run ({rows} rows)"));
+            return Ok(format!("reused from an earlier run ({rows} rows inserted)"));
         }
     }
     progress(&format!(
@@ -117,17 +113,24 @@ async fn load(
                 ..SimConfig::default()
             },
         );
-        let now = Utc::now();
         let mut insert = client.insert::<EventRow>("events").await?;
         for e in &sim.events {
             let Ok(valid) = ensemble_core::event::validate(e) else {
                 continue; // malformed: the collector refuses it
             };
-            let ctx = normaliser.context(now, [127, 0, 0, 1].into(), None, Mode::Import);
+            // As if the campaign had run live: received a second after the
+            // event, processed a second later.
+            let Some(at) = valid.ts else { continue };
+            let received = at + chrono::Duration::seconds(1);
+            let ctx = normaliser.context(received, [127, 0, 0, 1].into(), None, Mode::Import);
             let Ok(m) = normaliser.normalise(valid, &ctx) else {
                 continue;
             };
-            let row = EventRow::new(&m, enricher.enrich(campaign, &m), now);
+            let row = EventRow::new(
+                &m,
+                enricher.enrich(campaign, &m),
+                received + chrono::Duration::seconds(1),
+            );
             insert.write(&row).await?;
             rows_total += 1;
         }
@@ -301,7 +304,8 @@ pub fn report(r: &DashboardResult, plan: &DashboardPlan) -> String {
     out.push_str(&format!(
         "{} rows ({} distinct events; the rest are the simulated client retries) in one ClickHouse 18.16 table. \
          **Loaded by bulk INSERT, not through the collector:** the simulator's events went through the product's \
-         validation, normalisation (import mode) and enrichment and were inserted directly ({}). Each endpoint: \
+         validation, normalisation (import mode) and enrichment and were inserted directly ({}), received and \
+         processed one and two seconds after their event time, as if the campaign had run live. Each endpoint: \
          one warm-up request, then {} sequential requests with an analyst token over the whole campaign (the \
          default range), timed by the client. Baseline: ClickHouse alone, one pass over the table \
          (`SELECT count(), uniqExact(visitor_id) FROM events`): p50 {:.0} ms, p95 {:.0} ms.\n\n",
