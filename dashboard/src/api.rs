@@ -341,8 +341,8 @@ struct ContactRow {
     #[serde(with = "clickhouse::serde::uuid")]
     event_id: Uuid,
     ms: u64,
-    channel: String,
-    action: String,
+    ch: String,
+    act: String,
 }
 
 fn from_ms(ms: u64) -> DateTime<Utc> {
@@ -372,50 +372,74 @@ pub async fn credits(state: &ApiState, f: &Filters) -> Result<Credits, ApiError>
     let conversions: Vec<ConversionRow> = bind_all(state.client.query(&conversions_sql), &binds)
         .fetch_all()
         .await?;
+    // Conversions by visitor, in visitor order: credit is added in the same
+    // order on every run and every topology, so sums agree to the last bit.
+    let mut by_visitor: BTreeMap<String, Vec<Conversion>> = BTreeMap::new();
+    for c in &conversions {
+        by_visitor
+            .entry(c.visitor_id.clone())
+            .or_default()
+            .push(Conversion {
+                ts: from_ms(c.ms),
+                event_id: c.event_id,
+            });
+    }
     let lookback_start = f.from - state.campaign.attribution.lookback;
+    // Only what can be part of a touch (touch channels, no exposure; the
+    // same rules `attribution::touches` applies; aliases differ from the
+    // column names the WHERE reads, for 18.16), streamed in visitor order:
+    // memory holds one visitor's contacts at a time, not every contact of
+    // every converting visitor (1.1 GB at 10 M events).
     let contacts_sql = format!(
-        "SELECT visitor_id, event_id, any(toUInt64(ts) * 1000 + ts_ms) AS ms, any(channel) AS channel, \
-         any(action) AS action FROM events \
+        "SELECT visitor_id, event_id, any(toUInt64(ts) * 1000 + ts_ms) AS ms, any(channel) AS ch, \
+         any(action) AS act FROM events \
          WHERE ts >= toDateTime(?) AND ts < toDateTime(?) {bots} \
+         AND has(?, channel) AND action NOT IN ('impression', 'pass') \
          AND visitor_id IN (SELECT visitor_id FROM ({conversions_sql})) \
-         GROUP BY visitor_id, event_id"
+         GROUP BY visitor_id, event_id ORDER BY visitor_id"
     );
-    let mut contact_binds = vec![
+    let lookback = [
         crate::filters::Bind::U32(u32::try_from(lookback_start.timestamp().max(0)).unwrap_or(0)),
         crate::filters::Bind::U32(u32::try_from(f.to.timestamp().max(0)).unwrap_or(u32::MAX)),
     ];
-    contact_binds.extend(binds.iter().cloned());
-    let rows: Vec<ContactRow> = bind_all(state.client.query(&contacts_sql), &contact_binds)
-        .fetch_all()
-        .await?;
-    let mut by_visitor: HashMap<&str, Vec<Contact>> = HashMap::new();
-    for r in &rows {
-        by_visitor
-            .entry(r.visitor_id.as_str())
-            .or_default()
-            .push(Contact {
-                ts: from_ms(r.ms),
-                event_id: r.event_id,
-                channel: r.channel.clone(),
-                action: TinderAction::parse(&r.action),
-            });
-    }
+    let q = bind_all(state.client.query(&contacts_sql), &lookback)
+        .bind(touch_channels(&state.campaign));
+    let mut cursor = bind_all(q, &binds).fetch::<ContactRow>()?;
     let gap = state.campaign.attribution.touch_gap;
     let mut out = Credits::default();
-    for c in &conversions {
-        let contacts = by_visitor
-            .get(c.visitor_id.as_str())
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
+    let credit = |out: &mut Credits, conversions: &[Conversion], contacts: &[Contact]| {
         let touches = attribution::touches(&state.campaign, gap, contacts);
-        out.add(
-            &state.campaign,
-            &Conversion {
-                ts: from_ms(c.ms),
-                event_id: c.event_id,
-            },
-            &touches,
-        );
+        for c in conversions {
+            out.add(&state.campaign, c, &touches);
+        }
+    };
+    let mut current: Option<String> = None;
+    let mut contacts: Vec<Contact> = Vec::new();
+    while let Some(r) = cursor.next().await? {
+        if current.as_deref() != Some(r.visitor_id.as_str()) {
+            if let Some(v) = current.take() {
+                if let Some(list) = by_visitor.remove(&v) {
+                    credit(&mut out, &list, &contacts);
+                }
+            }
+            contacts.clear();
+            current = Some(r.visitor_id.clone());
+        }
+        contacts.push(Contact {
+            ts: from_ms(r.ms),
+            event_id: r.event_id,
+            channel: r.ch,
+            action: TinderAction::parse(&r.act),
+        });
+    }
+    if let Some(v) = current.take() {
+        if let Some(list) = by_visitor.remove(&v) {
+            credit(&mut out, &list, &contacts);
+        }
+    }
+    // Conversions without any touch event: credited to `direct`.
+    for list in by_visitor.values() {
+        credit(&mut out, list, &[]);
     }
     // The channel filter narrows what is shown, not how credit is shared.
     if f.channel.is_some() {
