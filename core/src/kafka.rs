@@ -201,47 +201,82 @@ impl GroupLag {
     }
 }
 
-/// Reads `group`'s committed offsets and the end offsets of `topic` (a
-/// metadata, a watermark and an offset-fetch round trip; joins no group).
+/// Reads a consumer group's progress on a topic over one long-lived client
+/// (a consumer configured with the group id that never subscribes, so it
+/// never joins the group): a metadata, a watermark and an offset-fetch round
+/// trip per read, no client set-up.
+pub struct LagReader {
+    consumer: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+    topic: String,
+}
+
+impl std::fmt::Debug for LagReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LagReader")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LagReader {
+    pub fn new(brokers: &str, topic: &str, group: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            consumer: std::sync::Arc::new(
+                KafkaConfig::new(brokers, topic)
+                    .consumer_config(group)
+                    .create()?,
+            ),
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// The group's committed offset (0 when it has none yet) and the end
+    /// offset of every partition of the topic.
+    pub async fn read(&self, timeout: std::time::Duration) -> anyhow::Result<GroupLag> {
+        use rdkafka::consumer::Consumer;
+        let (c, topic) = (self.consumer.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            // The client never subscribes: nothing but queued client events
+            // (e.g. a broker that went away) can come out; drop them.
+            while c.poll(std::time::Duration::ZERO).is_some() {}
+            let md = c.fetch_metadata(Some(&topic), timeout)?;
+            let t = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+                .ok_or_else(|| anyhow::anyhow!("topic `{topic}` does not exist"))?;
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            let mut lag = GroupLag::default();
+            for p in t.partitions() {
+                tpl.add_partition(&topic, p.id());
+                lag.partitions.push(PartitionLag {
+                    partition: p.id(),
+                    committed: 0,
+                    end: c.fetch_watermarks(&topic, p.id(), timeout)?.1,
+                });
+            }
+            for e in c.committed_offsets(tpl, timeout)?.elements() {
+                if let (Some(o), Some(p)) = (
+                    e.offset().to_raw().filter(|o| *o >= 0),
+                    lag.partitions
+                        .iter_mut()
+                        .find(|p| p.partition == e.partition()),
+                ) {
+                    p.committed = o;
+                }
+            }
+            Ok(lag)
+        })
+        .await?
+    }
+}
+
+/// [`LagReader::read`] once, with a client made for the occasion.
 pub async fn group_lag(
     brokers: &str,
     topic: &str,
     group: &str,
     timeout: std::time::Duration,
 ) -> anyhow::Result<GroupLag> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let (brokers, topic, group) = (brokers.to_owned(), topic.to_owned(), group.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = KafkaConfig::new(&brokers, &topic)
-            .consumer_config(&group)
-            .create()?;
-        let md = c.fetch_metadata(Some(&topic), timeout)?;
-        let t = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-            .ok_or_else(|| anyhow::anyhow!("topic `{topic}` does not exist"))?;
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        let mut lag = GroupLag::default();
-        for p in t.partitions() {
-            tpl.add_partition(&topic, p.id());
-            lag.partitions.push(PartitionLag {
-                partition: p.id(),
-                committed: 0,
-                end: c.fetch_watermarks(&topic, p.id(), timeout)?.1,
-            });
-        }
-        for e in c.committed_offsets(tpl, timeout)?.elements() {
-            if let (Some(o), Some(p)) = (
-                e.offset().to_raw().filter(|o| *o >= 0),
-                lag.partitions
-                    .iter_mut()
-                    .find(|p| p.partition == e.partition()),
-            ) {
-                p.committed = o;
-            }
-        }
-        Ok(lag)
-    })
-    .await?
+    LagReader::new(brokers, topic, group)?.read(timeout).await
 }

@@ -13,7 +13,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use clickhouse::Row;
 use ensemble_core::event::TinderAction;
-use ensemble_core::{Campaign, KafkaConfig};
+use ensemble_core::Campaign;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -35,9 +35,9 @@ pub struct ApiState {
     pub client: clickhouse::Client,
     pub analyst_tokens: Vec<String>,
     pub agency_tokens: Vec<String>,
-    /// Where the processor's progress is read (`/api/live`'s pending events).
-    pub kafka: KafkaConfig,
-    pub processor_group: String,
+    /// The processor group's progress on the events topic (`/api/live`'s
+    /// pending events), over one client for the life of the service.
+    pub lag: ensemble_core::kafka::LagReader,
 }
 
 pub type Shared = Arc<ApiState>;
@@ -708,13 +708,7 @@ pub async fn progress(state: &ApiState, now: DateTime<Utc>) -> Result<Progress, 
         .bind(since)
         .fetch_one()
         .await?;
-    let lag = ensemble_core::kafka::group_lag(
-        &state.kafka.brokers,
-        &state.kafka.topic,
-        &state.processor_group,
-        std::time::Duration::from_secs(2),
-    )
-    .await;
+    let lag = state.lag.read(std::time::Duration::from_secs(2)).await;
     let at = |t: u32| {
         (t > 0)
             .then(|| DateTime::from_timestamp(i64::from(t), 0))

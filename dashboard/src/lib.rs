@@ -102,8 +102,8 @@ async fn page() -> axum::response::Html<&'static str> {
 }
 
 /// The API state for `settings`.
-pub fn state(settings: &Settings) -> api::Shared {
-    std::sync::Arc::new(api::ApiState {
+pub fn state(settings: &Settings) -> anyhow::Result<api::Shared> {
+    Ok(std::sync::Arc::new(api::ApiState {
         campaign: settings.campaign.clone(),
         // Large GROUP BYs and sorts spill to disk past 1.5 GB instead of
         // failing on ClickHouse's per-query memory limit.
@@ -114,9 +114,12 @@ pub fn state(settings: &Settings) -> api::Shared {
             .with_setting("max_bytes_before_external_sort", "1500000000"),
         analyst_tokens: settings.analyst_tokens.clone(),
         agency_tokens: settings.agency_tokens.clone(),
-        kafka: settings.kafka.clone(),
-        processor_group: settings.processor_group.clone(),
-    })
+        lag: ensemble_core::kafka::LagReader::new(
+            &settings.kafka.brokers,
+            &settings.kafka.topic,
+            &settings.processor_group,
+        )?,
+    }))
 }
 
 /// Serves until `shutdown` trips.
@@ -136,7 +139,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
     let registry = prometheus::Registry::new();
-    let state = state(&settings);
+    let state = state(&settings)?;
     watch::spawn(
         state.clone(),
         &registry,

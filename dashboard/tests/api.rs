@@ -218,7 +218,7 @@ async fn serve(store: &StoreConfig) -> Api {
     .validate()
     .expect("settings");
     let app = router(
-        ensemble_dashboard::state(&settings),
+        ensemble_dashboard::state(&settings).expect("api state"),
         prometheus::Registry::new(),
         Default::default(),
     );
