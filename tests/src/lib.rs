@@ -391,6 +391,26 @@ impl Service {
         http_get(self.port, path)
     }
 
+    /// Waits up to `within` until `/readyz` answers 200 (every dependency
+    /// reachable); returns its body. Panics, naming `name`, on timeout.
+    pub async fn wait_ready(&self, name: &str, within: Duration) -> String {
+        poll_until(&format!("{name} /readyz to answer 200"), within, || {
+            let r = self.get("/readyz");
+            async move { r.filter(|(code, _)| *code == 200).map(|(_, b)| b) }
+        })
+        .await
+    }
+
+    /// GET `path` with `?token=` (or `&token=`), expecting 200 and JSON.
+    pub fn get_json(&self, path: &str, token: &str) -> serde_json::Value {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let (code, body) = self
+            .get(&format!("{path}{sep}token={token}"))
+            .unwrap_or_else(|| panic!("nothing answers {path}"));
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    }
+
     /// Sends SIGTERM and waits up to `within` for the exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
@@ -437,11 +457,7 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 /// and expects a clean exit within 10 s.
 pub async fn assert_ready_then_clean_exit(bin: &str, args: &[&str], env: &[(&str, &str)]) {
     let mut svc = Service::start(bin, args, env).expect("start service");
-    let body = poll_until("/readyz to answer 200", Duration::from_secs(60), || {
-        let r = svc.get("/readyz");
-        async move { r.filter(|(code, _)| *code == 200).map(|(_, b)| b) }
-    })
-    .await;
+    let body = svc.wait_ready(bin, Duration::from_secs(60)).await;
     assert!(
         body.contains("true"),
         "readiness lists its components: {body}"

@@ -70,21 +70,13 @@ fn channel_label(id: &str) -> &'static str {
     IDS.iter().find(|c| **c == id).copied().unwrap_or("inconnu")
 }
 
-/// GET that retries (same request) on 503 / 429 / a broken connection.
-async fn get_retrying(
-    client: &reqwest::Client,
-    url: &str,
-    ua: &str,
-    ip: &str,
+/// Sends the request `make` builds, again (the same request) on 503 / 429
+/// / a broken connection, up to 20 times; the first other answer.
+async fn send_retrying(
+    make: impl Fn() -> reqwest::RequestBuilder,
 ) -> anyhow::Result<reqwest::Response> {
     for attempt in 0..20 {
-        match client
-            .get(url)
-            .header("user-agent", ua)
-            .header("x-forwarded-for", ip)
-            .send()
-            .await
-        {
+        match make().send().await {
             Ok(r) if matches!(r.status().as_u16(), 429 | 503) => {}
             Ok(r) => return Ok(r),
             Err(e) if attempt == 19 => return Err(e.into()),
@@ -92,7 +84,24 @@ async fn get_retrying(
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    anyhow::bail!("{url}: still refused after 20 attempts")
+    anyhow::bail!("still refused after 20 attempts")
+}
+
+/// GET `url` as a phone at `ip`, retrying (see [`send_retrying`]).
+async fn get_retrying(
+    client: &reqwest::Client,
+    url: &str,
+    ua: &str,
+    ip: &str,
+) -> anyhow::Result<reqwest::Response> {
+    send_retrying(|| {
+        client
+            .get(url)
+            .header("user-agent", ua)
+            .header("x-forwarded-for", ip)
+    })
+    .await
+    .map_err(|e| e.context(url.to_owned()))
 }
 
 /// Sends `people` live journeys to the collector at `base` (which must trust
@@ -238,27 +247,22 @@ async fn send_event(
     e: &Value,
     ip: &str,
 ) -> anyhow::Result<()> {
-    for _ in 0..20 {
-        let r = client
+    let r = send_retrying(|| {
+        client
             .post(format!("{base}/v1/events"))
             .header("user-agent", UA)
             .header("x-forwarded-for", ip)
             .json(e)
-            .send()
-            .await;
-        match r {
-            Ok(r) if r.status() == 200 => return Ok(()),
-            Ok(r) if matches!(r.status().as_u16(), 429 | 503) => {}
-            Ok(r) => anyhow::bail!(
-                "events API answered {}: {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            ),
-            Err(_) => {}
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    anyhow::bail!("the events API kept refusing {e}")
+    })
+    .await
+    .map_err(|err| err.context(format!("the events API kept refusing {e}")))?;
+    anyhow::ensure!(
+        r.status() == 200,
+        "events API answered {}: {}",
+        r.status(),
+        r.text().await.unwrap_or_default()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

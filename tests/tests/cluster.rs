@@ -14,27 +14,9 @@ use ensemble_tests::{
     campaign_file, create_topic, group_progress, kafka_brokers, migrated_database, poll_until,
     unique, workspace_binary, ClickHouseCluster, Service,
 };
-use serde_json::Value;
 
 const IMPORT: &str = "cluster-import-token-0123456789";
 const ANALYST: &str = "cluster-analyst-token-0123456789";
-
-async fn ready(svc: &Service, name: &str) {
-    poll_until(&format!("{name} /readyz"), Duration::from_secs(60), || {
-        let r = svc.get("/readyz");
-        async move { r.filter(|(c, _)| *c == 200).map(|_| ()) }
-    })
-    .await;
-}
-
-fn get(svc: &Service, path: &str) -> Value {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let (code, body) = svc
-        .get(&format!("{path}{sep}token={ANALYST}"))
-        .expect("dashboard answers");
-    assert_eq!(code, 200, "{path}: {body}");
-    serde_json::from_str(&body).expect("json")
-}
 
 fn store_args(store: &StoreConfig) -> Vec<String> {
     let mut a = vec![
@@ -132,10 +114,10 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
         let dashboard = start("ensemble-dashboard", &args);
         pipelines.push((group, processor, dashboard));
     }
-    ready(&ingest, "ingest").await;
+    ingest.wait_ready("ingest", Duration::from_secs(60)).await;
     for (_, p, d) in &pipelines {
-        ready(p, "processor").await;
-        ready(d, "dashboard").await;
+        p.wait_ready("processor", Duration::from_secs(60)).await;
+        d.wait_ready("dashboard", Duration::from_secs(60)).await;
     }
 
     let (accepted, _) = send_import(&ingest.base(), IMPORT, &sim.events, 500, |_| {})
@@ -202,17 +184,17 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
     ];
     let (one, two) = (&pipelines[0].2, &pipelines[1].2);
     for path in paths {
-        let (a, b) = (get(one, path), get(two, path));
+        let (a, b) = (one.get_json(path, ANALYST), two.get_json(path, ANALYST));
         assert_eq!(a, b, "{path}: single node vs cluster");
     }
-    let overview = get(two, "/api/overview");
+    let overview = two.get_json("/api/overview", ANALYST);
     assert!(
         overview["current"]["totals"]["signups"].as_u64() > Some(100),
         "a real campaign: {overview}"
     );
     // Erasing a person (mutation ON CLUSTER, rollup rebuilt through the
     // distributed table) changes both the same way.
-    let before = get(two, "/api/overview");
+    let before = two.get_json("/api/overview", ANALYST);
     let person = sim
         .truth
         .iter()
@@ -237,16 +219,20 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
         "/api/attribution",
         "/api/timeseries?metric=events&bucket=hour",
     ] {
-        assert_eq!(get(one, path), get(two, path), "after erasure, {path}");
+        assert_eq!(
+            one.get_json(path, ANALYST),
+            two.get_json(path, ANALYST),
+            "after erasure, {path}"
+        );
     }
     assert_eq!(
-        get(two, "/api/overview")["current"]["totals"]["signups"].as_u64(),
+        two.get_json("/api/overview", ANALYST)["current"]["totals"]["signups"].as_u64(),
         before["current"]["totals"]["signups"]
             .as_u64()
             .map(|n| n - 1),
         "one sign-up fewer"
     );
-    let live = get(two, "/api/live");
+    let live = two.get_json("/api/live", ANALYST);
     assert_eq!(live["pending_events"], 0, "{live}");
     drop((ingest, pipelines, cluster));
 }

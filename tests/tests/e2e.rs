@@ -27,23 +27,6 @@ const SECRET: &str = "e2e-contact-secret-0123456789";
 const IMPORT: &str = "e2e-import-token-0123456789";
 const ANALYST: &str = "e2e-analyst-token-0123456789";
 
-async fn ready(svc: &Service, name: &str) {
-    poll_until(&format!("{name} /readyz"), Duration::from_secs(60), || {
-        let r = svc.get("/readyz");
-        async move { r.filter(|(c, _)| *c == 200).map(|_| ()) }
-    })
-    .await;
-}
-
-fn get(svc: &Service, path: &str) -> Value {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let (code, body) = svc
-        .get(&format!("{path}{sep}token={ANALYST}"))
-        .expect("dashboard answers");
-    assert_eq!(code, 200, "{path}: {body}");
-    serde_json::from_str(&body).expect("json")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_equals_the_simulators_ground_truth() {
     // The campaign's calendar moved so that today is day 8 of its last phase.
@@ -142,7 +125,7 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         (&processor, "processor"),
         (&dashboard, "dashboard"),
     ] {
-        ready(svc, name).await;
+        svc.wait_ready(name, Duration::from_secs(60)).await;
     }
 
     let collector = ingest.base();
@@ -200,17 +183,17 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         "the dashboard's freshness: nothing waiting",
         Duration::from_secs(600),
         || async {
-            let live = get(&dashboard, "/api/live");
+            let live = dashboard.get_json("/api/live", ANALYST);
             (live["up_to_date"] == true && live["pending_events"] == 0).then_some(live)
         },
     )
     .await;
 
-    let overview = get(&dashboard, "/api/overview");
+    let overview = dashboard.get_json("/api/overview", ANALYST);
     assert_eq!(overview["current"]["totals"]["visitors"], truth.visitors);
     assert_eq!(overview["current"]["totals"]["signups"], truth.signups);
 
-    let channels = get(&dashboard, "/api/channels");
+    let channels = dashboard.get_json("/api/channels", ANALYST);
     for ((channel, phase), n) in &truth.touches {
         let row = channels["rows"]
             .as_array()
@@ -226,7 +209,7 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         );
     }
 
-    let attribution = get(&dashboard, "/api/attribution");
+    let attribution = dashboard.get_json("/api/attribution", ANALYST);
     assert_eq!(attribution["conversions"].as_u64(), Some(truth.conversions));
     for (model, credits) in &truth.credits {
         let got = attribution["by_channel"][*model]

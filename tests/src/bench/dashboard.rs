@@ -21,7 +21,7 @@ use ensemble_processor::enrich::Enricher;
 
 use super::{peak_rss_mb, percentile, progress};
 use crate::sim::{simulate, SimConfig};
-use crate::{poll_until, Service};
+use crate::Service;
 
 /// Bumped whenever the generated rows change, so an old database is rebuilt.
 const GENERATOR: &str = "sim-v2-50k-people-chunks-live-times";
@@ -237,11 +237,7 @@ pub async fn run(
         ],
         &[],
     )?;
-    poll_until("dashboard /readyz", Duration::from_secs(30), || {
-        let r = svc.get("/readyz");
-        async move { r.filter(|(code, _)| *code == 200).map(|_| ()) }
-    })
-    .await;
+    svc.wait_ready("dashboard", Duration::from_secs(30)).await;
     let visitor: String = client
         .query("SELECT any(visitor_id) FROM events WHERE event_type = 'signup'")
         .fetch_one()

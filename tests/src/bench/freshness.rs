@@ -40,14 +40,6 @@ pub struct FreshnessResult {
 const TOKEN: &str = "bench-analyst-token-0123456789";
 const BATCH: usize = 100;
 
-async fn ready(svc: &Service, name: &str) {
-    poll_until(&format!("{name} /readyz"), Duration::from_secs(60), || {
-        let r = svc.get("/readyz");
-        async move { r.filter(|(c, _)| *c == 200).map(|_| ()) }
-    })
-    .await;
-}
-
 async fn pending(http: &reqwest::Client, dashboard: &str) -> Option<i64> {
     let v: Value = http
         .get(format!("{dashboard}/api/live"))
@@ -158,7 +150,7 @@ pub async fn run(
         (&processor, "processor"),
         (&dashboard, "dashboard"),
     ] {
-        ready(svc, name).await;
+        svc.wait_ready(name, Duration::from_secs(60)).await;
     }
     let (collector, dash) = (ingest.base(), dashboard.base());
 

@@ -238,11 +238,7 @@ async fn start_collector(
         ],
         &[],
     )?;
-    poll_until("collector /readyz", Duration::from_secs(30), || {
-        let r = svc.get("/readyz");
-        async move { r.filter(|(code, _)| *code == 200).map(|_| ()) }
-    })
-    .await;
+    svc.wait_ready("collector", Duration::from_secs(30)).await;
     Ok(svc)
 }
 

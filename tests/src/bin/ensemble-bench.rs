@@ -112,12 +112,7 @@ async fn ingest(args: &Args) -> anyhow::Result<String> {
             batch_concurrency: 32,
         }
     };
-    let collector = bench::release_bin("ensemble-ingest");
-    anyhow::ensure!(
-        collector.exists(),
-        "{} missing: run deploy/local/bench",
-        collector.display()
-    );
+    let collector = release("ensemble-ingest")?;
     let campaign = ensemble_tests::campaign_file();
     let durable = bench::ingest(
         "tansu sqlite (durable)",
@@ -143,12 +138,7 @@ async fn processor(args: &Args) -> anyhow::Result<String> {
     let plan = ProcessorPlan {
         messages: if args.quick { 50_000 } else { 200_000 },
     };
-    let bin = bench::release_bin("ensemble-processor");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} missing: run deploy/local/bench",
-        bin.display()
-    );
+    let bin = release("ensemble-processor")?;
     let durable = bench::processor(
         "tansu sqlite (durable)",
         &args.kafka_brokers,
