@@ -2,11 +2,14 @@
 //! three services share (Kafka and ClickHouse settings, migrations, HTTP ops
 //! routes, shutdown, logging).
 
+pub mod attribution;
 pub mod campaign;
 pub mod config;
 pub mod event;
+pub mod facts;
 pub mod kafka;
 pub mod launch;
+pub mod ledger;
 pub mod migrate;
 pub mod privacy;
 pub mod probe;

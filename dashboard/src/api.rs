@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::attribution::{self, Contact, Conversion, Credits};
+use crate::figures::{self, count};
 use crate::filters::{bind_all, FilterError, Filters, Format};
+use ensemble_core::facts::{self as fact, ALL};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -192,7 +194,7 @@ struct PhaseTypeRow {
 
 #[derive(Debug, Row, Deserialize)]
 struct PhaseTotalsRow {
-    phase: String,
+    ph: String,
     visitors: u64,
     signups: u64,
 }
@@ -243,7 +245,8 @@ async fn period(state: &ApiState, f: &Filters) -> Result<Period, ApiError> {
     .await?;
     let totals_sql = |group: &str| {
         format!(
-            "SELECT {group} AS phase, uniqExact(visitor_id) AS visitors, \
+            // `ph`, not `phase`: 18.16 would read a `phase = ?` filter as the alias.
+            "SELECT {group} AS ph, uniqExact(visitor_id) AS visitors, \
              uniqExactIf(contact_hash, event_type = 'signup') AS signups FROM events WHERE {cond} {}",
             if group == "phase" { "GROUP BY phase ORDER BY phase" } else { "" }
         )
@@ -268,13 +271,65 @@ async fn period(state: &ApiState, f: &Filters) -> Result<Period, ApiError> {
             .or_default() += r.events;
     }
     for r in per_phase {
-        let t = by_phase.entry(r.phase).or_default();
+        let t = by_phase.entry(r.ph).or_default();
         t.visitors = r.visitors;
         t.signups = r.signups;
     }
     if let Some(r) = all.first() {
         totals.visitors = r.visitors;
         totals.signups = r.signups;
+    }
+    Ok(Period {
+        from: f.from,
+        to: f.to,
+        totals: totals.rate(),
+        by_phase: by_phase.into_iter().map(|(k, v)| (k, v.rate())).collect(),
+    })
+}
+
+/// [`period`] from the facts.
+async fn period_from_facts(state: &ApiState, f: &Filters) -> Result<Period, ApiError> {
+    let facts = figures::load(state, f, &[fact::EVENTS, fact::VISITORS, fact::SIGNUPS]).await?;
+    let channel = f.channel.as_deref().unwrap_or(ALL);
+    let mut by_phase: BTreeMap<String, Totals> = BTreeMap::new();
+    let mut totals = Totals::default();
+    for (k, v) in facts.iter().filter(|(k, _)| k.metric == fact::EVENTS) {
+        if f.phase.as_ref().is_some_and(|p| *p != k.phase)
+            || f.channel.as_ref().is_some_and(|c| *c != k.channel)
+        {
+            continue;
+        }
+        *by_phase
+            .entry(k.phase.clone())
+            .or_default()
+            .events_by_type
+            .entry(k.event_type.clone())
+            .or_default() += count(v);
+        *totals
+            .events_by_type
+            .entry(k.event_type.clone())
+            .or_default() += count(v);
+    }
+    for (k, v) in facts
+        .iter()
+        .filter(|(k, _)| k.metric != fact::EVENTS && k.channel == channel)
+    {
+        let visitors = k.metric == fact::VISITORS;
+        if k.scope == figures::scope(f) {
+            if visitors {
+                totals.visitors = count(v);
+            } else {
+                totals.signups = count(v);
+            }
+        }
+        if k.scope != ALL && f.phase.as_ref().is_none_or(|p| *p == k.scope) {
+            let t = by_phase.entry(k.scope.clone()).or_default();
+            if visitors {
+                t.visitors = count(v);
+            } else {
+                t.signups = count(v);
+            }
+        }
     }
     Ok(Period {
         from: f.from,
@@ -291,7 +346,11 @@ pub async fn overview(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let f = Filters::parse(&state.campaign, &q)?;
-    let current = period(&state, &f).await?;
+    let current = if figures::covers(&state, &f) {
+        period_from_facts(&state, &f).await?
+    } else {
+        period(&state, &f).await?
+    };
     let len = f.to - f.from;
     let prev_filters = Filters {
         from: f.from - len,
@@ -441,7 +500,12 @@ pub async fn credits(state: &ApiState, f: &Filters) -> Result<Credits, ApiError>
     for list in by_visitor.values() {
         credit(&mut out, list, &[]);
     }
-    // The channel filter narrows what is shown, not how credit is shared.
+    narrow_to_channel(&mut out, f);
+    Ok(out)
+}
+
+/// The channel filter narrows what is shown, not how credit is shared.
+fn narrow_to_channel(out: &mut Credits, f: &Filters) {
     if f.channel.is_some() {
         let keep = |ch: &str| f.channel.as_deref().is_none_or(|want| want == ch);
         for m in out.by_channel.values_mut() {
@@ -454,6 +518,28 @@ pub async fn credits(state: &ApiState, f: &Filters) -> Result<Credits, ApiError>
             m.retain(|(_, ch), _| keep(ch));
         }
     }
+}
+
+/// [`credits`] from the facts.
+async fn credits_from_facts(state: &ApiState, f: &Filters) -> Result<Credits, ApiError> {
+    let facts = figures::load(state, f, &[fact::CONVERSIONS, fact::CREDITS]).await?;
+    let mut out = Credits::default();
+    for (_, v) in figures::select(&facts, f, fact::CONVERSIONS) {
+        out.conversions += count(v);
+    }
+    for (k, v) in figures::select(&facts, f, fact::CREDITS) {
+        let Some(model) = attribution::Model::ALL.iter().find(|m| m.as_str() == k.k) else {
+            continue;
+        };
+        out.add_share(&attribution::Share {
+            model: model.as_str(),
+            channel: k.channel.clone(),
+            touch_phase: k.phase.clone(),
+            conversion_phase: k.k2.clone(),
+            credit: v.credit,
+        });
+    }
+    narrow_to_channel(&mut out, f);
     Ok(out)
 }
 
@@ -471,7 +557,11 @@ pub async fn attribution(
         }
         .into());
     }
-    let c = credits(&state, &f).await?;
+    let c = if figures::covers(&state, &f) {
+        credits_from_facts(&state, &f).await?
+    } else {
+        credits(&state, &f).await?
+    };
     if f.format == Format::Csv {
         let mut rows = Vec::new();
         for (model, m) in &c.by_channel_phase {
@@ -573,13 +663,11 @@ fn touch_channels(campaign: &Campaign) -> Vec<String> {
         .collect()
 }
 
-/// `GET /api/channels`: per channel × phase — touches, visitors reached,
-/// landing visits, sign-ups, conversion rate, cost per sign-up.
-pub async fn channels(
-    State(state): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let f = Filters::parse(&state.campaign, &q)?;
+/// Touches and reach per channel × phase, from the events.
+async fn channel_rows(
+    state: &ApiState,
+    f: &Filters,
+) -> Result<(Vec<TouchRow>, Vec<ReachRow>), ApiError> {
     let (cond, binds) = f.conditions(false);
     let gap_ms =
         u32::try_from(state.campaign.attribution.touch_gap.num_milliseconds()).unwrap_or(u32::MAX);
@@ -603,6 +691,74 @@ pub async fn channels(
     )
     .fetch_all()
     .await?;
+    Ok((touches, reach))
+}
+
+/// [`channel_rows`] from the facts.
+async fn channel_rows_from_facts(
+    state: &ApiState,
+    f: &Filters,
+) -> Result<(Vec<TouchRow>, Vec<ReachRow>), ApiError> {
+    let facts = figures::load(
+        state,
+        f,
+        &[fact::TOUCHES, fact::VISITORS, fact::EVENTS, fact::SIGNUPS],
+    )
+    .await?;
+    let wanted = |channel: &str| f.channel.as_deref().is_none_or(|c| c == channel);
+    let touches = figures::select(&facts, f, fact::TOUCHES)
+        .filter(|(k, _)| wanted(&k.channel))
+        .map(|(k, v)| TouchRow {
+            channel: k.channel.clone(),
+            phase: k.phase.clone(),
+            touches: count(v),
+        })
+        .collect();
+    let mut reach: BTreeMap<(String, String), ReachRow> = BTreeMap::new();
+    for (k, v) in facts.iter().filter(|(k, _)| {
+        k.metric == fact::VISITORS && k.scope != ALL && k.channel != ALL && wanted(&k.channel)
+    }) {
+        if f.phase.as_ref().is_some_and(|p| *p != k.scope) {
+            continue;
+        }
+        reach.insert(
+            (k.channel.clone(), k.scope.clone()),
+            ReachRow {
+                channel: k.channel.clone(),
+                phase: k.scope.clone(),
+                visitors: count(v),
+                visits: 0,
+                signups: 0,
+            },
+        );
+    }
+    for (k, v) in &facts {
+        if k.metric == fact::EVENTS && k.event_type == "page_view" {
+            if let Some(r) = reach.get_mut(&(k.channel.clone(), k.phase.clone())) {
+                r.visits += count(v);
+            }
+        }
+        if k.metric == fact::SIGNUPS && k.scope != ALL {
+            if let Some(r) = reach.get_mut(&(k.channel.clone(), k.scope.clone())) {
+                r.signups = count(v);
+            }
+        }
+    }
+    Ok((touches, reach.into_values().collect()))
+}
+
+/// `GET /api/channels`: per channel × phase — touches, visitors reached,
+/// landing visits, sign-ups, conversion rate, cost per sign-up.
+pub async fn channels(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let f = Filters::parse(&state.campaign, &q)?;
+    let (touches, reach) = if figures::covers(&state, &f) {
+        channel_rows_from_facts(&state, &f).await?
+    } else {
+        channel_rows(&state, &f).await?
+    };
     let mut rows: BTreeMap<(String, String), ChannelPhase> = BTreeMap::new();
     for r in reach {
         rows.insert(
@@ -676,8 +832,8 @@ pub async fn channels(
 
 #[derive(Debug, Row, Deserialize)]
 struct MinuteRow {
-    minute: u32,
-    events: u64,
+    m: u32,
+    n: u64,
 }
 
 /// Where the pipeline stands: what the processor has not written yet and
@@ -699,15 +855,19 @@ pub struct Progress {
 /// ClickHouse.
 pub async fn progress(state: &ApiState, now: DateTime<Utc>) -> Result<Progress, ApiError> {
     let since = u32::try_from((now - chrono::Duration::hours(1)).timestamp().max(0)).unwrap_or(0);
+    // From the per-minute rollup (a max per processing minute), not the events.
     let (newest, last_signup): (u32, u32) = state
         .client
         .query(
-            "SELECT toUInt32(maxIf(received_at, processed_at >= toDateTime(?))), \
-             toUInt32(maxIf(received_at, event_type = 'signup' AND is_bot = 0)) FROM events",
+            "SELECT toUInt32(maxMerge(newest_received)), toUInt32(0) FROM events_minutely \
+             WHERE minute >= toStartOfMinute(toDateTime(?)) \
+             UNION ALL SELECT toUInt32(0), toUInt32(maxMerge(last_signup)) FROM events_minutely",
         )
         .bind(since)
-        .fetch_one()
-        .await?;
+        .fetch_all::<(u32, u32)>()
+        .await?
+        .into_iter()
+        .fold((0, 0), |acc, (a, b)| (acc.0.max(a), acc.1.max(b)));
     let lag = state.lag.read(std::time::Duration::from_secs(2)).await;
     let at = |t: u32| {
         (t > 0)
@@ -733,8 +893,8 @@ pub async fn live(State(state): State<Shared>) -> Result<Response, ApiError> {
     let per_minute: Vec<MinuteRow> = state
         .client
         .query(
-            "SELECT toUInt32(toStartOfMinute(processed_at)) AS minute, uniqExact(event_id) AS events \
-             FROM events WHERE processed_at >= toDateTime(?) GROUP BY minute ORDER BY minute",
+            "SELECT toUInt32(minute) AS m, toUInt64(sum(events)) AS n FROM ledger_minutely \
+             WHERE minute >= toDateTime(?) GROUP BY m HAVING n > 0 ORDER BY m",
         )
         .bind(since)
         .fetch_all()
@@ -747,7 +907,7 @@ pub async fn live(State(state): State<Shared>) -> Result<Response, ApiError> {
         "up_to_date": p.pending_events == Some(0),
         "freshness_seconds": p.freshness_seconds,
         "last_signup": p.last_signup,
-        "per_minute": per_minute.iter().map(|m| json!({"minute": DateTime::from_timestamp(i64::from(m.minute), 0), "events": m.events})).collect::<Vec<_>>(),
+        "per_minute": per_minute.iter().map(|m| json!({"minute": DateTime::from_timestamp(i64::from(m.m), 0), "events": m.n})).collect::<Vec<_>>(),
     }))
     .into_response())
 }
@@ -778,16 +938,11 @@ pub struct PlacementStats {
     pub cost_per_signup_eur: Option<f64>,
 }
 
-/// `GET /api/placements`: every configured placement (and any unknown code
-/// seen), ranked by scans.
-pub async fn placements(
-    State(state): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let f = Filters::parse(&state.campaign, &q)?;
+/// Scans, scanners, visits and sign-ups per placement, from the events.
+async fn placement_rows(state: &ApiState, f: &Filters) -> Result<Vec<PlacementRow>, ApiError> {
     let (cond, binds) = f.conditions(false);
     let scan = "(event_type = 'qr_scan' OR (event_type = 'tinder_card' AND action = 'click'))";
-    let rows: Vec<PlacementRow> = bind_all(
+    Ok(bind_all(
         state.client.query(&format!(
             "SELECT placement, uniqExactIf(event_id, {scan}) AS scans, uniqExactIf(visitor_id, {scan}) AS scanners, \
              uniqExactIf(event_id, event_type = 'page_view') AS visits, \
@@ -797,7 +952,78 @@ pub async fn placements(
         &binds,
     )
     .fetch_all()
+    .await?)
+}
+
+/// [`placement_rows`] from the facts.
+async fn placement_rows_from_facts(
+    state: &ApiState,
+    f: &Filters,
+) -> Result<Vec<PlacementRow>, ApiError> {
+    let facts = figures::load(
+        state,
+        f,
+        &[fact::EVENTS, fact::SCANNERS, fact::SIGNUPS_BY_PLACEMENT],
+    )
     .await?;
+    let channel = f.channel.as_deref().unwrap_or(ALL);
+    let mut rows: BTreeMap<String, PlacementRow> = BTreeMap::new();
+    for (k, v) in facts
+        .iter()
+        .filter(|(k, _)| k.metric == fact::EVENTS && !k.placement.is_empty())
+    {
+        if f.phase.as_ref().is_some_and(|p| *p != k.phase)
+            || f.channel.as_ref().is_some_and(|c| *c != k.channel)
+        {
+            continue;
+        }
+        let r = rows
+            .entry(k.placement.clone())
+            .or_insert_with(|| PlacementRow {
+                placement: k.placement.clone(),
+                scans: 0,
+                scanners: 0,
+                visits: 0,
+                signups: 0,
+            });
+        if k.event_type == "qr_scan" || (k.event_type == "tinder_card" && k.action == "click") {
+            r.scans += count(v);
+        }
+        if k.event_type == "page_view" {
+            r.visits += count(v);
+        }
+    }
+    for (k, v) in figures::select(&facts, f, fact::SCANNERS).chain(figures::select(
+        &facts,
+        f,
+        fact::SIGNUPS_BY_PLACEMENT,
+    )) {
+        if k.channel != channel {
+            continue;
+        }
+        if let Some(r) = rows.get_mut(&k.placement) {
+            if k.metric == fact::SCANNERS {
+                r.scanners = count(v);
+            } else {
+                r.signups = count(v);
+            }
+        }
+    }
+    Ok(rows.into_values().collect())
+}
+
+/// `GET /api/placements`: every configured placement (and any unknown code
+/// seen), ranked by scans.
+pub async fn placements(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let f = Filters::parse(&state.campaign, &q)?;
+    let rows = if figures::covers(&state, &f) {
+        placement_rows_from_facts(&state, &f).await?
+    } else {
+        placement_rows(&state, &f).await?
+    };
     let mut out: BTreeMap<String, PlacementStats> = state
         .campaign
         .placements
@@ -882,14 +1108,8 @@ struct FunnelRow {
     seconds: Vec<u32>,
 }
 
-/// `GET /api/funnel`: per touch channel, visitors touched → of them, those
-/// with a landing page view at or after their first touch → of those, those
-/// who signed up after it; and the median time from first touch to sign-up.
-pub async fn funnel(
-    State(state): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let f = Filters::parse(&state.campaign, &q)?;
+/// Funnel steps per touch channel, from the events.
+async fn funnel_rows(state: &ApiState, f: &Filters) -> Result<Vec<FunnelRow>, ApiError> {
     let (cond, binds) = f.conditions(false);
     let (cond_all, binds_all) = f.conditions(true);
     let sql = format!(
@@ -913,7 +1133,57 @@ pub async fn funnel(
     );
     let q = bind_all(state.client.query(&sql), &binds).bind(touch_channels(&state.campaign));
     let q = bind_all(bind_all(q, &binds_all), &binds_all);
-    let rows: Vec<FunnelRow> = q.fetch_all().await?;
+    Ok(q.fetch_all().await?)
+}
+
+/// [`funnel_rows`] from the facts.
+async fn funnel_rows_from_facts(state: &ApiState, f: &Filters) -> Result<Vec<FunnelRow>, ApiError> {
+    let facts = figures::load(state, f, &[fact::FUNNEL, fact::FUNNEL_SECONDS]).await?;
+    let mut rows: BTreeMap<String, FunnelRow> = BTreeMap::new();
+    for (k, v) in figures::select(&facts, f, fact::FUNNEL).chain(figures::select(
+        &facts,
+        f,
+        fact::FUNNEL_SECONDS,
+    )) {
+        if f.channel.as_ref().is_some_and(|c| *c != k.channel) {
+            continue;
+        }
+        let r = rows.entry(k.channel.clone()).or_insert_with(|| FunnelRow {
+            channel: k.channel.clone(),
+            touched: 0,
+            visited: 0,
+            signed: 0,
+            seconds: Vec::new(),
+        });
+        match (k.metric, k.k.as_str()) {
+            (fact::FUNNEL, "touched") => r.touched = count(v),
+            (fact::FUNNEL, "visited") => r.visited = count(v),
+            (fact::FUNNEL, "signed") => r.signed = count(v),
+            (fact::FUNNEL_SECONDS, secs) => {
+                if let Ok(secs) = secs.parse::<u32>() {
+                    let n = usize::try_from(count(v)).unwrap_or(0);
+                    r.seconds.extend(std::iter::repeat_n(secs, n));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(rows.into_values().filter(|r| r.touched > 0).collect())
+}
+
+/// `GET /api/funnel`: per touch channel, visitors touched → of them, those
+/// with a landing page view at or after their first touch → of those, those
+/// who signed up after it; and the median time from first touch to sign-up.
+pub async fn funnel(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let f = Filters::parse(&state.campaign, &q)?;
+    let rows = if figures::covers(&state, &f) {
+        funnel_rows_from_facts(&state, &f).await?
+    } else {
+        funnel_rows(&state, &f).await?
+    };
     let out: Vec<_> = rows
         .into_iter()
         .map(|r| {
@@ -961,14 +1231,11 @@ struct OverlapRow {
     visitors: u64,
 }
 
-/// `GET /api/reach`: visitors reached per channel (any contact, exposures
-/// included), how many contacts each had (1, 2, 3, 4, 5+), and the overlap
-/// matrix: visitors reached by both channels.
-pub async fn reach(
-    State(state): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let f = Filters::parse(&state.campaign, &q)?;
+/// Frequency and overlap rows, from the events.
+async fn reach_rows(
+    state: &ApiState,
+    f: &Filters,
+) -> Result<(Vec<FrequencyRow>, Vec<OverlapRow>), ApiError> {
     let (cond, binds) = f.conditions(false);
     let channels = touch_channels(&state.campaign);
     let freq: Vec<FrequencyRow> = bind_all(
@@ -994,6 +1261,51 @@ pub async fn reach(
     );
     let q = bind_all(state.client.query(&overlap_sql), &binds).bind(&channels);
     let overlap: Vec<OverlapRow> = bind_all(q, &binds).bind(&channels).fetch_all().await?;
+    Ok((freq, overlap))
+}
+
+/// [`reach_rows`] from the facts.
+async fn reach_rows_from_facts(
+    state: &ApiState,
+    f: &Filters,
+) -> Result<(Vec<FrequencyRow>, Vec<OverlapRow>), ApiError> {
+    let facts = figures::load(state, f, &[fact::FREQUENCY, fact::OVERLAP]).await?;
+    let wanted = |channel: &str| f.channel.as_deref().is_none_or(|c| c == channel);
+    let mut freq = Vec::new();
+    for (k, v) in figures::select(&facts, f, fact::FREQUENCY).filter(|(k, _)| wanted(&k.channel)) {
+        if let Ok(contacts) = k.k.parse::<u64>() {
+            freq.push(FrequencyRow {
+                channel: k.channel.clone(),
+                contacts,
+                visitors: count(v),
+            });
+        }
+    }
+    freq.sort_by(|a, b| (&a.channel, a.contacts).cmp(&(&b.channel, b.contacts)));
+    let overlap = figures::select(&facts, f, fact::OVERLAP)
+        .filter(|(k, _)| wanted(&k.channel) && wanted(&k.k))
+        .map(|(k, v)| OverlapRow {
+            a: k.channel.clone(),
+            b: k.k.clone(),
+            visitors: count(v),
+        })
+        .collect();
+    Ok((freq, overlap))
+}
+
+/// `GET /api/reach`: visitors reached per channel (any contact, exposures
+/// included), how many contacts each had (1, 2, 3, 4, 5+), and the overlap
+/// matrix: visitors reached by both channels.
+pub async fn reach(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let f = Filters::parse(&state.campaign, &q)?;
+    let (freq, overlap) = if figures::covers(&state, &f) {
+        reach_rows_from_facts(&state, &f).await?
+    } else {
+        reach_rows(&state, &f).await?
+    };
     let mut per_channel: BTreeMap<String, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
     for r in &freq {
         let e = per_channel.entry(r.channel.clone()).or_default();
@@ -1062,29 +1374,34 @@ pub async fn timeseries(
             .into())
         }
     };
-    let (cond, binds) = f.conditions(false);
-    // Sign-ups: each contact once, in the bucket of its first sign-up (a
-    // repeat sign-up is not another conversion).
-    let source = if metric == "signups" {
-        format!(
-            "(SELECT first_ts AS ts FROM (SELECT contact_hash, min(ts) AS first_ts FROM events \
-             WHERE {cond} AND event_type = 'signup' AND contact_hash != '' GROUP BY contact_hash))"
-        )
+    let hourly = q.get("bucket").map(String::as_str) == Some("hour");
+    let rows = if figures::covers(&state, &f) {
+        buckets_from_facts(&state, &f, &metric, hourly).await?
     } else {
-        format!("(SELECT event_id, visitor_id, ts FROM events WHERE {cond})")
+        let (cond, binds) = f.conditions(false);
+        // Sign-ups: each contact once, in the bucket of its first sign-up (a
+        // repeat sign-up is not another conversion).
+        let source = if metric == "signups" {
+            format!(
+                "(SELECT first_ts AS ts FROM (SELECT contact_hash, min(ts) AS first_ts FROM events \
+                 WHERE {cond} AND event_type = 'signup' AND contact_hash != '' GROUP BY contact_hash))"
+            )
+        } else {
+            format!("(SELECT event_id, visitor_id, ts FROM events WHERE {cond})")
+        };
+        let value = if metric == "signups" {
+            "count()"
+        } else {
+            value
+        };
+        let mut query = state.client.query(&format!(
+            "SELECT {bucket} AS bucket, {value} AS value FROM {source} GROUP BY bucket ORDER BY bucket"
+        ));
+        if bucket.contains('?') {
+            query = query.bind(state.campaign.timezone.name());
+        }
+        bind_all(query, &binds).fetch_all().await?
     };
-    let value = if metric == "signups" {
-        "count()"
-    } else {
-        value
-    };
-    let mut query = state.client.query(&format!(
-        "SELECT {bucket} AS bucket, {value} AS value FROM {source} GROUP BY bucket ORDER BY bucket"
-    ));
-    if bucket.contains('?') {
-        query = query.bind(state.campaign.timezone.name());
-    }
-    let rows: Vec<BucketRow> = bind_all(query, &binds).fetch_all().await?;
     if f.format == Format::Csv {
         let rows: Vec<Vec<String>> = rows
             .iter()
@@ -1104,6 +1421,54 @@ pub async fn timeseries(
         "phases": phases,
     }))
     .into_response())
+}
+
+/// The timeseries points from the facts: hours as `YYYY-MM-DDTHH:00:00Z`,
+/// days as the campaign's local dates.
+async fn buckets_from_facts(
+    state: &ApiState,
+    f: &Filters,
+    metric: &str,
+    hourly: bool,
+) -> Result<Vec<BucketRow>, ApiError> {
+    let name = match (metric, hourly) {
+        ("events", _) => fact::EVENTS_HOURLY,
+        ("visitors", true) => fact::VISITORS_HOURLY,
+        ("visitors", false) => fact::VISITORS_DAILY,
+        ("signups", true) => fact::SIGNUPS_HOURLY,
+        _ => fact::SIGNUPS_DAILY,
+    };
+    let facts = figures::load(state, f, &[name]).await?;
+    let tz = state.campaign.timezone;
+    let label = |bucket: u32| {
+        let t = DateTime::from_timestamp(i64::from(bucket), 0).unwrap_or_default();
+        if hourly {
+            t.format("%Y-%m-%dT%H:00:00Z").to_string()
+        } else {
+            t.with_timezone(&tz).format("%Y-%m-%d").to_string()
+        }
+    };
+    let mut points: BTreeMap<String, u64> = BTreeMap::new();
+    if name == fact::EVENTS_HOURLY {
+        for (k, v) in facts.iter().filter(|(k, _)| k.metric == name) {
+            if f.phase.as_ref().is_some_and(|p| *p != k.phase)
+                || f.channel.as_ref().is_some_and(|c| *c != k.channel)
+            {
+                continue;
+            }
+            *points.entry(label(k.bucket)).or_default() += count(v);
+        }
+    } else {
+        let channel = f.channel.as_deref().unwrap_or(ALL);
+        for (k, v) in figures::select(&facts, f, name).filter(|(k, _)| k.channel == channel) {
+            *points.entry(label(k.bucket)).or_default() += count(v);
+        }
+    }
+    Ok(points
+        .into_iter()
+        .filter(|(_, value)| *value > 0)
+        .map(|(bucket, value)| BucketRow { bucket, value })
+        .collect())
 }
 
 // ----------------------------------------------------------------- journey

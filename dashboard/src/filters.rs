@@ -48,6 +48,9 @@ pub struct Filters {
     pub device: Option<String>,
     pub include_bots: bool,
     pub format: Format,
+    /// `source=events`: answer from the events even where the pre-summed
+    /// figures could (slow; to audit the figures).
+    pub from_events: bool,
 }
 
 /// A value bound into a query, in placeholder order.
@@ -114,7 +117,7 @@ impl Filters {
     /// Parses the query string. Without `from`/`to` the range is the
     /// campaign's first phase start to its last phase end.
     pub fn parse(campaign: &Campaign, q: &HashMap<String, String>) -> Result<Self, FilterError> {
-        const KNOWN: [&str; 13] = [
+        const KNOWN: [&str; 14] = [
             "from",
             "to",
             "phase",
@@ -128,6 +131,7 @@ impl Filters {
             "bucket",
             "metric",
             "visitor_id",
+            "source",
         ];
         if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             let name: &'static str = "query";
@@ -193,6 +197,11 @@ impl Filters {
             Some("include") => true,
             Some(_) => return Err(bad("bots", "bots is `include` or `exclude`")),
         };
+        let from_events = match q.get("source").map(String::as_str) {
+            None | Some("facts") => false,
+            Some("events") => true,
+            Some(_) => return Err(bad("source", "source is `facts` or `events`")),
+        };
         let format = match q.get("format").map(String::as_str) {
             None | Some("json") => Format::Json,
             Some("csv") => Format::Csv,
@@ -207,6 +216,7 @@ impl Filters {
             device,
             include_bots,
             format,
+            from_events,
         })
     }
 

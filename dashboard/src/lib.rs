@@ -2,8 +2,9 @@
 //! analysts (everything) and the agency (aggregates), behind access tokens.
 
 pub mod api;
-pub mod attribution;
+pub use ensemble_core::attribution;
 pub mod config;
+pub mod figures;
 pub mod filters;
 pub mod watch;
 

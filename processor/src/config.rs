@@ -105,6 +105,10 @@ pub enum Command {
         #[arg(long, env = "ENSEMBLE_RETENTION_DAYS")]
         days: u32,
     },
+    /// Rebuild the dashboard's figures (ledger and facts) from the events
+    /// table: after changing the campaign's calendar, channels or
+    /// attribution settings. Stop the processors first.
+    RebuildFacts,
     /// Right to erasure: delete every row of the visitors who signed up with this e-mail.
     Erase {
         /// The e-mail address, as the person gave it (it is normalised and hashed).

@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate, Utc};
 use clickhouse::Row;
 use ensemble_core::privacy::ContactHasher;
-use ensemble_core::StoreConfig;
+use ensemble_core::{ledger, Campaign, StoreConfig};
 use serde::Deserialize;
 
 /// Tables partitioned by month that hold event data.
@@ -32,6 +32,8 @@ struct PartitionRows {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RetentionReport {
     pub dropped: Vec<(String, String, u64)>,
+    /// Ledger rows given up with them (the dashboard's figures follow).
+    pub ledger_rows: u64,
 }
 
 /// First day of the month after `yyyymm`.
@@ -49,6 +51,7 @@ fn month_end(yyyymm: &str) -> Result<NaiveDate, MaintenanceError> {
 /// Drops every monthly partition whose whole month is older than `days`.
 pub async fn retention(
     store: &StoreConfig,
+    campaign: &Campaign,
     days: u32,
 ) -> Result<RetentionReport, MaintenanceError> {
     let client = store.client();
@@ -91,6 +94,16 @@ pub async fn retention(
             }
         }
     }
+    // The ledger holds visitor ids too: it forgets the same months (every
+    // month before the cutoff's), and the figures with them.
+    if !report.dropped.is_empty() {
+        let boundary = cutoff.with_day(1).unwrap_or(cutoff);
+        let cutoff_ms = boundary.and_hms_opt(0, 0, 0).map_or(0, |t| {
+            u64::try_from(t.and_utc().timestamp_millis().max(0)).unwrap_or(0)
+        });
+        report.ledger_rows =
+            ledger::retain(&client, campaign, |t| store.ddl_target(t), cutoff_ms).await?;
+    }
     Ok(report)
 }
 
@@ -108,6 +121,7 @@ pub struct ErasureReport {
 /// touched is rebuilt from what remains.
 pub async fn erase(
     store: &StoreConfig,
+    campaign: &Campaign,
     hasher: &ContactHasher,
     email: &str,
     wait: Duration,
@@ -137,6 +151,8 @@ pub async fn erase(
         .bind(&report.visitors)
         .fetch_all()
         .await?;
+    // The figures first: they are recomputed from the ledger, not from events.
+    ledger::forget(&client, campaign, |t| store.ddl_target(t), &report.visitors).await?;
     client
         .query(&format!(
             "ALTER TABLE {} DELETE WHERE has(?, visitor_id)",
@@ -191,6 +207,34 @@ pub async fn erase(
         "erasure done"
     );
     Ok(report)
+}
+
+/// Rebuilds the ledger and the dashboard's figures from `events`, with
+/// progress on stderr.
+pub async fn rebuild_facts(
+    store: &StoreConfig,
+    campaign: &Campaign,
+) -> Result<u64, MaintenanceError> {
+    let client = store.client();
+    let started = Instant::now();
+    let n = ledger::rebuild(
+        &client,
+        campaign,
+        |t| store.ddl_target(t),
+        |read| {
+            eprintln!(
+                "rebuild-facts: {read} events accounted ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+        },
+    )
+    .await?;
+    tracing::info!(
+        events = n,
+        seconds = started.elapsed().as_secs_f64(),
+        "figures rebuilt from events"
+    );
+    Ok(n)
 }
 
 #[cfg(test)]

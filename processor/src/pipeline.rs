@@ -131,8 +131,9 @@ impl Pipeline {
     /// Starts the INSERT of `batch`; the task gives the batch back once
     /// ClickHouse accepted it, or `None` if shutdown came while it failed.
     fn start_insert(&self, batch: Batch, shutdown: &Shutdown) -> Inflight {
-        let (client, metrics, max, shutdown) = (
+        let (client, campaign, metrics, max, shutdown) = (
             self.client.clone(),
+            self.campaign.clone(),
             self.metrics.clone(),
             self.insert_retry_max,
             shutdown.clone(),
@@ -141,7 +142,9 @@ impl Pipeline {
             if batch.rows.is_empty() {
                 return Some(batch);
             }
-            if let Err(e) = sink::insert(&client, &batch.rows, max, &metrics, &shutdown).await {
+            if let Err(e) =
+                sink::insert(&client, &campaign, &batch.rows, max, &metrics, &shutdown).await
+            {
                 // Not inserted: its offsets are not stored; the messages come again.
                 tracing::warn!(error = %e, rows = batch.len(), "batch abandoned at shutdown");
                 return None;

@@ -1,9 +1,11 @@
-//! ClickHouse side: one INSERT per batch, retried with backoff until it
-//! succeeds or shutdown; nothing else moves while it fails.
+//! ClickHouse side of a batch, retried with backoff until it succeeds or
+//! shutdown; nothing else moves while it fails. First the ledger and the
+//! dashboard's figures (`ensemble_core::ledger::account`: one INSERT, and
+//! a no-op for what was accounted before), then the raw rows (one INSERT).
 
 use std::time::{Duration, Instant};
 
-use ensemble_core::{EventRow, Shutdown};
+use ensemble_core::{ledger, Campaign, EventRow, Shutdown};
 
 use crate::metrics::Metrics;
 
@@ -15,8 +17,10 @@ pub enum SinkError {
 
 async fn insert_once(
     client: &clickhouse::Client,
+    campaign: &Campaign,
     rows: &[EventRow],
 ) -> Result<(), clickhouse::error::Error> {
+    ledger::account(client, campaign, rows).await?;
     let mut insert = client.insert::<EventRow>("events").await?;
     for r in rows {
         insert.write(r).await?;
@@ -28,6 +32,7 @@ async fn insert_once(
 /// `max_backoff`) until ClickHouse accepts them.
 pub async fn insert(
     client: &clickhouse::Client,
+    campaign: &Campaign,
     rows: &[EventRow],
     max_backoff: Duration,
     metrics: &Metrics,
@@ -36,7 +41,7 @@ pub async fn insert(
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        match insert_once(client, rows).await {
+        match insert_once(client, campaign, rows).await {
             Ok(()) => {
                 metrics
                     .insert_duration

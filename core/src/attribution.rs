@@ -17,10 +17,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::campaign::Attribution as Settings;
+use crate::event::TinderAction;
+use crate::Campaign;
 use chrono::{DateTime, Duration, Utc};
-use ensemble_core::campaign::Attribution as Settings;
-use ensemble_core::event::TinderAction;
-use ensemble_core::Campaign;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -170,63 +170,86 @@ pub struct Credits {
     pub conversions: u64,
 }
 
+/// One share of a conversion's credit: under `model`, `credit` goes to
+/// `channel` for a touch in `touch_phase`, for a conversion in
+/// `conversion_phase`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Share {
+    pub model: &'static str,
+    pub channel: String,
+    pub touch_phase: String,
+    pub conversion_phase: String,
+    pub credit: f64,
+}
+
+/// The shares of one conversion under every model (see the module rules);
+/// a touch weighted 0 gets no share.
+pub fn shares(
+    campaign: &Campaign,
+    conversion: &Conversion,
+    visitor_touches: &[Touch],
+) -> Vec<Share> {
+    let s = &campaign.attribution;
+    let window = in_window(visitor_touches, conversion.ts, s.lookback);
+    let conversion_phase = campaign.phase_at(conversion.ts).to_owned();
+    let mut out = Vec::new();
+    for model in Model::ALL {
+        if window.is_empty() {
+            out.push(Share {
+                model: model.as_str(),
+                channel: DIRECT.into(),
+                touch_phase: conversion_phase.clone(),
+                conversion_phase: conversion_phase.clone(),
+                credit: 1.0,
+            });
+            continue;
+        }
+        for (touch, w) in window.iter().zip(weights(model, &window, conversion.ts, s)) {
+            if w == 0.0 {
+                // First / last touch: the other touches get nothing, and no row.
+                continue;
+            }
+            out.push(Share {
+                model: model.as_str(),
+                channel: touch.channel.clone(),
+                touch_phase: campaign.phase_at(touch.ts).to_owned(),
+                conversion_phase: conversion_phase.clone(),
+                credit: w,
+            });
+        }
+    }
+    out
+}
+
 impl Credits {
     /// Adds one conversion's credits under every model.
     pub fn add(&mut self, campaign: &Campaign, conversion: &Conversion, visitor_touches: &[Touch]) {
-        let s = &campaign.attribution;
-        let window = in_window(visitor_touches, conversion.ts, s.lookback);
-        let conversion_phase = campaign.phase_at(conversion.ts).to_owned();
         self.conversions += 1;
-        for model in Model::ALL {
-            let key = model.as_str();
-            if window.is_empty() {
-                let phase = conversion_phase.clone();
-                *self
-                    .by_channel
-                    .entry(key)
-                    .or_default()
-                    .entry(DIRECT.into())
-                    .or_default() += 1.0;
-                *self
-                    .by_channel_phase
-                    .entry(key)
-                    .or_default()
-                    .entry((DIRECT.into(), phase.clone()))
-                    .or_default() += 1.0;
-                *self
-                    .by_conversion_phase
-                    .entry(key)
-                    .or_default()
-                    .entry((phase, DIRECT.into()))
-                    .or_default() += 1.0;
-                continue;
-            }
-            for (touch, w) in window.iter().zip(weights(model, &window, conversion.ts, s)) {
-                if w == 0.0 {
-                    // First / last touch: the other touches get nothing, and no row.
-                    continue;
-                }
-                let touch_phase = campaign.phase_at(touch.ts).to_owned();
-                *self
-                    .by_channel
-                    .entry(key)
-                    .or_default()
-                    .entry(touch.channel.clone())
-                    .or_default() += w;
-                *self
-                    .by_channel_phase
-                    .entry(key)
-                    .or_default()
-                    .entry((touch.channel.clone(), touch_phase))
-                    .or_default() += w;
-                *self
-                    .by_conversion_phase
-                    .entry(key)
-                    .or_default()
-                    .entry((conversion_phase.clone(), touch.channel.clone()))
-                    .or_default() += w;
-            }
+        for share in shares(campaign, conversion, visitor_touches) {
+            self.add_share(&share);
         }
+    }
+
+    /// Adds one share (`credit` may be negative: a correction).
+    pub fn add_share(&mut self, s: &Share) {
+        *self
+            .by_channel
+            .entry(s.model)
+            .or_default()
+            .entry(s.channel.clone())
+            .or_default() += s.credit;
+        *self
+            .by_channel_phase
+            .entry(s.model)
+            .or_default()
+            .entry((s.channel.clone(), s.touch_phase.clone()))
+            .or_default() += s.credit;
+        *self
+            .by_conversion_phase
+            .entry(s.model)
+            .or_default()
+            .entry((s.conversion_phase.clone(), s.channel.clone()))
+            .or_default() += s.credit;
     }
 }
 

@@ -1,0 +1,592 @@
+//! The ledger side of [`crate::facts`]: reading visitors' accounted events,
+//! writing a batch's new events with the change they make to the figures
+//! (one INSERT), the shared-contact list, the question-time correction, and
+//! rebuilding everything from `events`.
+//!
+//! Writes are plain SQL (`INSERT … VALUES`), so they run unchanged on every
+//! engine the tests use.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+
+use chrono::Utc;
+use clickhouse::Row;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::facts::{self, Facts, LedgerEvent};
+use crate::{Campaign, EventRow};
+
+/// Visitor ids per read query: keeps the query text under ClickHouse's
+/// 256 KiB `max_query_size`.
+const IDS_PER_QUERY: usize = 3000;
+
+#[derive(Debug, Row, Deserialize)]
+struct LedgerRow {
+    visitor_id: String,
+    written_ms: u64,
+    tombstone: u8,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    ms: u64,
+    ev_type: String,
+    ev_action: String,
+    ev_channel: String,
+    ev_placement: String,
+    ev_phase: String,
+    ev_bot: u8,
+    ev_contact: String,
+}
+
+/// A string literal: quotes and backslashes escaped; `?` written as `\x3F`
+/// so the client never takes it for a placeholder.
+fn lit(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '?' => out.push_str("\\x3F"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn in_list(ids: &[&str]) -> String {
+    ids.iter().map(|s| lit(s)).collect::<Vec<_>>().join(",")
+}
+
+/// The accounted events of `visitors` (rows written before a visitor's
+/// last tombstone left out).
+pub async fn read(
+    client: &clickhouse::Client,
+    visitors: &[&str],
+) -> Result<HashMap<String, Vec<LedgerEvent>>, clickhouse::error::Error> {
+    let mut rows: Vec<LedgerRow> = Vec::new();
+    for chunk in visitors.chunks(IDS_PER_QUERY) {
+        let sql = format!(
+            "SELECT visitor_id, written_ms, tombstone, event_id, ms, ev_type, ev_action, ev_channel, \
+             ev_placement, ev_phase, ev_bot, ev_contact FROM visitor_ledger WHERE visitor_id IN ({})",
+            in_list(chunk)
+        );
+        rows.extend(client.query(&sql).fetch_all::<LedgerRow>().await?);
+    }
+    let mut last_tombstone: HashMap<&str, u64> = HashMap::new();
+    for r in rows.iter().filter(|r| r.tombstone == 1) {
+        let t = last_tombstone.entry(&r.visitor_id).or_default();
+        *t = (*t).max(r.written_ms);
+    }
+    let mut out: HashMap<String, Vec<LedgerEvent>> = HashMap::new();
+    for r in &rows {
+        let after = last_tombstone
+            .get(r.visitor_id.as_str())
+            .is_none_or(|t| r.written_ms > *t);
+        if r.tombstone == 0 && after {
+            out.entry(r.visitor_id.clone())
+                .or_default()
+                .push(LedgerEvent {
+                    event_id: r.event_id,
+                    ms: r.ms,
+                    ev_type: r.ev_type.clone(),
+                    ev_action: r.ev_action.clone(),
+                    ev_channel: r.ev_channel.clone(),
+                    ev_placement: r.ev_placement.clone(),
+                    ev_phase: r.ev_phase.clone(),
+                    ev_bot: r.ev_bot,
+                    ev_contact: r.ev_contact.clone(),
+                });
+        }
+    }
+    Ok(out)
+}
+
+/// Ledger rows being put together for one INSERT.
+#[derive(Debug, Default)]
+pub struct Writer {
+    sql: String,
+    rows: usize,
+}
+
+const INSERT_HEAD: &str = "INSERT INTO visitor_ledger (visitor_id, written_ms, tombstone, event_id, ms, ev_type, \
+    ev_action, ev_channel, ev_placement, ev_phase, ev_bot, ev_contact, fact.metric, fact.bots, fact.scope, \
+    fact.phase, fact.channel, fact.placement, fact.event_type, fact.action, fact.k, fact.k2, fact.bucket, \
+    fact.n, fact.credit) VALUES ";
+
+impl Writer {
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// One row: an event (or, with `event = None`, a tombstone) and the facts it carries.
+    pub fn push(
+        &mut self,
+        visitor: &str,
+        written_ms: u64,
+        event: Option<&LedgerEvent>,
+        facts: &Facts,
+    ) {
+        if self.sql.is_empty() {
+            self.sql.push_str(INSERT_HEAD);
+        } else {
+            self.sql.push(',');
+        }
+        let blank = LedgerEvent {
+            event_id: Uuid::nil(),
+            ms: 0,
+            ev_type: String::new(),
+            ev_action: String::new(),
+            ev_channel: String::new(),
+            ev_placement: String::new(),
+            ev_phase: String::new(),
+            ev_bot: 0,
+            ev_contact: String::new(),
+        };
+        let e = event.unwrap_or(&blank);
+        let _ = write!(
+            self.sql,
+            "({},{written_ms},{},{},{},{},{},{},{},{},{},{}",
+            lit(visitor),
+            u8::from(event.is_none()),
+            lit(&e.event_id.to_string()),
+            e.ms,
+            lit(&e.ev_type),
+            lit(&e.ev_action),
+            lit(&e.ev_channel),
+            lit(&e.ev_placement),
+            lit(&e.ev_phase),
+            e.ev_bot,
+            lit(&e.ev_contact),
+        );
+        let column = |f: &dyn Fn(&facts::FactKey, &facts::Value) -> String| {
+            let items: Vec<String> = facts.iter().map(|(k, v)| f(k, v)).collect();
+            format!(",[{}]", items.join(","))
+        };
+        let cols = [
+            column(&|k, _| lit(k.metric)),
+            column(&|k, _| k.bots.to_string()),
+            column(&|k, _| lit(&k.scope)),
+            column(&|k, _| lit(&k.phase)),
+            column(&|k, _| lit(&k.channel)),
+            column(&|k, _| lit(&k.placement)),
+            column(&|k, _| lit(&k.event_type)),
+            column(&|k, _| lit(&k.action)),
+            column(&|k, _| lit(&k.k)),
+            column(&|k, _| lit(&k.k2)),
+            column(&|k, _| k.bucket.to_string()),
+            column(&|_, v| v.n.to_string()),
+            column(&|_, v| format!("{:?}", v.credit)),
+        ];
+        for c in cols {
+            self.sql.push_str(&c);
+        }
+        self.sql.push(')');
+        self.rows += 1;
+    }
+
+    /// Sends the rows as one INSERT (nothing if there are none).
+    pub async fn flush(
+        &mut self,
+        client: &clickhouse::Client,
+    ) -> Result<(), clickhouse::error::Error> {
+        if self.rows > 0 {
+            client.query(&self.sql).execute().await?;
+        }
+        self.sql.clear();
+        self.rows = 0;
+        Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(Utc::now().timestamp_millis().max(0)).unwrap_or(0)
+}
+
+/// What [`account`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Accounted {
+    /// Events seen for the first time.
+    pub new_events: usize,
+    /// Visitors whose figures changed.
+    pub visitors: usize,
+}
+
+/// Accounts for a batch of rows (duplicates and already-accounted events
+/// allowed): the new events go to the ledger with the change they make to
+/// the figures, in one INSERT; then the batch's contacts are checked for
+/// sharing. Idempotent: a batch accounted twice changes nothing the second
+/// time.
+pub async fn account(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    rows: &[EventRow],
+) -> Result<Accounted, clickhouse::error::Error> {
+    let mut batch: BTreeMap<&str, Vec<LedgerEvent>> = BTreeMap::new();
+    for r in rows {
+        batch
+            .entry(&r.visitor_id)
+            .or_default()
+            .push(LedgerEvent::from_row(r));
+    }
+    let ids: Vec<&str> = batch.keys().copied().collect();
+    let mut known = read(client, &ids).await?;
+    let written_ms = now_ms();
+    let mut writer = Writer::default();
+    let mut done = Accounted::default();
+    for (visitor, events) in &batch {
+        let old = known.remove(*visitor).unwrap_or_default();
+        let mut seen: BTreeSet<Uuid> = old.iter().map(|e| e.event_id).collect();
+        let fresh: Vec<&LedgerEvent> = events.iter().filter(|e| seen.insert(e.event_id)).collect();
+        if fresh.is_empty() {
+            continue;
+        }
+        let mut all = old.clone();
+        all.extend(fresh.iter().map(|e| (*e).clone()));
+        let before = facts::contribution(campaign, &[((*visitor).to_owned(), old)]);
+        let after = facts::contribution(campaign, &[((*visitor).to_owned(), all)]);
+        let change = facts::delta(&before, &after);
+        for (i, e) in fresh.iter().enumerate() {
+            let carried = if i == 0 { change.clone() } else { Facts::new() };
+            writer.push(visitor, written_ms, Some(e), &carried);
+        }
+        done.new_events += fresh.len();
+        done.visitors += 1;
+    }
+    writer.flush(client).await?;
+    let signups: BTreeSet<(&str, &str)> = rows
+        .iter()
+        .filter(|r| r.event_type == "signup" && !r.contact_hash.is_empty())
+        .map(|r| (r.contact_hash.as_str(), r.visitor_id.as_str()))
+        .collect();
+    note_contacts(client, &signups).await?;
+    Ok(done)
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ContactVisitor {
+    contact_hash: String,
+    visitor_id: String,
+}
+
+/// Records which visitors signed up with which contact, then lists in
+/// `shared_contacts` every contact of the batch now seen on several
+/// visitors. (Two processors recording the same contact at once: each
+/// checks after its own insert, so the later check sees both.)
+async fn note_contacts(
+    client: &clickhouse::Client,
+    pairs: &BTreeSet<(&str, &str)>,
+) -> Result<(), clickhouse::error::Error> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = pairs
+        .iter()
+        .map(|(c, v)| format!("({},{})", lit(c), lit(v)))
+        .collect();
+    client
+        .query(&format!(
+            "INSERT INTO contact_visitors (contact_hash, visitor_id) VALUES {}",
+            values.join(",")
+        ))
+        .execute()
+        .await?;
+    let contacts: Vec<&str> = pairs
+        .iter()
+        .map(|(c, _)| *c)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut shared: Vec<(String, String)> = Vec::new();
+    for chunk in contacts.chunks(IDS_PER_QUERY) {
+        let seen: Vec<ContactVisitor> = client
+            .query(&format!(
+                "SELECT DISTINCT contact_hash, visitor_id FROM contact_visitors WHERE contact_hash IN ({})",
+                in_list(chunk)
+            ))
+            .fetch_all()
+            .await?;
+        let mut by_contact: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for s in seen {
+            by_contact
+                .entry(s.contact_hash)
+                .or_default()
+                .push(s.visitor_id);
+        }
+        for (c, vs) in by_contact.into_iter().filter(|(_, vs)| vs.len() > 1) {
+            shared.extend(vs.into_iter().map(|v| (c.clone(), v)));
+        }
+    }
+    if !shared.is_empty() {
+        let values: Vec<String> = shared
+            .iter()
+            .map(|(c, v)| format!("({},{})", lit(c), lit(v)))
+            .collect();
+        client
+            .query(&format!(
+                "INSERT INTO shared_contacts (contact_hash, visitor_id) VALUES {}",
+                values.join(",")
+            ))
+            .execute()
+            .await?;
+    }
+    Ok(())
+}
+
+/// What the per-visitor figures get wrong for contacts seen on several
+/// visitors, to add to them: those visitors' contribution computed together
+/// (each contact once) minus their separate contributions.
+pub async fn correction(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+) -> Result<Facts, clickhouse::error::Error> {
+    let visitors: Vec<String> = client
+        .query("SELECT DISTINCT visitor_id FROM shared_contacts ORDER BY visitor_id")
+        .fetch_all()
+        .await?;
+    if visitors.is_empty() {
+        return Ok(Facts::new());
+    }
+    let ids: Vec<&str> = visitors.iter().map(String::as_str).collect();
+    let events = read(client, &ids).await?;
+    let set: Vec<(String, Vec<LedgerEvent>)> = events.into_iter().collect();
+    let together = facts::contribution(campaign, &set);
+    let mut separately = Facts::new();
+    for v in &set {
+        facts::add(
+            &mut separately,
+            &facts::contribution(campaign, std::slice::from_ref(v)),
+            1,
+        );
+    }
+    Ok(facts::delta(&separately, &together))
+}
+
+/// Rewrites the ledger of `visitors` keeping only the events `keep`
+/// accepts (retention, erasure): one INSERT of a tombstone per visitor —
+/// carrying the change from its whole contribution to that of the kept
+/// events — and of the kept events again, then the rows written before the
+/// tombstones are deleted. Until that delete is done, reads already skip
+/// them. Returns the rows given up.
+pub async fn rewrite(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    ddl_target: impl Fn(&str) -> String,
+    visitors: &[String],
+    keep: impl Fn(&LedgerEvent) -> bool,
+) -> Result<u64, clickhouse::error::Error> {
+    let mut dropped = 0u64;
+    for chunk in visitors.chunks(IDS_PER_QUERY) {
+        let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let mut known = read(client, &ids).await?;
+        let written_ms = now_ms();
+        let mut writer = Writer::default();
+        for v in chunk {
+            let events = known.remove(v).unwrap_or_default();
+            let (kept, gone): (Vec<LedgerEvent>, Vec<LedgerEvent>) =
+                events.into_iter().partition(|e| keep(e));
+            dropped += gone.len() as u64;
+            let mut all = kept.clone();
+            all.extend(gone);
+            let change = facts::delta(
+                &facts::contribution(campaign, &[(v.clone(), all)]),
+                &facts::contribution(campaign, &[(v.clone(), kept.clone())]),
+            );
+            writer.push(v, written_ms, None, &change);
+            for e in &kept {
+                writer.push(v, written_ms + 1, Some(e), &Facts::new());
+            }
+        }
+        writer.flush(client).await?;
+        client
+            .query(&format!(
+                "ALTER TABLE {} DELETE WHERE visitor_id IN ({}) AND written_ms <= {written_ms}",
+                ddl_target("visitor_ledger"),
+                in_list(&ids)
+            ))
+            .execute()
+            .await?;
+    }
+    Ok(dropped)
+}
+
+/// Erasure: retracts the figures of `visitors`, forgets their ledger and
+/// their contact rows.
+pub async fn forget(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    ddl_target: impl Fn(&str) -> String,
+    visitors: &[String],
+) -> Result<(), clickhouse::error::Error> {
+    rewrite(client, campaign, &ddl_target, visitors, |_| false).await?;
+    for chunk in visitors.chunks(IDS_PER_QUERY) {
+        let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        for table in ["contact_visitors", "shared_contacts"] {
+            client
+                .query(&format!(
+                    "ALTER TABLE {} DELETE WHERE visitor_id IN ({})",
+                    ddl_target(table),
+                    in_list(&ids)
+                ))
+                .execute()
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Retention: the ledger forgets events before `cutoff_ms`, and the figures
+/// with them. Returns the ledger rows given up.
+pub async fn retain(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    ddl_target: impl Fn(&str) -> String,
+    cutoff_ms: u64,
+) -> Result<u64, clickhouse::error::Error> {
+    let visitors: Vec<String> = client
+        .query("SELECT DISTINCT visitor_id FROM visitor_ledger WHERE tombstone = 0 AND ms < ? ORDER BY visitor_id")
+        .bind(cutoff_ms)
+        .fetch_all()
+        .await?;
+    rewrite(client, campaign, ddl_target, &visitors, |e| {
+        e.ms >= cutoff_ms
+    })
+    .await
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct SourceRow {
+    visitor_id: String,
+    processed: u32,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    ms: u64,
+    ev_type: String,
+    ev_action: String,
+    ev_channel: String,
+    ev_placement: String,
+    ev_phase: String,
+    ev_bot: u8,
+    ev_contact: String,
+}
+
+/// Rebuilds the ledger and every figure from `events` (after this feature
+/// is installed on a database that has events, or after the campaign's
+/// calendar or attribution settings change). Run it with the processor
+/// stopped. Calls `progress` with the events read so far.
+pub async fn rebuild(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    ddl_target: impl Fn(&str) -> String,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, clickhouse::error::Error> {
+    for t in [
+        "visitor_ledger",
+        "facts",
+        "contact_visitors",
+        "shared_contacts",
+        "ledger_minutely",
+    ] {
+        client
+            .query(&format!("TRUNCATE TABLE {}", ddl_target(t)))
+            .execute()
+            .await?;
+    }
+    let mut cursor = client
+        .query(
+            "SELECT visitor_id, toUInt32(min(processed_at)) AS processed, event_id, \
+             any(toUInt64(ts) * 1000 + ts_ms) AS ms, any(event_type) AS ev_type, any(action) AS ev_action, \
+             any(channel) AS ev_channel, any(placement) AS ev_placement, any(phase) AS ev_phase, \
+             any(is_bot) AS ev_bot, any(contact_hash) AS ev_contact \
+             FROM events GROUP BY visitor_id, event_id ORDER BY visitor_id",
+        )
+        .with_setting("max_bytes_before_external_group_by", "1500000000")
+        .with_setting("max_bytes_before_external_sort", "1500000000")
+        .fetch::<SourceRow>()?;
+    let mut writer = Writer::default();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut current: Option<String> = None;
+    let mut events: Vec<(u64, LedgerEvent)> = Vec::new();
+    let mut read_so_far = 0u64;
+    let finish = |writer: &mut Writer, visitor: &str, events: &mut Vec<(u64, LedgerEvent)>| {
+        let list: Vec<LedgerEvent> = events.iter().map(|(_, e)| e.clone()).collect();
+        let f = facts::contribution(campaign, &[(visitor.to_owned(), list)]);
+        for (i, (written, e)) in events.iter().enumerate() {
+            let carried = if i == 0 { f.clone() } else { Facts::new() };
+            writer.push(visitor, *written, Some(e), &carried);
+        }
+        events.clear();
+    };
+    while let Some(r) = cursor.next().await? {
+        read_so_far += 1;
+        if current.as_deref() != Some(r.visitor_id.as_str()) {
+            if let Some(v) = current.take() {
+                finish(&mut writer, &v, &mut events);
+                if writer.rows() >= 50_000 {
+                    writer.flush(client).await?;
+                    progress(read_so_far);
+                }
+            }
+            current = Some(r.visitor_id.clone());
+        }
+        if r.ev_type == "signup" && !r.ev_contact.is_empty() {
+            pairs.push((r.ev_contact.clone(), r.visitor_id.clone()));
+        }
+        events.push((
+            u64::from(r.processed) * 1000,
+            LedgerEvent {
+                event_id: r.event_id,
+                ms: r.ms,
+                ev_type: r.ev_type,
+                ev_action: r.ev_action,
+                ev_channel: r.ev_channel,
+                ev_placement: r.ev_placement,
+                ev_phase: r.ev_phase,
+                ev_bot: r.ev_bot,
+                ev_contact: r.ev_contact,
+            },
+        ));
+    }
+    if let Some(v) = current.take() {
+        finish(&mut writer, &v, &mut events);
+    }
+    writer.flush(client).await?;
+    for chunk in pairs.chunks(20_000) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|(c, v)| format!("({},{})", lit(c), lit(v)))
+            .collect();
+        client
+            .query(&format!(
+                "INSERT INTO contact_visitors (contact_hash, visitor_id) VALUES {}",
+                values.join(",")
+            ))
+            .execute()
+            .await?;
+    }
+    client
+        .query(
+            "INSERT INTO shared_contacts (contact_hash, visitor_id) SELECT contact_hash, visitor_id FROM contact_visitors \
+             WHERE contact_hash IN (SELECT contact_hash FROM contact_visitors GROUP BY contact_hash HAVING uniqExact(visitor_id) > 1)",
+        )
+        .execute()
+        .await?;
+    client
+        .query(&format!("TRUNCATE TABLE {}", ddl_target("events_minutely")))
+        .execute()
+        .await?;
+    client
+        .query(
+            "INSERT INTO events_minutely SELECT toStartOfMinute(processed_at) AS minute, maxState(received_at) AS newest_received, \
+             maxStateIf(received_at, event_type = 'signup' AND is_bot = 0) AS last_signup FROM events GROUP BY minute",
+        )
+        .execute()
+        .await?;
+    progress(read_so_far);
+    Ok(read_so_far)
+}

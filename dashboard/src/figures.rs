@@ -1,0 +1,111 @@
+//! The fast path: answers read from the `facts` table (see
+//! `ensemble_core::facts`) instead of the events, for the questions the
+//! facts cover — the campaign's whole range (the default), any phase,
+//! channel and bot filter. A `from`/`to` other than the campaign's range, a
+//! device or a placement filter go to the events (the slow, general path).
+
+use clickhouse::Row;
+use ensemble_core::facts::{self, FactKey, Facts, Value, ALL};
+use ensemble_core::ledger;
+use serde::Deserialize;
+
+use crate::api::{ApiError, ApiState};
+use crate::filters::Filters;
+
+/// Whether the facts answer these filters.
+pub fn covers(state: &ApiState, f: &Filters) -> bool {
+    let range = facts::range_secs(&state.campaign);
+    let asked = (
+        u64::try_from(f.from.timestamp()).unwrap_or(0),
+        u64::try_from(f.to.timestamp()).unwrap_or(0),
+    );
+    !f.from_events && f.device.is_none() && f.placement.is_none() && range == Some(asked)
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct FactRow {
+    metric: String,
+    scope: String,
+    phase: String,
+    channel: String,
+    placement: String,
+    event_type: String,
+    action: String,
+    k: String,
+    k2: String,
+    bucket: u32,
+    total: i64,
+    cr: f64,
+}
+
+/// The figures of `metrics` for the request's bot setting, corrected for
+/// contacts seen on several visitors.
+pub async fn load(
+    state: &ApiState,
+    f: &Filters,
+    metrics: &[&'static str],
+) -> Result<Facts, ApiError> {
+    let bots = u8::from(f.include_bots);
+    let rows: Vec<FactRow> = state
+        .client
+        .query(
+            "SELECT metric, scope, phase, channel, placement, event_type, action, k, k2, bucket, \
+             sum(n) AS total, sum(credit) AS cr FROM facts WHERE bots = ? AND has(?, metric) \
+             GROUP BY metric, scope, phase, channel, placement, event_type, action, k, k2, bucket \
+             HAVING total != 0 OR cr != 0",
+        )
+        .bind(bots)
+        .bind(metrics)
+        .fetch_all()
+        .await?;
+    let mut out = Facts::new();
+    for r in rows {
+        let Some(metric) = metrics.iter().find(|m| **m == r.metric) else {
+            continue;
+        };
+        out.insert(
+            FactKey {
+                metric,
+                bots,
+                scope: r.scope,
+                phase: r.phase,
+                channel: r.channel,
+                placement: r.placement,
+                event_type: r.event_type,
+                action: r.action,
+                k: r.k,
+                k2: r.k2,
+                bucket: r.bucket,
+            },
+            Value {
+                n: r.total,
+                credit: r.cr,
+            },
+        );
+    }
+    let mut fix = ledger::correction(&state.client, &state.campaign).await?;
+    fix.retain(|k, _| k.bots == bots && metrics.contains(&k.metric));
+    facts::add(&mut out, &fix, 1);
+    Ok(out)
+}
+
+/// The scope the filters ask for: their phase, or every phase.
+pub fn scope(f: &Filters) -> &str {
+    f.phase.as_deref().unwrap_or(ALL)
+}
+
+/// The facts of `metric` in the request's scope.
+pub fn select<'a>(
+    facts: &'a Facts,
+    f: &'a Filters,
+    metric: &'static str,
+) -> impl Iterator<Item = (&'a FactKey, &'a Value)> + 'a {
+    facts
+        .iter()
+        .filter(move |(k, _)| k.metric == metric && k.scope == scope(f))
+}
+
+/// A count as the API shows it (never negative).
+pub fn count(v: &Value) -> u64 {
+    u64::try_from(v.n).unwrap_or(0)
+}
