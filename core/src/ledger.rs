@@ -248,7 +248,12 @@ pub async fn account(
         }
         let mut all = old.clone();
         all.extend(fresh.iter().map(|e| (*e).clone()));
-        let before = facts::contribution(campaign, &[((*visitor).to_owned(), old)]);
+        // A visitor seen for the first time contributed nothing yet.
+        let before = if old.is_empty() {
+            Facts::new()
+        } else {
+            facts::contribution(campaign, &[((*visitor).to_owned(), old)])
+        };
         let after = facts::contribution(campaign, &[((*visitor).to_owned(), all)]);
         let change = facts::delta(&before, &after);
         for (i, e) in fresh.iter().enumerate() {

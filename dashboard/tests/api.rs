@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use ensemble_core::event::{Consent, EventMessage, EventType, TinderAction, Utm, SCHEMA_VERSION};
 use ensemble_core::{Campaign, EventRow, Shutdown, StoreConfig};
 use ensemble_dashboard::{router, Config};
-use ensemble_tests::{campaign_file, clickhouse_url, insert_values_sql, unique, ChdbServer};
+use ensemble_tests::{
+    campaign_file, clickhouse_url, insert_values_sql, json_close, unique, ChdbServer,
+};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -608,23 +610,6 @@ async fn check_reach_timeseries_journey(api: &Api) -> (Value, Value) {
     (reach, series)
 }
 
-/// JSON equal, numbers within 1e-9 (credits are sums in another order).
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
-            (Some(x), Some(y)) => (x - y).abs() <= 1e-9,
-            _ => x == y,
-        },
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
 /// Every question the pre-summed figures answer gets the answer the events give.
 async fn figures_agree_with_events(api: &Api) {
     let endpoints = [
@@ -660,7 +645,7 @@ async fn figures_agree_with_events(api: &Api) {
             let (s1, a) = api.get(&fast, Some(ANALYST)).await;
             let (s2, b) = api.get(&slow, Some(ANALYST)).await;
             assert_eq!((s1, s2), (200, 200), "{fast}: {a} / {b}");
-            assert!(same(&a, &b), "{fast}\nfigures: {a}\nevents:  {b}");
+            assert!(json_close(&a, &b), "{fast}\nfigures: {a}\nevents:  {b}");
             compared += 1;
         }
     }

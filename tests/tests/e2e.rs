@@ -18,8 +18,8 @@ use ensemble_tests::live::{live_campaign_toml, send_live};
 use ensemble_tests::sim::{send_import, simulate, SimConfig};
 use ensemble_tests::truth::{compute, Calendar};
 use ensemble_tests::{
-    campaign_file, create_topic, kafka_brokers, metric_value, migrated_database, poll_until,
-    unique, workspace_binary, Service,
+    campaign_file, create_topic, json_close, kafka_brokers, metric_value, migrated_database,
+    poll_until, unique, workspace_binary, Service,
 };
 use serde_json::Value;
 
@@ -221,6 +221,29 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
             assert!(
                 (have - want).abs() < 1e-9,
                 "{model}/{channel}: dashboard {have}, truth {want}"
+            );
+        }
+    }
+    // The figures the processor kept (what the dashboard shows by default)
+    // agree with a recount from the events on every endpoint.
+    let phase = format!("phase={live_phase}");
+    for path in [
+        "/api/overview",
+        "/api/channels",
+        "/api/attribution",
+        "/api/placements",
+        "/api/funnel",
+        "/api/reach",
+        "/api/timeseries?metric=visitors&bucket=day",
+        "/api/timeseries?metric=signups&bucket=hour",
+    ] {
+        for filter in ["bots=exclude", phase.as_str()] {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let fast = dashboard.get_json(&format!("{path}{sep}{filter}"), ANALYST);
+            let slow = dashboard.get_json(&format!("{path}{sep}{filter}&source=events"), ANALYST);
+            assert!(
+                json_close(&fast, &slow),
+                "{path}?{filter}\nfigures: {fast}\nevents:  {slow}"
             );
         }
     }
