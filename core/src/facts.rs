@@ -24,7 +24,7 @@
 //! and [`correction`] recomputes their visitors together, contacts counted
 //! once, at question time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveTime, TimeZone, Utc};
 use clickhouse::Row;
@@ -160,32 +160,251 @@ pub fn delta(old: &Facts, new: &Facts) -> Facts {
     d
 }
 
-struct Builder<'a> {
-    out: Facts,
-    bots: u8,
-    campaign: &'a Campaign,
+const METRICS: [&str; 17] = [
+    EVENTS,
+    EVENTS_HOURLY,
+    VISITORS,
+    VISITORS_HOURLY,
+    VISITORS_DAILY,
+    SCANNERS,
+    TOUCHES,
+    FUNNEL,
+    FUNNEL_SECONDS,
+    FREQUENCY,
+    OVERLAP,
+    SIGNUPS,
+    SIGNUPS_BY_PLACEMENT,
+    SIGNUPS_HOURLY,
+    SIGNUPS_DAILY,
+    CONVERSIONS,
+    CREDITS,
+];
+
+fn metric_id(m: &str) -> u8 {
+    METRICS
+        .iter()
+        .position(|x| *x == m)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(u8::MAX)
 }
 
-impl Builder<'_> {
-    fn key(&self, metric: &'static str, scope: &str) -> FactKey {
-        FactKey {
-            metric,
+/// The strings of one computation, each stored once; keys hold their ids.
+#[derive(Debug, Default)]
+pub struct Strings<'a> {
+    list: Vec<&'a str>,
+    index: HashMap<&'a str, u32>,
+}
+
+impl<'a> Strings<'a> {
+    fn id(&mut self, s: &'a str) -> u32 {
+        if let Some(i) = self.index.get(s) {
+            return *i;
+        }
+        let i = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
+        self.list.push(s);
+        self.index.insert(s, i);
+        i
+    }
+
+    fn get(&self, id: u32) -> &'a str {
+        self.list.get(id as usize).copied().unwrap_or("")
+    }
+}
+
+/// A [`FactKey`] as ids into [`Strings`]: copied and compared without
+/// allocating (the processor computes hundreds per visitor). `num` is the
+/// `k` of the funnel's seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    metric: u8,
+    bots: u8,
+    scope: u32,
+    phase: u32,
+    channel: u32,
+    placement: u32,
+    event_type: u32,
+    action: u32,
+    k: u32,
+    k2: u32,
+    num: u32,
+    bucket: u32,
+}
+
+/// Facts as sorted, merged `(Key, Value)` rows, without zero rows.
+pub type Rows = Vec<(Key, Value)>;
+
+/// A fact with borrowed strings, as written to ClickHouse.
+#[derive(Debug, Clone, Copy)]
+pub struct FactRef<'s> {
+    pub metric: &'static str,
+    pub bots: u8,
+    pub scope: &'s str,
+    pub phase: &'s str,
+    pub channel: &'s str,
+    pub placement: &'s str,
+    pub event_type: &'s str,
+    pub action: &'s str,
+    pub k: &'s str,
+    /// Set instead of `k` for the funnel's seconds.
+    pub k_num: Option<u32>,
+    pub k2: &'s str,
+    pub bucket: u32,
+    pub value: Value,
+}
+
+impl<'s> FactRef<'s> {
+    pub fn of(key: &'s FactKey, value: Value) -> Self {
+        Self {
+            metric: key.metric,
+            bots: key.bots,
+            scope: &key.scope,
+            phase: &key.phase,
+            channel: &key.channel,
+            placement: &key.placement,
+            event_type: &key.event_type,
+            action: &key.action,
+            k: &key.k,
+            k_num: None,
+            k2: &key.k2,
+            bucket: key.bucket,
+            value,
+        }
+    }
+}
+
+/// Borrowed views of compact rows.
+pub fn refs<'s>(
+    strings: &'s Strings<'_>,
+    rows: &'s [(Key, Value)],
+) -> impl Iterator<Item = FactRef<'s>> + 's {
+    rows.iter().map(move |(k, v)| FactRef {
+        metric: METRICS.get(k.metric as usize).copied().unwrap_or(""),
+        bots: k.bots,
+        scope: strings.get(k.scope),
+        phase: strings.get(k.phase),
+        channel: strings.get(k.channel),
+        placement: strings.get(k.placement),
+        event_type: strings.get(k.event_type),
+        action: strings.get(k.action),
+        k: strings.get(k.k),
+        k_num: (k.metric == metric_id(FUNNEL_SECONDS)).then_some(k.num),
+        k2: strings.get(k.k2),
+        bucket: k.bucket,
+        value: *v,
+    })
+}
+
+/// Sorts and merges rows with equal keys; drops zeros.
+fn merge(mut rows: Rows) -> Rows {
+    rows.sort_unstable_by_key(|a| a.0);
+    let mut out: Rows = Vec::with_capacity(rows.len());
+    for (k, v) in rows {
+        match out.last_mut() {
+            Some((lk, lv)) if *lk == k => {
+                lv.n += v.n;
+                lv.credit += v.credit;
+            }
+            _ => out.push((k, v)),
+        }
+    }
+    out.retain(|(_, v)| v.n != 0 || v.credit != 0.0);
+    out
+}
+
+/// `new − old` of two merged row sets computed over the same [`Strings`].
+pub fn diff(old: &[(Key, Value)], new: &[(Key, Value)]) -> Rows {
+    let mut rows: Rows = new.to_vec();
+    rows.extend(old.iter().map(|(k, v)| {
+        (
+            *k,
+            Value {
+                n: -v.n,
+                credit: -v.credit,
+            },
+        )
+    }));
+    merge(rows)
+}
+
+/// Compact rows as public facts.
+pub fn expand(strings: &Strings<'_>, rows: &[(Key, Value)]) -> Facts {
+    refs(strings, rows)
+        .map(|f| {
+            (
+                FactKey {
+                    metric: f.metric,
+                    bots: f.bots,
+                    scope: f.scope.to_owned(),
+                    phase: f.phase.to_owned(),
+                    channel: f.channel.to_owned(),
+                    placement: f.placement.to_owned(),
+                    event_type: f.event_type.to_owned(),
+                    action: f.action.to_owned(),
+                    k: f.k_num.map_or_else(|| f.k.to_owned(), |n| n.to_string()),
+                    k2: f.k2.to_owned(),
+                    bucket: f.bucket,
+                },
+                f.value,
+            )
+        })
+        .collect()
+}
+
+const NUMBERS: [&str; 6] = ["0", "1", "2", "3", "4", "5"];
+
+struct Builder<'c, 'a> {
+    rows: Rows,
+    bots: u8,
+    campaign: &'a Campaign,
+    strings: &'c mut Strings<'a>,
+    all: u32,
+    empty: u32,
+    /// Local day start of each UTC hour seen (time-zone lookups are slow).
+    days: HashMap<u32, u32>,
+}
+
+impl<'a> Builder<'_, 'a> {
+    fn key(&self, metric: &str, scope: u32) -> Key {
+        let e = self.empty;
+        Key {
+            metric: metric_id(metric),
             bots: self.bots,
-            scope: scope.to_owned(),
-            ..Default::default()
+            scope,
+            phase: e,
+            channel: e,
+            placement: e,
+            event_type: e,
+            action: e,
+            k: e,
+            k2: e,
+            num: 0,
+            bucket: 0,
         }
     }
 
-    fn count(&mut self, key: FactKey, n: i64) {
-        self.out.entry(key).or_default().n += n;
+    fn id(&mut self, s: &'a str) -> u32 {
+        self.strings.id(s)
     }
 
-    fn credit(&mut self, key: FactKey, credit: f64) {
-        self.out.entry(key).or_default().credit += credit;
+    fn count(&mut self, key: Key, n: i64) {
+        self.rows.push((key, Value { n, credit: 0.0 }));
+    }
+
+    fn credit(&mut self, key: Key, credit: f64) {
+        self.rows.push((key, Value { n: 0, credit }));
     }
 
     fn touch_channel(&self, channel: &str) -> bool {
         self.campaign.channel(channel).is_some_and(|c| c.touch)
+    }
+
+    fn day(&mut self, ms: u64) -> u32 {
+        let hour = hour_of(ms);
+        let campaign = self.campaign;
+        *self
+            .days
+            .entry(hour)
+            .or_insert_with(|| day_of(campaign, u64::from(hour) * 1000))
     }
 }
 
@@ -217,18 +436,35 @@ pub fn range_secs(campaign: &Campaign) -> Option<(u64, u64)> {
 /// duplicates allowed) to every figure; contacts are counted once across
 /// the set. The processor calls it with one visitor at a time.
 pub fn contribution(campaign: &Campaign, visitors: &[(String, Vec<LedgerEvent>)]) -> Facts {
+    let mut strings = Strings::default();
+    let rows = compute(campaign, visitors, &mut strings);
+    expand(&strings, &rows)
+}
+
+/// [`contribution`] as compact rows over `strings`.
+pub fn compute<'a>(
+    campaign: &'a Campaign,
+    visitors: &'a [(String, Vec<LedgerEvent>)],
+    strings: &mut Strings<'a>,
+) -> Rows {
+    let all = strings.id(ALL);
+    let empty = strings.id("");
     let mut b = Builder {
-        out: Facts::new(),
+        rows: Vec::new(),
         bots: 0,
         campaign,
+        strings,
+        all,
+        empty,
+        days: HashMap::new(),
     };
     let Some((start, end)) = range_secs(campaign) else {
-        return b.out;
+        return Vec::new();
     };
     for bots in [0u8, 1] {
         b.bots = bots;
-        let mut prepared: Vec<(&str, Vec<&LedgerEvent>)> = Vec::new();
-        for (visitor, events) in visitors {
+        let mut prepared: Vec<Vec<&'a LedgerEvent>> = Vec::new();
+        for (_, events) in visitors {
             let mut seen = HashSet::new();
             let mut evs: Vec<&LedgerEvent> = events
                 .iter()
@@ -236,9 +472,9 @@ pub fn contribution(campaign: &Campaign, visitors: &[(String, Vec<LedgerEvent>)]
                 .filter(|e| seen.insert(e.event_id))
                 .collect();
             evs.sort_by_key(|e| (e.ms, e.event_id));
-            prepared.push((visitor.as_str(), evs));
+            prepared.push(evs);
         }
-        for (_, evs) in &prepared {
+        for evs in &prepared {
             let in_range: Vec<&LedgerEvent> = evs
                 .iter()
                 .copied()
@@ -248,92 +484,110 @@ pub fn contribution(campaign: &Campaign, visitors: &[(String, Vec<LedgerEvent>)]
         }
         contact_facts(&mut b, &prepared, start, end);
     }
-    b.out.retain(|_, v| v.n != 0 || v.credit != 0.0);
-    b.out
+    merge(b.rows)
 }
 
-/// The phase filters a set of events answers: every phase, and each phase seen.
-fn scopes<'e>(events: &[&'e LedgerEvent]) -> Vec<(String, Vec<&'e LedgerEvent>)> {
-    let mut out = vec![(ALL.to_owned(), events.to_vec())];
-    let phases: BTreeSet<&str> = events.iter().map(|e| e.ev_phase.as_str()).collect();
-    for p in phases {
-        out.push((
-            p.to_owned(),
-            events.iter().copied().filter(|e| e.ev_phase == p).collect(),
-        ));
-    }
-    out
-}
-
-fn visitor_facts(b: &mut Builder<'_>, events: &[&LedgerEvent]) {
+fn visitor_facts<'a>(b: &mut Builder<'_, 'a>, events: &[&'a LedgerEvent]) {
     if events.is_empty() {
         return;
     }
+    let empty = b.empty;
     for e in events {
-        let mut k = b.key(EVENTS, "");
-        k.phase = e.ev_phase.clone();
-        k.channel = e.ev_channel.clone();
-        k.placement = e.ev_placement.clone();
-        k.event_type = e.ev_type.clone();
-        k.action = e.ev_action.clone();
+        let (phase, channel) = (b.id(&e.ev_phase), b.id(&e.ev_channel));
+        let mut k = b.key(EVENTS, empty);
+        k.phase = phase;
+        k.channel = channel;
+        k.placement = b.id(&e.ev_placement);
+        k.event_type = b.id(&e.ev_type);
+        k.action = b.id(&e.ev_action);
         b.count(k, 1);
-        let mut k = b.key(EVENTS_HOURLY, "");
-        k.phase = e.ev_phase.clone();
-        k.channel = e.ev_channel.clone();
+        let mut k = b.key(EVENTS_HOURLY, empty);
+        k.phase = phase;
+        k.channel = channel;
         k.bucket = hour_of(e.ms);
         b.count(k, 1);
     }
-    for (scope, evs) in scopes(events) {
-        if evs.is_empty() {
-            continue;
-        }
-        presence(b, &scope, &evs);
-        touches(b, &scope, &evs);
-        funnel(b, &scope, &evs);
-        reach(b, &scope, &evs);
+    // Every phase, then each phase seen; a visitor seen in one phase only
+    // gets the same figures twice, computed once.
+    let first_phase = events[0].ev_phase.as_str();
+    if events.iter().all(|e| e.ev_phase == first_phase) {
+        let from = b.rows.len();
+        scoped(b, b.all, events);
+        let phase = b.id(first_phase);
+        let copies: Rows = b.rows[from..]
+            .iter()
+            .map(|(k, v)| (Key { scope: phase, ..*k }, *v))
+            .collect();
+        b.rows.extend(copies);
+        return;
+    }
+    scoped(b, b.all, events);
+    let mut phases: Vec<&'a str> = events.iter().map(|e| e.ev_phase.as_str()).collect();
+    phases.sort_unstable();
+    phases.dedup();
+    for p in phases {
+        let evs: Vec<&LedgerEvent> = events.iter().copied().filter(|e| e.ev_phase == p).collect();
+        let scope = b.id(p);
+        scoped(b, scope, &evs);
     }
 }
 
+fn scoped<'a>(b: &mut Builder<'_, 'a>, scope: u32, evs: &[&'a LedgerEvent]) {
+    presence(b, scope, evs);
+    touches(b, scope, evs);
+    funnel(b, scope, evs);
+    reach(b, scope, evs);
+}
+
 /// Distinct-visitor figures: per channel, per hour and day, per placement scanned.
-fn presence(b: &mut Builder<'_>, scope: &str, evs: &[&LedgerEvent]) {
-    let mut channels: BTreeSet<&str> = BTreeSet::from([ALL]);
-    let mut hours: BTreeSet<(u32, &str)> = BTreeSet::new();
-    let mut days: BTreeSet<(u32, &str)> = BTreeSet::new();
-    let mut scanned: BTreeSet<(&str, &str)> = BTreeSet::new();
+fn presence<'a>(b: &mut Builder<'_, 'a>, scope: u32, evs: &[&'a LedgerEvent]) {
+    let all = b.all;
+    let mut channels: Vec<u32> = vec![all];
+    let mut hours: Vec<(u32, u32)> = Vec::new();
+    let mut days: Vec<(u32, u32)> = Vec::new();
+    let mut scanned: Vec<(u32, u32)> = Vec::new();
     for e in evs {
-        channels.insert(&e.ev_channel);
-        let (h, d) = (hour_of(e.ms), day_of(b.campaign, e.ms));
-        for c in [ALL, e.ev_channel.as_str()] {
-            hours.insert((h, c));
-            days.insert((d, c));
-            if e.is_scan() && !e.ev_placement.is_empty() {
-                scanned.insert((&e.ev_placement, c));
+        let c = b.id(&e.ev_channel);
+        channels.push(c);
+        let (h, d) = (hour_of(e.ms), b.day(e.ms));
+        let placement = (e.is_scan() && !e.ev_placement.is_empty()).then(|| b.id(&e.ev_placement));
+        for c in [all, c] {
+            hours.push((h, c));
+            days.push((d, c));
+            if let Some(p) = placement {
+                scanned.push((p, c));
             }
         }
     }
+    for v in [&mut hours, &mut days, &mut scanned] {
+        v.sort_unstable();
+        v.dedup();
+    }
+    channels.sort_unstable();
+    channels.dedup();
     for c in channels {
         let mut k = b.key(VISITORS, scope);
-        k.channel = c.to_owned();
+        k.channel = c;
         b.count(k, 1);
     }
     for (metric, set) in [(VISITORS_HOURLY, hours), (VISITORS_DAILY, days)] {
         for (bucket, c) in set {
             let mut k = b.key(metric, scope);
-            k.channel = c.to_owned();
+            k.channel = c;
             k.bucket = bucket;
             b.count(k, 1);
         }
     }
     for (p, c) in scanned {
         let mut k = b.key(SCANNERS, scope);
-        k.placement = p.to_owned();
-        k.channel = c.to_owned();
+        k.placement = p;
+        k.channel = c;
         b.count(k, 1);
     }
 }
 
 /// The events that can make a touch: touch channels, no exposure.
-fn touch_events<'e>(b: &Builder<'_>, evs: &[&'e LedgerEvent]) -> Vec<&'e LedgerEvent> {
+fn touch_events<'e>(b: &Builder<'_, '_>, evs: &[&'e LedgerEvent]) -> Vec<&'e LedgerEvent> {
     evs.iter()
         .copied()
         .filter(|e| b.touch_channel(&e.ev_channel) && !e.is_exposure())
@@ -342,7 +596,7 @@ fn touch_events<'e>(b: &Builder<'_>, evs: &[&'e LedgerEvent]) -> Vec<&'e LedgerE
 
 /// The gap rule (DESIGN §2): per channel, an event more than the gap after
 /// the visitor's previous event of the channel starts a touch.
-fn touches(b: &mut Builder<'_>, scope: &str, evs: &[&LedgerEvent]) {
+fn touches<'a>(b: &mut Builder<'_, 'a>, scope: u32, evs: &[&'a LedgerEvent]) {
     let gap =
         u64::try_from(b.campaign.attribution.touch_gap.num_milliseconds()).unwrap_or(u64::MAX);
     let mut last: HashMap<&str, u64> = HashMap::new();
@@ -352,8 +606,8 @@ fn touches(b: &mut Builder<'_>, scope: &str, evs: &[&LedgerEvent]) {
             .is_none_or(|prev| e.ms - prev >= gap);
         if starts {
             let mut k = b.key(TOUCHES, scope);
-            k.channel = e.ev_channel.clone();
-            k.phase = e.ev_phase.clone();
+            k.channel = b.id(&e.ev_channel);
+            k.phase = b.id(&e.ev_phase);
             b.count(k, 1);
         }
         last.insert(&e.ev_channel, e.ms);
@@ -362,10 +616,15 @@ fn touches(b: &mut Builder<'_>, scope: &str, evs: &[&LedgerEvent]) {
 
 /// Per touch channel: touched → landing view at or after the first touch →
 /// sign-up at or after it (whole seconds, as stored).
-fn funnel(b: &mut Builder<'_>, scope: &str, evs: &[&LedgerEvent]) {
-    let mut first: BTreeMap<&str, u64> = BTreeMap::new();
+fn funnel<'a>(b: &mut Builder<'_, 'a>, scope: u32, evs: &[&'a LedgerEvent]) {
+    let mut first: Vec<(&'a str, u64)> = Vec::new();
     for e in touch_events(b, evs) {
-        first.entry(&e.ev_channel).or_insert(e.secs());
+        if !first.iter().any(|(c, _)| *c == e.ev_channel) {
+            first.push((&e.ev_channel, e.secs()));
+        }
+    }
+    if first.is_empty() {
+        return;
     }
     let views: Vec<u64> = evs
         .iter()
@@ -378,10 +637,11 @@ fn funnel(b: &mut Builder<'_>, scope: &str, evs: &[&LedgerEvent]) {
         .map(|e| e.secs())
         .min();
     for (channel, ft) in first {
-        let step = |name: &str, b: &mut Builder<'_>| {
+        let channel = b.id(channel);
+        let step = |name: &'static str, b: &mut Builder<'_, 'a>| {
             let mut k = b.key(FUNNEL, scope);
-            k.channel = channel.to_owned();
-            k.k = name.to_owned();
+            k.channel = channel;
+            k.k = b.id(name);
             b.count(k, 1);
         };
         step("touched", b);
@@ -392,28 +652,32 @@ fn funnel(b: &mut Builder<'_>, scope: &str, evs: &[&LedgerEvent]) {
         if let Some(s) = signup.filter(|s| *s >= ft && *s > 0) {
             step("signed", b);
             let mut k = b.key(FUNNEL_SECONDS, scope);
-            k.channel = channel.to_owned();
-            k.k = (s - ft).to_string();
+            k.channel = channel;
+            k.num = u32::try_from(s - ft).unwrap_or(u32::MAX);
             b.count(k, 1);
         }
     }
 }
 
 /// Contacts per touch channel (exposures included) and channel overlap.
-fn reach(b: &mut Builder<'_>, scope: &str, evs: &[&LedgerEvent]) {
-    let mut per_channel: BTreeMap<&str, i64> = BTreeMap::new();
+fn reach<'a>(b: &mut Builder<'_, 'a>, scope: u32, evs: &[&'a LedgerEvent]) {
+    let mut per_channel: Vec<(&'a str, usize)> = Vec::new();
     for e in evs.iter().filter(|e| b.touch_channel(&e.ev_channel)) {
-        *per_channel.entry(&e.ev_channel).or_default() += 1;
+        match per_channel.iter_mut().find(|(c, _)| *c == e.ev_channel) {
+            Some((_, n)) => *n += 1,
+            None => per_channel.push((&e.ev_channel, 1)),
+        }
     }
-    for (channel, n) in &per_channel {
+    let ids: Vec<(u32, usize)> = per_channel.iter().map(|(c, n)| (b.id(c), *n)).collect();
+    for (channel, n) in &ids {
         let mut k = b.key(FREQUENCY, scope);
-        k.channel = (*channel).to_owned();
-        k.k = (*n).min(5).to_string();
+        k.channel = *channel;
+        k.k = b.id(NUMBERS[(*n).min(5)]);
         b.count(k, 1);
-        for other in per_channel.keys() {
+        for (other, _) in &ids {
             let mut k = b.key(OVERLAP, scope);
-            k.channel = (*channel).to_owned();
-            k.k = (*other).to_owned();
+            k.channel = *channel;
+            k.k = *other;
             b.count(k, 1);
         }
     }
@@ -421,51 +685,58 @@ fn reach(b: &mut Builder<'_>, scope: &str, evs: &[&LedgerEvent]) {
 
 /// Sign-up figures, contacts counted once across the set of visitors, and
 /// the attribution credit of each conversion (first sign-up of a contact).
-fn contact_facts(
-    b: &mut Builder<'_>,
-    visitors: &[(&str, Vec<&LedgerEvent>)],
+fn contact_facts<'a>(
+    b: &mut Builder<'_, 'a>,
+    visitors: &[Vec<&'a LedgerEvent>],
     start: u64,
     end: u64,
 ) {
-    // Distinct contacts per scope × group; first sign-up per scope × channel.
-    let mut groups: BTreeMap<FactKey, BTreeSet<&str>> = BTreeMap::new();
-    let mut firsts: BTreeMap<(String, &str, &str), u64> = BTreeMap::new();
-    for (_, evs) in visitors {
+    let all = b.all;
+    // (group, contact) pairs; (scope, channel, contact, first sign-up).
+    let mut groups: Vec<(Key, u32)> = Vec::new();
+    let mut firsts: Vec<(u32, u32, u32, u64)> = Vec::new();
+    for evs in visitors {
         for e in evs.iter().filter(|e| e.ev_type == "signup") {
             if e.secs() < start || e.secs() >= end {
                 continue;
             }
-            for scope in [ALL, e.ev_phase.as_str()] {
-                for c in [ALL, e.ev_channel.as_str()] {
+            let contact = b.id(&e.ev_contact);
+            let (phase, channel) = (b.id(&e.ev_phase), b.id(&e.ev_channel));
+            let placement = (!e.ev_placement.is_empty()).then(|| b.id(&e.ev_placement));
+            for scope in [all, phase] {
+                for c in [all, channel] {
                     let mut k = b.key(SIGNUPS, scope);
-                    k.channel = c.to_owned();
-                    groups.entry(k).or_default().insert(&e.ev_contact);
-                    if !e.ev_placement.is_empty() {
+                    k.channel = c;
+                    groups.push((k, contact));
+                    if let Some(p) = placement {
                         let mut k = b.key(SIGNUPS_BY_PLACEMENT, scope);
-                        k.channel = c.to_owned();
-                        k.placement = e.ev_placement.clone();
-                        groups.entry(k).or_default().insert(&e.ev_contact);
+                        k.channel = c;
+                        k.placement = p;
+                        groups.push((k, contact));
                     }
                     if !e.ev_contact.is_empty() {
-                        let f = firsts
-                            .entry((scope.to_owned(), c, &e.ev_contact))
-                            .or_insert(e.secs());
-                        *f = (*f).min(e.secs());
+                        firsts.push((scope, c, contact, e.secs()));
                     }
                 }
             }
         }
     }
-    for (k, contacts) in groups {
-        b.count(k, i64::try_from(contacts.len()).unwrap_or(i64::MAX));
+    groups.sort_unstable();
+    groups.dedup();
+    for (k, _) in groups {
+        b.count(k, 1);
     }
-    for ((scope, c, _), secs) in firsts {
+    firsts.sort_unstable();
+    firsts.dedup_by(|later, earlier| {
+        (later.0, later.1, later.2) == (earlier.0, earlier.1, earlier.2)
+    });
+    for (scope, c, _, secs) in firsts {
         for (metric, bucket) in [
             (SIGNUPS_HOURLY, hour_of(secs * 1000)),
-            (SIGNUPS_DAILY, day_of(b.campaign, secs * 1000)),
+            (SIGNUPS_DAILY, b.day(secs * 1000)),
         ] {
-            let mut k = b.key(metric, &scope);
-            k.channel = c.to_owned();
+            let mut k = b.key(metric, scope);
+            k.channel = c;
             k.bucket = bucket;
             b.count(k, 1);
         }
@@ -473,15 +744,15 @@ fn contact_facts(
     attribution_facts(b, visitors, start, end);
 }
 
-fn attribution_facts(
-    b: &mut Builder<'_>,
-    visitors: &[(&str, Vec<&LedgerEvent>)],
+fn attribution_facts<'a>(
+    b: &mut Builder<'_, 'a>,
+    visitors: &[Vec<&'a LedgerEvent>],
     start: u64,
     end: u64,
 ) {
     // First sign-up of each contact over all time (ties by event id).
     let mut first: BTreeMap<&str, (u64, Uuid, usize, &LedgerEvent)> = BTreeMap::new();
-    for (i, (_, evs)) in visitors.iter().enumerate() {
+    for (i, evs) in visitors.iter().enumerate() {
         for e in evs
             .iter()
             .filter(|e| e.ev_type == "signup" && !e.ev_contact.is_empty())
@@ -504,12 +775,12 @@ fn attribution_facts(
         if e.secs() < start || e.secs() >= end {
             continue;
         }
+        let campaign = b.campaign;
         let touches = touches_of.entry(i).or_insert_with(|| {
             let contacts: Vec<Contact> = visitors[i]
-                .1
                 .iter()
                 .filter(|c| c.secs() >= from && c.secs() < end)
-                .filter(|c| b.touch_channel(&c.ev_channel))
+                .filter(|c| campaign.channel(&c.ev_channel).is_some_and(|ch| ch.touch))
                 .filter(|c| c.ev_action != "impression" && c.ev_action != "pass")
                 .map(|c| Contact {
                     ts: DateTime::from_timestamp_millis(i64::try_from(c.ms).unwrap_or(i64::MAX))
@@ -519,24 +790,44 @@ fn attribution_facts(
                     action: TinderAction::parse(&c.ev_action),
                 })
                 .collect();
-            attribution::touches(b.campaign, b.campaign.attribution.touch_gap, &contacts)
+            attribution::touches(campaign, campaign.attribution.touch_gap, &contacts)
         });
         let conversion = Conversion {
             ts: DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
                 .unwrap_or_default(),
             event_id,
         };
-        let shares = attribution::shares(b.campaign, &conversion, touches);
-        for scope in [ALL, e.ev_phase.as_str()] {
-            b.count(b.key(CONVERSIONS, scope), 1);
+        let shares = attribution::shares(campaign, &conversion, touches);
+        let phase = b.id(&e.ev_phase);
+        for scope in [b.all, phase] {
+            let k = b.key(CONVERSIONS, scope);
+            b.count(k, 1);
             for s in &shares {
                 let mut k = b.key(CREDITS, scope);
-                k.k = s.model.to_owned();
-                k.channel = s.channel.clone();
-                k.phase = s.touch_phase.clone();
-                k.k2 = s.conversion_phase.clone();
+                k.k = b.id(s.model);
+                k.channel = b.id(campaign_str(campaign, &s.channel));
+                k.phase = b.id(campaign_str(campaign, &s.touch_phase));
+                k.k2 = b.id(campaign_str(campaign, &s.conversion_phase));
                 b.credit(k, s.credit);
             }
         }
     }
+}
+
+/// The campaign's own copy of a channel or phase name (so the key can
+/// borrow it for the computation's lifetime).
+fn campaign_str<'a>(campaign: &'a Campaign, s: &str) -> &'a str {
+    if s == attribution::DIRECT {
+        return attribution::DIRECT;
+    }
+    if s == crate::campaign::HORS_PHASE {
+        return crate::campaign::HORS_PHASE;
+    }
+    campaign
+        .channels
+        .iter()
+        .map(|c| c.id.as_str())
+        .chain(campaign.phases.iter().map(|p| p.id.as_str()))
+        .find(|x| *x == s)
+        .unwrap_or("")
 }

@@ -14,7 +14,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::facts::{self, Facts, LedgerEvent};
+use crate::facts::{self, FactRef, Facts, LedgerEvent, Strings};
 use crate::{Campaign, EventRow};
 
 /// Visitor ids per read query: keeps the query text under ClickHouse's
@@ -42,6 +42,12 @@ struct LedgerRow {
 /// so the client never takes it for a placeholder.
 fn lit(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
+    push_lit(&mut out, s);
+    out
+}
+
+/// [`lit`], written into `out`.
+fn push_lit(out: &mut String, s: &str) {
     out.push('\'');
     for c in s.chars() {
         match c {
@@ -52,7 +58,6 @@ fn lit(s: &str) -> String {
         }
     }
     out.push('\'');
-    out
 }
 
 fn in_list(ids: &[&str]) -> String {
@@ -130,63 +135,75 @@ impl Writer {
         visitor: &str,
         written_ms: u64,
         event: Option<&LedgerEvent>,
-        facts: &Facts,
+        facts: &[FactRef<'_>],
     ) {
         if self.sql.is_empty() {
             self.sql.push_str(INSERT_HEAD);
         } else {
             self.sql.push(',');
         }
-        let blank = LedgerEvent {
-            event_id: Uuid::nil(),
-            ms: 0,
-            ev_type: String::new(),
-            ev_action: String::new(),
-            ev_channel: String::new(),
-            ev_placement: String::new(),
-            ev_phase: String::new(),
-            ev_bot: 0,
-            ev_contact: String::new(),
-        };
-        let e = event.unwrap_or(&blank);
-        let _ = write!(
-            self.sql,
-            "({},{written_ms},{},{},{},{},{},{},{},{},{},{}",
-            lit(visitor),
-            u8::from(event.is_none()),
-            lit(&e.event_id.to_string()),
-            e.ms,
-            lit(&e.ev_type),
-            lit(&e.ev_action),
-            lit(&e.ev_channel),
-            lit(&e.ev_placement),
-            lit(&e.ev_phase),
-            e.ev_bot,
-            lit(&e.ev_contact),
-        );
-        let column = |f: &dyn Fn(&facts::FactKey, &facts::Value) -> String| {
-            let items: Vec<String> = facts.iter().map(|(k, v)| f(k, v)).collect();
-            format!(",[{}]", items.join(","))
-        };
-        let cols = [
-            column(&|k, _| lit(k.metric)),
-            column(&|k, _| k.bots.to_string()),
-            column(&|k, _| lit(&k.scope)),
-            column(&|k, _| lit(&k.phase)),
-            column(&|k, _| lit(&k.channel)),
-            column(&|k, _| lit(&k.placement)),
-            column(&|k, _| lit(&k.event_type)),
-            column(&|k, _| lit(&k.action)),
-            column(&|k, _| lit(&k.k)),
-            column(&|k, _| lit(&k.k2)),
-            column(&|k, _| k.bucket.to_string()),
-            column(&|_, v| v.n.to_string()),
-            column(&|_, v| format!("{:?}", v.credit)),
-        ];
-        for c in cols {
-            self.sql.push_str(&c);
+        let out = &mut self.sql;
+        out.push('(');
+        push_lit(out, visitor);
+        let _ = write!(out, ",{written_ms},{},", u8::from(event.is_none()));
+        match event {
+            Some(e) => {
+                let _ = write!(out, "'{}',{},", e.event_id, e.ms);
+                for s in [
+                    &e.ev_type,
+                    &e.ev_action,
+                    &e.ev_channel,
+                    &e.ev_placement,
+                    &e.ev_phase,
+                ] {
+                    push_lit(out, s);
+                    out.push(',');
+                }
+                let _ = write!(out, "{},", e.ev_bot);
+                push_lit(out, &e.ev_contact);
+            }
+            None => out.push_str("'00000000-0000-0000-0000-000000000000',0,'','','','','',0,''"),
         }
-        self.sql.push(')');
+        type Column = fn(&mut String, &FactRef<'_>);
+        let columns: [Column; 13] = [
+            |o, f| push_lit(o, f.metric),
+            |o, f| {
+                let _ = write!(o, "{}", f.bots);
+            },
+            |o, f| push_lit(o, f.scope),
+            |o, f| push_lit(o, f.phase),
+            |o, f| push_lit(o, f.channel),
+            |o, f| push_lit(o, f.placement),
+            |o, f| push_lit(o, f.event_type),
+            |o, f| push_lit(o, f.action),
+            |o, f| match f.k_num {
+                Some(n) => {
+                    let _ = write!(o, "'{n}'");
+                }
+                None => push_lit(o, f.k),
+            },
+            |o, f| push_lit(o, f.k2),
+            |o, f| {
+                let _ = write!(o, "{}", f.bucket);
+            },
+            |o, f| {
+                let _ = write!(o, "{}", f.value.n);
+            },
+            |o, f| {
+                let _ = write!(o, "{:?}", f.value.credit);
+            },
+        ];
+        for column in columns {
+            out.push_str(",[");
+            for (i, f) in facts.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                column(out, f);
+            }
+            out.push(']');
+        }
+        out.push(')');
         self.rows += 1;
     }
 
@@ -248,17 +265,27 @@ pub async fn account(
         }
         let mut all = old.clone();
         all.extend(fresh.iter().map(|e| (*e).clone()));
+        let (old, all) = (
+            [((*visitor).to_owned(), old)],
+            [((*visitor).to_owned(), all)],
+        );
+        let mut strings = Strings::default();
         // A visitor seen for the first time contributed nothing yet.
-        let before = if old.is_empty() {
-            Facts::new()
+        let before = if old[0].1.is_empty() {
+            Vec::new()
         } else {
-            facts::contribution(campaign, &[((*visitor).to_owned(), old)])
+            facts::compute(campaign, &old, &mut strings)
         };
-        let after = facts::contribution(campaign, &[((*visitor).to_owned(), all)]);
-        let change = facts::delta(&before, &after);
+        let after = facts::compute(campaign, &all, &mut strings);
+        let change = facts::diff(&before, &after);
+        let carried: Vec<FactRef<'_>> = facts::refs(&strings, &change).collect();
         for (i, e) in fresh.iter().enumerate() {
-            let carried = if i == 0 { change.clone() } else { Facts::new() };
-            writer.push(visitor, written_ms, Some(e), &carried);
+            writer.push(
+                visitor,
+                written_ms,
+                Some(e),
+                if i == 0 { &carried } else { &[] },
+            );
         }
         done.new_events += fresh.len();
         done.visitors += 1;
@@ -398,13 +425,15 @@ pub async fn rewrite(
             dropped += gone.len() as u64;
             let mut all = kept.clone();
             all.extend(gone);
-            let change = facts::delta(
-                &facts::contribution(campaign, &[(v.clone(), all)]),
-                &facts::contribution(campaign, &[(v.clone(), kept.clone())]),
-            );
-            writer.push(v, written_ms, None, &change);
-            for e in &kept {
-                writer.push(v, written_ms + 1, Some(e), &Facts::new());
+            let (all, kept) = ([(v.clone(), all)], [(v.clone(), kept)]);
+            let mut strings = Strings::default();
+            let before = facts::compute(campaign, &all, &mut strings);
+            let after = facts::compute(campaign, &kept, &mut strings);
+            let change = facts::diff(&before, &after);
+            let carried: Vec<FactRef<'_>> = facts::refs(&strings, &change).collect();
+            writer.push(v, written_ms, None, &carried);
+            for e in &kept[0].1 {
+                writer.push(v, written_ms + 1, Some(e), &[]);
             }
         }
         writer.flush(client).await?;
@@ -518,20 +547,24 @@ pub async fn rebuild(
     let mut current: Option<String> = None;
     let mut events: Vec<(u64, LedgerEvent)> = Vec::new();
     let mut read_so_far = 0u64;
-    let finish = |writer: &mut Writer, visitor: &str, events: &mut Vec<(u64, LedgerEvent)>| {
-        let list: Vec<LedgerEvent> = events.iter().map(|(_, e)| e.clone()).collect();
-        let f = facts::contribution(campaign, &[(visitor.to_owned(), list)]);
-        for (i, (written, e)) in events.iter().enumerate() {
-            let carried = if i == 0 { f.clone() } else { Facts::new() };
-            writer.push(visitor, *written, Some(e), &carried);
+    let finish = |writer: &mut Writer, visitor: String, events: &mut Vec<(u64, LedgerEvent)>| {
+        let written: Vec<u64> = events.iter().map(|(w, _)| *w).collect();
+        let set = [(
+            visitor,
+            events.drain(..).map(|(_, e)| e).collect::<Vec<_>>(),
+        )];
+        let mut strings = Strings::default();
+        let rows = facts::compute(campaign, &set, &mut strings);
+        let carried: Vec<FactRef<'_>> = facts::refs(&strings, &rows).collect();
+        for (i, (w, e)) in written.iter().zip(&set[0].1).enumerate() {
+            writer.push(&set[0].0, *w, Some(e), if i == 0 { &carried } else { &[] });
         }
-        events.clear();
     };
     while let Some(r) = cursor.next().await? {
         read_so_far += 1;
         if current.as_deref() != Some(r.visitor_id.as_str()) {
             if let Some(v) = current.take() {
-                finish(&mut writer, &v, &mut events);
+                finish(&mut writer, v, &mut events);
                 if writer.rows() >= 50_000 {
                     writer.flush(client).await?;
                     progress(read_so_far);
@@ -558,7 +591,7 @@ pub async fn rebuild(
         ));
     }
     if let Some(v) = current.take() {
-        finish(&mut writer, &v, &mut events);
+        finish(&mut writer, v, &mut events);
     }
     writer.flush(client).await?;
     for chunk in pairs.chunks(20_000) {

@@ -354,7 +354,19 @@ mod tests {
             .flat_map(Migration::statements)
             .collect();
         let tables = created_tables(all.iter());
-        assert_eq!(tables, ["events", "events_hourly"]);
+        assert_eq!(
+            tables,
+            [
+                "events",
+                "events_hourly",
+                "visitor_ledger",
+                "facts",
+                "contact_visitors",
+                "shared_contacts",
+                "ledger_minutely",
+                "events_minutely"
+            ]
+        );
         let out: Vec<String> = all
             .iter()
             .flat_map(|s| {
