@@ -12,17 +12,17 @@
 //! (`scope` = a phase id, or [`ALL`]). The figures cover the campaign's
 //! range (first phase start → last phase end), the dashboard's default.
 //!
-//! [`account`] writes a batch: it reads the ledger of the batch's visitors,
-//! computes each visitor's contribution before and after its new events and
-//! inserts the new ledger rows carrying the difference, in one INSERT (see
-//! `0003_facts.sql`). Redelivered events are already in the ledger and
-//! change nothing; a crash before the INSERT leaves nothing, after it
-//! leaves everything.
+//! `ledger::account` writes a batch: it reads the ledger of the batch's
+//! visitors, computes each visitor's contribution before and after its new
+//! events and inserts the new ledger rows carrying the summed difference, in
+//! one INSERT (see `0003_facts.sql`). Redelivered events are already in the
+//! ledger and change nothing; a crash before the INSERT leaves nothing,
+//! after it leaves everything.
 //!
 //! Contacts are per visitor: the rare contact that signed up on two
 //! visitors would count twice. Such contacts are listed in `shared_contacts`
-//! and [`correction`] recomputes their visitors together, contacts counted
-//! once, at question time.
+//! and `ledger::correction` recomputes their visitors together, contacts
+//! counted once, at question time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -295,7 +295,7 @@ pub fn refs<'s>(
 }
 
 /// Sorts and merges rows with equal keys; drops zeros.
-fn merge(mut rows: Rows) -> Rows {
+pub fn merge(mut rows: Rows) -> Rows {
     rows.sort_unstable_by_key(|a| a.0);
     let mut out: Rows = Vec::with_capacity(rows.len());
     for (k, v) in rows {

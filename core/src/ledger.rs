@@ -177,7 +177,13 @@ impl Writer {
         match event {
             Some(e) => {
                 let _ = write!(out, "{}\t{}", e.event_id, e.ms);
-                for s in [&e.ev_type, &e.ev_action, &e.ev_channel, &e.ev_placement, &e.ev_phase] {
+                for s in [
+                    &e.ev_type,
+                    &e.ev_action,
+                    &e.ev_channel,
+                    &e.ev_placement,
+                    &e.ev_phase,
+                ] {
                     out.push('\t');
                     push_tsv(out, s);
                 }
@@ -276,38 +282,54 @@ pub async fn account(
     let ids: Vec<&str> = batch.keys().copied().collect();
     let mut known = read(client, &ids).await?;
     let written_ms = now_ms();
-    let mut writer = Writer::default();
     let mut done = Accounted::default();
+    // (visitor, old events, old + new events, new events) of each visitor with new events.
+    type Sets = (
+        [(String, Vec<LedgerEvent>); 1],
+        [(String, Vec<LedgerEvent>); 1],
+    );
+    let mut sets: Vec<(Sets, Vec<LedgerEvent>)> = Vec::new();
     for (visitor, events) in &batch {
         let old = known.remove(*visitor).unwrap_or_default();
         let mut seen: BTreeSet<Uuid> = old.iter().map(|e| e.event_id).collect();
-        let fresh: Vec<&LedgerEvent> = events.iter().filter(|e| seen.insert(e.event_id)).collect();
+        let fresh: Vec<LedgerEvent> = events
+            .iter()
+            .filter(|e| seen.insert(e.event_id))
+            .cloned()
+            .collect();
         if fresh.is_empty() {
             continue;
         }
         let mut all = old.clone();
-        all.extend(fresh.iter().map(|e| (*e).clone()));
-        let (old, all) = (
-            [((*visitor).to_owned(), old)],
-            [((*visitor).to_owned(), all)],
-        );
-        let mut strings = Strings::default();
+        all.extend(fresh.iter().cloned());
+        sets.push((
+            (
+                [((*visitor).to_owned(), old)],
+                [((*visitor).to_owned(), all)],
+            ),
+            fresh,
+        ));
+    }
+    // The change of every visitor, summed: carried by the INSERT's first row.
+    let mut strings = Strings::default();
+    let mut change: facts::Rows = Vec::new();
+    for ((old, all), _) in &sets {
         // A visitor seen for the first time contributed nothing yet.
         let before = if old[0].1.is_empty() {
             Vec::new()
         } else {
-            facts::compute(campaign, &old, &mut strings)
+            facts::compute(campaign, old, &mut strings)
         };
-        let after = facts::compute(campaign, &all, &mut strings);
-        let change = facts::diff(&before, &after);
-        let carried: Vec<FactRef<'_>> = facts::refs(&strings, &change).collect();
-        for (i, e) in fresh.iter().enumerate() {
-            writer.push(
-                visitor,
-                written_ms,
-                Some(e),
-                if i == 0 { &carried } else { &[] },
-            );
+        let after = facts::compute(campaign, all, &mut strings);
+        change.extend(facts::diff(&before, &after));
+    }
+    let change = facts::merge(change);
+    let carried: Vec<FactRef<'_>> = facts::refs(&strings, &change).collect();
+    let mut writer = Writer::default();
+    for ((_, all), fresh) in &sets {
+        for e in fresh {
+            let facts: &[FactRef<'_>] = if writer.is_empty() { &carried } else { &[] };
+            writer.push(&all[0].0, written_ms, Some(e), facts);
         }
         done.new_events += fresh.len();
         done.visitors += 1;
@@ -439,7 +461,11 @@ pub async fn rewrite(
         let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let mut known = read(client, &ids).await?;
         let written_ms = now_ms();
-        let mut writer = Writer::default();
+        type Pair = (
+            [(String, Vec<LedgerEvent>); 1],
+            [(String, Vec<LedgerEvent>); 1],
+        );
+        let mut sets: Vec<Pair> = Vec::new();
         for v in chunk {
             let events = known.remove(v).unwrap_or_default();
             let (kept, gone): (Vec<LedgerEvent>, Vec<LedgerEvent>) =
@@ -447,15 +473,28 @@ pub async fn rewrite(
             dropped += gone.len() as u64;
             let mut all = kept.clone();
             all.extend(gone);
-            let (all, kept) = ([(v.clone(), all)], [(v.clone(), kept)]);
-            let mut strings = Strings::default();
-            let before = facts::compute(campaign, &all, &mut strings);
-            let after = facts::compute(campaign, &kept, &mut strings);
-            let change = facts::diff(&before, &after);
-            let carried: Vec<FactRef<'_>> = facts::refs(&strings, &change).collect();
-            writer.push(v, written_ms, None, &carried);
+            sets.push(([(v.clone(), all)], [(v.clone(), kept)]));
+        }
+        let mut strings = Strings::default();
+        let mut change: facts::Rows = Vec::new();
+        for (all, kept) in &sets {
+            let before = facts::compute(campaign, all, &mut strings);
+            let after = facts::compute(campaign, kept, &mut strings);
+            change.extend(facts::diff(&before, &after));
+        }
+        let change = facts::merge(change);
+        let carried: Vec<FactRef<'_>> = facts::refs(&strings, &change).collect();
+        let mut writer = Writer::default();
+        for (i, (_, kept)) in sets.iter().enumerate() {
+            // A tombstone per visitor; the first carries the change of all.
+            writer.push(
+                &kept[0].0,
+                written_ms,
+                None,
+                if i == 0 { &carried } else { &[] },
+            );
             for e in &kept[0].1 {
-                writer.push(v, written_ms + 1, Some(e), &[]);
+                writer.push(&kept[0].0, written_ms + 1, Some(e), &[]);
             }
         }
         writer.flush(client).await?;
@@ -564,31 +603,48 @@ pub async fn rebuild(
         .with_setting("max_bytes_before_external_group_by", "1500000000")
         .with_setting("max_bytes_before_external_sort", "1500000000")
         .fetch::<SourceRow>()?;
-    let mut writer = Writer::default();
     let mut pairs: Vec<(String, String)> = Vec::new();
     let mut current: Option<String> = None;
-    let mut events: Vec<(u64, LedgerEvent)> = Vec::new();
+    let mut visitor_events: Vec<(u64, LedgerEvent)> = Vec::new();
+    // Whole visitors, about 50 000 events at a time: one INSERT, carrying
+    // their contributions summed.
+    let mut pending: Vec<(String, Vec<(u64, LedgerEvent)>)> = Vec::new();
+    let mut pending_events = 0usize;
     let mut read_so_far = 0u64;
-    let finish = |writer: &mut Writer, visitor: String, events: &mut Vec<(u64, LedgerEvent)>| {
-        let written: Vec<u64> = events.iter().map(|(w, _)| *w).collect();
-        let set = [(
-            visitor,
-            events.drain(..).map(|(_, e)| e).collect::<Vec<_>>(),
-        )];
+    let write = |pending: Vec<(String, Vec<(u64, LedgerEvent)>)>| async move {
+        let written: Vec<Vec<u64>> = pending
+            .iter()
+            .map(|(_, es)| es.iter().map(|(w, _)| *w).collect())
+            .collect();
+        let sets: Vec<[(String, Vec<LedgerEvent>); 1]> = pending
+            .into_iter()
+            .map(|(v, es)| [(v, es.into_iter().map(|(_, e)| e).collect())])
+            .collect();
         let mut strings = Strings::default();
-        let rows = facts::compute(campaign, &set, &mut strings);
-        let carried: Vec<FactRef<'_>> = facts::refs(&strings, &rows).collect();
-        for (i, (w, e)) in written.iter().zip(&set[0].1).enumerate() {
-            writer.push(&set[0].0, *w, Some(e), if i == 0 { &carried } else { &[] });
+        let mut rows: facts::Rows = Vec::new();
+        for set in &sets {
+            rows.extend(facts::compute(campaign, set, &mut strings));
         }
+        let rows = facts::merge(rows);
+        let carried: Vec<FactRef<'_>> = facts::refs(&strings, &rows).collect();
+        let mut writer = Writer::default();
+        for (set, written) in sets.iter().zip(&written) {
+            for (e, w) in set[0].1.iter().zip(written) {
+                let facts: &[FactRef<'_>] = if writer.is_empty() { &carried } else { &[] };
+                writer.push(&set[0].0, *w, Some(e), facts);
+            }
+        }
+        writer.flush(client).await
     };
     while let Some(r) = cursor.next().await? {
         read_so_far += 1;
         if current.as_deref() != Some(r.visitor_id.as_str()) {
             if let Some(v) = current.take() {
-                finish(&mut writer, v, &mut events);
-                if writer.rows() >= 50_000 {
-                    writer.flush(client).await?;
+                pending_events += visitor_events.len();
+                pending.push((v, std::mem::take(&mut visitor_events)));
+                if pending_events >= 50_000 {
+                    write(std::mem::take(&mut pending)).await?;
+                    pending_events = 0;
                     progress(read_so_far);
                 }
             }
@@ -597,7 +653,7 @@ pub async fn rebuild(
         if r.ev_type == "signup" && !r.ev_contact.is_empty() {
             pairs.push((r.ev_contact.clone(), r.visitor_id.clone()));
         }
-        events.push((
+        visitor_events.push((
             u64::from(r.processed) * 1000,
             LedgerEvent {
                 event_id: r.event_id,
@@ -613,9 +669,9 @@ pub async fn rebuild(
         ));
     }
     if let Some(v) = current.take() {
-        finish(&mut writer, v, &mut events);
+        pending.push((v, visitor_events));
     }
-    writer.flush(client).await?;
+    write(pending).await?;
     for chunk in pairs.chunks(20_000) {
         let values: Vec<String> = chunk
             .iter()

@@ -1,15 +1,15 @@
 -- Answers aggregated ahead of the request (DESIGN §3 "facts").
 --
 -- visitor_ledger: every event the processor has *accounted* for, one row the
--- first time it is seen (the processor reads a visitor's ledger before each
--- batch, so a redelivered event gets no second row), with the columns the
--- dashboard's figures depend on. The first new row of a visitor in a batch
--- also carries, in `fact`, the change that batch makes to the visitor's
--- contribution to every dashboard figure: new contribution − old, both
--- computed from the ledger by `ensemble_core::facts`. Rows and their facts
--- land in one INSERT into a table without partitions: one part, all or
--- nothing, so the figures and the ledger never disagree, whatever crashes.
--- A tombstone row (erasure) carries the visitor's whole contribution negated;
+-- first time it is seen (the processor reads the ledger of a batch's
+-- visitors first, so a redelivered event gets no second row), with the
+-- columns the dashboard's figures depend on. The first row of each INSERT
+-- also carries, in `fact`, the change the batch makes to every dashboard
+-- figure: the sum over its visitors of new contribution − old, both computed
+-- from the ledger by `ensemble_core::facts`. Rows and facts land in one
+-- INSERT into a table without partitions: one part, all or nothing, so the
+-- figures and the ledger never disagree, whatever crashes.
+-- A tombstone row (erasure, retention) carries a contribution's removal;
 -- ledger rows written before a visitor's last tombstone no longer count.
 CREATE TABLE IF NOT EXISTS visitor_ledger
 (
