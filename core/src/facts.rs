@@ -53,8 +53,11 @@ pub const SCANNERS: &str = "scan";
 pub const TOUCHES: &str = "touch";
 /// Funnel steps per touch channel: `k` = touched / visited / signed.
 pub const FUNNEL: &str = "fun";
-/// Seconds from first touch to sign-up (`k`), one per visitor who signed.
+/// Seconds from first touch to sign-up (`bucket`), one per visitor who signed.
 pub const FUNNEL_SECONDS: &str = "funs";
+/// The same in whole hours (`bucket` = seconds / 3600): finds the hour that
+/// holds the median without reading every second.
+pub const FUNNEL_HOURS: &str = "funh";
 /// Visitors per channel by their number of contacts with it (`k` = 1…5, 5 = 5+).
 pub const FREQUENCY: &str = "freq";
 /// Visitors reached by both `channel` and `k`.
@@ -160,7 +163,7 @@ pub fn delta(old: &Facts, new: &Facts) -> Facts {
     d
 }
 
-const METRICS: [&str; 17] = [
+const METRICS: [&str; 18] = [
     EVENTS,
     EVENTS_HOURLY,
     VISITORS,
@@ -170,6 +173,7 @@ const METRICS: [&str; 17] = [
     TOUCHES,
     FUNNEL,
     FUNNEL_SECONDS,
+    FUNNEL_HOURS,
     FREQUENCY,
     OVERLAP,
     SIGNUPS,
@@ -212,8 +216,7 @@ impl<'a> Strings<'a> {
 }
 
 /// A [`FactKey`] as ids into [`Strings`]: copied and compared without
-/// allocating (the processor computes hundreds per visitor). `num` is the
-/// `k` of the funnel's seconds.
+/// allocating (the processor computes hundreds per visitor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key {
     metric: u8,
@@ -226,7 +229,6 @@ pub struct Key {
     action: u32,
     k: u32,
     k2: u32,
-    num: u32,
     bucket: u32,
 }
 
@@ -245,8 +247,6 @@ pub struct FactRef<'s> {
     pub event_type: &'s str,
     pub action: &'s str,
     pub k: &'s str,
-    /// Set instead of `k` for the funnel's seconds.
-    pub k_num: Option<u32>,
     pub k2: &'s str,
     pub bucket: u32,
     pub value: Value,
@@ -264,7 +264,6 @@ impl<'s> FactRef<'s> {
             event_type: &key.event_type,
             action: &key.action,
             k: &key.k,
-            k_num: None,
             k2: &key.k2,
             bucket: key.bucket,
             value,
@@ -287,7 +286,6 @@ pub fn refs<'s>(
         event_type: strings.get(k.event_type),
         action: strings.get(k.action),
         k: strings.get(k.k),
-        k_num: (k.metric == metric_id(FUNNEL_SECONDS)).then_some(k.num),
         k2: strings.get(k.k2),
         bucket: k.bucket,
         value: *v,
@@ -340,7 +338,7 @@ pub fn expand(strings: &Strings<'_>, rows: &[(Key, Value)]) -> Facts {
                     placement: f.placement.to_owned(),
                     event_type: f.event_type.to_owned(),
                     action: f.action.to_owned(),
-                    k: f.k_num.map_or_else(|| f.k.to_owned(), |n| n.to_string()),
+                    k: f.k.to_owned(),
                     k2: f.k2.to_owned(),
                     bucket: f.bucket,
                 },
@@ -377,7 +375,6 @@ impl<'a> Builder<'_, 'a> {
             action: e,
             k: e,
             k2: e,
-            num: 0,
             bucket: 0,
         }
     }
@@ -651,10 +648,13 @@ fn funnel<'a>(b: &mut Builder<'_, 'a>, scope: u32, evs: &[&'a LedgerEvent]) {
         step("visited", b);
         if let Some(s) = signup.filter(|s| *s >= ft && *s > 0) {
             step("signed", b);
-            let mut k = b.key(FUNNEL_SECONDS, scope);
-            k.channel = channel;
-            k.num = u32::try_from(s - ft).unwrap_or(u32::MAX);
-            b.count(k, 1);
+            let secs = u32::try_from(s - ft).unwrap_or(u32::MAX);
+            for (metric, bucket) in [(FUNNEL_SECONDS, secs), (FUNNEL_HOURS, secs / 3600)] {
+                let mut k = b.key(metric, scope);
+                k.channel = channel;
+                k.bucket = bucket;
+                b.count(k, 1);
+            }
         }
     }
 }

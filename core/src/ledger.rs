@@ -204,12 +204,7 @@ impl Writer {
             |o, f| push_quoted(o, f.placement),
             |o, f| push_quoted(o, f.event_type),
             |o, f| push_quoted(o, f.action),
-            |o, f| match f.k_num {
-                Some(n) => {
-                    let _ = write!(o, "'{n}'");
-                }
-                None => push_quoted(o, f.k),
-            },
+            |o, f| push_quoted(o, f.k),
             |o, f| push_quoted(o, f.k2),
             |o, f| {
                 let _ = write!(o, "{}", f.bucket);

@@ -45,19 +45,47 @@ pub async fn load(
     f: &Filters,
     metrics: &[&'static str],
 ) -> Result<Facts, ApiError> {
+    fetch(state, f, metrics, None).await
+}
+
+/// The figures of one metric for one channel in the request's scope, with
+/// `bucket` in `[from, to)` (the funnel's seconds around its median).
+pub async fn load_buckets(
+    state: &ApiState,
+    f: &Filters,
+    metric: &'static str,
+    channel: &str,
+    (from, to): (u32, u32),
+) -> Result<Facts, ApiError> {
+    fetch(state, f, &[metric], Some((channel, from, to))).await
+}
+
+async fn fetch(
+    state: &ApiState,
+    f: &Filters,
+    metrics: &[&'static str],
+    range: Option<(&str, u32, u32)>,
+) -> Result<Facts, ApiError> {
     let bots = u8::from(f.include_bots);
-    let rows: Vec<FactRow> = state
+    let narrow = if range.is_some() {
+        "AND scope = ? AND channel = ? AND bucket >= ? AND bucket < ?"
+    } else {
+        ""
+    };
+    let mut q = state
         .client
-        .query(
+        .query(&format!(
             "SELECT metric, scope, phase, channel, placement, event_type, action, k, k2, bucket, \
-             sum(n) AS total, sum(credit) AS cr FROM facts WHERE bots = ? AND has(?, metric) \
+             sum(n) AS total, sum(credit) AS cr FROM facts WHERE bots = ? AND has(?, metric) {narrow} \
              GROUP BY metric, scope, phase, channel, placement, event_type, action, k, k2, bucket \
-             HAVING total != 0 OR cr != 0",
-        )
+             HAVING total != 0 OR cr != 0"
+        ))
         .bind(bots)
-        .bind(metrics)
-        .fetch_all()
-        .await?;
+        .bind(metrics);
+    if let Some((channel, from, to)) = range {
+        q = q.bind(scope(f)).bind(channel).bind(from).bind(to);
+    }
+    let rows: Vec<FactRow> = q.fetch_all().await?;
     let mut out = Facts::new();
     for r in rows {
         let Some(metric) = metrics.iter().find(|m| **m == r.metric) else {
@@ -84,7 +112,13 @@ pub async fn load(
         );
     }
     let mut fix = ledger::correction(&state.client, &state.campaign).await?;
-    fix.retain(|k, _| k.bots == bots && metrics.contains(&k.metric));
+    fix.retain(|k, _| {
+        k.bots == bots
+            && metrics.contains(&k.metric)
+            && range.is_none_or(|(channel, from, to)| {
+                k.scope == scope(f) && k.channel == channel && k.bucket >= from && k.bucket < to
+            })
+    });
     facts::add(&mut out, &fix, 1);
     Ok(out)
 }

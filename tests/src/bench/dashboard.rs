@@ -27,7 +27,7 @@ use crate::Service;
 const GENERATOR: &str = "sim-v2-50k-people-chunks-live-times";
 /// Bumped whenever the figures change: the events are kept, the figures
 /// rebuilt from them (`ensemble-processor rebuild-facts`'s code).
-const FACTS: &str = "facts-v1";
+const FACTS: &str = "facts-v2";
 const PEOPLE_PER_CHUNK: usize = 50_000;
 
 #[derive(Debug, Clone, Copy)]
