@@ -1169,10 +1169,9 @@ async fn funnel_rows_from_facts(state: &ApiState, f: &Filters) -> Result<Vec<Fun
             _ => {}
         }
     }
+    // (channel, hour, rank wanted, signed visitors in earlier hours).
+    let mut wanted: Vec<(String, u32, u64, u64)> = Vec::new();
     for (channel, by_hour) in &hours {
-        let Some(row) = rows.get_mut(channel) else {
-            continue;
-        };
         let n: u64 = by_hour.iter().map(|(_, c)| c).sum();
         let ranks: Vec<u64> = match n {
             0 => Vec::new(),
@@ -1180,37 +1179,40 @@ async fn funnel_rows_from_facts(state: &ApiState, f: &Filters) -> Result<Vec<Fun
             n => vec![n / 2, n / 2 + 1],
         };
         for rank in ranks {
-            // The hour holding the rank, then the second within it.
-            let mut before = 0u64;
-            let Some(&(hour, _)) = by_hour.iter().find(|(_, c)| {
-                before += c;
-                before >= rank
-            }) else {
-                continue;
-            };
-            let below: u64 = by_hour
-                .iter()
-                .take_while(|(h, _)| *h < hour)
-                .map(|(_, c)| c)
-                .sum();
-            let secs = figures::load_buckets(
-                state,
-                f,
-                fact::FUNNEL_SECONDS,
-                channel,
-                (
-                    hour.saturating_mul(3600),
-                    hour.saturating_add(1).saturating_mul(3600),
-                ),
-            )
-            .await?;
-            let mut seen = below;
-            for (k, v) in &secs {
-                seen += count(v);
-                if seen >= rank {
-                    row.seconds.push(k.bucket);
+            let mut below = 0u64;
+            for &(hour, c) in by_hour {
+                if below + c >= rank {
+                    wanted.push((channel.clone(), hour, rank, below));
                     break;
                 }
+                below += c;
+            }
+        }
+    }
+    let ranges: Vec<(String, u32, u32)> = wanted
+        .iter()
+        .map(|(c, h, _, _)| {
+            (
+                c.clone(),
+                h.saturating_mul(3600),
+                h.saturating_add(1).saturating_mul(3600),
+            )
+        })
+        .collect();
+    let secs = figures::load_buckets(state, f, fact::FUNNEL_SECONDS, &ranges).await?;
+    for (channel, hour, rank, below) in wanted {
+        let Some(row) = rows.get_mut(&channel) else {
+            continue;
+        };
+        let mut seen = below;
+        for (k, v) in secs
+            .iter()
+            .filter(|(k, _)| k.channel == channel && k.bucket / 3600 == hour)
+        {
+            seen += count(v);
+            if seen >= rank {
+                row.seconds.push(k.bucket);
+                break;
             }
         }
     }
