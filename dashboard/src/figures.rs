@@ -78,16 +78,22 @@ async fn fetch(
         ),
         None => String::new(),
     };
+    // Inlined (our own constants), not bound: `IN (…)` on the first column
+    // of the sorting key lets ClickHouse read only those metrics' marks.
+    let listed = metrics
+        .iter()
+        .map(|m| format!("'{m}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut q = state
         .client
         .query(&format!(
             "SELECT metric, scope, phase, channel, placement, event_type, action, k, k2, bucket, \
-             sum(n) AS total, sum(credit) AS cr FROM facts WHERE bots = ? AND has(?, metric) {narrow} \
+             sum(n) AS total, sum(credit) AS cr FROM facts WHERE metric IN ({listed}) AND bots = ? {narrow} \
              GROUP BY metric, scope, phase, channel, placement, event_type, action, k, k2, bucket \
              HAVING total != 0 OR cr != 0"
         ))
-        .bind(bots)
-        .bind(metrics);
+        .bind(bots);
     if let Some(ranges) = ranges {
         q = q.bind(scope(f));
         for (channel, from, to) in ranges {
