@@ -1486,7 +1486,6 @@ async fn buckets_from_facts(
         ("signups", true) => fact::SIGNUPS_HOURLY,
         _ => fact::SIGNUPS_DAILY,
     };
-    let facts = figures::load(state, f, &[name]).await?;
     let tz = state.campaign.timezone;
     let label = |bucket: u32| {
         let t = DateTime::from_timestamp(i64::from(bucket), 0).unwrap_or_default();
@@ -1497,20 +1496,8 @@ async fn buckets_from_facts(
         }
     };
     let mut points: BTreeMap<String, u64> = BTreeMap::new();
-    if name == fact::EVENTS_HOURLY {
-        for (k, v) in facts.iter().filter(|(k, _)| k.metric == name) {
-            if f.phase.as_ref().is_some_and(|p| *p != k.phase)
-                || f.channel.as_ref().is_some_and(|c| *c != k.channel)
-            {
-                continue;
-            }
-            *points.entry(label(k.bucket)).or_default() += count(v);
-        }
-    } else {
-        let channel = f.channel.as_deref().unwrap_or(ALL);
-        for (k, v) in figures::select(&facts, f, name).filter(|(k, _)| k.channel == channel) {
-            *points.entry(label(k.bucket)).or_default() += count(v);
-        }
+    for (bucket, n) in figures::series(state, f, name, name != fact::EVENTS_HOURLY).await? {
+        *points.entry(label(bucket)).or_default() += u64::try_from(n).unwrap_or(0);
     }
     Ok(points
         .into_iter()

@@ -73,7 +73,8 @@ async fn fetch(
     // Ranges of the sorting key: ClickHouse reads only their marks.
     let narrow = match ranges {
         Some(r) => format!(
-            "AND scope = ? AND ({})",
+            "AND scope = ? AND phase = '' AND placement = '' AND event_type = '' AND action = '' \
+             AND k = '' AND k2 = '' AND ({})",
             vec!["(channel = ? AND bucket >= ? AND bucket < ?)"; r.len()].join(" OR ")
         ),
         None => String::new(),
@@ -159,4 +160,68 @@ pub fn select<'a>(
 /// A count as the API shows it (never negative).
 pub fn count(v: &Value) -> u64 {
     u64::try_from(v.n).unwrap_or(0)
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct BucketSum {
+    bucket: u32,
+    total: i64,
+}
+
+/// One metric summed per `bucket` in ClickHouse (a time series: thousands
+/// of buckets, not the facts behind them), in the request's scope for
+/// scoped metrics (`phase` filters the phase dimension of unscoped ones),
+/// for its channel (or every channel); corrected like [`load`].
+pub async fn series(
+    state: &ApiState,
+    f: &Filters,
+    metric: &'static str,
+    scoped: bool,
+) -> Result<Vec<(u32, i64)>, ApiError> {
+    let bots = u8::from(f.include_bots);
+    let mut cond = String::new();
+    let mut binds: Vec<&str> = Vec::new();
+    if scoped {
+        cond.push_str(" AND scope = ? AND channel = ?");
+        binds.push(scope(f));
+        binds.push(f.channel.as_deref().unwrap_or(ALL));
+    } else {
+        cond.push_str(" AND scope = ''");
+        if let Some(p) = &f.phase {
+            cond.push_str(" AND phase = ?");
+            binds.push(p);
+        }
+        if let Some(c) = &f.channel {
+            cond.push_str(" AND channel = ?");
+            binds.push(c);
+        }
+    }
+    let mut q = state
+        .client
+        .query(&format!(
+            "SELECT bucket, sum(n) AS total FROM facts WHERE metric = '{metric}' AND bots = ?{cond} \
+             GROUP BY bucket ORDER BY bucket"
+        ))
+        .bind(bots);
+    for b in binds {
+        q = q.bind(b);
+    }
+    let rows: Vec<BucketSum> = q.fetch_all().await?;
+    let mut out: std::collections::BTreeMap<u32, i64> =
+        rows.into_iter().map(|r| (r.bucket, r.total)).collect();
+    let fix = ledger::correction(&state.client, &state.campaign).await?;
+    for (k, v) in &fix {
+        let wanted = k.bots == bots
+            && k.metric == metric
+            && if scoped {
+                k.scope == scope(f) && k.channel == f.channel.as_deref().unwrap_or(ALL)
+            } else {
+                f.phase.as_ref().is_none_or(|p| *p == k.phase)
+                    && f.channel.as_ref().is_none_or(|c| *c == k.channel)
+            };
+        if wanted {
+            *out.entry(k.bucket).or_default() += v.n;
+        }
+    }
+    Ok(out.into_iter().collect())
 }
