@@ -1140,33 +1140,34 @@ async fn funnel_rows(state: &ApiState, f: &Filters) -> Result<Vec<FunnelRow>, Ap
 /// or two around the median are read (found through the hourly histogram):
 /// the median the answer shows is the same.
 async fn funnel_rows_from_facts(state: &ApiState, f: &Filters) -> Result<Vec<FunnelRow>, ApiError> {
-    let facts = figures::load(state, f, &[fact::FUNNEL, fact::FUNNEL_HOURS]).await?;
     let mut rows: BTreeMap<String, FunnelRow> = BTreeMap::new();
-    let mut hours: BTreeMap<String, Vec<(u32, u64)>> = BTreeMap::new();
-    for (k, v) in figures::select(&facts, f, fact::FUNNEL).chain(figures::select(
-        &facts,
-        f,
-        fact::FUNNEL_HOURS,
-    )) {
-        if f.channel.as_ref().is_some_and(|c| *c != k.channel) {
+    let wanted_channel = |c: &str| f.channel.as_deref().is_none_or(|x| x == c);
+    for ((channel, step, _), n) in figures::by_channel(state, f, fact::FUNNEL).await? {
+        if !wanted_channel(&channel) {
             continue;
         }
-        let r = rows.entry(k.channel.clone()).or_insert_with(|| FunnelRow {
-            channel: k.channel.clone(),
+        let r = rows.entry(channel.clone()).or_insert_with(|| FunnelRow {
+            channel,
             touched: 0,
             visited: 0,
             signed: 0,
             seconds: Vec::new(),
         });
-        match (k.metric, k.k.as_str()) {
-            (fact::FUNNEL, "touched") => r.touched = count(v),
-            (fact::FUNNEL, "visited") => r.visited = count(v),
-            (fact::FUNNEL, "signed") => r.signed = count(v),
-            (fact::FUNNEL_HOURS, _) => hours
-                .entry(k.channel.clone())
-                .or_default()
-                .push((k.bucket, count(v))),
+        let n = u64::try_from(n).unwrap_or(0);
+        match step.as_str() {
+            "touched" => r.touched = n,
+            "visited" => r.visited = n,
+            "signed" => r.signed = n,
             _ => {}
+        }
+    }
+    let mut hours: BTreeMap<String, Vec<(u32, u64)>> = BTreeMap::new();
+    for ((channel, _, hour), n) in figures::by_channel(state, f, fact::FUNNEL_HOURS).await? {
+        if wanted_channel(&channel) {
+            hours
+                .entry(channel)
+                .or_default()
+                .push((hour, u64::try_from(n).unwrap_or(0)));
         }
     }
     // (channel, hour, rank wanted, signed visitors in earlier hours).

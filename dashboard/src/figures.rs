@@ -225,3 +225,43 @@ pub async fn series(
     }
     Ok(out.into_iter().collect())
 }
+
+#[derive(Debug, Row, Deserialize)]
+struct ChannelSum {
+    channel: String,
+    k: String,
+    bucket: u32,
+    total: i64,
+}
+
+/// A scoped metric summed per channel × `k` × `bucket` in ClickHouse, in
+/// the request's scope; corrected like [`load`].
+pub async fn by_channel(
+    state: &ApiState,
+    f: &Filters,
+    metric: &'static str,
+) -> Result<std::collections::BTreeMap<(String, String, u32), i64>, ApiError> {
+    let bots = u8::from(f.include_bots);
+    let rows: Vec<ChannelSum> = state
+        .client
+        .query(&format!(
+            "SELECT channel, k, bucket, sum(n) AS total FROM facts WHERE metric = '{metric}' AND bots = ? \
+             AND scope = ? GROUP BY channel, k, bucket HAVING total != 0"
+        ))
+        .bind(bots)
+        .bind(scope(f))
+        .fetch_all()
+        .await?;
+    let mut out: std::collections::BTreeMap<(String, String, u32), i64> = rows
+        .into_iter()
+        .map(|r| ((r.channel, r.k, r.bucket), r.total))
+        .collect();
+    let fix = ledger::correction(&state.client, &state.campaign).await?;
+    for (k, v) in fix {
+        if k.bots == bots && k.metric == metric && k.scope == scope(f) {
+            *out.entry((k.channel, k.k, k.bucket)).or_default() += v.n;
+        }
+    }
+    out.retain(|_, n| *n != 0);
+    Ok(out)
+}
