@@ -11,8 +11,8 @@ use std::time::Duration;
 use ensemble_core::{Campaign, StoreConfig};
 use ensemble_tests::sim::{send_import, simulate, SimConfig};
 use ensemble_tests::{
-    campaign_file, create_topic, group_progress, kafka_brokers, migrated_database, poll_until,
-    unique, workspace_binary, ClickHouseCluster, Service,
+    campaign_file, create_topic, group_progress, json_close, kafka_brokers, migrated_database,
+    poll_until, unique, workspace_binary, ClickHouseCluster, Service,
 };
 
 const IMPORT: &str = "cluster-import-token-0123456789";
@@ -50,7 +50,7 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
     let again = ensemble_core::migrate::migrate(&sharded)
         .await
         .expect("again");
-    assert_eq!(again.already_applied, [1, 2]);
+    assert_eq!(again.already_applied, [1, 2, 3]);
 
     let campaign = Campaign::load(&campaign_file()).expect("campaign");
     let sim = simulate(
@@ -185,7 +185,11 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
     let (one, two) = (&pipelines[0].2, &pipelines[1].2);
     for path in paths {
         let (a, b) = (one.get_json(path, ANALYST), two.get_json(path, ANALYST));
-        assert_eq!(a, b, "{path}: single node vs cluster");
+        // Credits are float sums, added up in another order across shards.
+        assert!(
+            json_close(&a, &b),
+            "{path}: single node vs cluster\n{a}\n{b}"
+        );
     }
     let overview = two.get_json("/api/overview", ANALYST);
     assert!(
@@ -219,11 +223,8 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
         "/api/attribution",
         "/api/timeseries?metric=events&bucket=hour",
     ] {
-        assert_eq!(
-            one.get_json(path, ANALYST),
-            two.get_json(path, ANALYST),
-            "after erasure, {path}"
-        );
+        let (a, b) = (one.get_json(path, ANALYST), two.get_json(path, ANALYST));
+        assert!(json_close(&a, &b), "after erasure, {path}\n{a}\n{b}");
     }
     assert_eq!(
         two.get_json("/api/overview", ANALYST)["current"]["totals"]["signups"].as_u64(),
