@@ -309,6 +309,58 @@ pub fn merge(mut rows: Rows) -> Rows {
     out
 }
 
+/// A small, fast hasher for [`Key`]s (FxHash's multiply-rotate): the
+/// processor sums hundreds of thousands of keys per batch.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// Rows of many visitors summed as they come (a hash map of the distinct
+/// keys, not every row kept and sorted).
+#[derive(Debug, Default)]
+pub struct Sum {
+    map: HashMap<Key, Value, std::hash::BuildHasherDefault<KeyHasher>>,
+}
+
+impl Sum {
+    /// Adds `sign ×` each row.
+    pub fn add(&mut self, rows: &[(Key, Value)], sign: i64) {
+        for (k, v) in rows {
+            let e = self.map.entry(*k).or_default();
+            e.n += sign * v.n;
+            e.credit += sign as f64 * v.credit;
+        }
+    }
+
+    /// The sums as merged rows, without zeros.
+    pub fn rows(self) -> Rows {
+        merge(self.map.into_iter().collect())
+    }
+}
+
 /// `new − old` of two merged row sets computed over the same [`Strings`].
 pub fn diff(old: &[(Key, Value)], new: &[(Key, Value)]) -> Rows {
     let mut rows: Rows = new.to_vec();

@@ -307,18 +307,15 @@ pub async fn account(
     }
     // The change of every visitor, summed: carried by the INSERT's first row.
     let mut strings = Strings::default();
-    let mut change: facts::Rows = Vec::new();
+    let mut change = facts::Sum::default();
     for ((old, all), _) in &sets {
         // A visitor seen for the first time contributed nothing yet.
-        let before = if old[0].1.is_empty() {
-            Vec::new()
-        } else {
-            facts::compute(campaign, old, &mut strings)
-        };
-        let after = facts::compute(campaign, all, &mut strings);
-        change.extend(facts::diff(&before, &after));
+        if !old[0].1.is_empty() {
+            change.add(&facts::compute(campaign, old, &mut strings), -1);
+        }
+        change.add(&facts::compute(campaign, all, &mut strings), 1);
     }
-    let change = facts::merge(change);
+    let change = change.rows();
     let carried: Vec<FactRef<'_>> = facts::refs(&strings, &change).collect();
     let mut writer = Writer::default();
     for ((_, all), fresh) in &sets {
@@ -471,13 +468,12 @@ pub async fn rewrite(
             sets.push(([(v.clone(), all)], [(v.clone(), kept)]));
         }
         let mut strings = Strings::default();
-        let mut change: facts::Rows = Vec::new();
+        let mut change = facts::Sum::default();
         for (all, kept) in &sets {
-            let before = facts::compute(campaign, all, &mut strings);
-            let after = facts::compute(campaign, kept, &mut strings);
-            change.extend(facts::diff(&before, &after));
+            change.add(&facts::compute(campaign, all, &mut strings), -1);
+            change.add(&facts::compute(campaign, kept, &mut strings), 1);
         }
-        let change = facts::merge(change);
+        let change = change.rows();
         let carried: Vec<FactRef<'_>> = facts::refs(&strings, &change).collect();
         let mut writer = Writer::default();
         for (i, (_, kept)) in sets.iter().enumerate() {
@@ -616,11 +612,11 @@ pub async fn rebuild(
             .map(|(v, es)| [(v, es.into_iter().map(|(_, e)| e).collect())])
             .collect();
         let mut strings = Strings::default();
-        let mut rows: facts::Rows = Vec::new();
+        let mut sum = facts::Sum::default();
         for set in &sets {
-            rows.extend(facts::compute(campaign, set, &mut strings));
+            sum.add(&facts::compute(campaign, set, &mut strings), 1);
         }
-        let rows = facts::merge(rows);
+        let rows = sum.rows();
         let carried: Vec<FactRef<'_>> = facts::refs(&strings, &rows).collect();
         let mut writer = Writer::default();
         for (set, written) in sets.iter().zip(&written) {
