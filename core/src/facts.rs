@@ -24,7 +24,7 @@
 //! and `ledger::correction` recomputes their visitors together, contacts
 //! counted once, at question time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveTime, TimeZone, Utc};
 use clickhouse::Row;
@@ -196,7 +196,9 @@ fn metric_id(m: &str) -> u8 {
 #[derive(Debug, Default)]
 pub struct Strings<'a> {
     list: Vec<&'a str>,
-    index: HashMap<&'a str, u32>,
+    index: HashMap<&'a str, u32, std::hash::BuildHasherDefault<KeyHasher>>,
+    /// Local day start of each UTC hour seen (time-zone lookups are slow).
+    days: HashMap<u32, u32, std::hash::BuildHasherDefault<KeyHasher>>,
 }
 
 impl<'a> Strings<'a> {
@@ -320,7 +322,13 @@ impl std::hash::Hasher for KeyHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        for b in chunks.remainder() {
             self.write_u64(u64::from(*b));
         }
     }
@@ -409,8 +417,6 @@ struct Builder<'c, 'a> {
     strings: &'c mut Strings<'a>,
     all: u32,
     empty: u32,
-    /// Local day start of each UTC hour seen (time-zone lookups are slow).
-    days: HashMap<u32, u32>,
 }
 
 impl<'a> Builder<'_, 'a> {
@@ -451,6 +457,7 @@ impl<'a> Builder<'_, 'a> {
         let hour = hour_of(ms);
         let campaign = self.campaign;
         *self
+            .strings
             .days
             .entry(hour)
             .or_insert_with(|| day_of(campaign, u64::from(hour) * 1000))
@@ -505,21 +512,34 @@ pub fn compute<'a>(
         strings,
         all,
         empty,
-        days: HashMap::new(),
     };
     let Some((start, end)) = range_secs(campaign) else {
         return Vec::new();
     };
+    // Without any bot event, the figures with bots are those without.
+    let no_bots = visitors
+        .iter()
+        .all(|(_, es)| es.iter().all(|e| e.ev_bot == 0));
     for bots in [0u8, 1] {
         b.bots = bots;
+        if bots == 1 && no_bots {
+            let copies: Rows = b
+                .rows
+                .iter()
+                .map(|(k, v)| (Key { bots: 1, ..*k }, *v))
+                .collect();
+            b.rows.extend(copies);
+            break;
+        }
         let mut prepared: Vec<Vec<&'a LedgerEvent>> = Vec::new();
         for (_, events) in visitors {
-            let mut seen = HashSet::new();
             let mut evs: Vec<&LedgerEvent> = events
                 .iter()
                 .filter(|e| bots == 1 || e.ev_bot == 0)
-                .filter(|e| seen.insert(e.event_id))
                 .collect();
+            // Each event once (redeliveries), then in time order.
+            evs.sort_unstable_by_key(|e| (e.event_id, e.ms));
+            evs.dedup_by_key(|e| e.event_id);
             evs.sort_by_key(|e| (e.ms, e.event_id));
             prepared.push(evs);
         }
