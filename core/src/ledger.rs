@@ -21,6 +21,7 @@ use crate::{Campaign, EventRow};
 /// 256 KiB `max_query_size`.
 const IDS_PER_QUERY: usize = 3000;
 
+/// A ledger row as read back (and as `rebuild` reads `events`).
 #[derive(Debug, Row, Deserialize)]
 struct LedgerRow {
     visitor_id: String,
@@ -38,11 +39,27 @@ struct LedgerRow {
     ev_contact: String,
 }
 
+impl LedgerRow {
+    fn event(&self) -> LedgerEvent {
+        LedgerEvent {
+            event_id: self.event_id,
+            ms: self.ms,
+            ev_type: self.ev_type.clone(),
+            ev_action: self.ev_action.clone(),
+            ev_channel: self.ev_channel.clone(),
+            ev_placement: self.ev_placement.clone(),
+            ev_phase: self.ev_phase.clone(),
+            ev_bot: self.ev_bot,
+            ev_contact: self.ev_contact.clone(),
+        }
+    }
+}
+
 /// A string literal: quotes and backslashes escaped; `?` written as `\x3F`
 /// so the client never takes it for a placeholder.
 fn lit(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
-    push_lit(&mut out, s);
+    push_quoted(&mut out, s, true);
     out
 }
 
@@ -59,8 +76,10 @@ fn push_tsv(out: &mut String, s: &str) {
     }
 }
 
-/// A quoted string inside an array field of TabSeparated.
-fn push_quoted(out: &mut String, s: &str) {
+/// A quoted string: backslash, quote and line breaks escaped; `in_query`
+/// also writes `?` as `\x3F` (text the client parses for placeholders);
+/// without it, for an array field of TabSeparated data.
+fn push_quoted(out: &mut String, s: &str, in_query: bool) {
     out.push('\'');
     for c in s.chars() {
         match c {
@@ -69,20 +88,7 @@ fn push_quoted(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-}
-
-/// [`lit`], written into `out`.
-fn push_lit(out: &mut String, s: &str) {
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            '?' => out.push_str("\\x3F"),
+            '?' if in_query => out.push_str("\\x3F"),
             c => out.push(c),
         }
     }
@@ -119,19 +125,7 @@ pub async fn read(
             .get(r.visitor_id.as_str())
             .is_none_or(|t| r.written_ms > *t);
         if r.tombstone == 0 && after {
-            out.entry(r.visitor_id.clone())
-                .or_default()
-                .push(LedgerEvent {
-                    event_id: r.event_id,
-                    ms: r.ms,
-                    ev_type: r.ev_type.clone(),
-                    ev_action: r.ev_action.clone(),
-                    ev_channel: r.ev_channel.clone(),
-                    ev_placement: r.ev_placement.clone(),
-                    ev_phase: r.ev_phase.clone(),
-                    ev_bot: r.ev_bot,
-                    ev_contact: r.ev_contact.clone(),
-                });
+            out.entry(r.visitor_id.clone()).or_default().push(r.event());
         }
     }
     Ok(out)
@@ -194,18 +188,18 @@ impl Writer {
         }
         type Column = fn(&mut String, &FactRef<'_>);
         let columns: [Column; 13] = [
-            |o, f| push_quoted(o, f.metric),
+            |o, f| push_quoted(o, f.metric, false),
             |o, f| {
                 let _ = write!(o, "{}", f.bots);
             },
-            |o, f| push_quoted(o, f.scope),
-            |o, f| push_quoted(o, f.phase),
-            |o, f| push_quoted(o, f.channel),
-            |o, f| push_quoted(o, f.placement),
-            |o, f| push_quoted(o, f.event_type),
-            |o, f| push_quoted(o, f.action),
-            |o, f| push_quoted(o, f.k),
-            |o, f| push_quoted(o, f.k2),
+            |o, f| push_quoted(o, f.scope, false),
+            |o, f| push_quoted(o, f.phase, false),
+            |o, f| push_quoted(o, f.channel, false),
+            |o, f| push_quoted(o, f.placement, false),
+            |o, f| push_quoted(o, f.event_type, false),
+            |o, f| push_quoted(o, f.action, false),
+            |o, f| push_quoted(o, f.k, false),
+            |o, f| push_quoted(o, f.k2, false),
             |o, f| {
                 let _ = write!(o, "{}", f.bucket);
             },
@@ -342,6 +336,28 @@ struct ContactVisitor {
     visitor_id: String,
 }
 
+/// Inserts (contact hash, visitor id) pairs into `table`.
+async fn insert_pairs<C: AsRef<str>, V: AsRef<str>>(
+    client: &clickhouse::Client,
+    table: &str,
+    pairs: impl IntoIterator<Item = (C, V)>,
+) -> Result<(), clickhouse::error::Error> {
+    let values: Vec<String> = pairs
+        .into_iter()
+        .map(|(c, v)| format!("({},{})", lit(c.as_ref()), lit(v.as_ref())))
+        .collect();
+    if values.is_empty() {
+        return Ok(());
+    }
+    client
+        .query(&format!(
+            "INSERT INTO {table} (contact_hash, visitor_id) VALUES {}",
+            values.join(",")
+        ))
+        .execute()
+        .await
+}
+
 /// Records which visitors signed up with which contact, then lists in
 /// `shared_contacts` every contact of the batch now seen on several
 /// visitors. (Two processors recording the same contact at once: each
@@ -353,17 +369,7 @@ async fn note_contacts(
     if pairs.is_empty() {
         return Ok(());
     }
-    let values: Vec<String> = pairs
-        .iter()
-        .map(|(c, v)| format!("({},{})", lit(c), lit(v)))
-        .collect();
-    client
-        .query(&format!(
-            "INSERT INTO contact_visitors (contact_hash, visitor_id) VALUES {}",
-            values.join(",")
-        ))
-        .execute()
-        .await?;
+    insert_pairs(client, "contact_visitors", pairs.iter().copied()).await?;
     let contacts: Vec<&str> = pairs
         .iter()
         .map(|(c, _)| *c)
@@ -390,20 +396,7 @@ async fn note_contacts(
             shared.extend(vs.into_iter().map(|v| (c.clone(), v)));
         }
     }
-    if !shared.is_empty() {
-        let values: Vec<String> = shared
-            .iter()
-            .map(|(c, v)| format!("({},{})", lit(c), lit(v)))
-            .collect();
-        client
-            .query(&format!(
-                "INSERT INTO shared_contacts (contact_hash, visitor_id) VALUES {}",
-                values.join(",")
-            ))
-            .execute()
-            .await?;
-    }
-    Ok(())
+    insert_pairs(client, "shared_contacts", shared).await
 }
 
 /// What the per-visitor figures get wrong for contacts seen on several
@@ -545,22 +538,6 @@ pub async fn retain(
     .await
 }
 
-#[derive(Debug, Row, Deserialize)]
-struct SourceRow {
-    visitor_id: String,
-    processed: u32,
-    #[serde(with = "clickhouse::serde::uuid")]
-    event_id: Uuid,
-    ms: u64,
-    ev_type: String,
-    ev_action: String,
-    ev_channel: String,
-    ev_placement: String,
-    ev_phase: String,
-    ev_bot: u8,
-    ev_contact: String,
-}
-
 /// Rebuilds the ledger and every figure from `events` (after this feature
 /// is installed on a database that has events, or after the campaign's
 /// calendar or attribution settings change). Run it with the processor
@@ -577,6 +554,7 @@ pub async fn rebuild(
         "contact_visitors",
         "shared_contacts",
         "ledger_minutely",
+        "events_minutely",
     ] {
         client
             .query(&format!("TRUNCATE TABLE {}", ddl_target(t)))
@@ -585,7 +563,7 @@ pub async fn rebuild(
     }
     let mut cursor = client
         .query(
-            "SELECT visitor_id, toUInt32(min(processed_at)) AS processed, event_id, \
+            "SELECT visitor_id, toUInt64(min(processed_at)) * 1000 AS written_ms, toUInt8(0) AS tombstone, event_id, \
              any(toUInt64(ts) * 1000 + ts_ms) AS ms, any(event_type) AS ev_type, any(action) AS ev_action, \
              any(channel) AS ev_channel, any(placement) AS ev_placement, any(phase) AS ev_phase, \
              any(is_bot) AS ev_bot, any(contact_hash) AS ev_contact \
@@ -593,7 +571,7 @@ pub async fn rebuild(
         )
         .with_setting("max_bytes_before_external_group_by", "1500000000")
         .with_setting("max_bytes_before_external_sort", "1500000000")
-        .fetch::<SourceRow>()?;
+        .fetch::<LedgerRow>()?;
     let mut pairs: Vec<(String, String)> = Vec::new();
     let mut current: Option<String> = None;
     let mut visitor_events: Vec<(u64, LedgerEvent)> = Vec::new();
@@ -644,47 +622,25 @@ pub async fn rebuild(
         if r.ev_type == "signup" && !r.ev_contact.is_empty() {
             pairs.push((r.ev_contact.clone(), r.visitor_id.clone()));
         }
-        visitor_events.push((
-            u64::from(r.processed) * 1000,
-            LedgerEvent {
-                event_id: r.event_id,
-                ms: r.ms,
-                ev_type: r.ev_type,
-                ev_action: r.ev_action,
-                ev_channel: r.ev_channel,
-                ev_placement: r.ev_placement,
-                ev_phase: r.ev_phase,
-                ev_bot: r.ev_bot,
-                ev_contact: r.ev_contact,
-            },
-        ));
+        visitor_events.push((r.written_ms, r.event()));
     }
     if let Some(v) = current.take() {
         pending.push((v, visitor_events));
     }
     write(pending).await?;
     for chunk in pairs.chunks(20_000) {
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|(c, v)| format!("({},{})", lit(c), lit(v)))
-            .collect();
-        client
-            .query(&format!(
-                "INSERT INTO contact_visitors (contact_hash, visitor_id) VALUES {}",
-                values.join(",")
-            ))
-            .execute()
-            .await?;
+        insert_pairs(
+            client,
+            "contact_visitors",
+            chunk.iter().map(|(c, v)| (c, v)),
+        )
+        .await?;
     }
     client
         .query(
             "INSERT INTO shared_contacts (contact_hash, visitor_id) SELECT contact_hash, visitor_id FROM contact_visitors \
              WHERE contact_hash IN (SELECT contact_hash FROM contact_visitors GROUP BY contact_hash HAVING uniqExact(visitor_id) > 1)",
         )
-        .execute()
-        .await?;
-    client
-        .query(&format!("TRUNCATE TABLE {}", ddl_target("events_minutely")))
         .execute()
         .await?;
     client

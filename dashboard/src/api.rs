@@ -1141,9 +1141,15 @@ async fn funnel_rows(state: &ApiState, f: &Filters) -> Result<Vec<FunnelRow>, Ap
 /// the median the answer shows is the same.
 async fn funnel_rows_from_facts(state: &ApiState, f: &Filters) -> Result<Vec<FunnelRow>, ApiError> {
     let mut rows: BTreeMap<String, FunnelRow> = BTreeMap::new();
-    let wanted_channel = |c: &str| f.channel.as_deref().is_none_or(|x| x == c);
-    for ((channel, step, _), n) in figures::by_channel(state, f, fact::FUNNEL).await? {
-        if !wanted_channel(&channel) {
+    let mut hours: BTreeMap<String, Vec<(u32, u64)>> = BTreeMap::new();
+    let figures = figures::by_channel(state, f, &[fact::FUNNEL, fact::FUNNEL_HOURS]).await?;
+    for ((metric, channel, step, bucket), n) in figures {
+        if f.channel.as_ref().is_some_and(|c| *c != channel) {
+            continue;
+        }
+        let n = u64::try_from(n).unwrap_or(0);
+        if metric == fact::FUNNEL_HOURS {
+            hours.entry(channel).or_default().push((bucket, n));
             continue;
         }
         let r = rows.entry(channel.clone()).or_insert_with(|| FunnelRow {
@@ -1153,21 +1159,11 @@ async fn funnel_rows_from_facts(state: &ApiState, f: &Filters) -> Result<Vec<Fun
             signed: 0,
             seconds: Vec::new(),
         });
-        let n = u64::try_from(n).unwrap_or(0);
         match step.as_str() {
             "touched" => r.touched = n,
             "visited" => r.visited = n,
             "signed" => r.signed = n,
             _ => {}
-        }
-    }
-    let mut hours: BTreeMap<String, Vec<(u32, u64)>> = BTreeMap::new();
-    for ((channel, _, hour), n) in figures::by_channel(state, f, fact::FUNNEL_HOURS).await? {
-        if wanted_channel(&channel) {
-            hours
-                .entry(channel)
-                .or_default()
-                .push((hour, u64::try_from(n).unwrap_or(0)));
         }
     }
     // (channel, hour, rank wanted, signed visitors in earlier hours).

@@ -63,6 +63,16 @@ pub async fn load_buckets(
     fetch(state, f, &[metric], Some(ranges)).await
 }
 
+/// Metric names for `metric IN (…)`: inlined (our own constants), not bound,
+/// so that ClickHouse reads only those metrics' marks of the sorting key.
+fn listed(metrics: &[&'static str]) -> String {
+    metrics
+        .iter()
+        .map(|m| format!("'{m}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 async fn fetch(
     state: &ApiState,
     f: &Filters,
@@ -79,13 +89,7 @@ async fn fetch(
         ),
         None => String::new(),
     };
-    // Inlined (our own constants), not bound: `IN (…)` on the first column
-    // of the sorting key lets ClickHouse read only those metrics' marks.
-    let listed = metrics
-        .iter()
-        .map(|m| format!("'{m}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let listed = listed(metrics);
     let mut q = state
         .client
         .query(&format!(
@@ -228,38 +232,45 @@ pub async fn series(
 
 #[derive(Debug, Row, Deserialize)]
 struct ChannelSum {
+    metric: String,
     channel: String,
     k: String,
     bucket: u32,
     total: i64,
 }
 
-/// A scoped metric summed per channel × `k` × `bucket` in ClickHouse, in
-/// the request's scope; corrected like [`load`].
+/// A scoped metric's figures per (metric, channel, `k`, `bucket`).
+pub type ByChannel = std::collections::BTreeMap<(&'static str, String, String, u32), i64>;
+
+/// Scoped metrics summed per channel × `k` × `bucket` in ClickHouse, in
+/// the request's scope, in one query; corrected like [`load`].
 pub async fn by_channel(
     state: &ApiState,
     f: &Filters,
-    metric: &'static str,
-) -> Result<std::collections::BTreeMap<(String, String, u32), i64>, ApiError> {
+    metrics: &[&'static str],
+) -> Result<ByChannel, ApiError> {
     let bots = u8::from(f.include_bots);
+    let listed = listed(metrics);
     let rows: Vec<ChannelSum> = state
         .client
         .query(&format!(
-            "SELECT channel, k, bucket, sum(n) AS total FROM facts WHERE metric = '{metric}' AND bots = ? \
-             AND scope = ? GROUP BY channel, k, bucket HAVING total != 0"
+            "SELECT metric, channel, k, bucket, sum(n) AS total FROM facts WHERE metric IN ({listed}) \
+             AND bots = ? AND scope = ? GROUP BY metric, channel, k, bucket HAVING total != 0"
         ))
         .bind(bots)
         .bind(scope(f))
         .fetch_all()
         .await?;
-    let mut out: std::collections::BTreeMap<(String, String, u32), i64> = rows
-        .into_iter()
-        .map(|r| ((r.channel, r.k, r.bucket), r.total))
-        .collect();
+    let mut out = ByChannel::new();
+    for r in rows {
+        if let Some(metric) = metrics.iter().find(|m| **m == r.metric) {
+            out.insert((metric, r.channel, r.k, r.bucket), r.total);
+        }
+    }
     let fix = ledger::correction(&state.client, &state.campaign).await?;
     for (k, v) in fix {
-        if k.bots == bots && k.metric == metric && k.scope == scope(f) {
-            *out.entry((k.channel, k.k, k.bucket)).or_default() += v.n;
+        if k.bots == bots && metrics.contains(&k.metric) && k.scope == scope(f) {
+            *out.entry((k.metric, k.channel, k.k, k.bucket)).or_default() += v.n;
         }
     }
     out.retain(|_, n| *n != 0);
