@@ -22,6 +22,8 @@ pub const MAX_EMAIL_LEN: usize = 254;
 pub const MAX_PHONE_LEN: usize = 32;
 pub const MAX_PROPS: usize = 32;
 pub const MAX_PROP_VALUE_LEN: usize = 256;
+/// A visit token: visitor id, placement code, time and signature.
+pub const MAX_VISIT_TOKEN_LEN: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -202,6 +204,9 @@ pub struct ValidEvent {
     pub ts: Option<DateTime<Utc>>,
     /// The client's visitor id, if given and well-formed.
     pub visitor_id: Option<String>,
+    /// A visit token from the redirect (the landing page passes it on):
+    /// the collector decides whether it stands for a visitor.
+    pub visit_token: Option<String>,
     pub placement: Option<String>,
     pub utm: Utm,
     /// Page URL reduced to scheme, host, path and its `utm_*` query tags.
@@ -299,6 +304,77 @@ impl EventMessage {
     }
 }
 
+/// The oldest event time the pipeline takes, imports of history included.
+/// ClickHouse's `DateTime` holds 1970-01-01 to 2106-02-07; this margin also
+/// keeps a careless backfill (`1960`, `0025`) from spreading one batch over
+/// hundreds of monthly partitions.
+pub const EARLIEST_EVENT_SECS: i64 = 946_684_800; // 2000-01-01T00:00:00Z
+
+/// The latest instant a `DateTime` column can hold (2106-02-07T06:28:15Z).
+pub const LATEST_STORABLE_SECS: i64 = u32::MAX as i64;
+
+/// How far ahead of its receipt an event time may be. Live endpoints clamp
+/// at `--max-future-skew-s` (5 min); this is the store's own bound, for
+/// messages from any collector.
+pub const MAX_AHEAD_OF_RECEIPT_SECS: i64 = 86_400;
+
+fn rfc3339(secs: i64) -> String {
+    DateTime::from_timestamp(secs, 0).map_or_else(|| secs.to_string(), |t| t.to_rfc3339())
+}
+
+/// Checks that an event time lies in `[2000-01-01, latest]`: the window
+/// every endpoint and the store accept. `latest` is the receipt time plus
+/// the allowed skew.
+pub fn check_event_time(ts: DateTime<Utc>, latest: DateTime<Utc>) -> Result<(), Rejection> {
+    if ts.timestamp() < EARLIEST_EVENT_SECS {
+        return Err(Rejection::new(
+            RejectReason::InvalidValue,
+            "ts",
+            format!(
+                "{} is before {}: events older than that are not taken (check the year)",
+                ts.to_rfc3339(),
+                rfc3339(EARLIEST_EVENT_SECS)
+            ),
+        ));
+    }
+    if ts > latest {
+        return Err(Rejection::new(
+            RejectReason::InvalidValue,
+            "ts",
+            format!(
+                "{} is in the future (latest accepted: {}): check the year and the time zone offset",
+                ts.to_rfc3339(),
+                latest.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a message can become an `events` row: its times fit the
+/// store's columns and the window above. The processor dead-letters a
+/// message that fails, whichever collector produced it.
+pub fn check_storable(m: &EventMessage) -> Result<(), Rejection> {
+    let received = m.received_at.timestamp();
+    if !(EARLIEST_EVENT_SECS..=LATEST_STORABLE_SECS - MAX_AHEAD_OF_RECEIPT_SECS).contains(&received)
+    {
+        return Err(Rejection::new(
+            RejectReason::InvalidValue,
+            "received_at",
+            format!(
+                "{} is outside what the store holds ({} to {})",
+                m.received_at.to_rfc3339(),
+                rfc3339(EARLIEST_EVENT_SECS),
+                rfc3339(LATEST_STORABLE_SECS - MAX_AHEAD_OF_RECEIPT_SECS)
+            ),
+        ));
+    }
+    check_event_time(
+        m.ts,
+        m.received_at + chrono::Duration::seconds(MAX_AHEAD_OF_RECEIPT_SECS),
+    )
+}
+
 /// Well-formed visitor id: 8–64 of `[A-Za-z0-9_-]`.
 pub fn is_valid_visitor_id(s: &str) -> bool {
     (8..=MAX_ID_LEN).contains(&s.len())
@@ -311,6 +387,7 @@ const COMMON_FIELDS: &[&str] = &[
     "type",
     "ts",
     "visitor_id",
+    "visit_token",
     "placement",
     "utm_source",
     "utm_medium",
@@ -391,6 +468,10 @@ fn reduce_url(url: &url::Url) -> (String, Utm) {
     let mut utm = Utm::default();
     let mut kept = url.clone();
     kept.set_fragment(None);
+    // A user and password in the URL are credentials: never kept. (Both
+    // setters only fail on URLs that cannot have them.)
+    let _ = kept.set_username("");
+    let _ = kept.set_password(None);
     let pairs: Vec<(String, String)> = url
         .query_pairs()
         .filter(|(k, _)| k.starts_with("utm_"))
@@ -491,6 +572,8 @@ pub fn validate(value: &Value) -> Result<ValidEvent, Rejection> {
         .filter(|s| is_valid_visitor_id(s))
         .map(str::to_owned);
 
+    let visit_token = f.text("visit_token", MAX_VISIT_TOKEN_LEN)?;
+
     let placement = f
         .str("placement", MAX_ID_LEN)?
         .map(|s| {
@@ -533,6 +616,7 @@ pub fn validate(value: &Value) -> Result<ValidEvent, Rejection> {
         event_type,
         ts,
         visitor_id,
+        visit_token,
         placement,
         utm,
         url,
@@ -958,6 +1042,52 @@ mod tests {
         assert_eq!(
             reject(json!({"type": "custom", "name": "x", "props": many})),
             (TooManyProperties, f("props"))
+        );
+    }
+
+    #[test]
+    fn event_times_outside_the_window_are_refused_with_a_reason() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let now = t("2025-02-14T12:00:00Z");
+        assert!(check_event_time(t("2000-01-01T00:00:00Z"), now).is_ok());
+        assert!(check_event_time(now, now).is_ok());
+        for bad in [
+            "1960-05-01T00:00:00Z",
+            "1999-12-31T23:59:59Z",
+            "2025-02-14T12:00:01Z",
+            "2150-01-01T00:00:00Z",
+        ] {
+            let r = check_event_time(t(bad), now).unwrap_err();
+            assert_eq!(
+                (r.reason, r.field.as_deref()),
+                (RejectReason::InvalidValue, Some("ts")),
+                "{bad}"
+            );
+            assert!(r.message.contains(&t(bad).to_rfc3339()), "{}", r.message);
+        }
+
+        let mut m = sample_message();
+        assert!(check_storable(&m).is_ok());
+        m.ts = t("1960-05-01T00:00:00Z");
+        assert_eq!(check_storable(&m).unwrap_err().field.as_deref(), Some("ts"));
+        m.ts = m.received_at + chrono::Duration::hours(25);
+        assert_eq!(check_storable(&m).unwrap_err().field.as_deref(), Some("ts"));
+        m.ts = m.received_at + chrono::Duration::hours(23);
+        assert!(
+            check_storable(&m).is_ok(),
+            "a day of skew is the store's bound"
+        );
+        m.received_at = t("2106-02-07T00:00:00Z");
+        m.ts = m.received_at;
+        assert_eq!(
+            check_storable(&m).unwrap_err().field.as_deref(),
+            Some("received_at"),
+            "a DateTime column cannot hold it with the skew allowed"
+        );
+        m.received_at = t("1969-12-31T00:00:00Z");
+        assert_eq!(
+            check_storable(&m).unwrap_err().field.as_deref(),
+            Some("received_at")
         );
     }
 

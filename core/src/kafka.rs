@@ -167,23 +167,91 @@ mod tests {
     }
 }
 
-/// How far a consumer group is behind on a topic: per partition, the
-/// group's committed offset (0 when it has none yet) and the end offset.
+/// How far a consumer group is behind on a topic, per partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GroupLag {
     pub partitions: Vec<PartitionLag>,
 }
 
+/// One partition: the group's committed offset (the next message it will
+/// read; `None` when it has never committed) and the partition's first and
+/// end offsets.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionLag {
     pub partition: i32,
-    pub committed: i64,
+    pub committed: Option<i64>,
+    pub low: i64,
     pub end: i64,
 }
 
+/// What a partition's offsets say about the group's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionState {
+    /// Everything in the partition is committed.
+    UpToDate,
+    /// Messages are waiting.
+    Behind,
+    /// Messages exist and the group never committed here: nobody has
+    /// processed this partition yet.
+    NoCommit,
+    /// The committed offset is past the partition's end: the broker lost or
+    /// reset its data. A consumer that trusts that offset reads nothing until
+    /// new messages pass it, and skips them. Never "up to date".
+    AheadOfEnd,
+}
+
+impl PartitionState {
+    pub const ALL: [PartitionState; 4] = [
+        PartitionState::UpToDate,
+        PartitionState::Behind,
+        PartitionState::NoCommit,
+        PartitionState::AheadOfEnd,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartitionState::UpToDate => "up_to_date",
+            PartitionState::Behind => "behind",
+            PartitionState::NoCommit => "no_commit",
+            PartitionState::AheadOfEnd => "ahead_of_end",
+        }
+    }
+}
+
+impl PartitionLag {
+    pub fn state(&self) -> PartitionState {
+        match self.committed {
+            Some(c) if c > self.end => PartitionState::AheadOfEnd,
+            Some(c) if c.max(self.low) >= self.end => PartitionState::UpToDate,
+            Some(_) => PartitionState::Behind,
+            None if self.end > self.low => PartitionState::NoCommit,
+            None => PartitionState::UpToDate,
+        }
+    }
+
+    /// Messages in the partition the group has not committed (those below
+    /// the partition's first offset are gone and do not count). For a
+    /// committed offset past the end, the messages that are there: the
+    /// group has processed none of them that it knows of.
+    pub fn pending(&self) -> i64 {
+        match self.committed {
+            Some(c) if c > self.end => self.end - self.low,
+            Some(c) => self.end - c.max(self.low),
+            None => self.end - self.low,
+        }
+        .max(0)
+    }
+}
+
 impl GroupLag {
+    /// Sum of committed offsets (0 where none): with [`GroupLag::end`], a
+    /// quick "has the group caught up" for tests.
     pub fn committed(&self) -> i64 {
-        self.partitions.iter().map(|p| p.committed).sum()
+        self.partitions
+            .iter()
+            .map(|p| p.committed.unwrap_or(0))
+            .sum()
     }
 
     pub fn end(&self) -> i64 {
@@ -191,13 +259,75 @@ impl GroupLag {
     }
 
     /// Messages written to the topic and not yet committed by the group:
-    /// with offsets committed only after ClickHouse has the rows, 0 means
-    /// every event the collector accepted is in ClickHouse.
+    /// with offsets committed only after ClickHouse has the rows, 0 (and
+    /// [`GroupLag::up_to_date`]) means every event the collector accepted is
+    /// in ClickHouse.
     pub fn pending(&self) -> i64 {
+        self.partitions.iter().map(PartitionLag::pending).sum()
+    }
+
+    /// Every partition is [`PartitionState::UpToDate`].
+    pub fn up_to_date(&self) -> bool {
         self.partitions
             .iter()
-            .map(|p| (p.end - p.committed).max(0))
-            .sum()
+            .all(|p| p.state() == PartitionState::UpToDate)
+    }
+
+    /// How many partitions are in each state.
+    pub fn states(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        let mut out: std::collections::BTreeMap<&'static str, usize> = PartitionState::ALL
+            .iter()
+            .map(|s| (s.as_str(), 0))
+            .collect();
+        for p in &self.partitions {
+            *out.entry(p.state().as_str()).or_default() += 1;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod lag_tests {
+    use super::*;
+
+    fn p(committed: Option<i64>, low: i64, end: i64) -> PartitionLag {
+        PartitionLag {
+            partition: 0,
+            committed,
+            low,
+            end,
+        }
+    }
+
+    #[test]
+    fn every_partition_state_and_its_pending_messages() {
+        use PartitionState::*;
+        let cases = [
+            (p(Some(10), 0, 10), UpToDate, 0),
+            (p(Some(4), 0, 10), Behind, 6),
+            (p(Some(2), 5, 10), Behind, 5),
+            (p(Some(5), 5, 5), UpToDate, 0),
+            (p(None, 0, 0), UpToDate, 0),
+            (p(None, 0, 7), NoCommit, 7),
+            (p(None, 3, 7), NoCommit, 4),
+            (p(Some(500), 0, 40), AheadOfEnd, 40),
+            (p(Some(500), 0, 0), AheadOfEnd, 0),
+        ];
+        for (lag, state, pending) in cases {
+            assert_eq!((lag.state(), lag.pending()), (state, pending), "{lag:?}");
+        }
+    }
+
+    #[test]
+    fn a_group_whose_offsets_are_past_the_end_is_never_up_to_date() {
+        let g = GroupLag {
+            partitions: vec![p(Some(10), 0, 10), p(Some(900), 0, 0)],
+        };
+        assert_eq!(g.pending(), 0);
+        assert!(!g.up_to_date(), "0 pending, yet the group's offsets lie");
+        assert_eq!(g.states()["ahead_of_end"], 1);
+        assert_eq!(g.states()["up_to_date"], 1);
+        assert_eq!(g.states()["no_commit"], 0);
     }
 }
 
@@ -230,8 +360,8 @@ impl LagReader {
         })
     }
 
-    /// The group's committed offset (0 when it has none yet) and the end
-    /// offset of every partition of the topic.
+    /// The group's committed offset and the first and end offsets of
+    /// every partition of the topic.
     pub async fn read(&self, timeout: std::time::Duration) -> anyhow::Result<GroupLag> {
         use rdkafka::consumer::Consumer;
         let (c, topic) = (self.consumer.clone(), self.topic.clone());
@@ -249,10 +379,12 @@ impl LagReader {
             let mut lag = GroupLag::default();
             for p in t.partitions() {
                 tpl.add_partition(&topic, p.id());
+                let (low, end) = c.fetch_watermarks(&topic, p.id(), timeout)?;
                 lag.partitions.push(PartitionLag {
                     partition: p.id(),
-                    committed: 0,
-                    end: c.fetch_watermarks(&topic, p.id(), timeout)?.1,
+                    committed: None,
+                    low,
+                    end,
                 });
             }
             for e in c.committed_offsets(tpl, timeout)?.elements() {
@@ -262,7 +394,7 @@ impl LagReader {
                         .iter_mut()
                         .find(|p| p.partition == e.partition()),
                 ) {
-                    p.committed = o;
+                    p.committed = Some(o);
                 }
             }
             Ok(lag)

@@ -845,6 +845,15 @@ pub struct Progress {
     /// could not be asked (`pending_error` says why).
     pub pending_events: Option<i64>,
     pub pending_error: Option<String>,
+    /// Every partition is up to date: nothing pending and no committed
+    /// offset past a partition's end (which would read as 0 pending while
+    /// the processor skips what arrives). False when the broker cannot be asked.
+    pub up_to_date: bool,
+    /// Partitions in each state (`up_to_date`, `behind`, `no_commit`,
+    /// `ahead_of_end`); empty when the broker cannot be asked.
+    pub partitions: BTreeMap<&'static str, usize>,
+    /// The partitions that are not up to date, with their offsets.
+    pub lagging: Vec<ensemble_core::kafka::PartitionLag>,
     /// now − receipt of the newest event processed in the last hour.
     pub freshness_seconds: Option<i64>,
     /// Receipt time of the newest sign-up in ClickHouse (bots excluded).
@@ -874,12 +883,32 @@ pub async fn progress(state: &ApiState, now: DateTime<Utc>) -> Result<Progress, 
             .then(|| DateTime::from_timestamp(i64::from(t), 0))
             .flatten()
     };
+    if let Err(e) = &lag {
+        tracing::warn!(error = %format!("{e:#}"), "cannot read the processor group's lag from the broker");
+    }
     Ok(Progress {
         pending_events: lag
             .as_ref()
             .ok()
             .map(ensemble_core::kafka::GroupLag::pending),
-        pending_error: lag.err().map(|e| format!("{e:#}")),
+        up_to_date: lag
+            .as_ref()
+            .is_ok_and(ensemble_core::kafka::GroupLag::up_to_date),
+        partitions: lag.as_ref().map(|l| l.states()).unwrap_or_default(),
+        lagging: lag
+            .as_ref()
+            .map(|l| {
+                l.partitions
+                    .iter()
+                    .filter(|p| p.state() != ensemble_core::kafka::PartitionState::UpToDate)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default(),
+        // The broker's own words stay in the log.
+        pending_error: lag
+            .err()
+            .map(|_| "the broker could not be asked for the processor's progress".to_owned()),
         freshness_seconds: at(newest).map(|t| (now - t).num_seconds().max(0)),
         last_signup: at(last_signup),
     })
@@ -904,7 +933,11 @@ pub async fn live(State(state): State<Shared>) -> Result<Response, ApiError> {
         "now": now,
         "pending_events": p.pending_events,
         "pending_error": p.pending_error,
-        "up_to_date": p.pending_events == Some(0),
+        "up_to_date": p.up_to_date,
+        "partitions": p.partitions,
+        "lagging_partitions": p.lagging.iter().map(|l| json!({
+            "partition": l.partition, "state": l.state(), "committed": l.committed, "low": l.low, "end": l.end,
+        })).collect::<Vec<_>>(),
         "freshness_seconds": p.freshness_seconds,
         "last_signup": p.last_signup,
         "per_minute": per_minute.iter().map(|m| json!({"minute": DateTime::from_timestamp(i64::from(m.m), 0), "events": m.n})).collect::<Vec<_>>(),

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use ensemble_core::Shutdown;
-use prometheus::{IntCounter, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::api::{progress, Shared};
 
 #[derive(Debug, Clone)]
 struct Gauges {
     pending: IntGauge,
+    partitions: IntGaugeVec,
     freshness: IntGauge,
     last_signup: IntGauge,
     phase_active: IntGauge,
@@ -26,6 +27,15 @@ impl Gauges {
             pending: g(
                 "ensemble_pipeline_pending_events",
                 "Events in Kafka not yet committed by the processor group, i.e. not yet in ClickHouse (-1: broker unreachable)",
+            )?,
+            partitions: IntGaugeVec::new(
+                Opts::new(
+                    "ensemble_pipeline_partitions",
+                    "Partitions of the events topic by the processor group's progress: up_to_date, behind, \
+                     no_commit (messages and no committed offset), ahead_of_end (committed offset past the \
+                     partition's end: the broker lost its data; the processor rewinds)",
+                ),
+                &["state"],
             )?,
             freshness: g(
                 "ensemble_pipeline_freshness_seconds",
@@ -45,6 +55,7 @@ impl Gauges {
             ))?,
         };
         registry.register(Box::new(s.pending.clone()))?;
+        registry.register(Box::new(s.partitions.clone()))?;
         registry.register(Box::new(s.freshness.clone()))?;
         registry.register(Box::new(s.last_signup.clone()))?;
         registry.register(Box::new(s.phase_active.clone()))?;
@@ -74,6 +85,18 @@ pub fn spawn(
                             gauges.pending.set(-1);
                             gauges.errors.inc();
                         }
+                    }
+                    for state in ensemble_core::kafka::PartitionState::ALL {
+                        // -1: unknown (broker unreachable), never a reassuring 0.
+                        let n = if p.pending_events.is_some() {
+                            p.partitions.get(state.as_str()).map_or(0, |n| *n as i64)
+                        } else {
+                            -1
+                        };
+                        gauges
+                            .partitions
+                            .with_label_values(&[state.as_str()])
+                            .set(n);
                     }
                     gauges.freshness.set(p.freshness_seconds.unwrap_or(-1));
                     gauges

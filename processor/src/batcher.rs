@@ -1,7 +1,9 @@
-//! The batch being built: rows, their size, age, and for each partition the
-//! last offset handled, to store once ClickHouse has the rows.
+//! The batch being built: rows and the Kafka messages they came from (for
+//! a dead letter if the store refuses one), their size, age, and for each
+//! partition the last offset handled, to store once ClickHouse has the rows.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ensemble_core::EventRow;
@@ -14,10 +16,22 @@ pub struct BatchLimits {
     pub max_age: Duration,
 }
 
+/// The Kafka message a row came from: what a dead letter carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
 /// Rows waiting for one INSERT, and the offsets they cover.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub rows: Vec<EventRow>,
+    /// The message of each row, same order.
+    pub sources: Vec<Source>,
     bytes: usize,
     started: Option<Instant>,
     /// (topic, partition) → offset of the last message handled.
@@ -25,10 +39,11 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn push(&mut self, row: EventRow, payload_bytes: usize) {
+    pub fn push(&mut self, row: EventRow, source: Source) {
         self.started.get_or_insert_with(Instant::now);
-        self.bytes += payload_bytes;
+        self.bytes += source.payload.len() + source.key.as_ref().map_or(0, Vec::len);
         self.rows.push(row);
+        self.sources.push(source);
     }
 
     /// Records that everything up to `offset` of this partition is handled
@@ -75,6 +90,7 @@ impl Batch {
     /// Empties the batch for reuse.
     pub fn clear(&mut self) {
         self.rows.clear();
+        self.sources.clear();
         self.bytes = 0;
         self.started = None;
         self.offsets.clear();
@@ -96,7 +112,7 @@ mod tests {
         assert!(b.is_empty() && !b.is_due(&limits, Instant::now()));
         b.push(
             EventRow::new(&sample(), Default::default(), chrono::Utc::now()),
-            10,
+            source(10),
         );
         b.handled("t", 0, 5);
         b.handled("t", 0, 3);
@@ -108,9 +124,10 @@ mod tests {
         );
         b.push(
             EventRow::new(&sample(), Default::default(), chrono::Utc::now()),
-            10,
+            source(10),
         );
         assert!(b.is_full(&limits), "rows");
+        assert_eq!(b.sources.len(), b.rows.len(), "a source per row");
         let offs: Vec<_> = b.offsets().collect();
         assert_eq!(
             offs,
@@ -122,9 +139,19 @@ mod tests {
         let mut big = Batch::default();
         big.push(
             EventRow::new(&sample(), Default::default(), chrono::Utc::now()),
-            150,
+            source(150),
         );
         assert!(big.is_full(&limits), "bytes");
+    }
+
+    fn source(payload_bytes: usize) -> Source {
+        Source {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: vec![b'x'; payload_bytes],
+        }
     }
 
     fn sample() -> ensemble_core::EventMessage {

@@ -76,6 +76,7 @@ pub async fn serve_on(
 
     let pipeline = Pipeline {
         consumer,
+        topic: settings.kafka.topic.as_str().into(),
         client: settings.store.client(),
         campaign: settings.campaign.clone(),
         enricher: Enricher::new(),

@@ -2,7 +2,7 @@
 
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry,
+    IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 #[derive(Debug, Clone)]
@@ -15,6 +15,10 @@ pub struct Metrics {
     pub insert_duration: Histogram,
     pub insert_failures: IntCounter,
     pub lag: IntGaugeVec,
+    pub ahead_of_end: IntGaugeVec,
+    pub rewinds: IntCounter,
+    pub assigned: IntGauge,
+    pub rejoins: IntCounter,
     pub delay: HistogramVec,
 }
 
@@ -58,6 +62,27 @@ impl Metrics {
             ),
             &["partition"],
         )?;
+        let ahead_of_end = IntGaugeVec::new(
+            Opts::new(
+                "ensemble_processor_committed_ahead_of_end_messages",
+                "Committed offset minus the partition's end, where positive: the broker lost or reset \
+                 its data (the processor rewinds to the partition's start)",
+            ),
+            &["partition"],
+        )?;
+        let rewinds = IntCounter::new(
+            "ensemble_processor_rewinds_total",
+            "Partitions rewound to their first offset because the committed offset was past their end",
+        )?;
+        let assigned = IntGauge::new(
+            "ensemble_processor_assigned_partitions",
+            "Partitions of the events topic this member consumes",
+        )?;
+        let rejoins = IntCounter::new(
+            "ensemble_processor_group_rejoins_total",
+            "Times this member left and rejoined its group because partitions with waiting messages \
+             had no member consuming them",
+        )?;
         let delay = HistogramVec::new(
             HistogramOpts::new(
                 "ensemble_processor_event_delay_seconds",
@@ -74,6 +99,10 @@ impl Metrics {
             Box::new(insert_duration.clone()),
             Box::new(insert_failures.clone()),
             Box::new(lag.clone()),
+            Box::new(ahead_of_end.clone()),
+            Box::new(rewinds.clone()),
+            Box::new(assigned.clone()),
+            Box::new(rejoins.clone()),
             Box::new(delay.clone()),
         ] {
             registry.register(c)?;
@@ -87,6 +116,10 @@ impl Metrics {
             insert_duration,
             insert_failures,
             lag,
+            ahead_of_end,
+            rewinds,
+            assigned,
+            rejoins,
             delay,
         })
     }

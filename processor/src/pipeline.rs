@@ -7,16 +7,19 @@
 //! memory stays bounded by one batch. Duplicates — redelivery after a crash
 //! or a rebalance, client retries — are removed by event_id downstream.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ensemble_core::event::EventMessage;
+use ensemble_core::kafka::{PartitionLag, PartitionState};
 use ensemble_core::{Campaign, EventRow, Shutdown};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::Offset;
 
-use crate::batcher::{Batch, BatchLimits};
+use crate::batcher::{Batch, BatchLimits, Source};
 use crate::dlq::{DeadLetters, Origin};
 use crate::enrich::{recheck, Enricher};
 use crate::metrics::Metrics;
@@ -24,6 +27,8 @@ use crate::sink;
 
 pub struct Pipeline {
     pub consumer: Arc<StreamConsumer>,
+    /// The events topic (every row's source).
+    pub topic: Arc<str>,
     pub client: clickhouse::Client,
     pub campaign: Campaign,
     pub enricher: Enricher,
@@ -94,15 +99,18 @@ impl Pipeline {
         let payload = m.payload().unwrap_or_default();
         let decoded = EventMessage::decode(payload)
             .map_err(|e| (e.code(), e.to_string()))
-            .and_then(|msg| {
-                recheck(&msg)
-                    .map(|()| msg)
-                    .map_err(|r| (r, format!("message fails re-check: {r}")))
-            });
+            .and_then(|msg| recheck(&msg).map(|()| msg));
         match decoded {
             Ok(msg) => {
                 let enrichment = self.enricher.enrich(&self.campaign, &msg);
-                batch.push(EventRow::new(&msg, enrichment, Utc::now()), payload.len());
+                let source = Source {
+                    topic: self.topic.clone(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                };
+                batch.push(EventRow::new(&msg, enrichment, Utc::now()), source);
             }
             Err((reason, detail)) => {
                 let from = Origin {
@@ -110,47 +118,80 @@ impl Pipeline {
                     partition: m.partition(),
                     offset: m.offset(),
                 };
-                tracing::warn!(
+                dead_letter(
+                    &self.dead_letters,
+                    &self.metrics,
+                    m.key(),
+                    payload,
                     reason,
-                    partition = from.partition,
-                    offset = from.offset,
-                    "dead-lettering a message"
-                );
-                self.dead_letters
-                    .send(m.key(), payload, reason, &detail, from)
-                    .await;
-                self.metrics
-                    .dead_lettered
-                    .with_label_values(&[reason])
-                    .inc();
+                    &detail,
+                    from,
+                )
+                .await;
             }
         }
         batch.handled(m.topic(), m.partition(), m.offset());
     }
 
     /// Starts the INSERT of `batch`; the task gives the batch back once
-    /// ClickHouse accepted it, or `None` if shutdown came while it failed.
+    /// ClickHouse accepted it and the rows it refused are dead-lettered, or
+    /// `None` if shutdown came while it failed.
     fn start_insert(&self, batch: Batch, shutdown: &Shutdown) -> Inflight {
-        let (client, campaign, metrics, max, shutdown) = (
+        let (client, campaign, metrics, max, shutdown, dead_letters) = (
             self.client.clone(),
             self.campaign.clone(),
             self.metrics.clone(),
             self.insert_retry_max,
             shutdown.clone(),
+            self.dead_letters.clone(),
         );
         tokio::spawn(async move {
             if batch.rows.is_empty() {
                 return Some(batch);
             }
-            if let Err(e) =
-                sink::insert(&client, &campaign, &batch.rows, max, &metrics, &shutdown).await
+            let refused = match sink::insert(
+                &client,
+                &campaign,
+                &batch.rows,
+                max,
+                &metrics,
+                &shutdown,
+            )
+            .await
             {
-                // Not inserted: its offsets are not stored; the messages come again.
-                tracing::warn!(error = %e, rows = batch.len(), "batch abandoned at shutdown");
-                return None;
+                Ok(refused) => refused,
+                Err(e) => {
+                    // Not inserted: its offsets are not stored; the messages come again.
+                    tracing::warn!(error = %e, rows = batch.len(), "batch abandoned at shutdown");
+                    return None;
+                }
+            };
+            // The offsets move only once every refused row is safe in the
+            // dead-letter topic (send waits for Kafka's confirmation).
+            for r in &refused {
+                let s = &batch.sources[r.index];
+                let from = Origin {
+                    topic: &s.topic,
+                    partition: s.partition,
+                    offset: s.offset,
+                };
+                dead_letter(
+                    &dead_letters,
+                    &metrics,
+                    s.key.as_deref(),
+                    &s.payload,
+                    "refused_by_store",
+                    &r.detail,
+                    from,
+                )
+                .await;
             }
             let now = Utc::now();
-            for r in &batch.rows {
+            let mut refused = refused.iter().map(|r| r.index).peekable();
+            for (i, r) in batch.rows.iter().enumerate() {
+                if refused.next_if_eq(&i).is_some() {
+                    continue;
+                }
                 let event_delay = (now - r.ts).num_milliseconds().max(0) as f64 / 1000.0;
                 let ingest_delay = (now - r.received_at).num_milliseconds().max(0) as f64 / 1000.0;
                 metrics
@@ -197,11 +238,40 @@ impl Pipeline {
     }
 }
 
+/// Sends one message to the dead-letter topic (waiting for Kafka's
+/// confirmation) and counts it by reason.
+async fn dead_letter(
+    dead_letters: &DeadLetters,
+    metrics: &Metrics,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    reason: &'static str,
+    detail: &str,
+    from: Origin<'_>,
+) {
+    tracing::warn!(
+        reason,
+        detail,
+        partition = from.partition,
+        offset = from.offset,
+        "dead-lettering a message"
+    );
+    dead_letters.send(key, payload, reason, detail, from).await;
+    metrics.dead_lettered.with_label_values(&[reason]).inc();
+}
+
 /// An INSERT under way.
 type Inflight = tokio::task::JoinHandle<Option<Batch>>;
 
-/// Every `every`, sets the lag gauge of each partition assigned to this
-/// member (high watermark − committed offset), and of no other.
+/// Every `every`, for each partition assigned to this member: the lag gauge
+/// (messages not committed), and the count of assigned partitions.
+///
+/// A committed offset past a partition's end means the broker lost or
+/// reset its data: a consumer that fetches from there reads nothing until
+/// new messages pass that offset, and skips them. It is reported
+/// (`ensemble_processor_committed_ahead_of_end_messages`) and the partition
+/// is rewound to its first offset: every message now in it is new to the
+/// group (one seen before would be removed by event id).
 pub fn spawn_lag_probe(
     consumer: Arc<StreamConsumer>,
     metrics: Metrics,
@@ -209,26 +279,59 @@ pub fn spawn_lag_probe(
     shutdown: Shutdown,
 ) {
     tokio::spawn(async move {
+        // partition → the committed offset it was rewound from: rewind once per loss.
+        let rewound = Arc::new(std::sync::Mutex::new(HashMap::<i32, i64>::new()));
         loop {
-            let c = consumer.clone();
-            let m = metrics.clone();
+            let (c, m, rewound) = (consumer.clone(), metrics.clone(), rewound.clone());
             let _ = tokio::task::spawn_blocking(move || {
                 let Ok(committed) = c.committed(Duration::from_secs(5)) else {
+                    return;
+                };
+                let Ok(mut rewound) = rewound.lock() else {
                     return;
                 };
                 // Only the partitions assigned now: a revoked partition's
                 // last figure would otherwise stay, counted twice in the group.
                 m.lag.reset();
+                m.ahead_of_end.reset();
+                m.assigned.set(committed.count() as i64);
                 for e in committed.elements() {
-                    let Ok((_low, high)) =
+                    let Ok((low, end)) =
                         c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
                     else {
                         continue;
                     };
-                    let done = e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0);
-                    m.lag
-                        .with_label_values(&[&e.partition().to_string()])
-                        .set((high - done).max(0));
+                    let lag = PartitionLag {
+                        partition: e.partition(),
+                        committed: e.offset().to_raw().filter(|o| *o >= 0),
+                        low,
+                        end,
+                    };
+                    let label = e.partition().to_string();
+                    m.lag.with_label_values(&[&label]).set(lag.pending());
+                    let Some(done) = lag.committed.filter(|_| lag.state() == PartitionState::AheadOfEnd)
+                    else {
+                        rewound.remove(&e.partition());
+                        continue;
+                    };
+                    m.ahead_of_end.with_label_values(&[&label]).set(done - end);
+                    if rewound.get(&e.partition()) == Some(&done) {
+                        continue;
+                    }
+                    tracing::error!(
+                        partition = e.partition(),
+                        committed = done,
+                        end,
+                        first = low,
+                        "committed offset is past the partition's end (broker data lost or reset); rewinding to the first offset"
+                    );
+                    match c.seek(e.topic(), e.partition(), Offset::Offset(low), Duration::from_secs(5)) {
+                        Ok(()) => {
+                            m.rewinds.inc();
+                            rewound.insert(e.partition(), done);
+                        }
+                        Err(err) => tracing::warn!(error = %err, partition = e.partition(), "rewind failed; trying again"),
+                    }
                 }
             })
             .await;

@@ -1,10 +1,20 @@
-//! ClickHouse side of a batch, retried with backoff until it succeeds or
-//! shutdown; nothing else moves while it fails. First the ledger and the
-//! dashboard's figures (`ensemble_core::ledger::account`: one INSERT, and
-//! a no-op for what was accounted before), then the raw rows (one INSERT).
+//! ClickHouse side of a batch, in two steps, each retried with backoff while
+//! the store is down: first the raw rows (`events`), then the ledger and the
+//! dashboard's figures (`ensemble_core::ledger::account`) for exactly the
+//! rows `events` took. Nothing else moves while a step fails.
+//!
+//! A row the store refuses for its content never blocks the batch: the
+//! INSERT is split in halves until the refused rows stand alone, the others
+//! are written, and the refused ones are handed back for the dead-letter
+//! topic. Only a store that is down or refuses everything (network, auth,
+//! disk, schema missing) is retried. Rows go in groups of at most
+//! [`MONTHS_PER_INSERT`] months, under the "too many partitions for one
+//! INSERT" limit of current ClickHouse.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use chrono::Datelike;
 use ensemble_core::{ledger, Campaign, EventRow, Shutdown};
 
 use crate::metrics::Metrics;
@@ -15,44 +25,162 @@ pub enum SinkError {
     ShutdownDuringRetry,
 }
 
-async fn insert_once(
+/// Distinct months of event time in one INSERT. `events` is partitioned by
+/// month in the server's time zone; current ClickHouse refuses an INSERT
+/// that touches more than 100 partitions. 50 UTC months span at most 100
+/// months in any zone.
+pub const MONTHS_PER_INSERT: usize = 50;
+
+/// What went wrong with an INSERT.
+#[derive(Debug)]
+pub enum Failure {
+    /// The rows themselves were refused (a value the column cannot hold, a
+    /// rule of the schema): another INSERT of the same rows fails the same way.
+    Content(String),
+    /// The store is unavailable or refuses everything: try again later.
+    Store(clickhouse::error::Error),
+}
+
+/// ClickHouse error codes that blame the data sent, not the server:
+/// parse and conversion errors, values out of range, a schema rule
+/// (`throwIf` in a column expression, a CONSTRAINT).
+const CONTENT_CODES: &[u32] = &[
+    6,   // CANNOT_PARSE_TEXT
+    25,  // CANNOT_PARSE_ESCAPE_SEQUENCE
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    53,  // TYPE_MISMATCH
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    117, // INCORRECT_DATA
+    131, // TOO_LARGE_STRING_SIZE
+    321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    395, // FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
+    469, // VIOLATED_CONSTRAINT
+];
+
+/// The code of a ClickHouse exception text: `Code: 395, e.displayText() = …`
+/// (18.16) or `Code: 395. DB::Exception: …` (current).
+pub fn server_code(message: &str) -> Option<u32> {
+    let rest = &message[message.find("Code: ")? + 6..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Tells a row the store refuses from a store that is not working.
+pub fn classify(e: clickhouse::error::Error) -> Failure {
+    use clickhouse::error::Error;
+    match &e {
+        // The client could not serialise a row (e.g. a time a DateTime
+        // cannot represent): nothing was sent, the row is at fault.
+        Error::Custom(m) => Failure::Content(m.clone()),
+        Error::BadResponse(m) => {
+            let too_many_partitions = m.contains("Too many partitions for single INSERT block");
+            if too_many_partitions || server_code(m).is_some_and(|c| CONTENT_CODES.contains(&c)) {
+                Failure::Content(m.clone())
+            } else {
+                Failure::Store(e)
+            }
+        }
+        _ => Failure::Store(e),
+    }
+}
+
+/// Index lists of `rows`, in order, each covering at most
+/// [`MONTHS_PER_INSERT`] distinct months.
+pub fn month_groups(rows: &[EventRow]) -> Vec<Vec<usize>> {
+    let month = |r: &EventRow| r.ts.year() * 12 + r.ts.month0() as i32;
+    let months: BTreeSet<i32> = rows.iter().map(month).collect();
+    if months.len() <= MONTHS_PER_INSERT {
+        return vec![(0..rows.len()).collect()];
+    }
+    let bounds: Vec<i32> = months.into_iter().step_by(MONTHS_PER_INSERT).collect();
+    let mut groups = vec![Vec::new(); bounds.len()];
+    for (i, r) in rows.iter().enumerate() {
+        let g = bounds.partition_point(|b| *b <= month(r)) - 1;
+        groups[g].push(i);
+    }
+    groups
+}
+
+async fn insert_rows(
     client: &clickhouse::Client,
-    campaign: &Campaign,
     rows: &[EventRow],
+    indices: &[usize],
 ) -> Result<(), clickhouse::error::Error> {
-    ledger::account(client, campaign, rows).await?;
     let mut insert = client.insert::<EventRow>("events").await?;
-    for r in rows {
-        insert.write(r).await?;
+    for &i in indices {
+        insert.write(&rows[i]).await?;
     }
     insert.end().await
 }
 
-/// Inserts `rows`, retrying with exponential backoff (100 ms doubling to
-/// `max_backoff`) until ClickHouse accepts them.
-pub async fn insert(
+/// A row the store refused, by index in the batch, with ClickHouse's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub index: usize,
+    pub detail: String,
+}
+
+/// Inserts `rows` into `events`; the rows refused for their content are
+/// isolated by halving and returned. An error means the store failed
+/// (some groups may be in: a retry duplicates them, which counts remove).
+pub async fn insert_events(
     client: &clickhouse::Client,
-    campaign: &Campaign,
     rows: &[EventRow],
+) -> Result<Vec<Refused>, clickhouse::error::Error> {
+    let mut refused = Vec::new();
+    let mut todo: Vec<Vec<usize>> = month_groups(rows);
+    todo.reverse();
+    while let Some(indices) = todo.pop() {
+        if indices.is_empty() {
+            continue;
+        }
+        let Err(e) = insert_rows(client, rows, &indices).await else {
+            continue;
+        };
+        match classify(e) {
+            Failure::Store(e) => return Err(e),
+            Failure::Content(detail) if indices.len() == 1 => refused.push(Refused {
+                index: indices[0],
+                detail,
+            }),
+            Failure::Content(detail) => {
+                tracing::info!(rows = indices.len(), %detail, "store refused rows; splitting the insert to find them");
+                let (a, b) = indices.split_at(indices.len() / 2);
+                todo.push(b.to_vec());
+                todo.push(a.to_vec());
+            }
+        }
+    }
+    refused.sort_by_key(|r| r.index);
+    Ok(refused)
+}
+
+/// Runs `attempt` until it succeeds, with exponential backoff (100 ms
+/// doubling to `max_backoff`) while it fails, or until shutdown.
+async fn retry<T, F, Fut>(
+    step: &'static str,
+    rows: usize,
     max_backoff: Duration,
     metrics: &Metrics,
     shutdown: &Shutdown,
-) -> Result<(), SinkError> {
+    mut attempt: F,
+) -> Result<T, SinkError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+{
     let mut backoff = Duration::from_millis(100);
     loop {
-        let started = Instant::now();
-        match insert_once(client, campaign, rows).await {
-            Ok(()) => {
-                metrics
-                    .insert_duration
-                    .observe(started.elapsed().as_secs_f64());
-                metrics.batch_rows.observe(rows.len() as f64);
-                metrics.inserted.inc_by(rows.len() as u64);
-                return Ok(());
-            }
+        match attempt().await {
+            Ok(v) => return Ok(v),
             Err(e) => {
                 metrics.insert_failures.inc();
-                tracing::warn!(error = %e, rows = rows.len(), retry_in_ms = backoff.as_millis() as u64, "insert failed; retrying");
+                tracing::warn!(error = %e, step, rows, retry_in_ms = backoff.as_millis() as u64, "insert failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.wait() => return Err(SinkError::ShutdownDuringRetry),
@@ -60,5 +188,156 @@ pub async fn insert(
                 backoff = (backoff * 2).min(max_backoff);
             }
         }
+    }
+}
+
+/// Writes `rows`: the events, then the ledger and figures of the ones the
+/// store took (so the figures never count an event `events` does not
+/// have). Returns the rows refused for their content, for the dead-letter
+/// topic.
+pub async fn insert(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    rows: &[EventRow],
+    max_backoff: Duration,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> Result<Vec<Refused>, SinkError> {
+    let started = Instant::now();
+    let refused = retry("events", rows.len(), max_backoff, metrics, shutdown, || {
+        insert_events(client, rows)
+    })
+    .await?;
+    let kept: Vec<EventRow>;
+    let accounted: &[EventRow] = if refused.is_empty() {
+        rows
+    } else {
+        let out: BTreeSet<usize> = refused.iter().map(|r| r.index).collect();
+        kept = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !out.contains(i))
+            .map(|(_, r)| r.clone())
+            .collect();
+        &kept
+    };
+    retry(
+        "ledger",
+        accounted.len(),
+        max_backoff,
+        metrics,
+        shutdown,
+        || ledger::account(client, campaign, accounted),
+    )
+    .await?;
+    metrics
+        .insert_duration
+        .observe(started.elapsed().as_secs_f64());
+    metrics.batch_rows.observe(rows.len() as f64);
+    metrics.inserted.inc_by(accounted.len() as u64);
+    Ok(refused)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn server_codes_of_both_versions() {
+        assert_eq!(
+            server_code("bad response: Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function is non zero, e.what() = DB::Exception"),
+            Some(395)
+        );
+        assert_eq!(
+            server_code("bad response: Code: 469. DB::Exception: Constraint `c` is violated"),
+            Some(469)
+        );
+        assert_eq!(server_code("network error: connection refused"), None);
+    }
+
+    #[test]
+    fn content_is_told_apart_from_an_unavailable_store() {
+        use clickhouse::error::Error;
+        let content = |e: Error| matches!(classify(e), Failure::Content(_));
+        assert!(content(Error::Custom(
+            "1960-05-01 00:00:00 UTC cannot be represented as DateTime".into()
+        )));
+        assert!(content(Error::BadResponse(
+            "Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function is non zero".into()
+        )));
+        assert!(content(Error::BadResponse(
+            "Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100)"
+                .into()
+        )));
+        for store in [
+            "Code: 60, e.displayText() = DB::Exception: Table x.events doesn't exist",
+            "Code: 516. DB::Exception: default: Authentication failed",
+            "Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space",
+            "Code: 252. DB::Exception: Too many parts (300). Merges are processing significantly slower than inserts",
+            "Code: 241. DB::Exception: Memory limit (total) exceeded",
+        ] {
+            assert!(!content(Error::BadResponse(store.into())), "{store}");
+        }
+        assert!(!content(Error::TimedOut));
+        assert!(!content(Error::Network("connection refused".into())));
+    }
+
+    fn row_at(y: i32, m: u32) -> EventRow {
+        let mut r: EventRow = EventRow::new(
+            &ensemble_core::EventMessage {
+                v: 1,
+                event_id: uuid::Uuid::new_v4(),
+                event_type: ensemble_core::EventType::PageView,
+                ts: Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).unwrap(),
+                received_at: Utc::now(),
+                ts_clamped: false,
+                imported: true,
+                visitor_id: "v_12345678".into(),
+                placement: None,
+                utm: Default::default(),
+                url: None,
+                referrer_host: None,
+                user_agent: None,
+                bot: false,
+                action: None,
+                contact_hash: None,
+                consent: None,
+                custom_name: None,
+                props: Default::default(),
+            },
+            Default::default(),
+            Utc::now(),
+        );
+        r.visitor_id = format!("v_{y}_{m}");
+        r
+    }
+
+    #[test]
+    fn a_batch_over_many_months_goes_in_groups_of_at_most_fifty() {
+        let few: Vec<EventRow> = (1..=12).map(|m| row_at(2025, m)).collect();
+        assert_eq!(month_groups(&few), vec![(0..12).collect::<Vec<_>>()]);
+        // 26 years of monthly backfill, shuffled by year.
+        let mut many = Vec::new();
+        for y in (2000..2026).rev() {
+            for m in 1..=12 {
+                many.push(row_at(y, m));
+                many.push(row_at(y, m));
+            }
+        }
+        let groups = month_groups(&many);
+        let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..many.len()).collect::<Vec<_>>(), "every row once");
+        for g in &groups {
+            let months: BTreeSet<(i32, u32)> = g
+                .iter()
+                .map(|&i| (many[i].ts.year(), many[i].ts.month()))
+                .collect();
+            assert!(months.len() <= MONTHS_PER_INSERT, "{}", months.len());
+            assert!(g.windows(2).all(|w| w[0] < w[1]), "batch order kept");
+        }
+        assert_eq!(groups.len(), 312_usize.div_ceil(MONTHS_PER_INSERT));
     }
 }
