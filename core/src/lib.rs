@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod migrate;
 pub mod privacy;
 pub mod probe;
+pub mod redact;
 pub mod service;
 pub mod shutdown;
 pub mod store;

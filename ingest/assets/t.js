@@ -1,10 +1,16 @@
 /* ensemble tracker for the landing page. No dependencies.
  * <script src="https://COLLECTOR/t.js" async></script>
  * - sends a page_view on load;
- * - keeps the visitor id first-party: taken from ?vid= (set by the /r/{code}
- *   redirect) or localStorage, else created;
+ * - keeps the visitor id first-party (localStorage, else created). A QR scan
+ *   lands with ?ens=<visit token> (signed by the collector, honoured for
+ *   minutes): the tracker removes it from the address bar at once and sends
+ *   it with its events; the collector answers with the scanner's visitor id
+ *   and placement, which the tracker then keeps. A link copied from the bar
+ *   carries no token; an old link's token is refused: either way the opener
+ *   stays themself.
  * - ensemble.signup(email, {results: true, newsletter: false}) posts the
  *   sign-up and returns a Promise (resolves on 200, rejects with the answer);
+ *   ensemble.ready resolves with the visitor id once the page view is answered;
  * - events not yet confirmed are retried with the same event_id (the
  *   pipeline removes duplicates) and flushed with sendBeacon on page hide. */
 (function (w, d) {
@@ -21,17 +27,31 @@
     });
   }
   function store(k, v) { try { if (v === undefined) return w.localStorage.getItem(k); w.localStorage.setItem(k, v); } catch (e) {} return v; }
-  var vid = q.get("vid");
-  if (vid && ID.test(vid)) store("ens_vid", vid); else vid = store("ens_vid");
+  var token = q.get("ens");
+  if (token !== null || q.has("vid") || q.has("plc")) {
+    // Identity never stays in the address bar, where it would be copied and shared.
+    ["ens", "vid", "plc"].forEach(function (k) { q.delete(k); });
+    var rest = q.toString();
+    try { w.history.replaceState(w.history.state, "", w.location.pathname + (rest ? "?" + rest : "") + w.location.hash); } catch (e) {}
+  }
+  if (token && token.length > 200) token = null;
+  var vid = store("ens_vid");
   if (!vid || !ID.test(vid)) vid = store("ens_vid", "v_" + uuid().replace(/-/g, ""));
-  var plc = q.get("plc");
-  if (plc && CODE.test(plc)) store("ens_plc", plc);
+  var plc = null;
+  // The collector's answer to an event that carried the token.
+  function adopt(answer) {
+    if (!answer || !token) return;
+    if (answer.visitor_id && ID.test(answer.visitor_id)) { vid = store("ens_vid", answer.visitor_id); w.ensemble.visitorId = vid; }
+    if (answer.placement && CODE.test(answer.placement)) plc = answer.placement;
+    token = null;
+  }
 
   var pending = [], timer = null, backoff = 1000;
   function event(type, extra) {
     var e = { event_id: uuid(), type: type, ts: new Date().toISOString(), visitor_id: vid, url: w.location.href };
     if (d.referrer) e.referrer = d.referrer;
     if (plc && CODE.test(plc)) e.placement = plc;
+    if (token) e.visit_token = token;
     for (var k in extra) if (Object.prototype.hasOwnProperty.call(extra, k)) e[k] = extra[k];
     return e;
   }
@@ -43,6 +63,7 @@
       return r.json().catch(function () { return {}; }).then(function (j) {
         if (r.status === 503 || r.status === 429) { var err = new Error("retry"); err.retry = true; throw err; }
         if (r.status >= 400) { var bad = new Error((j && j.message) || ("HTTP " + r.status)); bad.answer = j; throw bad; }
+        adopt(j);
         return j;
       });
     });
@@ -79,5 +100,6 @@
         results: !!(consents && consents.results), newsletter: !!(consents && consents.newsletter) } })]);
     }
   };
-  send([event("page_view", {})]).catch(function () {});
+  var loaded = send([event("page_view", {})]);
+  w.ensemble.ready = loaded.then(function () { return vid; }, function () { return vid; });
 })(window, document);

@@ -6,7 +6,8 @@ use std::io::Read;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
-use serde_json::Value;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 
 use crate::error::IngestError;
 
@@ -112,42 +113,176 @@ pub fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
     false
 }
 
+/// The top level of a body, read in one pass: an event object, or the
+/// batch envelope whose events are kept up to the limit and only counted
+/// past it (so an oversized batch is refused without building its events).
+enum Envelope {
+    One(Map<String, Value>),
+    Batch {
+        events: Vec<Value>,
+        total: usize,
+    },
+    /// `batch` next to other keys.
+    Mixed,
+    /// `batch` is not an array.
+    BatchNotArray,
+    /// The body is not a JSON object.
+    NotObject,
+}
+
+struct TopLevel {
+    limit: usize,
+}
+
+impl<'de> Visitor<'de> for TopLevel {
+    type Value = Envelope;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an event object or {\"batch\": [...]}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+        let mut obj = Map::new();
+        let mut batch = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "batch" && batch.is_none() {
+                batch = Some(map.next_value_seed(BatchSeed { limit: self.limit })?);
+            } else {
+                obj.insert(key, map.next_value::<Value>()?);
+            }
+        }
+        Ok(match batch {
+            None => Envelope::One(obj),
+            Some(_) if !obj.is_empty() => Envelope::Mixed,
+            Some(None) => Envelope::BatchNotArray,
+            Some(Some((events, total))) => Envelope::Batch { events, total },
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Envelope, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Envelope::NotObject)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Envelope, E> {
+        Ok(Envelope::NotObject)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Envelope, E> {
+        Ok(Envelope::NotObject)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Envelope, E> {
+        Ok(Envelope::NotObject)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Envelope, E> {
+        Ok(Envelope::NotObject)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Envelope, E> {
+        Ok(Envelope::NotObject)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Envelope, E> {
+        Ok(Envelope::NotObject)
+    }
+}
+
+/// The `batch` value: `Some((first `limit` events, how many in all))`, or
+/// `None` when it is not an array.
+struct BatchSeed {
+    limit: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for BatchSeed {
+    type Value = Option<(Vec<Value>, usize)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BatchSeed {
+    type Value = Option<(Vec<Value>, usize)>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.limit));
+        while events.len() < self.limit {
+            match seq.next_element::<Value>()? {
+                Some(v) => events.push(v),
+                None => {
+                    let n = events.len();
+                    return Ok(Some((events, n)));
+                }
+            }
+        }
+        // Past the limit the events are counted, not built.
+        let mut total = events.len();
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            total += 1;
+        }
+        Ok(Some((events, total)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
 /// Parses the JSON body into its events: one object, or `{"batch":[...]}`.
+/// A batch over `max_batch_events` is refused after counting its events,
+/// without building more than the limit of them.
 pub fn events(bytes: &[u8], limits: &BodyLimits) -> Result<Vec<Value>, IngestError> {
     if json_depth_exceeds(bytes, limits.max_json_depth) {
         return Err(IngestError::TooDeep {
             limit: limits.max_json_depth,
         });
     }
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| IngestError::InvalidJson(e.to_string()))?;
-    match value {
-        Value::Object(mut obj) if obj.contains_key("batch") => {
-            if obj.len() != 1 {
-                return Err(IngestError::InvalidEnvelope(
-                    "a batch body is {\"batch\": [...]} with no other key".into(),
-                ));
-            }
-            match obj.remove("batch") {
-                Some(Value::Array(events)) => {
-                    if events.is_empty() {
-                        return Err(IngestError::InvalidEnvelope("the batch is empty".into()));
-                    }
-                    if events.len() > limits.max_batch_events {
-                        return Err(IngestError::TooManyEvents {
-                            count: events.len(),
-                            limit: limits.max_batch_events,
-                        });
-                    }
-                    Ok(events)
-                }
-                _ => Err(IngestError::InvalidEnvelope(
-                    "`batch` must be an array of events".into(),
-                )),
-            }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let envelope = de
+        .deserialize_any(TopLevel {
+            limit: limits.max_batch_events,
+        })
+        .and_then(|e| de.end().map(|()| e))
+        .map_err(|e| IngestError::InvalidJson(e.to_string()))?;
+    match envelope {
+        Envelope::One(obj) => Ok(vec![Value::Object(obj)]),
+        Envelope::Batch { total: 0, .. } => {
+            Err(IngestError::InvalidEnvelope("the batch is empty".into()))
         }
-        Value::Object(obj) => Ok(vec![Value::Object(obj)]),
-        _ => Err(IngestError::InvalidEnvelope(
+        Envelope::Batch { total, .. } if total > limits.max_batch_events => {
+            Err(IngestError::TooManyEvents {
+                count: total,
+                limit: limits.max_batch_events,
+            })
+        }
+        Envelope::Batch { events, .. } => Ok(events),
+        Envelope::Mixed => Err(IngestError::InvalidEnvelope(
+            "a batch body is {\"batch\": [...]} with no other key".into(),
+        )),
+        Envelope::BatchNotArray => Err(IngestError::InvalidEnvelope(
+            "`batch` must be an array of events".into(),
+        )),
+        Envelope::NotObject => Err(IngestError::InvalidEnvelope(
             "the body is one event object or {\"batch\": [...]}".into(),
         )),
     }
@@ -207,6 +342,54 @@ mod tests {
             events(br#"{"a":[[[[[1]]]]]}"#, &LIMITS),
             Err(IngestError::TooDeep { limit: 4 })
         ));
+        assert!(matches!(
+            events(br#"{"batch":[{}],"type":"qr_scan"}"#, &LIMITS),
+            Err(IngestError::InvalidEnvelope(_))
+        ));
+        assert!(matches!(
+            events(br#"{"type":"qr_scan","batch":[{}]}"#, &LIMITS),
+            Err(IngestError::InvalidEnvelope(_))
+        ));
+        assert!(matches!(
+            events(br#"3"#, &LIMITS),
+            Err(IngestError::InvalidEnvelope(_))
+        ));
+        assert!(matches!(
+            events(br#"{"type":"qr_scan"} trailing"#, &LIMITS),
+            Err(IngestError::InvalidJson(_))
+        ));
+        assert_eq!(
+            events(br#"{"type":"page_view","url":"https://x.org/"}"#, &LIMITS).unwrap()[0]["url"],
+            "https://x.org/"
+        );
+    }
+
+    #[test]
+    fn an_oversized_batch_is_counted_without_building_its_events() {
+        let limits = BodyLimits {
+            max_batch_events: 500,
+            max_body_bytes: 1 << 24,
+            max_decompressed_bytes: 1 << 24,
+            max_json_depth: 8,
+        };
+        let one = br#"{"type":"page_view","url":"https://x.org/a/b/c","visitor_id":"v_12345678"}"#;
+        let mut body = b"{\"batch\":[".to_vec();
+        for i in 0..100_000 {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(one);
+        }
+        body.extend_from_slice(b"]}");
+        assert!(matches!(
+            events(&body, &limits),
+            Err(IngestError::TooManyEvents {
+                count: 100_000,
+                limit: 500
+            })
+        ));
+        let ok = events(&body[..body.len() - 2], &limits);
+        assert!(matches!(ok, Err(IngestError::InvalidJson(_))), "truncated");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use ensemble_core::telemetry::LogConfig;
 use ensemble_core::{Campaign, KafkaConfig};
 
 use crate::body::BodyLimits;
+use crate::client::{Cidr, ClientResolver};
 
 /// Upper bound for the delivery timeout: a client must get its answer quickly.
 pub const MAX_DELIVERY_TIMEOUT_MS: u64 = 10_000;
@@ -61,15 +62,33 @@ pub struct Config {
     /// Real-time events older than this are clamped to server time.
     #[arg(long, env = "ENSEMBLE_MAX_PAST_SKEW_S", default_value_t = 86_400)]
     pub max_past_skew_s: u64,
-    /// Requests per second per client, sustained.
-    #[arg(long, env = "ENSEMBLE_RATE_LIMIT_PER_S", default_value_t = 50)]
+    /// Events per second per client (an IPv4 address or an IPv6 /64), sustained.
+    #[arg(long, env = "ENSEMBLE_RATE_LIMIT_PER_S", default_value_t = 200)]
     pub rate_limit_per_s: u32,
-    /// Requests a client may burst above the sustained rate.
-    #[arg(long, env = "ENSEMBLE_RATE_LIMIT_BURST", default_value_t = 200)]
+    /// Events a client may send at once (at least --max-batch-events).
+    #[arg(long, env = "ENSEMBLE_RATE_LIMIT_BURST", default_value_t = 1000)]
     pub rate_limit_burst: u32,
-    /// Take the client address from X-Forwarded-For (only behind a trusted proxy).
+    /// Most clients the rate limiter tracks; past it newcomers share one bucket.
+    #[arg(
+        long,
+        env = "ENSEMBLE_RATE_LIMIT_MAX_CLIENTS",
+        default_value_t = 100_000
+    )]
+    pub rate_limit_max_clients: usize,
+    /// Take the client address from X-Forwarded-For (only behind a trusted
+    /// proxy): the rightmost address, the one the proxy appended.
     #[arg(long, env = "ENSEMBLE_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
+    /// Further proxies of your own in front of the collector (comma-separated
+    /// addresses or CIDR blocks): their hops are skipped from the right of
+    /// X-Forwarded-For.
+    #[arg(long, env = "ENSEMBLE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// How long a visit token from the redirect stands for its scanner
+    /// (seconds): scan → landing takes seconds; a link opened later, by
+    /// anyone, is a new visitor.
+    #[arg(long, env = "ENSEMBLE_VISIT_TOKEN_TTL_S", default_value_t = 300)]
+    pub visit_token_ttl_s: u64,
     /// Retry-After sent with 503 answers (seconds).
     #[arg(long, env = "ENSEMBLE_RETRY_AFTER_S", default_value_t = 5)]
     pub retry_after_s: u64,
@@ -95,7 +114,9 @@ pub struct Settings {
     pub max_past_skew_s: u64,
     pub rate_limit_per_s: u32,
     pub rate_limit_burst: u32,
-    pub trust_forwarded_for: bool,
+    pub rate_limit_max_clients: usize,
+    pub clients: ClientResolver,
+    pub visit_token_ttl_s: u64,
     pub retry_after_s: u64,
     pub kafka: KafkaConfig,
 }
@@ -153,9 +174,56 @@ impl Config {
         at_least("--max-json-depth", self.max_json_depth as u64, 3)?;
         at_least("--max-future-skew-s", self.max_future_skew_s, 1)?;
         at_least("--max-past-skew-s", self.max_past_skew_s, 60)?;
+        // The processor dead-letters events further ahead of their receipt
+        // than the store's bound: the collector must not accept them.
+        let ahead = ensemble_core::event::MAX_AHEAD_OF_RECEIPT_SECS as u64;
+        if self.max_future_skew_s > ahead {
+            return Err(ConfigError::new(
+                "--max-future-skew-s",
+                format!("must be at most {ahead} (a day)"),
+            ));
+        }
+        if self.max_past_skew_s > 30 * 86_400 {
+            return Err(ConfigError::new(
+                "--max-past-skew-s",
+                "must be at most 2592000 (30 days): older events come through /v1/import",
+            ));
+        }
         at_least("--rate-limit-per-s", u64::from(self.rate_limit_per_s), 1)?;
-        at_least("--rate-limit-burst", u64::from(self.rate_limit_burst), 1)?;
+        if (self.rate_limit_burst as usize) < self.max_batch_events {
+            return Err(ConfigError::new(
+                "--rate-limit-burst",
+                format!(
+                    "must be at least --max-batch-events ({}): a full batch must be able to pass",
+                    self.max_batch_events
+                ),
+            ));
+        }
+        at_least(
+            "--rate-limit-max-clients",
+            self.rate_limit_max_clients as u64,
+            1,
+        )?;
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| p.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::new("--trusted-proxies", e))?;
+        if !trusted_proxies.is_empty() && !self.trust_forwarded_for {
+            return Err(ConfigError::new(
+                "--trusted-proxies",
+                "only means something with --trust-forwarded-for",
+            ));
+        }
         at_least("--retry-after-s", self.retry_after_s, 1)?;
+        if !(1..=3600).contains(&self.visit_token_ttl_s) {
+            return Err(ConfigError::new(
+                "--visit-token-ttl-s",
+                "must be 1..=3600: a token honoured longer lets a shared link merge people",
+            ));
+        }
         self.kafka.validate()?;
         Ok(Settings {
             listen,
@@ -175,7 +243,12 @@ impl Config {
             max_past_skew_s: self.max_past_skew_s,
             rate_limit_per_s: self.rate_limit_per_s,
             rate_limit_burst: self.rate_limit_burst,
-            trust_forwarded_for: self.trust_forwarded_for,
+            rate_limit_max_clients: self.rate_limit_max_clients,
+            clients: ClientResolver {
+                trust_forwarded_for: self.trust_forwarded_for,
+                trusted_proxies,
+            },
+            visit_token_ttl_s: self.visit_token_ttl_s,
             retry_after_s: self.retry_after_s,
             kafka: self.kafka,
         })

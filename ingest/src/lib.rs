@@ -4,6 +4,7 @@
 //! the answer held until every delivery report is in.
 
 pub mod body;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -54,13 +55,18 @@ impl Collector {
                 VisitorIds::new(&settings.secret, settings.campaign.timezone),
                 settings.max_future_skew_s,
                 settings.max_past_skew_s,
+                settings.visit_token_ttl_s,
             ),
             producer,
             metrics: Metrics::new()?,
-            limiter: RateLimiter::new(settings.rate_limit_per_s, settings.rate_limit_burst),
+            limiter: RateLimiter::new(
+                settings.rate_limit_per_s,
+                settings.rate_limit_burst,
+                settings.rate_limit_max_clients,
+            ),
             limits: settings.limits,
             import_token: settings.import_token.clone(),
-            trust_forwarded_for: settings.trust_forwarded_for,
+            clients: settings.clients.clone(),
             retry_after_s: settings.retry_after_s,
             redirect_wait: Duration::from_millis(settings.redirect_wait_ms),
         };

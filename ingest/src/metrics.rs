@@ -17,6 +17,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub queue_depth: IntGauge,
     pub redirects: IntCounterVec,
+    pub values_redacted: IntCounterVec,
+    pub visit_tokens: IntCounterVec,
 }
 
 impl Metrics {
@@ -74,6 +76,22 @@ impl Metrics {
             ),
             &["placement", "recorded"],
         )?;
+        let values_redacted = IntCounterVec::new(
+            Opts::new(
+                "ensemble_ingest_values_redacted_total",
+                "Values in which an e-mail address, phone number or IP address was replaced by a marker, by field",
+            ),
+            &["field"],
+        )?;
+        registry.register(Box::new(values_redacted.clone()))?;
+        let visit_tokens = IntCounterVec::new(
+            Opts::new(
+                "ensemble_ingest_visit_tokens_total",
+                "Visit tokens received from landing pages, by result: honoured, expired, forged, malformed",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(visit_tokens.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(events_accepted.clone()))?;
         registry.register(Box::new(events_rejected.clone()))?;
@@ -92,6 +110,8 @@ impl Metrics {
             in_flight,
             queue_depth,
             redirects,
+            values_redacted,
+            visit_tokens,
         })
     }
 }

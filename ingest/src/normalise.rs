@@ -1,14 +1,17 @@
 //! From a validated event to the Kafka message: event id, server time and
-//! clamping, visitor id, contact hash (the raw e-mail stops here), bot flag.
+//! clamping, visitor id, contact hash (the raw e-mail stops here), bot flag,
+//! and personal data typed into free text replaced by markers
+//! (`ensemble_core::redact`).
 
 use std::net::IpAddr;
 
 use chrono::{DateTime, Duration, Utc};
 use ensemble_core::event::{EventMessage, RejectReason, Rejection, ValidEvent, SCHEMA_VERSION};
 use ensemble_core::privacy::ContactHasher;
+use ensemble_core::redact::{is_personal_id, redact_message, Field};
 use uuid::Uuid;
 
-use crate::visitor::VisitorIds;
+use crate::visitor::{TokenError, VisitorIds};
 
 /// Where an event came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +41,18 @@ pub struct Normaliser {
     bots: isbot::Bots,
     max_future: Duration,
     max_past: Duration,
+    visit_token_ttl_s: u64,
+}
+
+/// A message ready for Kafka, and what normalising it did.
+#[derive(Debug)]
+pub struct Normalised {
+    pub message: EventMessage,
+    /// Fields where personal data was replaced by a marker.
+    pub redacted: Vec<Field>,
+    /// What became of the event's visit token, if it had one: honoured
+    /// (the message is the token's visitor's) or why not.
+    pub token: Option<Result<(), TokenError>>,
 }
 
 impl std::fmt::Debug for Normaliser {
@@ -52,6 +67,7 @@ impl Normaliser {
         visitors: VisitorIds,
         max_future_s: u64,
         max_past_s: u64,
+        visit_token_ttl_s: u64,
     ) -> Self {
         Self {
             hasher,
@@ -59,7 +75,13 @@ impl Normaliser {
             bots: isbot::Bots::default(),
             max_future: Duration::seconds(i64::try_from(max_future_s).unwrap_or(i64::MAX / 1000)),
             max_past: Duration::seconds(i64::try_from(max_past_s).unwrap_or(i64::MAX / 1000)),
+            visit_token_ttl_s,
         }
+    }
+
+    /// The token the redirect puts in the landing URL (see [`VisitorIds::visit_token`]).
+    pub fn visit_token(&self, vid: &str, plc: &str, now: DateTime<Utc>) -> String {
+        self.visitors.visit_token(vid, plc, now)
     }
 
     pub fn is_bot(&self, user_agent: Option<&str>) -> bool {
@@ -83,9 +105,14 @@ impl Normaliser {
         }
     }
 
-    pub fn normalise(&self, e: ValidEvent, ctx: &Context) -> Result<EventMessage, Rejection> {
+    /// The Kafka message of a valid event.
+    pub fn normalise(&self, e: ValidEvent, ctx: &Context) -> Result<Normalised, Rejection> {
         let (ts, ts_clamped) = match (ctx.mode, e.ts) {
-            (Mode::Import, Some(ts)) => (ts, false),
+            (Mode::Import, Some(ts)) => {
+                // History is taken as given, within what the store can hold.
+                ensemble_core::event::check_event_time(ts, ctx.now + self.max_future)?;
+                (ts, false)
+            }
             (Mode::Import, None) => {
                 return Err(Rejection::new(
                     RejectReason::MissingField,
@@ -107,8 +134,34 @@ impl Normaliser {
             Mode::Import => e.user_agent.clone(),
             _ => ctx.user_agent.clone().or(e.user_agent.clone()),
         };
-        let visitor_id = match (e.visitor_id, ctx.mode) {
-            (Some(v), _) => v,
+        // A fresh, genuine visit token makes the event its visitor's (the
+        // scan that led here); anything else leaves the event to the
+        // client's own id. Imports carry history, not tokens.
+        let opened = e
+            .visit_token
+            .as_deref()
+            .filter(|_| ctx.mode != Mode::Import)
+            .map(|t| {
+                self.visitors
+                    .open_visit_token(t, ctx.now, self.visit_token_ttl_s)
+            });
+        let (token_visitor, token_placement) = match &opened {
+            Some(Ok((vid, plc))) => (Some(vid.clone()), Some(plc.clone())),
+            _ => (None, None),
+        };
+        let visitor_id = match (token_visitor.or(e.visitor_id), ctx.mode) {
+            // A phone number or an e-mail where a pseudonymous id belongs:
+            // never stored; live events get the derived id instead.
+            (Some(v), Mode::Import) if is_personal_id(&v) => return Err(Rejection::new(
+                RejectReason::InvalidValue,
+                "visitor_id",
+                "looks like a phone number, e-mail or IP address: visitor ids must be pseudonymous",
+            )),
+            (Some(v), _) if !is_personal_id(&v) => v,
+            (Some(_), _) => {
+                self.visitors
+                    .derive(ctx.client_ip, user_agent.as_deref().unwrap_or(""), ctx.now)
+            }
             (None, Mode::Import) => {
                 return Err(Rejection::new(
                     RejectReason::MissingField,
@@ -121,7 +174,7 @@ impl Normaliser {
                     .derive(ctx.client_ip, user_agent.as_deref().unwrap_or(""), ctx.now)
             }
         };
-        Ok(EventMessage {
+        let mut m = EventMessage {
             v: SCHEMA_VERSION,
             event_id: e.event_id.unwrap_or_else(Uuid::new_v4),
             event_type: e.event_type,
@@ -130,7 +183,7 @@ impl Normaliser {
             ts_clamped,
             imported: ctx.mode == Mode::Import,
             visitor_id,
-            placement: e.placement,
+            placement: e.placement.or(token_placement),
             utm: e.utm,
             url: e.url,
             referrer_host: e.referrer_host,
@@ -145,6 +198,12 @@ impl Normaliser {
             consent: e.consent,
             custom_name: e.custom_name,
             props: e.props,
+        };
+        let redacted = redact_message(&mut m);
+        Ok(Normalised {
+            message: m,
+            redacted,
+            token: opened.map(|o| o.map(|_| ())),
         })
     }
 }
@@ -164,6 +223,7 @@ mod tests {
             VisitorIds::new(SECRET, chrono_tz::Europe::Paris),
             300,
             86_400,
+            300,
         )
     }
 
@@ -186,7 +246,9 @@ mod tests {
     }
 
     fn run(v: serde_json::Value, mode: Mode) -> Result<EventMessage, Rejection> {
-        norm().normalise(validate(&v).unwrap(), &ctx(mode))
+        norm()
+            .normalise(validate(&v).unwrap(), &ctx(mode))
+            .map(|n| n.message)
     }
 
     #[test]
@@ -221,6 +283,23 @@ mod tests {
         .unwrap();
         assert_eq!(m.ts.to_rfc3339(), "2025-01-20T08:00:00+00:00");
         assert!(m.imported && !m.ts_clamped);
+        for (ts, hint) in [
+            ("1960-05-01T00:00:00Z", "before 2000-01-01"),
+            ("2150-01-01T00:00:00Z", "in the future"),
+            ("2025-02-14T12:30:00Z", "in the future"),
+        ] {
+            let r = run(
+                json!({"type":"qr_scan","ts": ts,"visitor_id":"v_12345678"}),
+                Mode::Import,
+            )
+            .unwrap_err();
+            assert_eq!(
+                (r.reason, r.field.as_deref()),
+                (RejectReason::InvalidValue, Some("ts")),
+                "{ts}"
+            );
+            assert!(r.message.contains(hint), "{ts}: {}", r.message);
+        }
         let r = run(
             json!({"type":"qr_scan","visitor_id":"v_12345678"}),
             Mode::Import,
@@ -265,6 +344,97 @@ mod tests {
     }
 
     #[test]
+    fn personal_data_in_free_text_and_ids_never_leaves() {
+        let Normalised {
+            message: m,
+            redacted: mut hits,
+            ..
+        } = norm()
+            .normalise(
+                validate(&json!({"type":"custom","name":"share","visitor_id":"0612345678",
+                    "url":"https://user:secret@x.org/merci/jeanne@exemple.fr?utm_term=jeanne@exemple.fr&utm_content=%2B33%206%2012%2034%2056%2078",
+                    "props":{"note":"contact me jeanne@exemple.fr","tel":"+33 6 12 34 56 78"}}))
+                .unwrap(),
+                &ctx(Mode::RealTime),
+            )
+            .unwrap();
+        hits.sort();
+        assert_eq!(
+            hits,
+            vec![
+                Field::Url,
+                Field::UtmContent,
+                Field::UtmTerm,
+                Field::PropValue,
+                Field::PropValue
+            ]
+        );
+        let text = String::from_utf8(m.encode()).unwrap();
+        for needle in ["jeanne", "612345678", "6 12 34", "secret", "user:"] {
+            assert!(!text.contains(needle), "{needle} in {text}");
+        }
+        assert!(
+            m.visitor_id.starts_with("h_"),
+            "a phone as visitor id is replaced: {}",
+            m.visitor_id
+        );
+        let r = run(
+            json!({"type":"qr_scan","ts":"2025-01-20T08:00:00Z","visitor_id":"jeanne@exemple.fr"}),
+            Mode::Import,
+        )
+        .unwrap_err();
+        assert_eq!(
+            r.field.as_deref(),
+            Some("visitor_id"),
+            "not a well-formed id: treated as absent, and import requires one"
+        );
+        let r = run(
+            json!({"type":"qr_scan","ts":"2025-01-20T08:00:00Z","visitor_id":"0612345678"}),
+            Mode::Import,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (r.reason, r.field.as_deref()),
+            (RejectReason::InvalidValue, Some("visitor_id"))
+        );
+    }
+
+    #[test]
+    fn a_fresh_visit_token_makes_the_event_the_scanners_and_nothing_else_does() {
+        let n = norm();
+        let c = ctx(Mode::RealTime);
+        let scanner = "v_5c4nn3r5c4nn3r5c4nn3r";
+        let token = n.visit_token(scanner, "M-CHATELET", c.now - chrono::Duration::seconds(20));
+        let landing = |token: &str, c: &Context| {
+            n.normalise(
+                validate(&json!({"type":"page_view","visitor_id":"v_my0wnbr0ws3r1d","visit_token": token}))
+                    .unwrap(),
+                c,
+            )
+            .unwrap()
+        };
+        let fresh = landing(&token, &c);
+        assert_eq!(fresh.token, Some(Ok(())));
+        assert_eq!(fresh.message.visitor_id, scanner);
+        assert_eq!(fresh.message.placement.as_deref(), Some("M-CHATELET"));
+        let mut later = c.clone();
+        later.now = c.now + chrono::Duration::minutes(15);
+        let stale = landing(&token, &later);
+        assert_eq!(stale.token, Some(Err(TokenError::Expired)));
+        assert_eq!(
+            stale.message.visitor_id, "v_my0wnbr0ws3r1d",
+            "the opener's own id"
+        );
+        assert_eq!(
+            stale.message.placement, None,
+            "and no poster of someone else's"
+        );
+        let forged = landing(&token.replace(scanner, "v_s0m30n33ls3xx"), &c);
+        assert_eq!(forged.token, Some(Err(TokenError::Forged)));
+        assert_eq!(forged.message.visitor_id, "v_my0wnbr0ws3r1d");
+    }
+
+    #[test]
     fn bots_are_flagged_not_dropped() {
         let c = ctx_with(
             Mode::RealTime,
@@ -272,7 +442,8 @@ mod tests {
         );
         let m = norm()
             .normalise(validate(&json!({"type":"page_view"})).unwrap(), &c)
-            .unwrap();
+            .unwrap()
+            .message;
         assert!(m.bot);
         assert!(
             !run(json!({"type":"page_view"}), Mode::RealTime)

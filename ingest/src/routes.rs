@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::body::{self, BodyLimits};
+use crate::client::ClientResolver;
 use crate::error::IngestError;
 use crate::metrics::Metrics;
 use crate::normalise::{Context, Mode, Normaliser};
@@ -43,7 +44,7 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub limits: BodyLimits,
     pub import_token: Option<String>,
-    pub trust_forwarded_for: bool,
+    pub clients: ClientResolver,
     pub retry_after_s: u64,
     pub redirect_wait: Duration,
 }
@@ -65,20 +66,16 @@ pub struct Accepted {
     /// Ids of the accepted events, in request order.
     pub event_ids: Vec<uuid::Uuid>,
     pub rejected: Vec<IndexedRejection>,
+    /// Set when the request carried a fresh visit token: the visitor (and
+    /// placement) the landing page continues as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visitor_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
 }
 
 fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    if state.trust_forwarded_for {
-        if let Some(ip) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok())
-        {
-            return ip;
-        }
-    }
-    peer.ip()
+    state.clients.client(peer, headers)
 }
 
 fn user_agent(headers: &HeaderMap) -> Option<String> {
@@ -90,6 +87,30 @@ fn user_agent(headers: &HeaderMap) -> Option<String> {
                 .take(ensemble_core::event::MAX_USER_AGENT_LEN)
                 .collect()
         })
+}
+
+/// Counts visit tokens by what became of them.
+fn count_token(state: &AppState, outcome: Result<(), crate::visitor::TokenError>) {
+    let result = match outcome {
+        Ok(()) => "honoured",
+        Err(e) => e.as_str(),
+    };
+    state
+        .metrics
+        .visit_tokens
+        .with_label_values(&[result])
+        .inc();
+}
+
+/// Counts the values where personal data was replaced, by field.
+fn count_redacted(state: &AppState, fields: &[ensemble_core::redact::Field]) {
+    for f in fields {
+        state
+            .metrics
+            .values_redacted
+            .with_label_values(&[f.as_str()])
+            .inc();
+    }
 }
 
 fn reject_request(state: &AppState, e: IngestError) -> Response {
@@ -141,9 +162,20 @@ async fn produce(state: &AppState, messages: &[EventMessage]) -> Result<(), Inge
 async fn accept(state: &AppState, values: Vec<Value>, ctx: &Context) -> Response {
     let mut messages = Vec::with_capacity(values.len());
     let mut rejected = Vec::new();
+    // The visitor (and placement) of an honoured visit token: the tracker adopts it.
+    let mut visitor: Option<(String, Option<String>)> = None;
     for (index, v) in values.iter().enumerate() {
         match validate(v).and_then(|e| state.normaliser.normalise(e, ctx)) {
-            Ok(m) => messages.push(m),
+            Ok(n) => {
+                count_redacted(state, &n.redacted);
+                if let Some(t) = n.token {
+                    count_token(state, t);
+                    if t.is_ok() {
+                        visitor = Some((n.message.visitor_id.clone(), n.message.placement.clone()));
+                    }
+                }
+                messages.push(n.message);
+            }
             Err(rejection) => {
                 state
                     .metrics
@@ -164,10 +196,13 @@ async fn accept(state: &AppState, values: Vec<Value>, ctx: &Context) -> Response
         (false, false) => StatusCode::MULTI_STATUS,
         (true, _) => StatusCode::BAD_REQUEST,
     };
+    let (visitor_id, placement) = visitor.map_or((None, None), |(v, p)| (Some(v), p));
     let body = Accepted {
         accepted: messages.len(),
         event_ids: messages.iter().map(|m| m.event_id).collect(),
         rejected,
+        visitor_id,
+        placement,
     };
     (status, Json(body)).into_response()
 }
@@ -190,13 +225,18 @@ pub async fn post_events(
     body: Body,
 ) -> Response {
     let ip = client_ip(&state, peer, &headers);
-    if let Err(retry_after_s) = state.limiter.check(ip, Instant::now()) {
+    // A client with no token left is refused before its body is read; then
+    // the request costs one token per event.
+    if let Err(retry_after_s) = state.limiter.peek(ip, Instant::now()) {
         return reject_request(&state, IngestError::RateLimited { retry_after_s });
     }
     let values = match read_events(&state, &headers, body).await {
         Ok(v) => v,
         Err(e) => return reject_request(&state, e),
     };
+    if let Err(retry_after_s) = state.limiter.check(ip, values.len(), Instant::now()) {
+        return reject_request(&state, IngestError::RateLimited { retry_after_s });
+    }
     let ctx = state
         .normaliser
         .context(Utc::now(), ip, user_agent(&headers), Mode::RealTime);
@@ -266,7 +306,10 @@ pub async fn redirect(
     };
     let vid = query
         .get("vid")
-        .filter(|v| ensemble_core::event::is_valid_visitor_id(v))
+        .filter(|v| {
+            ensemble_core::event::is_valid_visitor_id(v)
+                && !ensemble_core::redact::is_personal_id(v)
+        })
         .cloned()
         .unwrap_or_else(VisitorIds::fresh);
     let code = placement.map_or_else(|| recorded_code(&code), |p| p.code.clone());
@@ -277,19 +320,20 @@ pub async fn redirect(
         || state.campaign.default_landing_url.clone(),
         |p| p.landing_url.clone(),
     );
+    let now = Utc::now();
+    // Not the bare visitor id: a signed token the collector honours only for
+    // minutes, which the tracker removes from the address bar.
     landing
         .query_pairs_mut()
-        .append_pair("vid", &vid)
-        .append_pair("plc", &code);
+        .append_pair("ens", &state.normaliser.visit_token(&vid, &code, now));
 
-    let now = Utc::now();
     let ua = user_agent(&headers);
     let referrer_host = headers
         .get(header::REFERER)
         .and_then(|v| v.to_str().ok())
         .and_then(|r| url::Url::parse(r).ok())
         .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
-    let message = EventMessage {
+    let mut message = EventMessage {
         v: SCHEMA_VERSION,
         event_id: uuid::Uuid::new_v4(),
         event_type: if card_click {
@@ -314,6 +358,8 @@ pub async fn redirect(
         custom_name: None,
         props: Default::default(),
     };
+    // A code typed by hand (`/r/0612345678`), a User-Agent: no personal data.
+    count_redacted(&state, &ensemble_core::redact::redact_message(&mut message));
     let recorded = match tokio::time::timeout(
         state.redirect_wait,
         produce(&state, std::slice::from_ref(&message)),
@@ -353,6 +399,7 @@ const PIXEL_FIELDS: &[(&str, &str)] = &[
     ("type", "type"),
     ("event_id", "event_id"),
     ("vid", "visitor_id"),
+    ("ens", "visit_token"),
     ("placement", "placement"),
     ("plc", "placement"),
     ("url", "url"),
@@ -389,7 +436,7 @@ pub async fn pixel(
         r
     };
     let ip = client_ip(&state, peer, &headers);
-    if let Err(retry_after_s) = state.limiter.check(ip, Instant::now()) {
+    if let Err(retry_after_s) = state.limiter.check(ip, 1, Instant::now()) {
         state
             .metrics
             .events_rejected
@@ -412,7 +459,13 @@ pub async fn pixel(
         .context(Utc::now(), ip, user_agent(&headers), Mode::ServerTime);
     let message =
         match validate(&Value::Object(obj)).and_then(|e| state.normaliser.normalise(e, &ctx)) {
-            Ok(m) => m,
+            Ok(n) => {
+                count_redacted(&state, &n.redacted);
+                if let Some(t) = n.token {
+                    count_token(&state, t);
+                }
+                n.message
+            }
             Err(r) => {
                 state
                     .metrics

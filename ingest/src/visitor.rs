@@ -2,6 +2,12 @@
 //! daily-rotating salted hash of (IP, User-Agent). The salt changes at local
 //! midnight of the campaign's time zone, so a hashed visitor cannot be
 //! followed across days; the raw IP never leaves this module.
+//!
+//! Visit tokens: the redirect hands the landing page a short-lived signed
+//! token of (visitor id, placement) instead of the bare id. The collector
+//! honours it only while fresh and only with a valid signature, and the
+//! tracker removes it from the address bar: a landing URL shared later, or
+//! copied from the bar, cannot make its opener the scanner.
 
 use std::net::IpAddr;
 
@@ -13,7 +19,29 @@ use sha2::Sha256;
 #[derive(Clone)]
 pub struct VisitorIds {
     key: Hmac<Sha256>,
+    token_key: Hmac<Sha256>,
     tz: Tz,
+}
+
+/// Why a visit token was not honoured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not of the token's shape.
+    Malformed,
+    /// The signature does not match: made or edited by someone else.
+    Forged,
+    /// Older than the time a token is honoured (or from the future).
+    Expired,
+}
+
+impl TokenError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed",
+            TokenError::Forged => "forged",
+            TokenError::Expired => "expired",
+        }
+    }
 }
 
 impl std::fmt::Debug for VisitorIds {
@@ -27,9 +55,61 @@ impl VisitorIds {
     /// Built at start-up. HMAC takes keys of any length, so this cannot fail.
     pub fn new(secret: &[u8], tz: Tz) -> Self {
         #[allow(clippy::expect_used)]
-        let mut key = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
+        let base = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
+        let mut key = base.clone();
         key.update(b"ensemble/visitor-salt/v1\n");
-        Self { key, tz }
+        let mut token_key = base;
+        token_key.update(b"ensemble/visit-token/v1\n");
+        Self { key, token_key, tz }
+    }
+
+    fn token_mac(&self, vid: &str, plc: &str, issued: i64) -> String {
+        let mut mac = self.token_key.clone();
+        mac.update(format!("{vid}\n{plc}\n{issued}").as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// `<visitor id>.<placement>.<issued, Unix s>.<signature>`: ids and codes
+    /// are `[A-Za-z0-9_-]`, so `.` separates; the signature is 128 bits of
+    /// HMAC under the collector's secret.
+    pub fn visit_token(&self, vid: &str, plc: &str, now: DateTime<Utc>) -> String {
+        let issued = now.timestamp();
+        format!("{vid}.{plc}.{issued}.{}", self.token_mac(vid, plc, issued))
+    }
+
+    /// The (visitor id, placement) of a token issued at most `ttl_s` ago.
+    pub fn open_visit_token(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+        ttl_s: u64,
+    ) -> Result<(String, String), TokenError> {
+        let parts: Vec<&str> = token.split('.').collect();
+        let [vid, plc, issued, mac] = parts[..] else {
+            return Err(TokenError::Malformed);
+        };
+        let issued: i64 = issued.parse().map_err(|_| TokenError::Malformed)?;
+        if !ensemble_core::event::is_valid_visitor_id(vid)
+            || !ensemble_core::campaign::is_placement_code(plc)
+        {
+            return Err(TokenError::Malformed);
+        }
+        let want = self.token_mac(vid, plc, issued);
+        let same = want.len() == mac.len()
+            && want
+                .bytes()
+                .zip(mac.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return Err(TokenError::Forged);
+        }
+        let age = now.timestamp() - issued;
+        // A little slack for clocks of several collectors behind one balancer.
+        if age > i64::try_from(ttl_s).unwrap_or(i64::MAX) || age < -30 {
+            return Err(TokenError::Expired);
+        }
+        Ok((vid.to_owned(), plc.to_owned()))
     }
 
     /// `h_` + 30 hex digits of HMAC(secret, day ‖ ip ‖ ua), the day read in
@@ -84,5 +164,55 @@ mod tests {
         let other_secret = VisitorIds::new(b"another-secret-xyz-123", chrono_tz::Europe::Paris);
         assert_ne!(a, other_secret.derive(ip, "UA", at("2025-02-07T08:00:00Z")));
         assert!(is_valid_visitor_id(&VisitorIds::fresh()));
+    }
+
+    #[test]
+    fn visit_tokens_are_honoured_fresh_and_signed_only() {
+        let v = VisitorIds::new(b"0123456789abcdef0123", chrono_tz::Europe::Paris);
+        let t0 = at("2025-02-07T08:00:00Z");
+        let vid = "v_0123456789abcdef0123456789abcdef";
+        let token = v.visit_token(vid, "M-CHATELET", t0);
+        assert!(token.starts_with(&format!("{vid}.M-CHATELET.")), "{token}");
+        let ok = Ok((vid.to_owned(), "M-CHATELET".to_owned()));
+        assert_eq!(v.open_visit_token(&token, t0, 300), ok);
+        assert_eq!(
+            v.open_visit_token(&token, t0 + chrono::Duration::seconds(300), 300),
+            ok
+        );
+        assert_eq!(
+            v.open_visit_token(&token, t0 + chrono::Duration::minutes(15), 300),
+            Err(TokenError::Expired),
+            "the same link opened 15 minutes later"
+        );
+        let other = VisitorIds::new(b"another-secret-xyz-123", chrono_tz::Europe::Paris);
+        assert_eq!(
+            other.open_visit_token(&token, t0, 300),
+            Err(TokenError::Forged)
+        );
+        // Someone else's id, or a later time, with the scanner's signature.
+        let edited = token.replacen("v_0123", "v_9999", 1);
+        assert_eq!(
+            v.open_visit_token(&edited, t0, 300),
+            Err(TokenError::Forged)
+        );
+        let issued = t0.timestamp();
+        let later = token.replace(&issued.to_string(), &(issued + 3600).to_string());
+        assert_eq!(
+            v.open_visit_token(&later, t0 + chrono::Duration::minutes(30), 300),
+            Err(TokenError::Forged)
+        );
+        for bad in [
+            "",
+            "a.b",
+            "v_x.M.1.2.3",
+            "bad id.M-CHATELET.1.ab",
+            &format!("{vid}.M-CHATELET.soon.ab"),
+        ] {
+            assert_eq!(
+                v.open_visit_token(bad, t0, 300),
+                Err(TokenError::Malformed),
+                "{bad}"
+            );
+        }
     }
 }

@@ -358,8 +358,16 @@ async fn redirects_record_the_scan_and_never_fail_and_the_pixel_records_a_view()
     assert!(loc.as_str().starts_with(LANDING), "{loc}");
     let q: HashMap<String, String> = loc.query_pairs().into_owned().collect();
     assert_eq!(q["utm_source"], "ratp");
-    assert_eq!(q["plc"], "M-CHATELET");
-    let vid = q["vid"].clone();
+    assert!(
+        !q.contains_key("vid") && !q.contains_key("plc"),
+        "no bare identity in the landing URL: {loc}"
+    );
+    // A signed visit token: visitor id, placement, time, signature.
+    let token = q["ens"].clone();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 4, "{token}");
+    assert_eq!(parts[1], "M-CHATELET");
+    let vid = parts[0].to_owned();
 
     // A returning visitor keeps its id; a card link records a card click.
     let r = c.get(&format!("/r/t-voeux?vid={vid}")).await;
@@ -367,7 +375,7 @@ async fn redirects_record_the_scan_and_never_fail_and_the_pixel_records_a_view()
     assert!(r.headers()["location"]
         .to_str()
         .expect("loc")
-        .contains(&format!("vid={vid}")));
+        .contains(&format!("ens={vid}.T-VOEUX.")));
 
     // Unknown or hostile codes still redirect to the default landing page.
     let r = c.get("/r/NO-SUCH-POSTER").await;
@@ -375,11 +383,13 @@ async fn redirects_record_the_scan_and_never_fail_and_the_pixel_records_a_view()
     assert!(r.headers()["location"]
         .to_str()
         .expect("loc")
-        .starts_with(&format!("{LANDING}?vid=")));
+        .starts_with(&format!("{LANDING}?ens=")));
     let r = c.get("/r/%3Cscript%3E").await;
     assert_eq!(r.status(), StatusCode::FOUND);
 
-    let r = c.get(&format!("/p.gif?vid={vid}&url=https%3A%2F%2Fvivre-ensemble.example.org%2Fbarometre&plc=M-CHATELET")).await;
+    // The landing page's pixel with the token: the scanner's view, whatever
+    // id the page had for itself.
+    let r = c.get(&format!("/p.gif?vid=v_page0wn1d000&ens={token}&url=https%3A%2F%2Fvivre-ensemble.example.org%2Fbarometre")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "image/gif");
     assert_eq!(r.bytes().await.expect("gif")[..6], *b"GIF89a");
@@ -414,6 +424,8 @@ async fn redirects_record_the_scan_and_never_fail_and_the_pixel_records_a_view()
         .find(|g| g.2.event_type == EventType::PageView)
         .expect("pixel view");
     assert_eq!(view.0, vid);
+    assert_eq!(view.2.visitor_id, vid);
+    assert_eq!(view.2.placement.as_deref(), Some("M-CHATELET"));
     assert!(got.iter().all(|g| !g.2.ts_clamped));
 }
 
@@ -511,6 +523,32 @@ async fn import_needs_the_token_and_keeps_historical_time() {
     assert_eq!(r.status(), StatusCode::MULTI_STATUS);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["rejected"][0]["field"], "ts");
+    // History, but not a time the store cannot hold or that has not come yet.
+    let r = c
+        .http
+        .post(format!("{}/v1/import", c.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"batch": [
+            {"type": "page_view", "visitor_id": "v_imported_3", "ts": "1960-05-01T00:00:00Z"},
+            {"type": "page_view", "visitor_id": "v_imported_3", "ts": "2150-01-01T00:00:00Z"},
+        ]}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.expect("json");
+    for (i, hint) in [(0, "before 2000-01-01"), (1, "in the future")] {
+        let rej = &body["rejected"][i];
+        assert_eq!(
+            (&rej["reason"], &rej["field"]),
+            (&json!("invalid_value"), &json!("ts")),
+            "{body}"
+        );
+        assert!(
+            rej["message"].as_str().is_some_and(|m| m.contains(hint)),
+            "{body}"
+        );
+    }
     let got = c.consume(1).await;
     let m = &got[0].2;
     assert!(m.imported);
@@ -520,32 +558,70 @@ async fn import_needs_the_token_and_keeps_historical_time() {
 
 #[tokio::test]
 async fn a_client_over_its_rate_gets_429_with_retry_after() {
-    let c = start(&["--rate-limit-per-s", "1", "--rate-limit-burst", "2"]).await;
-    let mut statuses = Vec::new();
-    let mut retry_after = None;
-    for _ in 0..4 {
-        let r = c
-            .http
+    let c = start(&[
+        "--rate-limit-per-s",
+        "1",
+        "--rate-limit-burst",
+        "5",
+        "--max-batch-events",
+        "5",
+        "--trust-forwarded-for",
+    ])
+    .await;
+    // What the client wrote on the left of X-Forwarded-For changes nothing:
+    // the address our proxy appended (the rightmost) is the client.
+    let post = |forwarded: String, body: serde_json::Value| {
+        c.http
             .post(format!("{}/v1/events", c.base))
             .header("content-type", "application/json")
-            .body(json!({"type": "qr_scan"}).to_string())
+            .header("x-forwarded-for", forwarded)
+            .body(body.to_string())
             .send()
-            .await
-            .expect("req");
-        statuses.push(r.status());
-        if r.status() == StatusCode::TOO_MANY_REQUESTS {
-            retry_after = r
-                .headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap_or("").to_owned());
-        }
+    };
+    let five = json!({"batch": (0..5).map(|_| json!({"type": "qr_scan"})).collect::<Vec<_>>()});
+    let r = post("203.0.113.1, 198.51.100.7".into(), five.clone())
+        .await
+        .expect("req");
+    assert_eq!(r.status(), StatusCode::OK, "a full batch fits the burst");
+    let mut retry_after = None;
+    for i in 0..3 {
+        let r = post(
+            format!("203.0.113.{}, 198.51.100.7", 10 + i),
+            json!({"type": "qr_scan"}),
+        )
+        .await
+        .expect("req");
+        assert_eq!(
+            r.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "the batch counted 5 events; a forged left hop is no new client"
+        );
+        retry_after = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or("").to_owned());
     }
-    assert_eq!(&statuses[..2], &[StatusCode::OK, StatusCode::OK]);
-    assert!(
-        statuses[2..].contains(&StatusCode::TOO_MANY_REQUESTS),
-        "{statuses:?}"
-    );
     assert_eq!(retry_after.as_deref(), Some("1"));
+    let r = post("198.51.100.8".into(), json!({"type": "qr_scan"}))
+        .await
+        .expect("req");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "another client has its own bucket"
+    );
+    let r = post("2001:db8:7:7::1".into(), five.clone())
+        .await
+        .expect("req");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post("2001:db8:7:7:ffff::2".into(), json!({"type": "qr_scan"}))
+        .await
+        .expect("req");
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "IPv6 clients are limited per /64"
+    );
 }
 
 #[tokio::test]

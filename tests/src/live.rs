@@ -142,11 +142,17 @@ pub async fn send_live(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| url::Url::parse(v).ok())
             .ok_or_else(|| anyhow::anyhow!("redirect without a Location"))?;
-        let vid = location
+        // The landing URL carries a visit token, not the bare visitor id:
+        // the scanner's id is its first part, the collector honours it for
+        // minutes.
+        let token = location
             .query_pairs()
-            .find(|(k, _)| k == "vid")
+            .find(|(k, _)| k == "ens")
             .map(|(_, v)| v.into_owned())
-            .ok_or_else(|| anyhow::anyhow!("Location without vid: {location}"))?;
+            .ok_or_else(|| anyhow::anyhow!("Location without a visit token: {location}"))?;
+        let vid = token.split('.').next().unwrap_or_default().to_owned();
+        // The landing page's own first-party id, before the token is honoured.
+        let own = format!("v_{}", rng.uuid().simple());
         tail.redirects += 1;
         let card = channel == "tinder";
         tail.truth.push(Truth {
@@ -167,8 +173,8 @@ pub async fn send_live(
                 .query_pairs_mut()
                 .append_pair("type", "page_view")
                 .append_pair("event_id", &id.to_string())
-                .append_pair("vid", &vid)
-                .append_pair("plc", code)
+                .append_pair("vid", &own)
+                .append_pair("ens", &token)
                 .append_pair("url", location.as_str());
             let at = Utc::now();
             let r = get_retrying(&client, pixel.as_str(), ua, &ip).await?;
@@ -185,12 +191,18 @@ pub async fn send_live(
                 contact: None,
             });
         }
-        // A sign-up from the page's tracker (client time, placement kept).
+        // A sign-up from the page's tracker (client time), with the token:
+        // the collector answers with the scanner's id and placement.
         if !bot && rng.chance(0.3) {
             tokio::time::sleep(std::time::Duration::from_millis(3)).await;
             let contact = format!("live.{seed}.{i}@exemple.fr");
-            let e = signup(&mut rng, &vid, &contact, Some(code));
-            send_event(&client, base, &e, &ip).await?;
+            let mut e = signup(&mut rng, &own, &contact, None);
+            e["visit_token"] = json!(token);
+            let answer = send_event(&client, base, &e, &ip).await?;
+            anyhow::ensure!(
+                answer["visitor_id"] == json!(vid) && answer["placement"] == json!(code),
+                "the collector did not honour a fresh visit token: {answer}"
+            );
             tail.signups += 1;
             tail.truth.push(truth_of(&e, &vid, channel, &contact));
         }
@@ -240,13 +252,14 @@ fn truth_of(e: &Value, vid: &str, channel: &'static str, contact: &str) -> Truth
     }
 }
 
-/// POST one event to `/v1/events`, resending it (same id) until it is in Kafka.
+/// POST one event to `/v1/events`, resending it (same id) until it is in
+/// Kafka; the collector's answer.
 async fn send_event(
     client: &reqwest::Client,
     base: &str,
     e: &Value,
     ip: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Value> {
     let r = send_retrying(|| {
         client
             .post(format!("{base}/v1/events"))
@@ -256,13 +269,10 @@ async fn send_event(
     })
     .await
     .map_err(|err| err.context(format!("the events API kept refusing {e}")))?;
-    anyhow::ensure!(
-        r.status() == 200,
-        "events API answered {}: {}",
-        r.status(),
-        r.text().await.unwrap_or_default()
-    );
-    Ok(())
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    anyhow::ensure!(status == 200, "events API answered {status}: {body}");
+    Ok(serde_json::from_str(&body)?)
 }
 
 #[cfg(test)]

@@ -113,6 +113,7 @@ async fn load(
         ),
         300,
         86_400,
+        300,
     );
     let enricher = Enricher::new();
     let client = store.client();
@@ -139,9 +140,10 @@ async fn load(
             let Some(at) = valid.ts else { continue };
             let received = at + chrono::Duration::seconds(1);
             let ctx = normaliser.context(received, [127, 0, 0, 1].into(), None, Mode::Import);
-            let Ok(m) = normaliser.normalise(valid, &ctx) else {
+            let Ok(n) = normaliser.normalise(valid, &ctx) else {
                 continue;
             };
+            let m = n.message;
             let row = EventRow::new(
                 &m,
                 enricher.enrich(campaign, &m),
