@@ -79,6 +79,16 @@ pub struct Config {
         global = true
     )]
     pub max_poll_interval_ms: u64,
+    /// Partitions with waiting messages that no member has consumed for
+    /// this long make this member leave and rejoin its group (a dead
+    /// member's partitions; see `membership.rs`). Above the 10 s session timeout.
+    #[arg(
+        long,
+        env = "ENSEMBLE_REJOIN_AFTER_MS",
+        default_value_t = 30_000,
+        global = true
+    )]
+    pub rejoin_after_ms: u64,
     /// Secret of the contact HMAC (the collector's), needed by `erase`.
     #[arg(
         long,
@@ -125,6 +135,7 @@ pub struct Settings {
     pub batch: crate::batcher::BatchLimits,
     pub insert_retry_max_ms: u64,
     pub max_poll_interval_ms: u64,
+    pub rejoin_after_ms: u64,
     pub hasher: Option<ContactHasher>,
     pub kafka: KafkaConfig,
     pub store: StoreConfig,
@@ -165,6 +176,12 @@ impl Config {
                 "must be at least 10000",
             ));
         }
+        if self.rejoin_after_ms < 15_000 {
+            return Err(ConfigError::new(
+                "--rejoin-after-ms",
+                "must be at least 15000: a live member's session (10 s) must be able to expire first",
+            ));
+        }
         let hasher = self
             .contact_secret
             .as_deref()
@@ -193,6 +210,7 @@ impl Config {
             },
             insert_retry_max_ms: self.insert_retry_max_ms,
             max_poll_interval_ms: self.max_poll_interval_ms,
+            rejoin_after_ms: self.rejoin_after_ms,
             hasher,
             kafka: self.kafka,
             store: self.store,

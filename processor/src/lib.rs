@@ -8,6 +8,7 @@ pub mod config;
 pub mod dlq;
 pub mod enrich;
 pub mod maintenance;
+pub mod membership;
 pub mod metrics;
 pub mod pipeline;
 pub mod sink;
@@ -74,6 +75,16 @@ pub async fn serve_on(
         shutdown.clone(),
     );
 
+    let rejoin = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    membership::spawn_watchdog(
+        consumer.clone(),
+        settings.kafka.topic.clone(),
+        readiness.clone(),
+        rejoin.clone(),
+        Duration::from_secs(5),
+        Duration::from_millis(settings.rejoin_after_ms),
+        shutdown.clone(),
+    );
     let pipeline = Pipeline {
         consumer,
         topic: settings.kafka.topic.as_str().into(),
@@ -84,6 +95,7 @@ pub async fn serve_on(
         metrics: metrics.clone(),
         limits: settings.batch,
         insert_retry_max: Duration::from_millis(settings.insert_retry_max_ms),
+        rejoin,
     };
     tracing::info!(addr = %listener.local_addr()?, group = %settings.group_id, topic = %settings.kafka.topic, "processor running");
     let consume = tokio::spawn(pipeline.run(shutdown.clone()));

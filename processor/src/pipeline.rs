@@ -8,6 +8,7 @@
 //! or a rebalance, client retries — are removed by event_id downstream.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,8 @@ pub struct Pipeline {
     pub metrics: Metrics,
     pub limits: BatchLimits,
     pub insert_retry_max: Duration,
+    /// Set by the membership watchdog: leave and rejoin the group.
+    pub rejoin: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -83,6 +86,25 @@ impl Pipeline {
             if batch.is_due(&self.limits, Instant::now()) {
                 abandoned |= !self.finish(inflight.take(), abandoned).await;
                 inflight = Some(self.start_insert(std::mem::take(&mut batch), &shutdown));
+            }
+            if self.rejoin.swap(false, Ordering::Relaxed) {
+                // Everything handled so far is written and committed first:
+                // the next owner of these partitions starts after it.
+                abandoned |= !self.finish(inflight.take(), abandoned).await;
+                let last = self.start_insert(std::mem::take(&mut batch), &shutdown);
+                abandoned |= !self.finish(Some(last), abandoned).await;
+                if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+                    tracing::debug!(error = %e, "commit before rejoining (nothing stored)");
+                }
+                self.consumer.unsubscribe();
+                if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
+                    tracing::error!(error = %e, "cannot subscribe again after leaving the group; retrying");
+                    self.rejoin.store(true, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                } else {
+                    self.metrics.rejoins.inc();
+                    tracing::info!("left and rejoined the consumer group");
+                }
             }
         }
         abandoned |= !self.finish(inflight.take(), abandoned).await;
@@ -325,7 +347,17 @@ pub fn spawn_lag_probe(
                         first = low,
                         "committed offset is past the partition's end (broker data lost or reset); rewinding to the first offset"
                     );
-                    match c.seek(e.topic(), e.partition(), Offset::Offset(low), Duration::from_secs(5)) {
+                    // The group's offset is set back too: librdkafka commits a
+                    // stored offset only when it passes the committed one, so
+                    // without this no progress here would ever be committed.
+                    let mut back = rdkafka::TopicPartitionList::new();
+                    let rewound_to = back
+                        .add_partition_offset(e.topic(), e.partition(), Offset::Offset(low))
+                        .and_then(|()| c.commit(&back, CommitMode::Sync))
+                        .and_then(|()| {
+                            c.seek(e.topic(), e.partition(), Offset::Offset(low), Duration::from_secs(5))
+                        });
+                    match rewound_to {
                         Ok(()) => {
                             m.rewinds.inc();
                             rewound.insert(e.partition(), done);

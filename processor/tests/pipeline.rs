@@ -330,6 +330,107 @@ async fn sigkill_mid_stream_then_restart_leaves_counts_exact() {
     drop(cluster);
 }
 
+/// On the local broker (tansu): SIGKILL mid-stream, start it again once,
+/// and it resumes by itself within a minute, with every count exact.
+#[tokio::test]
+async fn sigkill_mid_stream_then_one_restart_resumes_on_the_real_broker() {
+    let s = setup(migrated_database("it_proc_kill_real").await).await;
+    let messages: Vec<_> = (0..20_000).map(|i| message(9, i)).collect();
+    produce_raw(&s.brokers, &s.topic, &encoded(&messages))
+        .await
+        .expect("produce");
+    let mut p = s.start(&["--batch-max-rows", "500"]);
+    poll_until("some batches inserted", WAIT, || async {
+        let n = s.count("SELECT count() FROM events").await;
+        (n != u64::MAX && n >= 2000).then_some(())
+    })
+    .await;
+    p.kill();
+    let at_kill = s.uniq_events().await;
+    assert!(
+        at_kill < 20_000,
+        "killed mid-stream ({at_kill} of 20000 in)"
+    );
+    let restarted = std::time::Instant::now();
+    let p2 = s.start(&["--batch-max-rows", "500"]);
+    poll_until(
+        "the restarted processor to consume",
+        Duration::from_secs(60),
+        || async {
+            let (_, body) = p2.get("/metrics")?;
+            metric_value(&body, "ensemble_processor_messages_consumed_total")
+                .filter(|n| *n > 0.0)
+                .map(|_| ())
+        },
+    )
+    .await;
+    eprintln!("resumed {:?} after the restart", restarted.elapsed());
+    s.wait_for(20_000).await;
+    let (raw, rollup) = s.breakdowns().await;
+    assert_eq!(raw, expected_breakdown(&messages));
+    assert_eq!(rollup, raw);
+    s.assert_figures_match_events().await;
+}
+
+/// The group's committed offsets are past the end of the topic (a broker
+/// whose data was reset while the group kept its offsets): the lag reads as
+/// such, not as 0 pending, and the processor rewinds and processes what the
+/// topic holds.
+#[tokio::test]
+async fn committed_offsets_past_the_end_are_reported_and_the_processor_rewinds() {
+    use ensemble_core::kafka::PartitionState;
+    let s = setup(migrated_database("it_proc_ahead").await).await;
+    let messages: Vec<_> = (0..300).map(|i| message(11, i)).collect();
+    produce_raw(&s.brokers, &s.topic, &encoded(&messages))
+        .await
+        .expect("produce");
+    // The group "remembers" offsets from before the reset.
+    let c: rdkafka::consumer::BaseConsumer = ensemble_core::KafkaConfig::new(&s.brokers, &s.topic)
+        .consumer_config(&s.group)
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(&s.topic, p, rdkafka::Offset::Offset(50_000))
+            .expect("offset");
+    }
+    c.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit far ahead");
+    drop(c);
+    let lag =
+        ensemble_core::kafka::group_lag(&s.brokers, &s.topic, &s.group, Duration::from_secs(5))
+            .await
+            .expect("lag");
+    assert!(
+        lag.partitions
+            .iter()
+            .all(|p| p.state() == PartitionState::AheadOfEnd),
+        "{lag:?}"
+    );
+    assert!(!lag.up_to_date(), "0 pending, and not up to date: {lag:?}");
+
+    let p = s.start(&[]);
+    poll_until(
+        "the processor to rewind and take the 300 events",
+        WAIT,
+        || async { (s.uniq_events().await == 300).then_some(()) },
+    )
+    .await;
+    s.wait_for(300).await;
+    let lag =
+        ensemble_core::kafka::group_lag(&s.brokers, &s.topic, &s.group, Duration::from_secs(5))
+            .await
+            .expect("lag");
+    assert!(lag.up_to_date(), "{lag:?}");
+    let (_, metrics) = p.get("/metrics").expect("metrics");
+    assert_eq!(
+        metric_value(&metrics, "ensemble_processor_rewinds_total"),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(s.breakdowns().await.0, expected_breakdown(&messages));
+}
+
 /// Partitions each processor of the group consumed from, per its /metrics
 /// (`ensemble_processor_consumer_lag_messages{partition=…}` is set for
 /// assigned partitions).
@@ -349,7 +450,7 @@ fn assigned(p: &Service) -> Vec<String> {
 /// Two processors in one group split the 3 partitions; while events flow,
 /// `stop` takes one down and the other must end up owning every partition,
 /// with every count exact.
-async fn pair_takeover(s: Setup, seed: u128, stop: impl FnOnce(&mut Service)) {
+async fn pair_takeover(s: Setup, seed: u128, stop: impl FnOnce(&mut Service)) -> String {
     let first: Vec<_> = (0..6_000).map(|i| message(seed, i)).collect();
     produce_raw(&s.brokers, &s.topic, &encoded(&first))
         .await
@@ -382,16 +483,12 @@ async fn pair_takeover(s: Setup, seed: u128, stop: impl FnOnce(&mut Service)) {
     let (raw, rollup) = s.breakdowns().await;
     assert_eq!(raw, expected_breakdown(&all), "split {split:?}");
     assert_eq!(rollup, raw);
+    s.assert_figures_match_events().await;
+    b.get("/metrics").map(|(_, m)| m).unwrap_or_default()
 }
 
 /// On the real broker: one member stops (SIGTERM: it leaves the group) and
 /// the other takes over its partitions.
-///
-/// A SIGKILLed member is the mock-cluster test below: tansu 0.6.0 drops a
-/// member whose session expired from the group but never starts a new
-/// generation, so the survivor keeps only its own partitions until some
-/// member joins (seen in its coordinator's debug log: state `Formed`,
-/// generation unchanged, one member left, the dead leader's assignment kept).
 #[tokio::test]
 async fn two_processors_share_the_partitions_and_one_takes_over_when_the_other_leaves() {
     let s = setup(migrated_database("it_proc_pair").await).await;
@@ -405,14 +502,33 @@ async fn two_processors_share_the_partitions_and_one_takes_over_when_the_other_l
     .await;
 }
 
-/// SIGKILL, on librdkafka's mock cluster (a fault the real broker here does
-/// not handle, see above): after the session timeout the survivor owns every
-/// partition and the counts in the real ClickHouse are exact.
+/// On the real broker: one member is SIGKILLed. tansu 0.6.0 drops it after
+/// its session but starts no new generation, so its partitions wait; the
+/// survivor's membership watchdog sees them wait with no consumer, leaves
+/// and rejoins, and owns all three (see `membership.rs`).
+#[tokio::test]
+async fn when_one_of_two_processors_is_sigkilled_the_survivor_takes_over_on_the_real_broker() {
+    let s = setup(migrated_database("it_proc_pair_kill_real").await).await;
+    let metrics = pair_takeover(s, 10, Service::kill).await;
+    assert!(
+        metric_value(&metrics, "ensemble_processor_group_rejoins_total").is_some_and(|n| n >= 1.0),
+        "the survivor rejoined: {metrics}"
+    );
+}
+
+/// SIGKILL on librdkafka's mock cluster, which rebalances by itself after
+/// the session timeout as Apache Kafka does: the survivor owns every
+/// partition without rejoining, and the counts in the real ClickHouse are exact.
 #[tokio::test]
 async fn when_one_of_two_processors_is_sigkilled_the_other_takes_over_its_partitions() {
     let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
     let s = mock_setup(&cluster, "it_proc_pair_kill").await;
-    pair_takeover(s, 7, Service::kill).await;
+    let metrics = pair_takeover(s, 7, Service::kill).await;
+    assert_eq!(
+        metric_value(&metrics, "ensemble_processor_group_rejoins_total"),
+        Some(0.0),
+        "the broker's own rebalance comes first: {metrics}"
+    );
     drop(cluster);
 }
 
