@@ -79,6 +79,60 @@ async fn readyz(State(s): State<OpsState>) -> Response {
     (status, Json(snap)).into_response()
 }
 
+/// Gives every request an id: in the `x-request-id` header of the answer,
+/// in the JSON body of an error answer (`request_id`), and on every log
+/// line written while serving it (a span field). Errors from ClickHouse or
+/// Kafka are logged, not sent: the id is what ties a client's report to
+/// the log line.
+pub async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let span = tracing::info_span!("request", request_id = %id);
+    let resp = next.run(req).instrument(span).await;
+    let (mut parts, body) = resp.into_parts();
+    if let Ok(v) = header::HeaderValue::from_str(&id) {
+        parts.headers.insert("x-request-id", v);
+    }
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(json && (parts.status.is_client_error() || parts.status.is_server_error())) {
+        return Response::from_parts(parts, body);
+    }
+    // Error bodies are small JSON objects: add the id to them.
+    match axum::body::to_bytes(body, 1 << 20).await {
+        Ok(bytes) => {
+            let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(serde_json::Value::Object(mut o)) => {
+                    o.insert("request_id".into(), serde_json::Value::String(id));
+                    serde_json::to_vec(&o).unwrap_or_else(|_| bytes.to_vec())
+                }
+                _ => bytes.to_vec(),
+            };
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(body))
+        }
+        Err(_) => Response::from_parts(parts, axum::body::Body::empty()),
+    }
+}
+
+/// Answers that must not be kept or leak where they came from: no caching
+/// anywhere (`Cache-Control: no-store`), no Referer to other sites.
+pub async fn private(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
 /// Serves `router` on `listener` until `shutdown` trips, then lets in-flight
 /// requests finish.
 pub async fn serve(
@@ -96,7 +150,50 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[tokio::test]
+    async fn error_answers_carry_the_request_id_and_nothing_is_cached() {
+        let app = Router::new()
+            .route(
+                "/fail",
+                get(|| async {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Json(serde_json::json!({"error": "store_unavailable"})),
+                    )
+                }),
+            )
+            .route("/ok", get(|| async { "fine" }))
+            .layer(axum::middleware::from_fn(request_id))
+            .layer(axum::middleware::from_fn(private));
+        let call = |path: &'static str| {
+            let app = app.clone();
+            async move {
+                let req = axum::http::Request::get(path)
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
+                let headers = resp.headers().clone();
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                    .await
+                    .unwrap();
+                (headers, body)
+            }
+        };
+        let (h, body) = call("/fail").await;
+        let id = h["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(id.len(), 32);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["request_id"], id.as_str());
+        assert_eq!(v["error"], "store_unavailable");
+        assert_eq!(h["cache-control"], "no-store");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        let (h, body) = call("/ok").await;
+        assert_eq!(&body[..], b"fine", "success bodies are left alone");
+        assert!(h.contains_key("x-request-id"));
+    }
 
     #[test]
     fn ready_only_when_every_component_is() {

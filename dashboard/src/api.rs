@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::admission::Refusal;
 use crate::attribution::{self, Contact, Conversion, Credits};
 use crate::figures::{self, count};
 use crate::filters::{bind_all, FilterError, Filters, Format};
@@ -40,6 +41,8 @@ pub struct ApiState {
     /// The processor group's progress on the events topic (`/api/live`'s
     /// pending events), over one client for the life of the service.
     pub lag: ensemble_core::kafka::LagReader,
+    /// Slots for questions the pre-summed figures do not answer.
+    pub gate: crate::admission::Gate,
 }
 
 pub type Shared = Arc<ApiState>;
@@ -48,11 +51,26 @@ pub type Shared = Arc<ApiState>;
 pub enum ApiError {
     #[error(transparent)]
     Filter(#[from] FilterError),
-    #[error("missing or unknown access token: send `Authorization: Bearer <token>` or `?token=`")]
+    #[error("missing or unknown access token: send `Authorization: Bearer <token>` (a token in the URL is not read)")]
     Unauthorized,
     #[error("this token sees aggregates only")]
     Forbidden,
-    #[error("the analytics store did not answer: {0}")]
+    #[error(
+        "source=events (an audit of the figures against the raw events) is for analyst tokens"
+    )]
+    AuditAnalystOnly,
+    #[error(
+        "{} questions that recount raw events (a custom from/to, a device or placement filter) \
+         run at once: wait for them and retry after {retry_after_s} s, or ask for the campaign's \
+         whole range without device or placement filter (answered from the pre-summed figures at once)",
+        match refusal { Refusal::TokenBusy => "this token's share of", Refusal::AllBusy => "the dashboard's share of" }
+    )]
+    Busy {
+        refusal: Refusal,
+        retry_after_s: u64,
+    },
+    /// The store's own message is logged with the request id, never sent.
+    #[error("the analytics store did not answer; try again shortly (give the request id to your administrator if it persists)")]
     Store(#[from] clickhouse::error::Error),
 }
 
@@ -66,13 +84,25 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", None),
+            ApiError::AuditAnalystOnly => (StatusCode::FORBIDDEN, "forbidden", Some("source")),
+            ApiError::Busy { retry_after_s, .. } => {
+                let body =
+                    json!({ "error": "too_many_heavy_requests", "message": self.to_string() });
+                let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(*retry_after_s),
+                );
+                return r;
+            }
             ApiError::Store(e) => {
                 tracing::warn!(error = %e, "clickhouse query failed");
                 if is_too_large(&e.to_string()) {
                     let body = json!({
                         "error": "query_too_large",
-                        "message": "this question needs more memory or time than ClickHouse allows one query; \
-                                    narrow it with from/to, phase or channel",
+                        "message": "this question needs more memory or time than the dashboard allows one query; \
+                                    narrow it with a shorter from/to, a phase or a channel, or ask for the campaign's \
+                                    whole range without device or placement filter (answered from the pre-summed figures)",
                     });
                     return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
                 }
@@ -105,38 +135,67 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// The role of a request's token, from `Authorization: Bearer` or `?token=`.
-pub fn role_of(state: &ApiState, req: &Request) -> Option<Role> {
-    let from_header = req
+/// Who is asking: the role of the request's token and the token's index
+/// among the configured ones (analysts first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Role,
+    pub token: usize,
+}
+
+/// The caller of a request, from `Authorization: Bearer <token>` only: a
+/// token in a URL ends up in browser histories, proxy logs and Referer
+/// headers, so `?token=` is not read.
+pub fn caller_of(state: &ApiState, req: &Request) -> Option<Caller> {
+    let token = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let from_query = req.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-    });
-    let token = from_header.map(str::to_owned).or(from_query)?;
-    if state.analyst_tokens.iter().any(|t| same(t, &token)) {
-        Some(Role::Analyst)
-    } else if state.agency_tokens.iter().any(|t| same(t, &token)) {
-        Some(Role::Agency)
-    } else {
-        None
-    }
+        .map(str::trim)?;
+    let analysts = state.analyst_tokens.iter().map(|t| (t, Role::Analyst));
+    let agency = state.agency_tokens.iter().map(|t| (t, Role::Agency));
+    analysts
+        .chain(agency)
+        .enumerate()
+        .find(|(_, (t, _))| same(t, token))
+        .map(|(i, (_, role))| Caller { role, token: i })
 }
 
-/// Refuses requests without a known token; passes the role on.
+/// Refuses requests without a known token; passes the role on; lets in
+/// questions that recount raw events only while a slot is free
+/// (`crate::admission`).
 pub async fn require_token(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
-    match role_of(&state, &req) {
-        Some(role) => {
-            req.extensions_mut().insert(role);
-            next.run(req).await
+    let Some(caller) = caller_of(&state, &req) else {
+        return ApiError::Unauthorized.into_response();
+    };
+    req.extensions_mut().insert(caller.role);
+    req.extensions_mut().insert(caller);
+    let q: HashMap<String, String> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    // A malformed query is the handler's to refuse (400 naming the parameter).
+    let heavy = Filters::parse(&state.campaign, &q)
+        .ok()
+        .filter(|f| !figures::covers(&state, f));
+    let _slot = match heavy {
+        None => None,
+        Some(f) if f.from_events && caller.role == Role::Agency => {
+            return ApiError::AuditAnalystOnly.into_response()
         }
-        None => ApiError::Unauthorized.into_response(),
-    }
+        Some(_) => match state.gate.admit(caller.token) {
+            Ok(slot) => Some(slot),
+            Err(refusal) => {
+                return ApiError::Busy {
+                    refusal,
+                    retry_after_s: 2,
+                }
+                .into_response()
+            }
+        },
+    };
+    next.run(req).await
 }
 
 /// Rows as CSV (RFC 4180 quoting), header first.

@@ -22,6 +22,10 @@ pub struct Config {
         default_value = "127.0.0.1:8082"
     )]
     pub listen: String,
+    /// Serve /metrics, /healthz and /readyz on this address instead: the
+    /// public port then answers the page and the API only.
+    #[arg(long, env = "ENSEMBLE_DASHBOARD_OPS_LISTEN")]
+    pub ops_listen: Option<String>,
     /// Campaign file (phases, channels, placements).
     #[arg(
         long,
@@ -59,19 +63,54 @@ pub struct Config {
         default_value = "ensemble-processor"
     )]
     pub processor_group: String,
+    /// Longest a dashboard query may run in ClickHouse (seconds); past it
+    /// the answer is 503 with how to narrow the question.
+    #[arg(long, env = "ENSEMBLE_QUERY_TIMEOUT_S", default_value_t = 20)]
+    pub query_timeout_s: u64,
+    /// Most memory one dashboard query may use in ClickHouse (bytes);
+    /// larger GROUP BYs and sorts spill to disk from half of it.
+    #[arg(
+        long,
+        env = "ENSEMBLE_QUERY_MAX_MEMORY_BYTES",
+        default_value_t = 2_000_000_000
+    )]
+    pub query_max_memory_bytes: u64,
+    /// Threads one dashboard query may use in ClickHouse: leave the others
+    /// to the processor's inserts.
+    #[arg(long, env = "ENSEMBLE_QUERY_MAX_THREADS", default_value_t = 1)]
+    pub query_max_threads: u64,
+    /// Questions that recount raw events (custom from/to, device or
+    /// placement filter, source=events) one analyst token may run at once;
+    /// an agency token runs one.
+    #[arg(long, env = "ENSEMBLE_HEAVY_PER_ANALYST", default_value_t = 2)]
+    pub heavy_per_analyst: usize,
+    /// Such questions running at once, all tokens together.
+    #[arg(long, env = "ENSEMBLE_HEAVY_TOTAL", default_value_t = 3)]
+    pub heavy_total: usize,
     #[command(flatten)]
     pub log: LogConfig,
+}
+
+/// The ClickHouse limits every dashboard query runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    pub timeout_s: u64,
+    pub max_memory_bytes: u64,
+    pub max_threads: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    pub ops_listen: Option<SocketAddr>,
     pub campaign: Campaign,
     pub analyst_tokens: Vec<String>,
     pub agency_tokens: Vec<String>,
     pub store: StoreConfig,
     pub kafka: KafkaConfig,
     pub processor_group: String,
+    pub query: QueryLimits,
+    pub heavy: crate::admission::HeavyLimits,
 }
 
 impl Config {
@@ -81,6 +120,18 @@ impl Config {
         self.analyst_tokens.retain(|t| !t.is_empty());
         self.agency_tokens.retain(|t| !t.is_empty());
         let listen = parse_listen("--listen", &self.listen)?;
+        let ops_listen = self
+            .ops_listen
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_listen("--ops-listen", s))
+            .transpose()?;
+        if ops_listen == Some(listen) {
+            return Err(ConfigError::new(
+                "--ops-listen",
+                "must differ from --listen (leave it unset to serve both on one port)",
+            ));
+        }
         let campaign = Campaign::load(&self.campaign)
             .map_err(|e| ConfigError::new("--campaign", e.to_string()))?;
         if self.analyst_tokens.is_empty() {
@@ -118,14 +169,50 @@ impl Config {
                 "the processor's consumer group id is required",
             ));
         }
+        if !(1..=3600).contains(&self.query_timeout_s) {
+            return Err(ConfigError::new("--query-timeout-s", "must be 1..=3600"));
+        }
+        if self.query_max_memory_bytes < 100_000_000 {
+            return Err(ConfigError::new(
+                "--query-max-memory-bytes",
+                "must be at least 100000000 (100 MB)",
+            ));
+        }
+        if self.query_max_threads == 0 {
+            return Err(ConfigError::new(
+                "--query-max-threads",
+                "must be at least 1",
+            ));
+        }
+        if self.heavy_per_analyst == 0 || self.heavy_total == 0 {
+            return Err(ConfigError::new(
+                if self.heavy_total == 0 {
+                    "--heavy-total"
+                } else {
+                    "--heavy-per-analyst"
+                },
+                "must be at least 1",
+            ));
+        }
         Ok(Settings {
             listen,
+            ops_listen,
             campaign,
             analyst_tokens: self.analyst_tokens,
             agency_tokens: self.agency_tokens,
             store: self.store,
             kafka: self.kafka,
             processor_group: self.processor_group,
+            query: QueryLimits {
+                timeout_s: self.query_timeout_s,
+                max_memory_bytes: self.query_max_memory_bytes,
+                max_threads: self.query_max_threads,
+            },
+            heavy: crate::admission::HeavyLimits {
+                per_analyst: self.heavy_per_analyst,
+                per_agency: 1,
+                total: self.heavy_total,
+            },
         })
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use ensemble_core::campaign::HORS_PHASE;
 use ensemble_core::Campaign;
 
@@ -95,29 +95,45 @@ fn parse_time(
     raw: &str,
     end: bool,
 ) -> Result<DateTime<Utc>, FilterError> {
-    if let Ok(d) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+    // What the store's DateTime columns can hold; outside it a date is a
+    // typo, and chrono's arithmetic on years like -262143 would overflow.
+    let out_of_range = || {
+        bad(
+            name,
+            format!("`{raw}` is out of range: dates go from 1970-01-01 to 2105-12-31"),
+        )
+    };
+    let t = if let Ok(d) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        if !(1970..=2105).contains(&d.year()) {
+            return Err(out_of_range());
+        }
         let d = if end {
-            d.succ_opt().ok_or_else(|| bad(name, "date out of range"))?
+            d.succ_opt().ok_or_else(out_of_range)?
         } else {
             d
         };
-        return Ok(local_start(campaign, d));
+        local_start(campaign, d)
+    } else {
+        DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                bad(
+                    name,
+                    format!("`{raw}` is not a date YYYY-MM-DD or an RFC 3339 time"),
+                )
+            })?
+    };
+    if !(0..=i64::from(u32::MAX)).contains(&t.timestamp()) {
+        return Err(out_of_range());
     }
-    DateTime::parse_from_rfc3339(raw)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            bad(
-                name,
-                format!("`{raw}` is not a date YYYY-MM-DD or an RFC 3339 time"),
-            )
-        })
+    Ok(t)
 }
 
 impl Filters {
     /// Parses the query string. Without `from`/`to` the range is the
     /// campaign's first phase start to its last phase end.
     pub fn parse(campaign: &Campaign, q: &HashMap<String, String>) -> Result<Self, FilterError> {
-        const KNOWN: [&str; 14] = [
+        const KNOWN: [&str; 13] = [
             "from",
             "to",
             "phase",
@@ -126,13 +142,19 @@ impl Filters {
             "device",
             "bots",
             "format",
-            "token",
             "model",
             "bucket",
             "metric",
             "visitor_id",
             "source",
         ];
+        if q.contains_key("token") {
+            return Err(bad(
+                "token",
+                "tokens go in the `Authorization: Bearer <token>` header, never in the URL \
+                 (URLs end up in browser histories, logs and Referer headers)",
+            ));
+        }
         if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             let name: &'static str = "query";
             return Err(bad(
@@ -288,6 +310,13 @@ mod tests {
             (&[("bots", "yes")], "bots"),
             (&[("format", "xml")], "format"),
             (&[("colour", "red")], "query"),
+            (&[("from", "-262143-01-01")], "from"),
+            (&[("to", "+262142-12-31")], "to"),
+            (&[("from", "1969-12-31")], "from"),
+            (&[("to", "2150-01-01")], "to"),
+            (&[("from", "1900-01-01T00:00:00Z")], "from"),
+            (&[("to", "9999-12-31T23:59:59Z")], "to"),
+            (&[("token", "x")], "token"),
         ];
         for (pairs, param) in cases {
             assert_eq!(parse(pairs).unwrap_err().parameter, *param, "{pairs:?}");

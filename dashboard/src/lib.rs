@@ -1,6 +1,7 @@
 //! ensemble-dashboard: JSON / CSV API and the HTML page over ClickHouse, for
 //! analysts (everything) and the agency (aggregates), behind access tokens.
 
+pub mod admission;
 pub mod api;
 pub use ensemble_core::attribution;
 pub mod config;
@@ -69,13 +70,18 @@ async fn track(
     resp
 }
 
-/// The API behind its token check, and the open ops routes.
+/// The API behind its token check, the page, and the open ops routes.
 pub fn router(state: api::Shared, registry: prometheus::Registry, readiness: Readiness) -> Router {
+    public_router(state, &registry).merge(ops_router(registry, readiness))
+}
+
+/// The API behind its token check and the page, without the ops routes
+/// (served on `--ops-listen`).
+pub fn public_router(state: api::Shared, registry: &prometheus::Registry) -> Router {
     // A duplicate registration can only come from calling this twice on one
     // registry; the routes then go without request metrics rather than fail.
-    let metrics = RequestMetrics::register(&registry).ok();
+    let metrics = RequestMetrics::register(registry).ok();
     let api = Router::new()
-        .route("/", axum::routing::get(page))
         .route("/api/overview", axum::routing::get(api::overview))
         .route("/api/attribution", axum::routing::get(api::attribution))
         .route("/api/channels", axum::routing::get(api::channels))
@@ -90,11 +96,16 @@ pub fn router(state: api::Shared, registry: prometheus::Registry, readiness: Rea
             api::require_token,
         ))
         .with_state(state);
+    // The page holds no data: it asks for the token and sends it in a header.
+    let api = api.route("/", axum::routing::get(page));
     let api = match metrics {
         Some(m) => api.route_layer(axum::middleware::from_fn_with_state(m, track)),
         None => api,
     };
-    api.merge(ops_router(registry, readiness))
+    api.layer(axum::middleware::from_fn(
+        ensemble_core::service::request_id,
+    ))
+    .layer(axum::middleware::from_fn(ensemble_core::service::private))
 }
 
 /// The dashboard page: one HTML file, charts in inline SVG, no CDN.
@@ -106,13 +117,28 @@ async fn page() -> axum::response::Html<&'static str> {
 pub fn state(settings: &Settings) -> anyhow::Result<api::Shared> {
     Ok(std::sync::Arc::new(api::ApiState {
         campaign: settings.campaign.clone(),
-        // Large GROUP BYs and sorts spill to disk past 1.5 GB instead of
-        // failing on ClickHouse's per-query memory limit.
+        // Every query under the dashboard's limits (time, memory, threads),
+        // whatever the ClickHouse user's profile says; large GROUP BYs and
+        // sorts spill to disk from half the memory instead of failing. The
+        // read-only user (`ensemble_dashboard` in the shipped configs) adds
+        // that it can write nothing.
         client: settings
             .store
             .client()
-            .with_setting("max_bytes_before_external_group_by", "1500000000")
-            .with_setting("max_bytes_before_external_sort", "1500000000"),
+            .with_setting("max_execution_time", settings.query.timeout_s.to_string())
+            .with_setting(
+                "max_memory_usage",
+                settings.query.max_memory_bytes.to_string(),
+            )
+            .with_setting("max_threads", settings.query.max_threads.to_string())
+            .with_setting(
+                "max_bytes_before_external_group_by",
+                (settings.query.max_memory_bytes / 2).to_string(),
+            )
+            .with_setting(
+                "max_bytes_before_external_sort",
+                (settings.query.max_memory_bytes / 2).to_string(),
+            ),
         analyst_tokens: settings.analyst_tokens.clone(),
         agency_tokens: settings.agency_tokens.clone(),
         lag: ensemble_core::kafka::LagReader::new(
@@ -120,6 +146,15 @@ pub fn state(settings: &Settings) -> anyhow::Result<api::Shared> {
             &settings.kafka.topic,
             &settings.processor_group,
         )?,
+        gate: admission::Gate::new(
+            settings.heavy,
+            settings
+                .analyst_tokens
+                .iter()
+                .map(|_| api::Role::Analyst)
+                .chain(settings.agency_tokens.iter().map(|_| api::Role::Agency))
+                .enumerate(),
+        ),
     }))
 }
 
@@ -147,6 +182,20 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         Duration::from_secs(15),
         shutdown.clone(),
     )?;
-    serve(listener, router(state, registry, readiness), shutdown).await?;
+    match settings.ops_listen {
+        None => serve(listener, router(state, registry, readiness), shutdown).await?,
+        Some(ops) => {
+            let ops = tokio::net::TcpListener::bind(ops).await?;
+            tracing::info!(addr = %ops.local_addr()?, "ops routes listening");
+            let public = public_router(state, &registry);
+            let ops_task = tokio::spawn(serve(
+                ops,
+                ops_router(registry, readiness),
+                shutdown.clone(),
+            ));
+            serve(listener, public, shutdown).await?;
+            ops_task.await??;
+        }
+    }
     Ok(())
 }

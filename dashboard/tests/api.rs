@@ -789,8 +789,44 @@ async fn tokens_and_hostile_filters() {
             .0,
         401
     );
+    // A token in the URL is not read: it would end up in histories, logs
+    // and Referer headers.
+    let (status, body) = api
+        .get(&format!("/api/overview?token={AGENCY}"), None)
+        .await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = api
+        .get(&format!("/api/overview?token={AGENCY}"), Some(AGENCY))
+        .await;
     assert_eq!(
-        api.get(&format!("/api/overview?token={AGENCY}"), None)
+        (status, &body["parameter"]),
+        (400, &serde_json::json!("token")),
+        "{body}"
+    );
+    // Answers are not cached and leak no Referer; errors carry a request id.
+    let r = api
+        .http
+        .get(format!("{}/api/overview?from=-262143-01-01", api.base))
+        .bearer_auth(ANALYST)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        r.status().as_u16(),
+        400,
+        "a year no one means is a 400, not a panic"
+    );
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    let id = r.headers()["x-request-id"].to_str().expect("id").to_owned();
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["request_id"], serde_json::json!(id));
+    assert_eq!(body["parameter"], "from");
+    // source=events audits the figures: the team's tool, not the agency's.
+    let (status, body) = api.get("/api/overview?source=events", Some(AGENCY)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        api.get("/api/overview?source=events", Some(ANALYST))
             .await
             .0,
         200
@@ -903,10 +939,11 @@ async fn the_page_in_chromium_shows_the_apis_figures() {
     let (_, overview) = api.get("/api/overview", Some(ANALYST)).await;
     let totals = overview["current"]["totals"].clone();
 
-    assert_eq!(
-        api.get("/", None).await.0,
-        401,
-        "the page needs a token too"
+    let (status, page) = api.get("/", None).await;
+    assert_eq!(status, 200, "the page holds no data: it asks for the token");
+    assert!(
+        page.as_str().is_some_and(|p| !p.contains(ANALYST)),
+        "and never carries one"
     );
     let url = format!("{}/?token={ANALYST}", api.base);
     let profile = tempfile::tempdir().expect("profile dir");

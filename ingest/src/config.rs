@@ -25,6 +25,11 @@ pub struct Config {
     /// Address to serve the collector (and /metrics, /healthz, /readyz) on.
     #[arg(long, env = "ENSEMBLE_INGEST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Serve /metrics, /healthz and /readyz on this address instead
+    /// (e.g. 127.0.0.1:9080): the public port then answers the event
+    /// endpoints only.
+    #[arg(long, env = "ENSEMBLE_INGEST_OPS_LISTEN")]
+    pub ops_listen: Option<String>,
     /// Campaign file (phases, channels, placements).
     #[arg(
         long,
@@ -102,6 +107,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Where the ops routes are served when not on `listen`.
+    pub ops_listen: Option<SocketAddr>,
     pub campaign: Campaign,
     pub hasher: ContactHasher,
     /// The secret, for deriving hashed visitor ids.
@@ -133,6 +140,18 @@ impl Config {
         // An empty value (`ENSEMBLE_IMPORT_TOKEN=` in a compose file) means unset.
         self.import_token = self.import_token.filter(|t| !t.is_empty());
         let listen = parse_listen("--listen", &self.listen)?;
+        let ops_listen = self
+            .ops_listen
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_listen("--ops-listen", s))
+            .transpose()?;
+        if ops_listen == Some(listen) {
+            return Err(ConfigError::new(
+                "--ops-listen",
+                "must differ from --listen (leave it unset to serve both on one port)",
+            ));
+        }
         let campaign = Campaign::load(&self.campaign)
             .map_err(|e| ConfigError::new("--campaign", e.to_string()))?;
         let secret = self.contact_secret.ok_or_else(|| {
@@ -227,6 +246,7 @@ impl Config {
         self.kafka.validate()?;
         Ok(Settings {
             listen,
+            ops_listen,
             campaign,
             hasher,
             secret: secret.into_bytes(),

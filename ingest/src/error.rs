@@ -36,8 +36,9 @@ pub enum IngestError {
     ImportDisabled,
     #[error("too many requests from this client: retry after {retry_after_s} s")]
     RateLimited { retry_after_s: u64 },
+    /// Kafka's own words (`cause`) go to the log with the request id, not to the client.
     #[error(
-        "events were not confirmed by Kafka ({cause}); nothing in this request is guaranteed stored: \
+        "events were not confirmed by Kafka; nothing in this request is guaranteed stored: \
          resend the whole request with the same event_ids after {retry_after_s} s (duplicates are removed downstream)"
     )]
     Unavailable {

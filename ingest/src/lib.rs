@@ -76,9 +76,19 @@ impl Collector {
         })
     }
 
-    /// Every route: the collector's, CORS for the landing origins, request
-    /// metrics, and the ops routes.
+    /// Every route: the collector's (see [`Collector::public_router`]) and the ops routes.
     pub fn router(&self) -> Router {
+        self.public_router().merge(self.ops_router())
+    }
+
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub fn ops_router(&self) -> Router {
+        ops_router(self.state.metrics.registry.clone(), self.readiness.clone())
+    }
+
+    /// The event endpoints only: CORS for the landing origins, request
+    /// metrics, request ids, no Referer leaks.
+    pub fn public_router(&self) -> Router {
         let origins: Vec<_> = self
             .state
             .campaign
@@ -94,7 +104,7 @@ impl Collector {
                 axum::http::header::CONTENT_ENCODING,
             ])
             .max_age(Duration::from_secs(3600));
-        let app = Router::new()
+        Router::new()
             .route("/v1/events", post(routes::post_events))
             .route("/v1/import", post(routes::post_import))
             .route("/r/{code}", get(routes::redirect))
@@ -102,13 +112,21 @@ impl Collector {
             .route("/t.js", get(routes::tracker))
             .route_layer(middleware::from_fn_with_state(self.state.clone(), track))
             .layer(DefaultBodyLimit::disable())
+            .layer(middleware::from_fn(ensemble_core::service::request_id))
+            .layer(middleware::from_fn(no_referrer))
             .layer(cors)
-            .with_state(self.state.clone());
-        app.merge(ops_router(
-            self.state.metrics.registry.clone(),
-            self.readiness.clone(),
-        ))
+            .with_state(self.state.clone())
     }
+}
+
+/// No answer of the collector sends its URL (with a visit token) on as a Referer.
+async fn no_referrer(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(
+        axum::http::header::REFERRER_POLICY,
+        axum::http::HeaderValue::from_static("no-referrer"),
+    );
+    resp
 }
 
 /// Counts requests by route and status and keeps the in-flight gauge.
@@ -144,6 +162,29 @@ pub async fn serve_on(
     kafka: ensemble_core::KafkaConfig,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let router = collector.router();
+    serve_router(listener, collector, router, kafka, shutdown).await
+}
+
+/// As [`serve_on`], without the ops routes on `listener` (they are served
+/// elsewhere: `--ops-listen`).
+pub async fn serve_public_on(
+    listener: tokio::net::TcpListener,
+    collector: Collector,
+    kafka: ensemble_core::KafkaConfig,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let router = collector.public_router();
+    serve_router(listener, collector, router, kafka, shutdown).await
+}
+
+async fn serve_router(
+    listener: tokio::net::TcpListener,
+    collector: Collector,
+    router: Router,
+    kafka: ensemble_core::KafkaConfig,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     probe::kafka_topic(
         collector.readiness.clone(),
         "kafka",
@@ -151,16 +192,27 @@ pub async fn serve_on(
         shutdown.clone(),
     );
     tracing::info!(addr = %listener.local_addr()?, campaign = %collector.state.campaign.id, "ingest listening");
-    serve(listener, collector.router(), shutdown).await?;
+    serve(listener, router, shutdown).await?;
     let producer = collector.state.producer.clone();
     tokio::task::spawn_blocking(move || producer.flush(FLUSH_TIMEOUT)).await??;
     tracing::info!("ingest stopped; producer flushed");
     Ok(())
 }
 
-/// Binds `settings.listen` and serves until `shutdown` trips.
+/// Binds `settings.listen` (and `settings.ops_listen`) and serves until
+/// `shutdown` trips.
 pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let collector = Collector::new(&settings)?;
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-    serve_on(listener, collector, settings.kafka.clone(), shutdown).await
+    match settings.ops_listen {
+        None => serve_on(listener, collector, settings.kafka.clone(), shutdown).await,
+        Some(ops) => {
+            let ops = tokio::net::TcpListener::bind(ops).await?;
+            tracing::info!(addr = %ops.local_addr()?, "ops routes listening");
+            let ops_task = tokio::spawn(serve(ops, collector.ops_router(), shutdown.clone()));
+            serve_public_on(listener, collector, settings.kafka.clone(), shutdown).await?;
+            ops_task.await??;
+            Ok(())
+        }
+    }
 }

@@ -401,12 +401,14 @@ impl Service {
         .await
     }
 
-    /// GET `path` with `?token=` (or `&token=`), expecting 200 and JSON.
+    /// GET `path` with `Authorization: Bearer <token>`, expecting 200 and JSON.
     pub fn get_json(&self, path: &str, token: &str) -> serde_json::Value {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let (code, body) = self
-            .get(&format!("{path}{sep}token={token}"))
-            .unwrap_or_else(|| panic!("nothing answers {path}"));
+        let (code, body) = http_get_with(
+            self.port,
+            path,
+            &[("Authorization", &format!("Bearer {token}"))],
+        )
+        .unwrap_or_else(|| panic!("nothing answers {path}"));
         assert_eq!(code, 200, "{path}: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
     }
@@ -438,10 +440,19 @@ impl Drop for Service {
 
 /// A minimal HTTP/1.0 GET on loopback: status code and body.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_with(port, path, &[])
+}
+
+/// [`http_get`] with extra request headers.
+pub fn http_get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{extra}\r\n").ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;

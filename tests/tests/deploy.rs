@@ -332,13 +332,34 @@ fn addresses_topics_and_credentials_agree_across_services() {
         env("dashboard")["ENSEMBLE_PROCESSOR_GROUP"],
         "the dashboard reads the processor's group for its freshness figure"
     );
+    // The dashboard reads as the read-only user of the file mounted into
+    // the server's users.d, with the password the server is given.
+    let dash_password = interpolate(
+        ch["ENSEMBLE_DASHBOARD_CLICKHOUSE_PASSWORD"]
+            .as_str()
+            .expect("dashboard password"),
+        &operator_env(),
+    );
+    let users_file = host_path(
+        service(&c, "clickhouse"),
+        "/etc/clickhouse-server/users.d/ensemble-dashboard.xml",
+    )
+    .expect("the dashboard's user is mounted");
+    let users = std::fs::read_to_string(&users_file).expect("users file");
+    assert!(users.contains("<ensemble_dashboard>") && users.contains("<readonly>2</readonly>"));
+    assert!(users.contains("from_env=\"ENSEMBLE_DASHBOARD_CLICKHOUSE_PASSWORD\""));
     for name in ["migrate", "processor", "dashboard"] {
         let e = env(name);
         let url = url::Url::parse(&e["ENSEMBLE_CLICKHOUSE_URL"]).expect("url");
         assert_eq!(url.host_str(), Some("clickhouse"), "{name}");
         assert_eq!(url.port(), Some(8123), "{name}");
-        assert_eq!(e["ENSEMBLE_CLICKHOUSE_USER"], ch_user, "{name}");
-        assert_eq!(e["ENSEMBLE_CLICKHOUSE_PASSWORD"], ch_password, "{name}");
+        let (user, password) = if name == "dashboard" {
+            ("ensemble_dashboard", dash_password.as_str())
+        } else {
+            (ch_user, ch_password.as_str())
+        };
+        assert_eq!(e["ENSEMBLE_CLICKHOUSE_USER"], user, "{name}");
+        assert_eq!(e["ENSEMBLE_CLICKHOUSE_PASSWORD"], password, "{name}");
         assert_eq!(
             e["ENSEMBLE_CLICKHOUSE_DATABASE"],
             env("migrate")["ENSEMBLE_CLICKHOUSE_DATABASE"],

@@ -115,6 +115,9 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         ANALYST,
         "--processor-group",
         &group,
+        // The local stack's read-only user, as the demo runs it.
+        "--clickhouse-user",
+        "ensemble_dashboard",
     ];
     args.extend(kafka);
     args.extend(ch);

@@ -55,7 +55,7 @@ pub struct DashboardResult {
 }
 
 /// Makes sure `bench_10m` holds about `target_rows` simulated, processed rows.
-async fn load(
+pub async fn load(
     store: &StoreConfig,
     campaign: &Campaign,
     target_rows: u64,
