@@ -494,18 +494,36 @@ pub async fn rewrite(
     Ok(dropped)
 }
 
-/// Erasure: retracts the figures of `visitors`, forgets their ledger and
-/// their contact rows.
+/// Erasure of the person behind `contact_hash`: retracts from the figures
+/// every event of `own` visitors (ids only this person used) and, of
+/// `shared` visitors (ids others use too: a hashed id behind a shared
+/// address, a device several people signed up from), only the events that
+/// carry this contact; then forgets this contact's pairs and those of the
+/// own visitors. Safe to run again: what is gone contributes nothing.
 pub async fn forget(
     client: &clickhouse::Client,
     campaign: &Campaign,
     ddl_target: impl Fn(&str) -> String,
-    visitors: &[String],
+    contact_hash: &str,
+    own: &[String],
+    shared: &[String],
 ) -> Result<(), clickhouse::error::Error> {
-    rewrite(client, campaign, &ddl_target, visitors, |_| false).await?;
-    for chunk in visitors.chunks(IDS_PER_QUERY) {
-        let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        for table in ["contact_visitors", "shared_contacts"] {
+    rewrite(client, campaign, &ddl_target, own, |_| false).await?;
+    rewrite(client, campaign, &ddl_target, shared, |e| {
+        e.ev_contact != contact_hash
+    })
+    .await?;
+    for table in ["contact_visitors", "shared_contacts"] {
+        client
+            .query(&format!(
+                "ALTER TABLE {} DELETE WHERE contact_hash = {}",
+                ddl_target(table),
+                lit(contact_hash)
+            ))
+            .execute()
+            .await?;
+        for chunk in own.chunks(IDS_PER_QUERY) {
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
             client
                 .query(&format!(
                     "ALTER TABLE {} DELETE WHERE visitor_id IN ({})",

@@ -64,9 +64,12 @@ fn main() -> ExitCode {
                 )
                 .await?;
                 println!(
-                    "contact_hash {}: {} visitors, {} rows deleted, hourly rollup rebuilt for months {:?}",
+                    "contact_hash {}: {} visitors ({} only theirs: every row deleted; {} shared with others: \
+                     only their rows), {} rows deleted, hourly rollup rebuilt for months {:?}",
                     report.contact_hash,
-                    report.visitors.len(),
+                    report.own_visitors.len() + report.shared_visitors.len(),
+                    report.own_visitors.len(),
+                    report.shared_visitors.len(),
                     report.rows_deleted,
                     report.months_rebuilt
                 );

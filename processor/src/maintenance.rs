@@ -1,5 +1,6 @@
 //! Retention and erasure, run as commands: each reports what it removed.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate, Utc};
@@ -111,14 +112,42 @@ pub async fn retention(
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ErasureReport {
     pub contact_hash: String,
-    pub visitors: Vec<String>,
+    /// Visitor ids only this person used: every row of them is deleted.
+    pub own_visitors: Vec<String>,
+    /// Visitor ids others use too (a hashed id — day, address, User-Agent —
+    /// shared behind one network; a device someone else also signed up
+    /// from): only the rows carrying this contact are deleted.
+    pub shared_visitors: Vec<String>,
+    /// Rows of `events` deleted.
     pub rows_deleted: u64,
     pub months_rebuilt: Vec<u32>,
 }
 
-/// Right to erasure: every row of every visitor who signed up with `email`
-/// is deleted from `events`, and the hourly rollup of the months they
-/// touched is rebuilt from what remains.
+/// Distinct visitor ids a query returns.
+async fn visitor_ids(
+    client: &clickhouse::Client,
+    sql: &str,
+    binds: &[&str],
+    visitors: Option<&[String]>,
+) -> Result<BTreeSet<String>, MaintenanceError> {
+    let mut q = client.query(sql);
+    if let Some(v) = visitors {
+        q = q.bind(never_empty(v));
+    }
+    for b in binds {
+        q = q.bind(*b);
+    }
+    Ok(q.fetch_all::<String>().await?.into_iter().collect())
+}
+
+/// Right to erasure: the person who signed up with `email`, found through
+/// every table that holds their contact hash (`events`, the ledger, the
+/// contact pairs — also after retention dropped the months of their
+/// events). The visitor ids only they used lose every row; ids others use
+/// too lose only the rows carrying this contact. The figures are withdrawn
+/// first (ledger tombstones), the contact pairs and rows deleted, the
+/// hourly rollup of the months touched rebuilt. Run again after a timeout,
+/// it finishes what is left and changes nothing else.
 pub async fn erase(
     store: &StoreConfig,
     campaign: &Campaign,
@@ -127,54 +156,97 @@ pub async fn erase(
     wait: Duration,
 ) -> Result<ErasureReport, MaintenanceError> {
     let client = store.client();
-    let contact_hash = hasher.contact_hash(email);
-    let visitors: Vec<String> = client
-        .query("SELECT DISTINCT visitor_id FROM events WHERE contact_hash = ? ORDER BY visitor_id")
-        .bind(&contact_hash)
-        .fetch_all()
-        .await?;
+    let hash = hasher.contact_hash(email);
+    let mut found = BTreeSet::new();
+    for sql in [
+        "SELECT DISTINCT visitor_id FROM events WHERE contact_hash = ?",
+        "SELECT DISTINCT visitor_id FROM visitor_ledger WHERE ev_contact = ?",
+        "SELECT DISTINCT visitor_id FROM contact_visitors WHERE contact_hash = ?",
+        "SELECT DISTINCT visitor_id FROM shared_contacts WHERE contact_hash = ?",
+    ] {
+        found.extend(visitor_ids(&client, sql, &[&hash], None).await?);
+    }
+    let found: Vec<String> = found.into_iter().collect();
+    // Someone else signed up from these too.
+    let mut others = BTreeSet::new();
+    for sql in [
+        "SELECT DISTINCT visitor_id FROM events WHERE has(?, visitor_id) AND contact_hash != '' AND contact_hash != ?",
+        "SELECT DISTINCT visitor_id FROM visitor_ledger WHERE has(?, visitor_id) AND ev_contact != '' AND ev_contact != ?",
+        "SELECT DISTINCT visitor_id FROM contact_visitors WHERE has(?, visitor_id) AND contact_hash != ?",
+    ] {
+        others.extend(visitor_ids(&client, sql, &[&hash], Some(&found)).await?);
+    }
+    let (shared, own): (Vec<String>, Vec<String>) = found
+        .into_iter()
+        .partition(|v| is_hashed_visitor(v) || others.contains(v));
     let mut report = ErasureReport {
-        contact_hash,
-        visitors,
+        contact_hash: hash,
+        own_visitors: own,
+        shared_visitors: shared,
         ..Default::default()
     };
-    if report.visitors.is_empty() {
+    if report.own_visitors.is_empty() && report.shared_visitors.is_empty() {
         return Ok(report);
     }
+    const THEIRS: &str = "(has(?, visitor_id) OR contact_hash = ?)";
+    let own = never_empty(&report.own_visitors);
     report.rows_deleted = client
-        .query("SELECT count() FROM events WHERE has(?, visitor_id)")
-        .bind(&report.visitors)
+        .query(&format!("SELECT count() FROM events WHERE {THEIRS}"))
+        .bind(&own)
+        .bind(&report.contact_hash)
         .fetch_one()
         .await?;
     report.months_rebuilt = client
-        .query("SELECT DISTINCT toYYYYMM(ts) AS m FROM events WHERE has(?, visitor_id) ORDER BY m")
-        .bind(&report.visitors)
+        .query(&format!(
+            "SELECT DISTINCT toYYYYMM(ts) AS m FROM events WHERE {THEIRS} ORDER BY m"
+        ))
+        .bind(&own)
+        .bind(&report.contact_hash)
         .fetch_all()
         .await?;
     // The figures first: they are recomputed from the ledger, not from events.
-    ledger::forget(&client, campaign, |t| store.ddl_target(t), &report.visitors).await?;
+    ledger::forget(
+        &client,
+        campaign,
+        |t| store.ddl_target(t),
+        &report.contact_hash,
+        &report.own_visitors,
+        &report.shared_visitors,
+    )
+    .await?;
     client
         .query(&format!(
-            "ALTER TABLE {} DELETE WHERE has(?, visitor_id)",
+            "ALTER TABLE {} DELETE WHERE {THEIRS}",
             store.ddl_target("events")
         ))
-        .bind(&report.visitors)
+        .bind(&own)
+        .bind(&report.contact_hash)
         .execute()
         .await?;
-    // Mutations run in the background on every version: wait for this one.
+    // Mutations run in the background on every version: wait for them.
     let deadline = Instant::now() + wait;
+    let left = format!(
+        "SELECT (SELECT count() FROM events WHERE {THEIRS}) \
+         + (SELECT count() FROM visitor_ledger WHERE ev_contact = ?) \
+         + (SELECT count() FROM contact_visitors WHERE contact_hash = ?) \
+         + (SELECT count() FROM shared_contacts WHERE contact_hash = ?)"
+    );
     loop {
-        let left: u64 = client
-            .query("SELECT count() FROM events WHERE has(?, visitor_id)")
-            .bind(&report.visitors)
+        let n: u64 = client
+            .query(&left)
+            .bind(&own)
+            .bind(&report.contact_hash)
+            .bind(&report.contact_hash)
+            .bind(&report.contact_hash)
+            .bind(&report.contact_hash)
             .fetch_one()
             .await?;
-        if left == 0 {
+        if n == 0 {
             break;
         }
         if Instant::now() >= deadline {
             return Err(MaintenanceError::MutationTimeout(
-                report.visitors.len(),
+                report.own_visitors.len() + report.shared_visitors.len(),
                 wait,
             ));
         }
@@ -202,11 +274,28 @@ pub async fn erase(
             .await?;
     }
     tracing::info!(
-        visitors = report.visitors.len(),
+        own = report.own_visitors.len(),
+        shared = report.shared_visitors.len(),
         rows = report.rows_deleted,
         "erasure done"
     );
     Ok(report)
+}
+
+/// `ids` for `has(?, visitor_id)`: an empty array is `Array(Nothing)` on
+/// ClickHouse 18.16, which `has` refuses; `['']` matches no visitor id.
+fn never_empty(ids: &[String]) -> Vec<String> {
+    if ids.is_empty() {
+        vec![String::new()]
+    } else {
+        ids.to_vec()
+    }
+}
+
+/// A visitor id the collector derived from (day, address, User-Agent):
+/// everyone behind one network with the same browser shares it that day.
+fn is_hashed_visitor(id: &str) -> bool {
+    id.starts_with("h_")
 }
 
 /// Rebuilds the ledger and the dashboard's figures from `events`, with

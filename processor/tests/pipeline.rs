@@ -758,8 +758,8 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
     let s = setup(migrated_database("it_proc_erase").await).await;
     let hasher = ContactHasher::new(SECRET.as_bytes()).expect("hasher");
     let mut messages: Vec<_> = (0..400).map(|i| message(5, i)).collect();
-    // Visitor v_visitor_00003 signs up as jeanne; all of that visitor's rows must go.
-    let target = "v_visitor_00003";
+    // Visitor v_visitor_00004 (no other sign-up) signs up as jeanne; all of that visitor's rows must go.
+    let target = "v_visitor_00004";
     let mut signup = message(5, 100_000);
     signup.event_type = EventType::Signup;
     signup.visitor_id = target.into();
@@ -814,8 +814,9 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(stdout.contains("1 visitors (1 only theirs"), "{stdout}");
     assert!(
-        stdout.contains(&format!("1 visitors, {targets_rows} rows deleted")),
+        stdout.contains(&format!("{targets_rows} rows deleted")),
         "{stdout}"
     );
     let sql = format!("SELECT count() FROM events WHERE visitor_id = '{target}'");
@@ -860,4 +861,222 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
         0
     );
     assert_eq!(s.uniq_events().await, 401 - targets_rows);
+}
+
+/// The figures as they stand: every (metric, key) with a non-zero sum.
+async fn facts_snapshot(store: &StoreConfig) -> BTreeMap<String, (i64, i64)> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Row {
+        key: String,
+        n: i64,
+        credit: f64,
+    }
+    let rows: Vec<Row> = store
+        .client()
+        .query(
+            "SELECT concat(metric, '|', toString(bots), '|', scope, '|', phase, '|', channel, '|', placement, '|', \
+             event_type, '|', action, '|', k, '|', k2, '|', toString(bucket)) AS key, sum(n) AS n, sum(credit) AS credit \
+             FROM facts GROUP BY key HAVING n != 0 OR abs(credit) > 1e-9 ORDER BY key",
+        )
+        .fetch_all()
+        .await
+        .expect("facts");
+    rows.into_iter()
+        .map(|r| (r.key, (r.n, (r.credit * 1e6).round() as i64)))
+        .collect()
+}
+
+/// Erasure takes a person's rows and nobody else's: the visitor ids only
+/// they used lose everything; a hashed id several people share behind one
+/// network (same phone model, same day) and a device someone else also
+/// signed up from lose only that person's rows. A person whose events
+/// retention already dropped is still found through the contact pairs.
+/// Run twice, nothing more changes; the figures equal a rebuild from what
+/// is left.
+#[tokio::test]
+async fn erasure_takes_the_persons_rows_and_nobody_elses() {
+    use ensemble_processor::maintenance;
+    let s = setup(migrated_database("it_proc_erase_people").await).await;
+    let campaign = ensemble_core::Campaign::load(&campaign_file()).expect("campaign");
+    let hasher = ContactHasher::new(SECRET.as_bytes()).expect("hasher");
+    let mut n = 0u32;
+    let mut ev = |visitor: &str, kind: EventType, contact: Option<&str>, minutes: i64| {
+        n += 1;
+        let mut m = message(12, 200_000 + n);
+        m.visitor_id = visitor.into();
+        m.event_type = kind;
+        m.ts = Utc
+            .with_ymd_and_hms(2025, 2, 10, 9, 0, 0)
+            .single()
+            .expect("ts")
+            + chrono::Duration::minutes(minutes);
+        m.received_at = m.ts;
+        m.placement = (kind == EventType::QrScan).then(|| "M-CHATELET".into());
+        m.utm = Utm::default();
+        m.action = None;
+        m.contact_hash = contact.map(|c| hasher.contact_hash(c));
+        m.consent = contact.map(|_| Consent {
+            results: true,
+            newsletter: false,
+        });
+        m
+    };
+    let nat = "h_0123456789abcdef0123456789abcd"; // one phone model, one carrier address, one day
+    let mut people = vec![
+        // Alice: her own phone, and a sign-up from the shared hashed id.
+        ev("v_alice_phone_001", EventType::QrScan, None, 0),
+        ev("v_alice_phone_001", EventType::PageView, None, 1),
+        ev(
+            "v_alice_phone_001",
+            EventType::Signup,
+            Some("alice@exemple.fr"),
+            2,
+        ),
+        ev(nat, EventType::PageView, None, 10),
+        ev(nat, EventType::Signup, Some("alice@exemple.fr"), 11),
+        // Bob, behind the same network with the same phone model.
+        ev(nat, EventType::QrScan, None, 20),
+        ev(nat, EventType::Signup, Some("bob@exemple.fr"), 21),
+        // Chloé and Dan on one family tablet.
+        ev("v_family_tablet_01", EventType::PageView, None, 30),
+        ev(
+            "v_family_tablet_01",
+            EventType::Signup,
+            Some("chloe@exemple.fr"),
+            31,
+        ),
+        ev(
+            "v_family_tablet_01",
+            EventType::Signup,
+            Some("dan@exemple.fr"),
+            32,
+        ),
+    ];
+    // Eve signed up in 2020: retention drops her month, her contact pairs stay.
+    let mut old = ev(
+        "v_eve_laptop_0001",
+        EventType::Signup,
+        Some("eve@exemple.fr"),
+        0,
+    );
+    old.ts = Utc
+        .with_ymd_and_hms(2020, 3, 1, 12, 0, 0)
+        .single()
+        .expect("ts");
+    old.received_at = old.ts;
+    people.push(old);
+    let crowd: Vec<_> = (0..300).map(|i| message(12, i)).collect();
+    let all: Vec<_> = crowd.iter().chain(&people).cloned().collect();
+    produce_raw(&s.brokers, &s.topic, &encoded(&all))
+        .await
+        .expect("produce");
+    {
+        let _p = s.start(&[]);
+        s.wait_for(all.len() as u64).await;
+    }
+    let days = (Utc::now().date_naive()
+        - chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("date"))
+    .num_days() as u32;
+    maintenance::retention(&s.store, &campaign, days)
+        .await
+        .expect("retention");
+    let pairs = |contact: &str| {
+        let hash = hasher.contact_hash(contact);
+        let store = s.store.clone();
+        async move {
+            store
+                .client()
+                .query("SELECT (SELECT count() FROM contact_visitors WHERE contact_hash = ?) + (SELECT count() FROM shared_contacts WHERE contact_hash = ?)")
+                .bind(&hash)
+                .bind(&hash)
+                .fetch_one::<u64>()
+                .await
+                .expect("pairs")
+        }
+    };
+    assert!(
+        pairs("eve@exemple.fr").await > 0,
+        "retention left Eve's contact pairs"
+    );
+    let erase = |email: &'static str| {
+        let (store, campaign, hasher) = (s.store.clone(), campaign.clone(), hasher.clone());
+        async move {
+            maintenance::erase(&store, &campaign, &hasher, email, Duration::from_secs(120))
+                .await
+                .expect("erase")
+        }
+    };
+
+    let eve = erase("eve@exemple.fr").await;
+    assert_eq!(eve.own_visitors, vec!["v_eve_laptop_0001".to_owned()]);
+    assert_eq!(
+        pairs("eve@exemple.fr").await,
+        0,
+        "found after retention, pairs gone"
+    );
+
+    let alice = erase("alice@exemple.fr").await;
+    assert_eq!(alice.own_visitors, vec!["v_alice_phone_001".to_owned()]);
+    assert_eq!(alice.shared_visitors, vec![nat.to_owned()]);
+    assert_eq!(
+        alice.rows_deleted, 4,
+        "her phone's three rows and her sign-up behind the NAT"
+    );
+    let chloe = erase("chloe@exemple.fr").await;
+    assert!(chloe.own_visitors.is_empty());
+    assert_eq!(chloe.shared_visitors, vec!["v_family_tablet_01".to_owned()]);
+    assert_eq!(chloe.rows_deleted, 1);
+
+    let count = |sql: &'static str| s.count(sql);
+    assert_eq!(
+        count("SELECT count() FROM events WHERE visitor_id = 'v_alice_phone_001'").await,
+        0
+    );
+    let gone = ["alice@exemple.fr", "chloe@exemple.fr", "eve@exemple.fr"];
+    for who in gone {
+        let h = hasher.contact_hash(who);
+        let sql = format!(
+            "SELECT (SELECT count() FROM events WHERE contact_hash = '{h}') + \
+             (SELECT count() FROM visitor_ledger WHERE ev_contact = '{h}') + \
+             (SELECT count() FROM contact_visitors WHERE contact_hash = '{h}') + \
+             (SELECT count() FROM shared_contacts WHERE contact_hash = '{h}')"
+        );
+        assert_eq!(s.count(&sql).await, 0, "{who}: nothing left anywhere");
+    }
+    // Nobody else's rows went: Bob's and Dan's sign-ups, the shared ids' views.
+    for who in ["bob@exemple.fr", "dan@exemple.fr"] {
+        let h = hasher.contact_hash(who);
+        let sql = format!("SELECT count() FROM events WHERE contact_hash = '{h}'");
+        assert_eq!(s.count(&sql).await, 1, "{who}'s sign-up stays");
+        assert!(pairs(who).await > 0, "{who}'s contact pair stays");
+    }
+    let sql = format!("SELECT uniqExact(event_id) FROM events WHERE visitor_id = '{nat}'");
+    assert_eq!(
+        s.count(&sql).await,
+        3,
+        "the shared id keeps Bob's scan and sign-up and the view"
+    );
+    assert_eq!(
+        count("SELECT uniqExact(event_id) FROM events WHERE visitor_id = 'v_family_tablet_01'")
+            .await,
+        2
+    );
+    let crowd_ids = s.uniq_events().await;
+    assert_eq!(crowd_ids, 300 + 5, "the crowd untouched");
+    s.assert_figures_match_events().await;
+
+    // Again: nothing more to do, nothing changes.
+    let figures = facts_snapshot(&s.store).await;
+    let again = erase("alice@exemple.fr").await;
+    assert_eq!(again.rows_deleted, 0, "{again:?}");
+    assert_eq!(
+        facts_snapshot(&s.store).await,
+        figures,
+        "a second run changes no figure"
+    );
+    // And the figures are what a rebuild from the rows left gives.
+    ensemble_core::ledger::rebuild(&s.store.client(), &campaign, |t| t.to_owned(), |_| {})
+        .await
+        .expect("rebuild");
+    assert_eq!(facts_snapshot(&s.store).await, figures, "withdrawn exactly");
 }
