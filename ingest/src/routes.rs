@@ -312,7 +312,18 @@ pub async fn redirect(
         })
         .cloned()
         .unwrap_or_else(VisitorIds::fresh);
-    let code = placement.map_or_else(|| recorded_code(&code), |p| p.code.clone());
+    // An unknown code is recorded as typed, minus personal data (a phone
+    // number or an address typed after /r/), before its odd characters go.
+    let code = placement.map_or_else(
+        || match ensemble_core::redact::redact(&code, ensemble_core::redact::Kinds::ALL) {
+            Some(r) => {
+                count_redacted(&state, &[ensemble_core::redact::Field::Placement]);
+                recorded_code(&r)
+            }
+            None => recorded_code(&code),
+        },
+        |p| p.code.clone(),
+    );
     let card_click = placement
         .and_then(|p| state.campaign.channel(&p.channel))
         .is_some_and(|c| c.redirect_is_card_click);

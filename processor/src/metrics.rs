@@ -19,6 +19,7 @@ pub struct Metrics {
     pub rewinds: IntCounter,
     pub assigned: IntGauge,
     pub rejoins: IntCounter,
+    pub values_redacted: IntCounterVec,
     pub delay: HistogramVec,
 }
 
@@ -83,6 +84,14 @@ impl Metrics {
             "Times this member left and rejoined its group because partitions with waiting messages \
              had no member consuming them",
         )?;
+        let values_redacted = IntCounterVec::new(
+            Opts::new(
+                "ensemble_processor_values_redacted_total",
+                "Values of consumed messages in which personal data was still found and replaced, by field \
+                 (the collector redacts before Kafka: non-zero means another producer writes to the topic)",
+            ),
+            &["field"],
+        )?;
         let delay = HistogramVec::new(
             HistogramOpts::new(
                 "ensemble_processor_event_delay_seconds",
@@ -103,6 +112,7 @@ impl Metrics {
             Box::new(rewinds.clone()),
             Box::new(assigned.clone()),
             Box::new(rejoins.clone()),
+            Box::new(values_redacted.clone()),
             Box::new(delay.clone()),
         ] {
             registry.register(c)?;
@@ -120,6 +130,7 @@ impl Metrics {
             rewinds,
             assigned,
             rejoins,
+            values_redacted,
             delay,
         })
     }

@@ -123,7 +123,15 @@ impl Pipeline {
             .map_err(|e| (e.code(), e.to_string()))
             .and_then(|msg| recheck(&msg).map(|()| msg));
         match decoded {
-            Ok(msg) => {
+            Ok(mut msg) => {
+                // The collector redacts; this also covers messages from an
+                // older or foreign producer.
+                for f in ensemble_core::redact::redact_message(&mut msg) {
+                    self.metrics
+                        .values_redacted
+                        .with_label_values(&[f.as_str()])
+                        .inc();
+                }
                 let enrichment = self.enricher.enrich(&self.campaign, &msg);
                 let source = Source {
                     topic: self.topic.clone(),

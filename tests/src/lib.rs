@@ -838,3 +838,91 @@ pub fn json_close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         _ => a == b,
     }
 }
+
+/// Every byte a topic holds: each message's key, payload and header names
+/// and values, read from the first offset of every partition to its end.
+pub async fn topic_bytes(brokers: &str, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::{Headers, Message};
+        let c: BaseConsumer = ensemble_core::KafkaConfig::new(&brokers, &topic)
+            .consumer_config(&unique("g_read_all"))
+            .create()?;
+        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let parts: Vec<i32> = md
+            .topics()
+            .first()
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let mut ends = std::collections::HashMap::new();
+        for p in &parts {
+            let (low, high) = c.fetch_watermarks(&topic, *p, Duration::from_secs(10))?;
+            if high > low {
+                tpl.add_partition_offset(&topic, *p, rdkafka::Offset::Offset(low))?;
+                ends.insert(*p, high);
+            }
+        }
+        let mut out = Vec::new();
+        if ends.is_empty() {
+            return Ok(out);
+        }
+        c.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ends.is_empty() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "topic {topic} not read to its end in 120 s"
+            );
+            let Some(m) = c.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let m = m?;
+            let mut bytes = m.key().unwrap_or_default().to_vec();
+            bytes.push(b'\n');
+            bytes.extend_from_slice(m.payload().unwrap_or_default());
+            if let Some(h) = m.headers() {
+                for hd in h.iter() {
+                    bytes.push(b'\n');
+                    bytes.extend_from_slice(hd.key.as_bytes());
+                    bytes.push(b'=');
+                    bytes.extend_from_slice(hd.value.unwrap_or_default());
+                }
+            }
+            out.push(bytes);
+            if ends
+                .get(&m.partition())
+                .is_some_and(|end| m.offset() + 1 >= *end)
+            {
+                ends.remove(&m.partition());
+            }
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+/// Every table of a database as text (`SELECT *`, TabSeparated): what any
+/// reader of the database can see.
+pub async fn database_text(store: &ensemble_core::StoreConfig) -> anyhow::Result<String> {
+    let client = store.server_client();
+    let tables: Vec<String> = client
+        .query("SELECT name FROM system.tables WHERE database = ? AND engine NOT LIKE '%View' ORDER BY name")
+        .bind(&store.database)
+        .fetch_all()
+        .await?;
+    let mut text = String::new();
+    for t in tables {
+        let mut cursor = client
+            .query(&format!("SELECT * FROM {}.{t}", store.database))
+            .fetch_bytes("TabSeparated")?;
+        text.push_str(&format!("== {t}\n"));
+        let mut bytes = Vec::new();
+        while let Some(chunk) = cursor.next().await? {
+            bytes.extend_from_slice(&chunk);
+        }
+        text.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    Ok(text)
+}
