@@ -16,7 +16,9 @@ use std::time::Duration;
 mod common;
 
 use ensemble_core::event::{EventMessage, EventType};
-use ensemble_tests::{campaign_file, create_topic, kafka_brokers, metric_value, topic_bytes, unique};
+use ensemble_tests::{
+    campaign_file, create_topic, kafka_brokers, metric_value, topic_bytes, unique,
+};
 use serde_json::Value;
 
 const SECRET: &str = "landing-test-secret-0123456789";
@@ -156,13 +158,23 @@ async fn a_forwarded_landing_link_never_makes_its_opener_the_scanner() {
 
     // The scanner: poster → redirect → landing page → sign-up.
     let scanner = open(&format!("{collector}/r/M-CHATELET")).await;
-    assert!(scanner.first.contains("ens="), "landed with a token: {}", scanner.first);
     assert!(
-        !scanner.href.contains("ens=") && !scanner.href.contains("vid=") && !scanner.href.contains("plc="),
+        scanner.first.contains("ens="),
+        "landed with a token: {}",
+        scanner.first
+    );
+    assert!(
+        !scanner.href.contains("ens=")
+            && !scanner.href.contains("vid=")
+            && !scanner.href.contains("plc="),
         "the tracker removed it from the address bar: {}",
         scanner.href
     );
-    assert!(scanner.href.contains("utm_source=ratp"), "the rest of the URL stays: {}", scanner.href);
+    assert!(
+        scanner.href.contains("utm_source=ratp"),
+        "the rest of the URL stays: {}",
+        scanner.href
+    );
 
     // Past the token's time, the link is shared: as copied from the bar,
     // and as the redirect first produced it (token included).
@@ -184,27 +196,41 @@ async fn a_forwarded_landing_link_never_makes_its_opener_the_scanner() {
         let hash = hasher.contact_hash(&who.email);
         messages
             .iter()
-            .filter(|m| m.visitor_id == who.visitor || m.contact_hash.as_deref() == Some(hash.as_str()))
+            .filter(|m| {
+                m.visitor_id == who.visitor || m.contact_hash.as_deref() == Some(hash.as_str())
+            })
             .collect()
     };
     // One visitor: the scan, the view and the sign-up, all for the poster.
     let mine = of(&scanner);
     let kinds: Vec<EventType> = mine.iter().map(|m| m.event_type).collect();
     assert!(
-        kinds.contains(&EventType::QrScan) && kinds.contains(&EventType::PageView) && kinds.contains(&EventType::Signup),
+        kinds.contains(&EventType::QrScan)
+            && kinds.contains(&EventType::PageView)
+            && kinds.contains(&EventType::Signup),
         "{mine:?}"
     );
     assert!(
-        mine.iter().all(|m| m.visitor_id == scanner.visitor && m.placement.as_deref() == Some("M-CHATELET")),
+        mine.iter().all(
+            |m| m.visitor_id == scanner.visitor && m.placement.as_deref() == Some("M-CHATELET")
+        ),
         "scan, view and sign-up are one visitor, credited to the poster: {mine:?}"
     );
     // Each later opener is someone else, and nothing of theirs is the poster's.
-    for (how, who) in [("copied from the bar", &copied), ("with the old token", &original)] {
-        assert_ne!(who.visitor, scanner.visitor, "{how}: a visitor of their own");
+    for (how, who) in [
+        ("copied from the bar", &copied),
+        ("with the old token", &original),
+    ] {
+        assert_ne!(
+            who.visitor, scanner.visitor,
+            "{how}: a visitor of their own"
+        );
         let theirs = of(who);
         assert!(
             theirs.iter().any(|m| m.event_type == EventType::Signup)
-                && theirs.iter().all(|m| m.visitor_id == who.visitor && m.placement.is_none()),
+                && theirs
+                    .iter()
+                    .all(|m| m.visitor_id == who.visitor && m.placement.is_none()),
             "{how}: {theirs:?}"
         );
     }

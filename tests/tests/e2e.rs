@@ -18,8 +18,8 @@ use ensemble_tests::live::{live_campaign_toml, send_live};
 use ensemble_tests::sim::{send_import, simulate, SimConfig};
 use ensemble_tests::truth::{compute, Calendar};
 use ensemble_tests::{
-    campaign_file, create_topic, json_close, kafka_brokers, metric_value, migrated_database,
-    poll_until, unique, workspace_binary, Service,
+    campaign_file, create_topic, database_text, json_close, kafka_brokers, metric_value,
+    migrated_database, poll_until, topic_bytes, unique, workspace_binary, Service,
 };
 use serde_json::Value;
 
@@ -249,6 +249,29 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
                 "{path}?{filter}\nfigures: {fast}\nevents:  {slow}"
             );
         }
+    }
+    // The privacy scan of tests/tests/privacy.rs over this run: no address
+    // anyone signed up with (simulated and live: all @exemple.fr) in any
+    // byte the broker or ClickHouse holds.
+    let mut kafka_text = String::new();
+    for t in [&topic, &dlq] {
+        for m in topic_bytes(&brokers, t).await.expect("read topic") {
+            kafka_text.push_str(&String::from_utf8_lossy(&m));
+        }
+    }
+    let db_text = database_text(&store).await.expect("read tables");
+    assert!(kafka_text.len() > 1_000_000, "the whole run read back");
+    for (what, text) in [("Kafka", &kafka_text), ("ClickHouse", &db_text)] {
+        let lower = text.to_lowercase();
+        let at = lower.find("@exemple.fr");
+        assert!(
+            at.is_none(),
+            "an e-mail address in {what}: …{}…",
+            at.map(|i| String::from_utf8_lossy(
+                &lower.as_bytes()[i.saturating_sub(40)..(i + 20).min(lower.len())]
+            ))
+            .unwrap_or_default()
+        );
     }
     drop((ingest, processor, dashboard));
 }
