@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::{create_topic, poll_until, unique, Service};
 
 pub mod dashboard;
+pub mod faults;
 pub mod freshness;
 
 /// Sizes of one ingest benchmark run.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use ensemble_tests::bench::dashboard::DashboardPlan;
+use ensemble_tests::bench::faults::FaultPlan;
 use ensemble_tests::bench::freshness::FreshnessPlan;
 use ensemble_tests::bench::{self, IngestPlan, ProcessorPlan};
 use ensemble_tests::PrivateBroker;
@@ -52,7 +53,11 @@ enum What {
     Freshness,
     /// Every dashboard endpoint's p50/p95 with ~10 M events loaded.
     Dashboard,
-    /// All four, one report.
+    /// ≥ 100 000 events through collector and processor while one thing
+    /// breaks (processor, ClickHouse, broker, poison, a member joining and
+    /// leaving): accepted, stored, double-counted, lost, recovery time.
+    Faults,
+    /// All five, one report.
     All,
 }
 
@@ -64,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
         What::Processor => processor(&args).await?,
         What::Freshness => freshness(&args).await?,
         What::Dashboard => dashboard(&args).await?,
+        What::Faults => faults(&args).await?,
         What::All => {
             let mut out = format!(
                 "# ensemble benchmark report\n\n{} on {}; `deploy/local/bench all`{}. Every figure sits next to a \
@@ -77,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
                 processor(&args).await?,
                 freshness(&args).await?,
                 dashboard(&args).await?,
+                faults(&args).await?,
             ] {
                 out.push_str(&part);
                 out.push('\n');
@@ -211,6 +218,16 @@ async fn freshness(args: &Args) -> anyhow::Result<String> {
     )
     .await?;
     Ok(bench::freshness::report(&r, &plan))
+}
+
+async fn faults(args: &Args) -> anyhow::Result<String> {
+    let plan = FaultPlan {
+        people: if args.quick { 4_000 } else { 20_000 },
+        rate_per_s: 3_000,
+    };
+    let (i, p) = (release("ensemble-ingest")?, release("ensemble-processor")?);
+    let r = bench::faults::run(&i, &p, plan).await?;
+    Ok(bench::faults::report(&r, &plan))
 }
 
 async fn dashboard(args: &Args) -> anyhow::Result<String> {
