@@ -45,12 +45,20 @@ impl Kinds {
     };
 }
 
-/// Could `text` hold anything [`redact`] looks for? A fast first look.
+/// Could `text` hold anything [`redact`] looks for? A fast first look:
+/// an `@` or an escape, seven digits (a phone, an IPv4), two colons (an
+/// IPv6).
 fn suspicious(text: &str) -> bool {
-    let mut digits = 0;
+    let (mut digits, mut colons) = (0, 0);
     for b in text.bytes() {
         match b {
-            b'@' | b'%' | b':' => return true,
+            b'@' | b'%' => return true,
+            b':' => {
+                colons += 1;
+                if colons >= 2 {
+                    return true;
+                }
+            }
             b'0'..=b'9' => {
                 digits += 1;
                 if digits >= 7 {
@@ -375,6 +383,11 @@ impl Field {
 /// query values and fragment replaced (each read decoded: `%40`, `+` for
 /// a space in a query); `None` when it had neither.
 pub fn redact_url(raw: &str) -> Option<String> {
+    // Most URLs hold nothing: no parse for them (the scheme's colon aside).
+    let rest = raw.split_once("://").map_or(raw, |(_, r)| r);
+    if !suspicious(rest) {
+        return None;
+    }
     let Ok(mut url) = url::Url::parse(raw) else {
         return redact(raw, Kinds::ALL);
     };

@@ -221,13 +221,23 @@ async fn run_one(
         ],
         &[],
     )?;
-    collector.wait_ready("collector", Duration::from_secs(60)).await;
+    collector
+        .wait_ready("collector", Duration::from_secs(60))
+        .await;
     let proc_args = (bins.1, &campaign, &brokers, &topic, &dlq, &group, &store);
-    let start_proc = |a: &(&Path, &String, &String, &String, &String, &String, &StoreConfig)| {
-        start_processor(a.0, a.1, a.2, a.3, a.4, a.5, a.6)
-    };
+    let start_proc = |a: &(
+        &Path,
+        &String,
+        &String,
+        &String,
+        &String,
+        &String,
+        &StoreConfig,
+    )| { start_processor(a.0, a.1, a.2, a.3, a.4, a.5, a.6) };
     let mut processor = start_proc(&proc_args)?;
-    processor.wait_ready("processor", Duration::from_secs(60)).await;
+    processor
+        .wait_ready("processor", Duration::from_secs(60))
+        .await;
 
     let sent = Arc::new(AtomicUsize::new(0));
     let total = events.len();
@@ -240,14 +250,21 @@ async fn run_one(
     // Poison from another producer, one per 10 000 events sent.
     let poison_sent = Arc::new(Mutex::new(0usize));
     let poisoner = (fault == Fault::Poison).then(|| {
-        let (brokers, topic, sent, poison_sent) =
-            (brokers.clone(), topic.clone(), sent.clone(), poison_sent.clone());
+        let (brokers, topic, sent, poison_sent) = (
+            brokers.clone(),
+            topic.clone(),
+            sent.clone(),
+            poison_sent.clone(),
+        );
         tokio::spawn(async move {
             let mut next = 10_000;
             while next <= total {
                 if sent.load(Ordering::Relaxed) >= next {
                     let i = next / 10_000;
-                    if crate::produce_raw(&brokers, &topic, &[poison(i)]).await.is_ok() {
+                    if crate::produce_raw(&brokers, &topic, &[poison(i)])
+                        .await
+                        .is_ok()
+                    {
                         if let Ok(mut n) = poison_sent.lock() {
                             *n += 1;
                         }
@@ -263,7 +280,11 @@ async fn run_one(
     while sent.load(Ordering::Relaxed) < total * 3 / 10 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    progress(&format!("faults: {} at {} events sent", fault.label(), sent.load(Ordering::Relaxed)));
+    progress(&format!(
+        "faults: {} at {} events sent",
+        fault.label(),
+        sent.load(Ordering::Relaxed)
+    ));
     let t_fault = Instant::now();
     let at_fault = distinct_events(&store).await.unwrap_or(0);
     match fault {
@@ -293,7 +314,11 @@ async fn run_one(
             recovery_s = Some(t_fault.elapsed().as_secs_f64());
             break;
         }
-        if sender.is_finished() && group_progress(&brokers, &topic, &group).await.is_ok_and(|(d, h)| d == h) {
+        if sender.is_finished()
+            && group_progress(&brokers, &topic, &group)
+                .await
+                .is_ok_and(|(d, h)| d == h)
+        {
             // Everything was in before any new row could show.
             recovery_s = Some(t_fault.elapsed().as_secs_f64());
             break;
@@ -304,7 +329,10 @@ async fn run_one(
     if let Some(p) = poisoner {
         p.await?;
     }
-    progress(&format!("faults: {}: all sent, waiting for the processor", fault.label()));
+    progress(&format!(
+        "faults: {}: all sent, waiting for the processor",
+        fault.label()
+    ));
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if let Ok((done, high)) = group_progress(&brokers, &topic, &group).await {
@@ -312,7 +340,11 @@ async fn run_one(
                 break;
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "{}: the processor did not catch up in 5 min", fault.label());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{}: the processor did not catch up in 5 min",
+            fault.label()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let client = store.client();
@@ -337,7 +369,8 @@ async fn run_one(
         .bind(u32::try_from(end).unwrap_or(u32::MAX))
         .fetch_one()
         .await?;
-    let dlq_lag = ensemble_core::kafka::group_lag(&brokers, &dlq, "nobody", Duration::from_secs(5)).await?;
+    let dlq_lag =
+        ensemble_core::kafka::group_lag(&brokers, &dlq, "nobody", Duration::from_secs(5)).await?;
     drop((collector, processor));
     let poison_sent = poison_sent.lock().map_or(0, |n| *n);
     Ok(FaultResult {
@@ -375,7 +408,11 @@ pub async fn run(
         .into_iter()
         .filter(|e| ensemble_core::event::validate(e).is_ok() && e.get("event_id").is_some())
         .collect();
-    progress(&format!("faults: {} events per run ({} people)", events.len(), plan.people));
+    progress(&format!(
+        "faults: {} events per run ({} people)",
+        events.len(),
+        plan.people
+    ));
     let events = Arc::new(events);
     let mut broker = PrivateBroker::start()?;
     let mut ch = PrivateClickHouse::start()?;
@@ -423,7 +460,11 @@ pub fn report(results: &[FaultResult], plan: &FaultPlan) -> String {
             r.dead_letters,
             r.poison_sent,
             r.recovery_s.map_or("never".into(), |s| format!("{s:.1}")),
-            if r.recovery_s.is_some_and(|s| s <= 60.0) { "✓" } else { "✗" },
+            if r.recovery_s.is_some_and(|s| s <= 60.0) {
+                "✓"
+            } else {
+                "✗"
+            },
             r.total_s,
         ));
     }
