@@ -64,11 +64,28 @@ async fn produce_request_errors_answer_503_or_are_retried() {
     let (status, body) = post(&base).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], "unavailable");
+    // What to do, and the request id that finds Kafka's own words in the
+    // log: those are not sent to the client.
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("resend the whole request"), "{body}");
     assert!(
-        body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("refused")),
+        !message.to_lowercase().contains("authorization") && !message.contains("Broker"),
         "{body}"
+    );
+    assert_eq!(
+        body["request_id"].as_str().map(str::len),
+        Some(32),
+        "{body}"
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains("ensemble_ingest_produce_failures_total{kind=\"kafka_error\"} 1"),
+        "the refusal is counted by kind: {metrics}"
     );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(3),

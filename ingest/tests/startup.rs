@@ -127,3 +127,62 @@ async fn not_ready_while_the_events_topic_does_not_exist() {
         "alive, just not ready"
     );
 }
+
+/// With `--ops-listen` the public port serves the event endpoints only;
+/// /metrics, /healthz and /readyz answer on the ops address.
+#[tokio::test]
+async fn ops_routes_move_to_their_own_address() {
+    let c = campaign();
+    let brokers = ensemble_tests::kafka_brokers();
+    let topic = ensemble_tests::unique("ops");
+    ensemble_tests::create_topic(&brokers, &topic, 1)
+        .await
+        .expect("topic");
+    let ops_port = ensemble_tests::free_port();
+    let ops = format!("127.0.0.1:{ops_port}");
+    let svc = ensemble_tests::Service::start(
+        BIN,
+        &[
+            "--campaign",
+            &c,
+            "--kafka-brokers",
+            &brokers,
+            "--kafka-topic",
+            &topic,
+            "--ops-listen",
+            &ops,
+        ],
+        &[SECRET],
+    )
+    .expect("start");
+    ensemble_tests::poll_until(
+        "the ops address to be ready",
+        std::time::Duration::from_secs(30),
+        || {
+            let r = ensemble_tests::http_get(ops_port, "/readyz");
+            async move { r.filter(|(code, _)| *code == 200) }
+        },
+    )
+    .await;
+    for path in ["/metrics", "/healthz"] {
+        assert_eq!(
+            ensemble_tests::http_get(ops_port, path).map(|(c, _)| c),
+            Some(200),
+            "{path}"
+        );
+    }
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(svc.get(path).map(|(c, _)| c), Some(404), "public {path}");
+    }
+    assert_eq!(
+        svc.get("/t.js").map(|(c, _)| c),
+        Some(200),
+        "the public routes stay"
+    );
+    assert_refuses(
+        BIN,
+        &["--campaign", &c, "--ops-listen", "127.0.0.1:8080"],
+        &[SECRET],
+        "--ops-listen",
+    );
+}
