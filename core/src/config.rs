@@ -27,3 +27,22 @@ pub fn parse_listen(setting: &str, value: &str) -> Result<std::net::SocketAddr, 
         )
     })
 }
+
+/// Checks `--ops-listen`: unset or empty means the ops routes stay on
+/// `--listen`; otherwise another address.
+pub fn parse_ops_listen(
+    listen: std::net::SocketAddr,
+    value: Option<&str>,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let ops = value
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_listen("--ops-listen", s))
+        .transpose()?;
+    if ops == Some(listen) {
+        return Err(ConfigError::new(
+            "--ops-listen",
+            "must differ from --listen (leave it unset to serve both on one port)",
+        ));
+    }
+    Ok(ops)
+}

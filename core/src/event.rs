@@ -286,6 +286,32 @@ impl DecodeError {
 }
 
 impl EventMessage {
+    /// A message of `event_type` for `visitor_id` at `ts` (received then
+    /// too), with a fresh event id and every optional field empty.
+    pub fn new(event_type: EventType, visitor_id: impl Into<String>, ts: DateTime<Utc>) -> Self {
+        Self {
+            v: SCHEMA_VERSION,
+            event_id: Uuid::new_v4(),
+            event_type,
+            ts,
+            received_at: ts,
+            ts_clamped: false,
+            imported: false,
+            visitor_id: visitor_id.into(),
+            placement: None,
+            utm: Utm::default(),
+            url: None,
+            referrer_host: None,
+            user_agent: None,
+            bot: false,
+            action: None,
+            contact_hash: None,
+            consent: None,
+            custom_name: None,
+            props: BTreeMap::new(),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         // Serialising a struct of strings, numbers and maps with string keys cannot fail.
         serde_json::to_vec(self).unwrap_or_default()

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use ensemble_core::config::{parse_listen, ConfigError};
+use ensemble_core::config::{parse_listen, parse_ops_listen, ConfigError};
 use ensemble_core::telemetry::LogConfig;
 use ensemble_core::{Campaign, KafkaConfig, StoreConfig};
 
@@ -120,18 +120,7 @@ impl Config {
         self.analyst_tokens.retain(|t| !t.is_empty());
         self.agency_tokens.retain(|t| !t.is_empty());
         let listen = parse_listen("--listen", &self.listen)?;
-        let ops_listen = self
-            .ops_listen
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(|s| parse_listen("--ops-listen", s))
-            .transpose()?;
-        if ops_listen == Some(listen) {
-            return Err(ConfigError::new(
-                "--ops-listen",
-                "must differ from --listen (leave it unset to serve both on one port)",
-            ));
-        }
+        let ops_listen = parse_ops_listen(listen, self.ops_listen.as_deref())?;
         let campaign = Campaign::load(&self.campaign)
             .map_err(|e| ConfigError::new("--campaign", e.to_string()))?;
         if self.analyst_tokens.is_empty() {

@@ -18,9 +18,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use ensemble_core::event::{
-    validate, EventMessage, EventType, Rejection, TinderAction, SCHEMA_VERSION,
-};
+use ensemble_core::event::{validate, EventMessage, EventType, Rejection, TinderAction};
 use ensemble_core::Campaign;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -344,31 +342,17 @@ pub async fn redirect(
         .and_then(|v| v.to_str().ok())
         .and_then(|r| url::Url::parse(r).ok())
         .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
-    let mut message = EventMessage {
-        v: SCHEMA_VERSION,
-        event_id: uuid::Uuid::new_v4(),
-        event_type: if card_click {
-            EventType::TinderCard
-        } else {
-            EventType::QrScan
-        },
-        ts: now,
-        received_at: now,
-        ts_clamped: false,
-        imported: false,
-        visitor_id: vid,
-        placement: Some(code),
-        utm: Default::default(),
-        url: None,
-        referrer_host,
-        bot: state.normaliser.is_bot(ua.as_deref()),
-        user_agent: ua,
-        action: card_click.then_some(TinderAction::Click),
-        contact_hash: None,
-        consent: None,
-        custom_name: None,
-        props: Default::default(),
+    let kind = if card_click {
+        EventType::TinderCard
+    } else {
+        EventType::QrScan
     };
+    let mut message = EventMessage::new(kind, vid, now);
+    message.placement = Some(code);
+    message.referrer_host = referrer_host;
+    message.bot = state.normaliser.is_bot(ua.as_deref());
+    message.user_agent = ua;
+    message.action = card_click.then_some(TinderAction::Click);
     // A code typed by hand (`/r/0612345678`), a User-Agent: no personal data.
     count_redacted(&state, &ensemble_core::redact::redact_message(&mut message));
     let recorded = match tokio::time::timeout(

@@ -155,26 +155,10 @@ mod tests {
     }
 
     fn sample() -> ensemble_core::EventMessage {
-        ensemble_core::EventMessage {
-            v: 1,
-            event_id: uuid::Uuid::new_v4(),
-            event_type: ensemble_core::EventType::PageView,
-            ts: chrono::Utc::now(),
-            received_at: chrono::Utc::now(),
-            ts_clamped: false,
-            imported: false,
-            visitor_id: "v_12345678".into(),
-            placement: None,
-            utm: Default::default(),
-            url: None,
-            referrer_host: None,
-            user_agent: None,
-            bot: false,
-            action: None,
-            contact_hash: None,
-            consent: None,
-            custom_name: None,
-            props: Default::default(),
-        }
+        ensemble_core::EventMessage::new(
+            ensemble_core::EventType::PageView,
+            "v_12345678",
+            chrono::Utc::now(),
+        )
     }
 }

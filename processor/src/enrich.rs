@@ -123,36 +123,18 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use chrono::{DateTime, Utc};
-    use ensemble_core::event::{Utm, SCHEMA_VERSION};
 
     fn campaign() -> Campaign {
         Campaign::from_toml(include_str!("../../deploy/campaign.toml")).unwrap()
     }
 
     fn msg(ts: &str) -> EventMessage {
-        EventMessage {
-            v: SCHEMA_VERSION,
-            event_id: uuid::Uuid::new_v4(),
-            event_type: EventType::PageView,
-            ts: DateTime::parse_from_rfc3339(ts)
-                .unwrap()
-                .with_timezone(&Utc),
-            received_at: Utc::now(),
-            ts_clamped: false,
-            imported: false,
-            visitor_id: "v_12345678".into(),
-            placement: None,
-            utm: Utm::default(),
-            url: None,
-            referrer_host: None,
-            user_agent: None,
-            bot: false,
-            action: None,
-            contact_hash: None,
-            consent: None,
-            custom_name: None,
-            props: Default::default(),
-        }
+        let ts = DateTime::parse_from_rfc3339(ts)
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut m = EventMessage::new(EventType::PageView, "v_12345678", ts);
+        m.received_at = Utc::now();
+        m
     }
 
     #[test]

@@ -285,33 +285,13 @@ mod tests {
     }
 
     fn row_at(y: i32, m: u32) -> EventRow {
-        let mut r: EventRow = EventRow::new(
-            &ensemble_core::EventMessage {
-                v: 1,
-                event_id: uuid::Uuid::new_v4(),
-                event_type: ensemble_core::EventType::PageView,
-                ts: Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).unwrap(),
-                received_at: Utc::now(),
-                ts_clamped: false,
-                imported: true,
-                visitor_id: "v_12345678".into(),
-                placement: None,
-                utm: Default::default(),
-                url: None,
-                referrer_host: None,
-                user_agent: None,
-                bot: false,
-                action: None,
-                contact_hash: None,
-                consent: None,
-                custom_name: None,
-                props: Default::default(),
-            },
-            Default::default(),
-            Utc::now(),
+        let ts = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).unwrap();
+        let msg = ensemble_core::EventMessage::new(
+            ensemble_core::EventType::PageView,
+            format!("v_{y}_{m}"),
+            ts,
         );
-        r.visitor_id = format!("v_{y}_{m}");
-        r
+        EventRow::new(&msg, Default::default(), Utc::now())
     }
 
     #[test]

@@ -299,43 +299,11 @@ async fn n_events_in_n_counted_and_a_replay_changes_nothing() {
     assert_eq!(s.breakdowns().await, (raw.clone(), raw));
 }
 
-#[tokio::test]
-async fn sigkill_mid_stream_then_restart_leaves_counts_exact() {
-    // On librdkafka's mock cluster: tansu 0.6.0 kept this SIGKILLed member
-    // in the group for good (DescribeGroups still listed it after 120 s), so
-    // its restarted successor never got a partition. ClickHouse is the real one.
-    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    let s = mock_setup(&cluster, "it_proc_kill").await;
-    let messages: Vec<_> = (0..20_000).map(|i| message(2, i)).collect();
-    produce_raw(&s.brokers, &s.topic, &encoded(&messages))
-        .await
-        .expect("produce");
-    let mut p = s.start(&["--batch-max-rows", "500"]);
-    poll_until("some batches inserted", WAIT, || async {
-        let n = s.count("SELECT count() FROM events").await;
-        (n != u64::MAX && n >= 2000).then_some(())
-    })
-    .await;
-    p.kill();
-    let at_kill = s.uniq_events().await;
-    assert!(
-        at_kill < 20_000,
-        "killed mid-stream ({at_kill} of 20000 in)"
-    );
-    let _p2 = s.start(&["--batch-max-rows", "500"]);
-    s.wait_for(20_000).await;
-    let (raw, rollup) = s.breakdowns().await;
-    assert_eq!(raw, expected_breakdown(&messages));
-    assert_eq!(rollup, raw);
-    drop(cluster);
-}
-
-/// On the local broker (tansu): SIGKILL mid-stream, start it again once,
-/// and it resumes by itself within a minute, with every count exact.
-#[tokio::test]
-async fn sigkill_mid_stream_then_one_restart_resumes_on_the_real_broker() {
-    let s = setup(migrated_database("it_proc_kill_real").await).await;
-    let messages: Vec<_> = (0..20_000).map(|i| message(9, i)).collect();
+/// 20 000 messages; the processor SIGKILLed once 2 000 rows are in, then
+/// started again once: it resumes by itself within a minute and every
+/// count is exact. Returns how long after the restart it consumed again.
+async fn kill_mid_stream_and_restart(s: &Setup, seed: u128) -> Duration {
+    let messages: Vec<_> = (0..20_000).map(|i| message(seed, i)).collect();
     produce_raw(&s.brokers, &s.topic, &encoded(&messages))
         .await
         .expect("produce");
@@ -364,12 +332,31 @@ async fn sigkill_mid_stream_then_one_restart_resumes_on_the_real_broker() {
         },
     )
     .await;
-    eprintln!("resumed {:?} after the restart", restarted.elapsed());
+    let resumed = restarted.elapsed();
     s.wait_for(20_000).await;
     let (raw, rollup) = s.breakdowns().await;
     assert_eq!(raw, expected_breakdown(&messages));
     assert_eq!(rollup, raw);
     s.assert_figures_match_events().await;
+    resumed
+}
+
+/// On librdkafka's mock cluster, which behaves as Apache Kafka does.
+#[tokio::test]
+async fn sigkill_mid_stream_then_restart_leaves_counts_exact() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let s = mock_setup(&cluster, "it_proc_kill").await;
+    kill_mid_stream_and_restart(&s, 2).await;
+    drop(cluster);
+}
+
+/// On the local broker (tansu 0.6.0), which may leave the restarted member
+/// without a partition: the membership watchdog rejoins.
+#[tokio::test]
+async fn sigkill_mid_stream_then_one_restart_resumes_on_the_real_broker() {
+    let s = setup(migrated_database("it_proc_kill_real").await).await;
+    let resumed = kill_mid_stream_and_restart(&s, 9).await;
+    eprintln!("resumed {resumed:?} after the restart");
 }
 
 /// The group's committed offsets are past the end of the topic (a broker
@@ -408,6 +395,48 @@ async fn committed_offsets_past_the_end_are_reported_and_the_processor_rewinds()
         "{lag:?}"
     );
     assert!(!lag.up_to_date(), "0 pending, and not up to date: {lag:?}");
+    // The dashboard says so too: on /api/live and in /metrics.
+    let token = "processor-test-analyst-0123456789";
+    let campaign = campaign_file().display().to_string();
+    let dashboard = Service::start(
+        &ensemble_tests::workspace_binary("ensemble-dashboard"),
+        &[
+            "--campaign",
+            &campaign,
+            "--analyst-tokens",
+            token,
+            "--kafka-brokers",
+            &s.brokers,
+            "--kafka-topic",
+            &s.topic,
+            "--processor-group",
+            &s.group,
+            "--clickhouse-url",
+            &s.store.url,
+            "--clickhouse-database",
+            &s.store.database,
+        ],
+        &[],
+    )
+    .expect("dashboard");
+    dashboard.wait_ready("dashboard", WAIT).await;
+    let live = dashboard.get_json("/api/live", token);
+    assert_eq!(
+        live["pending_events"], 300,
+        "the messages the topic holds, none of them processed (not 0): {live}"
+    );
+    assert_eq!(live["up_to_date"], false, "{live}");
+    assert_eq!(live["partitions"]["ahead_of_end"], 3, "{live}");
+    assert_eq!(
+        live["lagging_partitions"][0]["state"], "ahead_of_end",
+        "{live}"
+    );
+    poll_until("the dashboard's gauge", WAIT, || async {
+        let (_, m) = dashboard.get("/metrics")?;
+        (metric_value(&m, "ensemble_pipeline_partitions{state=\"ahead_of_end\"}") == Some(3.0))
+            .then_some(())
+    })
+    .await;
 
     let p = s.start(&[]);
     poll_until(
@@ -422,6 +451,8 @@ async fn committed_offsets_past_the_end_are_reported_and_the_processor_rewinds()
             .await
             .expect("lag");
     assert!(lag.up_to_date(), "{lag:?}");
+    let live = dashboard.get_json("/api/live", token);
+    assert_eq!(live["up_to_date"], true, "{live}");
     let (_, metrics) = p.get("/metrics").expect("metrics");
     assert_eq!(
         metric_value(&metrics, "ensemble_processor_rewinds_total"),

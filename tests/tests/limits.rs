@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ensemble_core::event::{EventMessage, EventType, SCHEMA_VERSION};
+use ensemble_core::event::{EventMessage, EventType};
 use ensemble_core::{Campaign, StoreConfig};
 use ensemble_tests::{
     campaign_file, clickhouse_url, create_topic, group_progress, kafka_brokers, metric_value,
@@ -22,28 +22,12 @@ const ANALYST: &str = "limits-analyst-token-0123456789";
 const AGENCY: &str = "limits-agency-token-0123456789";
 
 fn live_event(i: u64) -> (String, Vec<u8>) {
-    let now = chrono::Utc::now();
-    let m = EventMessage {
-        v: SCHEMA_VERSION,
-        event_id: uuid::Uuid::new_v4(),
-        event_type: EventType::PageView,
-        ts: now,
-        received_at: now,
-        ts_clamped: false,
-        imported: false,
-        visitor_id: format!("v_limits_{:06}", i % 50_000),
-        placement: Some("M-CHATELET".into()),
-        utm: Default::default(),
-        url: None,
-        referrer_host: None,
-        user_agent: None,
-        bot: false,
-        action: None,
-        contact_hash: None,
-        consent: None,
-        custom_name: None,
-        props: Default::default(),
-    };
+    let mut m = EventMessage::new(
+        EventType::PageView,
+        format!("v_limits_{:06}", i % 50_000),
+        chrono::Utc::now(),
+    );
+    m.placement = Some("M-CHATELET".into());
     (m.visitor_id.clone(), m.encode())
 }
 
