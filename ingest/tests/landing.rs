@@ -9,7 +9,7 @@
 //! redirect first produced it — is opened in fresh browser profiles: each
 //! opener is a visitor of their own, and nothing of theirs is credited to
 //! the poster. The collector honours tokens for `--visit-token-ttl-s`
-//! (300 s in production, 3 s here: "15 minutes later" is any time past it).
+//! (300 s in production, 15 s here: "15 minutes later" is any time past it).
 
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use ensemble_tests::{
 use serde_json::Value;
 
 const SECRET: &str = "landing-test-secret-0123456789";
-const TTL_S: u64 = 3;
+const TTL_S: u64 = 15;
 
 fn chromium() -> &'static str {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
