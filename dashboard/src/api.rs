@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::admission::Refusal;
 use crate::attribution::{self, Contact, Conversion, Credits};
 use crate::figures::{self, count};
-use crate::filters::{bind_all, FilterError, Filters, Format};
+use crate::filters::{bind_all, CsvDialect, FilterError, Filters, Format};
 use ensemble_core::facts::{self as fact, ALL};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,33 +198,71 @@ pub async fn require_token(State(state): State<Shared>, mut req: Request, next: 
     next.run(req).await
 }
 
-/// Rows as CSV (RFC 4180 quoting), header first.
-pub fn csv(header_row: &[&str], rows: &[Vec<String>]) -> Response {
-    fn field(s: &str) -> String {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_owned()
+/// How one CSV download is written and named (from the request's filters).
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub dialect: CsvDialect,
+    pub file_name: String,
+}
+
+impl Export {
+    pub fn new(campaign: &Campaign, f: &Filters, endpoint: &str) -> Self {
+        Self {
+            dialect: f.csv,
+            file_name: f.file_name(campaign, endpoint),
         }
     }
-    let mut out = header_row.join(",");
-    out.push_str("\r\n");
-    for r in rows {
-        out.push_str(&r.iter().map(|f| field(f)).collect::<Vec<_>>().join(","));
-        out.push_str("\r\n");
+}
+
+/// One field: quoted when it holds the separator, a quote or a line break
+/// (RFC 4180); a decimal number written with a comma in the French dialect.
+fn csv_field(s: &str, d: CsvDialect) -> String {
+    let s = if d.decimal_comma && s.contains('.') && s.parse::<f64>().is_ok() {
+        s.replace('.', ",")
+    } else {
+        s.to_owned()
+    };
+    if s.contains([d.sep, '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
     }
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (header::CONTENT_DISPOSITION, "attachment"),
-        ],
-        out,
+}
+
+/// The CSV text: a UTF-8 byte-order mark (so Excel reads accents right),
+/// the header, the rows, CRLF line ends.
+pub fn csv_text(d: CsvDialect, header_row: &[&str], rows: &[Vec<String>]) -> String {
+    let sep = d.sep.to_string();
+    let line = |cells: &mut dyn Iterator<Item = String>| {
+        let mut l = cells.collect::<Vec<_>>().join(&sep);
+        l.push_str("\r\n");
+        l
+    };
+    let mut out = String::from("\u{feff}");
+    out.push_str(&line(&mut header_row.iter().map(|h| csv_field(h, d))));
+    for r in rows {
+        out.push_str(&line(&mut r.iter().map(|c| csv_field(c, d))));
+    }
+    out
+}
+
+/// Rows as a CSV download, header first (see [`csv_text`]), named by
+/// campaign, endpoint and filters.
+pub fn csv(export: &Export, header_row: &[&str], rows: &[Vec<String>]) -> Response {
+    let disposition = format!("attachment; filename=\"{}\"", export.file_name);
+    let mut resp = (
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        csv_text(export.dialect, header_row, rows),
     )
-        .into_response()
+        .into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&disposition) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
 }
 
 /// CSV of serialisable rows: the listed fields of each, in order (null → empty).
-pub fn csv_of<T: Serialize>(fields: &[&str], items: &[T]) -> Response {
+pub fn csv_of<T: Serialize>(export: &Export, fields: &[&str], items: &[T]) -> Response {
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|item| {
@@ -239,7 +277,7 @@ pub fn csv_of<T: Serialize>(fields: &[&str], items: &[T]) -> Response {
                 .collect()
         })
         .collect();
-    csv(fields, &rows)
+    csv(export, fields, &rows)
 }
 
 // ---------------------------------------------------------------- overview
@@ -438,7 +476,11 @@ pub async fn overview(
                 ]);
             }
         }
-        return Ok(csv(&["period", "phase", "metric", "value"], &rows));
+        return Ok(csv(
+            &Export::new(&state.campaign, &f, "overview"),
+            &["period", "phase", "metric", "value"],
+            &rows,
+        ));
     }
     Ok(Json(json!({ "current": current, "previous": previous })).into_response())
 }
@@ -634,6 +676,7 @@ pub async fn attribution(
             }
         }
         return Ok(csv(
+            &Export::new(&state.campaign, &f, "attribution"),
             &["model", "channel", "touch_phase", "credited_signups"],
             &rows,
         ));
@@ -871,6 +914,7 @@ pub async fn channels(
         .collect();
     if f.format == Format::Csv {
         return Ok(csv_of(
+            &Export::new(&state.campaign, &f, "channels"),
             &[
                 "channel",
                 "phase",
@@ -1172,6 +1216,7 @@ pub async fn placements(
     list.sort_by(|a, b| b.scans.cmp(&a.scans).then_with(|| a.code.cmp(&b.code)));
     if f.format == Format::Csv {
         return Ok(csv_of(
+            &Export::new(&state.campaign, &f, "placements"),
             &[
                 "code",
                 "channel",
@@ -1339,6 +1384,7 @@ pub async fn funnel(
         .collect();
     if f.format == Format::Csv {
         return Ok(csv_of(
+            &Export::new(&state.campaign, &f, "funnel"),
             &[
                 "channel",
                 "touched",
@@ -1460,6 +1506,7 @@ pub async fn reach(
             .map(|o| vec![o.a.clone(), o.b.clone(), o.visitors.to_string()])
             .collect();
         return Ok(csv(
+            &Export::new(&state.campaign, &f, "reach"),
             &["channel_a", "channel_b", "visitors_reached_by_both"],
             &rows,
         ));
@@ -1544,7 +1591,18 @@ pub async fn timeseries(
             .iter()
             .map(|r| vec![r.bucket.clone(), r.value.to_string()])
             .collect();
-        return Ok(csv(&["bucket", &metric], &rows));
+        return Ok(csv(
+            &Export::new(
+                &state.campaign,
+                &f,
+                &format!(
+                    "timeseries-{metric}-{}",
+                    if hourly { "hour" } else { "day" }
+                ),
+            ),
+            &["bucket", &metric],
+            &rows,
+        ));
     }
     let phases: Vec<_> = state
         .campaign

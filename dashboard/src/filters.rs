@@ -36,6 +36,24 @@ pub enum Format {
     Csv,
 }
 
+/// How a CSV answer is written: Excel reads the separator of its locale
+/// (`;` in France, where `,` is the decimal mark), and a UTF-8 file without
+/// a byte-order mark as Windows-1252.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsvDialect {
+    pub sep: char,
+    pub decimal_comma: bool,
+}
+
+impl Default for CsvDialect {
+    fn default() -> Self {
+        Self {
+            sep: ',',
+            decimal_comma: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filters {
     /// Inclusive start instant.
@@ -51,6 +69,8 @@ pub struct Filters {
     /// `source=events`: answer from the events even where the pre-summed
     /// figures could (slow; to audit the figures).
     pub from_events: bool,
+    /// `lang=fr` (`;` and decimal commas) or `sep=;|,|tab` for CSV answers.
+    pub csv: CsvDialect,
 }
 
 /// A value bound into a query, in placeholder order.
@@ -133,7 +153,7 @@ impl Filters {
     /// Parses the query string. Without `from`/`to` the range is the
     /// campaign's first phase start to its last phase end.
     pub fn parse(campaign: &Campaign, q: &HashMap<String, String>) -> Result<Self, FilterError> {
-        const KNOWN: [&str; 13] = [
+        const KNOWN: [&str; 15] = [
             "from",
             "to",
             "phase",
@@ -147,6 +167,8 @@ impl Filters {
             "metric",
             "visitor_id",
             "source",
+            "sep",
+            "lang",
         ];
         if q.contains_key("token") {
             return Err(bad(
@@ -229,6 +251,21 @@ impl Filters {
             Some("csv") => Format::Csv,
             Some(_) => return Err(bad("format", "format is `json` or `csv`")),
         };
+        let french = match q.get("lang").map(String::as_str) {
+            None | Some("en") => false,
+            Some("fr") => true,
+            Some(_) => return Err(bad("lang", "lang is `fr` or `en`")),
+        };
+        let csv = CsvDialect {
+            sep: match q.get("sep").map(String::as_str) {
+                None if french => ';',
+                None | Some(",") => ',',
+                Some(";") => ';',
+                Some("tab") | Some("\t") => '\t',
+                Some(_) => return Err(bad("sep", "sep is `,`, `;` or `tab`")),
+            },
+            decimal_comma: french,
+        };
         Ok(Self {
             from,
             to,
@@ -239,7 +276,59 @@ impl Filters {
             include_bots,
             format,
             from_events,
+            csv,
         })
+    }
+
+    /// A download's file name: the campaign, the endpoint and every filter
+    /// that narrows it, e.g.
+    /// `vivre-ensemble-2025_channels_phase-p2-saint-valentin_from-2025-02-08.csv`.
+    pub fn file_name(&self, campaign: &Campaign, endpoint: &str) -> String {
+        let mut parts = vec![campaign.id.clone(), endpoint.to_owned()];
+        let range = (
+            campaign.phases.first().map(|p| p.starts_at),
+            campaign.phases.last().map(|p| p.ends_at),
+        );
+        let day = |t: DateTime<Utc>, end: bool| {
+            let local = t.with_timezone(&campaign.timezone);
+            let d = if end {
+                (local - chrono::Duration::seconds(1)).date_naive()
+            } else {
+                local.date_naive()
+            };
+            d.to_string()
+        };
+        if range.0 != Some(self.from) {
+            parts.push(format!("from-{}", day(self.from, false)));
+        }
+        if range.1 != Some(self.to) {
+            parts.push(format!("to-{}", day(self.to, true)));
+        }
+        for (name, v) in [
+            ("phase", &self.phase),
+            ("channel", &self.channel),
+            ("placement", &self.placement),
+            ("device", &self.device),
+        ] {
+            if let Some(v) = v {
+                parts.push(format!("{name}-{v}"));
+            }
+        }
+        if self.include_bots {
+            parts.push("with-bots".into());
+        }
+        let name: String = parts
+            .join("_")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        format!("{name}.csv")
     }
 
     /// `AND …` conditions on `events` columns for these filters, with their
@@ -321,6 +410,47 @@ mod tests {
         for (pairs, param) in cases {
             assert_eq!(parse(pairs).unwrap_err().parameter, *param, "{pairs:?}");
         }
+    }
+
+    #[test]
+    fn csv_dialect_and_file_name() {
+        let f = parse(&[]).unwrap();
+        assert_eq!(f.csv, CsvDialect::default());
+        assert_eq!(
+            f.file_name(&campaign(), "channels"),
+            "vivre-ensemble-2025_channels.csv"
+        );
+        let f = parse(&[
+            ("lang", "fr"),
+            ("phase", "p2-saint-valentin"),
+            ("from", "2025-02-08"),
+        ])
+        .unwrap();
+        assert_eq!(
+            f.csv,
+            CsvDialect {
+                sep: ';',
+                decimal_comma: true
+            }
+        );
+        assert_eq!(
+            f.file_name(&campaign(), "placements"),
+            "vivre-ensemble-2025_placements_from-2025-02-08_phase-p2-saint-valentin.csv"
+        );
+        let f = parse(&[
+            ("lang", "fr"),
+            ("sep", ","),
+            ("to", "2025-02-28"),
+            ("bots", "include"),
+        ])
+        .unwrap();
+        assert_eq!(f.csv.sep, ',');
+        assert_eq!(
+            f.file_name(&campaign(), "overview"),
+            "vivre-ensemble-2025_overview_to-2025-02-28_with-bots.csv"
+        );
+        assert_eq!(parse(&[("sep", "|")]).unwrap_err().parameter, "sep");
+        assert_eq!(parse(&[("lang", "de")]).unwrap_err().parameter, "lang");
     }
 
     #[test]
