@@ -35,6 +35,8 @@ pub enum Role {
 #[derive(Debug)]
 pub struct ApiState {
     pub campaign: Campaign,
+    /// The collector's public address: what QR codes open.
+    pub collector_url: url::Url,
     pub client: clickhouse::Client,
     pub analyst_tokens: Vec<String>,
     pub agency_tokens: Vec<String>,
@@ -55,6 +57,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("this token sees aggregates only")]
     Forbidden,
+    #[error("{0}")]
+    NotFound(String),
     #[error(
         "source=events (an audit of the figures against the raw events) is for analyst tokens"
     )]
@@ -84,6 +88,7 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", None),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::AuditAnalystOnly => (StatusCode::FORBIDDEN, "forbidden", Some("source")),
             ApiError::Busy { retry_after_s, .. } => {
                 let body =
@@ -1702,6 +1707,60 @@ pub async fn journey(
         })).collect::<Vec<_>>(),
     }))
     .into_response())
+}
+
+// --------------------------------------------------------------- QR codes
+
+/// `GET /api/placements/{code}/qr.svg` (or `qr.png`), `?size=&margin=`:
+/// the placement's QR code, opening the collector's `/r/{code}`.
+pub async fn placement_qr(
+    State(state): State<Shared>,
+    axum::extract::Path((code, file)): axum::extract::Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let placement = state
+        .campaign
+        .placement(&code)
+        .ok_or_else(|| ApiError::NotFound(format!("no placement `{code}` in the campaign file")))?;
+    if let Some(k) = q.keys().find(|k| !matches!(k.as_str(), "size" | "margin")) {
+        return Err(FilterError {
+            parameter: "query",
+            message: format!("unknown parameter `{k}`; known: size, margin"),
+        }
+        .into());
+    }
+    let drawing = crate::qr::Drawing::parse(
+        q.get("size").map(String::as_str),
+        q.get("margin").map(String::as_str),
+    )
+    .map_err(|e| FilterError {
+        parameter: if e == crate::qr::QrError::Margin {
+            "margin"
+        } else {
+            "size"
+        },
+        message: e.to_string(),
+    })?;
+    let url = crate::qr::scan_url(&state.collector_url, &placement.code);
+    let drawn = match file.as_str() {
+        "qr.svg" => crate::qr::svg(&url, drawing).map(|s| ("image/svg+xml", "svg", s.into_bytes())),
+        "qr.png" => crate::qr::png(&url, drawing).map(|b| ("image/png", "png", b)),
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "`{file}`: a placement's QR code is qr.svg or qr.png"
+            )))
+        }
+    };
+    let (content_type, ext, bytes) = drawn.map_err(|e| ApiError::NotFound(e.to_string()))?;
+    let name = format!(
+        "inline; filename=\"{}_{}.{ext}\"",
+        state.campaign.id, placement.code
+    );
+    let mut resp = ([(header::CONTENT_TYPE, content_type)], bytes).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&name) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]

@@ -8,6 +8,20 @@ use ensemble_core::config::{parse_listen, parse_ops_listen, ConfigError};
 use ensemble_core::telemetry::LogConfig;
 use ensemble_core::{Campaign, KafkaConfig, StoreConfig};
 
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Write every placement's QR code (`<code>.svg`, `<code>.png`) and
+    /// printable A4 sheets (`sheet-N.svg`) into a folder, then exit.
+    QrCodes {
+        /// The folder (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Size of each PNG, in pixels.
+        #[arg(long, default_value_t = 1024)]
+        size: u32,
+    },
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "ensemble-dashboard",
@@ -22,6 +36,17 @@ pub struct Config {
         default_value = "127.0.0.1:8082"
     )]
     pub listen: String,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The collector's public address, as printed on posters: QR codes
+    /// encode `<this>/r/<placement code>`.
+    #[arg(
+        long,
+        env = "ENSEMBLE_COLLECTOR_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub collector_public_url: String,
     /// Serve /metrics, /healthz and /readyz on this address instead: the
     /// public port then answers the page and the API only.
     #[arg(long, env = "ENSEMBLE_DASHBOARD_OPS_LISTEN")]
@@ -30,7 +55,8 @@ pub struct Config {
     #[arg(
         long,
         env = "ENSEMBLE_CAMPAIGN",
-        default_value = "deploy/campaign.toml"
+        default_value = "deploy/campaign.toml",
+        global = true
     )]
     pub campaign: PathBuf,
     /// Analyst access tokens (comma-separated, each ≥ 16 bytes): see everything.
@@ -102,6 +128,7 @@ pub struct QueryLimits {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    pub collector_url: url::Url,
     pub ops_listen: Option<SocketAddr>,
     pub campaign: Campaign,
     pub analyst_tokens: Vec<String>,
@@ -113,7 +140,27 @@ pub struct Settings {
     pub heavy: crate::admission::HeavyLimits,
 }
 
+/// Checks `--collector-public-url`: an absolute http(s) URL.
+fn collector_url(raw: &str) -> Result<url::Url, ConfigError> {
+    url::Url::parse(raw)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| {
+            ConfigError::new(
+                "--collector-public-url",
+                format!("`{raw}` is not an absolute http(s) URL like https://go.example.org"),
+            )
+        })
+}
+
 impl Config {
+    /// What `qr-codes` needs: the campaign and the collector's public URL.
+    pub fn validate_qr(&self) -> Result<(Campaign, url::Url), ConfigError> {
+        let campaign = Campaign::load(&self.campaign)
+            .map_err(|e| ConfigError::new("--campaign", e.to_string()))?;
+        Ok((campaign, collector_url(&self.collector_public_url)?))
+    }
+
     pub fn validate(mut self) -> Result<Settings, ConfigError> {
         // Empty entries (`ENSEMBLE_AGENCY_TOKENS=` in a compose file, a
         // trailing comma) are not tokens.
@@ -185,6 +232,7 @@ impl Config {
         }
         Ok(Settings {
             listen,
+            collector_url: collector_url(&self.collector_public_url)?,
             ops_listen,
             campaign,
             analyst_tokens: self.analyst_tokens,

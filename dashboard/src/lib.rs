@@ -7,6 +7,7 @@ pub use ensemble_core::attribution;
 pub mod config;
 pub mod figures;
 pub mod filters;
+pub mod qr;
 pub mod watch;
 
 use std::time::Duration;
@@ -91,6 +92,10 @@ pub fn public_router(state: api::Shared, registry: &prometheus::Registry) -> Rou
         .route("/api/reach", axum::routing::get(api::reach))
         .route("/api/timeseries", axum::routing::get(api::timeseries))
         .route("/api/journey", axum::routing::get(api::journey))
+        .route(
+            "/api/placements/{code}/{file}",
+            axum::routing::get(api::placement_qr),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::require_token,
@@ -117,6 +122,7 @@ async fn page() -> axum::response::Html<&'static str> {
 pub fn state(settings: &Settings) -> anyhow::Result<api::Shared> {
     Ok(std::sync::Arc::new(api::ApiState {
         campaign: settings.campaign.clone(),
+        collector_url: settings.collector_url.clone(),
         // Every query under the dashboard's limits (time, memory, threads),
         // whatever the ClickHouse user's profile says; large GROUP BYs and
         // sorts spill to disk from half the memory instead of failing. The

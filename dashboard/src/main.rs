@@ -2,10 +2,38 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ensemble_core::{launch::launch, telemetry};
-use ensemble_dashboard::{run, Config};
+use ensemble_dashboard::config::Command;
+use ensemble_dashboard::{qr, run, Config};
 
 fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init(&config.log);
-    launch("ensemble-dashboard", config.validate(), run)
+    match &config.command {
+        Some(Command::QrCodes { out, size }) => {
+            let (out, size) = (out.clone(), *size);
+            launch(
+                "ensemble-dashboard qr-codes",
+                config.validate_qr(),
+                move |(campaign, collector), _| async move {
+                    let drawing = qr::Drawing {
+                        size_px: size,
+                        margin: 4,
+                    };
+                    let files = qr::write_all(&campaign, &collector, drawing, &out)?;
+                    for f in &files {
+                        println!("{}", f.display());
+                    }
+                    eprintln!(
+                        "{} QR codes of {} placements and their sheets in {} (they open {}r/<code>)",
+                        files.len(),
+                        campaign.placements.len(),
+                        out.display(),
+                        collector
+                    );
+                    Ok::<(), anyhow::Error>(())
+                },
+            )
+        }
+        None => launch("ensemble-dashboard", config.validate(), run),
+    }
 }
