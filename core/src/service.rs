@@ -88,7 +88,21 @@ pub async fn request_id(req: axum::extract::Request, next: axum::middleware::Nex
     use tracing::Instrument;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let span = tracing::info_span!("request", request_id = %id);
-    let resp = next.run(req).instrument(span).await;
+    let (method, started) = (req.method().clone(), std::time::Instant::now());
+    // The path only (never the query), with any personal data typed into
+    // it (`/r/0612345678`) redacted.
+    let path = req.uri().path().to_owned();
+    let path = crate::redact::redact(&path, crate::redact::Kinds::ALL).unwrap_or(path);
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            %method,
+            path,
+            status = resp.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    });
     let (mut parts, body) = resp.into_parts();
     if let Ok(v) = header::HeaderValue::from_str(&id) {
         parts.headers.insert("x-request-id", v);
@@ -133,6 +147,39 @@ pub async fn private(req: axum::extract::Request, next: axum::middleware::Next) 
     resp
 }
 
+/// The layers of every public router (collector, dashboard), outermost
+/// first: a request id and one log line per request ([`request_id`]); a
+/// panic in a handler answered 500 (the service goes on serving others); a
+/// request that takes longer than `timeout` answered 503.
+pub fn harden(router: Router, timeout: std::time::Duration) -> Router {
+    router
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::from_fn(request_id))
+}
+
+/// The answer to a request whose handler panicked: the panic is logged
+/// (with the request id), the client told what to give the administrator.
+fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = what, "handler panicked");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(serde_json::json!({
+            "error": "internal",
+            "message": "an internal error happened; the service goes on: retry, and give the request id to the administrator if it persists",
+        })),
+    )
+        .into_response()
+}
+
 /// Serves `router` on `listener` until `shutdown` trips, then lets in-flight
 /// requests finish.
 pub async fn serve(
@@ -152,6 +199,55 @@ pub async fn serve(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[tokio::test]
+    async fn a_panic_or_a_slow_handler_is_answered_and_the_service_goes_on() {
+        #[allow(clippy::panic)]
+        async fn boom() -> &'static str {
+            panic!("a bug")
+        }
+        let app = harden(
+            Router::new()
+                .route("/boom", get(boom))
+                .route(
+                    "/slow",
+                    get(|| async {
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                        "late"
+                    }),
+                )
+                .route("/ok", get(|| async { "fine" })),
+            std::time::Duration::from_millis(200),
+        );
+        let call = |path: &'static str| {
+            let app = app.clone();
+            async move {
+                let req = axum::http::Request::get(path)
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
+                let (status, headers) = (resp.status(), resp.headers().clone());
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                    .await
+                    .unwrap();
+                (status, headers, body)
+            }
+        };
+        let (status, headers, body) = call("/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "internal");
+        assert_eq!(v["request_id"], headers["x-request-id"].to_str().unwrap());
+        let (status, headers, _) = call("/slow").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "timed out");
+        assert!(headers.contains_key("x-request-id"));
+        let (status, _, body) = call("/ok").await;
+        assert_eq!(
+            (status, &body[..]),
+            (StatusCode::OK, &b"fine"[..]),
+            "still serving"
+        );
+    }
 
     #[tokio::test]
     async fn error_answers_carry_the_request_id_and_nothing_is_cached() {

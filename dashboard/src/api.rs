@@ -37,6 +37,8 @@ pub struct ApiState {
     pub campaign: Campaign,
     /// The collector's public address: what QR codes open.
     pub collector_url: url::Url,
+    /// Longest a request may take before it is answered 503.
+    pub request_timeout: std::time::Duration,
     pub client: clickhouse::Client,
     pub analyst_tokens: Vec<String>,
     pub agency_tokens: Vec<String>,

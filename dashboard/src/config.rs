@@ -105,6 +105,14 @@ pub struct Config {
     /// to the processor's inserts.
     #[arg(long, env = "ENSEMBLE_QUERY_MAX_THREADS", default_value_t = 1)]
     pub query_max_threads: u64,
+    /// Longest any request may take before it is answered 503 (at least
+    /// --query-timeout-s + 1 s: a question may run several queries).
+    #[arg(
+        long,
+        env = "ENSEMBLE_DASHBOARD_REQUEST_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub request_timeout_ms: u64,
     /// Questions that recount raw events (custom from/to, device or
     /// placement filter, source=events) one analyst token may run at once;
     /// an agency token runs one.
@@ -138,6 +146,7 @@ pub struct Settings {
     pub processor_group: String,
     pub query: QueryLimits,
     pub heavy: crate::admission::HeavyLimits,
+    pub request_timeout: std::time::Duration,
 }
 
 /// Checks `--collector-public-url`: an absolute http(s) URL.
@@ -214,6 +223,12 @@ impl Config {
                 "must be at least 100000000 (100 MB)",
             ));
         }
+        if !(self.query_timeout_s * 1000 + 1000..=3_600_000).contains(&self.request_timeout_ms) {
+            return Err(ConfigError::new(
+                "--request-timeout-ms",
+                "must be from --query-timeout-s × 1000 + 1000 to 3600000",
+            ));
+        }
         if self.query_max_threads == 0 {
             return Err(ConfigError::new(
                 "--query-max-threads",
@@ -245,6 +260,7 @@ impl Config {
                 max_memory_bytes: self.query_max_memory_bytes,
                 max_threads: self.query_max_threads,
             },
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
             heavy: crate::admission::HeavyLimits {
                 per_analyst: self.heavy_per_analyst,
                 per_agency: 1,

@@ -82,6 +82,7 @@ pub fn public_router(state: api::Shared, registry: &prometheus::Registry) -> Rou
     // A duplicate registration can only come from calling this twice on one
     // registry; the routes then go without request metrics rather than fail.
     let metrics = RequestMetrics::register(registry).ok();
+    let timeout = state.request_timeout;
     let api = Router::new()
         .route("/api/overview", axum::routing::get(api::overview))
         .route("/api/attribution", axum::routing::get(api::attribution))
@@ -107,10 +108,8 @@ pub fn public_router(state: api::Shared, registry: &prometheus::Registry) -> Rou
         Some(m) => api.route_layer(axum::middleware::from_fn_with_state(m, track)),
         None => api,
     };
-    api.layer(axum::middleware::from_fn(
-        ensemble_core::service::request_id,
-    ))
-    .layer(axum::middleware::from_fn(ensemble_core::service::private))
+    ensemble_core::service::harden(api, timeout)
+        .layer(axum::middleware::from_fn(ensemble_core::service::private))
 }
 
 /// The dashboard page: one HTML file, charts in inline SVG, no CDN.
@@ -123,6 +122,7 @@ pub fn state(settings: &Settings) -> anyhow::Result<api::Shared> {
     Ok(std::sync::Arc::new(api::ApiState {
         campaign: settings.campaign.clone(),
         collector_url: settings.collector_url.clone(),
+        request_timeout: settings.request_timeout,
         // Every query under the dashboard's limits (time, memory, threads),
         // whatever the ClickHouse user's profile says; large GROUP BYs and
         // sorts spill to disk from half the memory instead of failing. The

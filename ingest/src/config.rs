@@ -46,6 +46,14 @@ pub struct Config {
     /// How long a request waits for Kafka delivery reports before answering 503.
     #[arg(long, env = "ENSEMBLE_DELIVERY_TIMEOUT_MS", default_value_t = 5_000)]
     pub delivery_timeout_ms: u64,
+    /// Longest any request may take before it is answered 503 (at least
+    /// --delivery-timeout-ms + 1000: a slow body must not hold a worker).
+    #[arg(
+        long,
+        env = "ENSEMBLE_INGEST_REQUEST_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub request_timeout_ms: u64,
     /// Longest a redirect waits to record its scan before redirecting anyway.
     #[arg(long, env = "ENSEMBLE_REDIRECT_WAIT_MS", default_value_t = 1_500)]
     pub redirect_wait_ms: u64,
@@ -116,6 +124,7 @@ pub struct Settings {
     pub import_token: Option<String>,
     pub delivery_timeout_ms: u64,
     pub redirect_wait_ms: u64,
+    pub request_timeout_ms: u64,
     pub limits: BodyLimits,
     pub max_future_skew_s: u64,
     pub max_past_skew_s: u64,
@@ -163,6 +172,12 @@ impl Config {
             return Err(ConfigError::new(
                 "--delivery-timeout-ms",
                 format!("must be 100..={MAX_DELIVERY_TIMEOUT_MS}"),
+            ));
+        }
+        if !(self.delivery_timeout_ms + 1000..=600_000).contains(&self.request_timeout_ms) {
+            return Err(ConfigError::new(
+                "--request-timeout-ms",
+                "must be from --delivery-timeout-ms + 1000 to 600000",
             ));
         }
         if !(10..=self.delivery_timeout_ms).contains(&self.redirect_wait_ms) {
@@ -242,6 +257,7 @@ impl Config {
             import_token: self.import_token,
             delivery_timeout_ms: self.delivery_timeout_ms,
             redirect_wait_ms: self.redirect_wait_ms,
+            request_timeout_ms: self.request_timeout_ms,
             limits: BodyLimits {
                 max_body_bytes: self.max_body_bytes,
                 max_decompressed_bytes: self.max_decompressed_bytes,

@@ -69,6 +69,7 @@ impl Collector {
             clients: settings.clients.clone(),
             retry_after_s: settings.retry_after_s,
             redirect_wait: Duration::from_millis(settings.redirect_wait_ms),
+            request_timeout: Duration::from_millis(settings.request_timeout_ms),
         };
         Ok(Self {
             state: Arc::new(state),
@@ -104,7 +105,7 @@ impl Collector {
                 axum::http::header::CONTENT_ENCODING,
             ])
             .max_age(Duration::from_secs(3600));
-        Router::new()
+        let routes = Router::new()
             .route("/v1/events", post(routes::post_events))
             .route("/v1/import", post(routes::post_import))
             .route("/r/{code}", get(routes::redirect))
@@ -112,10 +113,10 @@ impl Collector {
             .route("/t.js", get(routes::tracker))
             .route_layer(middleware::from_fn_with_state(self.state.clone(), track))
             .layer(DefaultBodyLimit::disable())
-            .layer(middleware::from_fn(ensemble_core::service::request_id))
+            .with_state(self.state.clone());
+        ensemble_core::service::harden(routes, self.state.request_timeout)
             .layer(middleware::from_fn(no_referrer))
             .layer(cors)
-            .with_state(self.state.clone())
     }
 }
 

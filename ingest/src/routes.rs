@@ -45,6 +45,8 @@ pub struct AppState {
     pub clients: ClientResolver,
     pub retry_after_s: u64,
     pub redirect_wait: Duration,
+    /// Longest a request may take before it is answered 503.
+    pub request_timeout: Duration,
 }
 
 pub type Shared = Arc<AppState>;

@@ -186,3 +186,86 @@ async fn ops_routes_move_to_their_own_address() {
         "--ops-listen",
     );
 }
+
+/// Every request leaves one structured log line, with its request id (the
+/// one its answer carries), method, path, status and duration.
+#[tokio::test]
+async fn each_request_is_logged_once_with_its_request_id() {
+    let c = campaign();
+    let dir = tempfile::tempdir().expect("dir");
+    let log_path = dir.path().join("ingest.log");
+    let port = ensemble_tests::free_port();
+    let mut child = std::process::Command::new(BIN)
+        .env_clear()
+        .env(SECRET.0, SECRET.1)
+        .env("RUST_LOG", "info")
+        .args(["--campaign", &c, "--log-format", "json"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        // The log goes to standard output.
+        .stdout(std::fs::File::create(&log_path).expect("log file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let t_js = ensemble_tests::poll_until(
+        "the collector to answer",
+        std::time::Duration::from_secs(30),
+        || {
+            let req = client.get(format!("{base}/t.js"));
+            async move { req.send().await.ok() }
+        },
+    )
+    .await;
+    let bad = client
+        .post(format!("{base}/v1/events"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad.status().as_u16(), 400);
+    let ids: Vec<(String, u16)> = [&t_js, &bad]
+        .iter()
+        .map(|r| {
+            (
+                r.headers()["x-request-id"].to_str().expect("id").to_owned(),
+                r.status().as_u16(),
+            )
+        })
+        .collect();
+    let lines =
+        ensemble_tests::poll_until("the log lines", std::time::Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let ids = ids.clone();
+            async move {
+                let found: Vec<serde_json::Value> = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter(|v| v["message"] == "request")
+                    .filter(|v| {
+                        ids.iter()
+                            .any(|(id, _)| v.to_string().contains(id.as_str()))
+                    })
+                    .collect();
+                (found.len() >= 2).then_some(found)
+            }
+        })
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    for (id, status) in &ids {
+        let mine: Vec<_> = lines
+            .iter()
+            .filter(|v| v.to_string().contains(id.as_str()))
+            .collect();
+        assert_eq!(mine.len(), 1, "one line for {id}: {lines:?}");
+        assert_eq!(mine[0]["status"], *status, "{}", mine[0]);
+        assert!(mine[0]["duration_ms"].is_number(), "{}", mine[0]);
+        assert!(
+            mine[0]["method"].is_string() && mine[0]["path"].is_string(),
+            "{}",
+            mine[0]
+        );
+    }
+}
