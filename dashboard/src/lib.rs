@@ -103,13 +103,28 @@ pub fn public_router(state: api::Shared, registry: &prometheus::Registry) -> Rou
         ))
         .with_state(state);
     // The page holds no data: it asks for the token and sends it in a header.
-    let api = api.route("/", axum::routing::get(page));
+    let api = api
+        .route("/", axum::routing::get(page))
+        .route("/api/openapi.json", axum::routing::get(openapi));
     let api = match metrics {
         Some(m) => api.route_layer(axum::middleware::from_fn_with_state(m, track)),
         None => api,
     };
     ensemble_core::service::harden(api, timeout)
         .layer(axum::middleware::from_fn(ensemble_core::service::private))
+}
+
+/// The OpenAPI 3.1 description of the API (checked against the routes,
+/// validated and fuzzed by the tests).
+pub const OPENAPI: &str = include_str!("../assets/openapi.json");
+
+async fn openapi() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 /// The dashboard page: one HTML file, charts in inline SVG, no CDN.

@@ -111,6 +111,7 @@ impl Collector {
             .route("/r/{code}", get(routes::redirect))
             .route("/p.gif", get(routes::pixel))
             .route("/t.js", get(routes::tracker))
+            .route("/openapi.json", get(routes::openapi))
             .route_layer(middleware::from_fn_with_state(self.state.clone(), track))
             .layer(DefaultBodyLimit::disable())
             .with_state(self.state.clone());
@@ -142,6 +143,7 @@ async fn track(State(state): State<Shared>, req: Request, next: Next) -> Respons
         Some("/r/{code}") => "redirect",
         Some("/p.gif") => "pixel",
         Some("/t.js") => "tracker",
+        Some("/openapi.json") => "openapi",
         _ => "other",
     };
     state.metrics.in_flight.inc();

@@ -483,6 +483,15 @@ pub async fn pixel(
     }
 }
 
+/// The OpenAPI 3.1 description of these endpoints (checked against the
+/// routes, validated and fuzzed by the tests).
+pub const OPENAPI: &str = include_str!("../assets/openapi.json");
+
+/// `GET /openapi.json`
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 /// The landing-page tracker.
 pub const TRACKER_JS: &str = include_str!("../assets/t.js");
 
