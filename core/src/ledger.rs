@@ -55,6 +55,21 @@ impl LedgerRow {
     }
 }
 
+/// What the figures keep of a stored event.
+pub fn ledger_event(r: &EventRow) -> LedgerEvent {
+    LedgerEvent {
+        event_id: r.event_id,
+        ms: u64::try_from(r.ts.timestamp().max(0)).unwrap_or(0) * 1000 + u64::from(r.ts_ms),
+        ev_type: r.event_type.clone(),
+        ev_action: r.action.clone(),
+        ev_channel: r.channel.clone(),
+        ev_placement: r.placement.clone(),
+        ev_phase: r.phase.clone(),
+        ev_bot: r.is_bot,
+        ev_contact: r.contact_hash.clone(),
+    }
+}
+
 /// A string literal: quotes and backslashes escaped; `?` written as `\x3F`
 /// so the client never takes it for a placeholder.
 fn lit(s: &str) -> String {
@@ -266,7 +281,7 @@ pub async fn account(
         batch
             .entry(&r.visitor_id)
             .or_default()
-            .push(LedgerEvent::from_row(r));
+            .push(ledger_event(r));
     }
     let ids: Vec<&str> = batch.keys().copied().collect();
     let mut known = read(client, &ids).await?;

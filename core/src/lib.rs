@@ -1,19 +1,17 @@
-//! ensemble-core: the domain model (campaign, events) and the plumbing the
-//! three services share (Kafka and ClickHouse settings, migrations, HTTP ops
-//! routes, shutdown, logging).
+//! ensemble-core: the plumbing the three services share — the events'
+//! ClickHouse row, the figures' ledger, Kafka and ClickHouse settings,
+//! migrations, HTTP ops routes, shutdown, logging — around the domain of
+//! `ensemble-model` (re-exported here under its module names).
 
-pub mod attribution;
-pub mod campaign;
+pub use ensemble_model::{attribution, campaign, facts, privacy, redact};
+
 pub mod config;
 pub mod event;
-pub mod facts;
 pub mod kafka;
 pub mod launch;
 pub mod ledger;
 pub mod migrate;
-pub mod privacy;
 pub mod probe;
-pub mod redact;
 pub mod service;
 pub mod shutdown;
 pub mod store;

@@ -21,7 +21,7 @@ const SECRET: &str = "privacy-contact-secret-0123456789";
 const UA: &str = "MyApp/1.0 (contact: ops@example.org; +33 6 12 34 56 78)";
 
 fn corpus() -> Vec<(&'static str, &'static str)> {
-    include_str!("../../core/src/redact_corpus.tsv")
+    include_str!("../../model/src/redact_corpus.tsv")
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.split_once('\t'))

@@ -27,12 +27,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveTime, TimeZone, Utc};
-use clickhouse::Row;
-use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::attribution::{self, Contact, Conversion};
-use crate::event::{EventRow, TinderAction};
+use crate::event::TinderAction;
 use crate::Campaign;
 
 /// The scope of figures computed over every phase.
@@ -75,9 +73,8 @@ pub const CONVERSIONS: &str = "conv";
 pub const CREDITS: &str = "cred";
 
 /// One accounted event, as far as the figures care.
-#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LedgerEvent {
-    #[serde(with = "clickhouse::serde::uuid")]
     pub event_id: Uuid,
     /// Event time, milliseconds since the epoch.
     pub ms: u64,
@@ -91,20 +88,6 @@ pub struct LedgerEvent {
 }
 
 impl LedgerEvent {
-    pub fn from_row(r: &EventRow) -> Self {
-        Self {
-            event_id: r.event_id,
-            ms: u64::try_from(r.ts.timestamp().max(0)).unwrap_or(0) * 1000 + u64::from(r.ts_ms),
-            ev_type: r.event_type.clone(),
-            ev_action: r.action.clone(),
-            ev_channel: r.channel.clone(),
-            ev_placement: r.placement.clone(),
-            ev_phase: r.phase.clone(),
-            ev_bot: r.is_bot,
-            ev_contact: r.contact_hash.clone(),
-        }
-    }
-
     fn secs(&self) -> u64 {
         self.ms / 1000
     }

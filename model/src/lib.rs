@@ -1,0 +1,28 @@
+//! ensemble-model: the campaign's domain without any I/O — no Kafka, no
+//! ClickHouse, no HTTP. Every rule behind a figure is written here once:
+//!
+//! - [`campaign`]: the campaign file (phases, channels, placements,
+//!   attribution settings), validated;
+//! - [`event`]: the event vocabulary, the wire format and its validation;
+//! - [`rules`]: what an event *is* for the figures (a scan, an exposure,
+//!   a touch candidate, a sign-up);
+//! - [`attribution`]: touches (the gap rule), conversions and the five
+//!   models' credit split;
+//! - [`facts`]: every dashboard figure as a sum of per-visitor
+//!   contributions;
+//! - [`redact`], [`privacy`]: personal data in free text, contact hashing.
+//!
+//! The services (`ensemble-core` and the three binaries) are adapters around
+//! it; its tests run in seconds without any server.
+
+pub mod attribution;
+pub mod campaign;
+pub mod event;
+pub mod facts;
+pub mod figures;
+pub mod privacy;
+pub mod redact;
+pub mod rules;
+
+pub use campaign::Campaign;
+pub use event::{EventMessage, EventType};

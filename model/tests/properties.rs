@@ -1,0 +1,272 @@
+//! Properties of the figures (`ensemble_model::figures`), on random
+//! visitors: the rows the processor stores answer every day range, device
+//! and placement exactly as computing the answer from the events does; the
+//! order and redelivery of events change nothing; batch by batch sums to
+//! all at once; visitors computed apart plus the correction of those that
+//! share a contact equal computing them together.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use ensemble_model::figures::{
+    self, add_to, answer, change, contribution, correction, day_number, day_start, Answer,
+    ChangeSets, Event, OwnedRow, Question, Strings, Sum,
+};
+use ensemble_model::Campaign;
+use proptest::prelude::*;
+use uuid::Uuid;
+
+fn campaign() -> Campaign {
+    Campaign::from_toml(include_str!("../../deploy/campaign.toml")).unwrap()
+}
+
+/// Monday 3 February 2025, 00:00 Paris: a week around the end of phase 1.
+const BASE_MS: u64 = 1_738_537_200_000;
+const MINUTE: u64 = 60_000;
+const WINDOW_DAYS: u64 = 7;
+
+fn first_day() -> u32 {
+    day_number(NaiveDate::from_ymd_opt(2025, 2, 3).unwrap())
+}
+
+const KINDS: &[(&str, &str, &str)] = &[
+    ("qr_scan", "", "metro"),
+    ("qr_scan", "", "gares"),
+    ("page_view", "", "site"),
+    ("page_view", "", "metro"),
+    ("signup", "", "site"),
+    ("tinder_card", "impression", "tinder"),
+    ("tinder_card", "click", "tinder"),
+    ("tinder_card", "pass", "tinder"),
+    ("tinder_card", "like", "tinder"),
+    ("custom", "", "inconnu"),
+];
+const PLACEMENTS: &[&str] = &["", "M-CHATELET", "G-NATIONAL", "T-VOEUX"];
+const DEVICES: &[&str] = &["mobile", "desktop"];
+const CONTACTS: &[&str] = &["", "c1", "c2", "c3"];
+
+/// An event: mostly clustered in a few hours a day so the gap rule and
+/// midnight both matter.
+fn event() -> impl Strategy<Value = Event> {
+    (
+        0..WINDOW_DAYS,
+        prop_oneof![0u64..120, 1300u64..1440, 0u64..1440],
+        0..KINDS.len(),
+        0..PLACEMENTS.len(),
+        0..DEVICES.len(),
+        prop::bool::weighted(0.1),
+        0..CONTACTS.len(),
+        any::<u128>(),
+    )
+        .prop_map(|(d, minute, kind, placement, device, bot, contact, id)| {
+            let (event_type, action, channel) = KINDS[kind];
+            let ms = BASE_MS + d * 1440 * MINUTE + minute * MINUTE;
+            let c = campaign();
+            let ts = chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap()).unwrap();
+            Event {
+                event_id: Uuid::from_u128(id),
+                ms,
+                event_type: event_type.into(),
+                action: action.into(),
+                channel: channel.into(),
+                placement: PLACEMENTS[placement].into(),
+                phase: c.phase_at(ts).into(),
+                device: DEVICES[device].into(),
+                bot,
+                contact: if event_type == "signup" {
+                    CONTACTS[contact].into()
+                } else {
+                    String::new()
+                },
+            }
+        })
+}
+
+fn visitors(max: usize) -> impl Strategy<Value = Vec<(String, Vec<Event>)>> {
+    prop::collection::vec(prop::collection::vec(event(), 0..14), 1..=max).prop_map(|vs| {
+        vs.into_iter()
+            .enumerate()
+            .map(|(i, es)| (format!("visitor{i}"), es))
+            .collect()
+    })
+}
+
+/// Answers equal up to float rounding in credits.
+fn same(a: &Answer, b: &Answer) -> Result<(), String> {
+    let clean = |x: &Answer| -> BTreeMap<_, _> {
+        x.iter()
+            .filter(|(_, v)| v.n != 0 || v.credit.abs() > 1e-9)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    };
+    let (a, b) = (clean(a), clean(b));
+    if a.len() != b.len() || a.keys().ne(b.keys()) {
+        return Err(format!("keys differ:\n{a:#?}\nvs\n{b:#?}"));
+    }
+    for (k, v) in &a {
+        let w = b[k];
+        if v.n != w.n || (v.credit - w.credit).abs() > 1e-9 {
+            return Err(format!("{k:?}: {v:?} vs {w:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn summed(
+    rows: &[OwnedRow],
+    bots: u8,
+    device: &str,
+    placement: &str,
+    first: u32,
+    last: u32,
+) -> Answer {
+    let mut a = Answer::new();
+    for r in rows.iter().filter(|r| {
+        r.bots == bots
+            && r.device_filter == device
+            && r.placement_filter == placement
+            && r.first_day >= first
+            && r.last_day <= last
+    }) {
+        add_to(&mut a, r.figure, r.dims.clone(), r.value, 1);
+    }
+    a
+}
+
+/// Rows as an answer keyed by everything (for comparing row sets).
+fn all_rows(rows: &[OwnedRow]) -> Answer {
+    let mut a = Answer::new();
+    for r in rows {
+        let mut dims = r.dims.clone();
+        // Fold the scope into the dimensions so nothing is merged away.
+        dims.event_type = format!(
+            "{}|{}|{}|{}|{}|{}",
+            dims.event_type, r.bots, r.device_filter, r.placement_filter, r.first_day, r.last_day
+        );
+        add_to(&mut a, r.figure, dims, r.value, 1);
+    }
+    a
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// The central promise: what the dashboard sums from the stored rows
+    /// for days [a, b] (a device, a placement, bots or not) is what the
+    /// same definitions compute from the events the question keeps.
+    #[test]
+    fn stored_rows_answer_every_day_range_device_and_placement(
+        vs in visitors(3),
+        a in 0u32..WINDOW_DAYS as u32 + 1,
+        len in 0u32..WINDOW_DAYS as u32,
+        device in prop::option::of(0..DEVICES.len()),
+        placement in prop::option::of(1..PLACEMENTS.len()),
+        bots in any::<bool>(),
+    ) {
+        let c = campaign();
+        let (first, last) = (first_day() + a, first_day() + a + len);
+        // A device and a placement at once is not a stored scope.
+        let placement = if device.is_some() { None } else { placement };
+        let rows = contribution(&c, &vs);
+        let got = summed(
+            &rows,
+            u8::from(bots),
+            device.map_or("", |d| DEVICES[d]),
+            placement.map_or("", |p| PLACEMENTS[p]),
+            first,
+            last,
+        );
+        let q = Question {
+            start_ms: u64::try_from(day_start(&c, first).timestamp_millis()).unwrap(),
+            end_ms: u64::try_from(day_start(&c, last + 1).timestamp_millis()).unwrap(),
+            phase: None,
+            device: device.map(|d| DEVICES[d].to_owned()),
+            placement: placement.map(|p| PLACEMENTS[p].to_owned()),
+            include_bots: bots,
+        };
+        let want = answer(&c, &vs, &q);
+        prop_assert!(same(&got, &want).is_ok(), "{}", same(&got, &want).unwrap_err());
+    }
+
+    /// Events in any order, delivered twice, give the same rows.
+    #[test]
+    fn order_and_redelivery_change_nothing(vs in visitors(2), seed in any::<u64>()) {
+        let c = campaign();
+        let mut shuffled = vs.clone();
+        for (i, (_, es)) in shuffled.iter_mut().enumerate() {
+            let again: Vec<Event> = es.iter().step_by(2).cloned().collect();
+            es.extend(again);
+            // A deterministic shuffle from the seed.
+            let n = es.len();
+            for j in (1..n).rev() {
+                let k = usize::try_from((seed.rotate_left(u32::try_from(i + j).unwrap()) ^ j as u64) % (j as u64 + 1)).unwrap();
+                es.swap(j, k);
+            }
+        }
+        let a = all_rows(&contribution(&c, &vs));
+        let b = all_rows(&contribution(&c, &shuffled));
+        prop_assert!(same(&a, &b).is_ok(), "{}", same(&a, &b).unwrap_err());
+    }
+
+    /// The processor's way, batch by batch (with redeliveries), sums to
+    /// computing the visitor's events at once.
+    #[test]
+    fn batch_by_batch_sums_to_all_at_once(events in prop::collection::vec(event(), 1..20), cuts in prop::collection::vec(0usize..20, 0..4)) {
+        let c = campaign();
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|x| x.min(events.len())).collect();
+        cuts.push(events.len());
+        cuts.sort_unstable();
+        let mut known: Vec<Event> = Vec::new();
+        let mut strings = Strings::default();
+        let mut sum = Sum::default();
+        let mut sets = Vec::new();
+        let mut start: usize = 0;
+        for cut in cuts {
+            // Each batch redelivers the one before it.
+            let batch: Vec<Event> = events[start.saturating_sub(2)..cut].to_vec();
+            if let Some(s) = ChangeSets::new("v", known.clone(), &batch) {
+                known.extend(s.fresh().iter().cloned());
+                sets.push(s);
+            }
+            start = cut;
+        }
+        for s in &sets {
+            sum.add(&change(&c, s, &mut strings), 1);
+        }
+        let rows = sum.rows();
+        let batched: Vec<OwnedRow> = figures::rows_of(&strings, &rows).map(|r| OwnedRow::of(&r)).collect();
+        let at_once = contribution(&c, &[("v".to_owned(), events.clone())]);
+        let (a, b) = (all_rows(&batched), all_rows(&at_once));
+        prop_assert!(same(&a, &b).is_ok(), "{}", same(&a, &b).unwrap_err());
+    }
+
+    /// Visitors computed one by one, plus the correction computed over the
+    /// visitors that share a contact only, equal computing them together.
+    #[test]
+    fn apart_plus_the_correction_of_sharers_is_together(vs in visitors(4)) {
+        let c = campaign();
+        let mut rows: Vec<OwnedRow> = Vec::new();
+        for v in &vs {
+            rows.extend(contribution(&c, std::slice::from_ref(v)));
+        }
+        // Visitors whose sign-ups carry a contact another visitor's carry too.
+        let contacts_of = |es: &[Event]| -> Vec<String> {
+            es.iter().filter(|e| e.event_type == "signup" && !e.contact.is_empty()).map(|e| e.contact.clone()).collect()
+        };
+        let sharers: Vec<(String, Vec<Event>)> = vs
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, es))| {
+                let mine = contacts_of(es);
+                vs.iter().enumerate().any(|(j, (_, other))| j != *i && contacts_of(other).iter().any(|x| mine.contains(x)))
+            })
+            .map(|(_, v)| v.clone())
+            .collect();
+        rows.extend(correction(&c, &sharers));
+        let together = contribution(&c, &vs);
+        let (a, b) = (all_rows(&rows), all_rows(&together));
+        prop_assert!(same(&a, &b).is_ok(), "{}", same(&a, &b).unwrap_err());
+    }
+}
