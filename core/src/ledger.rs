@@ -1,10 +1,11 @@
-//! The ledger side of [`crate::facts`]: reading visitors' accounted events,
-//! writing a batch's new events with the change they make to the figures
-//! (one INSERT), the shared-contact list, the question-time correction, and
-//! rebuilding everything from `events`.
+//! The ledger side of [`crate::figures`]: reading visitors' accounted
+//! events, writing a batch's new events with the change they make to the
+//! figures (one INSERT into `ledger`, whose materialised view adds the
+//! change to `figures`), the shared-contact list, the question-time
+//! correction, and rebuilding everything from `events`.
 //!
-//! Writes are plain SQL (`INSERT … VALUES`), so they run unchanged on every
-//! engine the tests use.
+//! Writes are plain SQL (`INSERT … FORMAT TabSeparated` / `VALUES`), so they
+//! run unchanged on every engine the tests use.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -14,7 +15,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::facts::{self, FactRef, Facts, LedgerEvent, Strings};
+use crate::figures::{self, ChangeSets, Event, OwnedRow, Row as FigureRow, Strings};
 use crate::{Campaign, EventRow};
 
 /// Visitor ids per read query: keeps the query text under ClickHouse's
@@ -35,38 +36,46 @@ struct LedgerRow {
     ev_channel: String,
     ev_placement: String,
     ev_phase: String,
+    ev_device: String,
     ev_bot: u8,
     ev_contact: String,
 }
 
+/// The columns of [`LedgerRow`], in order.
+const LEDGER_COLUMNS: &str =
+    "visitor_id, written_ms, tombstone, event_id, ms, ev_type, ev_action, \
+    ev_channel, ev_placement, ev_phase, ev_device, ev_bot, ev_contact";
+
 impl LedgerRow {
-    fn event(&self) -> LedgerEvent {
-        LedgerEvent {
+    fn event(&self) -> Event {
+        Event {
             event_id: self.event_id,
             ms: self.ms,
-            ev_type: self.ev_type.clone(),
-            ev_action: self.ev_action.clone(),
-            ev_channel: self.ev_channel.clone(),
-            ev_placement: self.ev_placement.clone(),
-            ev_phase: self.ev_phase.clone(),
-            ev_bot: self.ev_bot,
-            ev_contact: self.ev_contact.clone(),
+            event_type: self.ev_type.clone(),
+            action: self.ev_action.clone(),
+            channel: self.ev_channel.clone(),
+            placement: self.ev_placement.clone(),
+            phase: self.ev_phase.clone(),
+            device: self.ev_device.clone(),
+            bot: self.ev_bot != 0,
+            contact: self.ev_contact.clone(),
         }
     }
 }
 
 /// What the figures keep of a stored event.
-pub fn ledger_event(r: &EventRow) -> LedgerEvent {
-    LedgerEvent {
+pub fn ledger_event(r: &EventRow) -> Event {
+    Event {
         event_id: r.event_id,
         ms: u64::try_from(r.ts.timestamp().max(0)).unwrap_or(0) * 1000 + u64::from(r.ts_ms),
-        ev_type: r.event_type.clone(),
-        ev_action: r.action.clone(),
-        ev_channel: r.channel.clone(),
-        ev_placement: r.placement.clone(),
-        ev_phase: r.phase.clone(),
-        ev_bot: r.is_bot,
-        ev_contact: r.contact_hash.clone(),
+        event_type: r.event_type.clone(),
+        action: r.action.clone(),
+        channel: r.channel.clone(),
+        placement: r.placement.clone(),
+        phase: r.phase.clone(),
+        device: r.device_class.clone(),
+        bot: r.is_bot != 0,
+        contact: r.contact_hash.clone(),
     }
 }
 
@@ -119,12 +128,11 @@ fn in_list(ids: &[&str]) -> String {
 pub async fn read(
     client: &clickhouse::Client,
     visitors: &[&str],
-) -> Result<HashMap<String, Vec<LedgerEvent>>, clickhouse::error::Error> {
+) -> Result<HashMap<String, Vec<Event>>, clickhouse::error::Error> {
     let mut rows: Vec<LedgerRow> = Vec::new();
     for chunk in visitors.chunks(IDS_PER_QUERY) {
         let sql = format!(
-            "SELECT visitor_id, written_ms, tombstone, event_id, ms, ev_type, ev_action, ev_channel, \
-             ev_placement, ev_phase, ev_bot, ev_contact FROM visitor_ledger WHERE visitor_id IN ({})",
+            "SELECT {LEDGER_COLUMNS} FROM ledger WHERE visitor_id IN ({})",
             in_list(chunk)
         );
         rows.extend(client.query(&sql).fetch_all::<LedgerRow>().await?);
@@ -134,7 +142,7 @@ pub async fn read(
         let t = last_tombstone.entry(&r.visitor_id).or_default();
         *t = (*t).max(r.written_ms);
     }
-    let mut out: HashMap<String, Vec<LedgerEvent>> = HashMap::new();
+    let mut out: HashMap<String, Vec<Event>> = HashMap::new();
     for r in &rows {
         let after = last_tombstone
             .get(r.visitor_id.as_str())
@@ -155,10 +163,17 @@ pub struct Writer {
 
 /// TabSeparated, not VALUES: ClickHouse 18.16 parses VALUES with arrays
 /// several times slower, and was the bottleneck of a rebuild.
-const INSERT_HEAD: &str = "INSERT INTO visitor_ledger (visitor_id, written_ms, tombstone, event_id, ms, ev_type, \
-    ev_action, ev_channel, ev_placement, ev_phase, ev_bot, ev_contact, fact.metric, fact.bots, fact.scope, \
-    fact.phase, fact.channel, fact.placement, fact.event_type, fact.action, fact.k, fact.k2, fact.bucket, \
-    fact.n, fact.credit) FORMAT TabSeparated\n";
+const INSERT_HEAD: &str = "INSERT INTO ledger (visitor_id, written_ms, tombstone, event_id, ms, ev_type, \
+    ev_action, ev_channel, ev_placement, ev_phase, ev_device, ev_bot, ev_contact, change.figure, change.bots, \
+    change.device_filter, change.placement_filter, change.first_day, change.last_day, change.phase, \
+    change.channel, change.placement, change.event_type, change.action, change.step, change.model, \
+    change.conversion_phase, change.other_channel, change.contacts, change.hour, change.day, change.seconds, \
+    change.n, change.credit) FORMAT TabSeparated\n";
+
+/// A `Date` array element: `'YYYY-MM-DD'`.
+fn push_date(out: &mut String, day: figures::Day) {
+    let _ = write!(out, "'{}'", figures::date_of(day).format("%Y-%m-%d"));
+}
 
 impl Writer {
     pub fn is_empty(&self) -> bool {
@@ -169,13 +184,14 @@ impl Writer {
         self.rows
     }
 
-    /// One row: an event (or, with `event = None`, a tombstone) and the facts it carries.
+    /// One row: an event (or, with `event = None`, a tombstone) and the
+    /// change to the figures it carries.
     pub fn push(
         &mut self,
         visitor: &str,
         written_ms: u64,
-        event: Option<&LedgerEvent>,
-        facts: &[FactRef<'_>],
+        event: Option<&Event>,
+        change: &[FigureRow<'_>],
     ) {
         if self.sql.is_empty() {
             self.sql.push_str(INSERT_HEAD);
@@ -187,36 +203,49 @@ impl Writer {
             Some(e) => {
                 let _ = write!(out, "{}\t{}", e.event_id, e.ms);
                 for s in [
-                    &e.ev_type,
-                    &e.ev_action,
-                    &e.ev_channel,
-                    &e.ev_placement,
-                    &e.ev_phase,
+                    &e.event_type,
+                    &e.action,
+                    &e.channel,
+                    &e.placement,
+                    &e.phase,
+                    &e.device,
                 ] {
                     out.push('\t');
                     push_tsv(out, s);
                 }
-                let _ = write!(out, "\t{}\t", e.ev_bot);
-                push_tsv(out, &e.ev_contact);
+                let _ = write!(out, "\t{}\t", u8::from(e.bot));
+                push_tsv(out, &e.contact);
             }
-            None => out.push_str("00000000-0000-0000-0000-000000000000\t0\t\t\t\t\t\t0\t"),
+            None => out.push_str("00000000-0000-0000-0000-000000000000\t0\t\t\t\t\t\t\t0\t"),
         }
-        type Column = fn(&mut String, &FactRef<'_>);
-        let columns: [Column; 13] = [
-            |o, f| push_quoted(o, f.metric, false),
+        type Column = fn(&mut String, &FigureRow<'_>);
+        let columns: [Column; 21] = [
+            |o, f| push_quoted(o, f.figure.name(), false),
             |o, f| {
                 let _ = write!(o, "{}", f.bots);
             },
-            |o, f| push_quoted(o, f.scope, false),
+            |o, f| push_quoted(o, f.device_filter, false),
+            |o, f| push_quoted(o, f.placement_filter, false),
+            |o, f| push_date(o, f.first_day),
+            |o, f| push_date(o, f.last_day),
             |o, f| push_quoted(o, f.phase, false),
             |o, f| push_quoted(o, f.channel, false),
             |o, f| push_quoted(o, f.placement, false),
             |o, f| push_quoted(o, f.event_type, false),
             |o, f| push_quoted(o, f.action, false),
-            |o, f| push_quoted(o, f.k, false),
-            |o, f| push_quoted(o, f.k2, false),
+            |o, f| push_quoted(o, f.step, false),
+            |o, f| push_quoted(o, f.model, false),
+            |o, f| push_quoted(o, f.conversion_phase, false),
+            |o, f| push_quoted(o, f.other_channel, false),
             |o, f| {
-                let _ = write!(o, "{}", f.bucket);
+                let _ = write!(o, "{}", f.contacts);
+            },
+            |o, f| {
+                let _ = write!(o, "{}", f.hour);
+            },
+            |o, f| push_date(o, f.day),
+            |o, f| {
+                let _ = write!(o, "{}", f.seconds);
             },
             |o, f| {
                 let _ = write!(o, "{}", f.value.n);
@@ -227,7 +256,7 @@ impl Writer {
         ];
         for column in columns {
             out.push_str("\t[");
-            for (i, f) in facts.iter().enumerate() {
+            for (i, f) in change.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
@@ -276,7 +305,7 @@ pub async fn account(
     campaign: &Campaign,
     rows: &[EventRow],
 ) -> Result<Accounted, clickhouse::error::Error> {
-    let mut batch: BTreeMap<&str, Vec<LedgerEvent>> = BTreeMap::new();
+    let mut batch: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
     for r in rows {
         batch
             .entry(&r.visitor_id)
@@ -286,63 +315,127 @@ pub async fn account(
     let ids: Vec<&str> = batch.keys().copied().collect();
     let mut known = read(client, &ids).await?;
     let written_ms = now_ms();
-    let mut done = Accounted::default();
-    // (visitor, old events, old + new events, new events) of each visitor with new events.
-    type Sets = (
-        [(String, Vec<LedgerEvent>); 1],
-        [(String, Vec<LedgerEvent>); 1],
-    );
-    let mut sets: Vec<(Sets, Vec<LedgerEvent>)> = Vec::new();
-    for (visitor, events) in &batch {
-        let old = known.remove(*visitor).unwrap_or_default();
-        let mut seen: BTreeSet<Uuid> = old.iter().map(|e| e.event_id).collect();
-        let fresh: Vec<LedgerEvent> = events
-            .iter()
-            .filter(|e| seen.insert(e.event_id))
-            .cloned()
-            .collect();
-        if fresh.is_empty() {
-            continue;
+    let sets: Vec<ChangeSets> = batch
+        .iter()
+        .filter_map(|(visitor, events)| {
+            ChangeSets::new(visitor, known.remove(*visitor).unwrap_or_default(), events)
+        })
+        .collect();
+    // The change of every visitor, summed: carried by the INSERT's first
+    // row. CPU work (a large batch takes a while): off the async workers,
+    // on both cores.
+    let halves = off_the_runtime(|| {
+        let (a, b) = sets.split_at(sets.len() / 2);
+        if a.len() < 32 {
+            return vec![changes(campaign, &sets)];
         }
-        let mut all = old.clone();
-        all.extend(fresh.iter().cloned());
-        sets.push((
-            (
-                [((*visitor).to_owned(), old)],
-                [((*visitor).to_owned(), all)],
-            ),
-            fresh,
-        ));
-    }
-    // The change of every visitor, summed: carried by the INSERT's first row.
-    let mut strings = Strings::default();
-    let mut change = facts::Sum::default();
-    for ((old, all), _) in &sets {
-        // A visitor seen for the first time contributed nothing yet.
-        if !old[0].1.is_empty() {
-            change.add(&facts::compute(campaign, old, &mut strings), -1);
-        }
-        change.add(&facts::compute(campaign, all, &mut strings), 1);
-    }
-    let change = change.rows();
-    let carried: Vec<FactRef<'_>> = facts::refs(&strings, &change).collect();
+        std::thread::scope(|s| {
+            let second = s.spawn(|| changes(campaign, b));
+            let first = changes(campaign, a);
+            let second = second
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            vec![first, second]
+        })
+    });
+    let carried: Vec<FigureRow<'_>> = halves
+        .iter()
+        .flat_map(|(strings, rows)| figures::rows_of(strings, rows))
+        .collect();
+    // Listed before their rows land: a crash in between leaves a listed
+    // visitor, which costs a little time, never a wrong figure.
+    note_wide(
+        client,
+        campaign,
+        sets.iter().map(|s| (s.visitor(), s.all_events())),
+    )
+    .await?;
     let mut writer = Writer::default();
-    for ((_, all), fresh) in &sets {
-        for e in fresh {
-            let facts: &[FactRef<'_>] = if writer.is_empty() { &carried } else { &[] };
-            writer.push(&all[0].0, written_ms, Some(e), facts);
+    let mut done = Accounted::default();
+    for set in &sets {
+        for e in set.fresh() {
+            let rows: &[FigureRow<'_>] = if writer.is_empty() { &carried } else { &[] };
+            writer.push(set.visitor(), written_ms, Some(e), rows);
         }
-        done.new_events += fresh.len();
+        done.new_events += set.fresh().len();
         done.visitors += 1;
     }
     writer.flush(client).await?;
     let signups: BTreeSet<(&str, &str)> = rows
         .iter()
-        .filter(|r| r.event_type == "signup" && !r.contact_hash.is_empty())
+        .filter(|r| crate::rules::is_signup(&r.event_type) && !r.contact_hash.is_empty())
         .map(|r| (r.contact_hash.as_str(), r.visitor_id.as_str()))
         .collect();
     note_contacts(client, &signups).await?;
     Ok(done)
+}
+
+/// The change `sets` make to the figures, summed (keys repeated across
+/// calls are summed again by ClickHouse).
+fn changes<'a>(campaign: &'a Campaign, sets: &'a [ChangeSets]) -> (Strings<'a>, figures::Rows) {
+    let mut strings = Strings::default();
+    let mut change = figures::Sum::default();
+    for set in sets {
+        change.add(&figures::change(campaign, set, &mut strings), 1);
+    }
+    (strings, change.rows())
+}
+
+/// Runs CPU-bound `work` where it does not hold up the async tasks (the
+/// consume loop, the metrics server, shutdown): `block_in_place` on a
+/// multi-threaded runtime, in place otherwise (tests).
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+/// Lists in `wide_visitors` those of `visitors` (id, every accounted event)
+/// active on more than `figures::WIDE_DAYS` days, with their span.
+async fn note_wide<'v>(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    visitors: impl Iterator<Item = (&'v str, &'v [Event])>,
+) -> Result<(), clickhouse::error::Error> {
+    let values: Vec<String> = visitors
+        .filter_map(|(v, events)| {
+            figures::wide_span(campaign, events).map(|(first, last)| {
+                format!(
+                    "({},toDate('{}'),toDate('{}'))",
+                    lit(v),
+                    figures::date_of(first).format("%Y-%m-%d"),
+                    figures::date_of(last).format("%Y-%m-%d")
+                )
+            })
+        })
+        .collect();
+    for chunk in values.chunks(10_000) {
+        client
+            .query(&format!(
+                "INSERT INTO wide_visitors (visitor_id, first_day, last_day) VALUES {}",
+                chunk.join(",")
+            ))
+            .execute()
+            .await?;
+    }
+    Ok(())
+}
+
+/// The wide visitors (see `note_wide`) active on some day of `[first, last]`.
+pub async fn wide_visitors(
+    client: &clickhouse::Client,
+    (first, last): (figures::Day, figures::Day),
+) -> Result<Vec<String>, clickhouse::error::Error> {
+    client
+        .query(&format!(
+            "SELECT DISTINCT visitor_id FROM wide_visitors WHERE first_day <= toDate('{}') \
+             AND last_day >= toDate('{}') ORDER BY visitor_id",
+            figures::date_of(last).format("%Y-%m-%d"),
+            figures::date_of(first).format("%Y-%m-%d")
+        ))
+        .fetch_all()
+        .await
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -414,33 +507,164 @@ async fn note_contacts(
     insert_pairs(client, "shared_contacts", shared).await
 }
 
-/// What the per-visitor figures get wrong for contacts seen on several
-/// visitors, to add to them: those visitors' contribution computed together
-/// (each contact once) minus their separate contributions.
+/// What the per-visitor rows get wrong for contacts seen on several
+/// visitors, to add to them: those visitors' rows computed together (each
+/// contact once) minus computed separately.
 pub async fn correction(
     client: &clickhouse::Client,
     campaign: &Campaign,
-) -> Result<Facts, clickhouse::error::Error> {
-    let visitors: Vec<String> = client
-        .query("SELECT DISTINCT visitor_id FROM shared_contacts ORDER BY visitor_id")
-        .fetch_all()
-        .await?;
+) -> Result<Vec<OwnedRow>, clickhouse::error::Error> {
+    let visitors = shared_visitors(client).await?;
     if visitors.is_empty() {
-        return Ok(Facts::new());
+        return Ok(Vec::new());
     }
     let ids: Vec<&str> = visitors.iter().map(String::as_str).collect();
     let events = read(client, &ids).await?;
-    let set: Vec<(String, Vec<LedgerEvent>)> = events.into_iter().collect();
-    let together = facts::contribution(campaign, &set);
-    let mut separately = Facts::new();
-    for v in &set {
-        facts::add(
-            &mut separately,
-            &facts::contribution(campaign, std::slice::from_ref(v)),
-            1,
+    let mut set: Vec<(String, Vec<Event>)> = events.into_iter().collect();
+    set.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(figures::correction(campaign, &set))
+}
+
+/// Where a question computed on demand reads its events: the ledger (what
+/// the figures count) or, to audit the figures, the raw `events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Ledger,
+    Events,
+}
+
+/// Which visitors to read: those with at least one event matching.
+#[derive(Debug, Clone, Default)]
+pub struct Selection<'a> {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub phase: Option<&'a str>,
+    pub device: Option<&'a str>,
+    pub placement: Option<&'a str>,
+    pub include_bots: bool,
+    /// Only these visitors (then the rest is not tested).
+    pub visitors: Option<&'a [String]>,
+    /// Never these visitors.
+    pub except: &'a [String],
+}
+
+impl Selection<'_> {
+    /// The WHERE of the visitors' events that select them, on `source`'s columns.
+    fn condition(&self, source: Source) -> String {
+        let (ms, phase, device, placement, bot) = match source {
+            Source::Ledger => ("ms", "ev_phase", "ev_device", "ev_placement", "ev_bot"),
+            Source::Events => (
+                "(toUInt64(ts) * 1000 + ts_ms)",
+                "phase",
+                "device_class",
+                "placement",
+                "is_bot",
+            ),
+        };
+        let mut sql = if source == Source::Ledger {
+            String::from("tombstone = 0")
+        } else {
+            String::from("1")
+        };
+        if let Some(ids) = self.visitors {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let _ = write!(sql, " AND visitor_id IN ({})", in_list_or_none(&ids));
+            return sql;
+        }
+        let _ = write!(
+            sql,
+            " AND {ms} >= {} AND {ms} < {}",
+            self.start_ms, self.end_ms
         );
+        for (column, value) in [
+            (phase, self.phase),
+            (device, self.device),
+            (placement, self.placement),
+        ] {
+            if let Some(v) = value {
+                let _ = write!(sql, " AND {column} = {}", lit(v));
+            }
+        }
+        if !self.include_bots {
+            let _ = write!(sql, " AND {bot} = 0");
+        }
+        if !self.except.is_empty() {
+            let ids: Vec<&str> = self.except.iter().map(String::as_str).collect();
+            let _ = write!(sql, " AND visitor_id NOT IN ({})", in_list(&ids));
+        }
+        sql
     }
-    Ok(facts::delta(&separately, &together))
+}
+
+fn in_list_or_none(ids: &[&str]) -> String {
+    if ids.is_empty() {
+        "''".to_owned()
+    } else {
+        in_list(ids)
+    }
+}
+
+/// Streams every event of each selected visitor to `each`, one visitor at
+/// a time, in visitor order (memory holds one visitor's events). Returns
+/// the rows read.
+pub async fn stream(
+    client: &clickhouse::Client,
+    source: Source,
+    selection: &Selection<'_>,
+    mut each: impl FnMut(String, Vec<Event>),
+) -> Result<u64, clickhouse::error::Error> {
+    let cond = selection.condition(source);
+    let sql = match source {
+        // Rows in writing order: a tombstone drops what came before it.
+        Source::Ledger => format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger WHERE visitor_id IN \
+             (SELECT DISTINCT visitor_id FROM ledger WHERE {cond}) ORDER BY visitor_id, written_ms"
+        ),
+        Source::Events => format!(
+            "SELECT visitor_id, toUInt64(0) AS written_ms, toUInt8(0) AS tombstone, event_id, \
+             any(toUInt64(ts) * 1000 + ts_ms) AS ms, any(event_type) AS ev_type, any(action) AS ev_action, \
+             any(channel) AS ev_channel, any(placement) AS ev_placement, any(phase) AS ev_phase, \
+             any(device_class) AS ev_device, any(is_bot) AS ev_bot, any(contact_hash) AS ev_contact \
+             FROM events WHERE visitor_id IN (SELECT DISTINCT visitor_id FROM events WHERE {cond}) \
+             GROUP BY visitor_id, event_id ORDER BY visitor_id"
+        ),
+    };
+    let mut cursor = client
+        .query(&sql)
+        .with_setting("max_bytes_before_external_group_by", "500000000")
+        .with_setting("max_bytes_before_external_sort", "500000000")
+        .fetch::<LedgerRow>()?;
+    let mut current: Option<String> = None;
+    let mut events: Vec<Event> = Vec::new();
+    let mut read_so_far = 0u64;
+    while let Some(r) = cursor.next().await? {
+        read_so_far += 1;
+        if current.as_deref() != Some(r.visitor_id.as_str()) {
+            if let Some(v) = current.take() {
+                each(v, std::mem::take(&mut events));
+            }
+            current = Some(r.visitor_id.clone());
+        }
+        if r.tombstone == 1 {
+            events.clear();
+        } else {
+            events.push(r.event());
+        }
+    }
+    if let Some(v) = current.take() {
+        each(v, events);
+    }
+    Ok(read_so_far)
+}
+
+/// The visitors listed as sharing a contact with another visitor.
+pub async fn shared_visitors(
+    client: &clickhouse::Client,
+) -> Result<Vec<String>, clickhouse::error::Error> {
+    client
+        .query("SELECT DISTINCT visitor_id FROM shared_contacts ORDER BY visitor_id")
+        .fetch_all()
+        .await
 }
 
 /// Rewrites the ledger of `visitors` keeping only the events `keep`
@@ -454,35 +678,38 @@ pub async fn rewrite(
     campaign: &Campaign,
     ddl_target: impl Fn(&str) -> String,
     visitors: &[String],
-    keep: impl Fn(&LedgerEvent) -> bool,
+    keep: impl Fn(&Event) -> bool,
 ) -> Result<u64, clickhouse::error::Error> {
     let mut dropped = 0u64;
     for chunk in visitors.chunks(IDS_PER_QUERY) {
         let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let mut known = read(client, &ids).await?;
         let written_ms = now_ms();
-        type Pair = (
-            [(String, Vec<LedgerEvent>); 1],
-            [(String, Vec<LedgerEvent>); 1],
-        );
+        type Pair = ([(String, Vec<Event>); 1], [(String, Vec<Event>); 1]);
         let mut sets: Vec<Pair> = Vec::new();
         for v in chunk {
             let events = known.remove(v).unwrap_or_default();
-            let (kept, gone): (Vec<LedgerEvent>, Vec<LedgerEvent>) =
-                events.into_iter().partition(|e| keep(e));
+            let (kept, gone): (Vec<Event>, Vec<Event>) = events.into_iter().partition(|e| keep(e));
             dropped += gone.len() as u64;
             let mut all = kept.clone();
             all.extend(gone);
             sets.push(([(v.clone(), all)], [(v.clone(), kept)]));
         }
         let mut strings = Strings::default();
-        let mut change = facts::Sum::default();
+        let mut change = figures::Sum::default();
         for (all, kept) in &sets {
-            change.add(&facts::compute(campaign, all, &mut strings), -1);
-            change.add(&facts::compute(campaign, kept, &mut strings), 1);
+            change.add(&figures::compute(campaign, all, &mut strings), -1);
+            change.add(&figures::compute(campaign, kept, &mut strings), 1);
         }
         let change = change.rows();
-        let carried: Vec<FactRef<'_>> = facts::refs(&strings, &change).collect();
+        let carried: Vec<FigureRow<'_>> = figures::rows_of(&strings, &change).collect();
+        note_wide(
+            client,
+            campaign,
+            sets.iter()
+                .map(|(_, kept)| (kept[0].0.as_str(), kept[0].1.as_slice())),
+        )
+        .await?;
         let mut writer = Writer::default();
         for (i, (_, kept)) in sets.iter().enumerate() {
             // A tombstone per visitor; the first carries the change of all.
@@ -500,7 +727,7 @@ pub async fn rewrite(
         client
             .query(&format!(
                 "ALTER TABLE {} DELETE WHERE visitor_id IN ({}) AND written_ms <= {written_ms}",
-                ddl_target("visitor_ledger"),
+                ddl_target("ledger"),
                 in_list(&ids)
             ))
             .execute()
@@ -525,18 +752,20 @@ pub async fn forget(
 ) -> Result<(), clickhouse::error::Error> {
     rewrite(client, campaign, &ddl_target, own, |_| false).await?;
     rewrite(client, campaign, &ddl_target, shared, |e| {
-        e.ev_contact != contact_hash
+        e.contact != contact_hash
     })
     .await?;
-    for table in ["contact_visitors", "shared_contacts"] {
-        client
-            .query(&format!(
-                "ALTER TABLE {} DELETE WHERE contact_hash = {}",
-                ddl_target(table),
-                lit(contact_hash)
-            ))
-            .execute()
-            .await?;
+    for table in ["contact_visitors", "shared_contacts", "wide_visitors"] {
+        if table != "wide_visitors" {
+            client
+                .query(&format!(
+                    "ALTER TABLE {} DELETE WHERE contact_hash = {}",
+                    ddl_target(table),
+                    lit(contact_hash)
+                ))
+                .execute()
+                .await?;
+        }
         for chunk in own.chunks(IDS_PER_QUERY) {
             let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
             client
@@ -561,7 +790,7 @@ pub async fn retain(
     cutoff_ms: u64,
 ) -> Result<u64, clickhouse::error::Error> {
     let visitors: Vec<String> = client
-        .query("SELECT DISTINCT visitor_id FROM visitor_ledger WHERE tombstone = 0 AND ms < ? ORDER BY visitor_id")
+        .query("SELECT DISTINCT visitor_id FROM ledger WHERE tombstone = 0 AND ms < ? ORDER BY visitor_id")
         .bind(cutoff_ms)
         .fetch_all()
         .await?;
@@ -571,10 +800,22 @@ pub async fn retain(
     .await
 }
 
-/// Rebuilds the ledger and every figure from `events` (after this feature
-/// is installed on a database that has events, or after the campaign's
-/// calendar or attribution settings change). Run it with the processor
-/// stopped. Calls `progress` with the events read so far.
+/// Whether the figures must be rebuilt from `events` before anything is
+/// accounted on top: `migrate` met a database written by a version that
+/// stored the figures in other tables and left a row in `rebuild_pending`
+/// (which `rebuild` empties).
+pub async fn needs_rebuild(client: &clickhouse::Client) -> Result<bool, clickhouse::error::Error> {
+    let pending: u64 = client
+        .query("SELECT count() FROM rebuild_pending")
+        .fetch_one()
+        .await?;
+    Ok(pending > 0)
+}
+
+/// Rebuilds the ledger and every figure from `events` (after an upgrade
+/// that changed how figures are stored, or after the campaign's calendar
+/// or attribution settings change). Run it with the processor stopped.
+/// Calls `progress` with the events read so far.
 pub async fn rebuild(
     client: &clickhouse::Client,
     campaign: &Campaign,
@@ -582,10 +823,11 @@ pub async fn rebuild(
     mut progress: impl FnMut(u64),
 ) -> Result<u64, clickhouse::error::Error> {
     for t in [
-        "visitor_ledger",
-        "facts",
+        "ledger",
+        "figures",
         "contact_visitors",
         "shared_contacts",
+        "wide_visitors",
         "ledger_minutely",
         "events_minutely",
     ] {
@@ -599,7 +841,7 @@ pub async fn rebuild(
             "SELECT visitor_id, toUInt64(min(processed_at)) * 1000 AS written_ms, toUInt8(0) AS tombstone, event_id, \
              any(toUInt64(ts) * 1000 + ts_ms) AS ms, any(event_type) AS ev_type, any(action) AS ev_action, \
              any(channel) AS ev_channel, any(placement) AS ev_placement, any(phase) AS ev_phase, \
-             any(is_bot) AS ev_bot, any(contact_hash) AS ev_contact \
+             any(device_class) AS ev_device, any(is_bot) AS ev_bot, any(contact_hash) AS ev_contact \
              FROM events GROUP BY visitor_id, event_id ORDER BY visitor_id",
         )
         .with_setting("max_bytes_before_external_group_by", "1500000000")
@@ -607,33 +849,40 @@ pub async fn rebuild(
         .fetch::<LedgerRow>()?;
     let mut pairs: Vec<(String, String)> = Vec::new();
     let mut current: Option<String> = None;
-    let mut visitor_events: Vec<(u64, LedgerEvent)> = Vec::new();
+    let mut visitor_events: Vec<(u64, Event)> = Vec::new();
     // Whole visitors, about 50 000 events at a time: one INSERT, carrying
     // their contributions summed.
-    let mut pending: Vec<(String, Vec<(u64, LedgerEvent)>)> = Vec::new();
+    let mut pending: Vec<(String, Vec<(u64, Event)>)> = Vec::new();
     let mut pending_events = 0usize;
     let mut read_so_far = 0u64;
-    let write = |pending: Vec<(String, Vec<(u64, LedgerEvent)>)>| async move {
+    let write = |pending: Vec<(String, Vec<(u64, Event)>)>| async move {
         let written: Vec<Vec<u64>> = pending
             .iter()
             .map(|(_, es)| es.iter().map(|(w, _)| *w).collect())
             .collect();
-        let sets: Vec<[(String, Vec<LedgerEvent>); 1]> = pending
+        let sets: Vec<[(String, Vec<Event>); 1]> = pending
             .into_iter()
             .map(|(v, es)| [(v, es.into_iter().map(|(_, e)| e).collect())])
             .collect();
+        note_wide(
+            client,
+            campaign,
+            sets.iter()
+                .map(|set| (set[0].0.as_str(), set[0].1.as_slice())),
+        )
+        .await?;
         let mut strings = Strings::default();
-        let mut sum = facts::Sum::default();
+        let mut sum = figures::Sum::default();
         for set in &sets {
-            sum.add(&facts::compute(campaign, set, &mut strings), 1);
+            sum.add(&figures::compute(campaign, set, &mut strings), 1);
         }
         let rows = sum.rows();
-        let carried: Vec<FactRef<'_>> = facts::refs(&strings, &rows).collect();
+        let carried: Vec<FigureRow<'_>> = figures::rows_of(&strings, &rows).collect();
         let mut writer = Writer::default();
         for (set, written) in sets.iter().zip(&written) {
             for (e, w) in set[0].1.iter().zip(written) {
-                let facts: &[FactRef<'_>] = if writer.is_empty() { &carried } else { &[] };
-                writer.push(&set[0].0, *w, Some(e), facts);
+                let rows: &[FigureRow<'_>] = if writer.is_empty() { &carried } else { &[] };
+                writer.push(&set[0].0, *w, Some(e), rows);
             }
         }
         writer.flush(client).await
@@ -652,7 +901,7 @@ pub async fn rebuild(
             }
             current = Some(r.visitor_id.clone());
         }
-        if r.ev_type == "signup" && !r.ev_contact.is_empty() {
+        if crate::rules::is_signup(&r.ev_type) && !r.ev_contact.is_empty() {
             pairs.push((r.ev_contact.clone(), r.visitor_id.clone()));
         }
         visitor_events.push((r.written_ms, r.event()));
@@ -681,6 +930,10 @@ pub async fn rebuild(
             "INSERT INTO events_minutely SELECT toStartOfMinute(processed_at) AS minute, maxState(received_at) AS newest_received, \
              maxStateIf(received_at, event_type = 'signup' AND is_bot = 0) AS last_signup FROM events GROUP BY minute",
         )
+        .execute()
+        .await?;
+    client
+        .query(&format!("TRUNCATE TABLE {}", ddl_target("rebuild_pending")))
         .execute()
         .await?;
     progress(read_so_far);

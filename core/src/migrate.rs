@@ -46,7 +46,8 @@ pub enum MigrateError {
     },
     #[error(
         "migration {version} ({name}): cluster mode cannot rewrite `{statement}`; \
-         it knows CREATE TABLE IF NOT EXISTS … ENGINE = …MergeTree(…) and CREATE MATERIALIZED VIEW IF NOT EXISTS … TO …"
+         it knows CREATE TABLE IF NOT EXISTS … ENGINE = …MergeTree(…), CREATE MATERIALIZED VIEW IF NOT EXISTS … TO … \
+         and DROP TABLE IF EXISTS …"
     )]
     ClusterUnsupported {
         version: u32,
@@ -62,6 +63,9 @@ pub enum MigrateError {
 pub struct MigrateReport {
     pub applied: Vec<u32>,
     pub already_applied: Vec<u32>,
+    /// The database had events when the figures were stored anew: they must
+    /// be rebuilt (`rebuild_pending` holds a row until they are).
+    pub rebuild_pending: bool,
 }
 
 impl Migration {
@@ -150,8 +154,9 @@ fn created_tables<'a>(statements: impl Iterator<Item = &'a String>) -> Vec<Strin
 /// `<db>.<name>_local` on every node plus a `Distributed` `<db>.<name>` over
 /// them, sharded by `cityHash64(visitor_id)` when the table has a visitor
 /// (one visitor's journey on one shard) and at random otherwise; a
-/// materialized view reads and writes the local tables of its node. `None`
-/// for anything else.
+/// materialized view reads and writes the local tables of its node; a
+/// dropped table goes on every node with its local table. `None` for
+/// anything else.
 pub fn cluster_statements(
     stmt: &str,
     db: &str,
@@ -193,6 +198,21 @@ pub fn cluster_statements(
                  ENGINE = Distributed({cluster}, {db}, {name}_local, {key})"
             ),
         ]);
+    }
+    if let Some(name) = s.strip_prefix("DROP TABLE IF EXISTS ") {
+        let name = name.trim();
+        if !is_identifier(name) {
+            return None;
+        }
+        let mut out = vec![format!(
+            "DROP TABLE IF EXISTS {db}.{name} ON CLUSTER {cluster}"
+        )];
+        if tables.iter().any(|t| t == name) {
+            out.push(format!(
+                "DROP TABLE IF EXISTS {db}.{name}_local ON CLUSTER {cluster}"
+            ));
+        }
+        return Some(out);
     }
     if let Some(rest) = s.strip_prefix("CREATE MATERIALIZED VIEW IF NOT EXISTS ") {
         let (name, rest) = rest.split_once(" TO ")?;
@@ -242,6 +262,12 @@ struct AppliedRow {
     version: u32,
     checksum: String,
 }
+
+/// The migration that stores the figures anew (0004): a database that
+/// already has events when it is applied must have its figures rebuilt from
+/// `events`; it records that in `rebuild_pending` (which the rebuild
+/// empties and the processor checks before it consumes).
+pub const FIGURES_STORED_ANEW: u32 = 4;
 
 const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
     (version UInt32, name String, checksum String, applied_at DateTime) \
@@ -293,6 +319,12 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
             report.already_applied.push(m.version);
             continue;
         }
+        let had_events = m.version == FIGURES_STORED_ANEW
+            && client
+                .query("SELECT count() FROM (SELECT 1 FROM events LIMIT 1)")
+                .fetch_one::<u64>()
+                .await?
+                > 0;
         for (i, stmt) in stmts.iter().enumerate() {
             let run = if store.is_cluster() {
                 cluster_statements(stmt, db, &store.cluster, &tables).ok_or_else(|| {
@@ -315,6 +347,17 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
                     }
                 })?;
             }
+        }
+        if had_events {
+            client
+                .query("INSERT INTO rebuild_pending (reason, since) VALUES (?, now())")
+                .bind(format!(
+                    "migration {} ({}) stores the figures anew",
+                    m.version, m.name
+                ))
+                .execute()
+                .await?;
+            report.rebuild_pending = true;
         }
         // A bound INSERT … VALUES rather than a RowBinary insert: the same
         // statement runs on 18.16, current servers and the embedded engine.
@@ -364,7 +407,11 @@ mod tests {
                 "contact_visitors",
                 "shared_contacts",
                 "ledger_minutely",
-                "events_minutely"
+                "events_minutely",
+                "ledger",
+                "figures",
+                "rebuild_pending",
+                "wide_visitors"
             ]
         );
         let out: Vec<String> = all
@@ -374,7 +421,8 @@ mod tests {
             })
             .collect();
         assert!(
-            out.iter().all(|s| s.contains(" ON CLUSTER c1 ")),
+            out.iter()
+                .all(|s| s.contains(" ON CLUSTER c1 ") || s.ends_with(" ON CLUSTER c1")),
             "{out:#?}"
         );
         let events_local = &out[0];
@@ -398,6 +446,9 @@ mod tests {
             mv.contains("FROM db.events_local\n") && !mv.contains("FROM events"),
             "{mv}"
         );
+        assert!(out.contains(&"DROP TABLE IF EXISTS db.facts_local ON CLUSTER c1".to_owned()));
+        assert!(out.contains(&"DROP TABLE IF EXISTS db.facts_mv ON CLUSTER c1".to_owned()));
+        assert!(!out.contains(&"DROP TABLE IF EXISTS db.facts_mv_local ON CLUSTER c1".to_owned()));
         // What it cannot rewrite, it refuses (the migrator then names the statement).
         for other in [
             "ALTER TABLE events ADD COLUMN x UInt8",

@@ -152,13 +152,14 @@ impl StoreConfig {
 }
 
 /// True when ClickHouse answers and the configured database has the
-/// `events` table (so a service that is not ready says "run migrate").
+/// `events`, `ledger` and `figures` tables (so a service that is not ready
+/// says "run migrate").
 pub async fn schema_ready(store: &StoreConfig) -> bool {
     store
         .server_client()
-        .query("SELECT count() FROM system.tables WHERE database = ? AND name = 'events'")
+        .query("SELECT count() FROM system.tables WHERE database = ? AND name IN ('events', 'ledger', 'figures')")
         .bind(&store.database)
         .fetch_one::<u64>()
         .await
-        .is_ok_and(|n| n == 1)
+        .is_ok_and(|n| n == 3)
 }

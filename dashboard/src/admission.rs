@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::api::Role;
+use crate::state::Role;
 
 /// How many expensive questions may run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

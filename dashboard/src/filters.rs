@@ -1,7 +1,6 @@
-//! Query filters of every API endpoint: parsed and checked against the
+//! Query filters of every API endpoint, parsed once: checked against the
 //! campaign (unknown channel, from > to, malformed dates, absurd ranges →
-//! 400 naming the parameter), then turned into a WHERE fragment whose values
-//! are all bound, never formatted into the SQL.
+//! 400 naming the parameter). `crate::answers` turns them into a question.
 
 use std::collections::HashMap;
 
@@ -71,28 +70,6 @@ pub struct Filters {
     pub from_events: bool,
     /// `lang=fr` (`;` and decimal commas) or `sep=;|,|tab` for CSV answers.
     pub csv: CsvDialect,
-}
-
-/// A value bound into a query, in placeholder order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Bind {
-    Str(String),
-    U32(u32),
-}
-
-/// Binds `values` in order.
-pub fn bind_all(mut q: clickhouse::query::Query, values: &[Bind]) -> clickhouse::query::Query {
-    for v in values {
-        q = match v {
-            Bind::Str(s) => q.bind(s.as_str()),
-            Bind::U32(n) => q.bind(*n),
-        };
-    }
-    q
-}
-
-fn epoch(t: DateTime<Utc>) -> u32 {
-    u32::try_from(t.timestamp().max(0)).unwrap_or(u32::MAX)
 }
 
 /// Local midnight of `d` in the campaign's zone.
@@ -330,31 +307,6 @@ impl Filters {
             .collect();
         format!("{name}.csv")
     }
-
-    /// `AND …` conditions on `events` columns for these filters, with their
-    /// values in placeholder order. `skip_channel` leaves the channel and
-    /// placement out (attribution filters credited touches instead).
-    pub fn conditions(&self, skip_channel: bool) -> (String, Vec<Bind>) {
-        let mut sql = String::from("ts >= toDateTime(?) AND ts < toDateTime(?)");
-        let mut binds = vec![Bind::U32(epoch(self.from)), Bind::U32(epoch(self.to))];
-        let mut add = |cond: &str, v: &Option<String>| {
-            if let Some(v) = v {
-                sql.push_str(" AND ");
-                sql.push_str(cond);
-                binds.push(Bind::Str(v.clone()));
-            }
-        };
-        add("phase = ?", &self.phase);
-        if !skip_channel {
-            add("channel = ?", &self.channel);
-            add("placement = ?", &self.placement);
-        }
-        add("device_class = ?", &self.device);
-        if !self.include_bots {
-            sql.push_str(" AND is_bot = 0");
-        }
-        (sql, binds)
-    }
 }
 
 #[cfg(test)]
@@ -451,24 +403,5 @@ mod tests {
         );
         assert_eq!(parse(&[("sep", "|")]).unwrap_err().parameter, "sep");
         assert_eq!(parse(&[("lang", "de")]).unwrap_err().parameter, "lang");
-    }
-
-    #[test]
-    fn conditions_bind_every_value() {
-        let f = parse(&[
-            ("channel", "metro"),
-            ("device", "mobile"),
-            ("bots", "include"),
-        ])
-        .unwrap();
-        let (sql, binds) = f.conditions(false);
-        assert_eq!(
-            sql,
-            "ts >= toDateTime(?) AND ts < toDateTime(?) AND channel = ? AND device_class = ?"
-        );
-        assert_eq!(sql.matches('?').count(), binds.len());
-        assert_eq!(binds[2], Bind::Str("metro".into()));
-        let (sql, _) = f.conditions(true);
-        assert!(!sql.contains("channel"));
     }
 }

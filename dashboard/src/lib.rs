@@ -2,12 +2,14 @@
 //! analysts (everything) and the agency (aggregates), behind access tokens.
 
 pub mod admission;
-pub mod api;
-pub use ensemble_core::attribution;
+pub mod answers;
 pub mod config;
-pub mod figures;
+pub mod csv;
+pub mod endpoints;
+pub mod error;
 pub mod filters;
 pub mod qr;
+pub mod state;
 pub mod watch;
 
 use std::time::Duration;
@@ -72,34 +74,56 @@ async fn track(
 }
 
 /// The API behind its token check, the page, and the open ops routes.
-pub fn router(state: api::Shared, registry: prometheus::Registry, readiness: Readiness) -> Router {
+pub fn router(
+    state: state::Shared,
+    registry: prometheus::Registry,
+    readiness: Readiness,
+) -> Router {
     public_router(state, &registry).merge(ops_router(registry, readiness))
 }
 
 /// The API behind its token check and the page, without the ops routes
 /// (served on `--ops-listen`).
-pub fn public_router(state: api::Shared, registry: &prometheus::Registry) -> Router {
+pub fn public_router(state: state::Shared, registry: &prometheus::Registry) -> Router {
     // A duplicate registration can only come from calling this twice on one
     // registry; the routes then go without request metrics rather than fail.
     let metrics = RequestMetrics::register(registry).ok();
     let timeout = state.request_timeout;
     let api = Router::new()
-        .route("/api/overview", axum::routing::get(api::overview))
-        .route("/api/attribution", axum::routing::get(api::attribution))
-        .route("/api/channels", axum::routing::get(api::channels))
-        .route("/api/live", axum::routing::get(api::live))
-        .route("/api/placements", axum::routing::get(api::placements))
-        .route("/api/funnel", axum::routing::get(api::funnel))
-        .route("/api/reach", axum::routing::get(api::reach))
-        .route("/api/timeseries", axum::routing::get(api::timeseries))
-        .route("/api/journey", axum::routing::get(api::journey))
+        .route(
+            "/api/overview",
+            axum::routing::get(endpoints::overview::overview),
+        )
+        .route(
+            "/api/attribution",
+            axum::routing::get(endpoints::attribution::attribution),
+        )
+        .route(
+            "/api/channels",
+            axum::routing::get(endpoints::channels::channels),
+        )
+        .route("/api/live", axum::routing::get(endpoints::live::live))
+        .route(
+            "/api/placements",
+            axum::routing::get(endpoints::placements::placements),
+        )
+        .route("/api/funnel", axum::routing::get(endpoints::funnel::funnel))
+        .route("/api/reach", axum::routing::get(endpoints::reach::reach))
+        .route(
+            "/api/timeseries",
+            axum::routing::get(endpoints::timeseries::timeseries),
+        )
+        .route(
+            "/api/journey",
+            axum::routing::get(endpoints::journey::journey),
+        )
         .route(
             "/api/placements/{code}/{file}",
-            axum::routing::get(api::placement_qr),
+            axum::routing::get(qr::placement_qr),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            api::require_token,
+            state::require_token,
         ))
         .with_state(state);
     // The page holds no data: it asks for the token and sends it in a header.
@@ -133,8 +157,8 @@ async fn page() -> axum::response::Html<&'static str> {
 }
 
 /// The API state for `settings`.
-pub fn state(settings: &Settings) -> anyhow::Result<api::Shared> {
-    Ok(std::sync::Arc::new(api::ApiState {
+pub fn state(settings: &Settings) -> anyhow::Result<state::Shared> {
+    Ok(std::sync::Arc::new(state::ApiState {
         campaign: settings.campaign.clone(),
         collector_url: settings.collector_url.clone(),
         request_timeout: settings.request_timeout,
@@ -172,8 +196,8 @@ pub fn state(settings: &Settings) -> anyhow::Result<api::Shared> {
             settings
                 .analyst_tokens
                 .iter()
-                .map(|_| api::Role::Analyst)
-                .chain(settings.agency_tokens.iter().map(|_| api::Role::Agency))
+                .map(|_| state::Role::Analyst)
+                .chain(settings.agency_tokens.iter().map(|_| state::Role::Agency))
                 .enumerate(),
         ),
     }))

@@ -6,9 +6,18 @@
 
 use std::fmt::Write as _;
 
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use ensemble_core::campaign::Placement;
 use ensemble_core::Campaign;
 use qrcode::{Color, EcLevel, QrCode};
+
+use crate::error::ApiError;
+use crate::filters::FilterError;
+use crate::state::Shared;
 
 /// How a code is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +218,58 @@ pub fn write_all(
         written.push(path);
     }
     Ok(written)
+}
+
+/// `GET /api/placements/{code}/qr.svg` (or `qr.png`), `?size=&margin=`:
+/// the placement's QR code, opening the collector's `/r/{code}`.
+pub async fn placement_qr(
+    State(state): State<Shared>,
+    Path((code, file)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let placement = state
+        .campaign
+        .placement(&code)
+        .ok_or_else(|| ApiError::NotFound(format!("no placement `{code}` in the campaign file")))?;
+    if let Some(k) = q.keys().find(|k| !matches!(k.as_str(), "size" | "margin")) {
+        return Err(FilterError {
+            parameter: "query",
+            message: format!("unknown parameter `{k}`; known: size, margin"),
+        }
+        .into());
+    }
+    let drawing = Drawing::parse(
+        q.get("size").map(String::as_str),
+        q.get("margin").map(String::as_str),
+    )
+    .map_err(|e| FilterError {
+        parameter: if e == QrError::Margin {
+            "margin"
+        } else {
+            "size"
+        },
+        message: e.to_string(),
+    })?;
+    let url = scan_url(&state.collector_url, &placement.code);
+    let drawn = match file.as_str() {
+        "qr.svg" => svg(&url, drawing).map(|s| ("image/svg+xml", "svg", s.into_bytes())),
+        "qr.png" => png(&url, drawing).map(|b| ("image/png", "png", b)),
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "`{file}`: a placement's QR code is qr.svg or qr.png"
+            )))
+        }
+    };
+    let (content_type, ext, bytes) = drawn.map_err(|e| ApiError::NotFound(e.to_string()))?;
+    let name = format!(
+        "inline; filename=\"{}_{}.{ext}\"",
+        state.campaign.id, placement.code
+    );
+    let mut resp = ([(header::CONTENT_TYPE, content_type)], bytes).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&name) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use chrono::Utc;
 use ensemble_core::Shutdown;
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::api::{progress, Shared};
+use crate::endpoints::live::progress;
+use crate::state::Shared;
 
 #[derive(Debug, Clone)]
 struct Gauges {

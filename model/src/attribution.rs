@@ -17,6 +17,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::rules;
+
 use crate::campaign::Attribution as Settings;
 use crate::event::TinderAction;
 use crate::Campaign;
@@ -85,32 +87,42 @@ impl Model {
 pub fn touches(campaign: &Campaign, gap: Duration, contacts: &[Contact]) -> Vec<Touch> {
     let mut sorted: Vec<&Contact> = contacts
         .iter()
-        .filter(|c| campaign.channel(&c.channel).is_some_and(|ch| ch.touch))
         .filter(|c| {
-            !matches!(
-                c.action,
-                Some(TinderAction::Impression | TinderAction::Pass)
-            )
+            let action = c.action.map_or("", TinderAction::as_str);
+            rules::is_touch_channel(campaign, &c.channel) && !rules::is_exposure_action(action)
         })
         .collect();
     sorted.sort_by_key(|x| (x.ts, x.event_id));
-    let mut last_seen: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
-    let mut out = Vec::new();
-    for c in sorted {
-        let joins = last_seen
-            .get(c.channel.as_str())
-            .is_some_and(|prev| c.ts - *prev < gap);
-        if !joins {
-            out.push(Touch {
-                ts: c.ts,
-                event_id: c.event_id,
-                channel: c.channel.clone(),
-            });
-        }
-        last_seen.insert(c.channel.as_str(), c.ts);
-    }
-    out.sort_by_key(|x| (x.ts, x.event_id));
-    out
+    touches_of(
+        u64::try_from(gap.num_milliseconds()).unwrap_or(u64::MAX),
+        sorted.iter().map(|c| {
+            (
+                u64::try_from(c.ts.timestamp_millis()).unwrap_or(0),
+                c.event_id,
+                c.channel.as_str(),
+            )
+        }),
+    )
+}
+
+/// The touches of one visitor's touch candidates, given in (time, event
+/// id) order as `(milliseconds, event id, channel)`: the gap rule
+/// (`rules::touch_starts`), each touch timed at the event that starts it.
+pub fn touches_of<'a>(
+    gap_ms: u64,
+    candidates: impl Iterator<Item = (u64, Uuid, &'a str)> + Clone,
+) -> Vec<Touch> {
+    let starts = rules::touch_starts(gap_ms, candidates.clone().map(|(ms, _, ch)| (ms, ch)));
+    candidates
+        .zip(starts)
+        .filter(|(_, starts)| *starts)
+        .map(|((ms, event_id, channel), _)| Touch {
+            ts: DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+                .unwrap_or_default(),
+            event_id,
+            channel: channel.to_owned(),
+        })
+        .collect()
 }
 
 /// The touches of `all` that count for a conversion at `t`, in order.

@@ -70,7 +70,8 @@ pub struct Event {
 /// What a figure counts. Its [`Figure::name`] is what ClickHouse stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Figure {
-    /// Events: `phase` × `channel` × `placement` × `event_type` × `action`.
+    /// Events per local `day`: `phase` × `channel` × `placement` ×
+    /// `event_type` × `action`.
     Events,
     /// Events per UTC `hour`: `phase` × `channel`.
     EventsHourly,
@@ -563,6 +564,17 @@ impl<'a> Builder<'_, 'a> {
     }
 }
 
+/// A visitor (or scope of it) active on more local days than this is
+/// *wide*: its rows are stamped over runs of whole segments of the calendar
+/// (phases and the pieces between them) instead of runs of days, so what it
+/// costs to compute and store stays bounded (a run-of-days stamping grows
+/// with the square of its active days: a shared NAT address active every
+/// day would cost seconds per batch). Questions on whole segments (the
+/// defaults, each phase) are answered from the stored rows as for anyone;
+/// other ranges add [`range_correction`] for the wide visitors active in
+/// them.
+pub const WIDE_DAYS: usize = 8;
+
 /// Pushes rows to `out`.
 type Out = Vec<(Key, Value)>;
 
@@ -707,7 +719,30 @@ fn scope<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>]) {
         }
     }
     starts.push(evs.len());
-    let k = days.len();
+    // A wide visitor's runs are of whole segments (see [`WIDE_DAYS`]):
+    // consecutive active days of one segment make one atom.
+    let (mut firsts, mut lasts) = (days.clone(), days);
+    if firsts.len() > WIDE_DAYS {
+        let bounds = boundaries(b.campaign);
+        let segment = |d: Day| bounds.partition_point(|x| *x <= d);
+        let (mut f, mut l, mut s) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, d) in firsts.iter().enumerate() {
+            if l.last()
+                .is_some_and(|prev: &Day| segment(*prev) == segment(*d))
+            {
+                if let Some(last) = l.last_mut() {
+                    *last = *d;
+                }
+            } else {
+                f.push(*d);
+                l.push(*d);
+                s.push(starts[i]);
+            }
+        }
+        s.push(evs.len());
+        (firsts, lasts, starts) = (f, l, s);
+    }
+    let k = firsts.len();
     for x in 0..k {
         for y in x..k {
             let run = &evs[starts[x]..starts[y + 1]];
@@ -717,8 +752,8 @@ fn scope<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>]) {
             let mut stamp = |first: usize, last: usize, sign: i64| {
                 for (key, v) in &out {
                     let mut key = *key;
-                    key.first_day = days[first];
-                    key.last_day = days[last];
+                    key.first_day = firsts[first];
+                    key.last_day = lasts[last];
                     b.rows.push((
                         key,
                         Value {
@@ -742,6 +777,72 @@ fn scope<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>]) {
     }
 }
 
+/// The first local day of each segment of the calendar: each phase's
+/// first day and the day after each phase (segments are the phases and
+/// the pieces outside them).
+fn boundaries(campaign: &Campaign) -> Vec<Day> {
+    let mut out: Vec<Day> = campaign
+        .phases
+        .iter()
+        .flat_map(|p| [day_number(p.start_date), day_number(p.end_date) + 1])
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Whether the days `[first, last]` are whole segments (phases, pieces
+/// outside them, or runs of them): the stored rows answer such ranges
+/// exactly for every visitor, wide ones included. The campaign's default
+/// range, each phase and each piece between phases are.
+pub fn aligned(campaign: &Campaign, first: Day, last: Day) -> bool {
+    let bounds = boundaries(campaign);
+    bounds.binary_search(&first).is_ok() && bounds.binary_search(&(last + 1)).is_ok()
+}
+
+/// The first and last local days of a visitor's events when it is wide
+/// (active on more than [`WIDE_DAYS`] days): the processor lists it, and a
+/// question on days that are not [`aligned`] corrects its stored rows with
+/// [`range_correction`].
+pub fn wide_span(campaign: &Campaign, events: &[Event]) -> Option<(Day, Day)> {
+    let mut days: Vec<Day> = events.iter().map(|e| day_of(campaign, e.ms)).collect();
+    days.sort_unstable();
+    days.dedup();
+    (days.len() > WIDE_DAYS).then(|| (days[0], days[days.len() - 1]))
+}
+
+/// What the stored rows of `visitors` (each computed alone, as the
+/// processor does) get wrong about `q` on the days `[first, last]` of its
+/// scope: the exact answer for them together minus the sum of their stored
+/// rows in that range. Zero for visitors that are not wide and share no
+/// contact, or for an [`aligned`] range without shared contacts; adding
+/// it to the stored sum gives the exact answer whenever `visitors` holds
+/// every wide visitor active in the range and every visitor sharing a
+/// contact.
+pub fn range_correction(
+    campaign: &Campaign,
+    visitors: &[(String, Vec<Event>)],
+    q: &Question,
+    (first, last): (Day, Day),
+) -> Answer {
+    let mut out = answer(campaign, visitors, q);
+    let (bots, device, placement) = (
+        u8::from(q.include_bots),
+        q.device.as_deref().unwrap_or(""),
+        q.placement.as_deref().unwrap_or(""),
+    );
+    for v in visitors {
+        let mut strings = Strings::default();
+        let rows = compute(campaign, std::slice::from_ref(v), &mut strings);
+        let rows: Vec<Row<'_>> = rows_of(&strings, &rows).collect();
+        for ((figure, dims), v) in sum_range(&rows, bots, device, placement, first, last) {
+            add_to(&mut out, figure, dims, v, -1);
+        }
+    }
+    out.retain(|_, v| v.n != 0 || v.credit.abs() > 1e-9);
+    out
+}
+
 /// Figures that sum over days, on their event's day.
 fn per_day<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
     let mut hours: Vec<(u32, u32, u32, Day)> = Vec::new();
@@ -752,6 +853,7 @@ fn per_day<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
         let mut k = b.key(Figure::Events);
         k.first_day = ev.day;
         k.last_day = ev.day;
+        k.day = ev.day;
         k.phase = phase;
         k.channel = channel;
         k.placement = b.id(&e.placement);
@@ -1080,21 +1182,12 @@ fn visitor_touches(campaign: &Campaign, evs: &[Ev<'_>], visitor: u32) -> Vec<Tou
             rules::is_touch_candidate(campaign, &ev.e.channel, &ev.e.event_type, &ev.e.action)
         })
         .collect();
-    let starts = rules::touch_starts(
+    attribution::touches_of(
         rules::gap_ms(campaign),
-        candidates.iter().map(|ev| (ev.e.ms, ev.e.channel.as_str())),
-    );
-    candidates
-        .into_iter()
-        .zip(starts)
-        .filter(|(_, s)| *s)
-        .map(|(ev, _)| Touch {
-            ts: DateTime::from_timestamp_millis(i64::try_from(ev.e.ms).unwrap_or(i64::MAX))
-                .unwrap_or_default(),
-            event_id: ev.e.event_id,
-            channel: ev.e.channel.clone(),
-        })
-        .collect()
+        candidates
+            .iter()
+            .map(|ev| (ev.e.ms, ev.e.event_id, ev.e.channel.as_str())),
+    )
 }
 
 /// The campaign's own copy of a channel or phase name (so the key can
@@ -1264,6 +1357,11 @@ impl ChangeSets {
 
     pub fn visitor(&self) -> &str {
         &self.all[0].0
+    }
+
+    /// Every event of the visitor once the batch is in.
+    pub fn all_events(&self) -> &[Event] {
+        &self.all[0].1
     }
 
     /// The events new to the visitor.

@@ -8,8 +8,9 @@
 //!   a touch candidate, a sign-up);
 //! - [`attribution`]: touches (the gap rule), conversions and the five
 //!   models' credit split;
-//! - [`facts`]: every dashboard figure as a sum of per-visitor
-//!   contributions;
+//! - [`figures`]: every dashboard figure as a sum of per-visitor
+//!   contributions, stored so that any range of days, device and
+//!   placement is a sum of rows;
 //! - [`redact`], [`privacy`]: personal data in free text, contact hashing.
 //!
 //! The services (`ensemble-core` and the three binaries) are adapters around
@@ -18,7 +19,6 @@
 pub mod attribution;
 pub mod campaign;
 pub mod event;
-pub mod facts;
 pub mod figures;
 pub mod privacy;
 pub mod redact;

@@ -1,7 +1,7 @@
 //! What an event *is* for the figures, each rule written once (DESIGN §2):
 //! a scan, an exposure, a landing visit, a sign-up, a touch candidate, and
 //! the gap rule that groups touch candidates into touches. Every figure
-//! ([`crate::facts`]) and the attribution ([`crate::attribution`]) ask here.
+//! ([`crate::figures`]) and the attribution ([`crate::attribution`]) ask here.
 
 use std::collections::HashMap;
 
@@ -20,7 +20,12 @@ pub const TINDER_CARD: &str = "tinder_card";
 /// person was exposed, did not act. Exposure counts for reach, never as a
 /// touch.
 pub fn is_exposure(event_type: &str, action: &str) -> bool {
-    event_type == TINDER_CARD && (action == "impression" || action == "pass")
+    event_type == TINDER_CARD && is_exposure_action(action)
+}
+
+/// The card actions that are exposure (only cards carry an action).
+pub fn is_exposure_action(action: &str) -> bool {
+    action == "impression" || action == "pass"
 }
 
 /// A scan: a QR scan, or a card click through the redirect.

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use ensemble_model::figures::{
-    self, add_to, answer, change, contribution, correction, day_number, day_start, Answer,
-    ChangeSets, Event, OwnedRow, Question, Strings, Sum,
+    self, add_to, aligned, answer, change, contribution, correction, day_number, day_start,
+    range_correction, Answer, ChangeSets, Event, OwnedRow, Question, Strings, Sum,
 };
 use ensemble_model::Campaign;
 use proptest::prelude::*;
@@ -50,8 +50,34 @@ const CONTACTS: &[&str] = &["", "c1", "c2", "c3"];
 /// An event: mostly clustered in a few hours a day so the gap rule and
 /// midnight both matter.
 fn event() -> impl Strategy<Value = Event> {
+    event_in(BASE_MS, WINDOW_DAYS)
+}
+
+/// Monday 27 January 2025, 00:00 Paris: five weeks over phases 1, 2 and 3.
+const WIDE_BASE_MS: u64 = 1_737_932_400_000;
+const WIDE_WINDOW_DAYS: u64 = 36;
+
+fn wide_first_day() -> u32 {
+    day_number(NaiveDate::from_ymd_opt(2025, 1, 27).unwrap())
+}
+
+/// Visitors active on up to 36 days: many of them wide.
+fn wide_visitors() -> impl Strategy<Value = Vec<(String, Vec<Event>)>> {
+    prop::collection::vec(
+        prop::collection::vec(event_in(WIDE_BASE_MS, WIDE_WINDOW_DAYS), 0..40),
+        1..=3,
+    )
+    .prop_map(|vs| {
+        vs.into_iter()
+            .enumerate()
+            .map(|(i, es)| (format!("visitor{i}"), es))
+            .collect()
+    })
+}
+
+fn event_in(base_ms: u64, window_days: u64) -> impl Strategy<Value = Event> {
     (
-        0..WINDOW_DAYS,
+        0..window_days,
         prop_oneof![0u64..120, 1300u64..1440, 0u64..1440],
         0..KINDS.len(),
         0..PLACEMENTS.len(),
@@ -60,28 +86,31 @@ fn event() -> impl Strategy<Value = Event> {
         0..CONTACTS.len(),
         any::<u128>(),
     )
-        .prop_map(|(d, minute, kind, placement, device, bot, contact, id)| {
-            let (event_type, action, channel) = KINDS[kind];
-            let ms = BASE_MS + d * 1440 * MINUTE + minute * MINUTE;
-            let c = campaign();
-            let ts = chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap()).unwrap();
-            Event {
-                event_id: Uuid::from_u128(id),
-                ms,
-                event_type: event_type.into(),
-                action: action.into(),
-                channel: channel.into(),
-                placement: PLACEMENTS[placement].into(),
-                phase: c.phase_at(ts).into(),
-                device: DEVICES[device].into(),
-                bot,
-                contact: if event_type == "signup" {
-                    CONTACTS[contact].into()
-                } else {
-                    String::new()
-                },
-            }
-        })
+        .prop_map(
+            move |(d, minute, kind, placement, device, bot, contact, id)| {
+                let (event_type, action, channel) = KINDS[kind];
+                let ms = base_ms + d * 1440 * MINUTE + minute * MINUTE;
+                let c = campaign();
+                let ts =
+                    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap()).unwrap();
+                Event {
+                    event_id: Uuid::from_u128(id),
+                    ms,
+                    event_type: event_type.into(),
+                    action: action.into(),
+                    channel: channel.into(),
+                    placement: PLACEMENTS[placement].into(),
+                    phase: c.phase_at(ts).into(),
+                    device: DEVICES[device].into(),
+                    bot,
+                    contact: if event_type == "signup" {
+                        CONTACTS[contact].into()
+                    } else {
+                        String::new()
+                    },
+                }
+            },
+        )
 }
 
 fn visitors(max: usize) -> impl Strategy<Value = Vec<(String, Vec<Event>)>> {
@@ -268,5 +297,62 @@ proptest! {
         let together = contribution(&c, &vs);
         let (a, b) = (all_rows(&rows), all_rows(&together));
         prop_assert!(same(&a, &b).is_ok(), "{}", same(&a, &b).unwrap_err());
+    }
+
+    /// Visitors active on many days (wide: stamped over whole phases):
+    /// the stored rows, each visitor computed apart, answer a range of
+    /// whole phases exactly once the contact correction is added, and any
+    /// other range once `range_correction` of all of them is added.
+    #[test]
+    fn wide_visitors_answer_whole_phases_and_are_corrected_elsewhere(
+        vs in wide_visitors(),
+        a in 0u32..WIDE_WINDOW_DAYS as u32,
+        len in 0u32..WIDE_WINDOW_DAYS as u32,
+        phase_range in 0usize..6,
+        device in prop::option::of(0..DEVICES.len()),
+        bots in any::<bool>(),
+    ) {
+        let c = campaign();
+        let d = |y, m, dd| day_number(NaiveDate::from_ymd_opt(y, m, dd).unwrap());
+        // Whole segments: phase 1, 2, 3, 1–2, 2–3, and the campaign.
+        let whole = [
+            (d(2025, 1, 17), d(2025, 2, 7)),
+            (d(2025, 2, 8), d(2025, 2, 28)),
+            (d(2025, 3, 1), d(2025, 3, 16)),
+            (d(2025, 1, 17), d(2025, 2, 28)),
+            (d(2025, 2, 8), d(2025, 3, 16)),
+            (d(2025, 1, 17), d(2025, 3, 16)),
+        ];
+        let device_name = device.map_or("", |x| DEVICES[x]);
+        let question = |(first, last): (u32, u32)| Question {
+            start_ms: u64::try_from(day_start(&c, first).timestamp_millis()).unwrap(),
+            end_ms: u64::try_from(day_start(&c, last + 1).timestamp_millis()).unwrap(),
+            phase: None,
+            device: device.map(|x| DEVICES[x].to_owned()),
+            placement: None,
+            include_bots: bots,
+        };
+        let mut apart: Vec<OwnedRow> = Vec::new();
+        for v in &vs {
+            apart.extend(contribution(&c, std::slice::from_ref(v)));
+        }
+        // Every visitor shares a contact with every other in this test's
+        // correction: it is computed over all of them.
+        let mut with_contacts = apart.clone();
+        with_contacts.extend(correction(&c, &vs));
+
+        let range = whole[phase_range];
+        prop_assert!(aligned(&c, range.0, range.1));
+        let got = summed(&with_contacts, u8::from(bots), device_name, "", range.0, range.1);
+        let want = answer(&c, &vs, &question(range));
+        prop_assert!(same(&got, &want).is_ok(), "whole phases {range:?}: {}", same(&got, &want).unwrap_err());
+
+        let range = (wide_first_day() + a, wide_first_day() + (a + len).min(WIDE_WINDOW_DAYS as u32 - 1));
+        let mut got = summed(&apart, u8::from(bots), device_name, "", range.0, range.1);
+        for ((figure, dims), v) in range_correction(&c, &vs, &question(range), range) {
+            add_to(&mut got, figure, dims, v, 1);
+        }
+        let want = answer(&c, &vs, &question(range));
+        prop_assert!(same(&got, &want).is_ok(), "days {range:?}: {}", same(&got, &want).unwrap_err());
     }
 }

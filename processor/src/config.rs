@@ -115,7 +115,7 @@ pub enum Command {
         #[arg(long, env = "ENSEMBLE_RETENTION_DAYS")]
         days: u32,
     },
-    /// Rebuild the dashboard's figures (ledger and facts) from the events
+    /// Rebuild the dashboard's figures (ledger and figures tables) from the events
     /// table: after changing the campaign's calendar, channels or
     /// attribution settings. Stop the processors first.
     RebuildFacts,

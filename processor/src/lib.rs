@@ -98,15 +98,58 @@ pub async fn serve_on(
         rejoin,
     };
     tracing::info!(addr = %listener.local_addr()?, group = %settings.group_id, topic = %settings.kafka.topic, "processor running");
-    let consume = tokio::spawn(pipeline.run(shutdown.clone()));
+    let store = settings.store.clone();
+    let consume = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            if figures_need_rebuild(&store, &shutdown).await {
+                shutdown.trigger();
+                anyhow::bail!(
+                    "database {}: the figures need a rebuild (ensemble-processor rebuild-facts)",
+                    store.database
+                );
+            }
+            pipeline.run(shutdown).await;
+            Ok(())
+        }
+    });
     serve(
         listener,
         router(metrics.registry.clone(), readiness),
         shutdown,
     )
     .await?;
-    consume.await?;
-    Ok(())
+    consume.await?
+}
+
+/// Waits for ClickHouse, then says whether the figures still have to be
+/// rebuilt from `events` (a database upgraded from a version that stored
+/// them differently): accounting new events on top would leave the history
+/// out of every figure for good, so the processor stops and says what to do.
+async fn figures_need_rebuild(store: &ensemble_core::StoreConfig, shutdown: &Shutdown) -> bool {
+    let client = store.client();
+    loop {
+        match ensemble_core::ledger::needs_rebuild(&client).await {
+            Ok(false) => return false,
+            Ok(true) => {
+                tracing::error!(
+                    database = %store.database,
+                    "the figures must be rebuilt from `events` (this database was written by a version that \
+                     stored them differently; see table rebuild_pending). Stop every processor, run \
+                     `ensemble-processor rebuild-facts` once (or `ensemble-processor migrate`), then start \
+                     the processors again"
+                );
+                return true;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "waiting for ClickHouse before consuming");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    () = shutdown.wait() => return false,
+                }
+            }
+        }
+    }
 }
 
 /// Binds `settings.listen` and runs until `shutdown` trips.

@@ -18,8 +18,11 @@ fn main() -> ExitCode {
                     "database {}: applied {:?}, already applied {:?}",
                     settings.store.database, report.applied, report.already_applied
                 );
-                if report.applied.contains(&3) {
-                    // The figures start from what is already there.
+                if report.rebuild_pending
+                    || ensemble_core::ledger::needs_rebuild(&settings.store.client()).await?
+                {
+                    // The figures (stored anew by migration 4) start from
+                    // what is already there.
                     maintenance::rebuild_facts(&settings.store, &settings.campaign).await?;
                 }
                 Ok::<(), anyhow::Error>(())

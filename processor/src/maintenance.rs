@@ -160,7 +160,7 @@ pub async fn erase(
     let mut found = BTreeSet::new();
     for sql in [
         "SELECT DISTINCT visitor_id FROM events WHERE contact_hash = ?",
-        "SELECT DISTINCT visitor_id FROM visitor_ledger WHERE ev_contact = ?",
+        "SELECT DISTINCT visitor_id FROM ledger WHERE ev_contact = ?",
         "SELECT DISTINCT visitor_id FROM contact_visitors WHERE contact_hash = ?",
         "SELECT DISTINCT visitor_id FROM shared_contacts WHERE contact_hash = ?",
     ] {
@@ -171,7 +171,7 @@ pub async fn erase(
     let mut others = BTreeSet::new();
     for sql in [
         "SELECT DISTINCT visitor_id FROM events WHERE has(?, visitor_id) AND contact_hash != '' AND contact_hash != ?",
-        "SELECT DISTINCT visitor_id FROM visitor_ledger WHERE has(?, visitor_id) AND ev_contact != '' AND ev_contact != ?",
+        "SELECT DISTINCT visitor_id FROM ledger WHERE has(?, visitor_id) AND ev_contact != '' AND ev_contact != ?",
         "SELECT DISTINCT visitor_id FROM contact_visitors WHERE has(?, visitor_id) AND contact_hash != ?",
     ] {
         others.extend(visitor_ids(&client, sql, &[&hash], Some(&found)).await?);
@@ -227,7 +227,7 @@ pub async fn erase(
     let deadline = Instant::now() + wait;
     let left = format!(
         "SELECT (SELECT count() FROM events WHERE {THEIRS}) \
-         + (SELECT count() FROM visitor_ledger WHERE ev_contact = ?) \
+         + (SELECT count() FROM ledger WHERE ev_contact = ?) \
          + (SELECT count() FROM contact_visitors WHERE contact_hash = ?) \
          + (SELECT count() FROM shared_contacts WHERE contact_hash = ?)"
     );

@@ -226,14 +226,14 @@ impl Setup {
     async fn assert_figures_match_events(&self) {
         let only_ledger = self
             .count(
-                "SELECT count() FROM visitor_ledger WHERE tombstone = 0 \
+                "SELECT count() FROM ledger WHERE tombstone = 0 \
                  AND event_id NOT IN (SELECT event_id FROM events)",
             )
             .await;
         let only_events = self
             .count(
                 "SELECT count() FROM (SELECT DISTINCT event_id FROM events) \
-                 WHERE event_id NOT IN (SELECT event_id FROM visitor_ledger WHERE tombstone = 0)",
+                 WHERE event_id NOT IN (SELECT event_id FROM ledger WHERE tombstone = 0)",
             )
             .await;
         assert_eq!(
@@ -242,7 +242,7 @@ impl Setup {
             "(events counted by the figures only, events in the table only)"
         );
         assert_eq!(
-            self.count("SELECT count() FROM visitor_ledger WHERE tombstone = 0")
+            self.count("SELECT count() FROM ledger WHERE tombstone = 0")
                 .await,
             self.uniq_events().await,
             "each event accounted once"
@@ -297,6 +297,66 @@ async fn n_events_in_n_counted_and_a_replay_changes_nothing() {
     assert!(s.count("SELECT count() FROM events").await >= 3000);
     assert_eq!(s.uniq_events().await, 3000);
     assert_eq!(s.breakdowns().await, (raw.clone(), raw));
+}
+
+/// A database upgraded from a version that stored the figures elsewhere
+/// (events, and a row in `rebuild_pending`): the processor does not account
+/// anything on top of figures that leave the history out; it says what to
+/// do and exits. `rebuild-facts` restores the figures, and then it runs.
+#[tokio::test]
+async fn after_an_upgrade_the_processor_waits_for_the_figures_rebuild() {
+    let s = setup(migrated_database("it_proc_upgrade").await).await;
+    let first: Vec<_> = (0..400).map(|i| message(21, i)).collect();
+    produce_raw(&s.brokers, &s.topic, &encoded(&first))
+        .await
+        .expect("produce");
+    let mut p = s.start(&[]);
+    s.wait_for(400).await;
+    p.terminate(Duration::from_secs(20));
+    let figures = facts_snapshot(&s.store).await;
+    // What migrate leaves on a database written by 0003's version.
+    for sql in [
+        "TRUNCATE TABLE ledger",
+        "TRUNCATE TABLE figures",
+        "INSERT INTO rebuild_pending (reason, since) VALUES ('test: upgraded', now())",
+    ] {
+        s.store.client().query(sql).execute().await.expect(sql);
+    }
+    let more: Vec<_> = (400..600).map(|i| message(21, i)).collect();
+    produce_raw(&s.brokers, &s.topic, &encoded(&more))
+        .await
+        .expect("produce more");
+    let mut refused = s.start(&[]);
+    let status = refused
+        .wait_exit(Duration::from_secs(30))
+        .expect("the processor exits by itself");
+    assert!(!status.success(), "{status:?}");
+    assert_eq!(s.uniq_events().await, 400, "nothing consumed meanwhile");
+
+    let campaign = campaign_file().display().to_string();
+    let (code, stderr) = run_binary(
+        BIN,
+        &[
+            "rebuild-facts",
+            "--campaign",
+            &campaign,
+            "--clickhouse-url",
+            &s.store.url,
+            "--clickhouse-database",
+            &s.store.database,
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        facts_snapshot(&s.store).await,
+        figures,
+        "rebuilt as they were"
+    );
+    assert_eq!(s.count("SELECT count() FROM rebuild_pending").await, 0);
+    let _p = s.start(&[]);
+    s.wait_for(600).await;
+    s.assert_figures_match_events().await;
 }
 
 /// 20 000 messages; the processor SIGKILLed once 2 000 rows are in, then
@@ -894,7 +954,7 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
     assert_eq!(s.uniq_events().await, 401 - targets_rows);
 }
 
-/// The figures as they stand: every (metric, key) with a non-zero sum.
+/// The figures as they stand: every (figure, key) with a non-zero sum.
 async fn facts_snapshot(store: &StoreConfig) -> BTreeMap<String, (i64, i64)> {
     #[derive(clickhouse::Row, serde::Deserialize)]
     struct Row {
@@ -905,9 +965,11 @@ async fn facts_snapshot(store: &StoreConfig) -> BTreeMap<String, (i64, i64)> {
     let rows: Vec<Row> = store
         .client()
         .query(
-            "SELECT concat(metric, '|', toString(bots), '|', scope, '|', phase, '|', channel, '|', placement, '|', \
-             event_type, '|', action, '|', k, '|', k2, '|', toString(bucket)) AS key, sum(n) AS n, sum(credit) AS credit \
-             FROM facts GROUP BY key HAVING n != 0 OR abs(credit) > 1e-9 ORDER BY key",
+            "SELECT concat(figure, '|', toString(bots), '|', device_filter, '|', placement_filter, '|', \
+             toString(first_day), '|', toString(last_day), '|', phase, '|', channel, '|', placement, '|', event_type, '|', \
+             action, '|', step, '|', model, '|', conversion_phase, '|', other_channel, '|', toString(contacts), '|', \
+             toString(toUInt32(hour)), '|', toString(day), '|', toString(seconds)) AS key, sum(n) AS n, sum(credit) AS credit \
+             FROM figures GROUP BY key HAVING n != 0 OR abs(credit) > 1e-9 ORDER BY key",
         )
         .fetch_all()
         .await
@@ -1068,7 +1130,7 @@ async fn erasure_takes_the_persons_rows_and_nobody_elses() {
         let h = hasher.contact_hash(who);
         let sql = format!(
             "SELECT (SELECT count() FROM events WHERE contact_hash = '{h}') + \
-             (SELECT count() FROM visitor_ledger WHERE ev_contact = '{h}') + \
+             (SELECT count() FROM ledger WHERE ev_contact = '{h}') + \
              (SELECT count() FROM contact_visitors WHERE contact_hash = '{h}') + \
              (SELECT count() FROM shared_contacts WHERE contact_hash = '{h}')"
         );

@@ -163,18 +163,22 @@ async fn eight_heavy_requests_from_an_agency_token_stop_neither_inserts_nor_othe
     tokio::time::sleep(window).await;
     let before = (inserted(&processor) - n0) / t0.elapsed().as_secs_f64();
 
-    // Eight heavy questions at once from one agency token, round after round.
+    // Eight heavy questions at once from one agency token, round after
+    // round: questions the stored figures do not answer (times that are not
+    // local midnights, a device and a placement at once), recomputed from
+    // the ledger. (Custom day ranges, a device or a placement alone are
+    // answered from the stored figures since issue 14.)
     let http = reqwest::Client::new();
     let base = dashboard.base();
     let heavy = [
-        "/api/channels?device=mobile",
-        "/api/overview?from=2025-01-20&to=2025-02-20",
-        "/api/reach?placement=M-CHATELET",
-        "/api/funnel?device=desktop",
-        "/api/placements?from=2025-02-01",
-        "/api/attribution?device=mobile",
-        "/api/timeseries?metric=visitors&bucket=day&from=2025-02-01",
-        "/api/channels?from=2025-01-18",
+        "/api/channels?device=mobile&placement=M-CHATELET",
+        "/api/overview?from=2025-01-20T10:00:00Z&to=2025-02-20T10:00:00Z",
+        "/api/reach?device=mobile&placement=M-CHATELET",
+        "/api/funnel?from=2025-01-20T06:30:00Z",
+        "/api/placements?from=2025-02-01T12:00:00Z",
+        "/api/attribution?from=2025-01-18T08:00:00Z",
+        "/api/timeseries?metric=visitors&bucket=day&from=2025-02-01T09:00:00Z",
+        "/api/channels?from=2025-01-18T00:30:00Z",
     ];
     let (t1, n1) = (Instant::now(), inserted(&processor));
     let mut agency = Vec::new();
@@ -189,7 +193,12 @@ async fn eight_heavy_requests_from_an_agency_token_stop_neither_inserts_nor_othe
             .collect();
         let (light, analysts_heavy) = tokio::join!(
             get(&http, &base, "/api/overview", AGENCY),
-            get(&http, &base, "/api/channels?device=mobile", ANALYST),
+            get(
+                &http,
+                &base,
+                "/api/channels?device=mobile&placement=M-CHATELET",
+                ANALYST
+            ),
         );
         let mut answers = Vec::new();
         for r in round {

@@ -363,10 +363,18 @@ async fn run_one(
     let lost = accepted.difference(&stored).count();
     let in_clickhouse = accepted.intersection(&stored).count();
     // What the dashboard's figures count, against the distinct events they cover.
-    let (start, end) = ensemble_core::facts::range_secs(&Campaign::load(campaign_path)?)
-        .ok_or_else(|| anyhow::anyhow!("campaign without phases"))?;
+    let campaign = Campaign::load(campaign_path)?;
+    let (Some(first), Some(last)) = (campaign.phases.first(), campaign.phases.last()) else {
+        anyhow::bail!("campaign without phases");
+    };
+    let (start, end) = (first.starts_at.timestamp(), last.ends_at.timestamp());
     let figures: i64 = client
-        .query("SELECT toInt64(sum(n)) FROM facts WHERE metric = 'ev' AND bots = 1")
+        .query(
+            "SELECT toInt64(sum(n)) FROM figures WHERE figure = 'events' AND bots = 1 AND device_filter = '' \
+             AND placement_filter = '' AND first_day >= toDate(?) AND last_day <= toDate(?)",
+        )
+        .bind(first.start_date.to_string())
+        .bind(last.end_date.to_string())
         .fetch_one()
         .await?;
     let distinct_in_range: u64 = client

@@ -1,0 +1,585 @@
+//! Where every answer comes from. One definition per figure
+//! (`ensemble_model::figures`), served two ways:
+//!
+//! - **stored**: a question on whole local days, with at most one of a
+//!   device and a placement filter, sums the processor's rows in the
+//!   `figures` table (`first_day ≥ a AND last_day ≤ b` of its scope) — a
+//!   few thousand rows, milliseconds at 10 M events;
+//! - **on demand**: anything else (times that are not local midnights, a
+//!   device *and* a placement, `phase=hors-phase` split in several pieces,
+//!   `source=events`) runs the same definitions over the events of the
+//!   visitors the question keeps, streamed from the ledger (or, to audit
+//!   the stored rows, from `events`): exact too, seconds at 10 M events.
+//!
+//! Both add the correction for contacts seen on several visitors (those
+//! visitors computed together instead of one by one).
+
+use std::collections::BTreeMap;
+
+use clickhouse::Row;
+use ensemble_core::campaign::HORS_PHASE;
+use ensemble_core::figures::{self, add_to, Answer, Day, Dims, Figure, OwnedRow, Question, Value};
+use ensemble_core::ledger::{self, Selection, Source};
+use ensemble_core::Campaign;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::filters::Filters;
+use crate::state::ApiState;
+
+/// An answer for the whole question and, when asked, for each phase in it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Answers {
+    pub whole: Answer,
+    /// Phase id (or `hors-phase`) → the answer over that phase's part.
+    pub by_phase: BTreeMap<String, Answer>,
+}
+
+/// Inclusive local days.
+type Days = (Day, Day);
+
+/// How a question is answered.
+#[derive(Debug, Clone, PartialEq)]
+enum Plan {
+    /// From the stored rows: the question's days, each phase's part.
+    Stored {
+        days: Option<Days>,
+        parts: Vec<(String, Days)>,
+    },
+    OnDemand,
+}
+
+fn ms(t: chrono::DateTime<chrono::Utc>) -> u64 {
+    u64::try_from(t.timestamp_millis().max(0)).unwrap_or(0)
+}
+
+/// The question's whole local days, if its bounds are local midnights.
+fn whole_days(campaign: &Campaign, f: &Filters) -> Option<Days> {
+    let first = figures::day_of(campaign, ms(f.from));
+    let last = figures::day_of(campaign, ms(f.to).saturating_sub(1));
+    (figures::day_start(campaign, first) == f.from
+        && figures::day_start(campaign, last + 1) == f.to)
+        .then_some((first, last))
+}
+
+fn intersect(a: Days, b: Days) -> Option<Days> {
+    let d = (a.0.max(b.0), a.1.min(b.1));
+    (d.0 <= d.1).then_some(d)
+}
+
+/// Each phase's days within `days`, and the pieces of `days` outside
+/// every phase.
+fn phase_parts(campaign: &Campaign, days: Days) -> (Vec<(String, Days)>, Vec<Days>) {
+    let mut phases: Vec<(String, Days)> = campaign
+        .phases
+        .iter()
+        .filter_map(|p| {
+            let span = (
+                figures::day_number(p.start_date),
+                figures::day_number(p.end_date),
+            );
+            intersect(span, days).map(|d| (p.id.clone(), d))
+        })
+        .collect();
+    phases.sort_by_key(|(_, d)| *d);
+    let mut outside = Vec::new();
+    let mut next = days.0;
+    for (_, (a, b)) in &phases {
+        if *a > next {
+            outside.push((next, a - 1));
+        }
+        next = next.max(b + 1);
+    }
+    if next <= days.1 {
+        outside.push((next, days.1));
+    }
+    (phases, outside)
+}
+
+fn plan(campaign: &Campaign, f: &Filters, by_phase: bool) -> Plan {
+    if f.from_events || (f.device.is_some() && f.placement.is_some()) {
+        return Plan::OnDemand;
+    }
+    let Some(days) = whole_days(campaign, f) else {
+        return Plan::OnDemand;
+    };
+    let (phases, outside) = phase_parts(campaign, days);
+    let mut parts: Vec<(String, Days)> = phases;
+    match outside.as_slice() {
+        [] => {}
+        [one] => parts.push((HORS_PHASE.to_owned(), *one)),
+        // Several pieces outside the phases: no single range of days.
+        _ if by_phase || f.phase.as_deref() == Some(HORS_PHASE) => return Plan::OnDemand,
+        _ => {}
+    }
+    match &f.phase {
+        None => Plan::Stored {
+            days: Some(days),
+            parts: if by_phase { parts } else { Vec::new() },
+        },
+        Some(p) => {
+            let part = parts.into_iter().find(|(id, _)| id == p);
+            Plan::Stored {
+                days: part.as_ref().map(|(_, d)| *d),
+                parts: if by_phase {
+                    part.into_iter().collect()
+                } else {
+                    Vec::new()
+                },
+            }
+        }
+    }
+}
+
+/// Whether the stored rows answer these filters (the others are let in a
+/// few at a time: `crate::admission`).
+pub fn stored(campaign: &Campaign, f: &Filters) -> bool {
+    matches!(plan(campaign, f, true), Plan::Stored { .. })
+}
+
+/// The answer to the filters' question for `figures`, and per phase when
+/// `by_phase`.
+pub async fn ask(
+    state: &ApiState,
+    f: &Filters,
+    asked: &[Figure],
+    by_phase: bool,
+) -> Result<Answers, ApiError> {
+    match plan(&state.campaign, f, by_phase) {
+        Plan::Stored { days, parts } => {
+            let Some(days) = days else {
+                return Ok(Answers::default());
+            };
+            stored_answer(state, f, asked, days, &parts, None).await
+        }
+        Plan::OnDemand => on_demand(state, f, asked, by_phase).await,
+    }
+}
+
+/// One figure of the whole question, only for the listed `(channel,
+/// seconds from, seconds to)` (the funnel's seconds around its median).
+pub async fn ask_seconds(
+    state: &ApiState,
+    f: &Filters,
+    figure: Figure,
+    ranges: &[(String, u32, u32)],
+) -> Result<Answer, ApiError> {
+    if ranges.is_empty() {
+        return Ok(Answer::new());
+    }
+    let keep = |d: &Dims| {
+        ranges
+            .iter()
+            .any(|(c, from, to)| d.channel == *c && d.seconds >= *from && d.seconds < *to)
+    };
+    let mut answer = match plan(&state.campaign, f, false) {
+        Plan::Stored { days: None, .. } => Answer::new(),
+        Plan::Stored {
+            days: Some(days), ..
+        } => {
+            stored_answer(state, f, &[figure], days, &[], Some(ranges))
+                .await?
+                .whole
+        }
+        Plan::OnDemand => on_demand(state, f, &[figure], false).await?.whole,
+    };
+    answer.retain(|(_, d), _| keep(d));
+    Ok(answer)
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct StoredRow {
+    part: u8,
+    figure: String,
+    phase: String,
+    channel: String,
+    placement: String,
+    event_type: String,
+    action: String,
+    step: String,
+    model: String,
+    conversion_phase: String,
+    other_channel: String,
+    contacts: u8,
+    hour_s: u32,
+    day_n: u32,
+    seconds: u32,
+    total: i64,
+    cr: f64,
+}
+
+/// No part: the row spans several parts (or there are none).
+const NO_PART: u8 = u8::MAX;
+
+fn date(day: Day) -> String {
+    figures::date_of(day).format("%Y-%m-%d").to_string()
+}
+
+async fn stored_answer(
+    state: &ApiState,
+    f: &Filters,
+    asked: &[Figure],
+    days: Days,
+    parts: &[(String, Days)],
+    narrow: Option<&[(String, u32, u32)]>,
+) -> Result<Answers, ApiError> {
+    let bots = u8::from(f.include_bots);
+    let device = f.device.as_deref().unwrap_or("");
+    let placement = f.placement.as_deref().unwrap_or("");
+    // Figure names are our constants and dates our own numbers: inlined so
+    // ClickHouse reads only those figures' marks; the rest is bound.
+    let names = asked
+        .iter()
+        .map(|x| format!("'{}'", x.name()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let part = if parts.is_empty() {
+        format!("toUInt8({NO_PART})")
+    } else {
+        let arms: Vec<String> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, (_, (a, b)))| {
+                format!(
+                    "first_day >= toDate('{}') AND last_day <= toDate('{}'), {i}",
+                    date(*a),
+                    date(*b)
+                )
+            })
+            .collect();
+        format!("toUInt8(multiIf({}, {NO_PART}))", arms.join(", "))
+    };
+    let narrow_sql = match narrow {
+        Some(r) => format!(
+            " AND ({})",
+            vec!["(channel = ? AND seconds >= ? AND seconds < ?)"; r.len()].join(" OR ")
+        ),
+        None => String::new(),
+    };
+    let sql = format!(
+        "SELECT {part} AS part, figure, phase, channel, placement, event_type, action, step, model, \
+         conversion_phase, other_channel, contacts, toUInt32(hour) AS hour_s, toUInt32(day) AS day_n, seconds, \
+         sum(n) AS total, sum(credit) AS cr FROM figures \
+         WHERE figure IN ({names}) AND bots = ? AND device_filter = ? AND placement_filter = ? \
+         AND first_day >= toDate('{}') AND last_day <= toDate('{}'){narrow_sql} \
+         GROUP BY part, figure, phase, channel, placement, event_type, action, step, model, conversion_phase, \
+         other_channel, contacts, hour_s, day_n, seconds HAVING total != 0 OR cr != 0",
+        date(days.0),
+        date(days.1)
+    );
+    let mut q = state
+        .client
+        .query(&sql)
+        .bind(bots)
+        .bind(device)
+        .bind(placement);
+    for (channel, from, to) in narrow.unwrap_or_default() {
+        q = q.bind(channel.as_str()).bind(*from).bind(*to);
+    }
+    let rows: Vec<StoredRow> = q.fetch_all().await?;
+    let mut out = Answers::default();
+    for (name, _) in parts {
+        out.by_phase.entry(name.clone()).or_default();
+    }
+    for r in rows {
+        let figure = Figure::parse(&r.figure).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let dims = Dims {
+            phase: r.phase,
+            channel: r.channel,
+            placement: r.placement,
+            event_type: r.event_type,
+            action: r.action,
+            step: r.step,
+            model: r.model,
+            conversion_phase: r.conversion_phase,
+            other_channel: r.other_channel,
+            contacts: r.contacts,
+            hour: r.hour_s,
+            day: r.day_n,
+            seconds: r.seconds,
+        };
+        let value = Value {
+            n: r.total,
+            credit: r.cr,
+        };
+        if let Some((name, _)) = parts.get(usize::from(r.part)) {
+            if let Some(a) = out.by_phase.get_mut(name) {
+                add_to(a, figure, dims.clone(), value, 1);
+            }
+        }
+        add_to(&mut out.whole, figure, dims, value, 1);
+    }
+    // Ranges that cut a phase: the stored rows of wide visitors are over
+    // whole phases there, so those visitors (with every visitor sharing a
+    // contact) are recomputed for them. Elsewhere only the contacts seen on
+    // several visitors are corrected (counted once).
+    let cut = |d: Days| !figures::aligned(&state.campaign, d.0, d.1);
+    let recomputed: Vec<(String, Vec<figures::Event>)> =
+        if cut(days) || parts.iter().any(|(_, d)| cut(*d)) {
+            let mut ids = ledger::wide_visitors(&state.client, days).await?;
+            if ids.is_empty() {
+                Vec::new()
+            } else {
+                ids.extend(ledger::shared_visitors(&state.client).await?);
+                ids.sort_unstable();
+                ids.dedup();
+                let mut set = Vec::new();
+                let only = Selection {
+                    visitors: Some(&ids),
+                    ..Selection::default()
+                };
+                ledger::stream(&state.client, Source::Ledger, &only, |v, events| {
+                    set.push((v, events));
+                })
+                .await?;
+                set
+            }
+        } else {
+            Vec::new()
+        };
+    let kept = |figure: Figure, dims: &Dims| {
+        asked.contains(&figure)
+            && narrow.is_none_or(|r| {
+                r.iter().any(|(c, from, to)| {
+                    dims.channel == *c && dims.seconds >= *from && dims.seconds < *to
+                })
+            })
+    };
+    let recompute = |d: Days| -> Option<Answer> {
+        (cut(d) && !recomputed.is_empty()).then(|| {
+            let q = Question {
+                start_ms: ms(figures::day_start(&state.campaign, d.0)),
+                end_ms: ms(figures::day_start(&state.campaign, d.1 + 1)),
+                phase: None,
+                device: f.device.clone(),
+                placement: f.placement.clone(),
+                include_bots: f.include_bots,
+            };
+            let mut a = figures::range_correction(&state.campaign, &recomputed, &q, d);
+            a.retain(|(figure, dims), _| kept(*figure, dims));
+            a
+        })
+    };
+    let fix = ledger::correction(&state.client, &state.campaign).await?;
+    let in_scope = |r: &OwnedRow, (a, b): Days| {
+        r.bots == bots
+            && r.device_filter == device
+            && r.placement_filter == placement
+            && r.first_day >= a
+            && r.last_day <= b
+            && asked.contains(&r.figure)
+    };
+    let correct = |into: &mut Answer, d: Days| match recompute(d) {
+        Some(a) => {
+            for ((figure, dims), v) in a {
+                add_to(into, figure, dims, v, 1);
+            }
+        }
+        None => {
+            for r in fix.iter().filter(|r| in_scope(r, d)) {
+                add_to(into, r.figure, r.dims.clone(), r.value, 1);
+            }
+        }
+    };
+    correct(&mut out.whole, days);
+    for (name, part) in parts {
+        if let Some(a) = out.by_phase.get_mut(name) {
+            correct(a, *part);
+        }
+    }
+    out.by_phase.retain(|_, a| !a.is_empty());
+    Ok(out)
+}
+
+/// The same definitions over the events the question keeps.
+async fn on_demand(
+    state: &ApiState,
+    f: &Filters,
+    asked: &[Figure],
+    by_phase: bool,
+) -> Result<Answers, ApiError> {
+    let source = if f.from_events {
+        Source::Events
+    } else {
+        Source::Ledger
+    };
+    let question = |phase: Option<String>| Question {
+        start_ms: ms(f.from),
+        end_ms: ms(f.to),
+        phase,
+        device: f.device.clone(),
+        placement: f.placement.clone(),
+        include_bots: f.include_bots,
+    };
+    let mut questions: Vec<(Option<String>, Question)> = vec![(None, question(f.phase.clone()))];
+    if by_phase {
+        let labels: Vec<String> = match &f.phase {
+            Some(p) => vec![p.clone()],
+            None => state
+                .campaign
+                .phases
+                .iter()
+                .map(|p| p.id.clone())
+                .chain([HORS_PHASE.to_owned()])
+                .collect(),
+        };
+        for label in labels {
+            questions.push((Some(label.clone()), question(Some(label))));
+        }
+    }
+    let mut answers: Vec<Answer> = vec![Answer::new(); questions.len()];
+    let campaign = &state.campaign;
+    let add = |answers: &mut Vec<Answer>, set: &[(String, Vec<figures::Event>)]| {
+        for ((_, q), into) in questions.iter().zip(answers.iter_mut()) {
+            for ((figure, dims), v) in figures::answer(campaign, set, q) {
+                if asked.contains(&figure) {
+                    add_to(into, figure, dims, v, 1);
+                }
+            }
+        }
+    };
+    let shared = ledger::shared_visitors(&state.client).await?;
+    let selection = Selection {
+        start_ms: ms(f.from),
+        end_ms: ms(f.to),
+        phase: f.phase.as_deref(),
+        device: f.device.as_deref(),
+        placement: f.placement.as_deref(),
+        include_bots: f.include_bots,
+        visitors: None,
+        except: &shared,
+    };
+    ledger::stream(&state.client, source, &selection, |visitor, events| {
+        add(&mut answers, &[(visitor, events)]);
+    })
+    .await?;
+    // Visitors sharing a contact, together: each contact once.
+    if !shared.is_empty() {
+        let mut set: Vec<(String, Vec<figures::Event>)> = Vec::new();
+        let only = Selection {
+            visitors: Some(&shared),
+            ..Selection::default()
+        };
+        ledger::stream(&state.client, source, &only, |v, events| {
+            set.push((v, events))
+        })
+        .await?;
+        add(&mut answers, &set);
+    }
+    let mut out = Answers::default();
+    for ((label, _), answer) in questions.into_iter().zip(answers) {
+        match label {
+            None => out.whole = answer,
+            Some(l) if !answer.is_empty() => {
+                out.by_phase.insert(l, answer);
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A count as the API shows it (never negative).
+pub fn count(v: &Value) -> u64 {
+    u64::try_from(v.n).unwrap_or(0)
+}
+
+/// The values of one figure.
+pub fn of<'a>(a: &'a Answer, figure: Figure) -> impl Iterator<Item = (&'a Dims, &'a Value)> + 'a {
+    a.iter()
+        .filter(move |((x, _), _)| *x == figure)
+        .map(|((_, d), v)| (d, v))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    fn campaign() -> Campaign {
+        Campaign::from_toml(include_str!("../../deploy/campaign.toml")).unwrap()
+    }
+
+    fn filters(pairs: &[(&str, &str)]) -> Filters {
+        let q: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Filters::parse(&campaign(), &q).unwrap()
+    }
+
+    fn day(s: &str) -> Day {
+        figures::day_number(chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap())
+    }
+
+    #[test]
+    fn whole_days_of_one_scope_are_stored_the_rest_on_demand() {
+        let c = campaign();
+        for stored_q in [
+            vec![],
+            vec![("phase", "p2-saint-valentin")],
+            vec![("from", "2025-02-01"), ("to", "2025-02-14")],
+            vec![("device", "mobile")],
+            vec![("placement", "M-CHATELET"), ("channel", "metro")],
+            vec![("from", "2024-12-01"), ("to", "2025-01-10")],
+        ] {
+            assert!(stored(&c, &filters(&stored_q)), "{stored_q:?}");
+        }
+        for on_demand_q in [
+            vec![("from", "2025-02-01T10:00:00Z")],
+            vec![("device", "mobile"), ("placement", "M-CHATELET")],
+            vec![("source", "events")],
+            // Before and after the campaign: two pieces outside the phases.
+            vec![("from", "2025-01-01"), ("to", "2025-03-31")],
+        ] {
+            assert!(!stored(&c, &filters(&on_demand_q)), "{on_demand_q:?}");
+        }
+    }
+
+    #[test]
+    fn a_range_is_split_into_its_phases() {
+        let c = campaign();
+        let f = filters(&[("from", "2025-02-01"), ("to", "2025-03-20")]);
+        let Plan::Stored { days, parts } = plan(&c, &f, true) else {
+            panic!("stored");
+        };
+        assert_eq!(days, Some((day("2025-02-01"), day("2025-03-20"))));
+        assert_eq!(
+            parts,
+            vec![
+                (
+                    "p1-lancement".to_owned(),
+                    (day("2025-02-01"), day("2025-02-07"))
+                ),
+                (
+                    "p2-saint-valentin".to_owned(),
+                    (day("2025-02-08"), day("2025-02-28"))
+                ),
+                (
+                    "p3-8-mars".to_owned(),
+                    (day("2025-03-01"), day("2025-03-16"))
+                ),
+                (
+                    HORS_PHASE.to_owned(),
+                    (day("2025-03-17"), day("2025-03-20"))
+                ),
+            ]
+        );
+        // A phase filter narrows the days to the phase's.
+        let f = filters(&[("from", "2025-02-10"), ("phase", "p2-saint-valentin")]);
+        let Plan::Stored { days, .. } = plan(&c, &f, false) else {
+            panic!("stored");
+        };
+        assert_eq!(days, Some((day("2025-02-10"), day("2025-02-28"))));
+        // A phase outside the range: nothing to sum.
+        let f = filters(&[("to", "2025-01-31"), ("phase", "p3-8-mars")]);
+        assert_eq!(
+            plan(&c, &f, false),
+            Plan::Stored {
+                days: None,
+                parts: Vec::new()
+            }
+        );
+    }
+}

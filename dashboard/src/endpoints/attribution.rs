@@ -1,0 +1,146 @@
+//! `GET /api/attribution`: credited sign-ups per channel, per channel ×
+//! phase of the touch and per phase of the conversion, under the five
+//! models side by side.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::response::Response;
+use ensemble_core::attribution::{Credits, Model, Share};
+use ensemble_core::figures::Figure;
+use serde::Serialize;
+
+use super::{json, Params};
+use crate::answers::{self, count, of};
+use crate::csv::{csv, Export};
+use crate::error::ApiError;
+use crate::filters::{FilterError, Filters, Format};
+use crate::state::{ApiState, Shared};
+
+/// Credits of the filters' conversions (their channel filter narrows what
+/// is shown, not how credit is shared).
+pub async fn credits(state: &ApiState, f: &Filters) -> Result<Credits, ApiError> {
+    let a = answers::ask(state, f, &[Figure::Conversions, Figure::Credits], false).await?;
+    let mut out = Credits {
+        conversions: of(&a.whole, Figure::Conversions)
+            .map(|(_, v)| count(v))
+            .sum(),
+        ..Credits::default()
+    };
+    for (d, v) in of(&a.whole, Figure::Credits) {
+        let Some(model) = Model::ALL.iter().find(|m| m.as_str() == d.model) else {
+            return Err(ApiError::Internal(format!("unknown model `{}`", d.model)));
+        };
+        out.add_share(&Share {
+            model: model.as_str(),
+            channel: d.channel.clone(),
+            touch_phase: d.phase.clone(),
+            conversion_phase: d.conversion_phase.clone(),
+            credit: v.credit,
+        });
+    }
+    if let Some(want) = &f.channel {
+        for m in out.by_channel.values_mut() {
+            m.retain(|ch, _| ch == want);
+        }
+        for m in out.by_channel_phase.values_mut() {
+            m.retain(|(ch, _), _| ch == want);
+        }
+        for m in out.by_conversion_phase.values_mut() {
+            m.retain(|(_, ch), _| ch == want);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChannelPhaseCredit {
+    pub channel: String,
+    pub phase: String,
+    pub credit: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PhaseChannelCredit {
+    pub phase: String,
+    pub channel: String,
+    pub credit: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Attribution {
+    pub conversions: u64,
+    pub lookback_days: i64,
+    pub models: Vec<&'static str>,
+    pub by_channel: BTreeMap<&'static str, BTreeMap<String, f64>>,
+    pub by_channel_phase: BTreeMap<&'static str, Vec<ChannelPhaseCredit>>,
+    pub by_conversion_phase: BTreeMap<&'static str, Vec<PhaseChannelCredit>>,
+}
+
+pub async fn attribution(State(state): State<Shared>, q: Params) -> Result<Response, ApiError> {
+    let f = Filters::parse(&state.campaign, &q)?;
+    if f.placement.is_some() {
+        return Err(FilterError {
+            parameter: "placement",
+            message: "attribution does not take a placement filter yet: filter by channel".into(),
+        }
+        .into());
+    }
+    let c = credits(&state, &f).await?;
+    if f.format == Format::Csv {
+        let mut rows = Vec::new();
+        for (model, m) in &c.by_channel_phase {
+            for ((channel, phase), credit) in m {
+                rows.push(vec![
+                    (*model).to_owned(),
+                    channel.clone(),
+                    phase.clone(),
+                    format!("{credit:.12}"),
+                ]);
+            }
+        }
+        return Ok(csv(
+            &Export::new(&state.campaign, &f, "attribution"),
+            &["model", "channel", "touch_phase", "credited_signups"],
+            &rows,
+        ));
+    }
+    Ok(json(&Attribution {
+        conversions: c.conversions,
+        lookback_days: state.campaign.attribution.lookback.num_days(),
+        models: Model::ALL.iter().map(|m| m.as_str()).collect(),
+        by_channel: c.by_channel.clone(),
+        by_channel_phase: c
+            .by_channel_phase
+            .iter()
+            .map(|(m, v)| {
+                (
+                    *m,
+                    v.iter()
+                        .map(|((channel, phase), credit)| ChannelPhaseCredit {
+                            channel: channel.clone(),
+                            phase: phase.clone(),
+                            credit: *credit,
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+        by_conversion_phase: c
+            .by_conversion_phase
+            .iter()
+            .map(|(m, v)| {
+                (
+                    *m,
+                    v.iter()
+                        .map(|((phase, channel), credit)| PhaseChannelCredit {
+                            phase: phase.clone(),
+                            channel: channel.clone(),
+                            credit: *credit,
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    }))
+}

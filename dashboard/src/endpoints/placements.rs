@@ -1,0 +1,151 @@
+//! `GET /api/placements`: every configured placement (and any unknown code
+//! seen), ranked by scans.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::response::Response;
+use ensemble_core::figures::{Figure, ALL};
+use ensemble_core::rules;
+use serde::Serialize;
+
+use super::{json, Params};
+use crate::answers::{self, count, of};
+use crate::csv::{csv_of, Export};
+use crate::error::ApiError;
+use crate::filters::{Filters, Format};
+use crate::state::Shared;
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PlacementStats {
+    pub code: String,
+    pub channel: String,
+    pub label: String,
+    /// QR scans and card clicks through the redirect.
+    pub scans: u64,
+    pub unique_scanners: u64,
+    pub visits: u64,
+    pub signups: u64,
+    /// signups / unique scanners.
+    pub rate: f64,
+    pub cost_per_signup_eur: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Placements {
+    pub rows: Vec<PlacementStats>,
+}
+
+/// (scans, scanners, visits, signups) of a placement seen in the events.
+#[derive(Debug, Default)]
+struct Seen {
+    scans: u64,
+    scanners: u64,
+    visits: u64,
+    signups: u64,
+}
+
+pub async fn placements(State(state): State<Shared>, q: Params) -> Result<Response, ApiError> {
+    let f = Filters::parse(&state.campaign, &q)?;
+    let a = answers::ask(
+        &state,
+        &f,
+        &[Figure::Events, Figure::Scanners, Figure::SignupsByPlacement],
+        false,
+    )
+    .await?;
+    let channel = f.channel.as_deref().unwrap_or(ALL);
+    let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+    for (d, v) in of(&a.whole, Figure::Events) {
+        if d.placement.is_empty() || f.channel.as_ref().is_some_and(|c| *c != d.channel) {
+            continue;
+        }
+        let s = seen.entry(d.placement.clone()).or_default();
+        if rules::is_scan(&d.event_type, &d.action) {
+            s.scans += count(v);
+        }
+        if rules::is_visit(&d.event_type) {
+            s.visits += count(v);
+        }
+    }
+    for (d, v) in of(&a.whole, Figure::Scanners) {
+        if let Some(s) = seen.get_mut(&d.placement).filter(|_| d.channel == channel) {
+            s.scanners = count(v);
+        }
+    }
+    for (d, v) in of(&a.whole, Figure::SignupsByPlacement) {
+        if let Some(s) = seen.get_mut(&d.placement).filter(|_| d.channel == channel) {
+            s.signups = count(v);
+        }
+    }
+    let mut out: BTreeMap<String, PlacementStats> = state
+        .campaign
+        .placements
+        .iter()
+        .filter(|p| f.channel.as_deref().is_none_or(|c| c == p.channel))
+        .filter(|p| f.placement.as_deref().is_none_or(|c| c == p.code))
+        .map(|p| {
+            (
+                p.code.clone(),
+                PlacementStats {
+                    code: p.code.clone(),
+                    channel: p.channel.clone(),
+                    label: p.label.clone(),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    for (code, s) in seen {
+        let known = state.campaign.placement(&code);
+        let entry = out.entry(code.clone()).or_insert_with(|| PlacementStats {
+            code: code.clone(),
+            channel: known.map_or_else(
+                || state.campaign.channel_rules.unknown.clone(),
+                |p| p.channel.clone(),
+            ),
+            label: known.map_or_else(|| "(unknown code)".into(), |p| p.label.clone()),
+            ..Default::default()
+        });
+        entry.scans = s.scans;
+        entry.unique_scanners = s.scanners;
+        entry.visits = s.visits;
+        entry.signups = s.signups;
+    }
+    let mut list: Vec<PlacementStats> = out
+        .into_values()
+        .map(|mut p| {
+            p.rate = if p.unique_scanners == 0 {
+                0.0
+            } else {
+                p.signups as f64 / p.unique_scanners as f64
+            };
+            p.cost_per_signup_eur = state
+                .campaign
+                .placement(&p.code)
+                .and_then(|c| c.media_cost_eur)
+                .filter(|_| p.signups > 0)
+                .map(|cost| cost / p.signups as f64);
+            p
+        })
+        .collect();
+    list.sort_by(|a, b| b.scans.cmp(&a.scans).then_with(|| a.code.cmp(&b.code)));
+    if f.format == Format::Csv {
+        return Ok(csv_of(
+            &Export::new(&state.campaign, &f, "placements"),
+            &[
+                "code",
+                "channel",
+                "label",
+                "scans",
+                "unique_scanners",
+                "visits",
+                "signups",
+                "rate",
+                "cost_per_signup_eur",
+            ],
+            &list,
+        ));
+    }
+    Ok(json(&Placements { rows: list }))
+}

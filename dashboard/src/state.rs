@@ -1,0 +1,115 @@
+//! The API's state and who is asking: access tokens (analysts see
+//! everything, the agency aggregates), read from the `Authorization`
+//! header only, and the admission of questions the stored figures do not
+//! answer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ensemble_core::Campaign;
+
+use crate::error::ApiError;
+use crate::filters::Filters;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sees everything.
+    Analyst,
+    /// Aggregates only.
+    Agency,
+}
+
+#[derive(Debug)]
+pub struct ApiState {
+    pub campaign: Campaign,
+    /// The collector's public address: what QR codes open.
+    pub collector_url: url::Url,
+    /// Longest a request may take before it is answered 503.
+    pub request_timeout: std::time::Duration,
+    pub client: clickhouse::Client,
+    pub analyst_tokens: Vec<String>,
+    pub agency_tokens: Vec<String>,
+    /// The processor group's progress on the events topic (`/api/live`'s
+    /// pending events), over one client for the life of the service.
+    pub lag: ensemble_core::kafka::LagReader,
+    /// Slots for questions the pre-summed figures do not answer.
+    pub gate: crate::admission::Gate,
+}
+
+pub type Shared = Arc<ApiState>;
+
+/// Constant-time token comparison.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Who is asking: the role of the request's token and the token's index
+/// among the configured ones (analysts first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Role,
+    pub token: usize,
+}
+
+/// The caller of a request, from `Authorization: Bearer <token>` only: a
+/// token in a URL ends up in browser histories, proxy logs and Referer
+/// headers, so `?token=` is not read.
+pub fn caller_of(state: &ApiState, req: &Request) -> Option<Caller> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)?;
+    let analysts = state.analyst_tokens.iter().map(|t| (t, Role::Analyst));
+    let agency = state.agency_tokens.iter().map(|t| (t, Role::Agency));
+    analysts
+        .chain(agency)
+        .enumerate()
+        .find(|(_, (t, _))| same(t, token))
+        .map(|(i, (_, role))| Caller { role, token: i })
+}
+
+/// Refuses requests without a known token; passes the role on; lets in
+/// questions that recount raw events only while a slot is free
+/// (`crate::admission`).
+pub async fn require_token(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
+    let Some(caller) = caller_of(&state, &req) else {
+        return ApiError::Unauthorized.into_response();
+    };
+    req.extensions_mut().insert(caller.role);
+    req.extensions_mut().insert(caller);
+    let q: HashMap<String, String> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    // A malformed query is the handler's to refuse (400 naming the parameter).
+    let heavy = Filters::parse(&state.campaign, &q)
+        .ok()
+        .filter(|f| !crate::answers::stored(&state.campaign, f));
+    let _slot = match heavy {
+        None => None,
+        Some(f) if f.from_events && caller.role == Role::Agency => {
+            return ApiError::AuditAnalystOnly.into_response()
+        }
+        Some(_) => match state.gate.admit(caller.token) {
+            Ok(slot) => Some(slot),
+            Err(refusal) => {
+                return ApiError::Busy {
+                    refusal,
+                    retry_after_s: 2,
+                }
+                .into_response()
+            }
+        },
+    };
+    next.run(req).await
+}
