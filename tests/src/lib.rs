@@ -495,6 +495,56 @@ pub async fn migrated_database(prefix: &str) -> ensemble_core::StoreConfig {
     store
 }
 
+/// What one test's collector, processor and dashboard share: a fresh
+/// topic (3 partitions) and its dead-letter topic on the local broker, a
+/// migrated database and a consumer group name, all named after `name`.
+pub struct Wiring {
+    pub brokers: String,
+    pub topic: String,
+    pub dlq: String,
+    pub group: String,
+    pub store: ensemble_core::StoreConfig,
+}
+
+impl Wiring {
+    pub async fn new(name: &str) -> Self {
+        let brokers = kafka_brokers();
+        let topic = unique(name);
+        let dlq = format!("{topic}.dlq");
+        create_topic(&brokers, &topic, 3).await.expect("topic");
+        create_topic(&brokers, &dlq, 1).await.expect("dlq");
+        Self {
+            store: migrated_database(&format!("it_{name}")).await,
+            group: unique(&format!("g_{name}")),
+            brokers,
+            topic,
+            dlq,
+        }
+    }
+
+    /// `--kafka-brokers`, `--kafka-topic`, `--kafka-dlq-topic`.
+    pub fn kafka_args(&self) -> [&str; 6] {
+        [
+            "--kafka-brokers",
+            &self.brokers,
+            "--kafka-topic",
+            &self.topic,
+            "--kafka-dlq-topic",
+            &self.dlq,
+        ]
+    }
+
+    /// `--clickhouse-url`, `--clickhouse-database`.
+    pub fn clickhouse_args(&self) -> [&str; 4] {
+        [
+            "--clickhouse-url",
+            &self.store.url,
+            "--clickhouse-database",
+            &self.store.database,
+        ]
+    }
+}
+
 impl Service {
     /// Kills the process without warning (SIGKILL), as a crash would.
     pub fn kill(&mut self) {

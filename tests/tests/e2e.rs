@@ -18,8 +18,8 @@ use ensemble_tests::live::{live_campaign_toml, send_live};
 use ensemble_tests::sim::{send_import, simulate, SimConfig};
 use ensemble_tests::truth::{compute, Calendar};
 use ensemble_tests::{
-    campaign_file, create_topic, database_text, json_close, kafka_brokers, metric_value,
-    migrated_database, poll_until, topic_bytes, unique, workspace_binary, Service,
+    campaign_file, database_text, json_close, metric_value, poll_until, topic_bytes,
+    workspace_binary, Service, Wiring,
 };
 use serde_json::Value;
 
@@ -68,28 +68,17 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
             .collect(),
     };
 
-    let brokers = kafka_brokers();
-    let topic = unique("e2e");
-    let dlq = format!("{topic}.dlq");
-    create_topic(&brokers, &topic, 3).await.expect("topic");
-    create_topic(&brokers, &dlq, 1).await.expect("dlq");
-    let store = migrated_database("it_e2e").await;
-    let group = unique("g_e2e");
+    let wiring = Wiring::new("e2e").await;
+    let Wiring {
+        brokers,
+        topic,
+        dlq,
+        group,
+        store,
+    } = &wiring;
     let c = campaign_path.display().to_string();
-    let kafka = [
-        "--kafka-brokers",
-        &brokers,
-        "--kafka-topic",
-        &topic,
-        "--kafka-dlq-topic",
-        &dlq,
-    ];
-    let ch = [
-        "--clickhouse-url",
-        &store.url,
-        "--clickhouse-database",
-        &store.database,
-    ];
+    let kafka = wiring.kafka_args();
+    let ch = wiring.clickhouse_args();
 
     let mut args = vec![
         "--campaign",
@@ -255,11 +244,11 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
     // byte the broker or ClickHouse holds.
     let mut kafka_text = String::new();
     for t in [&topic, &dlq] {
-        for m in topic_bytes(&brokers, t).await.expect("read topic") {
+        for m in topic_bytes(brokers, t).await.expect("read topic") {
             kafka_text.push_str(&String::from_utf8_lossy(&m));
         }
     }
-    let db_text = database_text(&store).await.expect("read tables");
+    let db_text = database_text(store).await.expect("read tables");
     assert!(kafka_text.len() > 1_000_000, "the whole run read back");
     for (what, text) in [("Kafka", &kafka_text), ("ClickHouse", &db_text)] {
         let lower = text.to_lowercase();

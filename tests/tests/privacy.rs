@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use ensemble_tests::{
-    campaign_file, create_topic, database_text, group_progress, kafka_brokers, metric_value,
-    migrated_database, poll_until, topic_bytes, unique, workspace_binary, Service,
+    campaign_file, database_text, group_progress, metric_value, poll_until, topic_bytes,
+    workspace_binary, Service, Wiring,
 };
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
@@ -73,36 +73,22 @@ fn needles(text: &str, redacted: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_byte_in_kafka_or_clickhouse_holds_personal_data() {
-    let brokers = kafka_brokers();
-    let topic = unique("privacy");
-    let dlq = format!("{topic}.dlq");
-    create_topic(&brokers, &topic, 3).await.expect("topic");
-    create_topic(&brokers, &dlq, 1).await.expect("dlq");
-    let store = migrated_database("it_privacy").await;
-    let group = unique("g_privacy");
+    let wiring = Wiring::new("privacy").await;
+    let Wiring {
+        brokers,
+        topic,
+        dlq,
+        group,
+        store,
+    } = &wiring;
     let c = campaign_file().display().to_string();
-    let kafka = [
-        "--kafka-brokers",
-        &brokers,
-        "--kafka-topic",
-        &topic,
-        "--kafka-dlq-topic",
-        &dlq,
-    ];
+    let kafka = wiring.kafka_args();
     let mut args = vec!["--campaign", &c, "--contact-secret", SECRET];
     args.extend(kafka);
     let ingest = Service::start(&workspace_binary("ensemble-ingest"), &args, &[]).expect("ingest");
-    let mut args = vec![
-        "--campaign",
-        &c,
-        "--group-id",
-        &group,
-        "--clickhouse-url",
-        &store.url,
-        "--clickhouse-database",
-        &store.database,
-    ];
+    let mut args = vec!["--campaign", &c, "--group-id", group];
     args.extend(kafka);
+    args.extend(wiring.clickhouse_args());
     let processor =
         Service::start(&workspace_binary("ensemble-processor"), &args, &[]).expect("processor");
     ingest.wait_ready("ingest", Duration::from_secs(60)).await;
@@ -192,7 +178,7 @@ async fn no_byte_in_kafka_or_clickhouse_holds_personal_data() {
         "the processor to take every event",
         Duration::from_secs(120),
         || async {
-            let (done, high) = group_progress(&brokers, &topic, &group).await.ok()?;
+            let (done, high) = group_progress(brokers, topic, group).await.ok()?;
             (done == high && high as u64 == sent).then_some(())
         },
     )
@@ -200,12 +186,12 @@ async fn no_byte_in_kafka_or_clickhouse_holds_personal_data() {
 
     let mut kafka_text = String::new();
     for t in [&topic, &dlq] {
-        for m in topic_bytes(&brokers, t).await.expect("read topic") {
+        for m in topic_bytes(brokers, t).await.expect("read topic") {
             kafka_text.push_str(&String::from_utf8_lossy(&m));
             kafka_text.push('\n');
         }
     }
-    let db_text = database_text(&store).await.expect("read tables");
+    let db_text = database_text(store).await.expect("read tables");
     assert!(
         kafka_text.len() > 10_000 && db_text.contains("== events"),
         "read back"

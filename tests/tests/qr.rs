@@ -10,8 +10,7 @@ use std::time::Duration;
 use ensemble_core::Campaign;
 use ensemble_tests::live::live_campaign_toml;
 use ensemble_tests::{
-    campaign_file, create_topic, group_progress, kafka_brokers, migrated_database, poll_until,
-    unique, workspace_binary, Service,
+    campaign_file, group_progress, poll_until, workspace_binary, Service, Wiring,
 };
 
 const AGENCY: &str = "qr-test-agency-token-0123456789";
@@ -132,28 +131,16 @@ async fn every_placements_qr_code_decodes_to_its_scan_url_and_a_scan_counts_for_
     )
     .expect("write campaign");
     let campaign = Campaign::load(&campaign_path).expect("campaign");
-    let brokers = kafka_brokers();
-    let topic = unique("qr");
-    let dlq = format!("{topic}.dlq");
-    create_topic(&brokers, &topic, 3).await.expect("topic");
-    create_topic(&brokers, &dlq, 1).await.expect("dlq");
-    let store = migrated_database("it_qr").await;
-    let group = unique("g_qr");
+    let wiring = Wiring::new("qr").await;
+    let Wiring {
+        brokers,
+        topic,
+        group,
+        ..
+    } = &wiring;
     let c = campaign_path.display().to_string();
-    let kafka = [
-        "--kafka-brokers",
-        &brokers,
-        "--kafka-topic",
-        &topic,
-        "--kafka-dlq-topic",
-        &dlq,
-    ];
-    let ch = [
-        "--clickhouse-url",
-        &store.url,
-        "--clickhouse-database",
-        &store.database,
-    ];
+    let kafka = wiring.kafka_args();
+    let ch = wiring.clickhouse_args();
     let mut args = vec![
         "--campaign",
         &c,
@@ -278,7 +265,7 @@ async fn every_placements_qr_code_decodes_to_its_scan_url_and_a_scan_counts_for_
         "the scans to be processed",
         Duration::from_secs(120),
         || async {
-            let (done, high) = group_progress(&brokers, &topic, &group).await.ok()?;
+            let (done, high) = group_progress(brokers, topic, group).await.ok()?;
             (done == high && high as usize == want.len()).then_some(())
         },
     )
