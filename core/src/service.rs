@@ -200,6 +200,22 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// `GET path` through `app`: status, headers and body.
+    async fn get_path(
+        app: Router,
+        path: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, axum::body::Bytes) {
+        let req = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, headers, body)
+    }
+
     #[tokio::test]
     async fn a_panic_or_a_slow_handler_is_answered_and_the_service_goes_on() {
         #[allow(clippy::panic)]
@@ -219,20 +235,7 @@ mod tests {
                 .route("/ok", get(|| async { "fine" })),
             std::time::Duration::from_millis(200),
         );
-        let call = |path: &'static str| {
-            let app = app.clone();
-            async move {
-                let req = axum::http::Request::get(path)
-                    .body(axum::body::Body::empty())
-                    .unwrap();
-                let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
-                let (status, headers) = (resp.status(), resp.headers().clone());
-                let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
-                    .await
-                    .unwrap();
-                (status, headers, body)
-            }
-        };
+        let call = |path: &'static str| get_path(app.clone(), path);
         let (status, headers, body) = call("/boom").await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -264,21 +267,8 @@ mod tests {
             .route("/ok", get(|| async { "fine" }))
             .layer(axum::middleware::from_fn(request_id))
             .layer(axum::middleware::from_fn(private));
-        let call = |path: &'static str| {
-            let app = app.clone();
-            async move {
-                let req = axum::http::Request::get(path)
-                    .body(axum::body::Body::empty())
-                    .unwrap();
-                let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
-                let headers = resp.headers().clone();
-                let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
-                    .await
-                    .unwrap();
-                (headers, body)
-            }
-        };
-        let (h, body) = call("/fail").await;
+        let call = |path: &'static str| get_path(app.clone(), path);
+        let (_, h, body) = call("/fail").await;
         let id = h["x-request-id"].to_str().unwrap().to_owned();
         assert_eq!(id.len(), 32);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -286,7 +276,7 @@ mod tests {
         assert_eq!(v["error"], "store_unavailable");
         assert_eq!(h["cache-control"], "no-store");
         assert_eq!(h["referrer-policy"], "no-referrer");
-        let (h, body) = call("/ok").await;
+        let (_, h, body) = call("/ok").await;
         assert_eq!(&body[..], b"fine", "success bodies are left alone");
         assert!(h.contains_key("x-request-id"));
     }
