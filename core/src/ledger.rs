@@ -755,17 +755,17 @@ pub async fn forget(
         e.contact != contact_hash
     })
     .await?;
+    for table in ["contact_visitors", "shared_contacts"] {
+        client
+            .query(&format!(
+                "ALTER TABLE {} DELETE WHERE contact_hash = {}",
+                ddl_target(table),
+                lit(contact_hash)
+            ))
+            .execute()
+            .await?;
+    }
     for table in ["contact_visitors", "shared_contacts", "wide_visitors"] {
-        if table != "wide_visitors" {
-            client
-                .query(&format!(
-                    "ALTER TABLE {} DELETE WHERE contact_hash = {}",
-                    ddl_target(table),
-                    lit(contact_hash)
-                ))
-                .execute()
-                .await?;
-        }
         for chunk in own.chunks(IDS_PER_QUERY) {
             let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
             client
