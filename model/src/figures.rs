@@ -1106,14 +1106,11 @@ struct ConversionFilter<'q> {
 /// for every device and for the sign-up's device. Touches are all the
 /// converting visitor's (of this bot setting), whatever the question.
 fn conversions<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], filter: Option<ConversionFilter<'_>>) {
-    let mut first: BTreeMap<&'a str, Ev<'a>> = BTreeMap::new();
-    for ev in evs
-        .iter()
-        .filter(|ev| rules::is_signup(&ev.e.event_type) && !ev.e.contact.is_empty())
-    {
-        // `evs` is in (time, event id) order: the first seen is the first.
-        first.entry(&ev.e.contact).or_insert(*ev);
-    }
+    // `evs` is in (time, event id) order.
+    let first = rules::first_signups(
+        evs.iter()
+            .map(|ev| (ev.e.event_type.as_str(), ev.e.contact.as_str(), *ev)),
+    );
     let campaign = b.campaign;
     let mut touches_of: HashMap<u32, Vec<Touch>> = HashMap::new();
     let mut out: Out = Vec::new();

@@ -11,6 +11,8 @@
 //! - [`figures`]: every dashboard figure as a sum of per-visitor
 //!   contributions, stored so that any range of days, device and
 //!   placement is a sum of rows;
+//! - [`journeys`]: the same rules one row per touch, conversion, credit
+//!   and placement-day (the analysts' SQL views);
 //! - [`redact`], [`privacy`]: personal data in free text, contact hashing.
 //!
 //! The services (`ensemble-core` and the three binaries) are adapters around
@@ -20,6 +22,7 @@ pub mod attribution;
 pub mod campaign;
 pub mod event;
 pub mod figures;
+pub mod journeys;
 pub mod privacy;
 pub mod redact;
 pub mod rules;

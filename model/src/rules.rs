@@ -78,6 +78,22 @@ pub fn touch_starts<'a>(
         .collect()
 }
 
+/// A conversion is the first sign-up of a contact. Given events in
+/// (time, event id) order as `(event type, contact, item)`, returns the
+/// items of each contact's first sign-up, keyed by contact. A sign-up
+/// without a contact converts nobody.
+pub fn first_signups<'a, T>(
+    events: impl IntoIterator<Item = (&'a str, &'a str, T)>,
+) -> std::collections::BTreeMap<&'a str, T> {
+    let mut first = std::collections::BTreeMap::new();
+    for (event_type, contact, item) in events {
+        if is_signup(event_type) && !contact.is_empty() {
+            first.entry(contact).or_insert(item);
+        }
+    }
+    first
+}
+
 /// The campaign's gap in milliseconds.
 pub fn gap_ms(campaign: &Campaign) -> u64 {
     u64::try_from(campaign.attribution.touch_gap.num_milliseconds()).unwrap_or(u64::MAX)

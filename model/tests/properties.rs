@@ -14,7 +14,8 @@ use ensemble_model::figures::{
     self, add_to, aligned, answer, change, contribution, correction, day_number, day_start,
     range_correction, Answer, ChangeSets, Event, OwnedRow, Question, Strings, Sum,
 };
-use ensemble_model::Campaign;
+use ensemble_model::figures::{Dims, Figure};
+use ensemble_model::{journeys, Campaign};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -354,5 +355,67 @@ proptest! {
         }
         let want = answer(&c, &vs, &question(range));
         prop_assert!(same(&got, &want).is_ok(), "days {range:?}: {}", same(&got, &want).unwrap_err());
+    }
+
+    /// The analysts' SQL views read the journeys rows back (README "SQL
+    /// access"): the rows of each visitor computed apart, summed, read as
+    /// the views read them (keys with n > 0; of a contact's conversion
+    /// rows, the earliest; the credit rows of the conversions kept), give
+    /// the dashboard's touches, conversions, credits and scans per
+    /// placement, contacts shared across visitors included.
+    #[test]
+    fn journeys_read_as_the_views_do_give_the_figures(vs in visitors(4)) {
+        let c = campaign();
+        let mut stored = journeys::Rows::new();
+        for (_, es) in &vs {
+            journeys::add(&mut stored, &journeys::rows(&c, es), 1);
+        }
+        let live: Vec<(&journeys::Key, &journeys::Counts)> = stored.iter().filter(|(_, v)| v.n > 0).collect();
+        let mut views = Answer::new();
+        let mut put = |figure: Figure, dims: Dims, n: i64, credit: f64| {
+            add_to(&mut views, figure, dims, figures::Value { n, credit }, 1);
+        };
+        for (k, v) in live.iter().filter(|(k, _)| k.kind == journeys::Kind::Touch) {
+            put(Figure::Touches, Dims { channel: k.channel.clone(), phase: k.phase.clone(), ..Dims::default() }, v.n, 0.0);
+        }
+        // The conversions view: per contact, the earliest (time, event id).
+        let mut chosen: BTreeMap<&str, &journeys::Key> = BTreeMap::new();
+        for (k, _) in live.iter().filter(|(k, _)| k.kind == journeys::Kind::Conversion) {
+            let e = chosen.entry(k.contact.as_str()).or_insert(k);
+            if (k.ms, k.event_id) < (e.ms, e.event_id) {
+                *e = k;
+            }
+        }
+        for k in chosen.values() {
+            put(Figure::Conversions, Dims { phase: k.phase.clone(), ..Dims::default() }, 1, 0.0);
+        }
+        for (k, v) in live.iter().filter(|(k, _)| k.kind == journeys::Kind::Credit) {
+            if chosen.values().any(|c| c.event_id == k.event_id) {
+                put(Figure::Credits, Dims {
+                    model: k.model.to_owned(),
+                    channel: k.channel.clone(),
+                    phase: k.phase.clone(),
+                    conversion_phase: k.conversion_phase.clone(),
+                    ..Dims::default()
+                }, 0, v.credit);
+            }
+        }
+        for (k, v) in live.iter().filter(|(k, _)| k.kind == journeys::Kind::PlacementDay) {
+            put(Figure::Scanners, Dims { placement: k.placement.clone(), ..Dims::default() }, v.scans, 0.0);
+        }
+        let q = Question { start_ms: 0, end_ms: u64::MAX, phase: None, device: None, placement: None, include_bots: false };
+        let mut want = Answer::new();
+        for ((figure, dims), v) in answer(&c, &vs, &q) {
+            match figure {
+                Figure::Touches | Figure::Conversions | Figure::Credits => add_to(&mut want, figure, dims, v, 1),
+                // Scans per placement, from the events figure (Scanners
+                // stands in for "scans" in this comparison).
+                Figure::Events if ensemble_model::rules::is_scan(&dims.event_type, &dims.action) && !dims.placement.is_empty() => {
+                    add_to(&mut want, Figure::Scanners, Dims { placement: dims.placement.clone(), ..Dims::default() }, v, 1);
+                }
+                _ => {}
+            }
+        }
+        prop_assert!(same(&views, &want).is_ok(), "{}", same(&views, &want).unwrap_err());
     }
 }

@@ -1,0 +1,446 @@
+//! The rows behind the analysts' SQL views (README "SQL access"): per
+//! visitor, its touches, its conversions (the first sign-up of each of its
+//! contacts), each conversion's credit under every model, and its events
+//! per placement and local day — the same rules as the figures
+//! ([`crate::rules`], [`crate::attribution`]), written out one row per
+//! thing instead of summed.
+//!
+//! Bot events are left out, as on the dashboard's default.
+//!
+//! Stored like the figures, as changes: a batch adds a visitor's new rows
+//! and subtracts its old ones ([`change`]), so the sum of `n` over a key's
+//! stored rows is 1 while the thing holds and 0 once it no longer does; the
+//! views keep the keys whose sum is positive.
+//!
+//! A contact that signed up on several visitors has a conversion row on
+//! each (each visitor alone cannot know which sign-up was first); the
+//! `conversions` view keeps the earliest, ties broken by event id, as
+//! [`crate::figures`] does when it computes those visitors together.
+
+use std::collections::BTreeMap;
+
+use chrono::DateTime;
+use uuid::Uuid;
+
+use crate::attribution::{self, Conversion, Touch};
+use crate::figures::{day_of, Day, Event};
+use crate::rules;
+use crate::Campaign;
+
+/// What a row is. [`Kind::name`] is what ClickHouse stores in `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// A touch (gap rule), at the event that starts it.
+    Touch,
+    /// The first sign-up of one of the visitor's contacts.
+    Conversion,
+    /// A conversion's credit under one model to one channel, for touches
+    /// in one phase.
+    Credit,
+    /// The visitor's events at one placement on one local day.
+    PlacementDay,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Touch,
+        Kind::Conversion,
+        Kind::Credit,
+        Kind::PlacementDay,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Touch => "touch",
+            Kind::Conversion => "conversion",
+            Kind::Credit => "credit",
+            Kind::PlacementDay => "placement_day",
+        }
+    }
+}
+
+/// What identifies a row. Fields a kind does not use are empty / zero.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub kind: Kind,
+    /// Time of the touch's first event / of the sign-up (ms since the epoch).
+    pub ms: u64,
+    /// The touch's first event / the sign-up.
+    pub event_id: Uuid,
+    /// Local day of `ms`, or the placement day.
+    pub day: Day,
+    /// Touch: of its first event; conversion: of the sign-up; credit: of
+    /// the touches credited; placement day: of the events.
+    pub phase: String,
+    /// Touch, placement day: of the events; conversion: of the sign-up;
+    /// credit: the channel credited (`direct` without a touch).
+    pub channel: String,
+    pub placement: String,
+    pub device: String,
+    /// Conversion and credit: the contact hash (the `conversions` view
+    /// chooses among visitors with it; no view shows it).
+    pub contact: String,
+    /// Credit: the attribution model.
+    pub model: &'static str,
+    /// Credit: the phase of the conversion.
+    pub conversion_phase: String,
+}
+
+/// A row's values. `n` is 1 for every row (its presence); placement days
+/// also count events by what they are; credits carry their share.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counts {
+    pub n: i64,
+    pub events: i64,
+    pub exposures: i64,
+    pub scans: i64,
+    pub visits: i64,
+    pub signups: i64,
+    pub credit: f64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts, sign: i64) {
+        self.n += sign * o.n;
+        self.events += sign * o.events;
+        self.exposures += sign * o.exposures;
+        self.scans += sign * o.scans;
+        self.visits += sign * o.visits;
+        self.signups += sign * o.signups;
+        self.credit += sign as f64 * o.credit;
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Counts::default()
+    }
+}
+
+/// Rows by key (each key once).
+pub type Rows = BTreeMap<Key, Counts>;
+
+fn one() -> Counts {
+    Counts {
+        n: 1,
+        ..Counts::default()
+    }
+}
+
+fn key(kind: Kind) -> Key {
+    Key {
+        kind,
+        ms: 0,
+        event_id: Uuid::nil(),
+        day: 0,
+        phase: String::new(),
+        channel: String::new(),
+        placement: String::new(),
+        device: String::new(),
+        contact: String::new(),
+        model: "",
+        conversion_phase: String::new(),
+    }
+}
+
+/// One visitor's rows, from its events (any order, redeliveries allowed).
+pub fn rows(campaign: &Campaign, events: &[Event]) -> Rows {
+    let mut evs: Vec<&Event> = events.iter().filter(|e| !e.bot).collect();
+    evs.sort_unstable_by_key(|e| (e.event_id, e.ms));
+    evs.dedup_by_key(|e| e.event_id);
+    evs.sort_unstable_by_key(|e| (e.ms, e.event_id));
+    let mut out = Rows::new();
+    let add = |out: &mut Rows, k: Key, c: Counts| out.entry(k).or_default().add(&c, 1);
+
+    // Touches: the gap rule over the touch candidates.
+    let candidates: Vec<&Event> = evs
+        .iter()
+        .copied()
+        .filter(|e| rules::is_touch_candidate(campaign, &e.channel, &e.event_type, &e.action))
+        .collect();
+    let starts = rules::touch_starts(
+        rules::gap_ms(campaign),
+        candidates.iter().map(|e| (e.ms, e.channel.as_str())),
+    );
+    let mut touches: Vec<Touch> = Vec::new();
+    for (e, _) in candidates.iter().zip(starts).filter(|(_, s)| *s) {
+        let mut k = key(Kind::Touch);
+        k.ms = e.ms;
+        k.event_id = e.event_id;
+        k.day = day_of(campaign, e.ms);
+        k.phase.clone_from(&e.phase);
+        k.channel.clone_from(&e.channel);
+        k.placement.clone_from(&e.placement);
+        k.device.clone_from(&e.device);
+        add(&mut out, k, one());
+        touches.push(Touch {
+            ts: ts(e.ms),
+            event_id: e.event_id,
+            channel: e.channel.clone(),
+        });
+    }
+
+    // Conversions and their credit.
+    let first = rules::first_signups(
+        evs.iter()
+            .map(|e| (e.event_type.as_str(), e.contact.as_str(), *e)),
+    );
+    for e in first.into_values() {
+        let mut k = key(Kind::Conversion);
+        k.ms = e.ms;
+        k.event_id = e.event_id;
+        k.day = day_of(campaign, e.ms);
+        k.phase.clone_from(&e.phase);
+        k.channel.clone_from(&e.channel);
+        k.placement.clone_from(&e.placement);
+        k.device.clone_from(&e.device);
+        k.contact.clone_from(&e.contact);
+        let conversion = Conversion {
+            ts: ts(e.ms),
+            event_id: e.event_id,
+        };
+        for s in attribution::shares(campaign, &conversion, &touches) {
+            let mut c = key(Kind::Credit);
+            c.ms = k.ms;
+            c.event_id = k.event_id;
+            c.day = k.day;
+            c.contact.clone_from(&k.contact);
+            c.model = s.model;
+            c.channel = s.channel;
+            c.phase = s.touch_phase;
+            c.conversion_phase = s.conversion_phase;
+            add(
+                &mut out,
+                c,
+                Counts {
+                    n: 1,
+                    credit: s.credit,
+                    ..Counts::default()
+                },
+            );
+        }
+        add(&mut out, k, one());
+    }
+
+    // Placement days: the events that carry a placement.
+    let mut days: BTreeMap<Key, Counts> = BTreeMap::new();
+    for e in evs.iter().filter(|e| !e.placement.is_empty()) {
+        let mut k = key(Kind::PlacementDay);
+        k.day = day_of(campaign, e.ms);
+        k.phase.clone_from(&e.phase);
+        k.channel.clone_from(&e.channel);
+        k.placement.clone_from(&e.placement);
+        let c = days.entry(k).or_default();
+        c.n = 1;
+        c.events += 1;
+        c.exposures += i64::from(rules::is_exposure(&e.event_type, &e.action));
+        c.scans += i64::from(rules::is_scan(&e.event_type, &e.action));
+        c.visits += i64::from(rules::is_visit(&e.event_type));
+        c.signups += i64::from(rules::is_signup(&e.event_type));
+    }
+    for (k, c) in days {
+        add(&mut out, k, c);
+    }
+    out
+}
+
+fn ts(ms: u64) -> DateTime<chrono::Utc> {
+    DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or_default()
+}
+
+/// What a visitor's rows become when its events go from `old` to `new`:
+/// the rows of `new` minus those of `old`, rows that cancel left out.
+pub fn change(campaign: &Campaign, old: &[Event], new: &[Event]) -> Rows {
+    let mut out = rows(campaign, new);
+    for (k, c) in rows(campaign, old) {
+        out.entry(k).or_default().add(&c, -1);
+    }
+    out.retain(|_, c| !c.is_zero());
+    out
+}
+
+/// Adds `rows` to `sum` (`sign` −1 subtracts), dropping keys that cancel.
+pub fn add(sum: &mut Rows, rows: &Rows, sign: i64) {
+    for (k, c) in rows {
+        let e = sum.entry(k.clone()).or_default();
+        e.add(c, sign);
+        if e.is_zero() {
+            sum.remove(k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn campaign() -> Campaign {
+        Campaign::from_toml(include_str!("../../deploy/campaign.toml")).unwrap()
+    }
+
+    /// 10 February 2025, 10:00 Paris (phase 2), plus `min` minutes.
+    fn at(min: u64) -> u64 {
+        1_739_178_000_000 + min * 60_000
+    }
+
+    fn ev(
+        n: u128,
+        min: u64,
+        event_type: &str,
+        action: &str,
+        channel: &str,
+        placement: &str,
+    ) -> Event {
+        let c = campaign();
+        Event {
+            event_id: Uuid::from_u128(n),
+            ms: at(min),
+            event_type: event_type.into(),
+            action: action.into(),
+            channel: channel.into(),
+            placement: placement.into(),
+            phase: c.phase_at(ts(at(min))).into(),
+            device: "mobile".into(),
+            bot: false,
+            contact: if event_type == "signup" {
+                "c1".into()
+            } else {
+                String::new()
+            },
+        }
+    }
+
+    fn of(rows: &Rows, kind: Kind) -> Vec<(&Key, &Counts)> {
+        rows.iter().filter(|(k, _)| k.kind == kind).collect()
+    }
+
+    /// A metro scan, its page view, a dating-app impression, a second metro
+    /// scan 40 minutes later (a new touch), a sign-up, and a second sign-up
+    /// of the same contact (not a second conversion).
+    fn journey() -> Vec<Event> {
+        vec![
+            ev(1, 0, "qr_scan", "", "metro", "M-CHATELET"),
+            ev(2, 1, "page_view", "", "metro", "M-CHATELET"),
+            ev(3, 5, "tinder_card", "impression", "tinder", "T-VOEUX"),
+            ev(4, 41, "qr_scan", "", "metro", "M-CHATELET"),
+            ev(5, 50, "signup", "", "site", ""),
+            ev(6, 90, "signup", "", "site", ""),
+        ]
+    }
+
+    #[test]
+    fn a_journey_in_rows() {
+        let cp = campaign();
+        let got = rows(&cp, &journey());
+        let touches = of(&got, Kind::Touch);
+        assert_eq!(touches.len(), 2, "{touches:?}");
+        assert_eq!(touches[0].0.event_id, Uuid::from_u128(1));
+        assert_eq!(touches[1].0.event_id, Uuid::from_u128(4));
+        assert!(touches
+            .iter()
+            .all(|(k, c)| k.channel == "metro" && c.n == 1));
+        let conversions = of(&got, Kind::Conversion);
+        assert_eq!(conversions.len(), 1);
+        assert_eq!(conversions[0].0.event_id, Uuid::from_u128(5));
+        assert_eq!(conversions[0].0.contact, "c1");
+        // Both touches are metro in one phase: every model gives metro 1.
+        let credits = of(&got, Kind::Credit);
+        assert_eq!(credits.len(), 5);
+        for (k, c) in credits {
+            assert_eq!(
+                (k.channel.as_str(), k.event_id),
+                ("metro", Uuid::from_u128(5))
+            );
+            assert!((c.credit - 1.0).abs() < 1e-12, "{k:?} {c:?}");
+        }
+        let days = of(&got, Kind::PlacementDay);
+        assert_eq!(days.len(), 2);
+        let metro = days
+            .iter()
+            .find(|(k, _)| k.placement == "M-CHATELET")
+            .unwrap()
+            .1;
+        assert_eq!(
+            (
+                metro.events,
+                metro.scans,
+                metro.visits,
+                metro.exposures,
+                metro.signups
+            ),
+            (3, 2, 1, 0, 0)
+        );
+        let card = days
+            .iter()
+            .find(|(k, _)| k.placement == "T-VOEUX")
+            .unwrap()
+            .1;
+        assert_eq!((card.events, card.exposures, card.scans), (1, 1, 0));
+    }
+
+    #[test]
+    fn two_channels_share_the_credit_by_model() {
+        let cp = campaign();
+        let mut events = journey();
+        // A card click between the scans: a tinder touch.
+        events.push(ev(7, 20, "tinder_card", "click", "tinder", "T-VOEUX"));
+        let got = rows(&cp, &events);
+        let credit = |model: &str, channel: &str| -> f64 {
+            of(&got, Kind::Credit)
+                .iter()
+                .filter(|(k, _)| k.model == model && k.channel == channel)
+                .map(|(_, c)| c.credit)
+                .sum()
+        };
+        assert!((credit("first_touch", "metro") - 1.0).abs() < 1e-12);
+        assert!((credit("last_touch", "metro") - 1.0).abs() < 1e-12);
+        assert!((credit("linear", "tinder") - 1.0 / 3.0).abs() < 1e-12);
+        assert!((credit("linear", "metro") - 2.0 / 3.0).abs() < 1e-12);
+        for model in attribution::Model::ALL.map(attribution::Model::as_str) {
+            let total = credit(model, "metro") + credit(model, "tinder");
+            assert!((total - 1.0).abs() < 1e-12, "{model}: {total}");
+        }
+    }
+
+    #[test]
+    fn bots_and_redeliveries_are_left_out() {
+        let cp = campaign();
+        let mut events = journey();
+        events.push(events[0].clone());
+        let mut bot = ev(8, 3, "qr_scan", "", "gares", "G-NATIONAL");
+        bot.bot = true;
+        events.push(bot);
+        assert_eq!(rows(&cp, &events), rows(&cp, &journey()));
+    }
+
+    #[test]
+    fn the_change_of_a_batch_turns_the_old_rows_into_the_new() {
+        let cp = campaign();
+        let all = journey();
+        let mut sum = Rows::new();
+        for cut in [0, 2, 4, 6] {
+            let (before, upto) = (&all[..cut.max(2) - 2], &all[..cut]);
+            add(&mut sum, &change(&cp, before, upto), 1);
+            assert_eq!(sum, rows(&cp, upto), "after {cut} events");
+        }
+        // A credit whose share moves (a new touch before the sign-up):
+        // the same key, n unchanged, the credit corrected.
+        let mut more = all.clone();
+        more.push(ev(7, 20, "tinder_card", "click", "tinder", "T-VOEUX"));
+        let d = change(&cp, &all, &more);
+        let linear_metro = d
+            .iter()
+            .find(|(k, _)| k.kind == Kind::Credit && k.model == "linear" && k.channel == "metro")
+            .unwrap()
+            .1;
+        assert_eq!(linear_metro.n, 0);
+        assert!((linear_metro.credit + 1.0 / 3.0).abs() < 1e-12);
+        // Nothing new, nothing changed.
+        assert!(change(&cp, &all, &all).is_empty());
+    }
+
+    #[test]
+    fn every_kind_has_a_name() {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["touch", "conversion", "credit", "placement_day"]);
+    }
+}
