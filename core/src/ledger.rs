@@ -16,6 +16,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::figures::{self, ChangeSets, Event, OwnedRow, Row as FigureRow, Strings};
+use crate::journeys;
 use crate::{Campaign, EventRow};
 
 /// Visitor ids per read query: keeps the query text under ClickHouse's
@@ -154,11 +155,21 @@ pub async fn read(
     Ok(out)
 }
 
-/// Ledger rows being put together for one INSERT.
-#[derive(Debug, Default)]
-pub struct Writer {
+/// Ledger rows being put together for one INSERT, carrying a change to
+/// the figures and to the journeys: the figures' change on the first row,
+/// the journeys' on the second (on the first when there is only one).
+/// Not both on one row: a materialised view's `ARRAY JOIN change` copies
+/// every other column of the row for each element — on ClickHouse 18.16
+/// the journey arrays too, whose size then multiplies the change's (a
+/// batch of 20 000 events ran out of memory).
+#[derive(Debug)]
+pub struct Writer<'c> {
     sql: String,
     rows: usize,
+    change: &'c [FigureRow<'c>],
+    journey: &'c [JourneyRow<'c>],
+    /// The first row, written once it is known whether it is the only one.
+    first: Option<(String, u64, Option<Event>)>,
 }
 
 /// TabSeparated, not VALUES: ClickHouse 18.16 parses VALUES with arrays
@@ -168,30 +179,62 @@ const INSERT_HEAD: &str = "INSERT INTO ledger (visitor_id, written_ms, tombstone
     change.device_filter, change.placement_filter, change.first_day, change.last_day, change.phase, \
     change.channel, change.placement, change.event_type, change.action, change.step, change.model, \
     change.conversion_phase, change.other_channel, change.contacts, change.hour, change.day, change.seconds, \
-    change.n, change.credit) FORMAT TabSeparated\n";
+    change.n, change.credit, journey.visitor_id, journey.kind, journey.ms, journey.event_id, journey.day, \
+    journey.phase, journey.channel, journey.placement, journey.device, journey.contact, journey.model, \
+    journey.conversion_phase, journey.n, journey.n_events, journey.n_exposures, journey.n_scans, \
+    journey.n_visits, journey.n_signups, journey.credit) FORMAT TabSeparated\n";
+
+/// A row of the analysts' journeys (ensemble-model's `journeys`) with its visitor.
+pub type JourneyRow<'a> = (&'a str, &'a journeys::Key<'a>, &'a journeys::Counts);
+
+/// Every visitor's journeys rows of `sets` of (visitor, rows).
+pub fn journey_rows<'a>(
+    sets: impl IntoIterator<Item = &'a (String, journeys::Rows<'a>)>,
+) -> Vec<JourneyRow<'a>> {
+    sets.into_iter()
+        .flat_map(|(v, rows)| rows.iter().map(move |(k, c)| (v.as_str(), k, c)))
+        .collect()
+}
 
 /// A `Date` array element: `'YYYY-MM-DD'`.
 fn push_date(out: &mut String, day: figures::Day) {
     let _ = write!(out, "'{}'", figures::date_of(day).format("%Y-%m-%d"));
 }
 
-impl Writer {
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
+impl<'c> Writer<'c> {
+    /// A writer whose rows carry `change` and `journey`.
+    pub fn new(change: &'c [FigureRow<'c>], journey: &'c [JourneyRow<'c>]) -> Self {
+        Self {
+            sql: String::new(),
+            rows: 0,
+            change,
+            journey,
+            first: None,
+        }
     }
 
-    pub fn rows(&self) -> usize {
-        self.rows
+    /// One row: an event, or with `event = None` a tombstone.
+    pub fn push(&mut self, visitor: &str, written_ms: u64, event: Option<&Event>) {
+        match self.rows {
+            0 => self.first = Some((visitor.to_owned(), written_ms, event.cloned())),
+            1 => {
+                if let Some((v, w, e)) = self.first.take() {
+                    self.write(&v, w, e.as_ref(), self.change, &[]);
+                }
+                self.write(visitor, written_ms, event, &[], self.journey);
+            }
+            _ => self.write(visitor, written_ms, event, &[], &[]),
+        }
+        self.rows += 1;
     }
 
-    /// One row: an event (or, with `event = None`, a tombstone) and the
-    /// change to the figures it carries.
-    pub fn push(
+    fn write(
         &mut self,
         visitor: &str,
         written_ms: u64,
         event: Option<&Event>,
         change: &[FigureRow<'_>],
+        journey: &[JourneyRow<'_>],
     ) {
         if self.sql.is_empty() {
             self.sql.push_str(INSERT_HEAD);
@@ -264,20 +307,70 @@ impl Writer {
             }
             out.push(']');
         }
+        type JourneyColumn = fn(&mut String, &JourneyRow<'_>);
+        let columns: [JourneyColumn; 19] = [
+            |o, (v, _, _)| push_quoted(o, v, false),
+            |o, (_, k, _)| push_quoted(o, k.kind.name(), false),
+            |o, (_, k, _)| {
+                let _ = write!(o, "{}", k.ms);
+            },
+            |o, (_, k, _)| {
+                let _ = write!(o, "'{}'", k.event_id);
+            },
+            |o, (_, k, _)| push_date(o, k.day),
+            |o, (_, k, _)| push_quoted(o, k.phase, false),
+            |o, (_, k, _)| push_quoted(o, k.channel, false),
+            |o, (_, k, _)| push_quoted(o, k.placement, false),
+            |o, (_, k, _)| push_quoted(o, k.device, false),
+            |o, (_, k, _)| push_quoted(o, k.contact, false),
+            |o, (_, k, _)| push_quoted(o, k.model, false),
+            |o, (_, k, _)| push_quoted(o, k.conversion_phase, false),
+            |o, (_, _, c)| {
+                let _ = write!(o, "{}", c.n);
+            },
+            |o, (_, _, c)| {
+                let _ = write!(o, "{}", c.events);
+            },
+            |o, (_, _, c)| {
+                let _ = write!(o, "{}", c.exposures);
+            },
+            |o, (_, _, c)| {
+                let _ = write!(o, "{}", c.scans);
+            },
+            |o, (_, _, c)| {
+                let _ = write!(o, "{}", c.visits);
+            },
+            |o, (_, _, c)| {
+                let _ = write!(o, "{}", c.signups);
+            },
+            |o, (_, _, c)| {
+                let _ = write!(o, "{:?}", c.credit);
+            },
+        ];
+        for column in columns {
+            out.push_str("\t[");
+            for (i, j) in journey.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                column(out, j);
+            }
+            out.push(']');
+        }
         out.push('\n');
-        self.rows += 1;
     }
 
     /// Sends the rows as one INSERT (nothing if there are none).
     pub async fn flush(
-        &mut self,
+        mut self,
         client: &clickhouse::Client,
     ) -> Result<(), clickhouse::error::Error> {
+        if let Some((v, w, e)) = self.first.take() {
+            self.write(&v, w, e.as_ref(), self.change, self.journey);
+        }
         if self.rows > 0 {
             client.query_raw(&self.sql).execute().await?;
         }
-        self.sql.clear();
-        self.rows = 0;
         Ok(())
     }
 }
@@ -324,20 +417,23 @@ pub async fn account(
     // The change of every visitor, summed: carried by the INSERT's first
     // row. CPU work (a large batch takes a while): off the async workers,
     // on both cores.
-    let halves = off_the_runtime(|| {
+    let (halves, journey_changes) = off_the_runtime(|| {
         let (a, b) = sets.split_at(sets.len() / 2);
         if a.len() < 32 {
-            return vec![changes(campaign, &sets)];
+            return changes(campaign, &sets);
         }
         std::thread::scope(|s| {
             let second = s.spawn(|| changes(campaign, b));
-            let first = changes(campaign, a);
-            let second = second
+            let (mut figures, mut journeys) = changes(campaign, a);
+            let (more, more_journeys) = second
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            vec![first, second]
+            figures.extend(more);
+            journeys.extend(more_journeys);
+            (figures, journeys)
         })
     });
+    let journey = journey_rows(&journey_changes);
     let carried: Vec<FigureRow<'_>> = halves
         .iter()
         .flat_map(|(strings, rows)| figures::rows_of(strings, rows))
@@ -350,12 +446,11 @@ pub async fn account(
         sets.iter().map(|s| (s.visitor(), s.all_events())),
     )
     .await?;
-    let mut writer = Writer::default();
+    let mut writer = Writer::new(&carried, &journey);
     let mut done = Accounted::default();
     for set in &sets {
         for e in set.fresh() {
-            let rows: &[FigureRow<'_>] = if writer.is_empty() { &carried } else { &[] };
-            writer.push(set.visitor(), written_ms, Some(e), rows);
+            writer.push(set.visitor(), written_ms, Some(e));
         }
         done.new_events += set.fresh().len();
         done.visitors += 1;
@@ -371,14 +466,24 @@ pub async fn account(
 }
 
 /// The change `sets` make to the figures, summed (keys repeated across
-/// calls are summed again by ClickHouse).
-fn changes<'a>(campaign: &'a Campaign, sets: &'a [ChangeSets]) -> (Strings<'a>, figures::Rows) {
+/// calls are summed again by ClickHouse), and to each visitor's journeys.
+type Changes<'a> = (
+    Vec<(Strings<'a>, figures::Rows)>,
+    Vec<(String, journeys::Rows<'a>)>,
+);
+
+fn changes<'a>(campaign: &'a Campaign, sets: &'a [ChangeSets]) -> Changes<'a> {
     let mut strings = Strings::default();
     let mut change = figures::Sum::default();
+    let mut journey = Vec::new();
     for set in sets {
         change.add(&figures::change(campaign, set, &mut strings), 1);
+        let rows = journeys::change(campaign, set.known(), set.all_events());
+        if !rows.is_empty() {
+            journey.push((set.visitor().to_owned(), rows));
+        }
     }
-    (strings, change.rows())
+    (vec![(strings, change.rows())], journey)
 }
 
 /// Runs CPU-bound `work` where it does not hold up the async tasks (the
@@ -697,12 +802,18 @@ pub async fn rewrite(
         }
         let mut strings = Strings::default();
         let mut change = figures::Sum::default();
+        let mut journey_changes = Vec::new();
         for (all, kept) in &sets {
             change.add(&figures::compute(campaign, all, &mut strings), -1);
             change.add(&figures::compute(campaign, kept, &mut strings), 1);
+            journey_changes.push((
+                kept[0].0.clone(),
+                journeys::change(campaign, &all[0].1, &kept[0].1),
+            ));
         }
         let change = change.rows();
         let carried: Vec<FigureRow<'_>> = figures::rows_of(&strings, &change).collect();
+        let journey = journey_rows(&journey_changes);
         note_wide(
             client,
             campaign,
@@ -710,17 +821,13 @@ pub async fn rewrite(
                 .map(|(_, kept)| (kept[0].0.as_str(), kept[0].1.as_slice())),
         )
         .await?;
-        let mut writer = Writer::default();
-        for (i, (_, kept)) in sets.iter().enumerate() {
-            // A tombstone per visitor; the first carries the change of all.
-            writer.push(
-                &kept[0].0,
-                written_ms,
-                None,
-                if i == 0 { &carried } else { &[] },
-            );
+        // A tombstone per visitor (the first carries the change of all),
+        // then its kept events again.
+        let mut writer = Writer::new(&carried, &journey);
+        for (_, kept) in &sets {
+            writer.push(&kept[0].0, written_ms, None);
             for e in &kept[0].1 {
-                writer.push(&kept[0].0, written_ms + 1, Some(e), &[]);
+                writer.push(&kept[0].0, written_ms + 1, Some(e));
             }
         }
         writer.flush(client).await?;
@@ -755,17 +862,29 @@ pub async fn forget(
         e.contact != contact_hash
     })
     .await?;
-    for table in ["contact_visitors", "shared_contacts"] {
+    // The journeys rows of this contact (retracted above, so their sums
+    // are zero) and of the own visitors (all retracted) go for good, not
+    // at the next merge.
+    for (table, column) in [
+        ("contact_visitors", "contact_hash"),
+        ("shared_contacts", "contact_hash"),
+        ("journeys", "contact"),
+    ] {
         client
             .query(&format!(
-                "ALTER TABLE {} DELETE WHERE contact_hash = {}",
+                "ALTER TABLE {} DELETE WHERE {column} = {}",
                 ddl_target(table),
                 lit(contact_hash)
             ))
             .execute()
             .await?;
     }
-    for table in ["contact_visitors", "shared_contacts", "wide_visitors"] {
+    for table in [
+        "contact_visitors",
+        "shared_contacts",
+        "wide_visitors",
+        "journeys",
+    ] {
         for chunk in own.chunks(IDS_PER_QUERY) {
             let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
             client
@@ -828,6 +947,7 @@ pub async fn rebuild(
         "contact_visitors",
         "shared_contacts",
         "wide_visitors",
+        "journeys",
         "ledger_minutely",
         "events_minutely",
     ] {
@@ -873,16 +993,18 @@ pub async fn rebuild(
         .await?;
         let mut strings = Strings::default();
         let mut sum = figures::Sum::default();
+        let mut journey_rows_of = Vec::new();
         for set in &sets {
             sum.add(&figures::compute(campaign, set, &mut strings), 1);
+            journey_rows_of.push((set[0].0.clone(), journeys::rows(campaign, &set[0].1)));
         }
         let rows = sum.rows();
         let carried: Vec<FigureRow<'_>> = figures::rows_of(&strings, &rows).collect();
-        let mut writer = Writer::default();
+        let journey = journey_rows(&journey_rows_of);
+        let mut writer = Writer::new(&carried, &journey);
         for (set, written) in sets.iter().zip(&written) {
             for (e, w) in set[0].1.iter().zip(written) {
-                let rows: &[FigureRow<'_>] = if writer.is_empty() { &carried } else { &[] };
-                writer.push(&set[0].0, *w, Some(e), rows);
+                writer.push(&set[0].0, *w, Some(e));
             }
         }
         writer.flush(client).await

@@ -141,6 +141,17 @@ fn closing_paren(s: &str, open: usize) -> Option<usize> {
     None
 }
 
+/// The tables of `statements` sharded by visitor in cluster mode (those
+/// with a `visitor_id String` column).
+fn sharded_tables<'a>(statements: impl Iterator<Item = &'a String>) -> Vec<String> {
+    statements
+        .filter(|s| s.contains("visitor_id String"))
+        .filter_map(|s| s.trim().strip_prefix("CREATE TABLE IF NOT EXISTS "))
+        .filter_map(|rest| rest.split(|c: char| c.is_whitespace() || c == '(').next())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Names of the tables `CREATE TABLE IF NOT EXISTS` makes in `statements`.
 fn created_tables<'a>(statements: impl Iterator<Item = &'a String>) -> Vec<String> {
     statements
@@ -150,23 +161,37 @@ fn created_tables<'a>(statements: impl Iterator<Item = &'a String>) -> Vec<Strin
         .collect()
 }
 
+/// The local table behind `name` (`table`, or `database.table` for a table
+/// outside the main database) in cluster mode.
+fn local_of(name: &str, db: &str) -> String {
+    match name.split_once('.') {
+        Some((other, table)) => format!("{other}.{table}_local"),
+        None => format!("{db}.{name}_local"),
+    }
+}
+
 /// One single-node statement as cluster DDL: a table becomes a replicated
 /// `<db>.<name>_local` on every node plus a `Distributed` `<db>.<name>` over
 /// them, sharded by `cityHash64(visitor_id)` when the table has a visitor
-/// (one visitor's journey on one shard) and at random otherwise; a
-/// materialized view reads and writes the local tables of its node; a
-/// dropped table goes on every node with its local table. `None` for
-/// anything else.
+/// (one visitor's journey on one shard) and at random otherwise (a table
+/// named `other.name` does the same in database `other`); a materialized
+/// view reads and writes the local tables of its node; an `ALTER TABLE`
+/// goes to the local tables and the distributed one; a plain view and a
+/// database are created on every node (a view reads the distributed
+/// tables it names); a dropped table goes on every node with its local
+/// table. `None` for anything else.
 pub fn cluster_statements(
     stmt: &str,
     db: &str,
     cluster: &str,
     tables: &[String],
+    sharded: &[String],
 ) -> Option<Vec<String>> {
     let s = stmt.trim();
     if let Some(rest) = s.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
         let name_end = rest.find(|c: char| c.is_whitespace() || c == '(')?;
         let (name, body) = rest.split_at(name_end);
+        let (tdb, name) = name.split_once('.').unwrap_or((db, name));
         let engine_at = body.find("ENGINE = ")?;
         let (columns, engine_part) = body.split_at(engine_at);
         let engine_part = &engine_part["ENGINE = ".len()..];
@@ -178,7 +203,7 @@ pub fn cluster_statements(
         let close = closing_paren(engine_part, open)?;
         let args = engine_part[open + 1..close].trim();
         let tail = &engine_part[close + 1..];
-        let zk = format!("'/clickhouse/tables/{{shard}}/{db}/{name}_local', '{{replica}}'");
+        let zk = format!("'/clickhouse/tables/{{shard}}/{tdb}/{name}_local', '{{replica}}'");
         let args = if args.is_empty() {
             zk
         } else {
@@ -191,13 +216,54 @@ pub fn cluster_statements(
         };
         return Some(vec![
             format!(
-                "CREATE TABLE IF NOT EXISTS {db}.{name}_local ON CLUSTER {cluster} {columns}ENGINE = Replicated{engine}({args}){tail}"
+                "CREATE TABLE IF NOT EXISTS {tdb}.{name}_local ON CLUSTER {cluster} {columns}ENGINE = Replicated{engine}({args}){tail}"
             ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {tdb}.{name} ON CLUSTER {cluster} AS {tdb}.{name}_local \
+                 ENGINE = Distributed({cluster}, {tdb}, {name}_local, {key})"
+            ),
+        ]);
+    }
+    if let Some(name) = s.strip_prefix("CREATE DATABASE IF NOT EXISTS ") {
+        let name = name.trim();
+        return is_identifier(name).then(|| {
+            vec![format!(
+                "CREATE DATABASE IF NOT EXISTS {name} ON CLUSTER {cluster}"
+            )]
+        });
+    }
+    if let Some(rest) = s.strip_prefix("ALTER TABLE ") {
+        let (name, change) = rest.split_once(char::is_whitespace)?;
+        let change = change.trim_start();
+        if !tables.iter().any(|t| t == name) || name.contains('.') {
+            return None;
+        }
+        // 18.16 refuses ALTER … ON CLUSTER on a Distributed table of a
+        // replicated cluster: it is made again over the altered local
+        // tables (it holds no rows: inserts through it are synchronous).
+        let key = if sharded.iter().any(|t| t == name) {
+            "cityHash64(visitor_id)"
+        } else {
+            "rand()"
+        };
+        return Some(vec![
+            format!("ALTER TABLE {db}.{name}_local ON CLUSTER {cluster} {change}"),
+            format!("DROP TABLE IF EXISTS {db}.{name} ON CLUSTER {cluster}"),
             format!(
                 "CREATE TABLE IF NOT EXISTS {db}.{name} ON CLUSTER {cluster} AS {db}.{name}_local \
                  ENGINE = Distributed({cluster}, {db}, {name}_local, {key})"
             ),
         ]);
+    }
+    if let Some(rest) = s.strip_prefix("CREATE VIEW IF NOT EXISTS ") {
+        let (name, select) = rest.split_once(" AS")?;
+        let name = name.trim();
+        if !name.contains('.') {
+            return None;
+        }
+        return Some(vec![format!(
+            "CREATE VIEW IF NOT EXISTS {name} ON CLUSTER {cluster} AS{select}"
+        )]);
     }
     if let Some(name) = s.strip_prefix("DROP TABLE IF EXISTS ") {
         let name = name.trim();
@@ -222,21 +288,19 @@ pub fn cluster_statements(
         }
         let mut select = select.to_owned();
         for t in tables {
+            let local = local_of(t, db);
             for sep in [" ", "\n"] {
-                select = select.replace(
-                    &format!("FROM {t}{sep}"),
-                    &format!("FROM {db}.{t}_local{sep}"),
-                );
+                select = select.replace(&format!("FROM {t}{sep}"), &format!("FROM {local}{sep}"));
             }
             if select.ends_with(&format!("FROM {t}")) {
                 let cut = select.len() - t.len();
-                select = format!("{}{db}.{t}_local", &select[..cut]);
+                select = format!("{}{local}", &select[..cut]);
             }
         }
         return Some(vec![format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{} ON CLUSTER {cluster} TO {db}.{}_local AS{select}",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{} ON CLUSTER {cluster} TO {} AS{select}",
             name.trim(),
-            target.trim()
+            local_of(target.trim(), db)
         )]);
     }
     None
@@ -263,11 +327,24 @@ struct AppliedRow {
     checksum: String,
 }
 
-/// The migration that stores the figures anew (0004): a database that
-/// already has events when it is applied must have its figures rebuilt from
-/// `events`; it records that in `rebuild_pending` (which the rebuild
-/// empties and the processor checks before it consumes).
-pub const FIGURES_STORED_ANEW: u32 = 4;
+/// The migrations that store what the processor computes anew (0004: the
+/// figures; 0005: the analysts' journeys): a database that already has
+/// events when one is applied must be rebuilt from `events`; it records
+/// that in `rebuild_pending` (which the rebuild empties and the processor
+/// checks before it consumes).
+pub const REBUILT_FROM_EVENTS: [u32; 2] = [4, 5];
+
+/// What migration files write for the analysts' database
+/// (`StoreConfig::sql_database`), replaced when they run.
+pub const SQL_DATABASE: &str = "{sql_database}";
+
+/// A migration's statements as they run on `store`'s databases.
+fn statements_for(m: &Migration, sql_database: &str) -> Vec<String> {
+    m.statements()
+        .into_iter()
+        .map(|s| s.replace(SQL_DATABASE, sql_database))
+        .collect()
+}
 
 const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
     (version UInt32, name String, checksum String, applied_at DateTime) \
@@ -280,6 +357,10 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
     let db = &store.database;
     if !is_identifier(db) {
         return Err(MigrateError::BadDatabase(db.clone()));
+    }
+    let sql_database = store.sql_database();
+    if !is_identifier(&sql_database) {
+        return Err(MigrateError::BadDatabase(sql_database));
     }
     if store.is_cluster() && !is_identifier(&store.cluster) {
         return Err(MigrateError::BadDatabase(store.cluster.clone()));
@@ -296,8 +377,12 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
         .execute()
         .await?;
     let all = migrations()?;
-    let statements: Vec<Vec<String>> = all.iter().map(Migration::statements).collect();
+    let statements: Vec<Vec<String>> = all
+        .iter()
+        .map(|m| statements_for(m, &sql_database))
+        .collect();
     let tables = created_tables(statements.iter().flatten());
+    let sharded = sharded_tables(statements.iter().flatten());
     let client = store.client();
     client.query(LEDGER_DDL).execute().await?;
     let applied: Vec<AppliedRow> = client
@@ -319,7 +404,7 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
             report.already_applied.push(m.version);
             continue;
         }
-        let had_events = m.version == FIGURES_STORED_ANEW
+        let had_events = REBUILT_FROM_EVENTS.contains(&m.version)
             && client
                 .query("SELECT count() FROM (SELECT 1 FROM events LIMIT 1)")
                 .fetch_one::<u64>()
@@ -327,13 +412,13 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
                 > 0;
         for (i, stmt) in stmts.iter().enumerate() {
             let run = if store.is_cluster() {
-                cluster_statements(stmt, db, &store.cluster, &tables).ok_or_else(|| {
-                    MigrateError::ClusterUnsupported {
+                cluster_statements(stmt, db, &store.cluster, &tables, &sharded).ok_or_else(
+                    || MigrateError::ClusterUnsupported {
                         version: m.version,
                         name: m.name.clone(),
                         statement: stmt.lines().next().unwrap_or_default().to_owned(),
-                    }
-                })?
+                    },
+                )?
             } else {
                 vec![stmt.clone()]
             };
@@ -352,7 +437,7 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
             client
                 .query("INSERT INTO rebuild_pending (reason, since) VALUES (?, now())")
                 .bind(format!(
-                    "migration {} ({}) stores the figures anew",
+                    "migration {} ({}) stores what the processor computes anew",
                     m.version, m.name
                 ))
                 .execute()
@@ -394,9 +479,10 @@ mod tests {
         let all: Vec<String> = migrations()
             .unwrap()
             .iter()
-            .flat_map(Migration::statements)
+            .flat_map(|m| statements_for(m, "db_sql"))
             .collect();
         let tables = created_tables(all.iter());
+        let sharded = sharded_tables(all.iter());
         assert_eq!(
             tables,
             [
@@ -411,13 +497,15 @@ mod tests {
                 "ledger",
                 "figures",
                 "rebuild_pending",
-                "wide_visitors"
+                "wide_visitors",
+                "db_sql.journeys"
             ]
         );
         let out: Vec<String> = all
             .iter()
             .flat_map(|s| {
-                cluster_statements(s, "db", "c1", &tables).unwrap_or_else(|| panic!("{s}"))
+                cluster_statements(s, "db", "c1", &tables, &sharded)
+                    .unwrap_or_else(|| panic!("{s}"))
             })
             .collect();
         assert!(
@@ -449,13 +537,48 @@ mod tests {
         assert!(out.contains(&"DROP TABLE IF EXISTS db.facts_local ON CLUSTER c1".to_owned()));
         assert!(out.contains(&"DROP TABLE IF EXISTS db.facts_mv ON CLUSTER c1".to_owned()));
         assert!(!out.contains(&"DROP TABLE IF EXISTS db.facts_mv_local ON CLUSTER c1".to_owned()));
+        // 0005: the analysts' database, its table, the ledger's new columns, the views.
+        assert!(out.contains(&"CREATE DATABASE IF NOT EXISTS db_sql ON CLUSTER c1".to_owned()));
+        assert!(out.iter().any(|s| s.starts_with(
+            "CREATE TABLE IF NOT EXISTS db_sql.journeys_local ON CLUSTER c1 "
+        ) && s.contains("ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/db_sql/journeys_local', '{replica}', (n, ")));
+        assert!(out.iter().any(|s| s.ends_with(
+            "AS db_sql.journeys_local ENGINE = Distributed(c1, db_sql, journeys_local, cityHash64(visitor_id))"
+        )));
+        let journeys_mv = out.iter().find(|s| s.contains("journeys_mv")).unwrap();
+        assert!(
+            journeys_mv.contains(" TO db_sql.journeys_local AS")
+                && journeys_mv.contains("FROM db.ledger_local\n"),
+            "{journeys_mv}"
+        );
+        let at = out
+            .iter()
+            .position(|s| s.starts_with("ALTER TABLE"))
+            .unwrap();
+        assert!(out[at].starts_with(
+            "ALTER TABLE db.ledger_local ON CLUSTER c1 ADD COLUMN journey.visitor_id"
+        ));
+        assert_eq!(out[at + 1], "DROP TABLE IF EXISTS db.ledger ON CLUSTER c1");
+        assert_eq!(
+            out[at + 2],
+            "CREATE TABLE IF NOT EXISTS db.ledger ON CLUSTER c1 AS db.ledger_local \
+             ENGINE = Distributed(c1, db, ledger_local, cityHash64(visitor_id))"
+        );
+        assert_eq!(
+            out.iter().filter(|s| s.starts_with("ALTER TABLE")).count(),
+            1
+        );
+        assert!(out
+            .iter()
+            .any(|s| s.starts_with("CREATE VIEW IF NOT EXISTS db_sql.touches ON CLUSTER c1 AS")));
         // What it cannot rewrite, it refuses (the migrator then names the statement).
         for other in [
-            "ALTER TABLE events ADD COLUMN x UInt8",
+            "ALTER TABLE unknown ADD COLUMN x UInt8",
+            "CREATE VIEW IF NOT EXISTS v AS SELECT 1",
             "CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = Log",
         ] {
             assert!(
-                cluster_statements(other, "db", "c1", &tables).is_none(),
+                cluster_statements(other, "db", "c1", &tables, &sharded).is_none(),
                 "{other}"
             );
         }

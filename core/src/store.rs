@@ -13,6 +13,10 @@ pub fn is_identifier(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// The tables of the analysts' database the services write to (through
+/// the ledger's materialised view) and erase from.
+pub const SQL_TABLES: &[&str] = &["journeys"];
+
 #[derive(Debug, Clone, Args)]
 pub struct StoreConfig {
     /// ClickHouse HTTP endpoint.
@@ -80,17 +84,28 @@ impl StoreConfig {
         !self.cluster.is_empty()
     }
 
+    /// The analysts' database (README "SQL access"): the views and the
+    /// table behind them, all the read-only analyst user may read.
+    pub fn sql_database(&self) -> String {
+        format!("{}_sql", self.database)
+    }
+
     /// Where DDL and mutations on `table` go: the table itself on one node;
     /// in cluster mode its local tables on every node
-    /// (`<db>.<table>_local ON CLUSTER <cluster>`).
+    /// (`<db>.<table>_local ON CLUSTER <cluster>`). The tables of
+    /// [`SQL_TABLES`] are in [`Self::sql_database`].
     pub fn ddl_target(&self, table: &str) -> String {
-        if self.is_cluster() {
-            format!(
-                "{}.{table}_local ON CLUSTER {}",
-                self.database, self.cluster
-            )
+        let database = if SQL_TABLES.contains(&table) {
+            self.sql_database()
         } else {
+            self.database.clone()
+        };
+        if self.is_cluster() {
+            format!("{database}.{table}_local ON CLUSTER {}", self.cluster)
+        } else if database == self.database {
             table.to_owned()
+        } else {
+            format!("{database}.{table}")
         }
     }
 

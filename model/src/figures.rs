@@ -1189,7 +1189,7 @@ fn visitor_touches(campaign: &Campaign, evs: &[Ev<'_>], visitor: u32) -> Vec<Tou
 
 /// The campaign's own copy of a channel or phase name (so the key can
 /// borrow it for the computation's lifetime).
-fn campaign_str<'a>(campaign: &'a Campaign, s: &str) -> &'a str {
+pub(crate) fn campaign_str<'a>(campaign: &'a Campaign, s: &str) -> &'a str {
     if s == attribution::DIRECT {
         return attribution::DIRECT;
     }
@@ -1354,6 +1354,11 @@ impl ChangeSets {
 
     pub fn visitor(&self) -> &str {
         &self.all[0].0
+    }
+
+    /// The visitor's events accounted before the batch.
+    pub fn known(&self) -> &[Event] {
+        &self.old[0].1
     }
 
     /// Every event of the visitor once the batch is in.

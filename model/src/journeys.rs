@@ -23,7 +23,7 @@ use chrono::DateTime;
 use uuid::Uuid;
 
 use crate::attribution::{self, Conversion, Touch};
-use crate::figures::{day_of, Day, Event};
+use crate::figures::{campaign_str, day_of, Day, Event};
 use crate::rules;
 use crate::Campaign;
 
@@ -60,8 +60,9 @@ impl Kind {
 }
 
 /// What identifies a row. Fields a kind does not use are empty / zero.
+/// Names borrow from the events and the campaign (no copy per row).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Key {
+pub struct Key<'a> {
     pub kind: Kind,
     /// Time of the touch's first event / of the sign-up (ms since the epoch).
     pub ms: u64,
@@ -71,19 +72,19 @@ pub struct Key {
     pub day: Day,
     /// Touch: of its first event; conversion: of the sign-up; credit: of
     /// the touches credited; placement day: of the events.
-    pub phase: String,
+    pub phase: &'a str,
     /// Touch, placement day: of the events; conversion: of the sign-up;
     /// credit: the channel credited (`direct` without a touch).
-    pub channel: String,
-    pub placement: String,
-    pub device: String,
+    pub channel: &'a str,
+    pub placement: &'a str,
+    pub device: &'a str,
     /// Conversion and credit: the contact hash (the `conversions` view
     /// chooses among visitors with it; no view shows it).
-    pub contact: String,
+    pub contact: &'a str,
     /// Credit: the attribution model.
     pub model: &'static str,
     /// Credit: the phase of the conversion.
-    pub conversion_phase: String,
+    pub conversion_phase: &'a str,
 }
 
 /// A row's values. `n` is 1 for every row (its presence); placement days
@@ -116,7 +117,7 @@ impl Counts {
 }
 
 /// Rows by key (each key once).
-pub type Rows = BTreeMap<Key, Counts>;
+pub type Rows<'a> = BTreeMap<Key<'a>, Counts>;
 
 fn one() -> Counts {
     Counts {
@@ -125,33 +126,33 @@ fn one() -> Counts {
     }
 }
 
-fn key(kind: Kind) -> Key {
+fn key<'a>(kind: Kind) -> Key<'a> {
     Key {
         kind,
         ms: 0,
         event_id: Uuid::nil(),
         day: 0,
-        phase: String::new(),
-        channel: String::new(),
-        placement: String::new(),
-        device: String::new(),
-        contact: String::new(),
+        phase: "",
+        channel: "",
+        placement: "",
+        device: "",
+        contact: "",
         model: "",
-        conversion_phase: String::new(),
+        conversion_phase: "",
     }
 }
 
 /// One visitor's rows, from its events (any order, redeliveries allowed).
-pub fn rows(campaign: &Campaign, events: &[Event]) -> Rows {
-    let mut evs: Vec<&Event> = events.iter().filter(|e| !e.bot).collect();
+pub fn rows<'a>(campaign: &'a Campaign, events: &'a [Event]) -> Rows<'a> {
+    let mut evs: Vec<&'a Event> = events.iter().filter(|e| !e.bot).collect();
     evs.sort_unstable_by_key(|e| (e.event_id, e.ms));
     evs.dedup_by_key(|e| e.event_id);
     evs.sort_unstable_by_key(|e| (e.ms, e.event_id));
     let mut out = Rows::new();
-    let add = |out: &mut Rows, k: Key, c: Counts| out.entry(k).or_default().add(&c, 1);
+    let add = |out: &mut Rows<'a>, k: Key<'a>, c: Counts| out.entry(k).or_default().add(&c, 1);
 
     // Touches: the gap rule over the touch candidates.
-    let candidates: Vec<&Event> = evs
+    let candidates: Vec<&'a Event> = evs
         .iter()
         .copied()
         .filter(|e| rules::is_touch_candidate(campaign, &e.channel, &e.event_type, &e.action))
@@ -166,10 +167,10 @@ pub fn rows(campaign: &Campaign, events: &[Event]) -> Rows {
         k.ms = e.ms;
         k.event_id = e.event_id;
         k.day = day_of(campaign, e.ms);
-        k.phase.clone_from(&e.phase);
-        k.channel.clone_from(&e.channel);
-        k.placement.clone_from(&e.placement);
-        k.device.clone_from(&e.device);
+        k.phase = &e.phase;
+        k.channel = &e.channel;
+        k.placement = &e.placement;
+        k.device = &e.device;
         add(&mut out, k, one());
         touches.push(Touch {
             ts: ts(e.ms),
@@ -188,11 +189,11 @@ pub fn rows(campaign: &Campaign, events: &[Event]) -> Rows {
         k.ms = e.ms;
         k.event_id = e.event_id;
         k.day = day_of(campaign, e.ms);
-        k.phase.clone_from(&e.phase);
-        k.channel.clone_from(&e.channel);
-        k.placement.clone_from(&e.placement);
-        k.device.clone_from(&e.device);
-        k.contact.clone_from(&e.contact);
+        k.phase = &e.phase;
+        k.channel = &e.channel;
+        k.placement = &e.placement;
+        k.device = &e.device;
+        k.contact = &e.contact;
         let conversion = Conversion {
             ts: ts(e.ms),
             event_id: e.event_id,
@@ -202,11 +203,11 @@ pub fn rows(campaign: &Campaign, events: &[Event]) -> Rows {
             c.ms = k.ms;
             c.event_id = k.event_id;
             c.day = k.day;
-            c.contact.clone_from(&k.contact);
+            c.contact = k.contact;
             c.model = s.model;
-            c.channel = s.channel;
-            c.phase = s.touch_phase;
-            c.conversion_phase = s.conversion_phase;
+            c.channel = campaign_str(campaign, &s.channel);
+            c.phase = campaign_str(campaign, &s.touch_phase);
+            c.conversion_phase = campaign_str(campaign, &s.conversion_phase);
             add(
                 &mut out,
                 c,
@@ -221,13 +222,13 @@ pub fn rows(campaign: &Campaign, events: &[Event]) -> Rows {
     }
 
     // Placement days: the events that carry a placement.
-    let mut days: BTreeMap<Key, Counts> = BTreeMap::new();
+    let mut days: Rows<'a> = BTreeMap::new();
     for e in evs.iter().filter(|e| !e.placement.is_empty()) {
         let mut k = key(Kind::PlacementDay);
         k.day = day_of(campaign, e.ms);
-        k.phase.clone_from(&e.phase);
-        k.channel.clone_from(&e.channel);
-        k.placement.clone_from(&e.placement);
+        k.phase = &e.phase;
+        k.channel = &e.channel;
+        k.placement = &e.placement;
         let c = days.entry(k).or_default();
         c.n = 1;
         c.events += 1;
@@ -248,8 +249,11 @@ fn ts(ms: u64) -> DateTime<chrono::Utc> {
 
 /// What a visitor's rows become when its events go from `old` to `new`:
 /// the rows of `new` minus those of `old`, rows that cancel left out.
-pub fn change(campaign: &Campaign, old: &[Event], new: &[Event]) -> Rows {
+pub fn change<'a>(campaign: &'a Campaign, old: &'a [Event], new: &'a [Event]) -> Rows<'a> {
     let mut out = rows(campaign, new);
+    if old.is_empty() {
+        return out;
+    }
     for (k, c) in rows(campaign, old) {
         out.entry(k).or_default().add(&c, -1);
     }
@@ -258,7 +262,7 @@ pub fn change(campaign: &Campaign, old: &[Event], new: &[Event]) -> Rows {
 }
 
 /// Adds `rows` to `sum` (`sign` −1 subtracts), dropping keys that cancel.
-pub fn add(sum: &mut Rows, rows: &Rows, sign: i64) {
+pub fn add<'a>(sum: &mut Rows<'a>, rows: &Rows<'a>, sign: i64) {
     for (k, c) in rows {
         let e = sum.entry(k.clone()).or_default();
         e.add(c, sign);
@@ -309,7 +313,7 @@ mod tests {
         }
     }
 
-    fn of(rows: &Rows, kind: Kind) -> Vec<(&Key, &Counts)> {
+    fn of<'r, 'a>(rows: &'r Rows<'a>, kind: Kind) -> Vec<(&'r Key<'a>, &'r Counts)> {
         rows.iter().filter(|(k, _)| k.kind == kind).collect()
     }
 
@@ -330,7 +334,8 @@ mod tests {
     #[test]
     fn a_journey_in_rows() {
         let cp = campaign();
-        let got = rows(&cp, &journey());
+        let events = journey();
+        let got = rows(&cp, &events);
         let touches = of(&got, Kind::Touch);
         assert_eq!(touches.len(), 2, "{touches:?}");
         assert_eq!(touches[0].0.event_id, Uuid::from_u128(1));
@@ -346,10 +351,7 @@ mod tests {
         let credits = of(&got, Kind::Credit);
         assert_eq!(credits.len(), 5);
         for (k, c) in credits {
-            assert_eq!(
-                (k.channel.as_str(), k.event_id),
-                ("metro", Uuid::from_u128(5))
-            );
+            assert_eq!((k.channel, k.event_id), ("metro", Uuid::from_u128(5)));
             assert!((c.credit - 1.0).abs() < 1e-12, "{k:?} {c:?}");
         }
         let days = of(&got, Kind::PlacementDay);
@@ -409,7 +411,8 @@ mod tests {
         let mut bot = ev(8, 3, "qr_scan", "", "gares", "G-NATIONAL");
         bot.bot = true;
         events.push(bot);
-        assert_eq!(rows(&cp, &events), rows(&cp, &journey()));
+        let clean = journey();
+        assert_eq!(rows(&cp, &events), rows(&cp, &clean));
     }
 
     #[test]

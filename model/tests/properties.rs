@@ -370,38 +370,38 @@ proptest! {
         for (_, es) in &vs {
             journeys::add(&mut stored, &journeys::rows(&c, es), 1);
         }
-        let live: Vec<(&journeys::Key, &journeys::Counts)> = stored.iter().filter(|(_, v)| v.n > 0).collect();
+        let live: Vec<(&journeys::Key<'_>, &journeys::Counts)> = stored.iter().filter(|(_, v)| v.n > 0).collect();
         let mut views = Answer::new();
         let mut put = |figure: Figure, dims: Dims, n: i64, credit: f64| {
             add_to(&mut views, figure, dims, figures::Value { n, credit }, 1);
         };
         for (k, v) in live.iter().filter(|(k, _)| k.kind == journeys::Kind::Touch) {
-            put(Figure::Touches, Dims { channel: k.channel.clone(), phase: k.phase.clone(), ..Dims::default() }, v.n, 0.0);
+            put(Figure::Touches, Dims { channel: k.channel.to_owned(), phase: k.phase.to_owned(), ..Dims::default() }, v.n, 0.0);
         }
         // The conversions view: per contact, the earliest (time, event id).
-        let mut chosen: BTreeMap<&str, &journeys::Key> = BTreeMap::new();
+        let mut chosen: BTreeMap<&str, &journeys::Key<'_>> = BTreeMap::new();
         for (k, _) in live.iter().filter(|(k, _)| k.kind == journeys::Kind::Conversion) {
-            let e = chosen.entry(k.contact.as_str()).or_insert(k);
+            let e = chosen.entry(k.contact).or_insert(k);
             if (k.ms, k.event_id) < (e.ms, e.event_id) {
                 *e = k;
             }
         }
         for k in chosen.values() {
-            put(Figure::Conversions, Dims { phase: k.phase.clone(), ..Dims::default() }, 1, 0.0);
+            put(Figure::Conversions, Dims { phase: k.phase.to_owned(), ..Dims::default() }, 1, 0.0);
         }
         for (k, v) in live.iter().filter(|(k, _)| k.kind == journeys::Kind::Credit) {
             if chosen.values().any(|c| c.event_id == k.event_id) {
                 put(Figure::Credits, Dims {
                     model: k.model.to_owned(),
-                    channel: k.channel.clone(),
-                    phase: k.phase.clone(),
-                    conversion_phase: k.conversion_phase.clone(),
+                    channel: k.channel.to_owned(),
+                    phase: k.phase.to_owned(),
+                    conversion_phase: k.conversion_phase.to_owned(),
                     ..Dims::default()
                 }, 0, v.credit);
             }
         }
         for (k, v) in live.iter().filter(|(k, _)| k.kind == journeys::Kind::PlacementDay) {
-            put(Figure::Scanners, Dims { placement: k.placement.clone(), ..Dims::default() }, v.scans, 0.0);
+            put(Figure::Scanners, Dims { placement: k.placement.to_owned(), ..Dims::default() }, v.scans, 0.0);
         }
         let q = Question { start_ms: 0, end_ms: u64::MAX, phase: None, device: None, placement: None, include_bots: false };
         let mut want = Answer::new();

@@ -229,7 +229,9 @@ pub async fn erase(
         "SELECT (SELECT count() FROM events WHERE {THEIRS}) \
          + (SELECT count() FROM ledger WHERE ev_contact = ?) \
          + (SELECT count() FROM contact_visitors WHERE contact_hash = ?) \
-         + (SELECT count() FROM shared_contacts WHERE contact_hash = ?)"
+         + (SELECT count() FROM shared_contacts WHERE contact_hash = ?) \
+         + (SELECT count() FROM {}.journeys WHERE contact = ? OR has(?, visitor_id))",
+        store.sql_database()
     );
     loop {
         let n: u64 = client
@@ -239,6 +241,8 @@ pub async fn erase(
             .bind(&report.contact_hash)
             .bind(&report.contact_hash)
             .bind(&report.contact_hash)
+            .bind(&report.contact_hash)
+            .bind(&own)
             .fetch_one()
             .await?;
         if n == 0 {

@@ -962,17 +962,19 @@ pub async fn topic_bytes(brokers: &str, topic: &str) -> anyhow::Result<Vec<Vec<u
 /// reader of the database can see.
 pub async fn database_text(store: &ensemble_core::StoreConfig) -> anyhow::Result<String> {
     let client = store.server_client();
-    let tables: Vec<String> = client
-        .query("SELECT name FROM system.tables WHERE database = ? AND engine NOT LIKE '%View' ORDER BY name")
+    // The main database and the analysts' one.
+    let tables: Vec<(String, String)> = client
+        .query("SELECT database, name FROM system.tables WHERE database IN (?, ?) AND engine NOT LIKE '%View' ORDER BY database, name")
         .bind(&store.database)
+        .bind(store.sql_database())
         .fetch_all()
         .await?;
     let mut text = String::new();
-    for t in tables {
+    for (db, t) in tables {
         let mut cursor = client
-            .query(&format!("SELECT * FROM {}.{t}", store.database))
+            .query(&format!("SELECT * FROM {db}.{t}"))
             .fetch_bytes("TabSeparated")?;
-        text.push_str(&format!("== {t}\n"));
+        text.push_str(&format!("== {db}.{t}\n"));
         let mut bytes = Vec::new();
         while let Some(chunk) = cursor.next().await? {
             bytes.extend_from_slice(&chunk);

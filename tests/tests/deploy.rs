@@ -84,6 +84,10 @@ fn operator_env() -> BTreeMap<&'static str, &'static str> {
             "ENSEMBLE_ANALYST_TOKENS",
             "compose-analyst-token-0123456789",
         ),
+        (
+            "ENSEMBLE_ANALYST_SQL_PASSWORD",
+            "compose-analyst-sql-password",
+        ),
     ])
 }
 
@@ -348,6 +352,26 @@ fn addresses_topics_and_credentials_agree_across_services() {
     let users = std::fs::read_to_string(&users_file).expect("users file");
     assert!(users.contains("<ensemble_dashboard>") && users.contains("<readonly>2</readonly>"));
     assert!(users.contains("from_env=\"ENSEMBLE_DASHBOARD_CLICKHOUSE_PASSWORD\""));
+    // The analysts' SQL user: mounted, read-only for good, the analysts'
+    // database only, its password given to the server by the operator.
+    let analyst_file = host_path(
+        service(&c, "clickhouse"),
+        "/etc/clickhouse-server/users.d/ensemble-analyst.xml",
+    )
+    .expect("the analysts' user is mounted");
+    let analyst = std::fs::read_to_string(&analyst_file).expect("analyst users file");
+    assert!(analyst.contains("<ensemble_analyst>") && analyst.contains("<readonly>1</readonly>"));
+    assert!(analyst.contains("<database>ensemble_sql</database>"));
+    assert!(analyst.contains("from_env=\"ENSEMBLE_ANALYST_SQL_PASSWORD\""));
+    assert_eq!(
+        interpolate(
+            ch["ENSEMBLE_ANALYST_SQL_PASSWORD"]
+                .as_str()
+                .expect("analyst password"),
+            &operator_env()
+        ),
+        "compose-analyst-sql-password"
+    );
     for name in ["migrate", "processor", "dashboard"] {
         let e = env(name);
         let url = url::Url::parse(&e["ENSEMBLE_CLICKHOUSE_URL"]).expect("url");
