@@ -59,6 +59,52 @@ pub async fn serve_on(
         },
     );
 
+    tracing::info!(addr = %listener.local_addr()?, group = %settings.group_id, topic = %settings.kafka.topic, "processor running");
+    let consume = tokio::spawn({
+        let (shutdown, metrics, readiness) = (shutdown.clone(), metrics.clone(), readiness.clone());
+        async move {
+            // Before joining the group: a processor that must not consume
+            // never holds partitions (a member that exits without leaving
+            // keeps the next processor waiting for its session; seen as a
+            // flaky upgrade test under load). The cost: a processor started
+            // while ClickHouse is down joins, and reports lag, once it answers
+            // (the dashboard's /api/live reads the group's lag from the broker
+            // meanwhile).
+            if figures_need_rebuild(&settings.store, &shutdown).await {
+                shutdown.trigger();
+                anyhow::bail!(
+                    "database {}: the figures need a rebuild (ensemble-processor rebuild-facts)",
+                    settings.store.database
+                );
+            }
+            let pipeline = match consumer_pipeline(&settings, &metrics, &readiness, &shutdown) {
+                Ok(p) => p,
+                Err(e) => {
+                    shutdown.trigger();
+                    return Err(e);
+                }
+            };
+            pipeline.run(shutdown).await;
+            Ok(())
+        }
+    });
+    serve(
+        listener,
+        router(metrics.registry.clone(), readiness),
+        shutdown,
+    )
+    .await?;
+    consume.await?
+}
+
+/// The consumer (subscribed), its lag probe and membership watchdog, and
+/// the pipeline around it.
+fn consumer_pipeline(
+    settings: &Settings,
+    metrics: &Metrics,
+    readiness: &Readiness,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Pipeline> {
     let mut consumer_config = settings.kafka.consumer_config(&settings.group_id);
     consumer_config.set(
         "max.poll.interval.ms",
@@ -74,7 +120,6 @@ pub async fn serve_on(
         Duration::from_secs(5),
         shutdown.clone(),
     );
-
     let rejoin = Arc::new(std::sync::atomic::AtomicBool::new(false));
     membership::spawn_watchdog(
         consumer.clone(),
@@ -85,7 +130,7 @@ pub async fn serve_on(
         Duration::from_millis(settings.rejoin_after_ms),
         shutdown.clone(),
     );
-    let pipeline = Pipeline {
+    Ok(Pipeline {
         consumer,
         topic: settings.kafka.topic.as_str().into(),
         client: settings.store.client(),
@@ -96,30 +141,7 @@ pub async fn serve_on(
         limits: settings.batch,
         insert_retry_max: Duration::from_millis(settings.insert_retry_max_ms),
         rejoin,
-    };
-    tracing::info!(addr = %listener.local_addr()?, group = %settings.group_id, topic = %settings.kafka.topic, "processor running");
-    let store = settings.store.clone();
-    let consume = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            if figures_need_rebuild(&store, &shutdown).await {
-                shutdown.trigger();
-                anyhow::bail!(
-                    "database {}: the figures need a rebuild (ensemble-processor rebuild-facts)",
-                    store.database
-                );
-            }
-            pipeline.run(shutdown).await;
-            Ok(())
-        }
-    });
-    serve(
-        listener,
-        router(metrics.registry.clone(), readiness),
-        shutdown,
-    )
-    .await?;
-    consume.await?
+    })
 }
 
 /// Waits for ClickHouse, then says whether the figures still have to be
