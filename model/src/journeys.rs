@@ -163,15 +163,7 @@ pub fn rows<'a>(campaign: &'a Campaign, events: &'a [Event]) -> Rows<'a> {
     );
     let mut touches: Vec<Touch> = Vec::new();
     for (e, _) in candidates.iter().zip(starts).filter(|(_, s)| *s) {
-        let mut k = key(Kind::Touch);
-        k.ms = e.ms;
-        k.event_id = e.event_id;
-        k.day = day_of(campaign, e.ms);
-        k.phase = &e.phase;
-        k.channel = &e.channel;
-        k.placement = &e.placement;
-        k.device = &e.device;
-        add(&mut out, k, one());
+        add(&mut out, at_event(campaign, Kind::Touch, e), one());
         touches.push(Touch {
             ts: ts(e.ms),
             event_id: e.event_id,
@@ -185,14 +177,7 @@ pub fn rows<'a>(campaign: &'a Campaign, events: &'a [Event]) -> Rows<'a> {
             .map(|e| (e.event_type.as_str(), e.contact.as_str(), *e)),
     );
     for e in first.into_values() {
-        let mut k = key(Kind::Conversion);
-        k.ms = e.ms;
-        k.event_id = e.event_id;
-        k.day = day_of(campaign, e.ms);
-        k.phase = &e.phase;
-        k.channel = &e.channel;
-        k.placement = &e.placement;
-        k.device = &e.device;
+        let mut k = at_event(campaign, Kind::Conversion, e);
         k.contact = &e.contact;
         let conversion = Conversion {
             ts: ts(e.ms),
@@ -241,6 +226,20 @@ pub fn rows<'a>(campaign: &'a Campaign, events: &'a [Event]) -> Rows<'a> {
         add(&mut out, k, c);
     }
     out
+}
+
+/// The key of a row about one event (a touch's first, a sign-up): its
+/// time, id, local day, phase, channel, placement and device.
+fn at_event<'a>(campaign: &Campaign, kind: Kind, e: &'a Event) -> Key<'a> {
+    let mut k = key(kind);
+    k.ms = e.ms;
+    k.event_id = e.event_id;
+    k.day = day_of(campaign, e.ms);
+    k.phase = &e.phase;
+    k.channel = &e.channel;
+    k.placement = &e.placement;
+    k.device = &e.device;
+    k
 }
 
 fn ts(ms: u64) -> DateTime<chrono::Utc> {

@@ -508,13 +508,18 @@ pub struct Wiring {
 
 impl Wiring {
     pub async fn new(name: &str) -> Self {
+        Self::with_store(name, migrated_database(&format!("it_{name}")).await).await
+    }
+
+    /// The same around a database the test has migrated itself.
+    pub async fn with_store(name: &str, store: ensemble_core::StoreConfig) -> Self {
         let brokers = kafka_brokers();
         let topic = unique(name);
         let dlq = format!("{topic}.dlq");
         create_topic(&brokers, &topic, 3).await.expect("topic");
         create_topic(&brokers, &dlq, 1).await.expect("dlq");
         Self {
-            store: migrated_database(&format!("it_{name}")).await,
+            store,
             group: unique(&format!("g_{name}")),
             brokers,
             topic,
@@ -974,7 +979,11 @@ pub async fn database_text(store: &ensemble_core::StoreConfig) -> anyhow::Result
         let mut cursor = client
             .query(&format!("SELECT * FROM {db}.{t}"))
             .fetch_bytes("TabSeparated")?;
-        text.push_str(&format!("== {db}.{t}\n"));
+        if db == store.database {
+            text.push_str(&format!("== {t}\n"));
+        } else {
+            text.push_str(&format!("== {db}.{t}\n"));
+        }
         let mut bytes = Vec::new();
         while let Some(chunk) = cursor.next().await? {
             bytes.extend_from_slice(&chunk);

@@ -193,7 +193,9 @@ async fn no_byte_in_kafka_or_clickhouse_holds_personal_data() {
     }
     let db_text = database_text(store).await.expect("read tables");
     assert!(
-        kafka_text.len() > 10_000 && db_text.contains("== events"),
+        kafka_text.len() > 10_000
+            && db_text.contains("== events")
+            && db_text.contains("_sql.journeys\n"),
         "read back"
     );
 

@@ -11,8 +11,7 @@ use std::time::Duration;
 use ensemble_core::{Campaign, StoreConfig};
 use ensemble_tests::sim::{send_import, simulate, SimConfig};
 use ensemble_tests::{
-    campaign_file, clickhouse_url, create_topic, group_progress, kafka_brokers, poll_until, unique,
-    workspace_binary, Service,
+    campaign_file, clickhouse_url, group_progress, poll_until, workspace_binary, Service, Wiring,
 };
 use serde_json::Value;
 
@@ -91,27 +90,8 @@ async fn the_views_give_the_api_totals_and_the_analyst_reads_nothing_else() {
             ..SimConfig::default()
         },
     );
-    let brokers = kafka_brokers();
-    let topic = unique("sql_access");
-    let dlq = format!("{topic}.dlq");
-    create_topic(&brokers, &topic, 3).await.expect("topic");
-    create_topic(&brokers, &dlq, 1).await.expect("dlq");
-    let group = unique("g_sql_access");
+    let w = Wiring::with_store("sql_access", store.clone()).await;
     let c = campaign_file().display().to_string();
-    let kafka = [
-        "--kafka-brokers",
-        &brokers,
-        "--kafka-topic",
-        &topic,
-        "--kafka-dlq-topic",
-        &dlq,
-    ];
-    let ch = [
-        "--clickhouse-url",
-        &store.url,
-        "--clickhouse-database",
-        &store.database,
-    ];
     let mut args = vec![
         "--campaign",
         &c,
@@ -120,11 +100,11 @@ async fn the_views_give_the_api_totals_and_the_analyst_reads_nothing_else() {
         "--contact-secret",
         "sql-access-secret-0123456789",
     ];
-    args.extend(kafka);
+    args.extend(w.kafka_args());
     let ingest = start("ensemble-ingest", &args);
-    let mut args = vec!["--campaign", &c, "--group-id", &group];
-    args.extend(kafka);
-    args.extend(ch);
+    let mut args = vec!["--campaign", &c, "--group-id", &w.group];
+    args.extend(w.kafka_args());
+    args.extend(w.clickhouse_args());
     let processor = start("ensemble-processor", &args);
     let mut args = vec![
         "--campaign",
@@ -132,18 +112,18 @@ async fn the_views_give_the_api_totals_and_the_analyst_reads_nothing_else() {
         "--analyst-tokens",
         ANALYST,
         "--processor-group",
-        &group,
+        &w.group,
     ];
-    args.extend(kafka);
-    args.extend(ch);
+    args.extend(w.kafka_args());
+    args.extend(w.clickhouse_args());
     let dashboard = start("ensemble-dashboard", &args);
-    ingest.wait_ready("ingest", Duration::from_secs(60)).await;
-    processor
-        .wait_ready("processor", Duration::from_secs(60))
-        .await;
-    dashboard
-        .wait_ready("dashboard", Duration::from_secs(60))
-        .await;
+    for (s, name) in [
+        (&ingest, "ingest"),
+        (&processor, "processor"),
+        (&dashboard, "dashboard"),
+    ] {
+        s.wait_ready(name, Duration::from_secs(60)).await;
+    }
     let (accepted, _) = send_import(&ingest.base(), IMPORT, &sim.events, 500, |_| {})
         .await
         .expect("send");
@@ -151,7 +131,7 @@ async fn the_views_give_the_api_totals_and_the_analyst_reads_nothing_else() {
         "the processor at the end of the topic",
         Duration::from_secs(300),
         || async {
-            let (done, high) = group_progress(&brokers, &topic, &group).await.ok()?;
+            let (done, high) = group_progress(&w.brokers, &w.topic, &w.group).await.ok()?;
             (done == high && high == accepted as i64).then_some(())
         },
     )
