@@ -188,11 +188,11 @@ const INSERT_HEAD: &str = "INSERT INTO ledger (visitor_id, written_ms, tombstone
 pub type JourneyRow<'a> = (&'a str, &'a journeys::Key<'a>, &'a journeys::Counts);
 
 /// Every visitor's journeys rows of `sets` of (visitor, rows).
-pub fn journey_rows<'a>(
-    sets: impl IntoIterator<Item = &'a (String, journeys::Rows<'a>)>,
+pub fn journey_rows<'a, V: AsRef<str> + 'a>(
+    sets: impl IntoIterator<Item = &'a (V, journeys::Rows<'a>)>,
 ) -> Vec<JourneyRow<'a>> {
     sets.into_iter()
-        .flat_map(|(v, rows)| rows.iter().map(move |(k, c)| (v.as_str(), k, c)))
+        .flat_map(|(v, rows)| rows.iter().map(move |(k, c)| (v.as_ref(), k, c)))
         .collect()
 }
 
@@ -469,7 +469,7 @@ pub async fn account(
 /// calls are summed again by ClickHouse), and to each visitor's journeys.
 type Changes<'a> = (
     Vec<(Strings<'a>, figures::Rows)>,
-    Vec<(String, journeys::Rows<'a>)>,
+    Vec<(&'a str, journeys::Rows<'a>)>,
 );
 
 fn changes<'a>(campaign: &'a Campaign, sets: &'a [ChangeSets]) -> Changes<'a> {
@@ -480,7 +480,7 @@ fn changes<'a>(campaign: &'a Campaign, sets: &'a [ChangeSets]) -> Changes<'a> {
         change.add(&figures::change(campaign, set, &mut strings), 1);
         let rows = journeys::change(campaign, set.known(), set.all_events());
         if !rows.is_empty() {
-            journey.push((set.visitor().to_owned(), rows));
+            journey.push((set.visitor(), rows));
         }
     }
     (vec![(strings, change.rows())], journey)

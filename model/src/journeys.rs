@@ -17,8 +17,6 @@
 //! `conversions` view keeps the earliest, ties broken by event id, as
 //! [`crate::figures`] does when it computes those visitors together.
 
-use std::collections::BTreeMap;
-
 use chrono::DateTime;
 use uuid::Uuid;
 
@@ -114,10 +112,34 @@ impl Counts {
     fn is_zero(&self) -> bool {
         *self == Counts::default()
     }
+
+    fn neg(&mut self) {
+        let mut zero = Counts::default();
+        zero.add(self, -1);
+        *self = zero;
+    }
 }
 
-/// Rows by key (each key once).
-pub type Rows<'a> = BTreeMap<Key<'a>, Counts>;
+/// Rows sorted by key, each key once. A sorted vector, not a map: a
+/// visitor has a handful of rows, and the processor builds them for every
+/// visitor of every batch on two threads (maps cost an allocation per
+/// visitor and held the processor's memory up).
+pub type Rows<'a> = Vec<(Key<'a>, Counts)>;
+
+/// `rows` sorted with equal keys added up (`sign` applied to those from
+/// index `negative_from` on) and keys that cancel dropped.
+fn settle(mut rows: Vec<(Key<'_>, Counts)>) -> Rows<'_> {
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Rows<'_> = Vec::with_capacity(rows.len());
+    for (k, c) in rows {
+        match out.last_mut() {
+            Some((last, sum)) if *last == k => sum.add(&c, 1),
+            _ => out.push((k, c)),
+        }
+    }
+    out.retain(|(_, c)| !c.is_zero());
+    out
+}
 
 fn one() -> Counts {
     Counts {
@@ -148,8 +170,8 @@ pub fn rows<'a>(campaign: &'a Campaign, events: &'a [Event]) -> Rows<'a> {
     evs.sort_unstable_by_key(|e| (e.event_id, e.ms));
     evs.dedup_by_key(|e| e.event_id);
     evs.sort_unstable_by_key(|e| (e.ms, e.event_id));
-    let mut out = Rows::new();
-    let add = |out: &mut Rows<'a>, k: Key<'a>, c: Counts| out.entry(k).or_default().add(&c, 1);
+    let mut out: Rows<'a> = Vec::new();
+    let add = |out: &mut Rows<'a>, k: Key<'a>, c: Counts| out.push((k, c));
 
     // Touches: the gap rule over the touch candidates.
     let candidates: Vec<&'a Event> = evs
@@ -206,24 +228,30 @@ pub fn rows<'a>(campaign: &'a Campaign, events: &'a [Event]) -> Rows<'a> {
         add(&mut out, k, one());
     }
 
-    // Placement days: the events that carry a placement.
-    let mut days: Rows<'a> = BTreeMap::new();
+    // Placement days: the events that carry a placement (summed by `settle`).
     for e in evs.iter().filter(|e| !e.placement.is_empty()) {
         let mut k = key(Kind::PlacementDay);
         k.day = day_of(campaign, e.ms);
         k.phase = &e.phase;
         k.channel = &e.channel;
         k.placement = &e.placement;
-        let c = days.entry(k).or_default();
-        c.n = 1;
-        c.events += 1;
-        c.exposures += i64::from(rules::is_exposure(&e.event_type, &e.action));
-        c.scans += i64::from(rules::is_scan(&e.event_type, &e.action));
-        c.visits += i64::from(rules::is_visit(&e.event_type));
-        c.signups += i64::from(rules::is_signup(&e.event_type));
-    }
-    for (k, c) in days {
+        let c = Counts {
+            n: 0,
+            events: 1,
+            exposures: i64::from(rules::is_exposure(&e.event_type, &e.action)),
+            scans: i64::from(rules::is_scan(&e.event_type, &e.action)),
+            visits: i64::from(rules::is_visit(&e.event_type)),
+            signups: i64::from(rules::is_signup(&e.event_type)),
+            credit: 0.0,
+        };
         add(&mut out, k, c);
+    }
+    let mut out = settle(out);
+    // A placement day is there once (n = 1), however many events it has.
+    for (k, c) in &mut out {
+        if k.kind == Kind::PlacementDay {
+            c.n = 1;
+        }
     }
     out
 }
@@ -249,26 +277,29 @@ fn ts(ms: u64) -> DateTime<chrono::Utc> {
 /// What a visitor's rows become when its events go from `old` to `new`:
 /// the rows of `new` minus those of `old`, rows that cancel left out.
 pub fn change<'a>(campaign: &'a Campaign, old: &'a [Event], new: &'a [Event]) -> Rows<'a> {
-    let mut out = rows(campaign, new);
+    let out = rows(campaign, new);
     if old.is_empty() {
         return out;
     }
-    for (k, c) in rows(campaign, old) {
-        out.entry(k).or_default().add(&c, -1);
-    }
-    out.retain(|_, c| !c.is_zero());
-    out
+    let mut both = out;
+    both.extend(rows(campaign, old).into_iter().map(|(k, mut c)| {
+        c.neg();
+        (k, c)
+    }));
+    settle(both)
 }
 
 /// Adds `rows` to `sum` (`sign` −1 subtracts), dropping keys that cancel.
 pub fn add<'a>(sum: &mut Rows<'a>, rows: &Rows<'a>, sign: i64) {
-    for (k, c) in rows {
-        let e = sum.entry(k.clone()).or_default();
-        e.add(c, sign);
-        if e.is_zero() {
-            sum.remove(k);
+    let mut both = std::mem::take(sum);
+    both.extend(rows.iter().map(|(k, c)| {
+        let mut c = *c;
+        if sign < 0 {
+            c.neg();
         }
-    }
+        (k.clone(), c)
+    }));
+    *sum = settle(both);
 }
 
 #[cfg(test)]
@@ -313,7 +344,10 @@ mod tests {
     }
 
     fn of<'r, 'a>(rows: &'r Rows<'a>, kind: Kind) -> Vec<(&'r Key<'a>, &'r Counts)> {
-        rows.iter().filter(|(k, _)| k.kind == kind).collect()
+        rows.iter()
+            .filter(|(k, _)| k.kind == kind)
+            .map(|(k, c)| (k, c))
+            .collect()
     }
 
     /// A metro scan, its page view, a dating-app impression, a second metro

@@ -370,7 +370,7 @@ proptest! {
         for (_, es) in &vs {
             journeys::add(&mut stored, &journeys::rows(&c, es), 1);
         }
-        let live: Vec<(&journeys::Key<'_>, &journeys::Counts)> = stored.iter().filter(|(_, v)| v.n > 0).collect();
+        let live: Vec<(&journeys::Key<'_>, &journeys::Counts)> = stored.iter().filter(|(_, v)| v.n > 0).map(|(k, v)| (k, v)).collect();
         let mut views = Answer::new();
         let mut put = |figure: Figure, dims: Dims, n: i64, credit: f64| {
             add_to(&mut views, figure, dims, figures::Value { n, credit }, 1);
