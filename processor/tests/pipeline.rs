@@ -954,7 +954,7 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
     assert_eq!(s.uniq_events().await, 401 - targets_rows);
 }
 
-/// The figures as they stand: every (figure, key) with a non-zero sum.
+/// The figures and the analysts' journeys as they stand: every key with a non-zero sum.
 async fn facts_snapshot(store: &StoreConfig) -> BTreeMap<String, (i64, i64)> {
     #[derive(clickhouse::Row, serde::Deserialize)]
     struct Row {
@@ -974,7 +974,28 @@ async fn facts_snapshot(store: &StoreConfig) -> BTreeMap<String, (i64, i64)> {
         .fetch_all()
         .await
         .expect("facts");
+    // And the analysts' journeys: their live keys with every count.
+    let journeys: Vec<Row> = store
+        .client()
+        .query(&format!(
+            "SELECT concat('journeys|', k, '|', toString(e), '|', toString(x), '|', toString(sc), '|', \
+             toString(vi), '|', toString(si)) AS key, n, credit FROM (SELECT concat(kind, '|', visitor_id, '|', \
+             toString(ms), '|', toString(event_id), '|', toString(day), '|', phase, '|', channel, '|', placement, '|', \
+             device, '|', contact, '|', model, '|', conversion_phase) AS k, sum(n) AS n, sum(n_events) AS e, \
+             sum(n_exposures) AS x, sum(n_scans) AS sc, sum(n_visits) AS vi, sum(n_signups) AS si, \
+             sum(credit) AS credit FROM {}.journeys GROUP BY k \
+             HAVING n != 0 OR e != 0 OR x != 0 OR sc != 0 OR vi != 0 OR si != 0 OR abs(credit) > 1e-9) ORDER BY key",
+            store.sql_database()
+        ))
+        .fetch_all()
+        .await
+        .expect("journeys");
+    assert!(
+        rows.is_empty() || !journeys.is_empty(),
+        "figures without journeys rows"
+    );
     rows.into_iter()
+        .chain(journeys)
         .map(|r| (r.key, (r.n, (r.credit * 1e6).round() as i64)))
         .collect()
 }
