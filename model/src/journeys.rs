@@ -126,8 +126,8 @@ impl Counts {
 /// visitor and held the processor's memory up).
 pub type Rows<'a> = Vec<(Key<'a>, Counts)>;
 
-/// `rows` sorted with equal keys added up (`sign` applied to those from
-/// index `negative_from` on) and keys that cancel dropped.
+/// `rows` sorted, equal keys added up, keys that cancel dropped (callers
+/// negate the rows to subtract before they pass them).
 fn settle(mut rows: Vec<(Key<'_>, Counts)>) -> Rows<'_> {
     rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut out: Rows<'_> = Vec::with_capacity(rows.len());
