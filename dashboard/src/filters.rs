@@ -130,7 +130,7 @@ impl Filters {
     /// Parses the query string. Without `from`/`to` the range is the
     /// campaign's first phase start to its last phase end.
     pub fn parse(campaign: &Campaign, q: &HashMap<String, String>) -> Result<Self, FilterError> {
-        const KNOWN: [&str; 15] = [
+        const KNOWN: [&str; 16] = [
             "from",
             "to",
             "phase",
@@ -146,6 +146,7 @@ impl Filters {
             "source",
             "sep",
             "lang",
+            "limit",
         ];
         if q.contains_key("token") {
             return Err(bad(

@@ -726,6 +726,7 @@ async fn compare_with_events(api: &Api, filters: &[&str]) {
         "/api/placements",
         "/api/funnel",
         "/api/reach",
+        "/api/paths?limit=1000",
         "/api/timeseries?metric=events&bucket=hour",
         "/api/timeseries?metric=events&bucket=day",
         "/api/timeseries?metric=visitors&bucket=hour",
@@ -741,7 +742,8 @@ async fn compare_with_events(api: &Api, filters: &[&str]) {
             let slow = format!("{e}{sep}{f}&source=events");
             let (s1, a) = api.get(&fast, Some(ANALYST)).await;
             let (s2, b) = api.get(&slow, Some(ANALYST)).await;
-            if e == "/api/attribution" && f.contains("placement=") {
+            if (e == "/api/attribution" || e.starts_with("/api/paths")) && f.contains("placement=")
+            {
                 assert_eq!((s1, s2), (400, 400), "{fast}: {a} / {b}");
                 continue;
             }
@@ -750,8 +752,139 @@ async fn compare_with_events(api: &Api, filters: &[&str]) {
             compared += 1;
         }
     }
-    let refused = filters.iter().filter(|f| f.contains("placement=")).count();
+    let refused = 2 * filters.iter().filter(|f| f.contains("placement=")).count();
     assert_eq!(compared, endpoints.len() * filters.len() - refused);
+}
+
+/// Paths by hand. A: metro (scan + view, one touch) then the card click
+/// (the impression is exposure), signed 21 d 9 h 1 min after the scan;
+/// B's scan is 32 days before its sign-up (outside the lookback): direct;
+/// C: presse, abribus, social, signed 2 d 10 min after the press visit;
+/// E: metro then display at the same instant (event id order), 1 h. D is a
+/// bot. Every human signed up, so nothing without sign-up over the
+/// campaign; from 20 Jan to 5 Feb nobody signed: A followed metro > tinder
+/// and B gares, without sign-up.
+async fn check_paths(api: &Api) -> Value {
+    let (status, paths) = api.get("/api/paths", Some(ANALYST)).await;
+    assert_eq!(status, 200, "{paths}");
+    let line = |p: &Value, path: &str| -> Value {
+        p["paths"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["path"] == path).cloned())
+            .unwrap_or_else(|| panic!("no path `{path}` in {p}"))
+    };
+    assert_eq!(paths["conversions"], 4);
+    assert_eq!(paths["without_signup"], 0);
+    assert_eq!(paths["distinct_paths"], 4);
+    for (path, seconds) in [
+        ("metro > tinder", Some(21 * 86_400 + 9 * 3_600 + 60)),
+        ("direct", None),
+        ("presse > abribus > social", Some(2 * 86_400 + 600)),
+        ("metro > display", Some(3_600)),
+    ] {
+        let l = line(&paths, path);
+        assert_eq!(l["conversions"], 1, "{l}");
+        assert_eq!(l["conversion_rate"], 1.0, "{l}");
+        assert_eq!(
+            l["mean_time_to_signup_s"],
+            seconds.map_or(Value::Null, |s| Value::from(f64::from(s))),
+            "{l}"
+        );
+        assert_eq!(
+            l["median_time_to_signup_s"],
+            seconds.map_or(Value::Null, Value::from),
+            "{l}"
+        );
+    }
+    let lengths: Vec<(u64, u64)> = paths["lengths"]
+        .as_array()
+        .expect("lengths")
+        .iter()
+        .map(|l| {
+            (
+                l["length"].as_u64().unwrap_or(99),
+                l["conversions"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    assert_eq!(lengths, [(0, 1), (2, 2), (3, 1)]);
+    let (_, early) = api
+        .get("/api/paths?from=2025-01-20&to=2025-02-05", Some(ANALYST))
+        .await;
+    assert_eq!(early["conversions"], 0, "{early}");
+    assert_eq!(
+        line(&early, "metro > tinder")["without_signup"],
+        1,
+        "{early}"
+    );
+    assert_eq!(line(&early, "gares")["without_signup"], 1, "{early}");
+    assert_eq!(early["distinct_paths"], 2, "{early}");
+    let (_, bots) = api.get("/api/paths?bots=include", Some(ANALYST)).await;
+    assert_eq!(
+        line(&bots, "direct")["conversions"],
+        2,
+        "the bot's sign-up: {bots}"
+    );
+    let (_, through) = api
+        .get("/api/paths?channel=metro&limit=1", Some(ANALYST))
+        .await;
+    assert_eq!(
+        (
+            through["distinct_paths"].clone(),
+            through["paths"].as_array().map(Vec::len)
+        ),
+        (Value::from(2), Some(1)),
+        "{through}"
+    );
+    // Markov: every path converts, so P = 1. Removing metro sends half the
+    // starts to null (effect ½); any other channel a quarter (¼). Credits:
+    // 4 × effect ÷ 2. Shapley: each path's conversion shared evenly.
+    let (_, attribution) = api.get("/api/attribution", Some(ANALYST)).await;
+    let model = |m: &str| attribution["by_channel"][m].clone();
+    let third = 1.0 / 3.0;
+    for (m, want) in [
+        (
+            "markov",
+            vec![
+                ("metro", 1.0),
+                ("tinder", 0.5),
+                ("direct", 0.5),
+                ("presse", 0.5),
+                ("abribus", 0.5),
+                ("social", 0.5),
+                ("display", 0.5),
+            ],
+        ),
+        (
+            "shapley",
+            vec![
+                ("metro", 1.0),
+                ("tinder", 0.5),
+                ("direct", 1.0),
+                ("presse", third),
+                ("abribus", third),
+                ("social", third),
+                ("display", 0.5),
+            ],
+        ),
+    ] {
+        let got = model(m);
+        assert_eq!(
+            got.as_object().map(|o| o.len()),
+            Some(want.len()),
+            "{m}: {got}"
+        );
+        for (c, v) in want {
+            assert!(
+                close(got[c].as_f64().unwrap_or(f64::NAN), v),
+                "{m}/{c}: {got}"
+            );
+        }
+    }
+    assert!(attribution["models"]
+        .as_array()
+        .is_some_and(|l| l.len() == 7));
+    paths
 }
 
 async fn answers(api: &Api) -> (Value, Value) {
@@ -774,6 +907,7 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
     check_channels(&channels_old);
     let placements_funnel_old = check_placements_and_funnel(&api_old).await;
     let reach_series_old = check_reach_timeseries_journey(&api_old).await;
+    let paths_old = check_paths(&api_old).await;
     let (status, live) = api_old.get("/api/live", Some(ANALYST)).await;
     assert_eq!(status, 200, "{live}");
     assert!(live["per_minute"].is_array());
@@ -800,6 +934,11 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
         reach_series_old,
         check_reach_timeseries_journey(&api_new).await,
         "both engines give the same reach and time series"
+    );
+    assert_eq!(
+        paths_old,
+        check_paths(&api_new).await,
+        "both engines give the same paths"
     );
     assert_eq!(api_new.get("/api/live", Some(ANALYST)).await.0, 200);
     assert_eq!(
@@ -1335,6 +1474,30 @@ async fn the_page_in_chromium_shows_the_apis_figures() {
         "conversion rate 1.0 shown in French"
     );
     assert!(dom.contains("class=\"bar\""), "attribution bars drawn");
+    // The conversion paths: each of the API's top paths a row with its
+    // counts, each length a bar; the data-driven models in the switch.
+    let (_, paths) = api.get("/api/paths?limit=10", Some(ANALYST)).await;
+    let lines = paths["paths"].as_array().expect("paths");
+    assert!(!lines.is_empty(), "{paths}");
+    for p in lines {
+        let row = format!(
+            "<td>{}</td><td>{}</td><td>{}</td>",
+            p["path"].as_str().unwrap_or_default().replace('>', "&gt;"),
+            p["conversions"],
+            p["without_signup"]
+        );
+        assert!(dom.contains(&row), "paths table row {row}");
+    }
+    for l in paths["lengths"].as_array().expect("lengths") {
+        let bar = format!("class=\"length-bar\" data-length=\"{}\"", l["length"]);
+        assert!(dom.contains(&bar), "path length bar {bar}");
+    }
+    for m in ["markov", "shapley"] {
+        assert!(
+            dom.contains(&format!("value=\"{m}\"")),
+            "{m} in the model switch"
+        );
+    }
     assert!(
         dom.contains("class=\"phase-band\""),
         "time series with phase bands"

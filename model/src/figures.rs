@@ -36,12 +36,14 @@
 //! visitors computed together minus computed separately (the
 //! "correction").
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use uuid::Uuid;
 
 use crate::attribution::{self, Conversion, Touch};
+use crate::paths;
 use crate::rules;
 use crate::Campaign;
 
@@ -111,6 +113,14 @@ pub enum Figure {
     /// Credit under `model` to `channel` for touches in `phase`, of
     /// conversions in `conversion_phase`.
     Credits,
+    /// Conversions by their path (`channel`: the channels of the touches
+    /// credited, `crate::paths`) and `seconds` from its first touch to the
+    /// sign-up rounded down to the minute (0 for `direct`); `credit` holds
+    /// the exact seconds.
+    PathsConverted,
+    /// Visitors without a sign-up in the question's days, by the path
+    /// (`channel`) of their touches in those days.
+    PathsNotConverted,
 }
 
 /// A figure name that is not one of [`Figure::ALL`].
@@ -119,7 +129,7 @@ pub enum Figure {
 pub struct UnknownFigure(pub String);
 
 impl Figure {
-    pub const ALL: [Figure; 18] = [
+    pub const ALL: [Figure; 20] = [
         Figure::Events,
         Figure::EventsHourly,
         Figure::Visitors,
@@ -138,6 +148,8 @@ impl Figure {
         Figure::SignupsDaily,
         Figure::Conversions,
         Figure::Credits,
+        Figure::PathsConverted,
+        Figure::PathsNotConverted,
     ];
 
     /// The name stored in ClickHouse's `figures.figure`.
@@ -161,6 +173,8 @@ impl Figure {
             Figure::SignupsDaily => "signups_daily",
             Figure::Conversions => "conversions",
             Figure::Credits => "credits",
+            Figure::PathsConverted => "paths_converted",
+            Figure::PathsNotConverted => "paths_not_converted",
         }
     }
 
@@ -183,6 +197,7 @@ impl Figure {
                 | Figure::VisitorsDaily
                 | Figure::Conversions
                 | Figure::Credits
+                | Figure::PathsConverted
         )
     }
 }
@@ -245,10 +260,12 @@ pub fn day_start(campaign: &Campaign, day: Day) -> DateTime<Utc> {
 }
 
 /// The strings of one computation, each stored once; keys hold their ids.
+/// Most borrow from the events and the campaign; a few are made by the
+/// computation (paths).
 #[derive(Debug, Default)]
 pub struct Strings<'a> {
-    list: Vec<&'a str>,
-    index: HashMap<&'a str, u32, std::hash::BuildHasherDefault<KeyHasher>>,
+    list: Vec<Cow<'a, str>>,
+    index: HashMap<Cow<'a, str>, u32, std::hash::BuildHasherDefault<KeyHasher>>,
     /// Local day of each quarter hour seen (time-zone lookups are slow;
     /// every zone's offset is a whole number of quarter hours).
     days: HashMap<u64, Day, std::hash::BuildHasherDefault<KeyHasher>>,
@@ -259,14 +276,26 @@ impl<'a> Strings<'a> {
         if let Some(i) = self.index.get(s) {
             return *i;
         }
+        self.insert(Cow::Borrowed(s))
+    }
+
+    /// The id of a string the computation made.
+    pub fn own(&mut self, s: String) -> u32 {
+        if let Some(i) = self.index.get(s.as_str()) {
+            return *i;
+        }
+        self.insert(Cow::Owned(s))
+    }
+
+    fn insert(&mut self, s: Cow<'a, str>) -> u32 {
         let i = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
-        self.list.push(s);
+        self.list.push(s.clone());
         self.index.insert(s, i);
         i
     }
 
-    pub fn get(&self, id: u32) -> &'a str {
-        self.list.get(id as usize).copied().unwrap_or("")
+    pub fn get(&self, id: u32) -> &str {
+        self.list.get(id as usize).map(|s| s.as_ref()).unwrap_or("")
     }
 
     fn day(&mut self, campaign: &Campaign, ms: u64) -> Day {
@@ -957,16 +986,23 @@ fn visitor_figures<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
         candidates.iter().map(|ev| (ev.e.ms, ev.e.channel.as_str())),
     );
     let mut first_touch: Vec<(&'a str, u64)> = Vec::new();
+    let mut path: Vec<&'a str> = Vec::new();
     for (ev, starts) in candidates.iter().zip(starts) {
         if starts {
             let mut k = b.key(Figure::Touches);
             k.channel = b.id(&ev.e.channel);
             k.phase = b.id(&ev.e.phase);
             count(out, k);
+            path.push(&ev.e.channel);
         }
         if !first_touch.iter().any(|(c, _)| *c == ev.e.channel) {
             first_touch.push((&ev.e.channel, ev.secs()));
         }
+    }
+    if !path.is_empty() && !evs.iter().any(|ev| rules::is_signup(&ev.e.event_type)) {
+        let mut k = b.key(Figure::PathsNotConverted);
+        k.channel = b.strings.own(paths::path_of(path));
+        count(out, k);
     }
     funnel(b, evs, &first_touch, out);
     reach(b, evs, out);
@@ -1137,6 +1173,31 @@ fn conversions<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], filter: Option<Conve
         let mut k = b.key(Figure::Conversions);
         k.phase = b.id(&ev.e.phase);
         count(&mut out, k);
+        // Its path: the touches credited (the lookback window), or `direct`.
+        let credited =
+            attribution::in_window(touches, conversion.ts, campaign.attribution.lookback);
+        let mut k = b.key(Figure::PathsConverted);
+        let mut delay_s = 0.0;
+        match credited.first() {
+            Some(first) => {
+                let ms = (conversion.ts - first.ts).num_milliseconds().max(0);
+                delay_s = ms as f64 / 1000.0;
+                let secs = u64::try_from(ms / 1000).unwrap_or(0);
+                k.seconds = u32::try_from(secs / paths::DELAY_STEP_S * paths::DELAY_STEP_S)
+                    .unwrap_or(u32::MAX);
+                k.channel = b
+                    .strings
+                    .own(paths::path_of(credited.iter().map(|t| t.channel.as_str())));
+            }
+            None => k.channel = b.id(attribution::DIRECT),
+        }
+        out.push((
+            k,
+            Value {
+                n: 1,
+                credit: delay_s,
+            },
+        ));
         for s in &shares {
             let mut k = b.key(Figure::Credits);
             k.model = b.id(s.model);

@@ -13,6 +13,8 @@
 //!   placement is a sum of rows;
 //! - [`journeys`]: the same rules one row per touch, conversion, credit
 //!   and placement-day (the analysts' SQL views);
+//! - [`paths`]: conversion paths, and the Markov and Shapley models over
+//!   them;
 //! - [`redact`], [`privacy`]: personal data in free text, contact hashing.
 //!
 //! The services (`ensemble-core` and the three binaries) are adapters around
@@ -23,6 +25,7 @@ pub mod campaign;
 pub mod event;
 pub mod figures;
 pub mod journeys;
+pub mod paths;
 pub mod privacy;
 pub mod redact;
 pub mod rules;

@@ -386,6 +386,11 @@ impl Service {
         self.child.id()
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// GET `path`; `None` while nothing answers.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.port, path)
@@ -991,4 +996,33 @@ pub async fn database_text(store: &ensemble_core::StoreConfig) -> anyhow::Result
         text.push_str(&String::from_utf8_lossy(&bytes));
     }
     Ok(text)
+}
+
+/// The Markov model of PyPI's `channelattribution` (an independent,
+/// simulation-based implementation) over a paths CSV the dashboard
+/// exported: channel → credited conversions. Needs
+/// `ENSEMBLE_ATTRIBUTION_PYTHON` (deploy/local/test creates its virtualenv).
+pub fn channelattribution_markov(
+    paths_csv: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+    let python = std::env::var("ENSEMBLE_ATTRIBUTION_PYTHON").map_err(|_| {
+        anyhow::anyhow!(
+            "ENSEMBLE_ATTRIBUTION_PYTHON is not set: run the tests with deploy/local/test, which creates the channelattribution virtualenv"
+        )
+    })?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("paths.csv");
+    std::fs::write(&file, paths_csv)?;
+    let script = repo_root().join("tests/attribution/markov_check.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&file)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{python} {}: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
 }

@@ -38,6 +38,36 @@ pub struct GroundTruth {
     /// model → channel → credited sign-ups.
     pub credits: BTreeMap<&'static str, BTreeMap<String, f64>>,
     pub conversions: u64,
+    /// Conversion paths over the campaign's days (README "Conversion paths").
+    pub paths: BTreeMap<String, PathTruth>,
+    /// channel → credit under the data-driven models, over `paths`.
+    pub markov: BTreeMap<String, f64>,
+    pub shapley: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathTruth {
+    pub conversions: u64,
+    pub without_signup: u64,
+    /// Milliseconds from the path's first touch to each sign-up (not for `direct`).
+    pub delays_ms: Vec<i64>,
+}
+
+/// A path as the README writes it: channels joined by ` > `, a repeat
+/// once, at most the last 12 behind `…`.
+fn path_text(channels: &[&str]) -> String {
+    let mut steps: Vec<&str> = Vec::new();
+    for c in channels {
+        if steps.last() != Some(c) {
+            steps.push(c);
+        }
+    }
+    if steps.len() > 12 {
+        steps = std::iter::once("…")
+            .chain(steps[steps.len() - 12..].iter().copied())
+            .collect();
+    }
+    steps.join(" > ")
 }
 
 /// A touch: (time of its first event, that event's id, channel).
@@ -119,6 +149,39 @@ pub fn compute(events: &[Truth], calendar: &Calendar) -> GroundTruth {
         "time_decay",
         "position_based",
     ];
+    // Paths. Visitors without a sign-up over the campaign's days: the touches
+    // of their events inside those days (the gap rule over those alone).
+    let first_day = calendar.phases.iter().map(|p| p.1).min();
+    let last_day = calendar.phases.iter().map(|p| p.2).max();
+    let in_days = |e: &Truth| {
+        let d = e.ts.with_timezone(&calendar.zone).date_naive();
+        first_day.is_some_and(|f| d >= f) && last_day.is_some_and(|l| d <= l)
+    };
+    for evs in by_visitor.values() {
+        let inside: Vec<&&Truth> = evs.iter().filter(|e| in_days(e)).collect();
+        if inside.iter().any(|e| e.event_type == "signup") {
+            continue;
+        }
+        let mut touch: Vec<&&&Truth> = inside.iter().filter(|e| is_touch_event(e)).collect();
+        touch.sort_by_key(|e| (e.ts, e.event_id));
+        let mut previous: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+        let mut channels = Vec::new();
+        for e in touch {
+            let continues = previous
+                .get(e.channel)
+                .is_some_and(|p| e.ts - *p < Duration::minutes(GAP_MINUTES));
+            if !continues {
+                channels.push(e.channel);
+            }
+            previous.insert(e.channel, e.ts);
+        }
+        if !channels.is_empty() {
+            g.paths
+                .entry(path_text(&channels))
+                .or_default()
+                .without_signup += 1;
+        }
+    }
     for conv in first.values() {
         g.conversions += 1;
         let t = conv.ts;
@@ -131,6 +194,21 @@ pub fn compute(events: &[Truth], calendar: &Calendar) -> GroundTruth {
             })
             .unwrap_or_default();
         let n = window.len();
+        if first_day.is_some_and(|f| conv.ts.with_timezone(&calendar.zone).date_naive() >= f)
+            && last_day.is_some_and(|l| conv.ts.with_timezone(&calendar.zone).date_naive() <= l)
+        {
+            let channels: Vec<&str> = window.iter().map(|(_, _, c)| *c).collect();
+            match window.first() {
+                Some((ts, _, _)) => {
+                    let p = g.paths.entry(path_text(&channels)).or_default();
+                    p.conversions += 1;
+                    // Times as stored: whole milliseconds.
+                    p.delays_ms
+                        .push(t.timestamp_millis() - ts.timestamp_millis());
+                }
+                None => g.paths.entry("direct".into()).or_default().conversions += 1,
+            }
+        }
         for model in models {
             let credits = g.credits.entry(model).or_default();
             if n == 0 {
@@ -173,5 +251,90 @@ pub fn compute(events: &[Truth], calendar: &Calendar) -> GroundTruth {
             }
         }
     }
+    g.markov = markov(&g.paths);
+    g.shapley = shapley(&g.paths);
     g
+}
+
+/// The Markov removal effect (README "Data-driven attribution"), here by
+/// value iteration over the absorbing chain (the product solves the linear
+/// system directly).
+fn markov(paths: &BTreeMap<String, PathTruth>) -> BTreeMap<String, f64> {
+    const START: &str = "(start)";
+    const CONV: &str = "(conversion)";
+    const NULL: &str = "(null)";
+    let mut count: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    for (path, p) in paths {
+        let steps: Vec<&str> = path.split(" > ").filter(|s| *s != "…").collect();
+        let walk: Vec<&str> = std::iter::once(START)
+            .chain(steps.iter().copied())
+            .collect();
+        let n = (p.conversions + p.without_signup) as f64;
+        for pair in walk.windows(2) {
+            *count.entry((pair[0], pair[1])).or_default() += n;
+        }
+        let last = walk[walk.len() - 1];
+        *count.entry((last, CONV)).or_default() += p.conversions as f64;
+        *count.entry((last, NULL)).or_default() += p.without_signup as f64;
+    }
+    let mut out_of: BTreeMap<&str, f64> = BTreeMap::new();
+    for ((from, _), n) in &count {
+        *out_of.entry(from).or_default() += n;
+    }
+    let reach = |removed: Option<&str>| -> f64 {
+        let mut x: BTreeMap<&str, f64> = BTreeMap::new();
+        for _ in 0..100_000 {
+            let mut next: BTreeMap<&str, f64> = BTreeMap::new();
+            for ((from, to), n) in &count {
+                if Some(*from) == removed || Some(*to) == removed {
+                    continue;
+                }
+                let value = match *to {
+                    CONV => 1.0,
+                    NULL => 0.0,
+                    s => x.get(s).copied().unwrap_or(0.0),
+                };
+                *next.entry(from).or_default() += n / out_of[from] * value;
+            }
+            let change = next
+                .iter()
+                .map(|(k, v)| (v - x.get(k).copied().unwrap_or(0.0)).abs())
+                .fold(0.0, f64::max);
+            x = next;
+            if change < 1e-15 {
+                break;
+            }
+        }
+        x.get(START).copied().unwrap_or(0.0)
+    };
+    let conversions: u64 = paths.values().map(|p| p.conversions).sum();
+    let channels: BTreeSet<&str> = count
+        .keys()
+        .flat_map(|(a, b)| [*a, *b])
+        .filter(|s| ![START, CONV, NULL].contains(s))
+        .collect();
+    let base = reach(None);
+    let effects: BTreeMap<&str, f64> = channels
+        .iter()
+        .map(|c| (*c, 1.0 - reach(Some(c)) / base))
+        .collect();
+    let total: f64 = effects.values().sum();
+    effects
+        .into_iter()
+        .map(|(c, e)| (c.to_owned(), conversions as f64 * e / total))
+        .collect()
+}
+
+/// The simplified Shapley value, by its closed form: each converting
+/// channel set's conversions shared evenly among its channels.
+fn shapley(paths: &BTreeMap<String, PathTruth>) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for (path, p) in paths {
+        let set: BTreeSet<&str> = path.split(" > ").filter(|s| *s != "…").collect();
+        for c in &set {
+            *out.entry((*c).to_owned()).or_default() += p.conversions as f64 / set.len() as f64;
+        }
+    }
+    out.retain(|_, v| *v > 0.0);
+    out
 }

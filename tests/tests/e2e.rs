@@ -216,6 +216,116 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
             );
         }
     }
+    // Conversion paths: every path's counts and times equal the truth's.
+    let paths = dashboard.get_json("/api/paths?limit=100000", ANALYST);
+    assert_eq!(
+        paths["distinct_paths"].as_u64(),
+        Some(truth.paths.len() as u64),
+        "distinct paths"
+    );
+    assert!(
+        truth.paths.len() < 100_000,
+        "every path listed: {}",
+        truth.paths.len()
+    );
+    assert_eq!(paths["conversions"].as_u64(), Some(truth.conversions));
+    for (path, want) in &truth.paths {
+        let line = paths["paths"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["path"] == *path))
+            .unwrap_or_else(|| panic!("no path `{path}` in {paths}"));
+        assert_eq!(
+            line["conversions"].as_u64(),
+            Some(want.conversions),
+            "{path}"
+        );
+        assert_eq!(
+            line["without_signup"].as_u64(),
+            Some(want.without_signup),
+            "{path}"
+        );
+        if want.delays_ms.is_empty() {
+            assert!(line["mean_time_to_signup_s"].is_null(), "{path}");
+            continue;
+        }
+        let mean = want.delays_ms.iter().sum::<i64>() as f64 / 1000.0 / want.delays_ms.len() as f64;
+        // The live tail's events are stamped by the collector, a few
+        // milliseconds after the test's clock the truth has: times agree
+        // within a second (the mean) and a minute (the median, to the minute).
+        let have = line["mean_time_to_signup_s"].as_f64().unwrap_or(f64::NAN);
+        assert!((have - mean).abs() < 1.0, "{path}: mean {have} vs {mean}");
+        let mut minutes: Vec<i64> = want.delays_ms.iter().map(|ms| ms / 60_000 * 60).collect();
+        minutes.sort_unstable();
+        let median = minutes[(minutes.len() - 1) / 2];
+        let have = line["median_time_to_signup_s"].as_i64().unwrap_or(i64::MIN);
+        assert!(
+            (have - median).abs() <= 60,
+            "{path}: median {have} vs {median}"
+        );
+    }
+    assert!(
+        truth.paths.values().any(|p| p.without_signup > 0) && truth.paths.len() > 20,
+        "a campaign with many paths, converting and not: {}",
+        truth.paths.len()
+    );
+    // The data-driven models equal the truth's own computation (Markov by
+    // value iteration there, Gaussian elimination here; Shapley by its
+    // closed form there, over coalitions here).
+    for (model, want) in [("markov", &truth.markov), ("shapley", &truth.shapley)] {
+        let got = attribution["by_channel"][model].as_object().expect("model");
+        let positive = got
+            .values()
+            .filter(|v| v.as_f64().unwrap_or(0.0) > 1e-12)
+            .count();
+        assert_eq!(
+            positive,
+            want.values().filter(|v| **v > 1e-12).count(),
+            "{model}: {got:?} vs {want:?}"
+        );
+        for (channel, w) in want {
+            let have = got.get(channel).and_then(Value::as_f64).unwrap_or(0.0);
+            assert!(
+                (have - w).abs() < 1e-6,
+                "{model}/{channel}: dashboard {have}, truth {w}"
+            );
+        }
+        let sum: f64 = got.values().filter_map(Value::as_f64).sum();
+        assert!(
+            (sum - truth.conversions as f64).abs() < 1e-6,
+            "{model} sums to {sum}"
+        );
+    }
+    // And against PyPI's channelattribution (simulated walks) on the paths
+    // the dashboard exports.
+    let (code, csv_text) = ensemble_tests::http_get_with(
+        dashboard.port(),
+        "/api/paths?limit=100000&format=csv",
+        &[("Authorization", &format!("Bearer {ANALYST}"))],
+    )
+    .expect("paths CSV");
+    assert_eq!(code, 200, "{csv_text}");
+    let independent =
+        ensemble_tests::channelattribution_markov(&csv_text).expect("channelattribution");
+    let mut farthest = (String::new(), 0.0f64);
+    for (channel, w) in &independent {
+        let have = attribution["by_channel"]["markov"][channel]
+            .as_f64()
+            .unwrap_or(0.0);
+        let gap = (have - w).abs() / truth.conversions as f64;
+        if gap > farthest.1 {
+            farthest = (channel.clone(), gap);
+        }
+    }
+    println!(
+        "markov vs channelattribution: farthest channel {} off by {:.4} % of the conversions",
+        farthest.0,
+        100.0 * farthest.1
+    );
+    assert!(
+        farthest.1 < 0.01,
+        "markov: ensemble {} vs channelattribution {independent:?}",
+        attribution["by_channel"]["markov"]
+    );
     // The figures the processor kept (what the dashboard shows by default)
     // agree with a recount from the events on every endpoint.
     let phase = format!("phase={live_phase}");
@@ -226,6 +336,7 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         "/api/placements",
         "/api/funnel",
         "/api/reach",
+        "/api/paths?limit=100000",
         "/api/timeseries?metric=visitors&bucket=day",
         "/api/timeseries?metric=signups&bucket=hour",
     ] {

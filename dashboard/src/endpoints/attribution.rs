@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::response::Response;
 use ensemble_core::attribution::{Credits, Model, Share};
 use ensemble_core::figures::Figure;
+use ensemble_core::paths;
 use serde::Serialize;
 
 use super::{json, Params};
@@ -17,10 +18,18 @@ use crate::error::ApiError;
 use crate::filters::{FilterError, Filters, Format};
 use crate::state::{ApiState, Shared};
 
+/// The data-driven models' names (`ensemble_model::paths`), beside
+/// `Model::ALL`'s rule-based ones.
+pub const MARKOV: &str = "markov";
+pub const SHAPLEY: &str = "shapley";
+
 /// Credits of the filters' conversions (their channel filter narrows what
 /// is shown, not how credit is shared).
 pub async fn credits(state: &ApiState, f: &Filters) -> Result<Credits, ApiError> {
-    let a = answers::ask(state, f, &[Figure::Conversions, Figure::Credits], false).await?;
+    let (a, table) = tokio::try_join!(
+        answers::ask(state, f, &[Figure::Conversions, Figure::Credits], false),
+        super::paths::table(state, f)
+    )?;
     let mut out = Credits {
         conversions: of(&a.whole, Figure::Conversions)
             .map(|(_, v)| count(v))
@@ -39,6 +48,10 @@ pub async fn credits(state: &ApiState, f: &Filters) -> Result<Credits, ApiError>
             credit: v.credit,
         });
     }
+    // The data-driven models, over every path of the same question (they
+    // credit channels, not phases).
+    out.by_channel.insert(MARKOV, paths::markov(&table));
+    out.by_channel.insert(SHAPLEY, paths::shapley(&table));
     if let Some(want) = &f.channel {
         for m in out.by_channel.values_mut() {
             m.retain(|ch, _| ch == want);
@@ -99,6 +112,17 @@ pub async fn attribution(State(state): State<Shared>, q: Params) -> Result<Respo
                 ]);
             }
         }
+        // The data-driven models credit channels over every phase.
+        for model in [MARKOV, SHAPLEY] {
+            for (channel, credit) in c.by_channel.get(model).into_iter().flatten() {
+                rows.push(vec![
+                    model.to_owned(),
+                    channel.clone(),
+                    String::new(),
+                    format!("{credit:.12}"),
+                ]);
+            }
+        }
         return Ok(csv(
             &Export::new(&state.campaign, &f, "attribution"),
             &["model", "channel", "touch_phase", "credited_signups"],
@@ -108,7 +132,11 @@ pub async fn attribution(State(state): State<Shared>, q: Params) -> Result<Respo
     Ok(json(&Attribution {
         conversions: c.conversions,
         lookback_days: state.campaign.attribution.lookback.num_days(),
-        models: Model::ALL.iter().map(|m| m.as_str()).collect(),
+        models: Model::ALL
+            .iter()
+            .map(|m| m.as_str())
+            .chain([MARKOV, SHAPLEY])
+            .collect(),
         by_channel: c.by_channel.clone(),
         by_channel_phase: c
             .by_channel_phase

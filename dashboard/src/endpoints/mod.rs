@@ -8,6 +8,7 @@ pub mod funnel;
 pub mod journey;
 pub mod live;
 pub mod overview;
+pub mod paths;
 pub mod placements;
 pub mod reach;
 pub mod timeseries;

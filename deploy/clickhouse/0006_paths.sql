@@ -1,0 +1,12 @@
+-- Conversion paths (ensemble-model's `paths`; the README's "Conversion
+-- paths" and "Data-driven attribution"): two new figures in `figures`,
+-- `paths_converted` (each conversion by the path of the touches it credits,
+-- `channel` = the path, `seconds` = time from its first touch to the
+-- sign-up to the minute, `credit` = the exact seconds) and
+-- `paths_not_converted` (visitors without a sign-up in a range of days, by
+-- the path of their touches in it).
+--
+-- No table changes: the figures' columns hold them. But a database that
+-- already has events has no path rows for them: applying this migration
+-- there records a rebuild (`ensemble-processor rebuild-facts`), and the
+-- processor waits for it (`REBUILT_FROM_EVENTS` in core/src/migrate.rs).
