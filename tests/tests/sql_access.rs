@@ -184,6 +184,11 @@ async fn the_views_give_the_api_totals_and_the_analyst_reads_nothing_else() {
     .await;
     let mut api_credits: BTreeMap<String, f64> = BTreeMap::new();
     for (model, by_channel) in attribution["by_channel"].as_object().expect("by_channel") {
+        // The data-driven models credit channels over every path at
+        // question time, not conversion by conversion: no `credits` rows.
+        if ["markov", "shapley"].contains(&model.as_str()) {
+            continue;
+        }
         for (channel, credit) in by_channel.as_object().expect("channels") {
             let credit = credit.as_f64().expect("credit");
             if credit.abs() > 1e-9 {
