@@ -3,7 +3,9 @@
 //! migrations, HTTP ops routes, shutdown, logging — around the domain of
 //! `ensemble-model` (re-exported here under its module names).
 
-pub use ensemble_model::{attribution, campaign, figures, journeys, paths, privacy, redact, rules};
+pub use ensemble_model::{
+    attribution, campaign, figures, journeys, media, paths, privacy, redact, rules,
+};
 
 pub mod config;
 pub mod event;

@@ -156,6 +156,63 @@ pub async fn ask(
     }
 }
 
+/// Distinct visitors (bots as the filters say) with any event of each of
+/// `codes`: the visitors figure of each placement's scope. On whole
+/// phases or the campaign (no device, no placement filter) one query over
+/// every placement's stored rows: visitors do not depend on contacts and
+/// such days need no wide-visitor correction, so the plain sums are exact.
+/// Otherwise each placement's own question, as `ask` answers it.
+pub async fn visitors_per_placement(
+    state: &ApiState,
+    f: &Filters,
+    codes: &[String],
+) -> Result<BTreeMap<String, u64>, ApiError> {
+    if let Plan::Stored { days, .. } = plan(&state.campaign, f, false) {
+        let Some(days) = days else {
+            return Ok(BTreeMap::new());
+        };
+        if f.device.is_none()
+            && f.placement.is_none()
+            && figures::aligned(&state.campaign, days.0, days.1)
+        {
+            let sql = format!(
+                "SELECT placement_filter, sum(n) FROM figures WHERE figure = '{}' AND channel = ? \
+                 AND bots = ? AND device_filter = '' AND placement_filter != '' \
+                 AND first_day >= toDate('{}') AND last_day <= toDate('{}') GROUP BY placement_filter",
+                Figure::Visitors.name(),
+                date(days.0),
+                date(days.1)
+            );
+            let rows: Vec<(String, i64)> = state
+                .client
+                .query(&sql)
+                .bind(figures::ALL)
+                .bind(u8::from(f.include_bots))
+                .fetch_all()
+                .await?;
+            return Ok(rows
+                .into_iter()
+                .filter(|(code, _)| codes.contains(code))
+                .map(|(code, n)| (code, u64::try_from(n).unwrap_or(0)))
+                .collect());
+        }
+    }
+    let mut out = BTreeMap::new();
+    for code in codes {
+        let one = Filters {
+            placement: Some(code.clone()),
+            ..f.clone()
+        };
+        let a = ask(state, &one, &[Figure::Visitors], false).await?;
+        let n: u64 = of(&a.whole, Figure::Visitors)
+            .filter(|(d, _)| d.channel == figures::ALL)
+            .map(|(_, v)| count(v))
+            .sum();
+        out.insert(code.clone(), n);
+    }
+    Ok(out)
+}
+
 /// One figure of the whole question, only for the listed `(channel,
 /// seconds from, seconds to)` (the funnel's seconds around its median).
 pub async fn ask_seconds(

@@ -110,6 +110,7 @@ pub fn public_router(state: state::Shared, registry: &prometheus::Registry) -> R
         .route("/api/funnel", axum::routing::get(endpoints::funnel::funnel))
         .route("/api/reach", axum::routing::get(endpoints::reach::reach))
         .route("/api/paths", axum::routing::get(endpoints::paths::paths))
+        .route("/api/media", axum::routing::get(endpoints::media::media))
         .route(
             "/api/timeseries",
             axum::routing::get(endpoints::timeseries::timeseries),

@@ -727,6 +727,7 @@ async fn compare_with_events(api: &Api, filters: &[&str]) {
         "/api/funnel",
         "/api/reach",
         "/api/paths?limit=1000",
+        "/api/media",
         "/api/timeseries?metric=events&bucket=hour",
         "/api/timeseries?metric=events&bucket=day",
         "/api/timeseries?metric=visitors&bucket=hour",
@@ -742,8 +743,10 @@ async fn compare_with_events(api: &Api, filters: &[&str]) {
             let slow = format!("{e}{sep}{f}&source=events");
             let (s1, a) = api.get(&fast, Some(ANALYST)).await;
             let (s2, b) = api.get(&slow, Some(ANALYST)).await;
-            if (e == "/api/attribution" || e.starts_with("/api/paths")) && f.contains("placement=")
-            {
+            let refused = (e == "/api/attribution" || e.starts_with("/api/paths"))
+                && f.contains("placement=")
+                || e == "/api/media" && (f.contains("placement=") || f.contains("device="));
+            if refused {
                 assert_eq!((s1, s2), (400, 400), "{fast}: {a} / {b}");
                 continue;
             }
@@ -752,7 +755,11 @@ async fn compare_with_events(api: &Api, filters: &[&str]) {
             compared += 1;
         }
     }
-    let refused = 2 * filters.iter().filter(|f| f.contains("placement=")).count();
+    let refused = 2 * filters.iter().filter(|f| f.contains("placement=")).count()
+        + filters
+            .iter()
+            .filter(|f| f.contains("placement=") || f.contains("device="))
+            .count();
     assert_eq!(compared, endpoints.len() * filters.len() - refused);
 }
 
@@ -887,6 +894,145 @@ async fn check_paths(api: &Api) -> Value {
     paths
 }
 
+/// The reach report by hand (the whole campaign: share 1). Measured:
+/// M-CHATELET A's scan (its page view carries the code too: 1 visitor);
+/// T-VOEUX A's impression (an exposure) and click (a scan); G-NATIONAL B's
+/// scan; A-NATIONAL-1 C's scan delivered twice (1); M-REPUBLIQUE E's scan.
+/// No sign-up carries a placement. Bought: the campaign file.
+async fn check_media(api: &Api) -> Value {
+    let campaign = Campaign::load(&campaign_file()).expect("campaign");
+    let (status, media) = api.get("/api/media", Some(AGENCY)).await;
+    assert_eq!(status, 200, "{media}");
+    assert_eq!(media["share_of_campaign"], 1.0);
+    let line = |kind: &str, key: &str| -> Value {
+        let field = if kind == "placements" {
+            "code"
+        } else {
+            "channel"
+        };
+        media[kind]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x[field] == key).cloned())
+            .unwrap_or_else(|| panic!("no {kind} line {key}: {media}"))
+    };
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    for (code, exposures, scans) in [
+        ("M-CHATELET", None, 1u64),
+        ("T-VOEUX", Some(1u64), 1),
+        ("G-NATIONAL", None, 1),
+        ("A-NATIONAL-1", None, 1),
+        ("M-REPUBLIQUE", None, 1),
+        ("G-PARIS-NORD", None, 0),
+    ] {
+        let l = line("placements", code);
+        let p = campaign.placement(code).expect("placement");
+        let (audience, cost) = (
+            p.audience_estimate.expect("audience") as f64,
+            p.media_cost_eur.expect("cost"),
+        );
+        assert_eq!(
+            l["exposures"],
+            exposures.map_or(Value::Null, Value::from),
+            "{l}"
+        );
+        assert_eq!(l["scans"], scans, "{l}");
+        assert_eq!(l["reached_visitors"], scans, "one visitor each: {l}");
+        assert_eq!(l["signups"], 0, "{l}");
+        assert!(
+            close(num(&l["audience"]), audience) && close(num(&l["media_cost_eur"]), cost),
+            "{l}"
+        );
+        assert!(close(num(&l["cpm_eur"]), cost / audience * 1000.0), "{l}");
+        assert!(
+            close(
+                num(&l["scans_per_1000_audience"]),
+                scans as f64 / audience * 1000.0
+            ),
+            "{l}"
+        );
+        assert!(
+            l["cost_per_signup_eur"].is_null(),
+            "no sign-up, no ratio: {l}"
+        );
+        if scans == 0 {
+            assert!(
+                l["cost_per_scan_eur"].is_null() && l["cost_per_reached_visitor_eur"].is_null(),
+                "{l}"
+            );
+        } else {
+            assert!(close(num(&l["cost_per_scan_eur"]), cost), "{l}");
+            assert!(close(num(&l["cost_per_reached_visitor_eur"]), cost), "{l}");
+        }
+    }
+    let metro = line("channels", "metro");
+    let bought = ensemble_core::media::channel_bought(&campaign, "metro");
+    assert_eq!(
+        (metro["scans"].clone(), metro["reached_visitors"].clone()),
+        (Value::from(2), Value::from(2)),
+        "{metro}"
+    );
+    assert!(
+        close(
+            num(&metro["cost_per_scan_eur"]),
+            bought.media_cost_eur.expect("cost") / 2.0
+        ),
+        "{metro}"
+    );
+    let tinder = line("channels", "tinder");
+    assert_eq!(tinder["exposures"], 1, "{tinder}");
+    let social = line("channels", "social");
+    assert_eq!(
+        social["reached_visitors"], 1,
+        "C came from Facebook: {social}"
+    );
+    assert!(
+        social["audience"].is_null() && social["cpm_eur"].is_null(),
+        "nothing bought: {social}"
+    );
+    // A phase gets its share of what was bought.
+    let p1 = campaign
+        .phases
+        .iter()
+        .find(|p| p.id == "p1-lancement")
+        .expect("p1");
+    let (start, end) = (
+        campaign
+            .phases
+            .iter()
+            .map(|p| p.starts_at)
+            .min()
+            .expect("start"),
+        campaign
+            .phases
+            .iter()
+            .map(|p| p.ends_at)
+            .max()
+            .expect("end"),
+    );
+    let share = (p1.ends_at - p1.starts_at).num_milliseconds() as f64
+        / (end - start).num_milliseconds() as f64;
+    let (_, phase) = api
+        .get("/api/media?phase=p1-lancement&channel=metro", Some(AGENCY))
+        .await;
+    assert!(close(num(&phase["share_of_campaign"]), share), "{phase}");
+    let chatelet = &phase["placements"][0];
+    assert_eq!(chatelet["code"], "M-CHATELET", "{phase}");
+    assert!(
+        close(num(&chatelet["media_cost_eur"]), 28_000.0 * share),
+        "{chatelet}"
+    );
+    assert_eq!(
+        phase["channels"].as_array().map(Vec::len),
+        Some(1),
+        "channel filter: {phase}"
+    );
+    for bad in ["placement=M-CHATELET", "device=mobile"] {
+        let (status, body) = api.get(&format!("/api/media?{bad}"), Some(AGENCY)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    media
+}
+
 async fn answers(api: &Api) -> (Value, Value) {
     let (s1, overview) = api.get("/api/overview", Some(ANALYST)).await;
     assert_eq!(s1, 200, "{overview}");
@@ -908,6 +1054,7 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
     let placements_funnel_old = check_placements_and_funnel(&api_old).await;
     let reach_series_old = check_reach_timeseries_journey(&api_old).await;
     let paths_old = check_paths(&api_old).await;
+    let media_old = check_media(&api_old).await;
     let (status, live) = api_old.get("/api/live", Some(ANALYST)).await;
     assert_eq!(status, 200, "{live}");
     assert!(live["per_minute"].is_array());
@@ -939,6 +1086,11 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
         paths_old,
         check_paths(&api_new).await,
         "both engines give the same paths"
+    );
+    assert_eq!(
+        media_old,
+        check_media(&api_new).await,
+        "both engines give the same reach report"
     );
     assert_eq!(api_new.get("/api/live", Some(ANALYST)).await.0, 200);
     assert_eq!(
@@ -1497,6 +1649,29 @@ async fn the_page_in_chromium_shows_the_apis_figures() {
             dom.contains(&format!("value=\"{m}\"")),
             "{m} in the model switch"
         );
+    }
+    // The reach report: each placement's row carries the API's counts, and
+    // a ratio without a value shows "—".
+    let (_, media) = api.get("/api/media", Some(AGENCY)).await;
+    let table = &dom[dom.find("id=\"media\"").expect("media table")..];
+    for p in media["placements"].as_array().expect("placements") {
+        let start = format!(
+            "<tr><td>{}</td><td>{}</td>",
+            p["code"].as_str().unwrap_or_default(),
+            p["channel"].as_str().unwrap_or_default()
+        );
+        let at = table
+            .find(&start)
+            .unwrap_or_else(|| panic!("media row {start}"));
+        let row = &table[at..at + table[at..].find("</tr>").unwrap_or(0)];
+        let counts = format!(
+            "<td>{}</td><td>{}</td><td>{}</td>",
+            p["scans"], p["reached_visitors"], p["signups"]
+        );
+        assert!(row.contains(&counts), "{row} has {counts}");
+        if p["cost_per_signup_eur"].is_null() {
+            assert!(row.ends_with("<td>—</td>"), "{row}");
+        }
     }
     assert!(
         dom.contains("class=\"phase-band\""),

@@ -13,6 +13,8 @@
 //!   placement is a sum of rows;
 //! - [`journeys`]: the same rules one row per touch, conversion, credit
 //!   and placement-day (the analysts' SQL views);
+//! - [`media`]: the agency's reach report (audience, cost and their
+//!   ratios);
 //! - [`paths`]: conversion paths, and the Markov and Shapley models over
 //!   them;
 //! - [`redact`], [`privacy`]: personal data in free text, contact hashing.
@@ -25,6 +27,7 @@ pub mod campaign;
 pub mod event;
 pub mod figures;
 pub mod journeys;
+pub mod media;
 pub mod paths;
 pub mod privacy;
 pub mod redact;

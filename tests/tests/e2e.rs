@@ -337,6 +337,7 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         "/api/funnel",
         "/api/reach",
         "/api/paths?limit=100000",
+        "/api/media",
         "/api/timeseries?metric=visitors&bucket=day",
         "/api/timeseries?metric=signups&bucket=hour",
     ] {

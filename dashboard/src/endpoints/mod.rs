@@ -7,6 +7,7 @@ pub mod channels;
 pub mod funnel;
 pub mod journey;
 pub mod live;
+pub mod media;
 pub mod overview;
 pub mod paths;
 pub mod placements;
