@@ -112,6 +112,10 @@ pub fn public_router(state: state::Shared, registry: &prometheus::Registry) -> R
         .route("/api/paths", axum::routing::get(endpoints::paths::paths))
         .route("/api/media", axum::routing::get(endpoints::media::media))
         .route(
+            "/api/scan-hours",
+            axum::routing::get(endpoints::scan_hours::scan_hours),
+        )
+        .route(
             "/api/timeseries",
             axum::routing::get(endpoints::timeseries::timeseries),
         )

@@ -728,6 +728,7 @@ async fn compare_with_events(api: &Api, filters: &[&str]) {
         "/api/reach",
         "/api/paths?limit=1000",
         "/api/media",
+        "/api/scan-hours",
         "/api/timeseries?metric=events&bucket=hour",
         "/api/timeseries?metric=events&bucket=day",
         "/api/timeseries?metric=visitors&bucket=hour",
@@ -1033,6 +1034,39 @@ async fn check_media(api: &Api) -> Value {
     media
 }
 
+/// Scans by weekday × hour, Paris time (UTC+1 in winter), by hand: A's
+/// metro scan Monday 20 Jan 10 h, A's card click Saturday 25 Jan 13 h, B's
+/// station scan Saturday 1 Feb 11 h, E's metro scan Thursday 20 Feb 11 h,
+/// C's bus-shelter scan (delivered twice) Sunday 2 Mar 9 h.
+async fn check_scan_hours(api: &Api) -> Value {
+    let (status, hours) = api.get("/api/scan-hours", Some(ANALYST)).await;
+    assert_eq!(status, 200, "{hours}");
+    assert_eq!(hours["timezone"], "Europe/Paris");
+    let cells = |v: &Value| -> Vec<(u64, u64, u64)> {
+        v["cells"]
+            .as_array()
+            .expect("cells")
+            .iter()
+            .filter(|c| c["scans"] != 0)
+            .map(|c| {
+                let n = |k: &str| c[k].as_u64().unwrap_or(99);
+                (n("weekday"), n("hour"), n("scans"))
+            })
+            .collect()
+    };
+    assert_eq!(hours["cells"].as_array().map(Vec::len), Some(168));
+    assert_eq!(hours["scans"], 5);
+    assert_eq!(
+        cells(&hours),
+        [(1, 10, 1), (4, 11, 1), (6, 11, 1), (6, 13, 1), (7, 9, 1)]
+    );
+    let (_, metro) = api
+        .get("/api/scan-hours?channel=metro", Some(ANALYST))
+        .await;
+    assert_eq!(cells(&metro), [(1, 10, 1), (4, 11, 1)]);
+    hours
+}
+
 async fn answers(api: &Api) -> (Value, Value) {
     let (s1, overview) = api.get("/api/overview", Some(ANALYST)).await;
     assert_eq!(s1, 200, "{overview}");
@@ -1055,6 +1089,7 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
     let reach_series_old = check_reach_timeseries_journey(&api_old).await;
     let paths_old = check_paths(&api_old).await;
     let media_old = check_media(&api_old).await;
+    let scan_hours_old = check_scan_hours(&api_old).await;
     let (status, live) = api_old.get("/api/live", Some(ANALYST)).await;
     assert_eq!(status, 200, "{live}");
     assert!(live["per_minute"].is_array());
@@ -1091,6 +1126,11 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
         media_old,
         check_media(&api_new).await,
         "both engines give the same reach report"
+    );
+    assert_eq!(
+        scan_hours_old,
+        check_scan_hours(&api_new).await,
+        "both engines give the same scan hours"
     );
     assert_eq!(api_new.get("/api/live", Some(ANALYST)).await.0, 200);
     assert_eq!(
@@ -1649,6 +1689,15 @@ async fn the_page_in_chromium_shows_the_apis_figures() {
             dom.contains(&format!("value=\"{m}\"")),
             "{m} in the model switch"
         );
+    }
+    // The scan heatmap: one cell per weekday × hour with the API's count.
+    let (_, hours) = api.get("/api/scan-hours", Some(ANALYST)).await;
+    for c in hours["cells"].as_array().expect("cells") {
+        let cell = format!(
+            "data-weekday=\"{}\" data-hour=\"{}\" data-scans=\"{}\"",
+            c["weekday"], c["hour"], c["scans"]
+        );
+        assert!(dom.contains(&cell), "heatmap cell {cell}");
     }
     // The reach report: each placement's row carries the API's counts, and
     // a ratio without a value shows "—".

@@ -10,3 +10,7 @@
 -- already has events has no path rows for them: applying this migration
 -- there records a rebuild (`ensemble-processor rebuild-facts`), and the
 -- processor waits for it (`REBUILT_FROM_EVENTS` in core/src/migrate.rs).
+--
+-- Also new in `figures`: `scans_by_local_hour` (scans per local `day`,
+-- local wall-clock `hour` of the day 0–23 and `channel`: the scan heatmap
+-- by weekday × hour), rebuilt with the paths.

@@ -121,6 +121,10 @@ pub enum Figure {
     /// Visitors without a sign-up in the question's days, by the path
     /// (`channel`) of their touches in those days.
     PathsNotConverted,
+    /// Scans (QR scans and card clicks) per local `day`, local `hour` of
+    /// the day (0–23, the wall clock: the scan heatmap by weekday × hour)
+    /// and `channel`.
+    ScansByLocalHour,
 }
 
 /// A figure name that is not one of [`Figure::ALL`].
@@ -129,7 +133,7 @@ pub enum Figure {
 pub struct UnknownFigure(pub String);
 
 impl Figure {
-    pub const ALL: [Figure; 20] = [
+    pub const ALL: [Figure; 21] = [
         Figure::Events,
         Figure::EventsHourly,
         Figure::Visitors,
@@ -150,6 +154,7 @@ impl Figure {
         Figure::Credits,
         Figure::PathsConverted,
         Figure::PathsNotConverted,
+        Figure::ScansByLocalHour,
     ];
 
     /// The name stored in ClickHouse's `figures.figure`.
@@ -175,6 +180,7 @@ impl Figure {
             Figure::Credits => "credits",
             Figure::PathsConverted => "paths_converted",
             Figure::PathsNotConverted => "paths_not_converted",
+            Figure::ScansByLocalHour => "scans_by_local_hour",
         }
     }
 
@@ -198,6 +204,7 @@ impl Figure {
                 | Figure::Conversions
                 | Figure::Credits
                 | Figure::PathsConverted
+                | Figure::ScansByLocalHour
         )
     }
 }
@@ -541,6 +548,15 @@ impl Ev<'_> {
     fn secs(&self) -> u64 {
         self.e.ms / 1000
     }
+}
+
+/// The wall-clock hour (0–23) of `ms` in the campaign's zone.
+pub fn local_hour(campaign: &Campaign, ms: u64) -> u32 {
+    use chrono::Timelike;
+    DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+        .with_timezone(&campaign.timezone)
+        .hour()
 }
 
 fn hour_of(ms: u64) -> u32 {
@@ -896,6 +912,15 @@ fn per_day<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
         k.channel = channel;
         k.hour = hour;
         count(out, k);
+        if rules::is_scan(&e.event_type, &e.action) {
+            let mut k = b.key(Figure::ScansByLocalHour);
+            k.first_day = ev.day;
+            k.last_day = ev.day;
+            k.day = ev.day;
+            k.channel = channel;
+            k.hour = local_hour(b.campaign, e.ms);
+            count(out, k);
+        }
         for c in [b.all, channel] {
             hours.push((ev.visitor, hour, c, ev.day));
         }

@@ -43,6 +43,11 @@ pub struct GroundTruth {
     /// channel → credit under the data-driven models, over `paths`.
     pub markov: BTreeMap<String, f64>,
     pub shapley: BTreeMap<String, f64>,
+    /// Scans (QR scans, card clicks) over the campaign's days by local
+    /// (ISO weekday, hour), and how many of them lie within 2 s of an hour
+    /// (where a server's own clock may put them in the next or previous).
+    pub scan_hours: BTreeMap<(u32, u32), u64>,
+    pub scans_near_an_hour: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -157,6 +162,21 @@ pub fn compute(events: &[Truth], calendar: &Calendar) -> GroundTruth {
         let d = e.ts.with_timezone(&calendar.zone).date_naive();
         first_day.is_some_and(|f| d >= f) && last_day.is_some_and(|l| d <= l)
     };
+    for e in humans.iter().filter(|e| in_days(e)) {
+        let scan = e.event_type == "qr_scan"
+            || (e.event_type == "tinder_card" && e.action.as_deref() == Some("click"));
+        if scan {
+            use chrono::{Datelike, Timelike};
+            let local = e.ts.with_timezone(&calendar.zone);
+            *g.scan_hours
+                .entry((local.weekday().number_from_monday(), local.hour()))
+                .or_default() += 1;
+            let into_hour = e.ts.timestamp_millis().rem_euclid(3_600_000);
+            if !(2_000..=3_598_000).contains(&into_hour) {
+                g.scans_near_an_hour += 1;
+            }
+        }
+    }
     for evs in by_visitor.values() {
         let inside: Vec<&&Truth> = evs.iter().filter(|e| in_days(e)).collect();
         if inside.iter().any(|e| e.event_type == "signup") {

@@ -268,6 +268,33 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         "a campaign with many paths, converting and not: {}",
         truth.paths.len()
     );
+    // Scans by weekday × hour, Paris time.
+    let hours = dashboard.get_json("/api/scan-hours", ANALYST);
+    let mut off = 0u64;
+    for c in hours["cells"].as_array().expect("cells") {
+        let key = (
+            c["weekday"].as_u64().unwrap_or(0) as u32,
+            c["hour"].as_u64().unwrap_or(0) as u32,
+        );
+        let want = truth.scan_hours.get(&key).copied().unwrap_or(0);
+        off += c["scans"].as_u64().unwrap_or(0).abs_diff(want);
+    }
+    assert_eq!(
+        hours["scans"].as_u64(),
+        Some(truth.scan_hours.values().sum::<u64>()),
+        "scans"
+    );
+    assert!(
+        truth.scan_hours.len() > 100,
+        "scans on most weekday hours: {}",
+        truth.scan_hours.len()
+    );
+    // Exact, but for a live scan the collector stamped across an hour.
+    assert!(
+        off <= 2 * truth.scans_near_an_hour,
+        "scan hours off by {off} ({} scans within 2 s of an hour)",
+        truth.scans_near_an_hour
+    );
     // The data-driven models equal the truth's own computation (Markov by
     // value iteration there, Gaussian elimination here; Shapley by its
     // closed form there, over coalitions here).
@@ -338,6 +365,7 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         "/api/reach",
         "/api/paths?limit=100000",
         "/api/media",
+        "/api/scan-hours",
         "/api/timeseries?metric=visitors&bucket=day",
         "/api/timeseries?metric=signups&bucket=hour",
     ] {

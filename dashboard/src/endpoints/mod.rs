@@ -12,6 +12,7 @@ pub mod overview;
 pub mod paths;
 pub mod placements;
 pub mod reach;
+pub mod scan_hours;
 pub mod timeseries;
 
 use std::collections::HashMap;

@@ -27,7 +27,7 @@ use crate::Service;
 const GENERATOR: &str = "sim-v2-50k-people-chunks-live-times";
 /// Bumped whenever the figures change: the events are kept, the figures
 /// rebuilt from them (`ensemble-processor rebuild-facts`'s code).
-const FACTS: &str = "figures-v2-paths";
+const FACTS: &str = "figures-v3-paths-scan-hours";
 const PEOPLE_PER_CHUNK: usize = 50_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -300,6 +300,9 @@ pub async fn run(
         "/api/paths".to_owned(),
         "/api/paths?phase=p2-saint-valentin".to_owned(),
         "/api/paths?limit=100000&format=csv".to_owned(),
+        "/api/media".to_owned(),
+        "/api/media?phase=p2-saint-valentin".to_owned(),
+        "/api/scan-hours".to_owned(),
         "/api/timeseries?metric=signups&bucket=day".to_owned(),
         "/api/timeseries?metric=events&bucket=hour".to_owned(),
         "/api/live".to_owned(),
