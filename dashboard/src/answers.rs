@@ -150,10 +150,34 @@ pub async fn ask(
             let Some(days) = days else {
                 return Ok(Answers::default());
             };
-            stored_answer(state, f, asked, days, &parts, None).await
+            stored_answer(state, f, asked, days, &parts, None, false).await
         }
         Plan::OnDemand => on_demand(state, f, asked, by_phase).await,
     }
+}
+
+/// As [`ask`], the `seconds` dimension summed away (set to 0): per path,
+/// conversions and their summed delays without one row per minute of
+/// delay — what the path table and the data-driven models need, in
+/// thousands of rows instead of one per conversion.
+pub async fn ask_without_seconds(
+    state: &ApiState,
+    f: &Filters,
+    asked: &[Figure],
+) -> Result<Answer, ApiError> {
+    let answers = match plan(&state.campaign, f, false) {
+        Plan::Stored { days: None, .. } => return Ok(Answer::new()),
+        Plan::Stored {
+            days: Some(days), ..
+        } => stored_answer(state, f, asked, days, &[], None, true).await?,
+        Plan::OnDemand => on_demand(state, f, asked, false).await?,
+    };
+    let mut out = Answer::new();
+    for ((figure, mut dims), v) in answers.whole {
+        dims.seconds = 0;
+        add_to(&mut out, figure, dims, v, 1);
+    }
+    Ok(out)
 }
 
 /// Distinct visitors (bots as the filters say) with any event of each of
@@ -234,7 +258,7 @@ pub async fn ask_seconds(
         Plan::Stored {
             days: Some(days), ..
         } => {
-            stored_answer(state, f, &[figure], days, &[], Some(ranges))
+            stored_answer(state, f, &[figure], days, &[], Some(ranges), false)
                 .await?
                 .whole
         }
@@ -279,6 +303,7 @@ async fn stored_answer(
     days: Days,
     parts: &[(String, Days)],
     narrow: Option<&[(String, u32, u32)]>,
+    without_seconds: bool,
 ) -> Result<Answers, ApiError> {
     let bots = u8::from(f.include_bots);
     let device = f.device.as_deref().unwrap_or("");
@@ -313,14 +338,19 @@ async fn stored_answer(
         ),
         None => String::new(),
     };
+    let (seconds, seconds_group) = if without_seconds {
+        ("toUInt32(0) AS no_seconds", "")
+    } else {
+        ("seconds", ", seconds")
+    };
     let sql = format!(
         "SELECT {part} AS part, figure, phase, channel, placement, event_type, action, step, model, \
-         conversion_phase, other_channel, contacts, toUInt32(hour) AS hour_s, toUInt32(day) AS day_n, seconds, \
+         conversion_phase, other_channel, contacts, toUInt32(hour) AS hour_s, toUInt32(day) AS day_n, {seconds}, \
          sum(n) AS total, sum(credit) AS cr FROM figures \
          WHERE figure IN ({names}) AND bots = ? AND device_filter = ? AND placement_filter = ? \
          AND first_day >= toDate('{}') AND last_day <= toDate('{}'){narrow_sql} \
          GROUP BY part, figure, phase, channel, placement, event_type, action, step, model, conversion_phase, \
-         other_channel, contacts, hour_s, day_n, seconds HAVING total != 0 OR cr != 0",
+         other_channel, contacts, hour_s, day_n{seconds_group} HAVING total != 0 OR cr != 0",
         date(days.0),
         date(days.1)
     );

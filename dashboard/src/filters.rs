@@ -126,6 +126,120 @@ fn parse_time(
     Ok(t)
 }
 
+/// What `compare=` asks for: the period the answer is compared with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PreviousPeriod {
+    /// `previous` (the same length just before) or `previous_phase`.
+    pub compare: String,
+    pub from: DateTime<Utc>,
+    /// Exclusive.
+    pub to: DateTime<Utc>,
+    pub phase: Option<String>,
+}
+
+/// The query of the period to compare with (`compare=previous`: the same
+/// length just before — in whole local days when the question is in whole
+/// days; `compare=previous_phase`: the phase before the question's
+/// `phase`), without `compare`, and what it is. Parsed here like every
+/// filter; refused with a reason a person can act on.
+pub fn previous_period(
+    campaign: &Campaign,
+    q: &HashMap<String, String>,
+) -> Result<(HashMap<String, String>, PreviousPeriod), FilterError> {
+    let mut q = q.clone();
+    let compare = q.remove("compare").unwrap_or_default();
+    let f = Filters::parse(campaign, &q)?;
+    if f.format == Format::Csv {
+        return Err(bad(
+            "compare",
+            "a comparison answers JSON only: download the two periods' CSV one by one",
+        ));
+    }
+    match compare.as_str() {
+        "previous" => {
+            if f.phase.is_some() {
+                return Err(bad(
+                    "compare",
+                    "with a phase, compare=previous_phase compares it with the phase before",
+                ));
+            }
+            let tz = campaign.timezone;
+            let (first, end) = (
+                f.from.with_timezone(&tz).date_naive(),
+                f.to.with_timezone(&tz).date_naive(),
+            );
+            let whole_days =
+                local_start(campaign, first) == f.from && local_start(campaign, end) == f.to;
+            let (from, to) = if whole_days {
+                let days = (end - first).num_days();
+                let start = first - chrono::Duration::days(days);
+                q.insert("from".into(), start.format("%Y-%m-%d").to_string());
+                q.insert(
+                    "to".into(),
+                    (first - chrono::Duration::days(1))
+                        .format("%Y-%m-%d")
+                        .to_string(),
+                );
+                (local_start(campaign, start), f.from)
+            } else {
+                let start = f.from - (f.to - f.from);
+                q.insert("from".into(), start.to_rfc3339());
+                q.insert("to".into(), f.from.to_rfc3339());
+                (start, f.from)
+            };
+            if from.timestamp() < 0 {
+                return Err(bad("compare", "the period before starts before 1970"));
+            }
+            Ok((
+                q,
+                PreviousPeriod {
+                    compare,
+                    from,
+                    to,
+                    phase: None,
+                },
+            ))
+        }
+        "previous_phase" => {
+            if q.contains_key("from") || q.contains_key("to") {
+                return Err(bad(
+                    "compare",
+                    "compare=previous_phase compares whole phases: leave out from and to",
+                ));
+            }
+            let Some(phase) = f.phase.as_deref().filter(|p| *p != HORS_PHASE) else {
+                return Err(bad(
+                    "compare",
+                    "compare=previous_phase needs a phase of the campaign (phase=…)",
+                ));
+            };
+            let mut phases: Vec<_> = campaign.phases.iter().collect();
+            phases.sort_by_key(|p| p.starts_at);
+            let i = phases.iter().position(|p| p.id == phase).unwrap_or(0);
+            let Some(before) = i.checked_sub(1).map(|j| phases[j]) else {
+                return Err(bad(
+                    "compare",
+                    format!("`{phase}` is the campaign's first phase: there is none before it"),
+                ));
+            };
+            q.insert("phase".into(), before.id.clone());
+            Ok((
+                q,
+                PreviousPeriod {
+                    compare,
+                    from: before.starts_at,
+                    to: before.ends_at,
+                    phase: Some(before.id.clone()),
+                },
+            ))
+        }
+        other => Err(bad(
+            "compare",
+            format!("compare is `previous` or `previous_phase`, not `{other}`"),
+        )),
+    }
+}
+
 impl Filters {
     /// Parses the query string. Without `from`/`to` the range is the
     /// campaign's first phase start to its last phase end.

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod answers;
+pub mod compare;
 pub mod config;
 pub mod csv;
 pub mod endpoints;
@@ -130,6 +131,12 @@ pub fn public_router(state: state::Shared, registry: &prometheus::Registry) -> R
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             state::require_token,
+        ))
+        // Outside the token check: each compared request passes it (and
+        // the admission) on its own.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            compare::compare,
         ))
         .with_state(state);
     // The page holds no data: it asks for the token and sends it in a header.

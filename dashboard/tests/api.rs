@@ -1067,6 +1067,70 @@ async fn check_scan_hours(api: &Api) -> Value {
     hours
 }
 
+/// `compare=`: every aggregate endpoint answers the period before beside
+/// the question, each equal to asking it directly; what cannot be compared
+/// is a 400 naming `compare`.
+async fn check_compare(api: &Api) {
+    for e in ensemble_dashboard::compare::AGGREGATES {
+        let e = if e == "/api/timeseries" {
+            "/api/timeseries?metric=events&bucket=day".to_owned()
+        } else {
+            format!("{e}?bots=exclude")
+        };
+        for (asked, current, previous, period_phase) in [
+            (
+                "phase=p3-8-mars&compare=previous_phase",
+                "phase=p3-8-mars",
+                "phase=p2-saint-valentin",
+                Value::from("p2-saint-valentin"),
+            ),
+            (
+                "from=2025-02-01&to=2025-02-10&compare=previous",
+                "from=2025-02-01&to=2025-02-10",
+                "from=2025-01-22&to=2025-01-31",
+                Value::Null,
+            ),
+        ] {
+            let (status, both) = api.get(&format!("{e}&{asked}"), Some(ANALYST)).await;
+            assert_eq!(status, 200, "{e}&{asked}: {both}");
+            let (_, a) = api.get(&format!("{e}&{current}"), Some(ANALYST)).await;
+            let (_, b) = api.get(&format!("{e}&{previous}"), Some(ANALYST)).await;
+            assert_eq!(both["current"], a, "{e}&{asked}: current");
+            assert_eq!(both["previous"], b, "{e}&{asked}: previous");
+            assert_eq!(both["previous_period"]["phase"], period_phase, "{both}");
+        }
+    }
+    let (_, both) = api
+        .get(
+            "/api/overview?from=2025-02-01&to=2025-02-10&compare=previous",
+            Some(ANALYST),
+        )
+        .await;
+    assert_eq!(
+        both["previous_period"]["from"], "2025-01-21T23:00:00Z",
+        "Paris midnight: {both}"
+    );
+    assert_eq!(
+        both["previous_period"]["to"], "2025-01-31T23:00:00Z",
+        "{both}"
+    );
+    for bad in [
+        "/api/channels?compare=previous_phase",
+        "/api/channels?phase=p1-lancement&compare=previous_phase",
+        "/api/channels?phase=p2-saint-valentin&compare=previous",
+        "/api/channels?phase=p2-saint-valentin&from=2025-02-10&compare=previous_phase",
+        "/api/channels?compare=next",
+        "/api/channels?compare=previous&format=csv",
+    ] {
+        let (status, body) = api.get(bad, Some(ANALYST)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        let named = body["parameter"] == "compare" || body["parameter"] == "query";
+        assert!(named, "{bad}: {body}");
+    }
+    let (status, _) = api.get("/api/channels?compare=previous", None).await;
+    assert_eq!(status, 401, "each compared request passes the token check");
+}
+
 async fn answers(api: &Api) -> (Value, Value) {
     let (s1, overview) = api.get("/api/overview", Some(ANALYST)).await;
     assert_eq!(s1, 200, "{overview}");
@@ -1090,6 +1154,7 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
     let paths_old = check_paths(&api_old).await;
     let media_old = check_media(&api_old).await;
     let scan_hours_old = check_scan_hours(&api_old).await;
+    check_compare(&api_old).await;
     let (status, live) = api_old.get("/api/live", Some(ANALYST)).await;
     assert_eq!(status, 200, "{live}");
     assert!(live["per_minute"].is_array());
@@ -1690,6 +1755,12 @@ async fn the_page_in_chromium_shows_the_apis_figures() {
             "{m} in the model switch"
         );
     }
+    // The KPIs' change against the period before (before the campaign:
+    // nothing, so every KPI with something rises).
+    assert!(
+        dom.contains("id=\"delta-visitors\" data-before=\"0\"> ▲</small>"),
+        "visitors' change shown"
+    );
     // The scan heatmap: one cell per weekday × hour with the API's count.
     let (_, hours) = api.get("/api/scan-hours", Some(ANALYST)).await;
     for c in hours["cells"].as_array().expect("cells") {

@@ -124,28 +124,44 @@ pub struct LengthLine {
 }
 
 impl Table {
-    /// Adds `n` conversions of `path` whose delay is `delay_s` in all, the
-    /// `timed` of them (0 for `direct`) rounded to `delay_bucket_s`.
-    pub fn add_converted(
-        &mut self,
-        path: &str,
-        n: i64,
-        timed: bool,
-        delay_bucket_s: u64,
-        delay_s: f64,
-    ) {
+    /// Adds `n` conversions of `path` whose delays sum to `delay_s` (every
+    /// path's conversions have a delay but `direct`'s).
+    pub fn add_converted(&mut self, path: &str, n: i64, delay_s: f64) {
         let c = self.paths.entry(path.to_owned()).or_default();
         c.conversions += n;
-        if timed {
+        if path != crate::attribution::DIRECT {
             c.timed += n;
             c.delay_sum_s += delay_s;
+        }
+        self.drop_empty(path);
+    }
+
+    /// Adds `n` of a path's conversions by their delay rounded down to
+    /// [`DELAY_STEP_S`] (for the median; only the paths listed need them).
+    pub fn add_delay(&mut self, path: &str, delay_bucket_s: u64, n: i64) {
+        if let Some(c) = self.paths.get_mut(path) {
             let d = c.delays.entry(delay_bucket_s).or_default();
             *d += n;
             if *d == 0 {
                 c.delays.remove(&delay_bucket_s);
             }
         }
-        self.drop_empty(path);
+    }
+
+    /// The `limit` paths with most conversions, then most visitors, then
+    /// by name: the order of [`Table::top`].
+    pub fn top_paths(&self, limit: usize) -> Vec<String> {
+        let mut paths: Vec<(&String, i64, i64)> = self
+            .paths
+            .iter()
+            .map(|(p, c)| (p, c.conversions, c.conversions + c.without_signup))
+            .collect();
+        paths.sort_by(|a, b| (b.1, b.2).cmp(&(a.1, a.2)).then_with(|| a.0.cmp(b.0)));
+        paths
+            .into_iter()
+            .take(limit)
+            .map(|(p, _, _)| p.clone())
+            .collect()
     }
 
     pub fn add_not_converted(&mut self, path: &str, n: i64) {
@@ -186,11 +202,11 @@ impl Table {
     /// The `limit` paths with most conversions (then most visitors, then
     /// by name), each with its rate and times.
     pub fn top(&self, limit: usize) -> Vec<PathLine> {
-        let mut lines: Vec<PathLine> = self
-            .paths
-            .iter()
+        self.top_paths(limit)
+            .into_iter()
+            .filter_map(|path| self.paths.get(&path).map(|c| (path, c)))
             .map(|(path, c)| {
-                let (st, truncated) = steps(path);
+                let (st, truncated) = steps(&path);
                 let (conversions, without_signup) = (count(c.conversions), count(c.without_signup));
                 let seen = conversions + without_signup;
                 PathLine {
@@ -208,14 +224,7 @@ impl Table {
                     median_time_to_signup_s: lower_median(&c.delays, count(c.timed)),
                 }
             })
-            .collect();
-        lines.sort_by(|a, b| {
-            (b.conversions, b.conversions + b.without_signup)
-                .cmp(&(a.conversions, a.conversions + a.without_signup))
-                .then_with(|| a.path.cmp(&b.path))
-        });
-        lines.truncate(limit);
-        lines
+            .collect()
     }
 
     /// Conversions and visitors without sign-up by number of steps.
@@ -487,7 +496,7 @@ mod tests {
     fn table(rows: &[(&str, u64, u64)]) -> Table {
         let mut t = Table::default();
         for (p, conv, null) in rows {
-            t.add_converted(p, *conv as i64, false, 0, 0.0);
+            t.add_converted(p, *conv as i64, 0.0);
             t.add_not_converted(p, *null as i64);
         }
         t
@@ -594,8 +603,6 @@ mod tests {
                 t.add_converted(
                     &path_of(p.iter().map(String::as_str)),
                     (next() % 5) as i64,
-                    false,
-                    0,
                     0.0,
                 );
             }
@@ -622,10 +629,11 @@ mod tests {
         let mut t = Table::default();
         // metro > tinder: 3 conversions after 60, 120 and 600 s (+ 30 s).
         for d in [60u64, 120, 630] {
-            t.add_converted("metro > tinder", 1, true, d / 60 * 60, d as f64);
+            t.add_converted("metro > tinder", 1, d as f64);
+            t.add_delay("metro > tinder", d / 60 * 60, 1);
         }
         t.add_not_converted("metro > tinder", 1);
-        t.add_converted("direct", 2, false, 0, 0.0);
+        t.add_converted("direct", 2, 0.0);
         t.add_not_converted("metro", 7);
         let top = t.top(10);
         assert_eq!(top[0].path, "metro > tinder");

@@ -89,6 +89,28 @@ fn is_touch_event(e: &Truth) -> bool {
     !exposure && !NOT_TOUCH_CHANNELS.contains(&e.channel)
 }
 
+/// The events that start a touch (DESIGN §2's gap rule), in time order.
+fn touch_starts<'a>(events: &[&'a Truth]) -> Vec<&'a Truth> {
+    let mut evs: Vec<&Truth> = events
+        .iter()
+        .copied()
+        .filter(|e| is_touch_event(e))
+        .collect();
+    evs.sort_by_key(|e| (e.ts, e.event_id));
+    let mut previous: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+    let mut starts = Vec::new();
+    for e in evs {
+        let continues = previous
+            .get(e.channel)
+            .is_some_and(|p| e.ts - *p < Duration::minutes(GAP_MINUTES));
+        if !continues {
+            starts.push(e);
+        }
+        previous.insert(e.channel, e.ts);
+    }
+    starts
+}
+
 /// Everything the dashboard is checked against (bots left out, as by default).
 pub fn compute(events: &[Truth], calendar: &Calendar) -> GroundTruth {
     let humans: Vec<&Truth> = events.iter().filter(|e| !e.bot).collect();
@@ -114,21 +136,12 @@ pub fn compute(events: &[Truth], calendar: &Calendar) -> GroundTruth {
     }
     let mut touches_of: BTreeMap<&str, Vec<TouchAt<'_>>> = BTreeMap::new();
     for (visitor, evs) in &by_visitor {
-        let mut evs: Vec<&&Truth> = evs.iter().filter(|e| is_touch_event(e)).collect();
-        evs.sort_by_key(|e| (e.ts, e.event_id));
-        let mut previous: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
         let mut list = Vec::new();
-        for e in evs {
-            let continues = previous
-                .get(e.channel)
-                .is_some_and(|p| e.ts - *p < Duration::minutes(GAP_MINUTES));
-            if !continues {
-                list.push((e.ts, e.event_id, e.channel));
-                *g.touches
-                    .entry((e.channel.to_owned(), calendar.phase(e.ts)))
-                    .or_default() += 1;
-            }
-            previous.insert(e.channel, e.ts);
+        for e in touch_starts(evs) {
+            list.push((e.ts, e.event_id, e.channel));
+            *g.touches
+                .entry((e.channel.to_owned(), calendar.phase(e.ts)))
+                .or_default() += 1;
         }
         list.sort();
         touches_of.insert(visitor, list);
@@ -178,23 +191,11 @@ pub fn compute(events: &[Truth], calendar: &Calendar) -> GroundTruth {
         }
     }
     for evs in by_visitor.values() {
-        let inside: Vec<&&Truth> = evs.iter().filter(|e| in_days(e)).collect();
+        let inside: Vec<&Truth> = evs.iter().copied().filter(|e| in_days(e)).collect();
         if inside.iter().any(|e| e.event_type == "signup") {
             continue;
         }
-        let mut touch: Vec<&&&Truth> = inside.iter().filter(|e| is_touch_event(e)).collect();
-        touch.sort_by_key(|e| (e.ts, e.event_id));
-        let mut previous: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
-        let mut channels = Vec::new();
-        for e in touch {
-            let continues = previous
-                .get(e.channel)
-                .is_some_and(|p| e.ts - *p < Duration::minutes(GAP_MINUTES));
-            if !continues {
-                channels.push(e.channel);
-            }
-            previous.insert(e.channel, e.ts);
-        }
+        let channels: Vec<&str> = touch_starts(&inside).iter().map(|e| e.channel).collect();
         if !channels.is_empty() {
             g.paths
                 .entry(path_text(&channels))

@@ -12,7 +12,7 @@ use ensemble_core::paths::{LengthLine, PathLine, Table};
 use serde::Serialize;
 
 use super::{json, Params};
-use crate::answers::{self, of};
+use crate::answers;
 use crate::csv::{csv, Export};
 use crate::error::ApiError;
 use crate::filters::{FilterError, Filters, Format};
@@ -22,30 +22,58 @@ use crate::state::{ApiState, Shared};
 pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 100_000;
 
-/// Every path of the filters' question (the channel filter is not applied:
-/// it narrows what is shown, not the models computed over the table).
+/// Every path of the filters' question with its counts and summed delays
+/// (the channel filter is not applied: it narrows what is shown, not the
+/// models computed over the table). Without the delays' minutes: one row
+/// per path, not per conversion.
 pub async fn table(state: &ApiState, f: &Filters) -> Result<Table, ApiError> {
-    let a = answers::ask(
+    let a = answers::ask_without_seconds(
         state,
         f,
         &[Figure::PathsConverted, Figure::PathsNotConverted],
-        false,
     )
     .await?;
     let mut t = Table::default();
-    for (d, v) in of(&a.whole, Figure::PathsConverted) {
-        t.add_converted(
-            &d.channel,
-            v.n,
-            d.channel != DIRECT,
-            u64::from(d.seconds),
-            v.credit,
-        );
-    }
-    for (d, v) in of(&a.whole, Figure::PathsNotConverted) {
-        t.add_not_converted(&d.channel, v.n);
+    for ((figure, d), v) in &a {
+        match figure {
+            Figure::PathsConverted => t.add_converted(&d.channel, v.n, v.credit),
+            Figure::PathsNotConverted => t.add_not_converted(&d.channel, v.n),
+            _ => {}
+        }
     }
     Ok(t)
+}
+
+/// Asking for the delays' minutes of these paths only, one by one, is
+/// cheaper up to this many; above, every path's are read at once.
+const NARROWED_PATHS: usize = 200;
+
+/// The delays (to the minute) of the listed paths' conversions, for their
+/// medians.
+async fn add_delays(
+    state: &ApiState,
+    f: &Filters,
+    t: &mut Table,
+    listed: &[String],
+) -> Result<(), ApiError> {
+    let rows = if listed.len() <= NARROWED_PATHS {
+        let ranges: Vec<(String, u32, u32)> = listed
+            .iter()
+            .filter(|p| p.as_str() != DIRECT)
+            .map(|p| (p.clone(), 0, u32::MAX))
+            .collect();
+        answers::ask_seconds(state, f, Figure::PathsConverted, &ranges).await?
+    } else {
+        answers::ask(state, f, &[Figure::PathsConverted], false)
+            .await?
+            .whole
+    };
+    for ((figure, d), v) in &rows {
+        if *figure == Figure::PathsConverted && d.channel != DIRECT {
+            t.add_delay(&d.channel, u64::from(d.seconds), v.n);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -92,6 +120,8 @@ pub async fn paths(State(state): State<Shared>, q: Params) -> Result<Response, A
     if let Some(c) = &f.channel {
         t = t.through(c);
     }
+    let listed = t.top_paths(limit);
+    add_delays(&state, &f, &mut t, &listed).await?;
     let top = t.top(limit);
     if f.format == Format::Csv {
         let rows: Vec<Vec<String>> = top
