@@ -150,31 +150,50 @@ pub async fn ask(
             let Some(days) = days else {
                 return Ok(Answers::default());
             };
-            stored_answer(state, f, asked, days, &parts, None, false).await
+            stored_answer(state, f, asked, days, &parts, None, None).await
         }
         Plan::OnDemand => on_demand(state, f, asked, by_phase).await,
     }
 }
 
-/// As [`ask`], the `seconds` dimension summed away (set to 0): per path,
-/// conversions and their summed delays without one row per minute of
-/// delay — what the path table and the data-driven models need, in
-/// thousands of rows instead of one per conversion.
-pub async fn ask_without_seconds(
+/// As [`ask`] for the whole question, with `seconds` rounded down to a
+/// multiple of `step` (0: summed away) and, with `only`, the rows of those
+/// `(channel, seconds from, seconds to)`: per path, its conversions and
+/// summed delays in one row rather than one per minute of delay (what the
+/// path table and the data-driven models need), or a path's delays by the
+/// hour (to find the hour of its median).
+pub async fn ask_rounded(
     state: &ApiState,
     f: &Filters,
     asked: &[Figure],
+    step: u32,
+    only: Option<&[(String, u32, u32)]>,
 ) -> Result<Answer, ApiError> {
+    if only.is_some_and(<[_]>::is_empty) {
+        return Ok(Answer::new());
+    }
     let answers = match plan(&state.campaign, f, false) {
         Plan::Stored { days: None, .. } => return Ok(Answer::new()),
         Plan::Stored {
             days: Some(days), ..
-        } => stored_answer(state, f, asked, days, &[], None, true).await?,
+        } => stored_answer(state, f, asked, days, &[], only, Some(step)).await?,
         Plan::OnDemand => on_demand(state, f, asked, false).await?,
+    };
+    let kept = |d: &Dims| {
+        only.is_none_or(|r| {
+            r.iter()
+                .any(|(c, from, to)| d.channel == *c && d.seconds >= *from && d.seconds < *to)
+        })
     };
     let mut out = Answer::new();
     for ((figure, mut dims), v) in answers.whole {
-        dims.seconds = 0;
+        if !kept(&dims) {
+            continue;
+        }
+        dims.seconds = match step {
+            0 => 0,
+            s => dims.seconds / s * s,
+        };
         add_to(&mut out, figure, dims, v, 1);
     }
     Ok(out)
@@ -258,7 +277,7 @@ pub async fn ask_seconds(
         Plan::Stored {
             days: Some(days), ..
         } => {
-            stored_answer(state, f, &[figure], days, &[], Some(ranges), false)
+            stored_answer(state, f, &[figure], days, &[], Some(ranges), None)
                 .await?
                 .whole
         }
@@ -303,7 +322,7 @@ async fn stored_answer(
     days: Days,
     parts: &[(String, Days)],
     narrow: Option<&[(String, u32, u32)]>,
-    without_seconds: bool,
+    round_seconds: Option<u32>,
 ) -> Result<Answers, ApiError> {
     let bots = u8::from(f.include_bots);
     let device = f.device.as_deref().unwrap_or("");
@@ -338,10 +357,17 @@ async fn stored_answer(
         ),
         None => String::new(),
     };
-    let (seconds, seconds_group) = if without_seconds {
-        ("toUInt32(0) AS no_seconds", "")
-    } else {
-        ("seconds", ", seconds")
+    // Rounded seconds are summed in ClickHouse (fewer rows to read back);
+    // the rows corrected below are rounded by the caller.
+    let seconds = match round_seconds {
+        None => "seconds".to_owned(),
+        Some(0) => "toUInt32(0) AS rounded_seconds".to_owned(),
+        Some(step) => format!("toUInt32(intDiv(seconds, {step}) * {step}) AS rounded_seconds"),
+    };
+    let seconds_group = match round_seconds {
+        None => ", seconds",
+        Some(0) => "",
+        Some(_) => ", rounded_seconds",
     };
     let sql = format!(
         "SELECT {part} AS part, figure, phase, channel, placement, event_type, action, step, model, \

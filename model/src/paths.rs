@@ -259,6 +259,24 @@ fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// The bucket of the lower median of `n` values counted by bucket, and how
+/// many values lie in the buckets below it (to refine the median inside
+/// that bucket: its hour, then its minute).
+pub fn median_bucket(counts: &BTreeMap<u64, i64>, n: u64) -> Option<(u64, u64)> {
+    if n == 0 {
+        return None;
+    }
+    let mut seen = 0;
+    for (v, c) in counts {
+        let below = seen;
+        seen += count(*c);
+        if 2 * seen >= n {
+            return Some((*v, below));
+        }
+    }
+    None
+}
+
 /// The smallest value with at least half of the `n` values at or below it.
 fn lower_median(counts: &BTreeMap<u64, i64>, n: u64) -> Option<u64> {
     if n == 0 {
@@ -671,6 +689,10 @@ mod tests {
             ]
         );
         assert_eq!(t.through("tinder").paths.len(), 1);
+        let hours: BTreeMap<u64, i64> = [(0, 2), (3600, 3), (7200, 1)].into_iter().collect();
+        assert_eq!(median_bucket(&hours, 6), Some((3600, 2)));
+        assert_eq!(median_bucket(&hours, 3), Some((0, 0)));
+        assert_eq!(median_bucket(&hours, 0), None);
         // Negative rows (a retraction) bring a path back to nothing.
         t.add_not_converted("metro", -7);
         assert!(!t.paths.contains_key("metro"));

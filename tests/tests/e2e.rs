@@ -263,6 +263,17 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
             "{path}: median {have} vs {median}"
         );
     }
+    // The default page of paths finds its medians another way (the hour,
+    // then its minutes): the same medians.
+    let top = dashboard.get_json("/api/paths", ANALYST);
+    for line in top["paths"].as_array().expect("paths") {
+        let all = paths["paths"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["path"] == line["path"]))
+            .expect("listed in both");
+        assert_eq!(line, all, "a top path's line, alone or among all");
+    }
+    assert_eq!(top["paths"].as_array().map(Vec::len), Some(20));
     assert!(
         truth.paths.values().any(|p| p.without_signup > 0) && truth.paths.len() > 20,
         "a campaign with many paths, converting and not: {}",

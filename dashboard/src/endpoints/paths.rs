@@ -4,11 +4,13 @@
 //! sign-up, and the path length distribution. The same table feeds the
 //! data-driven models of `/api/attribution`.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::response::Response;
 use ensemble_core::attribution::DIRECT;
 use ensemble_core::figures::Figure;
-use ensemble_core::paths::{LengthLine, PathLine, Table};
+use ensemble_core::paths::{self, LengthLine, PathLine, Table};
 use serde::Serialize;
 
 use super::{json, Params};
@@ -27,10 +29,12 @@ pub const MAX_LIMIT: usize = 100_000;
 /// models computed over the table). Without the delays' minutes: one row
 /// per path, not per conversion.
 pub async fn table(state: &ApiState, f: &Filters) -> Result<Table, ApiError> {
-    let a = answers::ask_without_seconds(
+    let a = answers::ask_rounded(
         state,
         f,
         &[Figure::PathsConverted, Figure::PathsNotConverted],
+        0,
+        None,
     )
     .await?;
     let mut t = Table::default();
@@ -44,34 +48,77 @@ pub async fn table(state: &ApiState, f: &Filters) -> Result<Table, ApiError> {
     Ok(t)
 }
 
-/// Asking for the delays' minutes of these paths only, one by one, is
-/// cheaper up to this many; above, every path's are read at once.
+/// Up to this many listed paths, their medians come from two small
+/// questions (delays by the hour, then the median hour's minutes); above
+/// (an export of every path), from every conversion's minute at once.
 const NARROWED_PATHS: usize = 200;
 
-/// The delays (to the minute) of the listed paths' conversions, for their
-/// medians.
-async fn add_delays(
+const HOUR: u32 = 3600;
+
+/// The delays the listed paths' medians need, into `t`: exact to the
+/// minute, read without one row per conversion of every path.
+async fn add_medians(
     state: &ApiState,
     f: &Filters,
     t: &mut Table,
     listed: &[String],
 ) -> Result<(), ApiError> {
-    let rows = if listed.len() <= NARROWED_PATHS {
-        let ranges: Vec<(String, u32, u32)> = listed
-            .iter()
-            .filter(|p| p.as_str() != DIRECT)
-            .map(|p| (p.clone(), 0, u32::MAX))
-            .collect();
-        answers::ask_seconds(state, f, Figure::PathsConverted, &ranges).await?
-    } else {
-        answers::ask(state, f, &[Figure::PathsConverted], false)
-            .await?
-            .whole
-    };
-    for ((figure, d), v) in &rows {
-        if *figure == Figure::PathsConverted && d.channel != DIRECT {
-            t.add_delay(&d.channel, u64::from(d.seconds), v.n);
+    let timed: Vec<&String> = listed.iter().filter(|p| p.as_str() != DIRECT).collect();
+    if timed.len() > NARROWED_PATHS {
+        let a = answers::ask(state, f, &[Figure::PathsConverted], false).await?;
+        for ((figure, d), v) in &a.whole {
+            if *figure == Figure::PathsConverted && d.channel != DIRECT {
+                t.add_delay(&d.channel, u64::from(d.seconds), v.n);
+            }
         }
+        return Ok(());
+    }
+    let every: Vec<(String, u32, u32)> =
+        timed.iter().map(|p| ((*p).clone(), 0, u32::MAX)).collect();
+    let by_hour =
+        answers::ask_rounded(state, f, &[Figure::PathsConverted], HOUR, Some(&every)).await?;
+    let mut hours: BTreeMap<&str, BTreeMap<u64, i64>> = BTreeMap::new();
+    for ((_, d), v) in &by_hour {
+        *hours
+            .entry(d.channel.as_str())
+            .or_default()
+            .entry(u64::from(d.seconds))
+            .or_default() += v.n;
+    }
+    let mut inside: Vec<(String, u32, u32)> = Vec::new();
+    let mut below: Vec<(String, u64, u64)> = Vec::new();
+    for (path, h) in &hours {
+        let n = t
+            .paths
+            .get(*path)
+            .map_or(0, |c| u64::try_from(c.timed).unwrap_or(0));
+        if let Some((hour, before)) = paths::median_bucket(h, n) {
+            let hour_s = u32::try_from(hour).unwrap_or(u32::MAX);
+            inside.push(((*path).to_owned(), hour_s, hour_s.saturating_add(HOUR)));
+            below.push(((*path).to_owned(), hour, before));
+        }
+    }
+    // The delays before the median's hour, as one count just below it,
+    // then that hour's minutes: the lower median is the same.
+    for (path, hour, before) in &below {
+        if *before > 0 {
+            t.add_delay(
+                path,
+                hour.saturating_sub(1),
+                i64::try_from(*before).unwrap_or(i64::MAX),
+            );
+        }
+    }
+    let minutes = answers::ask_rounded(
+        state,
+        f,
+        &[Figure::PathsConverted],
+        paths::DELAY_STEP_S as u32,
+        Some(&inside),
+    )
+    .await?;
+    for ((_, d), v) in &minutes {
+        t.add_delay(&d.channel, u64::from(d.seconds), v.n);
     }
     Ok(())
 }
@@ -121,7 +168,7 @@ pub async fn paths(State(state): State<Shared>, q: Params) -> Result<Response, A
         t = t.through(c);
     }
     let listed = t.top_paths(limit);
-    add_delays(&state, &f, &mut t, &listed).await?;
+    add_medians(&state, &f, &mut t, &listed).await?;
     let top = t.top(limit);
     if f.format == Format::Csv {
         let rows: Vec<Vec<String>> = top
