@@ -21,8 +21,9 @@ fn main() -> ExitCode {
                 if report.rebuild_pending
                     || ensemble_core::ledger::needs_rebuild(&settings.store.client()).await?
                 {
-                    // The figures and the journeys (stored anew by
-                    // migrations 4 and 5) start from what is already there.
+                    // The figures, the journeys and the paths (stored
+                    // anew by migrations 4, 5 and 6) start from what is
+                    // already there.
                     maintenance::rebuild_facts(&settings.store, &settings.campaign).await?;
                 }
                 Ok::<(), anyhow::Error>(())
