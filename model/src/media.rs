@@ -75,6 +75,12 @@ fn some_count(n: u64) -> Option<f64> {
     (n > 0).then_some(n as f64)
 }
 
+/// `cost ÷ n` (cost per sign-up, per scan, …): `None` without a cost or
+/// when `n` is 0.
+pub fn cost_per(cost: Option<f64>, n: u64) -> Option<f64> {
+    ratio(cost, some_count(n))
+}
+
 /// The line of a placement or channel covering `share` of the campaign.
 pub fn line(bought: Bought, share: f64, m: Measured) -> Line {
     let audience = bought
@@ -90,10 +96,10 @@ pub fn line(bought: Bought, share: f64, m: Measured) -> Line {
         reached_visitors: m.reached_visitors,
         signups: m.signups,
         scans_per_1000_audience: ratio(Some(m.scans as f64), audience).map(|r| r * 1000.0),
-        cost_per_scan_eur: ratio(cost, some_count(m.scans)),
+        cost_per_scan_eur: cost_per(cost, m.scans),
         cpm_eur: ratio(cost, audience).map(|r| r * 1000.0),
-        cost_per_reached_visitor_eur: ratio(cost, some_count(m.reached_visitors)),
-        cost_per_signup_eur: ratio(cost, some_count(m.signups)),
+        cost_per_reached_visitor_eur: cost_per(cost, m.reached_visitors),
+        cost_per_signup_eur: cost_per(cost, m.signups),
     }
 }
 

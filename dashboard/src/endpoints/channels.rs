@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::response::Response;
 use ensemble_core::figures::{Figure, ALL};
+use ensemble_core::media;
 use ensemble_core::rules;
 use serde::Serialize;
 
@@ -96,16 +97,12 @@ pub async fn channels(State(state): State<Shared>, q: Params) -> Result<Response
     for r in rows.values() {
         *signups_by_channel.entry(r.channel.clone()).or_default() += r.signups;
     }
+    // The channel's whole media cost (every phase) per sign-up.
     let cost = |channel: &str| -> Option<f64> {
-        let costs: Vec<f64> = state
-            .campaign
-            .placements
-            .iter()
-            .filter(|p| p.channel == channel)
-            .filter_map(|p| p.media_cost_eur)
-            .collect();
-        let n = *signups_by_channel.get(channel)?;
-        (!costs.is_empty() && n > 0).then(|| costs.iter().sum::<f64>() / n as f64)
+        media::cost_per(
+            media::channel_bought(&state.campaign, channel).media_cost_eur,
+            signups_by_channel.get(channel).copied().unwrap_or(0),
+        )
     };
     let out: Vec<ChannelPhase> = rows
         .into_values()

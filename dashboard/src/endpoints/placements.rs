@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::response::Response;
 use ensemble_core::figures::{Figure, ALL};
+use ensemble_core::media;
 use ensemble_core::rules;
 use serde::Serialize;
 
@@ -120,12 +121,13 @@ pub async fn placements(State(state): State<Shared>, q: Params) -> Result<Respon
             } else {
                 p.signups as f64 / p.unique_scanners as f64
             };
-            p.cost_per_signup_eur = state
-                .campaign
-                .placement(&p.code)
-                .and_then(|c| c.media_cost_eur)
-                .filter(|_| p.signups > 0)
-                .map(|cost| cost / p.signups as f64);
+            p.cost_per_signup_eur = media::cost_per(
+                state
+                    .campaign
+                    .placement(&p.code)
+                    .and_then(|c| c.media_cost_eur),
+                p.signups,
+            );
             p
         })
         .collect();
