@@ -164,6 +164,7 @@ pub async fn send_live(
             channel,
             bot,
             contact: None,
+            placement: Some(code.to_owned()),
         });
         // The landing page's view through the pixel, seconds later.
         if rng.chance(0.8) {
@@ -189,6 +190,7 @@ pub async fn send_live(
                 channel,
                 bot,
                 contact: None,
+                placement: None,
             });
         }
         // A sign-up from the page's tracker (client time), with the token:
@@ -249,6 +251,7 @@ fn truth_of(e: &Value, vid: &str, channel: &'static str, contact: &str) -> Truth
         channel,
         bot: false,
         contact: Some(contact.to_owned()),
+        placement: e["placement"].as_str().map(str::to_owned),
     }
 }
 

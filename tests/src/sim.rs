@@ -124,6 +124,10 @@ pub struct Truth {
     pub channel: &'static str,
     pub bot: bool,
     pub contact: Option<String>,
+    /// The placement code the event carried when sent (a scan through the
+    /// redirect: the code scanned). What the collector adds from a visit
+    /// token is not here.
+    pub placement: Option<String>,
 }
 
 const PHONE_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
@@ -389,6 +393,7 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                 channel,
                 bot,
                 contact: e["email"].as_str().map(str::to_owned),
+                placement: e["placement"].as_str().map(str::to_owned),
             });
             if rng.chance(cfg.retry_share) {
                 out.retries += 1;

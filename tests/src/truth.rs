@@ -48,6 +48,8 @@ pub struct GroundTruth {
     /// (where a server's own clock may put them in the next or previous).
     pub scan_hours: BTreeMap<(u32, u32), u64>,
     pub scans_near_an_hour: u64,
+    /// Scans over the campaign's days per placement code.
+    pub scans_by_placement: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -184,6 +186,9 @@ pub fn compute(events: &[Truth], calendar: &Calendar) -> GroundTruth {
             *g.scan_hours
                 .entry((local.weekday().number_from_monday(), local.hour()))
                 .or_default() += 1;
+            if let Some(code) = &e.placement {
+                *g.scans_by_placement.entry(code.clone()).or_default() += 1;
+            }
             let into_hour = e.ts.timestamp_millis().rem_euclid(3_600_000);
             if !(2_000..=3_598_000).contains(&into_hour) {
                 g.scans_near_an_hour += 1;

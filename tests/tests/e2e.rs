@@ -306,6 +306,25 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         "scan hours off by {off} ({} scans within 2 s of an hour)",
         truth.scans_near_an_hour
     );
+    // The reach report's measured scans per placement.
+    let media = dashboard.get_json("/api/media", ANALYST);
+    let lines = media["placements"].as_array().expect("placements");
+    assert_eq!(lines.len(), campaign.placements.len());
+    for line in lines {
+        let code = line["code"].as_str().unwrap_or_default();
+        let want = truth.scans_by_placement.get(code).copied().unwrap_or(0);
+        assert_eq!(line["scans"].as_u64(), Some(want), "{code}: {line}");
+    }
+    assert!(
+        truth
+            .scans_by_placement
+            .values()
+            .filter(|n| **n > 0)
+            .count()
+            >= 8,
+        "scans on most placements: {:?}",
+        truth.scans_by_placement
+    );
     // The data-driven models equal the truth's own computation (Markov by
     // value iteration there, Gaussian elimination here; Shapley by its
     // closed form there, over coalitions here).
