@@ -156,8 +156,9 @@ pub async fn ask(
     }
 }
 
-/// As [`ask`] for the whole question, with `seconds` rounded down to a
-/// multiple of `step` (0: summed away) and, with `only`, the rows of those
+/// As [`ask`] for the whole question, with `seconds` as stored (`None`),
+/// rounded down to a multiple of `step` (`Some(step)`; 0: summed away)
+/// and, with `only`, the rows of those
 /// `(channel, seconds from, seconds to)`: per path, its conversions and
 /// summed delays in one row rather than one per minute of delay (what the
 /// path table and the data-driven models need), or a path's delays by the
@@ -166,7 +167,7 @@ pub async fn ask_rounded(
     state: &ApiState,
     f: &Filters,
     asked: &[Figure],
-    step: u32,
+    round: Option<u32>,
     only: Option<&[(String, u32, u32)]>,
 ) -> Result<Answer, ApiError> {
     if only.is_some_and(<[_]>::is_empty) {
@@ -176,7 +177,7 @@ pub async fn ask_rounded(
         Plan::Stored { days: None, .. } => return Ok(Answer::new()),
         Plan::Stored {
             days: Some(days), ..
-        } => stored_answer(state, f, asked, days, &[], only, Some(step)).await?,
+        } => stored_answer(state, f, asked, days, &[], only, round).await?,
         Plan::OnDemand => on_demand(state, f, asked, false).await?,
     };
     let kept = |d: &Dims| {
@@ -190,9 +191,10 @@ pub async fn ask_rounded(
         if !kept(&dims) {
             continue;
         }
-        dims.seconds = match step {
-            0 => 0,
-            s => dims.seconds / s * s,
+        dims.seconds = match round {
+            None => dims.seconds,
+            Some(0) => 0,
+            Some(s) => dims.seconds / s * s,
         };
         add_to(&mut out, figure, dims, v, 1);
     }
@@ -264,27 +266,7 @@ pub async fn ask_seconds(
     figure: Figure,
     ranges: &[(String, u32, u32)],
 ) -> Result<Answer, ApiError> {
-    if ranges.is_empty() {
-        return Ok(Answer::new());
-    }
-    let keep = |d: &Dims| {
-        ranges
-            .iter()
-            .any(|(c, from, to)| d.channel == *c && d.seconds >= *from && d.seconds < *to)
-    };
-    let mut answer = match plan(&state.campaign, f, false) {
-        Plan::Stored { days: None, .. } => Answer::new(),
-        Plan::Stored {
-            days: Some(days), ..
-        } => {
-            stored_answer(state, f, &[figure], days, &[], Some(ranges), None)
-                .await?
-                .whole
-        }
-        Plan::OnDemand => on_demand(state, f, &[figure], false).await?.whole,
-    };
-    answer.retain(|(_, d), _| keep(d));
-    Ok(answer)
+    ask_rounded(state, f, &[figure], None, Some(ranges)).await
 }
 
 #[derive(Debug, Row, Deserialize)]

@@ -33,7 +33,7 @@ pub async fn table(state: &ApiState, f: &Filters) -> Result<Table, ApiError> {
         state,
         f,
         &[Figure::PathsConverted, Figure::PathsNotConverted],
-        0,
+        Some(0),
         None,
     )
     .await?;
@@ -75,8 +75,14 @@ async fn add_medians(
     }
     let every: Vec<(String, u32, u32)> =
         timed.iter().map(|p| ((*p).clone(), 0, u32::MAX)).collect();
-    let by_hour =
-        answers::ask_rounded(state, f, &[Figure::PathsConverted], HOUR, Some(&every)).await?;
+    let by_hour = answers::ask_rounded(
+        state,
+        f,
+        &[Figure::PathsConverted],
+        Some(HOUR),
+        Some(&every),
+    )
+    .await?;
     let mut hours: BTreeMap<&str, BTreeMap<u64, i64>> = BTreeMap::new();
     for ((_, d), v) in &by_hour {
         *hours
@@ -113,7 +119,7 @@ async fn add_medians(
         state,
         f,
         &[Figure::PathsConverted],
-        paths::DELAY_STEP_S as u32,
+        Some(paths::DELAY_STEP_S as u32),
         Some(&inside),
     )
     .await?;
