@@ -40,12 +40,13 @@ struct LedgerRow {
     ev_device: String,
     ev_bot: u8,
     ev_contact: String,
+    ev_os: String,
 }
 
 /// The columns of [`LedgerRow`], in order.
 const LEDGER_COLUMNS: &str =
     "visitor_id, written_ms, tombstone, event_id, ms, ev_type, ev_action, \
-    ev_channel, ev_placement, ev_phase, ev_device, ev_bot, ev_contact";
+    ev_channel, ev_placement, ev_phase, ev_device, ev_bot, ev_contact, ev_os";
 
 impl LedgerRow {
     fn event(&self) -> Event {
@@ -58,6 +59,7 @@ impl LedgerRow {
             placement: self.ev_placement.clone(),
             phase: self.ev_phase.clone(),
             device: self.ev_device.clone(),
+            os: self.ev_os.clone(),
             bot: self.ev_bot != 0,
             contact: self.ev_contact.clone(),
         }
@@ -75,6 +77,7 @@ pub fn ledger_event(r: &EventRow) -> Event {
         placement: r.placement.clone(),
         phase: r.phase.clone(),
         device: r.device_class.clone(),
+        os: r.os_family.clone(),
         bot: r.is_bot != 0,
         contact: r.contact_hash.clone(),
     }
@@ -175,10 +178,10 @@ pub struct Writer<'c> {
 /// TabSeparated, not VALUES: ClickHouse 18.16 parses VALUES with arrays
 /// several times slower, and was the bottleneck of a rebuild.
 const INSERT_HEAD: &str = "INSERT INTO ledger (visitor_id, written_ms, tombstone, event_id, ms, ev_type, \
-    ev_action, ev_channel, ev_placement, ev_phase, ev_device, ev_bot, ev_contact, change.figure, change.bots, \
+    ev_action, ev_channel, ev_placement, ev_phase, ev_device, ev_bot, ev_contact, ev_os, change.figure, change.bots, \
     change.device_filter, change.placement_filter, change.first_day, change.last_day, change.phase, \
     change.channel, change.placement, change.event_type, change.action, change.step, change.model, \
-    change.conversion_phase, change.other_channel, change.contacts, change.hour, change.day, change.seconds, \
+    change.conversion_phase, change.other_channel, change.device_class, change.os_family, change.contacts, change.hour, change.day, change.seconds, \
     change.n, change.credit, journey.visitor_id, journey.kind, journey.ms, journey.event_id, journey.day, \
     journey.phase, journey.channel, journey.placement, journey.device, journey.contact, journey.model, \
     journey.conversion_phase, journey.n, journey.n_events, journey.n_exposures, journey.n_scans, \
@@ -258,11 +261,13 @@ impl<'c> Writer<'c> {
                 }
                 let _ = write!(out, "\t{}\t", u8::from(e.bot));
                 push_tsv(out, &e.contact);
+                out.push('\t');
+                push_tsv(out, &e.os);
             }
-            None => out.push_str("00000000-0000-0000-0000-000000000000\t0\t\t\t\t\t\t\t0\t"),
+            None => out.push_str("00000000-0000-0000-0000-000000000000\t0\t\t\t\t\t\t\t0\t\t"),
         }
         type Column = fn(&mut String, &FigureRow<'_>);
-        let columns: [Column; 21] = [
+        let columns: [Column; 23] = [
             |o, f| push_quoted(o, f.figure.name(), false),
             |o, f| {
                 let _ = write!(o, "{}", f.bots);
@@ -280,6 +285,8 @@ impl<'c> Writer<'c> {
             |o, f| push_quoted(o, f.model, false),
             |o, f| push_quoted(o, f.conversion_phase, false),
             |o, f| push_quoted(o, f.other_channel, false),
+            |o, f| push_quoted(o, f.device_class, false),
+            |o, f| push_quoted(o, f.os_family, false),
             |o, f| {
                 let _ = write!(o, "{}", f.contacts);
             },
@@ -729,7 +736,8 @@ pub async fn stream(
             "SELECT visitor_id, toUInt64(0) AS written_ms, toUInt8(0) AS tombstone, event_id, \
              any(toUInt64(ts) * 1000 + ts_ms) AS ms, any(event_type) AS ev_type, any(action) AS ev_action, \
              any(channel) AS ev_channel, any(placement) AS ev_placement, any(phase) AS ev_phase, \
-             any(device_class) AS ev_device, any(is_bot) AS ev_bot, any(contact_hash) AS ev_contact \
+             any(device_class) AS ev_device, any(is_bot) AS ev_bot, any(contact_hash) AS ev_contact, \
+             any(os_family) AS ev_os \
              FROM events WHERE visitor_id IN (SELECT DISTINCT visitor_id FROM events WHERE {cond}) \
              GROUP BY visitor_id, event_id ORDER BY visitor_id"
         ),
@@ -961,7 +969,8 @@ pub async fn rebuild(
             "SELECT visitor_id, toUInt64(min(processed_at)) * 1000 AS written_ms, toUInt8(0) AS tombstone, event_id, \
              any(toUInt64(ts) * 1000 + ts_ms) AS ms, any(event_type) AS ev_type, any(action) AS ev_action, \
              any(channel) AS ev_channel, any(placement) AS ev_placement, any(phase) AS ev_phase, \
-             any(device_class) AS ev_device, any(is_bot) AS ev_bot, any(contact_hash) AS ev_contact \
+             any(device_class) AS ev_device, any(is_bot) AS ev_bot, any(contact_hash) AS ev_contact, \
+             any(os_family) AS ev_os \
              FROM events GROUP BY visitor_id, event_id ORDER BY visitor_id",
         )
         .with_setting("max_bytes_before_external_group_by", "1500000000")

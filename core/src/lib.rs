@@ -4,7 +4,7 @@
 //! `ensemble-model` (re-exported here under its module names).
 
 pub use ensemble_model::{
-    attribution, campaign, figures, journeys, media, paths, privacy, redact, rules,
+    attribution, campaign, devices, figures, journeys, media, paths, privacy, redact, rules,
 };
 
 pub mod config;

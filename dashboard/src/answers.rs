@@ -282,6 +282,8 @@ struct StoredRow {
     model: String,
     conversion_phase: String,
     other_channel: String,
+    device_class: String,
+    os_family: String,
     contacts: u8,
     hour_s: u32,
     day_n: u32,
@@ -353,12 +355,13 @@ async fn stored_answer(
     };
     let sql = format!(
         "SELECT {part} AS part, figure, phase, channel, placement, event_type, action, step, model, \
-         conversion_phase, other_channel, contacts, toUInt32(hour) AS hour_s, toUInt32(day) AS day_n, {seconds}, \
+         conversion_phase, other_channel, device_class, os_family, contacts, toUInt32(hour) AS hour_s, \
+         toUInt32(day) AS day_n, {seconds}, \
          sum(n) AS total, sum(credit) AS cr FROM figures \
          WHERE figure IN ({names}) AND bots = ? AND device_filter = ? AND placement_filter = ? \
          AND first_day >= toDate('{}') AND last_day <= toDate('{}'){narrow_sql} \
          GROUP BY part, figure, phase, channel, placement, event_type, action, step, model, conversion_phase, \
-         other_channel, contacts, hour_s, day_n{seconds_group} HAVING total != 0 OR cr != 0",
+         other_channel, device_class, os_family, contacts, hour_s, day_n{seconds_group} HAVING total != 0 OR cr != 0",
         date(days.0),
         date(days.1)
     );
@@ -388,6 +391,8 @@ async fn stored_answer(
             model: r.model,
             conversion_phase: r.conversion_phase,
             other_channel: r.other_channel,
+            device_class: r.device_class,
+            os_family: r.os_family,
             contacts: r.contacts,
             hour: r.hour_s,
             day: r.day_n,

@@ -19,7 +19,7 @@ use crate::filters::previous_period;
 use crate::state::Shared;
 
 /// The endpoints whose answers can be compared.
-pub const AGGREGATES: [&str; 10] = [
+pub const AGGREGATES: [&str; 11] = [
     "/api/overview",
     "/api/channels",
     "/api/attribution",
@@ -29,6 +29,7 @@ pub const AGGREGATES: [&str; 10] = [
     "/api/paths",
     "/api/media",
     "/api/scan-hours",
+    "/api/devices",
     "/api/timeseries",
 ];
 

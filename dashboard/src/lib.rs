@@ -113,6 +113,10 @@ pub fn public_router(state: state::Shared, registry: &prometheus::Registry) -> R
         .route("/api/paths", axum::routing::get(endpoints::paths::paths))
         .route("/api/media", axum::routing::get(endpoints::media::media))
         .route(
+            "/api/devices",
+            axum::routing::get(endpoints::devices::devices),
+        )
+        .route(
             "/api/scan-hours",
             axum::routing::get(endpoints::scan_hours::scan_hours),
         )

@@ -191,7 +191,15 @@ fn enrich(events: &[Ev]) -> Vec<EventRow> {
                     _ => "mobile",
                 }
                 .into(),
-                os_family: "iPhone".into(),
+                // OS families as the User-Agent parser names them: A's
+                // tablet an iPad, B an Android phone, C Windows.
+                os_family: match e.id {
+                    3 | 4 => "iPad",
+                    7..=9 => "Android",
+                    10..=13 => "Windows 10",
+                    _ => "iPhone",
+                }
+                .into(),
                 is_bot: e.bot,
             };
             EventRow::new(&msg, enrichment, ts)
@@ -729,6 +737,7 @@ async fn compare_with_events(api: &Api, filters: &[&str]) {
         "/api/paths?limit=1000",
         "/api/media",
         "/api/scan-hours",
+        "/api/devices",
         "/api/timeseries?metric=events&bucket=hour",
         "/api/timeseries?metric=events&bucket=day",
         "/api/timeseries?metric=visitors&bucket=hour",
@@ -1067,6 +1076,82 @@ async fn check_scan_hours(api: &Api) -> Value {
     hours
 }
 
+/// `/api/devices`: per channel, visitors by device class × OS family
+/// (worked out from the fixture: A on an iPhone with its cards on an
+/// iPad, B on Android, C on Windows, E on an iPhone; all four signed).
+async fn check_devices(api: &Api) -> Value {
+    let (status, devices) = api.get("/api/devices", Some(ANALYST)).await;
+    assert_eq!(status, 200, "{devices}");
+    let lines = |v: &Value| -> Vec<(String, String, String, u64, u64, f64)> {
+        v["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .map(|l| {
+                let s = |k: &str| l[k].as_str().unwrap_or("?").to_owned();
+                let n = |k: &str| l[k].as_u64().unwrap_or(99);
+                let share = l["share"].as_f64().unwrap_or(-1.0);
+                (
+                    s("channel"),
+                    s("device_class"),
+                    s("os_family"),
+                    n("visitors"),
+                    n("signed"),
+                    share,
+                )
+            })
+            .collect()
+    };
+    let got = lines(&devices);
+    let want = |c: &str, d: &str, o: &str, v: u64, sg: u64, share: f64| {
+        (c.to_owned(), d.to_owned(), o.to_owned(), v, sg, share)
+    };
+    for line in [
+        want("*", "mobile", "iPhone", 2, 2, 0.5),
+        want("*", "desktop", "Windows 10", 1, 1, 0.25),
+        want("*", "mobile", "Android", 1, 1, 0.25),
+        want("*", "tablet", "iPad", 1, 1, 0.25),
+        want("metro", "mobile", "iPhone", 2, 2, 1.0),
+        want("tinder", "tablet", "iPad", 1, 1, 1.0),
+        want("gares", "mobile", "Android", 1, 1, 1.0),
+        want("presse", "desktop", "Windows 10", 1, 1, 1.0),
+        want("abribus", "desktop", "Windows 10", 1, 1, 1.0),
+        want("display", "mobile", "iPhone", 1, 1, 1.0),
+    ] {
+        assert!(got.contains(&line), "{line:?} not in {devices}");
+    }
+    // Every channel first, the most visitors first within it.
+    assert_eq!(got[0], want("*", "mobile", "iPhone", 2, 2, 0.5));
+    assert!(got.iter().all(|l| l.1 != "bot"), "bots excluded: {devices}");
+    // Phase 1: A's metro scan and its cards, the sign-up not yet.
+    let (_, p1) = api
+        .get(
+            "/api/devices?phase=p1-lancement&channel=metro",
+            Some(ANALYST),
+        )
+        .await;
+    assert_eq!(lines(&p1), [want("metro", "mobile", "iPhone", 1, 0, 1.0)]);
+    // With bots: D's sign-up (a bot's device class is what its events say).
+    let (_, bots) = api.get("/api/devices?bots=include", Some(ANALYST)).await;
+    let star: u64 = lines(&bots)
+        .iter()
+        .filter(|l| l.0 == "*")
+        .map(|l| l.3)
+        .sum();
+    assert_eq!(star, 6, "{bots}");
+    let (status, csv) = api
+        .get("/api/devices?format=csv&channel=tinder", Some(ANALYST))
+        .await;
+    assert_eq!(status, 200);
+    let csv = csv.as_str().unwrap_or_default();
+    assert!(
+        csv.contains("channel,device_class,os_family,visitors,signed,signup_rate,share")
+            && csv.contains("tinder,tablet,iPad,1,1,1.000000,1.000000"),
+        "{csv}"
+    );
+    devices
+}
+
 /// `compare=`: every aggregate endpoint answers the period before beside
 /// the question, each equal to asking it directly; what cannot be compared
 /// is a 400 naming `compare`.
@@ -1154,6 +1239,7 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
     let paths_old = check_paths(&api_old).await;
     let media_old = check_media(&api_old).await;
     let scan_hours_old = check_scan_hours(&api_old).await;
+    let devices_old = check_devices(&api_old).await;
     check_compare(&api_old).await;
     let (status, live) = api_old.get("/api/live", Some(ANALYST)).await;
     assert_eq!(status, 200, "{live}");
@@ -1196,6 +1282,11 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
         scan_hours_old,
         check_scan_hours(&api_new).await,
         "both engines give the same scan hours"
+    );
+    assert_eq!(
+        devices_old,
+        check_devices(&api_new).await,
+        "both engines give the same device breakdown"
     );
     assert_eq!(api_new.get("/api/live", Some(ANALYST)).await.0, 200);
     assert_eq!(
@@ -1792,6 +1883,29 @@ async fn the_page_in_chromium_shows_the_apis_figures() {
         if p["cost_per_signup_eur"].is_null() {
             assert!(row.ends_with("<td>—</td>"), "{row}");
         }
+    }
+    // The device breakdown: each line of the API, in its order.
+    let (_, devices) = api.get("/api/devices", Some(ANALYST)).await;
+    let table = &dom[dom.find("id=\"devices\"").expect("devices table")..];
+    let table = &table[..table.find("</table>").unwrap_or(table.len())];
+    let mut from = 0;
+    let lines = devices["lines"].as_array().expect("lines");
+    assert!(lines.len() >= 4, "{devices}");
+    for l in lines {
+        let channel = match l["channel"].as_str().unwrap_or_default() {
+            "*" => "tous les canaux",
+            c => c,
+        };
+        let row = format!(
+            "<tr><td>{channel}</td><td>{}</td><td>{}</td><td>{}</td>",
+            l["device_class"].as_str().unwrap_or_default(),
+            l["os_family"].as_str().unwrap_or_default(),
+            l["visitors"]
+        );
+        let at = table[from..]
+            .find(&row)
+            .unwrap_or_else(|| panic!("device row {row} in order"));
+        from += at + row.len();
     }
     assert!(
         dom.contains("class=\"phase-band\""),

@@ -64,6 +64,9 @@ pub struct Event {
     pub phase: String,
     /// Device class (`desktop`, `mobile`, …); empty if unknown to the ledger.
     pub device: String,
+    /// OS family (`iOS`, `Android`, `Windows 10`, … as the processor's
+    /// User-Agent parser names it); empty if unknown.
+    pub os: String,
     pub bot: bool,
     /// The sign-up's contact hash.
     pub contact: String,
@@ -114,10 +117,13 @@ pub enum Figure {
     /// conversions in `conversion_phase`.
     Credits,
     /// Conversions by their path (`channel`: the channels of the touches
-    /// credited, `crate::paths`) and `seconds` from its first touch to the
-    /// sign-up rounded down to the minute (0 for `direct`); `credit` holds
-    /// the exact seconds.
+    /// credited, `crate::paths`); `credit` holds the exact seconds from the
+    /// path's first touch to the sign-up (0 for `direct`).
     PathsConverted,
+    /// The same conversions (but `direct`) by path (`channel`) and
+    /// `seconds` from the first touch to the sign-up rounded down to the
+    /// minute: read only for the medians of the paths shown.
+    PathsDelays,
     /// Visitors without a sign-up in the question's days, by the path
     /// (`channel`) of their touches in those days.
     PathsNotConverted,
@@ -125,6 +131,10 @@ pub enum Figure {
     /// the day (0–23, the wall clock: the scan heatmap by weekday × hour)
     /// and `channel`.
     ScansByLocalHour,
+    /// Visitors per `channel` (or `*`) of their events × `device_class` ×
+    /// `os_family` of those events, `step` `reached`; and of them, those
+    /// with a sign-up in the question's days, `step` `signed`.
+    Devices,
 }
 
 /// A figure name that is not one of [`Figure::ALL`].
@@ -133,7 +143,7 @@ pub enum Figure {
 pub struct UnknownFigure(pub String);
 
 impl Figure {
-    pub const ALL: [Figure; 21] = [
+    pub const ALL: [Figure; 23] = [
         Figure::Events,
         Figure::EventsHourly,
         Figure::Visitors,
@@ -153,8 +163,10 @@ impl Figure {
         Figure::Conversions,
         Figure::Credits,
         Figure::PathsConverted,
+        Figure::PathsDelays,
         Figure::PathsNotConverted,
         Figure::ScansByLocalHour,
+        Figure::Devices,
     ];
 
     /// The name stored in ClickHouse's `figures.figure`.
@@ -179,8 +191,10 @@ impl Figure {
             Figure::Conversions => "conversions",
             Figure::Credits => "credits",
             Figure::PathsConverted => "paths_converted",
+            Figure::PathsDelays => "paths_delays",
             Figure::PathsNotConverted => "paths_not_converted",
             Figure::ScansByLocalHour => "scans_by_local_hour",
+            Figure::Devices => "devices",
         }
     }
 
@@ -204,6 +218,7 @@ impl Figure {
                 | Figure::Conversions
                 | Figure::Credits
                 | Figure::PathsConverted
+                | Figure::PathsDelays
                 | Figure::ScansByLocalHour
         )
     }
@@ -213,6 +228,8 @@ impl Figure {
 pub const TOUCHED: &str = "touched";
 pub const VISITED: &str = "visited";
 pub const SIGNED: &str = "signed";
+/// The device breakdown's first step.
+pub const REACHED: &str = "reached";
 
 /// A count and a credit.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -334,6 +351,8 @@ pub struct Key {
     pub model: u32,
     pub conversion_phase: u32,
     pub other_channel: u32,
+    pub device_class: u32,
+    pub os_family: u32,
     pub contacts: u8,
     pub hour: u32,
     pub day: Day,
@@ -444,6 +463,8 @@ pub struct Row<'s> {
     pub model: &'s str,
     pub conversion_phase: &'s str,
     pub other_channel: &'s str,
+    pub device_class: &'s str,
+    pub os_family: &'s str,
     pub contacts: u8,
     pub hour: u32,
     pub day: Day,
@@ -472,6 +493,8 @@ pub fn rows_of<'s>(
         model: strings.get(k.model),
         conversion_phase: strings.get(k.conversion_phase),
         other_channel: strings.get(k.other_channel),
+        device_class: strings.get(k.device_class),
+        os_family: strings.get(k.os_family),
         contacts: k.contacts,
         hour: k.hour,
         day: k.day,
@@ -494,6 +517,8 @@ pub struct Dims {
     pub model: String,
     pub conversion_phase: String,
     pub other_channel: String,
+    pub device_class: String,
+    pub os_family: String,
     pub contacts: u8,
     pub hour: u32,
     pub day: Day,
@@ -515,6 +540,8 @@ impl Row<'_> {
             model: self.model.to_owned(),
             conversion_phase: self.conversion_phase.to_owned(),
             other_channel: self.other_channel.to_owned(),
+            device_class: self.device_class.to_owned(),
+            os_family: self.os_family.to_owned(),
             contacts: self.contacts,
             hour: self.hour,
             day: self.day,
@@ -597,6 +624,8 @@ impl<'a> Builder<'_, 'a> {
             model: e,
             conversion_phase: e,
             other_channel: e,
+            device_class: e,
+            os_family: e,
             contacts: 0,
             hour: 0,
             day: 0,
@@ -1031,6 +1060,37 @@ fn visitor_figures<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
     }
     funnel(b, evs, &first_touch, out);
     reach(b, evs, out);
+    devices(b, evs, out);
+}
+
+/// Per channel (and `*`) × device class × OS family of the visitor's
+/// events: reached, and signed when it has a sign-up among `evs`.
+fn devices<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
+    let signed = evs.iter().any(|ev| rules::is_signup(&ev.e.event_type));
+    let mut seen: Vec<(u32, u32, u32)> = Vec::new();
+    for ev in evs {
+        let (class, os) = (b.id(&ev.e.device), b.id(&ev.e.os));
+        for c in [b.all, b.id(&ev.e.channel)] {
+            seen.push((c, class, os));
+        }
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    let steps: &[&'static str] = if signed {
+        &[REACHED, SIGNED]
+    } else {
+        &[REACHED]
+    };
+    for (channel, class, os) in seen {
+        for step in steps {
+            let mut k = b.key(Figure::Devices);
+            k.channel = channel;
+            k.device_class = class;
+            k.os_family = os;
+            k.step = b.id(step);
+            count(out, k);
+        }
+    }
 }
 
 /// Per touch channel: touched → a landing view at or after the first touch
@@ -1208,11 +1268,14 @@ fn conversions<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], filter: Option<Conve
                 let ms = (conversion.ts - first.ts).num_milliseconds().max(0);
                 delay_s = ms as f64 / 1000.0;
                 let secs = u64::try_from(ms / 1000).unwrap_or(0);
-                k.seconds = u32::try_from(secs / paths::DELAY_STEP_S * paths::DELAY_STEP_S)
-                    .unwrap_or(u32::MAX);
                 k.channel = b
                     .strings
                     .own(paths::path_of(credited.iter().map(|t| t.channel.as_str())));
+                let mut d = b.key(Figure::PathsDelays);
+                d.channel = k.channel;
+                d.seconds = u32::try_from(secs / paths::DELAY_STEP_S * paths::DELAY_STEP_S)
+                    .unwrap_or(u32::MAX);
+                count(&mut out, d);
             }
             None => k.channel = b.id(attribution::DIRECT),
         }
@@ -1543,6 +1606,7 @@ mod tests {
             placement: placement.into(),
             phase: c.phase_at(t).into(),
             device: "mobile".into(),
+            os: "iOS".into(),
             bot: false,
             contact: contact.into(),
         }
@@ -1679,6 +1743,65 @@ mod tests {
             day_start(&c, day("2025-02-10")).to_rfc3339(),
             "2025-02-09T23:00:00+00:00"
         );
+    }
+
+    #[test]
+    fn devices_count_visitors_per_channel_device_and_os_and_those_who_signed() {
+        let c = campaign();
+        // The worked example's visitor on an iPhone, but its metro scans
+        // from an Android phone; a second visitor on a Windows desktop who
+        // only scans.
+        let mut one = scanner(&c);
+        for e in one.iter_mut().take(3) {
+            e.os = "Android".into();
+        }
+        let mut two = vec![scanner(&c).remove(0)];
+        two[0].device = "desktop".into();
+        two[0].os = "Windows 10".into();
+        let rows = stored(&c, &[("v1".into(), one), ("v2".into(), two)]);
+        let a = range(&rows, "", "", "2025-01-17", "2025-03-16");
+        let dev = |a: &Answer, ch: &str, class: &str, os: &str, step: &str| {
+            n(a, Figure::Devices, |d| {
+                d.channel == ch && d.device_class == class && d.os_family == os && d.step == step
+            })
+        };
+        assert_eq!(dev(&a, "metro", "mobile", "Android", REACHED), 1);
+        assert_eq!(dev(&a, "metro", "mobile", "Android", SIGNED), 1);
+        assert_eq!(dev(&a, "metro", "desktop", "Windows 10", REACHED), 1);
+        assert_eq!(dev(&a, "metro", "desktop", "Windows 10", SIGNED), 0);
+        assert_eq!(dev(&a, "metro", "mobile", "iOS", REACHED), 0);
+        assert_eq!(dev(&a, "tinder", "mobile", "iOS", SIGNED), 1);
+        // Every channel: v1 on two OS families (counted in each), v2 on one.
+        assert_eq!(dev(&a, ALL, "mobile", "iOS", REACHED), 1);
+        assert_eq!(dev(&a, ALL, "mobile", "Android", REACHED), 1);
+        assert_eq!(dev(&a, ALL, "desktop", "Windows 10", REACHED), 1);
+        // v1 signed: metro, site and * on Android; tinder, site and * on iOS.
+        assert_eq!(n(&a, Figure::Devices, |d| d.step == SIGNED), 6);
+        // On 10 February alone v1 has not signed yet.
+        let a = range(&rows, "", "", "2025-02-10", "2025-02-10");
+        assert_eq!(dev(&a, "metro", "mobile", "Android", REACHED), 1);
+        assert_eq!(dev(&a, "metro", "mobile", "Android", SIGNED), 0);
+    }
+
+    #[test]
+    fn a_conversion_path_and_its_delay_to_the_minute() {
+        let c = campaign();
+        let rows = stored(&c, &[("v1".into(), scanner(&c))]);
+        let a = range(&rows, "", "", "2025-01-17", "2025-03-16");
+        let path = |d: &Dims| d.channel == "metro > tinder";
+        assert_eq!(n(&a, Figure::PathsConverted, path), 1);
+        // 10 Feb 10:00 → 12 Feb 20:10: 209 400 s exactly, on the minute.
+        let exact: f64 = a
+            .iter()
+            .filter(|((f, d), _)| *f == Figure::PathsConverted && path(d))
+            .map(|(_, v)| v.credit)
+            .sum();
+        assert!((exact - 209_400.0).abs() < 1e-9, "{exact}");
+        assert_eq!(
+            n(&a, Figure::PathsDelays, |d| path(d) && d.seconds == 209_400),
+            1
+        );
+        assert_eq!(n(&a, Figure::PathsDelays, |_| true), 1);
     }
 
     #[test]

@@ -334,6 +334,7 @@ mod tests {
             placement: placement.into(),
             phase: c.phase_at(ts(at(min))).into(),
             device: "mobile".into(),
+            os: "iOS".into(),
             bot: false,
             contact: if event_type == "signup" {
                 "c1".into()

@@ -13,6 +13,8 @@
 //!   placement is a sum of rows;
 //! - [`journeys`]: the same rules one row per touch, conversion, credit
 //!   and placement-day (the analysts' SQL views);
+//! - [`devices`]: the device breakdown (device class × OS family per
+//!   channel);
 //! - [`media`]: the agency's reach report (audience, cost and their
 //!   ratios);
 //! - [`paths`]: conversion paths, and the Markov and Shapley models over
@@ -24,6 +26,7 @@
 
 pub mod attribution;
 pub mod campaign;
+pub mod devices;
 pub mod event;
 pub mod figures;
 pub mod journeys;

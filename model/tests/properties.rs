@@ -103,6 +103,7 @@ fn event_in(base_ms: u64, window_days: u64) -> impl Strategy<Value = Event> {
                     placement: PLACEMENTS[placement].into(),
                     phase: c.phase_at(ts).into(),
                     device: DEVICES[device].into(),
+                    os: ["iOS", "Android"][usize::from(id % 2 == 1)].into(),
                     bot,
                     contact: if event_type == "signup" {
                         CONTACTS[contact].into()

@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use ensemble_core::Campaign;
 use serde_json::{json, Value};
 
-use crate::sim::{Rng, Truth};
+use crate::sim::{device_of, Rng, Truth};
 
 /// `campaign.toml`'s text with every phase moved by whole days so that
 /// `today` is the 8th day of the last phase: the history lies in the past
@@ -165,6 +165,7 @@ pub async fn send_live(
             bot,
             contact: None,
             placement: Some(code.to_owned()),
+            device: device_of(ua),
         });
         // The landing page's view through the pixel, seconds later.
         if rng.chance(0.8) {
@@ -191,6 +192,7 @@ pub async fn send_live(
                 bot,
                 contact: None,
                 placement: None,
+                device: device_of(ua),
             });
         }
         // A sign-up from the page's tracker (client time), with the token:
@@ -252,6 +254,7 @@ fn truth_of(e: &Value, vid: &str, channel: &'static str, contact: &str) -> Truth
         bot: false,
         contact: Some(contact.to_owned()),
         placement: e["placement"].as_str().map(str::to_owned),
+        device: device_of(UA),
     }
 }
 

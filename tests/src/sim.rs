@@ -128,6 +128,20 @@ pub struct Truth {
     /// redirect: the code scanned). What the collector adds from a visit
     /// token is not here.
     pub placement: Option<String>,
+    /// The device class and OS family of the User-Agent it was sent with,
+    /// as the simulator means them ([`device_of`]).
+    pub device: (&'static str, &'static str),
+}
+
+/// What each User-Agent the simulator sends is: (device class, OS family
+/// under the name the processor's parser gives it).
+pub fn device_of(ua: &str) -> (&'static str, &'static str) {
+    match ua {
+        PHONE_UA => ("mobile", "iPhone"),
+        ANDROID_UA => ("mobile", "Android"),
+        DESKTOP_UA => ("desktop", "Windows 10"),
+        _ => ("bot", ""),
+    }
 }
 
 const PHONE_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
@@ -394,6 +408,7 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                 bot,
                 contact: e["email"].as_str().map(str::to_owned),
                 placement: e["placement"].as_str().map(str::to_owned),
+                device: device_of(person.ua),
             });
             if rng.chance(cfg.retry_share) {
                 out.retries += 1;

@@ -50,6 +50,10 @@ pub struct GroundTruth {
     pub scans_near_an_hour: u64,
     /// Scans over the campaign's days per placement code.
     pub scans_by_placement: BTreeMap<String, u64>,
+    /// (channel or `*`, device class, OS family) → (visitors with an event
+    /// of the channel from that device over the campaign's days, of them
+    /// those with a sign-up in those days).
+    pub devices: BTreeMap<(String, String, String), (u64, u64)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -197,6 +201,18 @@ pub fn compute(events: &[Truth], calendar: &Calendar) -> GroundTruth {
     }
     for evs in by_visitor.values() {
         let inside: Vec<&Truth> = evs.iter().copied().filter(|e| in_days(e)).collect();
+        let signed = inside.iter().any(|e| e.event_type == "signup");
+        let mut seen: BTreeSet<(String, String, String)> = BTreeSet::new();
+        for e in &inside {
+            for c in ["*", e.channel] {
+                seen.insert((c.to_owned(), e.device.0.to_owned(), e.device.1.to_owned()));
+            }
+        }
+        for key in seen {
+            let n = g.devices.entry(key).or_default();
+            n.0 += 1;
+            n.1 += u64::from(signed);
+        }
         if inside.iter().any(|e| e.event_type == "signup") {
             continue;
         }

@@ -306,6 +306,27 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         "scan hours off by {off} ({} scans within 2 s of an hour)",
         truth.scans_near_an_hour
     );
+    // The device breakdown: every channel × device class × OS family.
+    let devices = dashboard.get_json("/api/devices", ANALYST);
+    let got: std::collections::BTreeMap<(String, String, String), (u64, u64)> = devices["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| {
+            let s = |k: &str| l[k].as_str().unwrap_or_default().to_owned();
+            let n = |k: &str| l[k].as_u64().unwrap_or(0);
+            (
+                (s("channel"), s("device_class"), s("os_family")),
+                (n("visitors"), n("signed")),
+            )
+        })
+        .collect();
+    assert_eq!(got, truth.devices, "devices per channel vs the truth");
+    assert!(
+        truth.devices.keys().filter(|k| k.0 == "*").count() >= 3,
+        "phones, Android and desktops: {:?}",
+        truth.devices
+    );
     // The reach report's measured scans per placement.
     let media = dashboard.get_json("/api/media", ANALYST);
     let lines = media["placements"].as_array().expect("placements");
@@ -396,6 +417,7 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         "/api/paths?limit=100000",
         "/api/media",
         "/api/scan-hours",
+        "/api/devices",
         "/api/timeseries?metric=visitors&bucket=day",
         "/api/timeseries?metric=signups&bucket=hour",
     ] {

@@ -4,6 +4,7 @@
 
 pub mod attribution;
 pub mod channels;
+pub mod devices;
 pub mod funnel;
 pub mod journey;
 pub mod live;

@@ -26,8 +26,8 @@ pub const MAX_LIMIT: usize = 100_000;
 
 /// Every path of the filters' question with its counts and summed delays
 /// (the channel filter is not applied: it narrows what is shown, not the
-/// models computed over the table). Without the delays' minutes: one row
-/// per path, not per conversion.
+/// models computed over the table). One row per path (the delays' minutes
+/// are a figure of their own, `paths_delays`).
 pub async fn table(state: &ApiState, f: &Filters) -> Result<Table, ApiError> {
     let a = answers::ask_rounded(
         state,
@@ -65,9 +65,9 @@ async fn add_medians(
 ) -> Result<(), ApiError> {
     let timed: Vec<&String> = listed.iter().filter(|p| p.as_str() != DIRECT).collect();
     if timed.len() > NARROWED_PATHS {
-        let a = answers::ask(state, f, &[Figure::PathsConverted], false).await?;
+        let a = answers::ask(state, f, &[Figure::PathsDelays], false).await?;
         for ((figure, d), v) in &a.whole {
-            if *figure == Figure::PathsConverted && d.channel != DIRECT {
+            if *figure == Figure::PathsDelays {
                 t.add_delay(&d.channel, u64::from(d.seconds), v.n);
             }
         }
@@ -75,14 +75,8 @@ async fn add_medians(
     }
     let every: Vec<(String, u32, u32)> =
         timed.iter().map(|p| ((*p).clone(), 0, u32::MAX)).collect();
-    let by_hour = answers::ask_rounded(
-        state,
-        f,
-        &[Figure::PathsConverted],
-        Some(HOUR),
-        Some(&every),
-    )
-    .await?;
+    let by_hour =
+        answers::ask_rounded(state, f, &[Figure::PathsDelays], Some(HOUR), Some(&every)).await?;
     let mut hours: BTreeMap<&str, BTreeMap<u64, i64>> = BTreeMap::new();
     for ((_, d), v) in &by_hour {
         *hours
@@ -118,7 +112,7 @@ async fn add_medians(
     let minutes = answers::ask_rounded(
         state,
         f,
-        &[Figure::PathsConverted],
+        &[Figure::PathsDelays],
         Some(paths::DELAY_STEP_S as u32),
         Some(&inside),
     )

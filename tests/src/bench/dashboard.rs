@@ -303,6 +303,8 @@ pub async fn run(
         "/api/media".to_owned(),
         "/api/media?phase=p2-saint-valentin".to_owned(),
         "/api/scan-hours".to_owned(),
+        "/api/devices".to_owned(),
+        "/api/devices?phase=p2-saint-valentin".to_owned(),
         "/api/timeseries?metric=signups&bucket=day".to_owned(),
         "/api/timeseries?metric=events&bucket=hour".to_owned(),
         "/api/live".to_owned(),
