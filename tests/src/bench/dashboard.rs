@@ -27,7 +27,7 @@ use crate::Service;
 const GENERATOR: &str = "sim-v2-50k-people-chunks-live-times";
 /// Bumped whenever the figures change: the events are kept, the figures
 /// rebuilt from them (`ensemble-processor rebuild-facts`'s code).
-const FACTS: &str = "figures-v3-paths-scan-hours";
+const FACTS: &str = "figures-v4-devices-path-delays";
 const PEOPLE_PER_CHUNK: usize = 50_000;
 
 #[derive(Debug, Clone, Copy)]
