@@ -341,29 +341,63 @@ async fn stored_answer(
         ),
         None => String::new(),
     };
+    // Only the dimensions the asked figures use are grouped by (the others
+    // are '' / 0 in all their rows, `Figure::dimensions`): ClickHouse then
+    // hashes a few columns, not sixteen.
+    let used = |column: &str| asked.iter().any(|x| x.dimensions().contains(&column));
+    let mut select: Vec<String> = vec![format!("{part} AS part"), "figure".into()];
+    let mut group: Vec<String> = vec!["part".into(), "figure".into()];
+    for (column, expr, zero) in [
+        ("phase", "phase", "''"),
+        ("channel", "channel", "''"),
+        ("placement", "placement", "''"),
+        ("event_type", "event_type", "''"),
+        ("action", "action", "''"),
+        ("step", "step", "''"),
+        ("model", "model", "''"),
+        ("conversion_phase", "conversion_phase", "''"),
+        ("other_channel", "other_channel", "''"),
+        ("device_class", "device_class", "''"),
+        ("os_family", "os_family", "''"),
+        ("contacts", "contacts", "toUInt8(0)"),
+        ("hour", "toUInt32(hour)", "toUInt32(0)"),
+        ("day", "toUInt32(day)", "toUInt32(0)"),
+    ] {
+        // Aliases of their own: a constant must not shadow a column the
+        // WHERE clause reads.
+        let alias = format!("d_{column}");
+        if used(column) {
+            select.push(format!("{expr} AS {alias}"));
+            group.push(alias);
+        } else {
+            select.push(format!("{zero} AS {alias}"));
+        }
+    }
     // Rounded seconds are summed in ClickHouse (fewer rows to read back);
     // the rows corrected below are rounded by the caller.
-    let seconds = match round_seconds {
-        None => "seconds".to_owned(),
-        Some(0) => "toUInt32(0) AS rounded_seconds".to_owned(),
-        Some(step) => format!("toUInt32(intDiv(seconds, {step}) * {step}) AS rounded_seconds"),
-    };
-    let seconds_group = match round_seconds {
-        None => ", seconds",
-        Some(0) => "",
-        Some(_) => ", rounded_seconds",
-    };
+    match round_seconds {
+        _ if !used("seconds") => select.push("toUInt32(0) AS d_seconds".into()),
+        None => {
+            select.push("seconds AS d_seconds".into());
+            group.push("d_seconds".into());
+        }
+        Some(0) => select.push("toUInt32(0) AS d_seconds".into()),
+        Some(step) => {
+            select.push(format!(
+                "toUInt32(intDiv(seconds, {step}) * {step}) AS d_seconds"
+            ));
+            group.push("d_seconds".into());
+        }
+    }
     let sql = format!(
-        "SELECT {part} AS part, figure, phase, channel, placement, event_type, action, step, model, \
-         conversion_phase, other_channel, device_class, os_family, contacts, toUInt32(hour) AS hour_s, \
-         toUInt32(day) AS day_n, {seconds}, \
-         sum(n) AS total, sum(credit) AS cr FROM figures \
+        "SELECT {}, sum(n) AS total, sum(credit) AS cr FROM figures \
          WHERE figure IN ({names}) AND bots = ? AND device_filter = ? AND placement_filter = ? \
          AND first_day >= toDate('{}') AND last_day <= toDate('{}'){narrow_sql} \
-         GROUP BY part, figure, phase, channel, placement, event_type, action, step, model, conversion_phase, \
-         other_channel, device_class, os_family, contacts, hour_s, day_n{seconds_group} HAVING total != 0 OR cr != 0",
+         GROUP BY {} HAVING total != 0 OR cr != 0",
+        select.join(", "),
         date(days.0),
-        date(days.1)
+        date(days.1),
+        group.join(", ")
     );
     let mut q = state
         .client

@@ -205,6 +205,39 @@ impl Figure {
             .ok_or_else(|| UnknownFigure(name.to_owned()))
     }
 
+    /// The dimension columns (of [`Dims`]) its rows can hold: every other
+    /// is the empty string or 0 in all of its rows, so a reader may leave
+    /// those out of what it groups by.
+    pub fn dimensions(self) -> &'static [&'static str] {
+        match self {
+            Figure::Events => &[
+                "day",
+                "phase",
+                "channel",
+                "placement",
+                "event_type",
+                "action",
+            ],
+            Figure::EventsHourly => &["hour", "phase", "channel"],
+            Figure::Visitors | Figure::Signups => &["channel"],
+            Figure::VisitorsHourly | Figure::SignupsHourly => &["hour", "channel"],
+            Figure::VisitorsDaily | Figure::SignupsDaily => &["day", "channel"],
+            Figure::Scanners | Figure::SignupsByPlacement => &["placement", "channel"],
+            Figure::Touches => &["channel", "phase"],
+            Figure::Funnel => &["channel", "step"],
+            Figure::FunnelSeconds | Figure::FunnelHours | Figure::PathsDelays => {
+                &["channel", "seconds"]
+            }
+            Figure::ContactsPerVisitor => &["channel", "contacts"],
+            Figure::Overlap => &["channel", "other_channel"],
+            Figure::Conversions => &["phase"],
+            Figure::Credits => &["model", "channel", "phase", "conversion_phase"],
+            Figure::PathsConverted | Figure::PathsNotConverted => &["channel"],
+            Figure::ScansByLocalHour => &["day", "hour", "channel"],
+            Figure::Devices => &["channel", "device_class", "os_family", "step"],
+        }
+    }
+
     /// Sums over days: a range's value is the sum of its days' values, so
     /// the rows sit on single days. The others depend on the visitor's
     /// whole run of days inside the range.
@@ -1742,6 +1775,68 @@ mod tests {
         assert_eq!(
             day_start(&c, day("2025-02-10")).to_rfc3339(),
             "2025-02-09T23:00:00+00:00"
+        );
+    }
+
+    /// Every row of a few visitors (bots, several devices, a shared
+    /// contact, a wide visitor) holds '' / 0 outside its figure's
+    /// `dimensions()`: the dashboard groups by those alone.
+    #[test]
+    fn rows_hold_nothing_outside_their_figures_dimensions() {
+        let c = campaign();
+        let mut two = scanner(&c);
+        for e in two.iter_mut().take(2) {
+            e.device = "desktop".into();
+            e.os = "Windows 10".into();
+            e.bot = true;
+        }
+        let mut wide = Vec::new();
+        for d in 0..(WIDE_DAYS as i64 + 3) {
+            let mut e = scanner(&c).remove(0);
+            e.event_id = Uuid::new_v4();
+            e.ms += u64::try_from(d * 86_400_000).unwrap();
+            wide.push(e);
+        }
+        let visitors = vec![
+            ("v1".to_owned(), scanner(&c)),
+            ("v2".to_owned(), two),
+            ("v3".to_owned(), wide),
+        ];
+        let rows = stored(&c, &visitors);
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &rows {
+            let d = &r.dims;
+            let used = r.figure.dimensions();
+            let held: [(&str, bool); 15] = [
+                ("phase", !d.phase.is_empty()),
+                ("channel", !d.channel.is_empty()),
+                ("placement", !d.placement.is_empty()),
+                ("event_type", !d.event_type.is_empty()),
+                ("action", !d.action.is_empty()),
+                ("step", !d.step.is_empty()),
+                ("model", !d.model.is_empty()),
+                ("conversion_phase", !d.conversion_phase.is_empty()),
+                ("other_channel", !d.other_channel.is_empty()),
+                ("device_class", !d.device_class.is_empty()),
+                ("os_family", !d.os_family.is_empty()),
+                ("contacts", d.contacts != 0),
+                ("hour", d.hour != 0),
+                ("day", d.day != 0),
+                ("seconds", d.seconds != 0),
+            ];
+            for (column, set) in held {
+                assert!(
+                    !set || used.contains(&column),
+                    "{:?} holds {column}: {d:?}",
+                    r.figure
+                );
+            }
+            seen.insert(r.figure);
+        }
+        assert_eq!(
+            seen.len(),
+            Figure::ALL.len(),
+            "every figure has rows: {seen:?}"
         );
     }
 
