@@ -186,7 +186,7 @@ pub async fn ask_rounded(
                 .any(|(c, from, to)| d.channel == *c && d.seconds >= *from && d.seconds < *to)
         })
     };
-    let mut out = Answer::new();
+    let mut out = Vec::new();
     for ((figure, mut dims), v) in answers.whole {
         if !kept(&dims) {
             continue;
@@ -196,9 +196,9 @@ pub async fn ask_rounded(
             Some(0) => 0,
             Some(s) => dims.seconds / s * s,
         };
-        add_to(&mut out, figure, dims, v, 1);
+        out.push(((figure, dims), v));
     }
-    Ok(out)
+    Ok(figures::answer_of(out))
 }
 
 /// Distinct visitors (bots as the filters say) with any event of each of
@@ -409,10 +409,8 @@ async fn stored_answer(
         q = q.bind(channel.as_str()).bind(*from).bind(*to);
     }
     let rows: Vec<StoredRow> = q.fetch_all().await?;
-    let mut out = Answers::default();
-    for (name, _) in parts {
-        out.by_phase.entry(name.clone()).or_default();
-    }
+    let mut whole = Vec::with_capacity(rows.len());
+    let mut by_part: Vec<Vec<((Figure, Dims), Value)>> = vec![Vec::new(); parts.len()];
     for r in rows {
         let figure = Figure::parse(&r.figure).map_err(|e| ApiError::Internal(e.to_string()))?;
         let dims = Dims {
@@ -436,12 +434,17 @@ async fn stored_answer(
             n: r.total,
             credit: r.cr,
         };
-        if let Some((name, _)) = parts.get(usize::from(r.part)) {
-            if let Some(a) = out.by_phase.get_mut(name) {
-                add_to(a, figure, dims.clone(), value, 1);
-            }
+        if let Some(part) = by_part.get_mut(usize::from(r.part)) {
+            part.push(((figure, dims.clone()), value));
         }
-        add_to(&mut out.whole, figure, dims, value, 1);
+        whole.push(((figure, dims), value));
+    }
+    let mut out = Answers {
+        whole: figures::answer_of(whole),
+        ..Answers::default()
+    };
+    for ((name, _), part) in parts.iter().zip(by_part) {
+        out.by_phase.insert(name.clone(), figures::answer_of(part));
     }
     // Ranges that cut a phase: the stored rows of wide visitors are over
     // whole phases there, so those visitors (with every visitor sharing a
