@@ -186,18 +186,25 @@ pub async fn ask_rounded(
                 .any(|(c, from, to)| d.channel == *c && d.seconds >= *from && d.seconds < *to)
         })
     };
-    let mut out = Vec::new();
-    for ((figure, mut dims), v) in answers.whole {
-        if !kept(&dims) {
-            continue;
-        }
-        dims.seconds = match round {
-            None => dims.seconds,
-            Some(0) => 0,
-            Some(s) => dims.seconds / s * s,
-        };
-        out.push(((figure, dims), v));
+    let rounded = |seconds: u32| match round {
+        None => seconds,
+        Some(0) => 0,
+        Some(s) => seconds / s * s,
+    };
+    let mut whole = answers.whole;
+    whole.retain(|(_, d), _| kept(d));
+    // ClickHouse rounded the stored rows already: unless a correction
+    // brought other seconds, the answer is the one read.
+    if whole.keys().all(|(_, d)| rounded(d.seconds) == d.seconds) {
+        return Ok(whole);
     }
+    let out = whole
+        .into_iter()
+        .map(|((figure, mut dims), v)| {
+            dims.seconds = rounded(dims.seconds);
+            ((figure, dims), v)
+        })
+        .collect();
     Ok(figures::answer_of(out))
 }
 
