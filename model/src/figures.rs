@@ -654,6 +654,13 @@ struct Ev<'a> {
     /// Index of its visitor in the computed set.
     visitor: u32,
     day: Day,
+    /// Ids in [`Strings`] of its channel, placement, phase, device class
+    /// and OS family, looked up once (runs of days read an event again).
+    channel: u32,
+    placement: u32,
+    phase: u32,
+    device: u32,
+    os: u32,
 }
 
 impl Ev<'_> {
@@ -838,7 +845,16 @@ fn prepare<'a>(b: &mut Builder<'_, 'a>, visitors: &'a [(String, Vec<Event>)]) ->
         let visitor = u32::try_from(i).unwrap_or(u32::MAX);
         for e in evs {
             let day = b.strings.day(b.campaign, e.ms);
-            out.push(Ev { e, visitor, day });
+            out.push(Ev {
+                e,
+                visitor,
+                day,
+                channel: b.strings.id(&e.channel),
+                placement: b.strings.id(&e.placement),
+                phase: b.strings.id(&e.phase),
+                device: b.strings.id(&e.device),
+                os: b.strings.id(&e.os),
+            });
         }
     }
     out.sort_by_key(|ev| (ev.e.ms, ev.e.event_id));
@@ -1007,7 +1023,7 @@ fn per_day<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
     let mut hours: Vec<(u32, u32, u32, Day)> = Vec::new();
     for ev in evs {
         let e = ev.e;
-        let (phase, channel) = (b.id(&e.phase), b.id(&e.channel));
+        let (phase, channel) = (ev.phase, ev.channel);
         let hour = hour_of(e.ms);
         let mut k = b.key(Figure::Events);
         k.first_day = ev.day;
@@ -1015,7 +1031,7 @@ fn per_day<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
         k.day = ev.day;
         k.phase = phase;
         k.channel = channel;
-        k.placement = b.id(&e.placement);
+        k.placement = ev.placement;
         k.event_type = b.id(&e.event_type);
         k.action = b.id(&e.action);
         count(out, k);
@@ -1090,10 +1106,10 @@ fn visitor_figures<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
     let mut channels: Vec<u32> = vec![b.all];
     let mut scanned: Vec<(u32, u32)> = Vec::new();
     for ev in evs {
-        let c = b.id(&ev.e.channel);
+        let c = ev.channel;
         channels.push(c);
         if rules::is_scan(&ev.e.event_type, &ev.e.action) && !ev.e.placement.is_empty() {
-            let p = b.id(&ev.e.placement);
+            let p = ev.placement;
             scanned.push((p, b.all));
             scanned.push((p, c));
         }
@@ -1129,8 +1145,8 @@ fn visitor_figures<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
     for (ev, starts) in candidates.iter().zip(starts) {
         if starts {
             let mut k = b.key(Figure::Touches);
-            k.channel = b.id(&ev.e.channel);
-            k.phase = b.id(&ev.e.phase);
+            k.channel = ev.channel;
+            k.phase = ev.phase;
             count(out, k);
             path.push(&ev.e.channel);
         }
@@ -1152,19 +1168,18 @@ fn visitor_figures<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
 /// events: reached, and signed when it has a sign-up among `evs`.
 fn devices<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
     let signed = evs.iter().any(|ev| rules::is_signup(&ev.e.event_type));
-    let mut seen: Vec<(u32, u32, u32)> = Vec::new();
+    let mut seen: Vec<(u32, u32, u32)> = Vec::with_capacity(2 * evs.len());
     for ev in evs {
-        let (class, os) = (b.id(&ev.e.device), b.id(&ev.e.os));
-        for c in [b.all, b.id(&ev.e.channel)] {
-            seen.push((c, class, os));
-        }
+        seen.push((b.all, ev.device, ev.os));
+        seen.push((ev.channel, ev.device, ev.os));
     }
     seen.sort_unstable();
     seen.dedup();
-    let steps: &[&'static str] = if signed {
-        &[REACHED, SIGNED]
+    let (reached, signed_step) = (b.id(REACHED), b.id(SIGNED));
+    let steps: &[u32] = if signed {
+        &[reached, signed_step]
     } else {
-        &[REACHED]
+        &[reached]
     };
     for (channel, class, os) in seen {
         for step in steps {
@@ -1172,7 +1187,7 @@ fn devices<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
             k.channel = channel;
             k.device_class = class;
             k.os_family = os;
-            k.step = b.id(step);
+            k.step = *step;
             count(out, k);
         }
     }
@@ -1263,8 +1278,8 @@ fn contact_figures<'a>(b: &mut Builder<'_, 'a>, run: &[Ev<'a>], out: &mut Out) {
         .filter(|ev| rules::is_signup(&ev.e.event_type) && !ev.e.contact.is_empty())
     {
         let contact = b.id(&ev.e.contact);
-        let channel = b.id(&ev.e.channel);
-        let placement = (!ev.e.placement.is_empty()).then(|| b.id(&ev.e.placement));
+        let channel = ev.channel;
+        let placement = (!ev.e.placement.is_empty()).then_some(ev.placement);
         for c in [all, channel] {
             let mut k = b.key(Figure::Signups);
             k.channel = c;
@@ -1341,7 +1356,7 @@ fn conversions<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], filter: Option<Conve
         let shares = attribution::shares(campaign, &conversion, touches);
         out.clear();
         let mut k = b.key(Figure::Conversions);
-        k.phase = b.id(&ev.e.phase);
+        k.phase = ev.phase;
         count(&mut out, k);
         // Its path: the touches credited (the lookback window), or `direct`.
         let credited =
@@ -1385,7 +1400,7 @@ fn conversions<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], filter: Option<Conve
                 },
             ));
         }
-        let device = (filter.is_none() && !ev.e.device.is_empty()).then(|| b.id(&ev.e.device));
+        let device = (filter.is_none() && !ev.e.device.is_empty()).then_some(ev.device);
         for (key, v) in &out {
             let mut key = *key;
             key.first_day = ev.day;
