@@ -148,6 +148,29 @@ impl Table {
         }
     }
 
+    /// On a table of conversions only (before its visitors without
+    /// sign-up are added): the timed paths (not `direct`) that can be among
+    /// the first `limit` of [`Table::top_paths`] once they are. The order
+    /// is by conversions first, so those are the paths with at least the
+    /// conversions of the `limit`-th. Lets a reader fetch their delays
+    /// while it still reads the visitors without sign-up.
+    pub fn median_candidates(&self, limit: usize) -> Vec<String> {
+        let mut counts: Vec<i64> = self
+            .paths
+            .values()
+            .map(|c| c.conversions)
+            .filter(|n| *n > 0)
+            .collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        // Fewer converting paths than `limit`: every one of them.
+        let least = counts.get(limit.max(1) - 1).copied().unwrap_or(1);
+        self.paths
+            .iter()
+            .filter(|(p, c)| p.as_str() != crate::attribution::DIRECT && c.conversions >= least)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
     /// The `limit` paths with most conversions, then most visitors, then
     /// by name: the order of [`Table::top`].
     pub fn top_paths(&self, limit: usize) -> Vec<String> {
@@ -522,6 +545,53 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn median_candidates_hold_every_timed_path_of_the_top() {
+        // Random tables: the top paths once the visitors without sign-up
+        // are in are among the candidates of their conversions alone.
+        let mut seed = 7u64;
+        let mut next = |m: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % m
+        };
+        let names = [
+            "a", "b", "a > b", "b > a", "c", "a > c", "direct", "c > b", "b > c",
+        ];
+        for _ in 0..300 {
+            let mut converted = Table::default();
+            let mut full = Table::default();
+            for p in names {
+                let n = i64::try_from(next(4)).unwrap();
+                if n > 0 {
+                    converted.add_converted(p, n, 60.0);
+                    full.add_converted(p, n, 60.0);
+                }
+                let w = i64::try_from(next(6)).unwrap();
+                if w > 0 {
+                    full.add_not_converted(p, w);
+                }
+            }
+            for limit in 1..=10 {
+                let candidates = converted.median_candidates(limit);
+                for p in full.top_paths(limit) {
+                    let timed = full.paths.get(&p).is_some_and(|c| c.timed > 0);
+                    assert!(!timed || candidates.contains(&p), "{p} (limit {limit})");
+                }
+                assert!(!candidates.iter().any(|p| p == "direct"));
+            }
+        }
+        // By hand: conversions a 5, direct 4, b 3, c 3, d 1.
+        let mut t = Table::default();
+        for (p, n) in [("a", 5), ("direct", 4), ("b", 3), ("c", 3), ("d", 1)] {
+            t.add_converted(p, n, 0.0);
+        }
+        assert_eq!(t.median_candidates(1), ["a"]);
+        assert_eq!(t.median_candidates(2), ["a"]);
+        assert_eq!(t.median_candidates(3), ["a", "b", "c"]);
+        assert_eq!(t.median_candidates(10), ["a", "b", "c", "d"]);
+        assert!(Table::default().median_candidates(5).is_empty());
     }
 
     #[test]

@@ -73,29 +73,53 @@ async fn add_medians(
         }
         return Ok(());
     }
-    let every: Vec<(String, u32, u32)> =
-        timed.iter().map(|p| ((*p).clone(), 0, u32::MAX)).collect();
+    let hours = delay_hours(state, f, &timed).await?;
+    add_minutes(state, f, t, listed, &hours).await
+}
+
+/// Each of `paths`' delays by the hour (to find the hour of its median).
+async fn delay_hours<S: AsRef<str>>(
+    state: &ApiState,
+    f: &Filters,
+    paths: &[S],
+) -> Result<BTreeMap<String, BTreeMap<u64, i64>>, ApiError> {
+    let every: Vec<(String, u32, u32)> = paths
+        .iter()
+        .map(|p| (p.as_ref().to_owned(), 0, u32::MAX))
+        .collect();
     let by_hour =
         answers::ask_rounded(state, f, &[Figure::PathsDelays], Some(HOUR), Some(&every)).await?;
-    let mut hours: BTreeMap<&str, BTreeMap<u64, i64>> = BTreeMap::new();
+    let mut hours: BTreeMap<String, BTreeMap<u64, i64>> = BTreeMap::new();
     for ((_, d), v) in &by_hour {
         *hours
-            .entry(d.channel.as_str())
+            .entry(d.channel.clone())
             .or_default()
             .entry(u64::from(d.seconds))
             .or_default() += v.n;
     }
+    Ok(hours)
+}
+
+/// The listed paths' delays into `t` from their `hours`: the delays before
+/// the median's hour as one count, then that hour's minutes.
+async fn add_minutes(
+    state: &ApiState,
+    f: &Filters,
+    t: &mut Table,
+    listed: &[String],
+    hours: &BTreeMap<String, BTreeMap<u64, i64>>,
+) -> Result<(), ApiError> {
     let mut inside: Vec<(String, u32, u32)> = Vec::new();
     let mut below: Vec<(String, u64, u64)> = Vec::new();
-    for (path, h) in &hours {
+    for (path, h) in listed.iter().filter_map(|p| hours.get(p).map(|h| (p, h))) {
         let n = t
             .paths
-            .get(*path)
+            .get(path)
             .map_or(0, |c| u64::try_from(c.timed).unwrap_or(0));
         if let Some((hour, before)) = paths::median_bucket(h, n) {
             let hour_s = u32::try_from(hour).unwrap_or(u32::MAX);
-            inside.push(((*path).to_owned(), hour_s, hour_s.saturating_add(HOUR)));
-            below.push(((*path).to_owned(), hour, before));
+            inside.push((path.clone(), hour_s, hour_s.saturating_add(HOUR)));
+            below.push((path.clone(), hour, before));
         }
     }
     // The delays before the median's hour, as one count just below it,
@@ -163,12 +187,39 @@ pub async fn paths(State(state): State<Shared>, q: Params) -> Result<Response, A
         }
         .into());
     }
-    let mut t = table(&state, &f).await?;
+    // Conversions first: they decide which paths can be listed, so those
+    // paths' delays by the hour are read while the visitors without
+    // sign-up are (one round trip to ClickHouse less).
+    let converted =
+        answers::ask_rounded(&state, &f, &[Figure::PathsConverted], Some(0), None).await?;
+    let mut t = Table::default();
+    for ((_, d), v) in &converted {
+        t.add_converted(&d.channel, v.n, v.credit);
+    }
+    let candidates = match &f.channel {
+        Some(c) => t.through(c),
+        None => t.clone(),
+    }
+    .median_candidates(limit);
+    let not_converted =
+        |s| answers::ask_rounded(s, &f, &[Figure::PathsNotConverted], Some(0), None);
+    let (without, hours) = if candidates.len() <= NARROWED_PATHS {
+        let (a, h) = tokio::try_join!(not_converted(&state), delay_hours(&state, &f, &candidates))?;
+        (a, Some(h))
+    } else {
+        (not_converted(&state).await?, None)
+    };
+    for ((_, d), v) in &without {
+        t.add_not_converted(&d.channel, v.n);
+    }
     if let Some(c) = &f.channel {
         t = t.through(c);
     }
     let listed = t.top_paths(limit);
-    add_medians(&state, &f, &mut t, &listed).await?;
+    match hours {
+        Some(h) => add_minutes(&state, &f, &mut t, &listed, &h).await?,
+        None => add_medians(&state, &f, &mut t, &listed).await?,
+    }
     let top = t.top(limit);
     if f.format == Format::Csv {
         let rows: Vec<Vec<String>> = top
