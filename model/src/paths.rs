@@ -563,12 +563,12 @@ mod tests {
             let mut converted = Table::default();
             let mut full = Table::default();
             for p in names {
-                let n = i64::try_from(next(4)).unwrap();
+                let n = i64::try_from(next(4)).unwrap_or(0);
                 if n > 0 {
                     converted.add_converted(p, n, 60.0);
                     full.add_converted(p, n, 60.0);
                 }
-                let w = i64::try_from(next(6)).unwrap();
+                let w = i64::try_from(next(6)).unwrap_or(0);
                 if w > 0 {
                     full.add_not_converted(p, w);
                 }
