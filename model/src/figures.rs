@@ -396,10 +396,16 @@ pub struct Key {
 pub type Rows = Vec<(Key, Value)>;
 
 /// Sorts and merges rows with equal keys; drops zeros.
-pub fn merge(mut rows: Rows) -> Rows {
-    rows.sort_unstable_by_key(|a| a.0);
-    let mut out: Rows = Vec::with_capacity(rows.len());
-    for (k, v) in rows {
+pub fn merge(rows: Rows) -> Rows {
+    summed(rows)
+}
+
+/// Values sorted by key, equal keys summed, zeros dropped: one sort, not
+/// a search per value (the processor's rows and the dashboard's answers).
+fn summed<K: Ord>(mut values: Vec<(K, Value)>) -> Vec<(K, Value)> {
+    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(K, Value)> = Vec::with_capacity(values.len());
+    for (k, v) in values {
         match out.last_mut() {
             Some((lk, lv)) if *lk == k => lv.add(v, 1),
             _ => out.push((k, v)),
@@ -633,16 +639,8 @@ pub fn add_to(answer: &mut Answer, figure: Figure, dims: Dims, v: Value, sign: i
 /// Sorted once rather than searched per value: a key is sixteen fields,
 /// and a B-tree compares several keys per node on each insertion (the
 /// dashboard reads thousands of rows per question).
-pub fn answer_of(mut values: Vec<((Figure, Dims), Value)>) -> Answer {
-    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut merged: Vec<((Figure, Dims), Value)> = Vec::with_capacity(values.len());
-    for (k, v) in values {
-        match merged.last_mut() {
-            Some((lk, lv)) if *lk == k => lv.add(v, 1),
-            _ => merged.push((k, v)),
-        }
-    }
-    merged.into_iter().filter(|(_, v)| !v.is_zero()).collect()
+pub fn answer_of(values: Vec<((Figure, Dims), Value)>) -> Answer {
+    summed(values).into_iter().collect()
 }
 
 // ------------------------------------------------------------ computation

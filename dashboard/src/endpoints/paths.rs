@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::response::Response;
 use ensemble_core::attribution::DIRECT;
-use ensemble_core::figures::Figure;
+use ensemble_core::figures::{Answer, Figure};
 use ensemble_core::paths::{self, LengthLine, PathLine, Table};
 use serde::Serialize;
 
@@ -38,14 +38,19 @@ pub async fn table(state: &ApiState, f: &Filters) -> Result<Table, ApiError> {
     )
     .await?;
     let mut t = Table::default();
-    for ((figure, d), v) in &a {
+    add_paths(&mut t, &a);
+    Ok(t)
+}
+
+/// The path figures of an answer into a table.
+fn add_paths(t: &mut Table, a: &Answer) {
+    for ((figure, d), v) in a {
         match figure {
             Figure::PathsConverted => t.add_converted(&d.channel, v.n, v.credit),
             Figure::PathsNotConverted => t.add_not_converted(&d.channel, v.n),
             _ => {}
         }
     }
-    Ok(t)
 }
 
 /// Up to this many listed paths, their medians come from two small
@@ -193,9 +198,7 @@ pub async fn paths(State(state): State<Shared>, q: Params) -> Result<Response, A
     let converted =
         answers::ask_rounded(&state, &f, &[Figure::PathsConverted], Some(0), None).await?;
     let mut t = Table::default();
-    for ((_, d), v) in &converted {
-        t.add_converted(&d.channel, v.n, v.credit);
-    }
+    add_paths(&mut t, &converted);
     let candidates = match &f.channel {
         Some(c) => t.through(c),
         None => t.clone(),
@@ -209,9 +212,7 @@ pub async fn paths(State(state): State<Shared>, q: Params) -> Result<Response, A
     } else {
         (not_converted(&state).await?, None)
     };
-    for ((_, d), v) in &without {
-        t.add_not_converted(&d.channel, v.n);
-    }
+    add_paths(&mut t, &without);
     if let Some(c) = &f.channel {
         t = t.through(c);
     }
