@@ -87,6 +87,41 @@ impl Batch {
         self.offsets.iter().map(|((t, p), o)| (t.as_str(), *p, *o))
     }
 
+    /// The partitions this batch holds messages of.
+    pub fn partitions(&self) -> impl Iterator<Item = (&str, i32)> {
+        self.offsets.keys().map(|(t, p)| (t.as_str(), *p))
+    }
+
+    /// Drops everything of the `revoked` partitions (they were handed to
+    /// another member, which reads those messages again); returns how many
+    /// rows went.
+    pub fn forget(&mut self, revoked: &[(String, i32)]) -> usize {
+        let gone = |topic: &str, partition: i32| {
+            revoked
+                .iter()
+                .any(|(t, p)| *p == partition && t.as_str() == topic)
+        };
+        self.offsets.retain(|(t, p), _| !gone(t, *p));
+        let before = self.rows.len();
+        let keep: Vec<bool> = self
+            .sources
+            .iter()
+            .map(|s| !gone(&s.topic, s.partition))
+            .collect();
+        let (mut rows, mut sources) = (keep.iter(), keep.iter());
+        self.rows.retain(|_| *rows.next().unwrap_or(&true));
+        self.sources.retain(|_| *sources.next().unwrap_or(&true));
+        self.bytes = self
+            .sources
+            .iter()
+            .map(|s| s.payload.len() + s.key.as_ref().map_or(0, Vec::len))
+            .sum();
+        if self.is_empty() {
+            self.started = None;
+        }
+        before - self.rows.len()
+    }
+
     /// Empties the batch for reuse.
     pub fn clear(&mut self) {
         self.rows.clear();
@@ -142,6 +177,45 @@ mod tests {
             source(150),
         );
         assert!(big.is_full(&limits), "bytes");
+    }
+
+    #[test]
+    fn a_revoked_partition_leaves_the_batch_and_the_others_stay() {
+        let mut b = Batch::default();
+        for (partition, offset) in [(0, 7), (1, 3), (0, 8), (2, 5), (1, 4)] {
+            let mut s = source(10 + offset as usize);
+            (s.partition, s.offset) = (partition, offset);
+            b.push(
+                EventRow::new(&sample(), Default::default(), chrono::Utc::now()),
+                s,
+            );
+            b.handled("t", partition, offset);
+        }
+        b.handled("t", 3, 40); // a dead letter: an offset without a row
+        assert_eq!(
+            b.forget(&[("t".into(), 1), ("t".into(), 3), ("u".into(), 0)]),
+            2
+        );
+        let kept: Vec<_> = b.sources.iter().map(|s| (s.partition, s.offset)).collect();
+        assert_eq!(kept, vec![(0, 7), (0, 8), (2, 5)]);
+        assert_eq!(b.rows.len(), 3, "a row per source still");
+        assert_eq!(
+            b.offsets().collect::<Vec<_>>(),
+            vec![("t", 0, 8), ("t", 2, 5)]
+        );
+        assert_eq!(b.partitions().collect::<Vec<_>>(), vec![("t", 0), ("t", 2)]);
+        let full = BatchLimits {
+            max_rows: 100,
+            max_bytes: 10 + 7 + 10 + 8 + 10 + 5,
+            max_age: Duration::from_secs(60),
+        };
+        assert!(b.is_full(&full), "the bytes of the kept rows");
+        assert_eq!(b.forget(&[("t".into(), 0), ("t".into(), 2)]), 3);
+        assert!(b.is_empty());
+        assert!(
+            !b.is_due(&full, Instant::now() + Duration::from_secs(3600)),
+            "no age once empty"
+        );
     }
 
     fn source(payload_bytes: usize) -> Source {

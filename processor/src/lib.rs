@@ -7,6 +7,7 @@ pub mod batcher;
 pub mod config;
 pub mod dlq;
 pub mod enrich;
+pub mod handover;
 pub mod maintenance;
 pub mod membership;
 pub mod metrics;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use axum::Router;
 use ensemble_core::service::{ops_router, serve, Readiness};
 use ensemble_core::{probe, store, Shutdown};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
 
 pub use config::{Command, Config, Settings};
@@ -110,7 +111,8 @@ fn consumer_pipeline(
         "max.poll.interval.ms",
         settings.max_poll_interval_ms.to_string(),
     );
-    let consumer: StreamConsumer = consumer_config.create()?;
+    let consumer: handover::EventsConsumer =
+        consumer_config.create_with_context(handover::Handover::default())?;
     consumer.subscribe(&[&settings.kafka.topic])?;
     let consumer = Arc::new(consumer);
     let dlq_producer: FutureProducer = settings.kafka.producer_config(10_000).create()?;

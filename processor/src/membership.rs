@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use ensemble_core::kafka::PartitionLag;
 use ensemble_core::service::Readiness;
 use ensemble_core::Shutdown;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+
+use crate::handover::EventsConsumer;
+use rdkafka::consumer::Consumer;
 use rdkafka::TopicPartitionList;
 
 /// What the watchdog remembers of each partition it does not own.
@@ -72,7 +74,7 @@ impl Watch {
 /// The partitions of `topic` not assigned to this member, with the group's
 /// committed offsets and the partitions' bounds.
 fn unowned(
-    c: &StreamConsumer,
+    c: &EventsConsumer,
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<Vec<PartitionLag>> {
@@ -110,7 +112,7 @@ fn unowned(
 /// Looks every `every`; sets `rejoin` when this member should leave and
 /// rejoin (the consume loop does it between batches).
 pub fn spawn_watchdog(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<EventsConsumer>,
     topic: String,
     readiness: Readiness,
     rejoin: Arc<AtomicBool>,

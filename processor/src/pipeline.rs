@@ -5,7 +5,10 @@
 //!
 //! While an INSERT fails the loop retries it and consumes nothing more, so
 //! memory stays bounded by one batch. Duplicates — redelivery after a crash
-//! or a rebalance, client retries — are removed by event_id downstream.
+//! or a rebalance, client retries — are removed by event_id downstream, as
+//! long as one member at a time writes a partition's messages: at a
+//! rebalance the INSERT under way is finished and the batch being filled is
+//! dropped before the partitions change hands (`handover.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,18 +19,19 @@ use chrono::Utc;
 use ensemble_core::event::EventMessage;
 use ensemble_core::kafka::{PartitionLag, PartitionState};
 use ensemble_core::{Campaign, EventRow, Shutdown};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 
 use crate::batcher::{Batch, BatchLimits, Source};
 use crate::dlq::{DeadLetters, Origin};
 use crate::enrich::{recheck, Enricher};
+use crate::handover::{EventsConsumer, Inflight};
 use crate::metrics::Metrics;
 use crate::sink;
 
 pub struct Pipeline {
-    pub consumer: Arc<StreamConsumer>,
+    pub consumer: Arc<EventsConsumer>,
     /// The events topic (every row's source).
     pub topic: Arc<str>,
     pub client: clickhouse::Client,
@@ -58,10 +62,12 @@ impl Pipeline {
     /// stored — in order, and memory holds at most two batches.
     pub async fn run(self, shutdown: Shutdown) {
         let mut batch = Batch::default();
-        let mut inflight: Option<Inflight> = None;
-        let mut abandoned = false;
+        let handover = self.consumer.context().clone();
+        // Partitions with a batch given up: no later offset of theirs is
+        // stored (it would skip that batch's messages) until they are revoked.
+        let mut abandoned = Abandoned::new();
         loop {
-            let wait = if inflight.is_some() {
+            let wait = if handover.busy() {
                 // Look at the insert under way soon: its offsets are stored once it is done.
                 Duration::from_millis(20).min(batch.time_left(&self.limits, Instant::now()))
             } else if batch.is_empty() {
@@ -77,22 +83,27 @@ impl Pipeline {
                         tracing::warn!(error = %e, "kafka consumer error");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
-                    Ok(Ok(m)) => self.handle(&m, &mut batch).await,
+                    Ok(Ok(m)) => {
+                        // A rebalance runs inside `recv`: this message is of the new assignment.
+                        drop_revoked(handover.take_revoked(), &mut batch, &mut abandoned);
+                        self.handle(&m, &mut batch).await;
+                    }
                 },
             }
-            if inflight.as_ref().is_some_and(|t| t.is_finished()) {
-                abandoned |= !self.finish(inflight.take(), abandoned).await;
+            drop_revoked(handover.take_revoked(), &mut batch, &mut abandoned);
+            if handover.finished() {
+                self.finish(handover.take(), &mut abandoned).await;
             }
             if batch.is_due(&self.limits, Instant::now()) {
-                abandoned |= !self.finish(inflight.take(), abandoned).await;
-                inflight = Some(self.start_insert(std::mem::take(&mut batch), &shutdown));
+                self.finish(handover.take(), &mut abandoned).await;
+                handover.put(self.start_insert(std::mem::take(&mut batch), &shutdown));
             }
             if self.rejoin.swap(false, Ordering::Relaxed) {
                 // Everything handled so far is written and committed first:
                 // the next owner of these partitions starts after it.
-                abandoned |= !self.finish(inflight.take(), abandoned).await;
+                self.finish(handover.take(), &mut abandoned).await;
                 let last = self.start_insert(std::mem::take(&mut batch), &shutdown);
-                abandoned |= !self.finish(Some(last), abandoned).await;
+                self.finish(Some(last), &mut abandoned).await;
                 if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
                     tracing::debug!(error = %e, "commit before rejoining (nothing stored)");
                 }
@@ -107,9 +118,9 @@ impl Pipeline {
                 }
             }
         }
-        abandoned |= !self.finish(inflight.take(), abandoned).await;
+        self.finish(handover.take(), &mut abandoned).await;
         let last = self.start_insert(batch, &shutdown);
-        self.finish(Some(last), abandoned).await;
+        self.finish(Some(last), &mut abandoned).await;
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final commit (nothing stored, or partitions revoked)");
         }
@@ -165,35 +176,49 @@ impl Pipeline {
 
     /// Starts the INSERT of `batch`; the task gives the batch back once
     /// ClickHouse accepted it and the rows it refused are dead-lettered, or
-    /// `None` if shutdown came while it failed.
+    /// `None` if it gave up while ClickHouse failed (shutdown, or its
+    /// partitions revoked) or this member lost its partitions.
     fn start_insert(&self, batch: Batch, shutdown: &Shutdown) -> Inflight {
-        let (client, campaign, metrics, max, shutdown, dead_letters) = (
+        let give_up = Shutdown::new();
+        let (client, campaign, metrics, max, shutdown, dead_letters, consumer, stop) = (
             self.client.clone(),
             self.campaign.clone(),
             self.metrics.clone(),
             self.insert_retry_max,
             shutdown.clone(),
             self.dead_letters.clone(),
+            self.consumer.clone(),
+            give_up.clone(),
         );
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if batch.rows.is_empty() {
-                return Some(batch);
+                return Ok(batch);
             }
-            let refused = match sink::insert(
+            // Shutdown makes this INSERT give up too.
+            let relay = tokio::spawn({
+                let stop = stop.clone();
+                async move {
+                    shutdown.wait().await;
+                    stop.trigger();
+                }
+            });
+            let owner = || !consumer.assignment_lost();
+            let inserted = sink::insert(
                 &client,
                 &campaign,
                 &batch.rows,
                 max,
                 &metrics,
-                &shutdown,
+                (&stop, &owner),
             )
-            .await
-            {
+            .await;
+            relay.abort();
+            let refused = match inserted {
                 Ok(refused) => refused,
                 Err(e) => {
-                    // Not inserted: its offsets are not stored; the messages come again.
-                    tracing::warn!(error = %e, rows = batch.len(), "batch abandoned at shutdown");
-                    return None;
+                    // Not counted: its offsets are not stored; the messages come again.
+                    tracing::warn!(error = %e, rows = batch.len(), "batch abandoned");
+                    return Err(batch);
                 }
             };
             // The offsets move only once every refused row is safe in the
@@ -233,27 +258,34 @@ impl Pipeline {
                     .with_label_values(&["ingest"])
                     .observe(ingest_delay);
             }
-            Some(batch)
-        })
+            Ok(batch)
+        });
+        Inflight { task, give_up }
     }
 
-    /// Waits for an INSERT and stores its batch's offsets. Returns false if
-    /// the batch was abandoned. Once one batch is abandoned no later offset
-    /// is stored (`after_abandoned`): that would skip its messages.
-    async fn finish(&self, inflight: Option<Inflight>, after_abandoned: bool) -> bool {
-        let Some(task) = inflight else { return true };
-        let batch = match task.await {
-            Ok(Some(batch)) => batch,
-            Ok(None) => return false,
+    /// Waits for an INSERT and stores its batch's offsets. Once a batch is
+    /// given up, no later offset of its partitions is stored (that would
+    /// skip its messages) until they are revoked.
+    async fn finish(&self, inflight: Option<Inflight>, abandoned: &mut Abandoned) {
+        let Some(inflight) = inflight else { return };
+        let batch = match inflight.task.await {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(given_up)) => {
+                abandoned
+                    .partitions
+                    .extend(given_up.partitions().map(|(t, p)| (t.to_owned(), p)));
+                return;
+            }
             Err(e) => {
-                tracing::error!(error = %e, "insert task failed");
-                return false;
+                tracing::error!(error = %e, "insert task failed; no offset is stored from now on");
+                abandoned.all = true;
+                return;
             }
         };
-        if after_abandoned {
-            return true;
-        }
         for (topic, partition, offset) in batch.offsets() {
+            if abandoned.holds(topic, partition) {
+                continue;
+            }
             // rd_kafka_offset_store stores offset + 1: the next message to read.
             if let Err(e) = self.consumer.store_offset(topic, partition, offset) {
                 // The partition was revoked meanwhile: its new owner reads
@@ -264,7 +296,24 @@ impl Pipeline {
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
             tracing::debug!(error = %e, "async commit not started");
         }
-        true
+    }
+}
+
+/// Partitions whose offsets must not move: a batch of theirs was given up
+/// (`all`: an INSERT task panicked, its batch is unknown).
+#[derive(Debug, Default)]
+struct Abandoned {
+    partitions: std::collections::BTreeSet<(String, i32)>,
+    all: bool,
+}
+
+impl Abandoned {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn holds(&self, topic: &str, partition: i32) -> bool {
+        self.all || self.partitions.contains(&(topic.to_owned(), partition))
     }
 }
 
@@ -290,8 +339,24 @@ async fn dead_letter(
     metrics.dead_lettered.with_label_values(&[reason]).inc();
 }
 
-/// An INSERT under way.
-type Inflight = tokio::task::JoinHandle<Option<Batch>>;
+/// After partitions were revoked: what the batch being filled holds of
+/// them is dropped — none of it is written, and those messages are read
+/// again from the committed offsets by whoever owns them now — and their
+/// offsets may be stored again (a partition assigned anew starts from its
+/// committed offset).
+fn drop_revoked(revoked: Vec<(String, i32)>, batch: &mut Batch, abandoned: &mut Abandoned) {
+    if revoked.is_empty() {
+        return;
+    }
+    let dropped = batch.forget(&revoked);
+    if dropped > 0 {
+        tracing::info!(
+            rows = dropped,
+            "partitions revoked: their rows in the batch being filled are dropped and read again"
+        );
+    }
+    abandoned.partitions.retain(|p| !revoked.contains(p));
+}
 
 /// Every `every`, for each partition assigned to this member: the lag gauge
 /// (messages not committed), and the count of assigned partitions.
@@ -303,7 +368,7 @@ type Inflight = tokio::task::JoinHandle<Option<Batch>>;
 /// is rewound to its first offset: every message now in it is new to the
 /// group (one seen before would be removed by event id).
 pub fn spawn_lag_probe(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<EventsConsumer>,
     metrics: Metrics,
     every: Duration,
     shutdown: Shutdown,

@@ -23,6 +23,10 @@ use crate::metrics::Metrics;
 pub enum SinkError {
     #[error("shutdown while ClickHouse was failing; the batch was not inserted (its offsets were not stored)")]
     ShutdownDuringRetry,
+    #[error(
+        "this member no longer owns the batch's partitions; its figures are left to the next owner"
+    )]
+    NoLongerOwner,
 }
 
 /// Distinct months of event time in one INSERT. `events` is partitioned by
@@ -161,13 +165,14 @@ pub async fn insert_events(
 }
 
 /// Runs `attempt` until it succeeds, with exponential backoff (100 ms
-/// doubling to `max_backoff`) while it fails, or until shutdown.
+/// doubling to `max_backoff`) while it fails, or until shutdown; before
+/// each attempt, while `owner` says this member still owns the rows.
 async fn retry<T, F, Fut>(
     step: &'static str,
     rows: usize,
     max_backoff: Duration,
     metrics: &Metrics,
-    shutdown: &Shutdown,
+    (shutdown, owner): (&Shutdown, &(dyn Fn() -> bool + Sync)),
     mut attempt: F,
 ) -> Result<T, SinkError>
 where
@@ -176,6 +181,9 @@ where
 {
     let mut backoff = Duration::from_millis(100);
     loop {
+        if !owner() {
+            return Err(SinkError::NoLongerOwner);
+        }
         match attempt().await {
             Ok(v) => return Ok(v),
             Err(e) => {
@@ -195,18 +203,28 @@ where
 /// store took (so the figures never count an event `events` does not
 /// have). Returns the rows refused for their content, for the dead-letter
 /// topic.
+///
+/// The ledger step runs only while `owner()` says this member still owns
+/// the rows' partitions: a member that lost them must not count what the
+/// next owner counts (see `handover.rs`). Rows already in `events` are
+/// harmless: that table's counts remove duplicates by event id.
 pub async fn insert(
     client: &clickhouse::Client,
     campaign: &Campaign,
     rows: &[EventRow],
     max_backoff: Duration,
     metrics: &Metrics,
-    shutdown: &Shutdown,
+    (shutdown, owner): (&Shutdown, &(dyn Fn() -> bool + Sync)),
 ) -> Result<Vec<Refused>, SinkError> {
     let started = Instant::now();
-    let refused = retry("events", rows.len(), max_backoff, metrics, shutdown, || {
-        insert_events(client, rows)
-    })
+    let refused = retry(
+        "events",
+        rows.len(),
+        max_backoff,
+        metrics,
+        (shutdown, &|| true),
+        || insert_events(client, rows),
+    )
     .await?;
     let kept: Vec<EventRow>;
     let accounted: &[EventRow] = if refused.is_empty() {
@@ -226,7 +244,7 @@ pub async fn insert(
         accounted.len(),
         max_backoff,
         metrics,
-        shutdown,
+        (shutdown, owner),
         || ledger::account(client, campaign, accounted),
     )
     .await?;

@@ -98,6 +98,11 @@ async fn setup(store: StoreConfig) -> Setup {
 
 impl Setup {
     fn start(&self, extra: &[&str]) -> Service {
+        self.start_on(&self.store.url, extra)
+    }
+
+    /// A processor that reaches ClickHouse at `clickhouse_url`.
+    fn start_on(&self, clickhouse_url: &str, extra: &[&str]) -> Service {
         let campaign = campaign_file().display().to_string();
         let mut args = vec![
             "--campaign",
@@ -111,7 +116,7 @@ impl Setup {
             "--group-id",
             &self.group,
             "--clickhouse-url",
-            &self.store.url,
+            clickhouse_url,
             "--clickhouse-database",
             &self.store.database,
         ];
@@ -605,6 +610,69 @@ async fn when_one_of_two_processors_is_sigkilled_the_survivor_takes_over_on_the_
         metric_value(&metrics, "ensemble_processor_group_rejoins_total").is_some_and(|n| n >= 1.0),
         "the survivor rejoined: {metrics}"
     );
+}
+
+/// On the real broker: a member's figures INSERT is held on its way to
+/// ClickHouse (a slow store) when a second member joins the group. The
+/// partitions change hands only once that INSERT has landed and its
+/// offsets are committed; the batch the member was filling is dropped and
+/// read again by the new owner. Without that hand-over both members count
+/// the held batch (the new owner reads the ledger before the held write).
+#[tokio::test]
+async fn a_member_joining_during_a_slow_insert_takes_over_without_counting_twice() {
+    let s = setup(migrated_database("it_proc_handover").await).await;
+    let upstream = s
+        .store
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = ensemble_tests::hold::HoldingProxy::start(&upstream, b"INSERT INTO ledger (")
+        .await
+        .expect("proxy");
+    let messages: Vec<_> = (0..2_100).map(|i| message(11, i)).collect();
+    // Whole batches of 300, so that the held INSERT is the only one: the
+    // member then keeps polling, and the rebalance reaches it meanwhile.
+    let batch = ["--batch-max-rows", "300", "--flush-interval-ms", "5000"];
+    produce_raw(&s.brokers, &s.topic, &encoded(&messages[..1_500]))
+        .await
+        .expect("produce");
+    let slow = s.start_on(&proxy.url(), &batch);
+    s.wait_for(1_500).await;
+    poll_until("the first member to own every partition", WAIT, || async {
+        (assigned(&slow).len() == 3).then_some(())
+    })
+    .await;
+
+    proxy.hold(true);
+    produce_raw(&s.brokers, &s.topic, &encoded(&messages[1_500..1_800]))
+        .await
+        .expect("produce one batch");
+    poll_until(
+        "the slow member's figures INSERT to be held",
+        WAIT,
+        || async { (proxy.held() > 0).then_some(()) },
+    )
+    .await;
+    let joining = s.start(&batch);
+    // The group rebalances while the INSERT is held: long enough for the
+    // joining member to take partitions and count them if nothing waited.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    proxy.hold(false);
+    s.wait_for(1_800).await;
+    poll_until("both members to hold partitions", WAIT, || async {
+        let (a, b) = (assigned(&slow), assigned(&joining));
+        (!a.is_empty() && !b.is_empty() && a.len() + b.len() == 3).then_some(())
+    })
+    .await;
+    produce_raw(&s.brokers, &s.topic, &encoded(&messages[1_800..]))
+        .await
+        .expect("produce after the hand-over");
+    s.wait_for(2_100).await;
+    let (raw, rollup) = s.breakdowns().await;
+    assert_eq!(raw, expected_breakdown(&messages));
+    assert_eq!(rollup, raw);
+    s.assert_figures_match_events().await;
 }
 
 /// SIGKILL on librdkafka's mock cluster, which rebalances by itself after

@@ -14,6 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
 pub mod bench;
+pub mod hold;
 pub mod live;
 pub mod sim;
 pub mod truth;
