@@ -123,6 +123,60 @@ pub fn split_statements(sql: &str) -> Vec<String> {
     out
 }
 
+/// `stmt` without the `ADD COLUMN` clauses of columns the table already
+/// has: a run killed after an `ALTER TABLE … ADD COLUMN` and before the
+/// migration was recorded can be run again (ClickHouse 18.16 has no
+/// `ADD COLUMN IF NOT EXISTS`). `None` when no clause is left. A statement
+/// that is not made of `ADD COLUMN` clauses alone comes back unchanged.
+pub fn adding_only_missing(stmt: &str, existing: &[String]) -> Option<String> {
+    let Some(rest) = stmt.trim().strip_prefix("ALTER TABLE ") else {
+        return Some(stmt.to_owned());
+    };
+    let Some((table, changes)) = rest.split_once(char::is_whitespace) else {
+        return Some(stmt.to_owned());
+    };
+    let clauses = split_top_level(changes, ',');
+    let mut kept = Vec::new();
+    for clause in &clauses {
+        let Some(column) = clause.trim().strip_prefix("ADD COLUMN ") else {
+            return Some(stmt.to_owned());
+        };
+        let name = column.split_whitespace().next().unwrap_or_default();
+        if !existing.iter().any(|e| e == name) {
+            kept.push(clause.trim());
+        }
+    }
+    if kept.len() == clauses.len() {
+        return Some(stmt.to_owned());
+    }
+    (!kept.is_empty()).then(|| format!("ALTER TABLE {table}\n    {}", kept.join(",\n    ")))
+}
+
+/// `s` split at `sep` outside parentheses and quotes.
+fn split_top_level(s: &str, sep: char) -> Vec<&str> {
+    let (mut out, mut depth, mut quoted, mut start) = (Vec::new(), 0usize, false, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '\'' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth = depth.saturating_sub(1),
+            c if c == sep && depth == 0 && !quoted => {
+                out.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// The table an `ALTER TABLE` statement changes.
+fn altered_table(stmt: &str) -> Option<&str> {
+    let rest = stmt.trim().strip_prefix("ALTER TABLE ")?;
+    rest.split_whitespace().next()
+}
+
 /// Index of the `)` closing the `(` at `open`.
 fn closing_paren(s: &str, open: usize) -> Option<usize> {
     let mut depth = 0usize;
@@ -418,7 +472,31 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
                 .await?
                 > 0;
         for (i, stmt) in stmts.iter().enumerate() {
-            let run = if store.is_cluster() {
+            // Every column the ALTER adds is there already.
+            let mut all_there = false;
+            let stmt = &match altered_table(stmt) {
+                Some(table) => {
+                    // In cluster mode the columns are on the local tables.
+                    let local = if store.is_cluster() {
+                        format!("{table}_local")
+                    } else {
+                        table.to_owned()
+                    };
+                    let existing: Vec<String> = client
+                        .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
+                        .bind(db)
+                        .bind(&local)
+                        .fetch_all()
+                        .await?;
+                    adding_only_missing(stmt, &existing).unwrap_or_else(|| {
+                        tracing::info!(version = m.version, table, "columns already there (a run stopped before it recorded this migration)");
+                        all_there = true;
+                        stmt.clone()
+                    })
+                }
+                None => stmt.clone(),
+            };
+            let mut run = if store.is_cluster() {
                 cluster_statements(stmt, db, &store.cluster, &tables, &sharded).ok_or_else(
                     || MigrateError::ClusterUnsupported {
                         version: m.version,
@@ -429,6 +507,11 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
             } else {
                 vec![stmt.clone()]
             };
+            if all_there {
+                // Only the ALTER goes: on a cluster its Distributed table is
+                // still made again over the local one.
+                run.retain(|sql| !sql.trim_start().starts_with("ALTER TABLE "));
+            }
             for sql in run {
                 client.query_raw(&sql).execute().await.map_err(|source| {
                     MigrateError::Statement {
@@ -613,6 +696,61 @@ mod tests {
                 cluster_statements(other, "db", "c1", &tables, &sharded).is_none(),
                 "{other}"
             );
+        }
+    }
+
+    #[test]
+    fn a_rerun_adds_only_the_columns_not_there_yet() {
+        let stmt = "ALTER TABLE ledger\n    ADD COLUMN ev_os String,\n    ADD COLUMN change.device_class Array(String),\n    ADD COLUMN m Map(String, Tuple(UInt8, String)) DEFAULT map('a,b', (1, 'c'))";
+        let have = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            adding_only_missing(stmt, &have(&["visitor_id"])).as_deref(),
+            Some(stmt)
+        );
+        assert_eq!(
+            adding_only_missing(stmt, &have(&["ev_os", "visitor_id"])).as_deref(),
+            Some("ALTER TABLE ledger\n    ADD COLUMN change.device_class Array(String),\n    ADD COLUMN m Map(String, Tuple(UInt8, String)) DEFAULT map('a,b', (1, 'c'))")
+        );
+        assert_eq!(
+            adding_only_missing(stmt, &have(&["ev_os", "change.device_class", "m"])),
+            None
+        );
+        // Another kind of ALTER, or a mix, is left alone.
+        for other in [
+            "ALTER TABLE ledger DROP COLUMN ev_os",
+            "ALTER TABLE ledger ADD COLUMN a UInt8, MODIFY COLUMN b String",
+            "CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = MergeTree() ORDER BY a",
+        ] {
+            assert_eq!(
+                adding_only_missing(other, &have(&["a", "b", "ev_os"])).as_deref(),
+                Some(other)
+            );
+        }
+        // Every ALTER of the embedded migrations is made of ADD COLUMN clauses.
+        for m in migrations().unwrap() {
+            for stmt in m.statements() {
+                if altered_table(&stmt).is_some() {
+                    assert_eq!(
+                        adding_only_missing(&stmt, &[]).as_deref(),
+                        Some(stmt.as_str()),
+                        "{}",
+                        m.name
+                    );
+                    let added: Vec<String> =
+                        split_top_level(stmt.split_once('\n').map_or("", |x| x.1), ',')
+                            .iter()
+                            .filter_map(|c| {
+                                c.trim()
+                                    .strip_prefix("ADD COLUMN ")?
+                                    .split_whitespace()
+                                    .next()
+                                    .map(str::to_owned)
+                            })
+                            .collect();
+                    assert!(!added.is_empty(), "{}: {stmt}", m.name);
+                    assert_eq!(adding_only_missing(&stmt, &added), None, "{}", m.name);
+                }
+            }
         }
     }
 
