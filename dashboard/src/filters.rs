@@ -148,7 +148,7 @@ pub fn previous_period(
 ) -> Result<(HashMap<String, String>, PreviousPeriod), FilterError> {
     let mut q = q.clone();
     let compare = q.remove("compare").unwrap_or_default();
-    let f = Filters::parse(campaign, &q)?;
+    let f = Filters::parse_with(campaign, &q, &ENDPOINT_PARAMS)?;
     if f.format == Format::Csv {
         return Err(bad(
             "compare",
@@ -240,28 +240,43 @@ pub fn previous_period(
     }
 }
 
+/// The parameters every aggregate endpoint takes (`compare` is read before).
+const COMMON: [&str; 11] = [
+    "from",
+    "to",
+    "phase",
+    "channel",
+    "placement",
+    "device",
+    "bots",
+    "format",
+    "source",
+    "sep",
+    "lang",
+];
+
+/// The parameters one endpoint adds to [`COMMON`]: `limit` (paths),
+/// `model` (attribution), `metric` and `bucket` (timeseries), `visitor_id`
+/// (journey). Only what looks at any request (admission, the period to
+/// compare with) parses with all of them; each endpoint names its own.
+pub const ENDPOINT_PARAMS: [&str; 5] = ["limit", "model", "metric", "bucket", "visitor_id"];
+
 impl Filters {
-    /// Parses the query string. Without `from`/`to` the range is the
-    /// campaign's first phase start to its last phase end.
+    /// Parses the query string of an endpoint that takes the common
+    /// parameters only. Without `from`/`to` the range is the campaign's
+    /// first phase start to its last phase end.
     pub fn parse(campaign: &Campaign, q: &HashMap<String, String>) -> Result<Self, FilterError> {
-        const KNOWN: [&str; 16] = [
-            "from",
-            "to",
-            "phase",
-            "channel",
-            "placement",
-            "device",
-            "bots",
-            "format",
-            "model",
-            "bucket",
-            "metric",
-            "visitor_id",
-            "source",
-            "sep",
-            "lang",
-            "limit",
-        ];
+        Self::parse_with(campaign, q, &[])
+    }
+
+    /// Parses the query string of an endpoint that also reads `extra`
+    /// (one of [`ENDPOINT_PARAMS`] each); any other parameter is refused,
+    /// so that nothing asked is silently ignored.
+    pub fn parse_with(
+        campaign: &Campaign,
+        q: &HashMap<String, String>,
+        extra: &[&str],
+    ) -> Result<Self, FilterError> {
         if q.contains_key("token") {
             return Err(bad(
                 "token",
@@ -269,11 +284,18 @@ impl Filters {
                  (URLs end up in browser histories, logs and Referer headers)",
             ));
         }
-        if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        let known = |k: &str| COMMON.contains(&k) || extra.contains(&k);
+        let mut unknown: Vec<&String> = q.keys().filter(|k| !known(k)).collect();
+        unknown.sort();
+        if let Some(k) = unknown.first() {
             let name: &'static str = "query";
+            let listed: Vec<&str> = COMMON.iter().chain(extra).copied().collect();
             return Err(bad(
                 name,
-                format!("unknown parameter `{k}`; known: {}", KNOWN.join(", ")),
+                format!(
+                    "unknown parameter `{k}` for this endpoint; it takes: {}",
+                    listed.join(", ")
+                ),
             ));
         }
         let default_from = campaign

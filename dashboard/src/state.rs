@@ -92,7 +92,7 @@ pub async fn require_token(State(state): State<Shared>, mut req: Request, next: 
             .into_owned()
             .collect();
     // A malformed query is the handler's to refuse (400 naming the parameter).
-    let heavy = Filters::parse(&state.campaign, &q)
+    let heavy = Filters::parse_with(&state.campaign, &q, &crate::filters::ENDPOINT_PARAMS)
         .ok()
         .filter(|f| !crate::answers::stored(&state.campaign, f));
     let _slot = match heavy {

@@ -90,8 +90,34 @@ pub struct Attribution {
     pub by_conversion_phase: BTreeMap<&'static str, Vec<PhaseChannelCredit>>,
 }
 
+/// Every model's name: the rule-based ones, then the data-driven ones.
+fn model_names() -> impl Iterator<Item = &'static str> {
+    Model::ALL
+        .iter()
+        .map(|m| m.as_str())
+        .chain([MARKOV, SHAPLEY])
+}
+
+/// `model=`: one model only (the page's switch), or every model.
+fn only_model(q: &Params) -> Result<Option<&'static str>, FilterError> {
+    let Some(raw) = q.get("model") else {
+        return Ok(None);
+    };
+    model_names()
+        .find(|m| m == raw)
+        .map(Some)
+        .ok_or_else(|| FilterError {
+            parameter: "model",
+            message: format!(
+                "unknown model `{raw}`; the models are {}",
+                model_names().collect::<Vec<_>>().join(", ")
+            ),
+        })
+}
+
 pub async fn attribution(State(state): State<Shared>, q: Params) -> Result<Response, ApiError> {
-    let f = Filters::parse(&state.campaign, &q)?;
+    let f = Filters::parse_with(&state.campaign, &q, &["model"])?;
+    let only = only_model(&q)?;
     if f.placement.is_some() {
         return Err(FilterError {
             parameter: "placement",
@@ -99,7 +125,12 @@ pub async fn attribution(State(state): State<Shared>, q: Params) -> Result<Respo
         }
         .into());
     }
-    let c = credits(&state, &f).await?;
+    let mut c = credits(&state, &f).await?;
+    if let Some(model) = only {
+        c.by_channel.retain(|m, _| *m == model);
+        c.by_channel_phase.retain(|m, _| *m == model);
+        c.by_conversion_phase.retain(|m, _| *m == model);
+    }
     if f.format == Format::Csv {
         let mut rows = Vec::new();
         for (model, m) in &c.by_channel_phase {
@@ -132,10 +163,8 @@ pub async fn attribution(State(state): State<Shared>, q: Params) -> Result<Respo
     Ok(json(&Attribution {
         conversions: c.conversions,
         lookback_days: state.campaign.attribution.lookback.num_days(),
-        models: Model::ALL
-            .iter()
-            .map(|m| m.as_str())
-            .chain([MARKOV, SHAPLEY])
+        models: model_names()
+            .filter(|m| only.is_none_or(|o| o == *m))
             .collect(),
         by_channel: c.by_channel.clone(),
         by_channel_phase: c

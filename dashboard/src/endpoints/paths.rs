@@ -181,7 +181,7 @@ fn limit(q: &Params) -> Result<usize, FilterError> {
 }
 
 pub async fn paths(State(state): State<Shared>, q: Params) -> Result<Response, ApiError> {
-    let f = Filters::parse(&state.campaign, &q)?;
+    let f = Filters::parse_with(&state.campaign, &q, &["limit"])?;
     let limit = limit(&q)?;
     if f.placement.is_some() {
         return Err(FilterError {

@@ -51,7 +51,7 @@ pub async fn timeseries(
         }
         .into());
     }
-    let f = Filters::parse(&state.campaign, &q)?;
+    let f = Filters::parse_with(&state.campaign, &q, &["bucket"])?;
     let hourly = match q.get("bucket").map(String::as_str) {
         None | Some("day") => false,
         Some("hour") => true,
