@@ -81,13 +81,20 @@ pub fn cost_per(cost: Option<f64>, n: u64) -> Option<f64> {
     ratio(cost, some_count(n))
 }
 
+/// The media cost of a question covering `share` of the campaign's time:
+/// what every cost per … of the dashboard divides (the reach report, and
+/// the channels' and placements' cost per sign-up).
+pub fn cost_in(media_cost_eur: Option<f64>, share: f64) -> Option<f64> {
+    media_cost_eur.map(|c| c * share)
+}
+
 /// The line of a placement or channel covering `share` of the campaign.
 pub fn line(bought: Bought, share: f64, m: Measured) -> Line {
     let audience = bought
         .audience_estimate
         .map(|a| a as f64 * share)
         .filter(|a| *a > 0.0);
-    let cost = bought.media_cost_eur.map(|c| c * share);
+    let cost = cost_in(bought.media_cost_eur, share);
     Line {
         audience,
         media_cost_eur: cost,

@@ -29,7 +29,10 @@ pub struct ChannelPhase {
     /// Distinct contacts whose sign-up carried the channel.
     pub signups: u64,
     pub conversion_rate: f64,
-    /// Media cost of the channel's placements ÷ sign-ups, all phases, when costs are configured.
+    /// Media cost of the channel's placements over the question's days (its
+    /// share of the campaign's time, as in the reach report) ÷ the
+    /// channel's sign-ups in the question (every phase of it), when costs
+    /// are configured.
     pub cost_per_signup_eur: Option<f64>,
 }
 
@@ -97,10 +100,15 @@ pub async fn channels(State(state): State<Shared>, q: Params) -> Result<Response
     for r in rows.values() {
         *signups_by_channel.entry(r.channel.clone()).or_default() += r.signups;
     }
-    // The channel's whole media cost (every phase) per sign-up.
+    // The channel's media cost over the question's days (its share of the
+    // campaign's time, as in the reach report) per sign-up of the question.
+    let share = media::share(&state.campaign, f.from, f.to, f.phase.as_deref());
     let cost = |channel: &str| -> Option<f64> {
         media::cost_per(
-            media::channel_bought(&state.campaign, channel).media_cost_eur,
+            media::cost_in(
+                media::channel_bought(&state.campaign, channel).media_cost_eur,
+                share,
+            ),
             signups_by_channel.get(channel).copied().unwrap_or(0),
         )
     };

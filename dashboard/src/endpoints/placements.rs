@@ -29,6 +29,8 @@ pub struct PlacementStats {
     pub signups: u64,
     /// signups / unique scanners.
     pub rate: f64,
+    /// The placement's media cost over the question's days (its share of
+    /// the campaign's time, as in the reach report) ÷ sign-ups.
     pub cost_per_signup_eur: Option<f64>,
 }
 
@@ -113,6 +115,7 @@ pub async fn placements(State(state): State<Shared>, q: Params) -> Result<Respon
         entry.visits = s.visits;
         entry.signups = s.signups;
     }
+    let share = media::share(&state.campaign, f.from, f.to, f.phase.as_deref());
     let mut list: Vec<PlacementStats> = out
         .into_values()
         .map(|mut p| {
@@ -122,10 +125,13 @@ pub async fn placements(State(state): State<Shared>, q: Params) -> Result<Respon
                 p.signups as f64 / p.unique_scanners as f64
             };
             p.cost_per_signup_eur = media::cost_per(
-                state
-                    .campaign
-                    .placement(&p.code)
-                    .and_then(|c| c.media_cost_eur),
+                media::cost_in(
+                    state
+                        .campaign
+                        .placement(&p.code)
+                        .and_then(|c| c.media_cost_eur),
+                    share,
+                ),
                 p.signups,
             );
             p
