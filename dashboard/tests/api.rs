@@ -1,7 +1,7 @@
 //! The dashboard API on a fixture with hand-computed answers, on ClickHouse
 //! 18.16 and on the current engine (chdb-core), which must agree.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use ensemble_core::event::{Consent, EventMessage, EventType, TinderAction, Utm, SCHEMA_VERSION};
@@ -1216,6 +1216,68 @@ async fn check_compare(api: &Api) {
     assert_eq!(status, 401, "each compared request passes the token check");
 }
 
+/// The channels' and placements' cost per sign-up divide the same cost as
+/// the reach report (the question's share of the media cost), so each
+/// equals the report's where both count the same sign-ups — on the whole
+/// campaign and on one phase.
+async fn check_costs_agree_with_the_reach_report(api: &Api) {
+    let mut compared = 0;
+    for question in ["", "?phase=p2-saint-valentin", "?phase=p3-8-mars"] {
+        let (_, media) = api
+            .get(&format!("/api/media{question}"), Some(AGENCY))
+            .await;
+        let (_, placements) = api
+            .get(&format!("/api/placements{question}"), Some(AGENCY))
+            .await;
+        let (_, channels) = api
+            .get(&format!("/api/channels{question}"), Some(AGENCY))
+            .await;
+        let line = |list: &str, key: &str, value: &str| -> Value {
+            media[list]
+                .as_array()
+                .and_then(|l| l.iter().find(|x| x[key] == value).cloned())
+                .unwrap_or(Value::Null)
+        };
+        for p in placements["rows"]
+            .as_array()
+            .map_or(&[][..], |v| v.as_slice())
+        {
+            let m = line("placements", "code", p["code"].as_str().unwrap_or_default());
+            if m["signups"] == p["signups"] {
+                assert_eq!(
+                    m["cost_per_signup_eur"], p["cost_per_signup_eur"],
+                    "{question} {p}"
+                );
+                compared += 1;
+            }
+        }
+        let mut signups: BTreeMap<String, (u64, Value)> = BTreeMap::new();
+        for r in channels["rows"]
+            .as_array()
+            .map_or(&[][..], |v| v.as_slice())
+        {
+            let e = signups
+                .entry(r["channel"].as_str().unwrap_or_default().to_owned())
+                .or_insert((0, r["cost_per_signup_eur"].clone()));
+            e.0 += r["signups"].as_u64().unwrap_or(0);
+            assert_eq!(
+                e.1, r["cost_per_signup_eur"],
+                "one cost per sign-up per channel"
+            );
+        }
+        for (channel, (n, cost)) in signups {
+            let m = line("channels", "channel", &channel);
+            if m["signups"].as_u64() == Some(n) {
+                assert_eq!(m["cost_per_signup_eur"], cost, "{question} {channel}");
+                compared += 1;
+            }
+        }
+    }
+    // The fixture's sign-ups carry no placement and no channel with a
+    // cost: every ratio here is "—" (the e2e compares amounts).
+    assert!(compared >= 20, "only {compared} costs per sign-up compared");
+}
+
 async fn answers(api: &Api) -> (Value, Value) {
     let (s1, overview) = api.get("/api/overview", Some(ANALYST)).await;
     assert_eq!(s1, 200, "{overview}");
@@ -1240,6 +1302,7 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
     let media_old = check_media(&api_old).await;
     let scan_hours_old = check_scan_hours(&api_old).await;
     let devices_old = check_devices(&api_old).await;
+    check_costs_agree_with_the_reach_report(&api_old).await;
     check_compare(&api_old).await;
     let (status, live) = api_old.get("/api/live", Some(ANALYST)).await;
     assert_eq!(status, 200, "{live}");
@@ -1502,6 +1565,53 @@ async fn tokens_and_hostile_filters() {
             assert_eq!(body["parameter"], k, "{body}");
         }
     }
+    // A parameter an endpoint does not read is refused, never ignored.
+    for (path, parameter) in [
+        ("/api/devices?limit=5", "query"),
+        ("/api/devices?limit=-1", "query"),
+        ("/api/overview?model=markov", "query"),
+        ("/api/channels?bucket=hour", "query"),
+        ("/api/attribution?limit=3", "query"),
+        ("/api/funnel?visitor_id=v_fixture_c", "query"),
+        ("/api/paths?limit=-1", "limit"),
+        ("/api/attribution?model=nope", "model"),
+        ("/api/timeseries?metric=events&bucket=week", "bucket"),
+    ] {
+        let (status, body) = api.get(path, Some(ANALYST)).await;
+        assert_eq!(
+            (status, body["parameter"].as_str()),
+            (400, Some(parameter)),
+            "{path}: {body}"
+        );
+    }
+    // model= answers that model alone, with the credits of the full answer.
+    let (_, every) = api.get("/api/attribution", Some(ANALYST)).await;
+    for model in ["last_touch", "markov"] {
+        let (status, one) = api
+            .get(&format!("/api/attribution?model={model}"), Some(ANALYST))
+            .await;
+        assert_eq!(status, 200, "{one}");
+        assert_eq!(one["models"], serde_json::json!([model]));
+        assert_eq!(one["conversions"], every["conversions"]);
+        for part in ["by_channel", "by_channel_phase", "by_conversion_phase"] {
+            let kept: Vec<&String> = one[part]
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
+            assert!(kept.iter().all(|k| k.as_str() == model), "{part}: {kept:?}");
+            assert_eq!(one[part][model], every[part][model], "{model} {part}");
+        }
+    }
+    let (status, csv) = api
+        .get("/api/attribution?model=markov&format=csv", Some(ANALYST))
+        .await;
+    assert_eq!(status, 200);
+    let csv = csv.as_str().unwrap_or_default();
+    let lines: Vec<&str> = csv.lines().skip(1).filter(|l| !l.is_empty()).collect();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.starts_with("markov,")),
+        "{csv}"
+    );
     // CSV of the tables.
     for (path, header, line) in [
         (

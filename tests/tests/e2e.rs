@@ -346,6 +346,47 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         "scans on most placements: {:?}",
         truth.scans_by_placement
     );
+    // The channels' and placements' cost per sign-up divide the reach
+    // report's cost (the question's share) by their sign-ups: where both
+    // count the same sign-ups, the same amount, on a phase as on the whole.
+    let mut amounts = 0;
+    for question in ["", "?phase=p2-saint-valentin"] {
+        let media = dashboard.get_json(&format!("/api/media{question}"), ANALYST);
+        let line = |list: &str, key: &str, value: &str| -> serde_json::Value {
+            media[list]
+                .as_array()
+                .and_then(|l| l.iter().find(|x| x[key] == value).cloned())
+                .unwrap_or_default()
+        };
+        let placements = dashboard.get_json(&format!("/api/placements{question}"), ANALYST);
+        for p in placements["rows"].as_array().expect("rows") {
+            let m = line("placements", "code", p["code"].as_str().unwrap_or_default());
+            if m["signups"] == p["signups"] {
+                assert_eq!(
+                    m["cost_per_signup_eur"], p["cost_per_signup_eur"],
+                    "{question} {p}"
+                );
+                amounts += usize::from(p["cost_per_signup_eur"].is_f64());
+            }
+        }
+        let channels = dashboard.get_json(&format!("/api/channels{question}"), ANALYST);
+        let mut by_channel: std::collections::BTreeMap<String, (u64, serde_json::Value)> =
+            std::collections::BTreeMap::new();
+        for r in channels["rows"].as_array().expect("rows") {
+            let e = by_channel
+                .entry(r["channel"].as_str().unwrap_or_default().to_owned())
+                .or_insert((0, r["cost_per_signup_eur"].clone()));
+            e.0 += r["signups"].as_u64().unwrap_or(0);
+        }
+        for (channel, (n, cost)) in by_channel {
+            let m = line("channels", "channel", &channel);
+            if m["signups"].as_u64() == Some(n) {
+                assert_eq!(m["cost_per_signup_eur"], cost, "{question} {channel}");
+                amounts += usize::from(cost.is_f64());
+            }
+        }
+    }
+    assert!(amounts >= 6, "only {amounts} costs per sign-up compared");
     // The data-driven models equal the truth's own computation (Markov by
     // value iteration there, Gaussian elimination here; Shapley by its
     // closed form there, over coalitions here).
@@ -466,7 +507,8 @@ fn returning_visitors(
     n: usize,
 ) -> Vec<(String, String)> {
     use std::collections::BTreeMap;
-    let mut last: BTreeMap<&str, (chrono::DateTime<chrono::Utc>, bool)> = BTreeMap::new();
+    let mut last: BTreeMap<&str, (chrono::DateTime<chrono::Utc>, bool)> =
+        std::collections::BTreeMap::new();
     for e in truth {
         let entry = last.entry(&e.visitor).or_insert((e.ts, false));
         entry.0 = entry.0.max(e.ts);
