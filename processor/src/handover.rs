@@ -32,6 +32,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::ClientContext;
 
 use crate::batcher::Batch;
+use crate::metrics::Metrics;
 
 /// The events consumer, with the rebalance callback of this module.
 pub type EventsConsumer = rdkafka::consumer::StreamConsumer<Handover>;
@@ -46,14 +47,23 @@ pub struct Inflight {
 }
 
 /// What the consume loop and its rebalance callback share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Handover {
     inflight: Mutex<Option<Inflight>>,
     /// (topic, partition) revoked since the loop last looked.
     revoked: Mutex<Vec<(String, i32)>>,
+    metrics: Metrics,
 }
 
 impl Handover {
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            inflight: Mutex::default(),
+            revoked: Mutex::default(),
+            metrics,
+        }
+    }
+
     /// Records the INSERT just started.
     pub fn put(&self, inflight: Inflight) {
         if let Ok(mut slot) = self.inflight.lock() {
@@ -90,14 +100,22 @@ impl Handover {
     /// Waits for the INSERT under way, stores its offsets, and commits
     /// every offset stored (an asynchronous commit may still be on its way).
     fn hand_over(&self, consumer: &BaseConsumer<Self>) {
-        self.wait_for_insert(consumer);
+        let insert = if self.wait_for_insert(consumer) {
+            "waited"
+        } else {
+            "none"
+        };
+        self.metrics.revokes.with_label_values(&[insert]).inc();
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::info!(error = %e, "nothing committed before handing partitions over; the next owner starts at the last commit (duplicates are removed)");
         }
     }
 
-    fn wait_for_insert(&self, consumer: &BaseConsumer<Self>) {
-        let Some(inflight) = self.take() else { return };
+    /// Whether there was an INSERT to wait for.
+    fn wait_for_insert(&self, consumer: &BaseConsumer<Self>) -> bool {
+        let Some(inflight) = self.take() else {
+            return false;
+        };
         // Off the async worker: the INSERT task may need this thread's queue.
         let waited = match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
@@ -107,7 +125,7 @@ impl Handover {
             _ => {
                 tracing::error!("partitions revoked outside a multi-threaded runtime; the INSERT under way is not waited for");
                 self.put(inflight);
-                return;
+                return false;
             }
         };
         match waited {
@@ -125,6 +143,7 @@ impl Handover {
             }
             Err(e) => tracing::error!(error = %e, "insert task failed"),
         }
+        true
     }
 }
 

@@ -112,7 +112,7 @@ fn consumer_pipeline(
         settings.max_poll_interval_ms.to_string(),
     );
     let consumer: handover::EventsConsumer =
-        consumer_config.create_with_context(handover::Handover::default())?;
+        consumer_config.create_with_context(handover::Handover::new(metrics.clone()))?;
     consumer.subscribe(&[&settings.kafka.topic])?;
     let consumer = Arc::new(consumer);
     let dlq_producer: FutureProducer = settings.kafka.producer_config(10_000).create()?;

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub rewinds: IntCounter,
     pub assigned: IntGauge,
     pub rejoins: IntCounter,
+    pub revokes: IntCounterVec,
+    pub revoked_rows_dropped: IntCounter,
     pub values_redacted: IntCounterVec,
     pub delay: HistogramVec,
 }
@@ -84,6 +86,18 @@ impl Metrics {
             "Times this member left and rejoined its group because partitions with waiting messages \
              had no member consuming them",
         )?;
+        let revokes = IntCounterVec::new(
+            Opts::new(
+                "ensemble_processor_partitions_revoked_total",
+                "Rebalances that took partitions from this member, by what it did first \
+                 (insert=waited: finished the INSERT under way and committed it; insert=none)",
+            ),
+            &["insert"],
+        )?;
+        let revoked_rows_dropped = IntCounter::new(
+            "ensemble_processor_revoked_rows_dropped_total",
+            "Rows of revoked partitions dropped from the batch being filled (their next owner reads them again)",
+        )?;
         let values_redacted = IntCounterVec::new(
             Opts::new(
                 "ensemble_processor_values_redacted_total",
@@ -112,6 +126,8 @@ impl Metrics {
             Box::new(rewinds.clone()),
             Box::new(assigned.clone()),
             Box::new(rejoins.clone()),
+            Box::new(revokes.clone()),
+            Box::new(revoked_rows_dropped.clone()),
             Box::new(values_redacted.clone()),
             Box::new(delay.clone()),
         ] {
@@ -130,6 +146,8 @@ impl Metrics {
             rewinds,
             assigned,
             rejoins,
+            revokes,
+            revoked_rows_dropped,
             values_redacted,
             delay,
         })

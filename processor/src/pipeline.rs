@@ -85,12 +85,12 @@ impl Pipeline {
                     }
                     Ok(Ok(m)) => {
                         // A rebalance runs inside `recv`: this message is of the new assignment.
-                        drop_revoked(handover.take_revoked(), &mut batch, &mut abandoned);
+                        self.drop_revoked(handover.take_revoked(), &mut batch, &mut abandoned);
                         self.handle(&m, &mut batch).await;
                     }
                 },
             }
-            drop_revoked(handover.take_revoked(), &mut batch, &mut abandoned);
+            self.drop_revoked(handover.take_revoked(), &mut batch, &mut abandoned);
             if handover.finished() {
                 self.finish(handover.take(), &mut abandoned).await;
             }
@@ -263,6 +263,33 @@ impl Pipeline {
         Inflight { task, give_up }
     }
 
+    /// After partitions were revoked: what the batch being filled holds of
+    /// them is dropped — none of it is written, and those messages are read
+    /// again from the committed offsets by whoever owns them now — and their
+    /// offsets may be stored again (a partition assigned anew starts from its
+    /// committed offset).
+    fn drop_revoked(
+        &self,
+        revoked: Vec<(String, i32)>,
+        batch: &mut Batch,
+        abandoned: &mut Abandoned,
+    ) {
+        if revoked.is_empty() {
+            return;
+        }
+        let dropped = batch.forget(&revoked);
+        self.metrics
+            .revoked_rows_dropped
+            .inc_by(u64::try_from(dropped).unwrap_or(u64::MAX));
+        if dropped > 0 {
+            tracing::info!(
+                rows = dropped,
+                "partitions revoked: their rows in the batch being filled are dropped and read again"
+            );
+        }
+        abandoned.partitions.retain(|p| !revoked.contains(p));
+    }
+
     /// Waits for an INSERT and stores its batch's offsets. Once a batch is
     /// given up, no later offset of its partitions is stored (that would
     /// skip its messages) until they are revoked.
@@ -337,25 +364,6 @@ async fn dead_letter(
     );
     dead_letters.send(key, payload, reason, detail, from).await;
     metrics.dead_lettered.with_label_values(&[reason]).inc();
-}
-
-/// After partitions were revoked: what the batch being filled holds of
-/// them is dropped — none of it is written, and those messages are read
-/// again from the committed offsets by whoever owns them now — and their
-/// offsets may be stored again (a partition assigned anew starts from its
-/// committed offset).
-fn drop_revoked(revoked: Vec<(String, i32)>, batch: &mut Batch, abandoned: &mut Abandoned) {
-    if revoked.is_empty() {
-        return;
-    }
-    let dropped = batch.forget(&revoked);
-    if dropped > 0 {
-        tracing::info!(
-            rows = dropped,
-            "partitions revoked: their rows in the batch being filled are dropped and read again"
-        );
-    }
-    abandoned.partitions.retain(|p| !revoked.contains(p));
 }
 
 /// Every `every`, for each partition assigned to this member: the lag gauge

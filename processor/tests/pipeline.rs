@@ -673,6 +673,17 @@ async fn a_member_joining_during_a_slow_insert_takes_over_without_counting_twice
     assert_eq!(raw, expected_breakdown(&messages));
     assert_eq!(rollup, raw);
     s.assert_figures_match_events().await;
+    // The hand-over is what kept it exact: the slow member waited for its
+    // held INSERT when the joining member took partitions.
+    let metrics = slow.get("/metrics").map(|(_, m)| m).unwrap_or_default();
+    assert!(
+        metric_value(
+            &metrics,
+            "ensemble_processor_partitions_revoked_total{insert=\"waited\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
 }
 
 /// SIGKILL on librdkafka's mock cluster, which rebalances by itself after
