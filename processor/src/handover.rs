@@ -20,6 +20,9 @@
 //!    revoked partitions (nothing of it is written yet; those messages are
 //!    read again from the committed offset, by whoever owns them next).
 //!
+//! This relies on the eager rebalance protocol, which the processor sets:
+//! every partition is revoked and each restarts from its committed offset.
+//!
 //! A member that lost its assignment without a rebalance callback (its
 //! session expired, or it did not poll for `max.poll.interval.ms` while an
 //! INSERT was retried) no longer writes figures: each INSERT checks

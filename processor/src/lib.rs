@@ -111,6 +111,12 @@ fn consumer_pipeline(
         "max.poll.interval.ms",
         settings.max_poll_interval_ms.to_string(),
     );
+    // The eager protocol (librdkafka's default, written out): a rebalance
+    // revokes every partition and each restarts from its committed offset,
+    // which the hand-over relies on (`handover.rs`). A cooperative revoke of
+    // some partitions would keep the others' positions past a batch that
+    // was given up.
+    consumer_config.set("partition.assignment.strategy", "range,roundrobin");
     let consumer: handover::EventsConsumer =
         consumer_config.create_with_context(handover::Handover::new(metrics.clone()))?;
     consumer.subscribe(&[&settings.kafka.topic])?;
