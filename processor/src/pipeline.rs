@@ -65,7 +65,7 @@ impl Pipeline {
         let handover = self.consumer.context().clone();
         // Partitions with a batch given up: no later offset of theirs is
         // stored (it would skip that batch's messages) until they are revoked.
-        let mut abandoned = Abandoned::new();
+        let mut abandoned = Abandoned::default();
         loop {
             let wait = if handover.busy() {
                 // Look at the insert under way soon: its offsets are stored once it is done.
@@ -75,22 +75,21 @@ impl Pipeline {
             } else {
                 batch.time_left(&self.limits, Instant::now())
             };
-            tokio::select! {
+            let received = tokio::select! {
                 _ = shutdown.wait() => break,
-                received = tokio::time::timeout(wait, self.consumer.recv()) => match received {
-                    Err(_idle) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "kafka consumer error");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Ok(Ok(m)) => {
-                        // A rebalance runs inside `recv`: this message is of the new assignment.
-                        self.drop_revoked(handover.take_revoked(), &mut batch, &mut abandoned);
-                        self.handle(&m, &mut batch).await;
-                    }
-                },
-            }
+                received = tokio::time::timeout(wait, self.consumer.recv()) => received,
+            };
+            // A rebalance runs inside `recv`: what it revoked leaves the
+            // batch before the message received (of the new assignment) joins it.
             self.drop_revoked(handover.take_revoked(), &mut batch, &mut abandoned);
+            match received {
+                Err(_idle) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(Ok(m)) => self.handle(&m, &mut batch).await,
+            }
             if handover.finished() {
                 self.finish(handover.take(), &mut abandoned).await;
             }
@@ -174,18 +173,18 @@ impl Pipeline {
         batch.handled(m.topic(), m.partition(), m.offset());
     }
 
-    /// Starts the INSERT of `batch`; the task gives the batch back once
-    /// ClickHouse accepted it and the rows it refused are dead-lettered, or
-    /// `None` if it gave up while ClickHouse failed (shutdown, or its
-    /// partitions revoked) or this member lost its partitions.
+    /// Starts the INSERT of `batch`; the task gives the batch back — `Ok`
+    /// once ClickHouse accepted it and the rows it refused are
+    /// dead-lettered, `Err` if it gave up while ClickHouse failed (shutdown,
+    /// or its partitions revoked: `give_up`, a child of `shutdown`) or this
+    /// member lost its partitions.
     fn start_insert(&self, batch: Batch, shutdown: &Shutdown) -> Inflight {
-        let give_up = Shutdown::new();
-        let (client, campaign, metrics, max, shutdown, dead_letters, consumer, stop) = (
+        let give_up = shutdown.child();
+        let (client, campaign, metrics, max, dead_letters, consumer, stop) = (
             self.client.clone(),
             self.campaign.clone(),
             self.metrics.clone(),
             self.insert_retry_max,
-            shutdown.clone(),
             self.dead_letters.clone(),
             self.consumer.clone(),
             give_up.clone(),
@@ -194,14 +193,6 @@ impl Pipeline {
             if batch.rows.is_empty() {
                 return Ok(batch);
             }
-            // Shutdown makes this INSERT give up too.
-            let relay = tokio::spawn({
-                let stop = stop.clone();
-                async move {
-                    shutdown.wait().await;
-                    stop.trigger();
-                }
-            });
             let owner = || !consumer.assignment_lost();
             let inserted = sink::insert(
                 &client,
@@ -212,7 +203,6 @@ impl Pipeline {
                 (&stop, &owner),
             )
             .await;
-            relay.abort();
             let refused = match inserted {
                 Ok(refused) => refused,
                 Err(e) => {
@@ -335,10 +325,6 @@ struct Abandoned {
 }
 
 impl Abandoned {
-    fn new() -> Self {
-        Self::default()
-    }
-
     fn holds(&self, topic: &str, partition: i32) -> bool {
         self.all || self.partitions.contains(&(topic.to_owned(), partition))
     }
