@@ -26,6 +26,13 @@ pub struct Source {
     pub payload: Vec<u8>,
 }
 
+impl Source {
+    /// What the message weighs against `max_bytes`: key and payload.
+    fn bytes(&self) -> usize {
+        self.payload.len() + self.key.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// Rows waiting for one INSERT, and the offsets they cover.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -41,7 +48,7 @@ pub struct Batch {
 impl Batch {
     pub fn push(&mut self, row: EventRow, source: Source) {
         self.started.get_or_insert_with(Instant::now);
-        self.bytes += source.payload.len() + source.key.as_ref().map_or(0, Vec::len);
+        self.bytes += source.bytes();
         self.rows.push(row);
         self.sources.push(source);
     }
@@ -111,11 +118,7 @@ impl Batch {
         let (mut rows, mut sources) = (keep.iter(), keep.iter());
         self.rows.retain(|_| *rows.next().unwrap_or(&true));
         self.sources.retain(|_| *sources.next().unwrap_or(&true));
-        self.bytes = self
-            .sources
-            .iter()
-            .map(|s| s.payload.len() + s.key.as_ref().map_or(0, Vec::len))
-            .sum();
+        self.bytes = self.sources.iter().map(Source::bytes).sum();
         if self.is_empty() {
             self.started = None;
         }
