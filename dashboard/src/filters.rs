@@ -285,9 +285,8 @@ impl Filters {
             ));
         }
         let known = |k: &str| COMMON.contains(&k) || extra.contains(&k);
-        let mut unknown: Vec<&String> = q.keys().filter(|k| !known(k)).collect();
-        unknown.sort();
-        if let Some(k) = unknown.first() {
+        // The first in name order, so that the answer does not depend on hashing.
+        if let Some(k) = q.keys().filter(|k| !known(k)).min() {
             let name: &'static str = "query";
             let listed: Vec<&str> = COMMON.iter().chain(extra).copied().collect();
             return Err(bad(
