@@ -3,6 +3,8 @@
 //!
 //! - [`campaign`]: the campaign file (phases, channels, placements,
 //!   attribution settings), validated;
+//! - [`campaigns`]: several campaigns side by side, and which one an
+//!   event belongs to;
 //! - [`event`]: the event vocabulary, the wire format and its validation;
 //! - [`rules`]: what an event *is* for the figures (a scan, an exposure,
 //!   a touch candidate, a sign-up);
@@ -26,6 +28,7 @@
 
 pub mod attribution;
 pub mod campaign;
+pub mod campaigns;
 pub mod devices;
 pub mod event;
 pub mod figures;
@@ -37,4 +40,5 @@ pub mod redact;
 pub mod rules;
 
 pub use campaign::Campaign;
+pub use campaigns::Campaigns;
 pub use event::{EventMessage, EventType};
