@@ -4,7 +4,7 @@
 //! `ensemble-model` (re-exported here under its module names).
 
 pub use ensemble_model::{
-    attribution, campaign, devices, figures, journeys, media, paths, privacy, redact, rules,
+    attribution, campaign, campaigns, devices, figures, journeys, media, paths, privacy, redact, rules,
 };
 
 pub mod config;
@@ -20,8 +20,9 @@ pub mod store;
 pub mod telemetry;
 
 pub use campaign::Campaign;
+pub use campaigns::Campaigns;
 pub use config::ConfigError;
 pub use event::{EventMessage, EventRow, EventType};
 pub use kafka::KafkaConfig;
 pub use shutdown::Shutdown;
-pub use store::StoreConfig;
+pub use store::{Sites, StoreConfig};

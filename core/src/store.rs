@@ -178,3 +178,91 @@ pub async fn schema_ready(store: &StoreConfig) -> bool {
         .await
         .is_ok_and(|n| n == 3)
 }
+
+/// The campaigns a deployment serves and the database of each: the main
+/// campaign (`--campaign`) in `--clickhouse-database`, every other one
+/// (`--also-campaign FILE=DATABASE`) in its own database, so that nothing
+/// of one campaign's figures can leak into another's.
+#[derive(Debug, Clone)]
+pub struct Sites {
+    pub campaigns: ensemble_model::Campaigns,
+    /// `stores[i]` holds `campaigns.get(i)`.
+    pub stores: Vec<StoreConfig>,
+}
+
+impl Sites {
+    /// Loads the main campaign and the `also` ones (`FILE=DATABASE`
+    /// each), validated together; errors name the flag at fault.
+    pub fn load(
+        main: &std::path::Path,
+        store: &StoreConfig,
+        also: &[String],
+    ) -> Result<Self, crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        let (campaigns, databases) = load_campaigns(main, also)?;
+        let mut stores = vec![store.clone()];
+        for database in databases {
+            if stores.iter().any(|s| s.database == database) {
+                return Err(ConfigError::new(
+                    "--also-campaign",
+                    format!("database `{database}` is given to two campaigns; each needs its own"),
+                ));
+            }
+            let mut s = store.clone();
+            s.database = database;
+            stores.push(s);
+        }
+        Ok(Self { campaigns, stores })
+    }
+
+    /// One campaign in one database.
+    pub fn one(campaign: crate::Campaign, store: StoreConfig) -> Self {
+        Self {
+            campaigns: ensemble_model::Campaigns::one(campaign),
+            stores: vec![store],
+        }
+    }
+
+    /// Each campaign with its database's settings.
+    pub fn iter(&self) -> impl Iterator<Item = (&crate::Campaign, &StoreConfig)> {
+        self.campaigns.iter().zip(&self.stores)
+    }
+}
+
+/// The main campaign file and the `--also-campaign FILE=DATABASE` ones,
+/// validated together (ids, calendars): the campaigns, and the database
+/// named for each `also` one, same order.
+pub fn load_campaigns(
+    main: &std::path::Path,
+    also: &[String],
+) -> Result<(ensemble_model::Campaigns, Vec<String>), crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let first =
+        crate::Campaign::load(main).map_err(|e| ConfigError::new("--campaign", e.to_string()))?;
+    let mut list = vec![first];
+    let mut databases = Vec::new();
+    for spec in also {
+        let Some((file, database)) = spec.rsplit_once('=') else {
+            return Err(ConfigError::new(
+                "--also-campaign",
+                format!(
+                    "`{spec}` must be FILE=DATABASE (the campaign file and the ClickHouse database of its figures)"
+                ),
+            ));
+        };
+        let c = crate::Campaign::load(std::path::Path::new(file))
+            .map_err(|e| ConfigError::new("--also-campaign", format!("{file}: {e}")))?;
+        let database = database.trim();
+        if !is_identifier(database) {
+            return Err(ConfigError::new(
+                "--also-campaign",
+                format!("database `{database}` of {file} must match [A-Za-z_][A-Za-z0-9_]*"),
+            ));
+        }
+        list.push(c);
+        databases.push(database.to_owned());
+    }
+    let campaigns = ensemble_model::Campaigns::new(list)
+        .map_err(|e| ConfigError::new("--also-campaign", e.to_string()))?;
+    Ok((campaigns, databases))
+}

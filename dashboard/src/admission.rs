@@ -37,7 +37,8 @@ pub enum Refusal {
 
 /// The slots; one semaphore per configured token (tokens are fixed at
 /// start-up, so the table never grows).
-#[derive(Debug)]
+/// Clones share their slots.
+#[derive(Debug, Clone)]
 pub struct Gate {
     limits: HeavyLimits,
     total: Arc<Semaphore>,

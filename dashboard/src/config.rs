@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use ensemble_core::config::{parse_listen, parse_ops_listen, ConfigError};
 use ensemble_core::telemetry::LogConfig;
-use ensemble_core::{Campaign, KafkaConfig, StoreConfig};
+use ensemble_core::{Campaign, KafkaConfig, Sites, StoreConfig};
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
@@ -59,6 +59,16 @@ pub struct Config {
         global = true
     )]
     pub campaign: PathBuf,
+    /// Another campaign served side by side, as `FILE=DATABASE` (the
+    /// campaign file and the ClickHouse database of its figures, as given
+    /// to the processor); repeat it for each. `campaign=<id>` picks one.
+    #[arg(
+        long,
+        env = "ENSEMBLE_ALSO_CAMPAIGNS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub also_campaign: Vec<String>,
     /// Analyst access tokens (comma-separated, each ≥ 16 bytes): see everything.
     #[arg(
         long,
@@ -138,10 +148,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub collector_url: url::Url,
     pub ops_listen: Option<SocketAddr>,
-    pub campaign: Campaign,
+    /// Every campaign served (`--campaign` first) and its database.
+    pub sites: Sites,
     pub analyst_tokens: Vec<String>,
     pub agency_tokens: Vec<String>,
-    pub store: StoreConfig,
     pub kafka: KafkaConfig,
     pub processor_group: String,
     pub query: QueryLimits,
@@ -177,8 +187,6 @@ impl Config {
         self.agency_tokens.retain(|t| !t.is_empty());
         let listen = parse_listen("--listen", &self.listen)?;
         let ops_listen = parse_ops_listen(listen, self.ops_listen.as_deref())?;
-        let campaign = Campaign::load(&self.campaign)
-            .map_err(|e| ConfigError::new("--campaign", e.to_string()))?;
         if self.analyst_tokens.is_empty() {
             return Err(ConfigError::new(
                 "--analyst-tokens",
@@ -207,6 +215,7 @@ impl Config {
             ));
         }
         self.store.validate()?;
+        let sites = Sites::load(&self.campaign, &self.store, &self.also_campaign)?;
         self.kafka.validate()?;
         if self.processor_group.trim().is_empty() {
             return Err(ConfigError::new(
@@ -249,10 +258,9 @@ impl Config {
             listen,
             collector_url: collector_url(&self.collector_public_url)?,
             ops_listen,
-            campaign,
+            sites,
             analyst_tokens: self.analyst_tokens,
             agency_tokens: self.agency_tokens,
-            store: self.store,
             kafka: self.kafka,
             processor_group: self.processor_group,
             query: QueryLimits {

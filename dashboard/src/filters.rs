@@ -21,7 +21,7 @@ pub struct FilterError {
     pub message: String,
 }
 
-fn bad(parameter: &'static str, message: impl Into<String>) -> FilterError {
+pub fn bad(parameter: &'static str, message: impl Into<String>) -> FilterError {
     FilterError {
         parameter,
         message: message.into(),

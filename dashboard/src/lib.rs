@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod answers;
+pub mod campaigns;
 pub mod compare;
 pub mod config;
 pub mod csv;
@@ -19,6 +20,7 @@ use axum::Router;
 use ensemble_core::service::{ops_router, serve, Readiness};
 use ensemble_core::{probe, store, Shutdown};
 
+pub use campaigns::Served;
 pub use config::{Config, Settings};
 
 /// Request metrics: `ensemble_dashboard_requests_total{route,status}` and
@@ -75,21 +77,52 @@ async fn track(
 }
 
 /// The API behind its token check, the page, and the open ops routes.
-pub fn router(
-    state: state::Shared,
-    registry: prometheus::Registry,
-    readiness: Readiness,
-) -> Router {
-    public_router(state, &registry).merge(ops_router(registry, readiness))
+pub fn router(served: Served, registry: prometheus::Registry, readiness: Readiness) -> Router {
+    public_router(served, &registry).merge(ops_router(registry, readiness))
 }
 
 /// The API behind its token check and the page, without the ops routes
-/// (served on `--ops-listen`).
-pub fn public_router(state: state::Shared, registry: &prometheus::Registry) -> Router {
+/// (served on `--ops-listen`): one copy of the API per campaign, a request
+/// going to the one its `campaign=` names (`campaigns::dispatch`).
+pub fn public_router(served: Served, registry: &prometheus::Registry) -> Router {
     // A duplicate registration can only come from calling this twice on one
     // registry; the routes then go without request metrics rather than fail.
     let metrics = RequestMetrics::register(registry).ok();
-    let timeout = state.request_timeout;
+    let main = served.states[0].clone();
+    let timeout = main.request_timeout;
+    let dispatch = std::sync::Arc::new(campaigns::Dispatch {
+        campaigns: served.campaigns.clone(),
+        routers: served
+            .states
+            .iter()
+            .map(|s| campaign_api(s.clone(), metrics.clone()))
+            .collect(),
+    });
+    let served = std::sync::Arc::new(served);
+    let listing = Router::new()
+        .route("/api/campaigns", axum::routing::get(campaigns::list))
+        .route("/api/years", axum::routing::get(campaigns::years))
+        .with_state(served)
+        .route_layer(axum::middleware::from_fn_with_state(
+            main,
+            state::require_token,
+        ));
+    // The page holds no data: it asks for the token and sends it in a header.
+    let api = Router::new()
+        .route("/", axum::routing::get(page))
+        .route("/api/openapi.json", axum::routing::get(openapi))
+        .merge(listing);
+    let api = match &metrics {
+        Some(m) => api.route_layer(axum::middleware::from_fn_with_state(m.clone(), track)),
+        None => api,
+    };
+    let api = api.fallback(campaigns::dispatch).with_state(dispatch);
+    ensemble_core::service::harden(api, timeout)
+        .layer(axum::middleware::from_fn(ensemble_core::service::private))
+}
+
+/// One campaign's API, behind its token check.
+fn campaign_api(state: state::Shared, metrics: Option<RequestMetrics>) -> Router {
     let api = Router::new()
         .route(
             "/api/overview",
@@ -143,16 +176,10 @@ pub fn public_router(state: state::Shared, registry: &prometheus::Registry) -> R
             compare::compare,
         ))
         .with_state(state);
-    // The page holds no data: it asks for the token and sends it in a header.
-    let api = api
-        .route("/", axum::routing::get(page))
-        .route("/api/openapi.json", axum::routing::get(openapi));
-    let api = match metrics {
+    match metrics {
         Some(m) => api.route_layer(axum::middleware::from_fn_with_state(m, track)),
         None => api,
-    };
-    ensemble_core::service::harden(api, timeout)
-        .layer(axum::middleware::from_fn(ensemble_core::service::private))
+    }
 }
 
 /// The OpenAPI 3.1 description of the API (checked against the routes,
@@ -173,10 +200,45 @@ async fn page() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../assets/index.html"))
 }
 
-/// The API state for `settings`.
-pub fn state(settings: &Settings) -> anyhow::Result<state::Shared> {
-    Ok(std::sync::Arc::new(state::ApiState {
-        campaign: settings.campaign.clone(),
+/// The API state of every campaign of `settings`.
+pub fn state(settings: &Settings) -> anyhow::Result<Served> {
+    let lag = std::sync::Arc::new(ensemble_core::kafka::LagReader::new(
+        &settings.kafka.brokers,
+        &settings.kafka.topic,
+        &settings.processor_group,
+    )?);
+    // One admission for every campaign: a token's share is the same
+    // whichever campaign it asks about.
+    let gate = admission::Gate::new(
+        settings.heavy,
+        settings
+            .analyst_tokens
+            .iter()
+            .map(|_| state::Role::Analyst)
+            .chain(settings.agency_tokens.iter().map(|_| state::Role::Agency))
+            .enumerate(),
+    );
+    let states = settings
+        .sites
+        .iter()
+        .map(|(campaign, store)| campaign_state(settings, campaign, store, &lag, &gate))
+        .collect();
+    Ok(Served {
+        campaigns: settings.sites.campaigns.clone(),
+        states,
+    })
+}
+
+/// One campaign's API state.
+fn campaign_state(
+    settings: &Settings,
+    campaign: &ensemble_core::Campaign,
+    store: &ensemble_core::StoreConfig,
+    lag: &std::sync::Arc<ensemble_core::kafka::LagReader>,
+    gate: &admission::Gate,
+) -> state::Shared {
+    std::sync::Arc::new(state::ApiState {
+        campaign: campaign.clone(),
         collector_url: settings.collector_url.clone(),
         request_timeout: settings.request_timeout,
         // Every query under the dashboard's limits (time, memory, threads),
@@ -184,8 +246,7 @@ pub fn state(settings: &Settings) -> anyhow::Result<state::Shared> {
         // sorts spill to disk from half the memory instead of failing. The
         // read-only user (`ensemble_dashboard` in the shipped configs) adds
         // that it can write nothing.
-        client: settings
-            .store
+        client: store
             .client()
             .with_setting("max_execution_time", settings.query.timeout_s.to_string())
             .with_setting(
@@ -203,35 +264,30 @@ pub fn state(settings: &Settings) -> anyhow::Result<state::Shared> {
             ),
         analyst_tokens: settings.analyst_tokens.clone(),
         agency_tokens: settings.agency_tokens.clone(),
-        lag: ensemble_core::kafka::LagReader::new(
-            &settings.kafka.brokers,
-            &settings.kafka.topic,
-            &settings.processor_group,
-        )?,
-        gate: admission::Gate::new(
-            settings.heavy,
-            settings
-                .analyst_tokens
-                .iter()
-                .map(|_| state::Role::Analyst)
-                .chain(settings.agency_tokens.iter().map(|_| state::Role::Agency))
-                .enumerate(),
-        ),
-    }))
+        lag: lag.clone(),
+        gate: gate.clone(),
+    })
 }
 
 /// Serves until `shutdown` trips.
 pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let readiness = Readiness::default();
-    let store = settings.store.clone();
+    let stores = settings.sites.stores.clone();
     probe::spawn(
         readiness.clone(),
         "clickhouse",
         Duration::from_secs(5),
         shutdown.clone(),
         move || {
-            let store = store.clone();
-            async move { store::schema_ready(&store).await }
+            let stores = stores.clone();
+            async move {
+                for s in &stores {
+                    if !store::schema_ready(s).await {
+                        return false;
+                    }
+                }
+                true
+            }
         },
     );
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;

@@ -35,7 +35,7 @@ pub struct ApiState {
     pub agency_tokens: Vec<String>,
     /// The processor group's progress on the events topic (`/api/live`'s
     /// pending events), over one client for the life of the service.
-    pub lag: ensemble_core::kafka::LagReader,
+    pub lag: Arc<ensemble_core::kafka::LagReader>,
     /// Slots for questions the pre-summed figures do not answer.
     pub gate: crate::admission::Gate,
 }

@@ -9,7 +9,7 @@ use ensemble_core::Shutdown;
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::endpoints::live::progress;
-use crate::state::Shared;
+use crate::campaigns::Served;
 
 #[derive(Debug, Clone)]
 struct Gauges {
@@ -67,7 +67,7 @@ impl Gauges {
 
 /// Refreshes the gauges every `every` until `shutdown`.
 pub fn spawn(
-    state: Shared,
+    served: Served,
     registry: &Registry,
     every: Duration,
     shutdown: Shutdown,
@@ -76,9 +76,11 @@ pub fn spawn(
     tokio::spawn(async move {
         loop {
             let now = Utc::now();
+            // The campaign running now (or the last one that started).
+            let state = &served.states[served.campaigns.current(now)];
             let active = state.campaign.phase_at(now) != ensemble_core::campaign::HORS_PHASE;
             gauges.phase_active.set(i64::from(active));
-            match progress(&state, now).await {
+            match progress(state, now).await {
                 Ok(p) => {
                     match p.pending_events {
                         Some(n) => gauges.pending.set(n),

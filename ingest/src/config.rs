@@ -7,7 +7,7 @@ use clap::Parser;
 use ensemble_core::config::{parse_listen, parse_ops_listen, ConfigError};
 use ensemble_core::privacy::ContactHasher;
 use ensemble_core::telemetry::LogConfig;
-use ensemble_core::{Campaign, KafkaConfig};
+use ensemble_core::{Campaigns, KafkaConfig};
 
 use crate::body::BodyLimits;
 use crate::client::{Cidr, ClientResolver};
@@ -37,6 +37,11 @@ pub struct Config {
         default_value = "deploy/campaign.toml"
     )]
     pub campaign: PathBuf,
+    /// Another campaign served side by side, as `FILE=DATABASE` (the same
+    /// value the processor and the dashboard take; the collector reads the
+    /// file only): its placement codes open their pages.
+    #[arg(long, env = "ENSEMBLE_ALSO_CAMPAIGNS", value_delimiter = ',')]
+    pub also_campaign: Vec<String>,
     /// Secret key of the contact HMAC and of hashed visitor ids (≥ 16 bytes). Required.
     #[arg(long, env = "ENSEMBLE_CONTACT_SECRET", hide_env_values = true)]
     pub contact_secret: Option<String>,
@@ -117,7 +122,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Where the ops routes are served when not on `listen`.
     pub ops_listen: Option<SocketAddr>,
-    pub campaign: Campaign,
+    /// Every campaign served (`--campaign` first).
+    pub campaigns: Campaigns,
     pub hasher: ContactHasher,
     /// The secret, for deriving hashed visitor ids.
     pub secret: Vec<u8>,
@@ -150,8 +156,8 @@ impl Config {
         self.import_token = self.import_token.filter(|t| !t.is_empty());
         let listen = parse_listen("--listen", &self.listen)?;
         let ops_listen = parse_ops_listen(listen, self.ops_listen.as_deref())?;
-        let campaign = Campaign::load(&self.campaign)
-            .map_err(|e| ConfigError::new("--campaign", e.to_string()))?;
+        let (campaigns, _) =
+            ensemble_core::store::load_campaigns(&self.campaign, &self.also_campaign)?;
         let secret = self.contact_secret.ok_or_else(|| {
             ConfigError::new(
                 "--contact-secret",
@@ -251,7 +257,7 @@ impl Config {
         Ok(Settings {
             listen,
             ops_listen,
-            campaign,
+            campaigns,
             hasher,
             secret: secret.into_bytes(),
             import_token: self.import_token,

@@ -49,10 +49,11 @@ impl Collector {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
         let producer = EventProducer::new(&settings.kafka, settings.delivery_timeout_ms)?;
         let state = AppState {
-            campaign: settings.campaign.clone(),
+            campaigns: settings.campaigns.clone(),
             normaliser: Normaliser::new(
                 settings.hasher.clone(),
-                VisitorIds::new(&settings.secret, settings.campaign.timezone),
+                // The day of a hashed visitor id is the main campaign's.
+                VisitorIds::new(&settings.secret, settings.campaigns.get(0).timezone),
                 settings.max_future_skew_s,
                 settings.max_past_skew_s,
                 settings.visit_token_ttl_s,
@@ -90,13 +91,14 @@ impl Collector {
     /// The event endpoints only: CORS for the landing origins, request
     /// metrics, request ids, no Referer leaks.
     pub fn public_router(&self) -> Router {
-        let origins: Vec<_> = self
+        let mut origins: Vec<_> = self
             .state
-            .campaign
-            .landing_origins
+            .campaigns
             .iter()
+            .flat_map(|c| &c.landing_origins)
             .filter_map(|o| o.parse().ok())
             .collect();
+        origins.dedup();
         let cors = CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
@@ -194,7 +196,7 @@ async fn serve_router(
         &kafka,
         shutdown.clone(),
     );
-    tracing::info!(addr = %listener.local_addr()?, campaign = %collector.state.campaign.id, "ingest listening");
+    tracing::info!(addr = %listener.local_addr()?, campaign = %collector.state.campaigns.get(0).id, campaigns = collector.state.campaigns.len(), "ingest listening");
     serve(listener, router, shutdown).await?;
     let producer = collector.state.producer.clone();
     tokio::task::spawn_blocking(move || producer.flush(FLUSH_TIMEOUT)).await??;

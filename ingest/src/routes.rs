@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use ensemble_core::event::{validate, EventMessage, EventType, Rejection, TinderAction};
-use ensemble_core::Campaign;
+use ensemble_core::Campaigns;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -35,7 +35,7 @@ use crate::visitor::VisitorIds;
 /// Everything a handler needs.
 #[derive(Debug)]
 pub struct AppState {
-    pub campaign: Campaign,
+    pub campaigns: Campaigns,
     pub normaliser: Normaliser,
     pub producer: EventProducer,
     pub metrics: Metrics,
@@ -298,7 +298,9 @@ pub async fn redirect(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let placement = state.campaign.placement(&code);
+    let now = Utc::now();
+    let found = state.campaigns.placement(now, &code);
+    let placement = found.map(|(_, p)| p);
     let known = if placement.is_some() {
         "known"
     } else {
@@ -324,14 +326,16 @@ pub async fn redirect(
         },
         |p| p.code.clone(),
     );
-    let card_click = placement
-        .and_then(|p| state.campaign.channel(&p.channel))
+    let card_click = found
+        .and_then(|(c, p)| c.channel(&p.channel))
         .is_some_and(|c| c.redirect_is_card_click);
     let mut landing = placement.map_or_else(
-        || state.campaign.default_landing_url.clone(),
+        || {
+            let current = state.campaigns.current(now);
+            state.campaigns.get(current).default_landing_url.clone()
+        },
         |p| p.landing_url.clone(),
     );
-    let now = Utc::now();
     // Not the bare visitor id: a signed token the collector honours only for
     // minutes, which the tracker removes from the address bar.
     landing

@@ -155,6 +155,26 @@ impl Campaigns {
             .map_or(0, |(_, i)| i)
     }
 
+    /// The placement a `/r/{code}` at `ts` opens, and its campaign: the
+    /// code in the campaign the scan belongs to, else in the last-starting
+    /// campaign that has it (a poster left up from another year still
+    /// lands on its page).
+    pub fn placement(
+        &self,
+        ts: DateTime<Utc>,
+        code: &str,
+    ) -> Option<(&Campaign, &crate::campaign::Placement)> {
+        let own = self.get(self.owner(ts, Some(code)));
+        if let Some(p) = own.placement(code) {
+            return Some((own, p));
+        }
+        self.by_start()
+            .into_iter()
+            .rev()
+            .map(|i| self.get(i))
+            .find_map(|c| c.placement(code).map(|p| (c, p)))
+    }
+
     /// The campaigns' indices by calendar start (year over year).
     pub fn by_start(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.list.len()).collect();
@@ -218,6 +238,18 @@ mod tests {
         assert_eq!(c.get(c.owner(utc("2020-01-01T00:00:00Z"), None)).id, "y2025");
         assert_eq!(c.get(c.owner(utc("2030-01-01T00:00:00Z"), None)).id, "y2026");
         assert_eq!(c.by_start(), vec![1, 0]);
+    }
+
+    #[test]
+    fn a_scan_opens_the_placement_of_its_campaign_else_of_the_last_year_that_has_the_code() {
+        let c = two();
+        let in_2026 = utc("2026-02-01T12:00:00Z");
+        let (camp, p) = c.placement(in_2026, "M-REPUBLIQUE").unwrap();
+        assert_eq!((camp.id.as_str(), p.code.as_str()), ("y2026", "M-REPUBLIQUE"));
+        // Only 2025 has it: the old poster still opens its page.
+        let (camp, _) = c.placement(in_2026, "m-chatelet").unwrap();
+        assert_eq!(camp.id, "y2025");
+        assert!(c.placement(in_2026, "NOPE").is_none());
     }
 
     #[test]

@@ -16,9 +16,12 @@ pub struct BatchLimits {
     pub max_age: Duration,
 }
 
-/// The Kafka message a row came from: what a dead letter carries.
+/// The Kafka message a row came from (what a dead letter carries) and the
+/// campaign the row belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
+    /// Index of the row's campaign among the processor's (`Sites`).
+    pub site: usize,
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
@@ -223,6 +226,7 @@ mod tests {
 
     fn source(payload_bytes: usize) -> Source {
         Source {
+            site: 0,
             topic: "t".into(),
             partition: 0,
             offset: 0,

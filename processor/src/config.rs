@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use ensemble_core::config::{parse_listen, ConfigError};
 use ensemble_core::privacy::ContactHasher;
 use ensemble_core::telemetry::LogConfig;
-use ensemble_core::{Campaign, KafkaConfig, StoreConfig};
+use ensemble_core::{KafkaConfig, Sites, StoreConfig};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -35,6 +35,17 @@ pub struct Config {
         global = true
     )]
     pub campaign: PathBuf,
+    /// Another campaign served side by side, as `FILE=DATABASE` (the
+    /// campaign file and the ClickHouse database of its figures); repeat
+    /// it for each. Each event goes to the campaign it belongs to (README
+    /// "Several campaigns").
+    #[arg(
+        long,
+        env = "ENSEMBLE_ALSO_CAMPAIGNS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub also_campaign: Vec<String>,
     /// Kafka consumer group.
     #[arg(
         long,
@@ -130,7 +141,8 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
-    pub campaign: Campaign,
+    /// Every campaign served, each with its database.
+    pub sites: Sites,
     pub group_id: String,
     pub batch: crate::batcher::BatchLimits,
     pub insert_retry_max_ms: u64,
@@ -144,8 +156,8 @@ pub struct Settings {
 impl Config {
     pub fn validate(self) -> Result<Settings, ConfigError> {
         let listen = parse_listen("--listen", &self.listen)?;
-        let campaign = Campaign::load(&self.campaign)
-            .map_err(|e| ConfigError::new("--campaign", e.to_string()))?;
+        self.store.validate()?;
+        let sites = Sites::load(&self.campaign, &self.store, &self.also_campaign)?;
         if self.group_id.trim().is_empty() {
             return Err(ConfigError::new("--group-id", "must not be empty"));
         }
@@ -201,7 +213,7 @@ impl Config {
         self.store.validate()?;
         Ok(Settings {
             listen,
-            campaign,
+            sites,
             group_id: self.group_id,
             batch: crate::batcher::BatchLimits {
                 max_rows: self.batch_max_rows,

@@ -48,15 +48,22 @@ pub async fn serve_on(
         &settings.kafka,
         shutdown.clone(),
     );
-    let store = settings.store.clone();
+    let stores = settings.sites.stores.clone();
     probe::spawn(
         readiness.clone(),
         "clickhouse",
         Duration::from_secs(5),
         shutdown.clone(),
         move || {
-            let store = store.clone();
-            async move { store::schema_ready(&store).await }
+            let stores = stores.clone();
+            async move {
+                for s in &stores {
+                    if !store::schema_ready(s).await {
+                        return false;
+                    }
+                }
+                true
+            }
         },
     );
 
@@ -71,12 +78,14 @@ pub async fn serve_on(
             // while ClickHouse is down joins, and reports lag, once it answers
             // (the dashboard's /api/live reads the group's lag from the broker
             // meanwhile).
-            if figures_need_rebuild(&settings.store, &shutdown).await {
-                shutdown.trigger();
-                anyhow::bail!(
-                    "database {}: the figures need a rebuild (ensemble-processor rebuild-facts)",
-                    settings.store.database
-                );
+            for store in &settings.sites.stores {
+                if figures_need_rebuild(store, &shutdown).await {
+                    shutdown.trigger();
+                    anyhow::bail!(
+                        "database {}: the figures need a rebuild (ensemble-processor rebuild-facts)",
+                        store.database
+                    );
+                }
             }
             let pipeline = match consumer_pipeline(&settings, &metrics, &readiness, &shutdown) {
                 Ok(p) => p,
@@ -141,8 +150,8 @@ fn consumer_pipeline(
     Ok(Pipeline {
         consumer,
         topic: settings.kafka.topic.as_str().into(),
-        client: settings.store.client(),
-        campaign: settings.campaign.clone(),
+        campaigns: settings.sites.campaigns.clone(),
+        clients: settings.sites.stores.iter().map(|s| s.client()).collect(),
         enricher: Enricher::new(),
         dead_letters: DeadLetters::new(dlq_producer, settings.kafka.dlq_topic.clone()),
         metrics: metrics.clone(),

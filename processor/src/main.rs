@@ -20,18 +20,21 @@ fn main() -> ExitCode {
             "ensemble-processor migrate",
             config.validate(),
             |settings, _| async move {
-                let report = migrate::migrate(&settings.store).await?;
-                println!(
-                    "database {}: applied {:?}, already applied {:?}",
-                    settings.store.database, report.applied, report.already_applied
-                );
-                if report.rebuild_pending
-                    || ensemble_core::ledger::needs_rebuild(&settings.store.client()).await?
-                {
-                    // The figures, the journeys and the paths (stored
-                    // anew by migrations 4, 5 and 6) start from what is
-                    // already there.
-                    maintenance::rebuild_facts(&settings.store, &settings.campaign).await?;
+                // Every campaign's database, each with the same schema.
+                for (campaign, store) in settings.sites.iter() {
+                    let report = migrate::migrate(store).await?;
+                    println!(
+                        "database {} (campaign {}): applied {:?}, already applied {:?}",
+                        store.database, campaign.id, report.applied, report.already_applied
+                    );
+                    if report.rebuild_pending
+                        || ensemble_core::ledger::needs_rebuild(&store.client()).await?
+                    {
+                        // The figures, the journeys and the paths (stored
+                        // anew by migrations 4, 5 and 6) start from what is
+                        // already there.
+                        maintenance::rebuild_facts(store, campaign).await?;
+                    }
                 }
                 Ok::<(), anyhow::Error>(())
             },
@@ -40,13 +43,15 @@ fn main() -> ExitCode {
             "ensemble-processor retention",
             config.validate(),
             move |settings, _| async move {
-                let report =
-                    maintenance::retention(&settings.store, &settings.campaign, days).await?;
-                if report.dropped.is_empty() {
-                    println!("nothing older than {days} days: no partition dropped");
-                }
-                for (table, partition, rows) in &report.dropped {
-                    println!("dropped {table} partition {partition}: {rows} rows");
+                for (campaign, store) in settings.sites.iter() {
+                    let report = maintenance::retention(store, campaign, days).await?;
+                    let db = &store.database;
+                    if report.dropped.is_empty() {
+                        println!("database {db}: nothing older than {days} days, no partition dropped");
+                    }
+                    for (table, partition, rows) in &report.dropped {
+                        println!("database {db}: dropped {table} partition {partition}: {rows} rows");
+                    }
                 }
                 Ok::<(), maintenance::MaintenanceError>(())
             },
@@ -55,7 +60,9 @@ fn main() -> ExitCode {
             "ensemble-processor rebuild-facts",
             config.validate(),
             |settings, _| async move {
-                maintenance::rebuild_facts(&settings.store, &settings.campaign).await?;
+                for (campaign, store) in settings.sites.iter() {
+                    maintenance::rebuild_facts(store, campaign).await?;
+                }
                 Ok::<(), maintenance::MaintenanceError>(())
             },
         ),
@@ -67,8 +74,7 @@ fn main() -> ExitCode {
                     unreachable!("validate() requires --contact-secret for erase")
                 };
                 let report = maintenance::erase(
-                    &settings.store,
-                    &settings.campaign,
+                    &settings.sites,
                     hasher,
                     &email,
                     Duration::from_secs(120),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::{Datelike, NaiveDate, Utc};
 use clickhouse::Row;
 use ensemble_core::privacy::ContactHasher;
-use ensemble_core::{ledger, Campaign, StoreConfig};
+use ensemble_core::{ledger, Campaign, Sites, StoreConfig};
 use serde::Deserialize;
 
 /// Tables partitioned by month that hold event data.
@@ -149,32 +149,39 @@ async fn visitor_ids(
 /// hourly rollup of the months touched rebuilt. Run again after a timeout,
 /// it finishes what is left and changes nothing else.
 pub async fn erase(
-    store: &StoreConfig,
-    campaign: &Campaign,
+    sites: &Sites,
     hasher: &ContactHasher,
     email: &str,
     wait: Duration,
 ) -> Result<ErasureReport, MaintenanceError> {
-    let client = store.client();
     let hash = hasher.contact_hash(email);
+    // The person's visitor ids, found in any campaign's database, are
+    // erased from every one: a visitor who signed up in 2025 and came back
+    // in 2026 without signing up again is the same person.
     let mut found = BTreeSet::new();
-    for sql in [
-        "SELECT DISTINCT visitor_id FROM events WHERE contact_hash = ?",
-        "SELECT DISTINCT visitor_id FROM ledger WHERE ev_contact = ?",
-        "SELECT DISTINCT visitor_id FROM contact_visitors WHERE contact_hash = ?",
-        "SELECT DISTINCT visitor_id FROM shared_contacts WHERE contact_hash = ?",
-    ] {
-        found.extend(visitor_ids(&client, sql, &[&hash], None).await?);
+    for store in &sites.stores {
+        let client = store.client();
+        for sql in [
+            "SELECT DISTINCT visitor_id FROM events WHERE contact_hash = ?",
+            "SELECT DISTINCT visitor_id FROM ledger WHERE ev_contact = ?",
+            "SELECT DISTINCT visitor_id FROM contact_visitors WHERE contact_hash = ?",
+            "SELECT DISTINCT visitor_id FROM shared_contacts WHERE contact_hash = ?",
+        ] {
+            found.extend(visitor_ids(&client, sql, &[&hash], None).await?);
+        }
     }
     let found: Vec<String> = found.into_iter().collect();
     // Someone else signed up from these too.
     let mut others = BTreeSet::new();
-    for sql in [
-        "SELECT DISTINCT visitor_id FROM events WHERE has(?, visitor_id) AND contact_hash != '' AND contact_hash != ?",
-        "SELECT DISTINCT visitor_id FROM ledger WHERE has(?, visitor_id) AND ev_contact != '' AND ev_contact != ?",
-        "SELECT DISTINCT visitor_id FROM contact_visitors WHERE has(?, visitor_id) AND contact_hash != ?",
-    ] {
-        others.extend(visitor_ids(&client, sql, &[&hash], Some(&found)).await?);
+    for store in &sites.stores {
+        let client = store.client();
+        for sql in [
+            "SELECT DISTINCT visitor_id FROM events WHERE has(?, visitor_id) AND contact_hash != '' AND contact_hash != ?",
+            "SELECT DISTINCT visitor_id FROM ledger WHERE has(?, visitor_id) AND ev_contact != '' AND ev_contact != ?",
+            "SELECT DISTINCT visitor_id FROM contact_visitors WHERE has(?, visitor_id) AND contact_hash != ?",
+        ] {
+            others.extend(visitor_ids(&client, sql, &[&hash], Some(&found)).await?);
+        }
     }
     let (shared, own): (Vec<String>, Vec<String>) = found
         .into_iter()
@@ -188,15 +195,40 @@ pub async fn erase(
     if report.own_visitors.is_empty() && report.shared_visitors.is_empty() {
         return Ok(report);
     }
+    for (campaign, store) in sites.iter() {
+        let (rows, months) = erase_in(store, campaign, &report, wait).await?;
+        report.rows_deleted += rows;
+        report.months_rebuilt.extend(months);
+    }
+    report.months_rebuilt.sort_unstable();
+    report.months_rebuilt.dedup();
+    tracing::info!(
+        own = report.own_visitors.len(),
+        shared = report.shared_visitors.len(),
+        rows = report.rows_deleted,
+        "erasure done"
+    );
+    Ok(report)
+}
+
+/// The erasure of `report`'s visitors and contact in one campaign's
+/// database: the rows of `events` deleted and the months rebuilt there.
+async fn erase_in(
+    store: &StoreConfig,
+    campaign: &Campaign,
+    report: &ErasureReport,
+    wait: Duration,
+) -> Result<(u64, Vec<u32>), MaintenanceError> {
+    let client = store.client();
     const THEIRS: &str = "(has(?, visitor_id) OR contact_hash = ?)";
     let own = never_empty(&report.own_visitors);
-    report.rows_deleted = client
+    let rows_deleted: u64 = client
         .query(&format!("SELECT count() FROM events WHERE {THEIRS}"))
         .bind(&own)
         .bind(&report.contact_hash)
         .fetch_one()
         .await?;
-    report.months_rebuilt = client
+    let months_rebuilt: Vec<u32> = client
         .query(&format!(
             "SELECT DISTINCT toYYYYMM(ts) AS m FROM events WHERE {THEIRS} ORDER BY m"
         ))
@@ -256,7 +288,7 @@ pub async fn erase(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for month in &report.months_rebuilt {
+    for month in &months_rebuilt {
         // States are sets of event ids / visitors: rows the live view adds
         // while this runs merge with the rebuilt ones without double counting.
         client
@@ -277,13 +309,7 @@ pub async fn erase(
             .execute()
             .await?;
     }
-    tracing::info!(
-        own = report.own_visitors.len(),
-        shared = report.shared_visitors.len(),
-        rows = report.rows_deleted,
-        "erasure done"
-    );
-    Ok(report)
+    Ok((rows_deleted, months_rebuilt))
 }
 
 /// `ids` for `has(?, visitor_id)`: an empty array is `Array(Nothing)` on

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use ensemble_core::event::EventMessage;
 use ensemble_core::kafka::{PartitionLag, PartitionState};
-use ensemble_core::{Campaign, EventRow, Shutdown};
+use ensemble_core::{Campaigns, EventRow, Shutdown};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
@@ -34,8 +34,10 @@ pub struct Pipeline {
     pub consumer: Arc<EventsConsumer>,
     /// The events topic (every row's source).
     pub topic: Arc<str>,
-    pub client: clickhouse::Client,
-    pub campaign: Campaign,
+    /// The campaigns served and, same order, the client of each one's
+    /// database.
+    pub campaigns: Campaigns,
+    pub clients: Arc<[clickhouse::Client]>,
     pub enricher: Enricher,
     pub dead_letters: DeadLetters,
     pub metrics: Metrics,
@@ -142,8 +144,10 @@ impl Pipeline {
                         .with_label_values(&[f.as_str()])
                         .inc();
                 }
-                let enrichment = self.enricher.enrich(&self.campaign, &msg);
+                let site = self.campaigns.owner(msg.ts, msg.placement.as_deref());
+                let enrichment = self.enricher.enrich(self.campaigns.get(site), &msg);
                 let source = Source {
+                    site,
                     topic: self.topic.clone(),
                     partition: m.partition(),
                     offset: m.offset(),
@@ -180,9 +184,9 @@ impl Pipeline {
     /// member lost its partitions.
     fn start_insert(&self, batch: Batch, shutdown: &Shutdown) -> Inflight {
         let give_up = shutdown.child();
-        let (client, campaign, metrics, max, dead_letters, consumer, stop) = (
-            self.client.clone(),
-            self.campaign.clone(),
+        let (clients, campaigns, metrics, max, dead_letters, consumer, stop) = (
+            self.clients.clone(),
+            self.campaigns.clone(),
             self.metrics.clone(),
             self.insert_retry_max,
             self.dead_letters.clone(),
@@ -194,23 +198,44 @@ impl Pipeline {
                 return Ok(batch);
             }
             let owner = || !consumer.assignment_lost();
-            let inserted = sink::insert(
-                &client,
-                &campaign,
-                &batch.rows,
-                max,
-                &metrics,
-                (&stop, &owner),
-            )
-            .await;
-            let refused = match inserted {
-                Ok(refused) => refused,
-                Err(e) => {
-                    // Not counted: its offsets are not stored; the messages come again.
-                    tracing::warn!(error = %e, rows = batch.len(), "batch abandoned");
-                    return Err(batch);
+            // Each campaign's rows into its own database, one after the
+            // other; the offsets move once every one has its rows (a batch
+            // given up half-way is read again, and each database's ledger
+            // drops what it already counted).
+            let mut refused = Vec::new();
+            for (site, rows) in by_site(&batch) {
+                let rows_of: Vec<EventRow>;
+                let slice: &[EventRow] = match &rows {
+                    None => &batch.rows,
+                    Some(indices) => {
+                        rows_of = indices.iter().map(|&i| batch.rows[i].clone()).collect();
+                        &rows_of
+                    }
+                };
+                let inserted = sink::insert(
+                    &clients[site],
+                    campaigns.get(site),
+                    slice,
+                    max,
+                    &metrics,
+                    (&stop, &owner),
+                )
+                .await;
+                match inserted {
+                    Ok(r) => refused.extend(r.into_iter().map(|mut r| {
+                        if let Some(indices) = &rows {
+                            r.index = indices[r.index];
+                        }
+                        r
+                    })),
+                    Err(e) => {
+                        // Not counted: its offsets are not stored; the messages come again.
+                        tracing::warn!(error = %e, rows = batch.len(), "batch abandoned");
+                        return Err(batch);
+                    }
                 }
-            };
+            }
+            refused.sort_by_key(|r| r.index);
             // The offsets move only once every refused row is safe in the
             // dead-letter topic (send waits for Kafka's confirmation).
             for r in &refused {
@@ -440,4 +465,18 @@ pub fn spawn_lag_probe(
             }
         }
     });
+}
+
+/// The batch's rows by campaign: `None` when they all belong to one
+/// (the whole batch, not copied), else the row indices of each.
+fn by_site(batch: &Batch) -> Vec<(usize, Option<Vec<usize>>)> {
+    let first = batch.sources.first().map_or(0, |s| s.site);
+    if batch.sources.iter().all(|s| s.site == first) {
+        return vec![(first, None)];
+    }
+    let mut out: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, s) in batch.sources.iter().enumerate() {
+        out.entry(s.site).or_default().push(i);
+    }
+    out.into_iter().map(|(site, rows)| (site, Some(rows))).collect()
 }

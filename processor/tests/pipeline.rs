@@ -1192,9 +1192,10 @@ async fn erasure_takes_the_persons_rows_and_nobody_elses() {
         "retention left Eve's contact pairs"
     );
     let erase = |email: &'static str| {
-        let (store, campaign, hasher) = (s.store.clone(), campaign.clone(), hasher.clone());
+        let sites = ensemble_core::Sites::one(campaign.clone(), s.store.clone());
+        let hasher = hasher.clone();
         async move {
-            maintenance::erase(&store, &campaign, &hasher, email, Duration::from_secs(120))
+            maintenance::erase(&sites, &hasher, email, Duration::from_secs(120))
                 .await
                 .expect("erase")
         }

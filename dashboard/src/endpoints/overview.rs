@@ -81,7 +81,7 @@ pub struct Overview {
     pub previous: Period,
 }
 
-async fn period(state: &ApiState, f: &Filters) -> Result<Period, ApiError> {
+pub async fn period(state: &ApiState, f: &Filters) -> Result<Period, ApiError> {
     let a = answers::ask(
         state,
         f,
