@@ -4,7 +4,8 @@
 //! `ensemble-model` (re-exported here under its module names).
 
 pub use ensemble_model::{
-    attribution, campaign, campaigns, devices, figures, journeys, media, paths, privacy, redact, rules,
+    attribution, campaign, campaigns, devices, figures, journeys, media, paths, privacy, redact,
+    rules,
 };
 
 pub mod config;

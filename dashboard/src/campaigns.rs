@@ -62,7 +62,10 @@ pub fn pick(campaigns: &Campaigns, query: &str) -> Result<(Option<usize>, String
             let known: Vec<&str> = campaigns.iter().map(|c| c.id.as_str()).collect();
             return Err(bad(
                 "campaign",
-                format!("unknown campaign `{v}`; this dashboard serves: {}", known.join(", ")),
+                format!(
+                    "unknown campaign `{v}`; this dashboard serves: {}",
+                    known.join(", ")
+                ),
             )
             .into());
         };
@@ -86,7 +89,9 @@ pub async fn dispatch(State(d): State<Arc<Dispatch>>, mut req: Request) -> Respo
     };
     match uri.parse::<Uri>() {
         Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => return ApiError::from(bad("query", "the query string is not valid")).into_response(),
+        Err(_) => {
+            return ApiError::from(bad("query", "the query string is not valid")).into_response()
+        }
     }
     match d.routers[i].clone().oneshot(req).await {
         Ok(resp) => resp,
@@ -176,7 +181,11 @@ const YEARS_PARAMS: [&str; 5] = ["channel", "bots", "format", "sep", "lang"];
 /// visitors, sign-ups and conversion rate, from each campaign's own
 /// figures. `channel`, `bots` and the CSV settings apply to every campaign.
 pub async fn years(State(served): State<Arc<Served>>, q: Params) -> Result<Response, ApiError> {
-    if let Some(k) = q.keys().filter(|k| !YEARS_PARAMS.contains(&k.as_str())).min() {
+    if let Some(k) = q
+        .keys()
+        .filter(|k| !YEARS_PARAMS.contains(&k.as_str()))
+        .min()
+    {
         return Err(bad(
             "query",
             format!(
@@ -274,12 +283,18 @@ mod tests {
     const SHIPPED: &str = include_str!("../../deploy/campaign.toml");
 
     fn map(q: &str) -> HashMap<String, String> {
-        url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+        url::form_urlencoded::parse(q.as_bytes())
+            .into_owned()
+            .collect()
     }
 
     fn two() -> Campaigns {
         let next = SHIPPED
-            .replacen("id = \"vivre-ensemble-2025\"", "id = \"vivre-ensemble-2026\"", 1)
+            .replacen(
+                "id = \"vivre-ensemble-2025\"",
+                "id = \"vivre-ensemble-2026\"",
+                1,
+            )
             .replace("2025-0", "2026-0");
         Campaigns::new(vec![
             ensemble_core::Campaign::from_toml(SHIPPED).unwrap(),
@@ -297,10 +312,16 @@ mod tests {
         let (i, rest) = pick(&c, "limit=3").unwrap();
         assert_eq!((i, rest.as_str()), (None, "limit=3"));
         let e = pick(&c, "campaign=2024").unwrap_err().to_string();
-        assert!(e.contains("unknown campaign `2024`") && e.contains("vivre-ensemble-2026"), "{e}");
-        let e = pick(&c, "campaign=vivre-ensemble-2025&campaign=vivre-ensemble-2026")
-            .unwrap_err()
-            .to_string();
+        assert!(
+            e.contains("unknown campaign `2024`") && e.contains("vivre-ensemble-2026"),
+            "{e}"
+        );
+        let e = pick(
+            &c,
+            "campaign=vivre-ensemble-2025&campaign=vivre-ensemble-2026",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("once"), "{e}");
     }
 }

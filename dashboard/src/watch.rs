@@ -8,8 +8,8 @@ use chrono::Utc;
 use ensemble_core::Shutdown;
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::endpoints::live::progress;
 use crate::campaigns::Served;
+use crate::endpoints::live::progress;
 
 #[derive(Debug, Clone)]
 struct Gauges {

@@ -133,7 +133,8 @@ impl Campaigns {
             return i;
         }
         if let Some(code) = placement.filter(|c| !c.is_empty()) {
-            let mut having = (0..self.list.len()).filter(|&i| self.list[i].placement(code).is_some());
+            let mut having =
+                (0..self.list.len()).filter(|&i| self.list[i].placement(code).is_some());
             if let (Some(i), None) = (having.next(), having.next()) {
                 return i;
             }
@@ -193,11 +194,8 @@ mod tests {
     /// The shipped campaign moved `years` later, with id `id`; `code`
     /// renames the Châtelet poster (a placement only that year has).
     fn year(id: &str, years: i32, code: &str) -> Campaign {
-        let mut text = SHIPPED.replacen(
-            "id = \"vivre-ensemble-2025\"",
-            &format!("id = \"{id}\""),
-            1,
-        );
+        let mut text =
+            SHIPPED.replacen("id = \"vivre-ensemble-2025\"", &format!("id = \"{id}\""), 1);
         for m in ["-01-", "-02-", "-03-", "-04-"] {
             text = text.replace(&format!("2025{m}"), &format!("{}{m}", 2025 + years));
         }
@@ -210,15 +208,24 @@ mod tests {
     }
 
     fn two() -> Campaigns {
-        Campaigns::new(vec![year("y2026", 1, "M-CHATELET-26"), year("y2025", 0, "M-CHATELET")])
-            .unwrap()
+        Campaigns::new(vec![
+            year("y2026", 1, "M-CHATELET-26"),
+            year("y2025", 0, "M-CHATELET"),
+        ])
+        .unwrap()
     }
 
     #[test]
     fn an_event_inside_a_calendar_belongs_to_that_campaign_whatever_code_it_carries() {
         let c = two();
-        assert_eq!(c.get(c.owner(utc("2025-02-01T12:00:00Z"), None)).id, "y2025");
-        assert_eq!(c.get(c.owner(utc("2026-02-01T12:00:00Z"), None)).id, "y2026");
+        assert_eq!(
+            c.get(c.owner(utc("2025-02-01T12:00:00Z"), None)).id,
+            "y2025"
+        );
+        assert_eq!(
+            c.get(c.owner(utc("2026-02-01T12:00:00Z"), None)).id,
+            "y2026"
+        );
         // A 2025 poster scanned during the 2026 campaign counts for 2026.
         let scan = c.owner(utc("2026-02-01T12:00:00Z"), Some("M-CHATELET"));
         assert_eq!(c.get(scan).id, "y2026");
@@ -235,8 +242,14 @@ mod tests {
         // A code both years have does not decide.
         assert_eq!(c.get(c.owner(after, Some("M-REPUBLIQUE"))).id, "y2025");
         // Before every campaign: the first one; long after: the last one.
-        assert_eq!(c.get(c.owner(utc("2020-01-01T00:00:00Z"), None)).id, "y2025");
-        assert_eq!(c.get(c.owner(utc("2030-01-01T00:00:00Z"), None)).id, "y2026");
+        assert_eq!(
+            c.get(c.owner(utc("2020-01-01T00:00:00Z"), None)).id,
+            "y2025"
+        );
+        assert_eq!(
+            c.get(c.owner(utc("2030-01-01T00:00:00Z"), None)).id,
+            "y2026"
+        );
         assert_eq!(c.by_start(), vec![1, 0]);
     }
 
@@ -245,7 +258,10 @@ mod tests {
         let c = two();
         let in_2026 = utc("2026-02-01T12:00:00Z");
         let (camp, p) = c.placement(in_2026, "M-REPUBLIQUE").unwrap();
-        assert_eq!((camp.id.as_str(), p.code.as_str()), ("y2026", "M-REPUBLIQUE"));
+        assert_eq!(
+            (camp.id.as_str(), p.code.as_str()),
+            ("y2026", "M-REPUBLIQUE")
+        );
         // Only 2025 has it: the old poster still opens its page.
         let (camp, _) = c.placement(in_2026, "m-chatelet").unwrap();
         assert_eq!(camp.id, "y2025");
@@ -266,7 +282,10 @@ mod tests {
         let e = Campaigns::new(vec![year("a", 0, "X1"), year("b", 0, "X2")]).unwrap_err();
         assert!(e.to_string().contains("`a` and `b` overlap"), "{e}");
         let e = Campaigns::new(vec![year("a", 0, "X1"), year("a", 1, "X2")]).unwrap_err();
-        assert!(e.to_string().contains("two campaign files have the id `a`"), "{e}");
+        assert!(
+            e.to_string().contains("two campaign files have the id `a`"),
+            "{e}"
+        );
         assert!(Campaigns::new(vec![]).is_err());
     }
 

@@ -39,23 +39,27 @@ fn main() -> ExitCode {
                 Ok::<(), anyhow::Error>(())
             },
         ),
-        Some(Command::Retention { days }) => launch(
-            "ensemble-processor retention",
-            config.validate(),
-            move |settings, _| async move {
-                for (campaign, store) in settings.sites.iter() {
-                    let report = maintenance::retention(store, campaign, days).await?;
-                    let db = &store.database;
-                    if report.dropped.is_empty() {
-                        println!("database {db}: nothing older than {days} days, no partition dropped");
+        Some(Command::Retention { days }) => {
+            launch(
+                "ensemble-processor retention",
+                config.validate(),
+                move |settings, _| async move {
+                    for (campaign, store) in settings.sites.iter() {
+                        let report = maintenance::retention(store, campaign, days).await?;
+                        let db = &store.database;
+                        if report.dropped.is_empty() {
+                            println!("database {db}: nothing older than {days} days, no partition dropped");
+                        }
+                        for (table, partition, rows) in &report.dropped {
+                            println!(
+                                "database {db}: dropped {table} partition {partition}: {rows} rows"
+                            );
+                        }
                     }
-                    for (table, partition, rows) in &report.dropped {
-                        println!("database {db}: dropped {table} partition {partition}: {rows} rows");
-                    }
-                }
-                Ok::<(), maintenance::MaintenanceError>(())
-            },
-        ),
+                    Ok::<(), maintenance::MaintenanceError>(())
+                },
+            )
+        }
         Some(Command::RebuildFacts) => launch(
             "ensemble-processor rebuild-facts",
             config.validate(),
@@ -73,13 +77,9 @@ fn main() -> ExitCode {
                 let Some(hasher) = settings.hasher.as_ref() else {
                     unreachable!("validate() requires --contact-secret for erase")
                 };
-                let report = maintenance::erase(
-                    &settings.sites,
-                    hasher,
-                    &email,
-                    Duration::from_secs(120),
-                )
-                .await?;
+                let report =
+                    maintenance::erase(&settings.sites, hasher, &email, Duration::from_secs(120))
+                        .await?;
                 println!(
                     "contact_hash {}: {} visitors ({} only theirs: every row deleted; {} shared with others: \
                      only their rows), {} rows deleted, hourly rollup rebuilt for months {:?}",

@@ -478,5 +478,7 @@ fn by_site(batch: &Batch) -> Vec<(usize, Option<Vec<usize>>)> {
     for (i, s) in batch.sources.iter().enumerate() {
         out.entry(s.site).or_default().push(i);
     }
-    out.into_iter().map(|(site, rows)| (site, Some(rows))).collect()
+    out.into_iter()
+        .map(|(site, rows)| (site, Some(rows)))
+        .collect()
 }

@@ -49,6 +49,39 @@ pub fn live_campaign_toml(text: &str, today: NaiveDate) -> anyhow::Result<String
     Ok(toml::to_string(&doc)?)
 }
 
+/// `text` (a campaign file) under the id `id`, every phase moved by `days`
+/// (a multiple of 7 keeps the weekdays: last year's campaign beside this
+/// year's).
+pub fn moved_campaign_toml(text: &str, days: i64, id: &str) -> anyhow::Result<String> {
+    let mut doc: toml::Table = text.parse()?;
+    let section = doc
+        .get_mut("campaign")
+        .and_then(toml::Value::as_table_mut)
+        .ok_or_else(|| anyhow::anyhow!("no [campaign]"))?;
+    section.insert("id".into(), toml::Value::String(id.to_owned()));
+    let phases = doc
+        .get_mut("phases")
+        .and_then(toml::Value::as_array_mut)
+        .ok_or_else(|| anyhow::anyhow!("no [[phases]]"))?;
+    for p in phases.iter_mut() {
+        let t = p
+            .as_table_mut()
+            .ok_or_else(|| anyhow::anyhow!("phase is not a table"))?;
+        for key in ["start", "end"] {
+            let d: NaiveDate = t
+                .get(key)
+                .and_then(toml::Value::as_str)
+                .ok_or_else(|| anyhow::anyhow!("no {key}"))?
+                .parse()?;
+            t.insert(
+                key.into(),
+                toml::Value::String((d + Duration::days(days)).to_string()),
+            );
+        }
+    }
+    Ok(toml::to_string(&doc)?)
+}
+
 /// What the live tail sent: the events as meant, and the requests made.
 #[derive(Debug, Default)]
 pub struct LiveTail {

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use ensemble_core::Campaign;
-use ensemble_tests::live::{live_campaign_toml, send_live};
+use ensemble_tests::live::{live_campaign_toml, moved_campaign_toml, send_live};
 use ensemble_tests::sim::{send_import, simulate, SimConfig};
 use ensemble_tests::truth::{compute, Calendar};
 use ensemble_tests::{
@@ -59,14 +59,24 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         "about 100 000 events: {}",
         sim.events.len()
     );
-    let calendar = Calendar {
-        zone: campaign.timezone,
-        phases: campaign
-            .phases
-            .iter()
-            .map(|p| (p.id.clone(), p.start_date, p.end_date))
-            .collect(),
-    };
+    let calendar = calendar_of(&campaign);
+    // Last year's campaign, served side by side in its own database: the
+    // same file 52 weeks earlier under another id, its own simulated people
+    // (numbered like this year's: the same visitor ids and contacts come
+    // back a year later), sent through the same collector and topic.
+    let last_path = dir.path().join("last-year.toml");
+    std::fs::write(&last_path, last_year_toml(&text, today)).expect("write last year");
+    let last = Campaign::load(&last_path).expect("last year's campaign");
+    let last_sim = simulate(
+        &last,
+        &SimConfig {
+            seed: 2024,
+            people: 5_000,
+            ..SimConfig::default()
+        },
+    );
+    let last_store = ensemble_tests::migrated_database("it_e2e_last").await;
+    let also = format!("{}={}", last_path.display(), last_store.database);
 
     let wiring = Wiring::new("e2e").await;
     let Wiring {
@@ -83,6 +93,8 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
     let mut args = vec![
         "--campaign",
         &c,
+        "--also-campaign",
+        &also,
         "--import-token",
         IMPORT,
         "--contact-secret",
@@ -92,7 +104,14 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
     ];
     args.extend(kafka);
     let ingest = Service::start(&workspace_binary("ensemble-ingest"), &args, &[]).expect("ingest");
-    let mut args = vec!["--campaign", &c, "--group-id", &group];
+    let mut args = vec![
+        "--campaign",
+        &c,
+        "--also-campaign",
+        &also,
+        "--group-id",
+        &group,
+    ];
     args.extend(kafka);
     args.extend(ch);
     let processor =
@@ -100,6 +119,8 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
     let mut args = vec![
         "--campaign",
         &c,
+        "--also-campaign",
+        &also,
         "--analyst-tokens",
         ANALYST,
         "--processor-group",
@@ -134,6 +155,10 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         sim.malformed,
         "{rejected:?}"
     );
+    let (accepted, _) = send_import(&collector, IMPORT, &last_sim.events, 500, |_| {})
+        .await
+        .expect("send last year");
+    assert_eq!(accepted as usize, last_sim.valid_events + last_sim.retries);
 
     // The live tail: new people scan posters and click cards today, their
     // landing views come through the pixel, some sign up through the events
@@ -184,6 +209,7 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
     let overview = dashboard.get_json("/api/overview", ANALYST);
     assert_eq!(overview["current"]["totals"]["visitors"], truth.visitors);
     assert_eq!(overview["current"]["totals"]["signups"], truth.signups);
+    last_year_equals_its_truth(&dashboard, &last, &last_sim, &overview);
 
     let channels = dashboard.get_json("/api/channels", ANALYST);
     for ((channel, phase), n) in &truth.touches {
@@ -481,7 +507,12 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
             kafka_text.push_str(&String::from_utf8_lossy(&m));
         }
     }
-    let db_text = database_text(store).await.expect("read tables");
+    let mut db_text = database_text(store).await.expect("read tables");
+    db_text.push_str(
+        &database_text(&last_store)
+            .await
+            .expect("read last year's tables"),
+    );
     assert!(kafka_text.len() > 1_000_000, "the whole run read back");
     for (what, text) in [("Kafka", &kafka_text), ("ClickHouse", &db_text)] {
         let lower = text.to_lowercase();
@@ -496,6 +527,113 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         );
     }
     drop((ingest, processor, dashboard));
+}
+
+fn calendar_of(campaign: &Campaign) -> Calendar {
+    Calendar {
+        zone: campaign.timezone,
+        phases: campaign
+            .phases
+            .iter()
+            .map(|p| (p.id.clone(), p.start_date, p.end_date))
+            .collect(),
+    }
+}
+
+/// The campaign file 52 weeks before this year's live calendar (same
+/// weekdays), under the id `<id>-last-year`.
+fn last_year_toml(text: &str, today: chrono::NaiveDate) -> String {
+    let live = live_campaign_toml(text, today).expect("calendar");
+    let id = format!(
+        "{}-last-year",
+        Campaign::from_toml(&live).expect("campaign").id
+    );
+    moved_campaign_toml(&live, -364, &id).expect("last year")
+}
+
+/// Last year's campaign, asked with `campaign=`, equals its own ground
+/// truth — nothing of this year's events in it, nothing of it in this
+/// year's (whose figures the caller checks against this year's truth) —
+/// and `/api/years` puts each campaign's phases side by side with the
+/// numbers each campaign's overview gives.
+fn last_year_equals_its_truth(
+    dashboard: &Service,
+    last: &Campaign,
+    sim: &ensemble_tests::sim::Simulated,
+    this_year: &Value,
+) {
+    let truth = compute(&sim.truth, &calendar_of(last));
+    assert!(
+        truth.signups > 100,
+        "last year has sign-ups: {}",
+        truth.signups
+    );
+    let q = format!("campaign={}", last.id);
+    let overview = dashboard.get_json(&format!("/api/overview?{q}"), ANALYST);
+    assert_eq!(overview["current"]["totals"]["visitors"], truth.visitors);
+    assert_eq!(overview["current"]["totals"]["signups"], truth.signups);
+    let channels = dashboard.get_json(&format!("/api/channels?{q}"), ANALYST);
+    let rows = channels["rows"].as_array().expect("rows");
+    for ((channel, phase), n) in &truth.touches {
+        let row = rows
+            .iter()
+            .find(|r| r["channel"] == *channel && r["phase"] == *phase)
+            .unwrap_or_else(|| panic!("last year: no row {channel}/{phase}"));
+        assert_eq!(
+            row["touches"].as_u64(),
+            Some(*n),
+            "last year: touches {channel}/{phase}"
+        );
+    }
+    let attribution = dashboard.get_json(&format!("/api/attribution?{q}"), ANALYST);
+    assert_eq!(attribution["conversions"].as_u64(), Some(truth.conversions));
+    for (channel, want) in &truth.credits["linear"] {
+        let have = attribution["by_channel"]["linear"][channel]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        assert!(
+            (have - want).abs() < 1e-9,
+            "last year linear/{channel}: {have} vs {want}"
+        );
+    }
+    // An unknown campaign is refused by name.
+    let (status, body) = ensemble_tests::http_get_with(
+        dashboard.port(),
+        "/api/overview?campaign=2019",
+        &[("Authorization", &format!("Bearer {ANALYST}"))],
+    )
+    .expect("unknown campaign");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unknown campaign `2019`"), "{body}");
+
+    let list = dashboard.get_json("/api/campaigns", ANALYST);
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("campaigns")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    assert_eq!(ids[0], last.id, "by calendar start: {list}");
+    assert_eq!(
+        list[1]["current"], true,
+        "this year answers by default: {list}"
+    );
+    let years = dashboard.get_json("/api/years", ANALYST);
+    assert_eq!(years["campaigns"], serde_json::json!(ids));
+    let phases = years["phases"].as_array().expect("phases");
+    assert_eq!(phases.len(), last.phases.len());
+    for (year, overview) in [(0, &overview), (1, this_year)] {
+        for (n, aligned) in phases.iter().enumerate() {
+            let y = &aligned["by_campaign"][year];
+            assert_eq!(aligned["index"].as_u64(), Some(n as u64 + 1));
+            assert_eq!(y["campaign"], ids[year]);
+            let phase = y["phase"].as_str().expect("phase");
+            let want = &overview["current"]["by_phase"][phase];
+            assert!(want.is_object(), "{phase} in {overview}");
+            assert_eq!(&y["totals"], want, "year {year} phase {phase}");
+        }
+    }
 }
 
 /// Up to `n` human visitors of the history without a sign-up whose last
