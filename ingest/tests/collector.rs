@@ -769,3 +769,47 @@ impl Running {
         }
     }
 }
+
+/// With last year's campaign beside this year's, a code only last year's
+/// file has (a poster left up) opens last year's landing page; a code both
+/// have opens this year's; an unknown one this year's default page.
+#[tokio::test]
+async fn a_poster_of_another_campaign_opens_its_own_page() {
+    let text = std::fs::read_to_string(campaign_file()).expect("campaign");
+    let old = text
+        .replace("code = \"M-CHATELET\"", "code = \"M-CHATELET-24\"")
+        .replace(
+            "utm_campaign=vivre-ensemble-2025&utm_content=m-chatelet\"",
+            "utm_campaign=vivre-ensemble-2024&utm_content=m-chatelet-24\"",
+        );
+    assert_ne!(old, text, "the fixture edit applies");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("2024.toml");
+    std::fs::write(
+        &file,
+        ensemble_tests::live::moved_campaign_toml(&old, -364, "vivre-ensemble-2024")
+            .expect("last year"),
+    )
+    .expect("write");
+    let also = format!("{}=ensemble_2024", file.display());
+    let c = start(&["--also-campaign", &also]).await;
+    let location = |r: reqwest::Response| {
+        assert_eq!(r.status(), StatusCode::FOUND);
+        r.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned()
+    };
+    let l = location(c.get("/r/M-CHATELET-24").await);
+    assert!(l.contains("utm_content=m-chatelet-24"), "{l}");
+    let l = location(c.get("/r/m-chatelet").await);
+    assert!(
+        l.contains("utm_campaign=vivre-ensemble-2025&utm_content=m-chatelet&"),
+        "{l}"
+    );
+    let l = location(c.get("/r/NO-SUCH-POSTER").await);
+    assert!(l.starts_with(&format!("{LANDING}?ens=")), "{l}");
+    let got = c.consume(3).await;
+    let codes: Vec<_> = got.iter().filter_map(|g| g.2.placement.clone()).collect();
+    assert!(codes.contains(&"M-CHATELET-24".to_owned()), "{codes:?}");
+}

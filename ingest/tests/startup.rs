@@ -57,6 +57,28 @@ fn refuses_bad_listen_brokers_timeout_and_campaign() {
 }
 
 #[test]
+fn other_campaigns_are_refused_when_they_clash_or_lack_a_database() {
+    let c = campaign();
+    for (also, says) in [
+        (c.clone(), "must be FILE=DATABASE"),
+        (
+            format!("{c}=ensemble_2024"),
+            "two campaign files have the id",
+        ),
+        (format!("{c}=not a database"), "must match"),
+        ("/nonexistent.toml=db".to_owned(), "/nonexistent.toml"),
+    ] {
+        let err = assert_refuses(
+            BIN,
+            &["--campaign", &c, "--also-campaign", &also],
+            &[SECRET],
+            "--also-campaign",
+        );
+        assert!(err.contains(says), "{also}: {err}");
+    }
+}
+
+#[test]
 fn a_bad_campaign_is_refused_with_its_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("campaign.toml");

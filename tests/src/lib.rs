@@ -319,8 +319,9 @@ pub fn run_binary(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32
     )
 }
 
-/// Asserts that `bin` refuses to start (exit 2) with a message naming `setting`.
-pub fn assert_refuses(bin: &str, args: &[&str], env: &[(&str, &str)], setting: &str) {
+/// Asserts that `bin` refuses to start (exit 2) with a message naming
+/// `setting`; returns that message.
+pub fn assert_refuses(bin: &str, args: &[&str], env: &[(&str, &str)], setting: &str) -> String {
     let (code, stderr) = run_binary(bin, args, env);
     assert_eq!(
         code,
@@ -331,6 +332,7 @@ pub fn assert_refuses(bin: &str, args: &[&str], env: &[(&str, &str)], setting: &
         stderr.contains("refusing to start") && stderr.contains(setting),
         "stderr should name {setting}: {stderr}"
     );
+    stderr
 }
 
 /// A workspace binary in `target/debug`, which `cargo test --workspace`
