@@ -179,6 +179,16 @@ pub async fn schema_ready(store: &StoreConfig) -> bool {
         .is_ok_and(|n| n == 3)
 }
 
+/// [`schema_ready`] for every campaign's database.
+pub async fn all_ready(stores: &[StoreConfig]) -> bool {
+    for s in stores {
+        if !schema_ready(s).await {
+            return false;
+        }
+    }
+    true
+}
+
 /// The campaigns a deployment serves and the database of each: the main
 /// campaign (`--campaign`) in `--clickhouse-database`, every other one
 /// (`--also-campaign FILE=DATABASE`) in its own database, so that nothing

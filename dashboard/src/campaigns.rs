@@ -233,7 +233,7 @@ pub async fn years(State(served): State<Arc<Served>>, q: Params) -> Result<Respo
             .map(|(index, by_campaign)| AlignedPhase { index, by_campaign })
             .collect(),
     };
-    let Some((main, f)) = asked.last() else {
+    let Some((latest, f)) = asked.last() else {
         return Ok(json(&out));
     };
     if f.format == Format::Csv {
@@ -263,7 +263,7 @@ pub async fn years(State(served): State<Arc<Served>>, q: Params) -> Result<Respo
         }
         let export = Export {
             dialect: f.csv,
-            file_name: format!("ensemble-years-{}.csv", served.campaigns.get(*main).id),
+            file_name: format!("ensemble-years-{}.csv", served.campaigns.get(*latest).id),
         };
         return Ok(csv(
             &export,

@@ -280,14 +280,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         shutdown.clone(),
         move || {
             let stores = stores.clone();
-            async move {
-                for s in &stores {
-                    if !store::schema_ready(s).await {
-                        return false;
-                    }
-                }
-                true
-            }
+            async move { store::all_ready(&stores).await }
         },
     );
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;

@@ -1863,35 +1863,15 @@ async fn csv_downloads_open_in_french_excel() {
     assert!(fractions, "decimal numbers were checked");
 }
 
-/// Headless Chromium (Debian's `chromium`) on `url`, a fresh profile in
-/// `profile`, with `extra` flags.
+/// Headless Chromium on `url` (the page's size, 15 s of virtual time).
 fn chromium_run(
     url: &str,
     profile: &std::path::Path,
     extra: &[String],
 ) -> impl std::future::Future<Output = std::io::Result<std::process::Output>> {
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("Debian chromium is installed by deploy/local/test");
-    let mut cmd = tokio::process::Command::new(chromium);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        "--virtual-time-budget=15000",
-        "--window-size=1400,1900",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .args(extra)
-    .arg(url)
-    .kill_on_drop(true);
+    let mut extra = extra.to_vec();
+    extra.push("--window-size=1400,1900".into());
+    let mut cmd = ensemble_tests::chromium(url, profile, 15_000, &extra);
     async move { cmd.output().await }
 }
 

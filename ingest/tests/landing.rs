@@ -24,13 +24,6 @@ use serde_json::Value;
 const SECRET: &str = "landing-test-secret-0123456789";
 const TTL_S: u64 = 15;
 
-fn chromium() -> &'static str {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("Debian chromium is installed by deploy/local/test")
-}
-
 /// What the landing page reports about itself once the tracker is done.
 #[derive(Debug)]
 struct Landed {
@@ -47,23 +40,7 @@ async fn open(url: &str) -> Landed {
     let profile = tempfile::tempdir().expect("profile dir");
     let out = tokio::time::timeout(
         Duration::from_secs(90),
-        tokio::process::Command::new(chromium())
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--virtual-time-budget=10000",
-                "--dump-dom",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(url)
-            .kill_on_drop(true)
-            .output(),
+        ensemble_tests::chromium(url, profile.path(), 10_000, &["--dump-dom".into()]).output(),
     )
     .await
     .expect("chromium within 90 s")

@@ -26,7 +26,11 @@ use crate::campaign::{Campaign, CampaignError};
 #[derive(Debug, Clone)]
 pub struct Campaigns {
     list: Vec<Campaign>,
+    /// Each campaign's [`calendar`], same order (asked for every event).
+    spans: Vec<Option<Span>>,
 }
+
+type Span = (DateTime<Utc>, DateTime<Utc>);
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> CampaignError {
     CampaignError::Invalid {
@@ -37,7 +41,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> CampaignError
 
 /// A campaign's calendar: from its first phase's start to its last phase's
 /// end (`None` without phases).
-pub fn calendar(c: &Campaign) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+pub fn calendar(c: &Campaign) -> Option<Span> {
     let start = c.phases.iter().map(|p| p.starts_at).min()?;
     let end = c.phases.iter().map(|p| p.ends_at).max()?;
     Some((start, end))
@@ -83,12 +87,17 @@ impl Campaigns {
                 }
             }
         }
-        Ok(Self { list })
+        Ok(Self::of(list))
+    }
+
+    fn of(list: Vec<Campaign>) -> Self {
+        let spans = list.iter().map(calendar).collect();
+        Self { list, spans }
     }
 
     /// One campaign alone.
     pub fn one(c: Campaign) -> Self {
-        Self { list: vec![c] }
+        Self::of(vec![c])
     }
 
     pub fn len(&self) -> usize {
@@ -124,8 +133,7 @@ impl Campaigns {
         if self.list.len() == 1 {
             return 0;
         }
-        let spans: Vec<Option<(DateTime<Utc>, DateTime<Utc>)>> =
-            self.list.iter().map(calendar).collect();
+        let spans = &self.spans;
         if let Some(i) = spans
             .iter()
             .position(|s| s.is_some_and(|(a, b)| a <= ts && ts < b))
@@ -179,7 +187,7 @@ impl Campaigns {
     /// The campaigns' indices by calendar start (year over year).
     pub fn by_start(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.list.len()).collect();
-        order.sort_by_key(|&i| calendar(&self.list[i]).map(|(a, _)| a));
+        order.sort_by_key(|&i| self.spans[i].map(|(a, _)| a));
         order
     }
 }

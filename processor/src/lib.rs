@@ -56,14 +56,7 @@ pub async fn serve_on(
         shutdown.clone(),
         move || {
             let stores = stores.clone();
-            async move {
-                for s in &stores {
-                    if !store::schema_ready(s).await {
-                        return false;
-                    }
-                }
-                true
-            }
+            async move { store::all_ready(&stores).await }
         },
     );
 

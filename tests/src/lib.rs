@@ -319,6 +319,40 @@ pub fn run_binary(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32
     )
 }
 
+/// Headless Chromium (Debian's `chromium`, which deploy/local/test
+/// installs) opening `url` in a fresh profile in `profile`, with
+/// `virtual_ms` of virtual time for the page's scripts and `extra` flags
+/// (`--dump-dom`, `--screenshot=…`); killed when dropped.
+pub fn chromium(
+    url: &str,
+    profile: &std::path::Path,
+    virtual_ms: u32,
+    extra: &[String],
+) -> tokio::process::Command {
+    let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Debian chromium is installed by deploy/local/test");
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--virtual-time-budget={virtual_ms}"))
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(extra)
+    .arg(url)
+    .kill_on_drop(true);
+    cmd
+}
+
 /// Asserts that `bin` refuses to start (exit 2) with a message naming
 /// `setting`; returns that message.
 pub fn assert_refuses(bin: &str, args: &[&str], env: &[(&str, &str)], setting: &str) -> String {
