@@ -192,26 +192,29 @@ pub async fn paths(State(state): State<Shared>, q: Params) -> Result<Response, A
         }
         .into());
     }
-    // Conversions first: they decide which paths can be listed, so those
-    // paths' delays by the hour are read while the visitors without
-    // sign-up are (one round trip to ClickHouse less).
-    let converted =
-        answers::ask_rounded(&state, &f, &[Figure::PathsConverted], Some(0), None).await?;
-    let mut t = Table::default();
-    add_paths(&mut t, &converted);
-    let candidates = match &f.channel {
-        Some(c) => t.through(c),
-        None => t.clone(),
-    }
-    .median_candidates(limit);
+    // The visitors without sign-up (the largest read) from the start; the
+    // conversions meanwhile decide which paths can be listed, so those
+    // paths' delays by the hour are read before the first read is done.
     let not_converted =
-        |s| answers::ask_rounded(s, &f, &[Figure::PathsNotConverted], Some(0), None);
-    let (without, hours) = if candidates.len() <= NARROWED_PATHS {
-        let (a, h) = tokio::try_join!(not_converted(&state), delay_hours(&state, &f, &candidates))?;
-        (a, Some(h))
-    } else {
-        (not_converted(&state).await?, None)
+        answers::ask_rounded(&state, &f, &[Figure::PathsNotConverted], Some(0), None);
+    let converted = async {
+        let converted =
+            answers::ask_rounded(&state, &f, &[Figure::PathsConverted], Some(0), None).await?;
+        let mut t = Table::default();
+        add_paths(&mut t, &converted);
+        let candidates = match &f.channel {
+            Some(c) => t.through(c),
+            None => t.clone(),
+        }
+        .median_candidates(limit);
+        let hours = if candidates.len() <= NARROWED_PATHS {
+            Some(delay_hours(&state, &f, &candidates).await?)
+        } else {
+            None
+        };
+        Ok::<_, ApiError>((t, hours))
     };
+    let ((mut t, hours), without) = tokio::try_join!(converted, not_converted)?;
     add_paths(&mut t, &without);
     if let Some(c) = &f.channel {
         t = t.through(c);
