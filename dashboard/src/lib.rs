@@ -246,6 +246,7 @@ fn campaign_state(
         // sorts spill to disk from half the memory instead of failing. The
         // read-only user (`ensemble_dashboard` in the shipped configs) adds
         // that it can write nothing.
+        cluster: store.is_cluster(),
         client: store
             .client()
             .with_setting("max_execution_time", settings.query.timeout_s.to_string())

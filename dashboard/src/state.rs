@@ -31,6 +31,8 @@ pub struct ApiState {
     /// Longest a request may take before it is answered 503.
     pub request_timeout: std::time::Duration,
     pub client: clickhouse::Client,
+    /// Cluster mode: the tables read are `Distributed` (no PREWHERE).
+    pub cluster: bool,
     pub analyst_tokens: Vec<String>,
     pub agency_tokens: Vec<String>,
     /// The processor group's progress on the events topic (`/api/live`'s
