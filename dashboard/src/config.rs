@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use ensemble_core::config::{parse_listen, parse_ops_listen, ConfigError};
 use ensemble_core::telemetry::LogConfig;
-use ensemble_core::{Campaign, KafkaConfig, Sites, StoreConfig};
+use ensemble_core::{Campaigns, KafkaConfig, Sites, StoreConfig};
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
@@ -173,11 +173,11 @@ fn collector_url(raw: &str) -> Result<url::Url, ConfigError> {
 }
 
 impl Config {
-    /// What `qr-codes` needs: the campaign and the collector's public URL.
-    pub fn validate_qr(&self) -> Result<(Campaign, url::Url), ConfigError> {
-        let campaign = Campaign::load(&self.campaign)
-            .map_err(|e| ConfigError::new("--campaign", e.to_string()))?;
-        Ok((campaign, collector_url(&self.collector_public_url)?))
+    /// What `qr-codes` needs: the campaigns and the collector's public URL.
+    pub fn validate_qr(&self) -> Result<(Campaigns, url::Url), ConfigError> {
+        let (campaigns, _) =
+            ensemble_core::store::load_campaigns(&self.campaign, &self.also_campaign)?;
+        Ok((campaigns, collector_url(&self.collector_public_url)?))
     }
 
     pub fn validate(mut self) -> Result<Settings, ConfigError> {

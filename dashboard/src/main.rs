@@ -14,22 +14,32 @@ fn main() -> ExitCode {
             launch(
                 "ensemble-dashboard qr-codes",
                 config.validate_qr(),
-                move |(campaign, collector), _| async move {
+                move |(campaigns, collector), _| async move {
                     let drawing = qr::Drawing {
                         size_px: size,
                         margin: 4,
                     };
-                    let files = qr::write_all(&campaign, &collector, drawing, &out)?;
-                    for f in &files {
-                        println!("{}", f.display());
+                    // The main campaign's in `--out`, every other one's in
+                    // `--out/<campaign id>/`.
+                    for (i, campaign) in campaigns.iter().enumerate() {
+                        let dir = if i == 0 {
+                            out.clone()
+                        } else {
+                            out.join(&campaign.id)
+                        };
+                        let files = qr::write_all(campaign, &collector, drawing, &dir)?;
+                        for f in &files {
+                            println!("{}", f.display());
+                        }
+                        eprintln!(
+                            "{}: {} QR codes of {} placements and their sheets in {} (they open {}r/<code>)",
+                            campaign.id,
+                            files.len(),
+                            campaign.placements.len(),
+                            dir.display(),
+                            collector
+                        );
                     }
-                    eprintln!(
-                        "{} QR codes of {} placements and their sheets in {} (they open {}r/<code>)",
-                        files.len(),
-                        campaign.placements.len(),
-                        out.display(),
-                        collector
-                    );
                     Ok::<(), anyhow::Error>(())
                 },
             )

@@ -280,6 +280,16 @@ async fn every_placements_qr_code_decodes_to_its_scan_url_and_a_scan_counts_for_
     }
 
     // The command writes the same codes, and the printable sheets.
+    // With last year's campaign beside it (one poster of its own): its
+    // codes go in a directory of their own.
+    let last_path = campaign_dir.path().join("last-year.toml");
+    let last_text = text.replace("code = \"M-CHATELET\"", "code = \"M-CHATELET-24\"");
+    std::fs::write(
+        &last_path,
+        ensemble_tests::live::moved_campaign_toml(&last_text, -364, "last-year").expect("move"),
+    )
+    .expect("write last year");
+    let also = format!("{}=last_year", last_path.display());
     let dir = tempfile::tempdir().expect("dir");
     let out = std::process::Command::new(workspace_binary("ensemble-dashboard"))
         .args(["qr-codes", "--out"])
@@ -287,6 +297,8 @@ async fn every_placements_qr_code_decodes_to_its_scan_url_and_a_scan_counts_for_
         .args([
             "--campaign",
             &c,
+            "--also-campaign",
+            &also,
             "--collector-public-url",
             &public,
             "--size",
@@ -305,6 +317,18 @@ async fn every_placements_qr_code_decodes_to_its_scan_url_and_a_scan_counts_for_
         assert_eq!(decode_png(&png), vec![url.clone()], "{code}.png");
         assert!(dir.path().join(format!("{code}.svg")).exists());
     }
+    let last = dir.path().join("last-year").join("M-CHATELET-24.png");
+    let png = std::fs::read(&last).expect("last year's own poster");
+    assert_eq!(
+        decode_png(&png),
+        vec![format!("{}/r/M-CHATELET-24", public.trim_end_matches('/'))],
+        "{}",
+        last.display()
+    );
+    assert!(
+        !dir.path().join("M-CHATELET-24.png").exists(),
+        "not among this year's"
+    );
     let sheet = std::fs::read_to_string(dir.path().join("sheet-1.svg")).expect("sheet");
     assert!(sheet.contains("width=\"210mm\""), "an A4 page");
     for p in campaign
