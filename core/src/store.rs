@@ -239,6 +239,45 @@ impl Sites {
     }
 }
 
+/// The campaign files a service serves (README "Several campaigns"), as
+/// every service takes them.
+#[derive(Debug, Clone, Args)]
+pub struct CampaignFiles {
+    /// Campaign file (phases, channels, placements).
+    #[arg(
+        long,
+        env = "ENSEMBLE_CAMPAIGN",
+        default_value = "deploy/campaign.toml",
+        global = true
+    )]
+    pub campaign: std::path::PathBuf,
+    /// Another campaign served side by side, as `FILE=DATABASE` (the
+    /// campaign file and the ClickHouse database of its figures; the
+    /// collector reads the file only); repeat it for each. Give the
+    /// collector, the processor and the dashboard the same.
+    #[arg(
+        long,
+        env = "ENSEMBLE_ALSO_CAMPAIGNS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub also_campaign: Vec<String>,
+}
+
+impl CampaignFiles {
+    /// Every campaign, validated together, and each `also` one's database.
+    pub fn load(
+        &self,
+    ) -> Result<(ensemble_model::Campaigns, Vec<String>), crate::config::ConfigError> {
+        load_campaigns(&self.campaign, &self.also_campaign)
+    }
+
+    /// Every campaign with its database: the main one in `store`'s.
+    pub fn sites(&self, store: &StoreConfig) -> Result<Sites, crate::config::ConfigError> {
+        Sites::load(&self.campaign, store, &self.also_campaign)
+    }
+}
+
 /// The main campaign file and the `--also-campaign FILE=DATABASE` ones,
 /// validated together (ids, calendars): the campaigns, and the database
 /// named for each `also` one, same order.

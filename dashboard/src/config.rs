@@ -51,24 +51,8 @@ pub struct Config {
     /// public port then answers the page and the API only.
     #[arg(long, env = "ENSEMBLE_DASHBOARD_OPS_LISTEN")]
     pub ops_listen: Option<String>,
-    /// Campaign file (phases, channels, placements).
-    #[arg(
-        long,
-        env = "ENSEMBLE_CAMPAIGN",
-        default_value = "deploy/campaign.toml",
-        global = true
-    )]
-    pub campaign: PathBuf,
-    /// Another campaign served side by side, as `FILE=DATABASE` (the
-    /// campaign file and the ClickHouse database of its figures, as given
-    /// to the processor); repeat it for each. `campaign=<id>` picks one.
-    #[arg(
-        long,
-        env = "ENSEMBLE_ALSO_CAMPAIGNS",
-        value_delimiter = ',',
-        global = true
-    )]
-    pub also_campaign: Vec<String>,
+    #[command(flatten)]
+    pub campaigns: ensemble_core::store::CampaignFiles,
     /// Analyst access tokens (comma-separated, each ≥ 16 bytes): see everything.
     #[arg(
         long,
@@ -175,8 +159,7 @@ fn collector_url(raw: &str) -> Result<url::Url, ConfigError> {
 impl Config {
     /// What `qr-codes` needs: the campaigns and the collector's public URL.
     pub fn validate_qr(&self) -> Result<(Campaigns, url::Url), ConfigError> {
-        let (campaigns, _) =
-            ensemble_core::store::load_campaigns(&self.campaign, &self.also_campaign)?;
+        let (campaigns, _) = self.campaigns.load()?;
         Ok((campaigns, collector_url(&self.collector_public_url)?))
     }
 
@@ -215,7 +198,7 @@ impl Config {
             ));
         }
         self.store.validate()?;
-        let sites = Sites::load(&self.campaign, &self.store, &self.also_campaign)?;
+        let sites = self.campaigns.sites(&self.store)?;
         self.kafka.validate()?;
         if self.processor_group.trim().is_empty() {
             return Err(ConfigError::new(

@@ -1,7 +1,6 @@
 //! Collector settings: flags with `ENSEMBLE_*` env fallbacks, checked at start-up.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use clap::Parser;
 use ensemble_core::config::{parse_listen, parse_ops_listen, ConfigError};
@@ -30,18 +29,8 @@ pub struct Config {
     /// endpoints only.
     #[arg(long, env = "ENSEMBLE_INGEST_OPS_LISTEN")]
     pub ops_listen: Option<String>,
-    /// Campaign file (phases, channels, placements).
-    #[arg(
-        long,
-        env = "ENSEMBLE_CAMPAIGN",
-        default_value = "deploy/campaign.toml"
-    )]
-    pub campaign: PathBuf,
-    /// Another campaign served side by side, as `FILE=DATABASE` (the same
-    /// value the processor and the dashboard take; the collector reads the
-    /// file only): its placement codes open their pages.
-    #[arg(long, env = "ENSEMBLE_ALSO_CAMPAIGNS", value_delimiter = ',')]
-    pub also_campaign: Vec<String>,
+    #[command(flatten)]
+    pub campaigns: ensemble_core::store::CampaignFiles,
     /// Secret key of the contact HMAC and of hashed visitor ids (≥ 16 bytes). Required.
     #[arg(long, env = "ENSEMBLE_CONTACT_SECRET", hide_env_values = true)]
     pub contact_secret: Option<String>,
@@ -156,8 +145,7 @@ impl Config {
         self.import_token = self.import_token.filter(|t| !t.is_empty());
         let listen = parse_listen("--listen", &self.listen)?;
         let ops_listen = parse_ops_listen(listen, self.ops_listen.as_deref())?;
-        let (campaigns, _) =
-            ensemble_core::store::load_campaigns(&self.campaign, &self.also_campaign)?;
+        let (campaigns, _) = self.campaigns.load()?;
         let secret = self.contact_secret.ok_or_else(|| {
             ConfigError::new(
                 "--contact-secret",

@@ -2,7 +2,6 @@
 //! start-up, and the `migrate` subcommand.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use ensemble_core::config::{parse_listen, ConfigError};
@@ -27,25 +26,8 @@ pub struct Config {
         global = true
     )]
     pub listen: String,
-    /// Campaign file (phases, channels, placements).
-    #[arg(
-        long,
-        env = "ENSEMBLE_CAMPAIGN",
-        default_value = "deploy/campaign.toml",
-        global = true
-    )]
-    pub campaign: PathBuf,
-    /// Another campaign served side by side, as `FILE=DATABASE` (the
-    /// campaign file and the ClickHouse database of its figures); repeat
-    /// it for each. Each event goes to the campaign it belongs to (README
-    /// "Several campaigns").
-    #[arg(
-        long,
-        env = "ENSEMBLE_ALSO_CAMPAIGNS",
-        value_delimiter = ',',
-        global = true
-    )]
-    pub also_campaign: Vec<String>,
+    #[command(flatten)]
+    pub campaigns: ensemble_core::store::CampaignFiles,
     /// Kafka consumer group.
     #[arg(
         long,
@@ -157,7 +139,7 @@ impl Config {
     pub fn validate(self) -> Result<Settings, ConfigError> {
         let listen = parse_listen("--listen", &self.listen)?;
         self.store.validate()?;
-        let sites = Sites::load(&self.campaign, &self.store, &self.also_campaign)?;
+        let sites = self.campaigns.sites(&self.store)?;
         if self.group_id.trim().is_empty() {
             return Err(ConfigError::new("--group-id", "must not be empty"));
         }
