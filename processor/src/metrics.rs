@@ -10,6 +10,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub consumed: IntCounter,
     pub inserted: IntCounter,
+    /// Rows ClickHouse accepted, by the campaign they were sent to.
+    pub inserted_by_campaign: IntCounterVec,
     pub dead_lettered: IntCounterVec,
     pub batch_rows: Histogram,
     pub insert_duration: Histogram,
@@ -35,6 +37,13 @@ impl Metrics {
         let inserted = IntCounter::new(
             "ensemble_processor_rows_inserted_total",
             "Rows ClickHouse accepted (duplicates included; queries remove them)",
+        )?;
+        let inserted_by_campaign = IntCounterVec::new(
+            Opts::new(
+                "ensemble_processor_rows_by_campaign_total",
+                "Rows ClickHouse accepted, by the campaign (and so the database) they belong to",
+            ),
+            &["campaign"],
         )?;
         let dead_lettered = IntCounterVec::new(
             Opts::new(
@@ -117,6 +126,7 @@ impl Metrics {
         for c in [
             Box::new(consumed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(inserted.clone()),
+            Box::new(inserted_by_campaign.clone()),
             Box::new(dead_lettered.clone()),
             Box::new(batch_rows.clone()),
             Box::new(insert_duration.clone()),
@@ -137,6 +147,7 @@ impl Metrics {
             registry,
             consumed,
             inserted,
+            inserted_by_campaign,
             dead_lettered,
             batch_rows,
             insert_duration,

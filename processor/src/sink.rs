@@ -253,6 +253,10 @@ pub async fn insert(
         .observe(started.elapsed().as_secs_f64());
     metrics.batch_rows.observe(rows.len() as f64);
     metrics.inserted.inc_by(accounted.len() as u64);
+    metrics
+        .inserted_by_campaign
+        .with_label_values(&[campaign.id.as_str()])
+        .inc_by(accounted.len() as u64);
     Ok(refused)
 }
 

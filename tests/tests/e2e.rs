@@ -206,6 +206,28 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
     )
     .await;
 
+    // Where the processor sent the rows: last year's (no restart here, so
+    // each accepted message inserted once) to last year's database, the
+    // rest to this year's.
+    let metrics = processor.get("/metrics").expect("processor metrics").1;
+    let by = |id: &str| {
+        metric_value(
+            &metrics,
+            &format!("ensemble_processor_rows_by_campaign_total{{campaign=\"{id}\"}}"),
+        )
+    };
+    assert_eq!(
+        by(&last.id),
+        Some((last_sim.valid_events + last_sim.retries) as f64),
+        "last year's rows to its database"
+    );
+    assert_eq!(
+        by(&campaign.id),
+        metric_value(&metrics, "ensemble_processor_rows_inserted_total")
+            .map(|n| n - (last_sim.valid_events + last_sim.retries) as f64),
+        "every other row to this year's"
+    );
+
     let overview = dashboard.get_json("/api/overview", ANALYST);
     assert_eq!(overview["current"]["totals"]["visitors"], truth.visitors);
     assert_eq!(overview["current"]["totals"]["signups"], truth.signups);
