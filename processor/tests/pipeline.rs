@@ -1292,3 +1292,115 @@ async fn erasure_takes_the_persons_rows_and_nobody_elses() {
     .expect("rebuild");
     assert_eq!(facts_snapshot(&s.store).await, figures, "withdrawn exactly");
 }
+
+/// With last year's campaign beside this year's, in its own database:
+/// Alice signed up last year and came back this year without signing up
+/// again (the same phone). Erasing her e-mail removes her rows from both
+/// databases — this year's found through last year's sign-up — and leaves
+/// Bob's, in both, as they were.
+#[tokio::test]
+async fn erasure_covers_every_campaign_and_nobody_elses() {
+    use ensemble_processor::maintenance;
+    let s = setup(migrated_database("it_proc_erase_years").await).await;
+    let last_store = migrated_database("it_proc_erase_years_last").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let last_file = dir.path().join("2024.toml");
+    let text = std::fs::read_to_string(campaign_file()).expect("campaign");
+    std::fs::write(
+        &last_file,
+        ensemble_tests::live::moved_campaign_toml(&text, -364, "vivre-ensemble-2024")
+            .expect("last year"),
+    )
+    .expect("write");
+    let also = format!("{}={}", last_file.display(), last_store.database);
+    let hasher = ContactHasher::new(SECRET.as_bytes()).expect("hasher");
+    let mut n = 0u32;
+    let mut ev = |visitor: &str, kind: EventType, contact: Option<&str>, year: i32| {
+        n += 1;
+        let mut m = message(12, 300_000 + n);
+        m.visitor_id = visitor.into();
+        m.event_type = kind;
+        m.ts = Utc
+            .with_ymd_and_hms(year, 2, 12, 9, 0, 0)
+            .single()
+            .expect("ts")
+            + chrono::Duration::minutes(i64::from(n));
+        m.received_at = m.ts;
+        m.placement = (kind == EventType::QrScan).then(|| "M-CHATELET".into());
+        m.utm = Utm::default();
+        m.action = None;
+        m.contact_hash = contact.map(|c| hasher.contact_hash(c));
+        m.consent = contact.map(|_| Consent {
+            results: true,
+            newsletter: false,
+        });
+        m
+    };
+    let people = vec![
+        ev("v_alice_phone_001", EventType::QrScan, None, 2024),
+        ev(
+            "v_alice_phone_001",
+            EventType::Signup,
+            Some("alice@exemple.fr"),
+            2024,
+        ),
+        ev("v_alice_phone_001", EventType::QrScan, None, 2025),
+        ev("v_alice_phone_001", EventType::PageView, None, 2025),
+        ev("v_bob_phone_00001", EventType::QrScan, None, 2024),
+        ev("v_bob_phone_00001", EventType::QrScan, None, 2025),
+        ev(
+            "v_bob_phone_00001",
+            EventType::Signup,
+            Some("bob@exemple.fr"),
+            2025,
+        ),
+    ];
+    produce_raw(&s.brokers, &s.topic, &encoded(&people))
+        .await
+        .expect("produce");
+    let rows = |store: StoreConfig, visitor: &'static str| async move {
+        // A tombstone (no event, no contact) marks where her ledger ended.
+        let sql = "SELECT (SELECT count() FROM events WHERE visitor_id = ?) \
+                   + (SELECT count() FROM ledger WHERE visitor_id = ? AND tombstone = 0)";
+        store
+            .client()
+            .query(sql)
+            .bind(visitor)
+            .bind(visitor)
+            .fetch_one::<u64>()
+            .await
+            .expect("count")
+    };
+    {
+        let _p = s.start(&["--also-campaign", &also]);
+        poll_until("both years' events in their databases", WAIT, || async {
+            let now = rows(s.store.clone(), "v_alice_phone_001").await;
+            let then = rows(last_store.clone(), "v_alice_phone_001").await;
+            // Each event once in `events` and once in the ledger.
+            (now == 4 && then == 4).then_some(())
+        })
+        .await;
+        poll_until("Bob's too", WAIT, || async {
+            let now = rows(s.store.clone(), "v_bob_phone_00001").await;
+            let then = rows(last_store.clone(), "v_bob_phone_00001").await;
+            (now == 4 && then == 2).then_some(())
+        })
+        .await;
+    }
+    let sites = ensemble_core::Sites::load(&campaign_file(), &s.store, std::slice::from_ref(&also))
+        .expect("sites");
+    let report = maintenance::erase(&sites, &hasher, "alice@exemple.fr", WAIT)
+        .await
+        .expect("erase");
+    assert_eq!(report.own_visitors, vec!["v_alice_phone_001".to_owned()]);
+    // The ledger's rows before her tombstone go by a mutation (reads skip
+    // them meanwhile).
+    poll_until("Alice gone from both years", WAIT, || async {
+        let now = rows(s.store.clone(), "v_alice_phone_001").await;
+        let then = rows(last_store.clone(), "v_alice_phone_001").await;
+        (now == 0 && then == 0).then_some(())
+    })
+    .await;
+    assert_eq!(rows(s.store.clone(), "v_bob_phone_00001").await, 4);
+    assert_eq!(rows(last_store.clone(), "v_bob_phone_00001").await, 2);
+}
