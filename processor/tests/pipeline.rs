@@ -1079,6 +1079,32 @@ async fn facts_snapshot(store: &StoreConfig) -> BTreeMap<String, (i64, i64)> {
         .collect()
 }
 
+/// One event of a person in the erasure tests: `kind` by `visitor` at
+/// `at` (a QR scan of M-CHATELET), a sign-up with `contact_hash` and its
+/// consent when given.
+fn person_event(
+    id: u32,
+    visitor: &str,
+    kind: EventType,
+    contact_hash: Option<String>,
+    at: DateTime<Utc>,
+) -> EventMessage {
+    let mut m = message(12, id);
+    m.visitor_id = visitor.into();
+    m.event_type = kind;
+    m.ts = at;
+    m.received_at = at;
+    m.placement = (kind == EventType::QrScan).then(|| "M-CHATELET".into());
+    m.utm = Utm::default();
+    m.action = None;
+    m.consent = contact_hash.as_ref().map(|_| Consent {
+        results: true,
+        newsletter: false,
+    });
+    m.contact_hash = contact_hash;
+    m
+}
+
 /// Erasure takes a person's rows and nobody else's: the visitor ids only
 /// they used lose everything; a hashed id several people share behind one
 /// network (same phone model, same day) and a device someone else also
@@ -1095,24 +1121,18 @@ async fn erasure_takes_the_persons_rows_and_nobody_elses() {
     let mut n = 0u32;
     let mut ev = |visitor: &str, kind: EventType, contact: Option<&str>, minutes: i64| {
         n += 1;
-        let mut m = message(12, 200_000 + n);
-        m.visitor_id = visitor.into();
-        m.event_type = kind;
-        m.ts = Utc
+        let at = Utc
             .with_ymd_and_hms(2025, 2, 10, 9, 0, 0)
             .single()
             .expect("ts")
             + chrono::Duration::minutes(minutes);
-        m.received_at = m.ts;
-        m.placement = (kind == EventType::QrScan).then(|| "M-CHATELET".into());
-        m.utm = Utm::default();
-        m.action = None;
-        m.contact_hash = contact.map(|c| hasher.contact_hash(c));
-        m.consent = contact.map(|_| Consent {
-            results: true,
-            newsletter: false,
-        });
-        m
+        person_event(
+            200_000 + n,
+            visitor,
+            kind,
+            contact.map(|c| hasher.contact_hash(c)),
+            at,
+        )
     };
     let nat = "h_0123456789abcdef0123456789abcd"; // one phone model, one carrier address, one day
     let mut people = vec![
@@ -1317,24 +1337,18 @@ async fn erasure_covers_every_campaign_and_nobody_elses() {
     let mut n = 0u32;
     let mut ev = |visitor: &str, kind: EventType, contact: Option<&str>, year: i32| {
         n += 1;
-        let mut m = message(12, 300_000 + n);
-        m.visitor_id = visitor.into();
-        m.event_type = kind;
-        m.ts = Utc
+        let at = Utc
             .with_ymd_and_hms(year, 2, 12, 9, 0, 0)
             .single()
             .expect("ts")
             + chrono::Duration::minutes(i64::from(n));
-        m.received_at = m.ts;
-        m.placement = (kind == EventType::QrScan).then(|| "M-CHATELET".into());
-        m.utm = Utm::default();
-        m.action = None;
-        m.contact_hash = contact.map(|c| hasher.contact_hash(c));
-        m.consent = contact.map(|_| Consent {
-            results: true,
-            newsletter: false,
-        });
-        m
+        person_event(
+            300_000 + n,
+            visitor,
+            kind,
+            contact.map(|c| hasher.contact_hash(c)),
+            at,
+        )
     };
     let people = vec![
         ev("v_alice_phone_001", EventType::QrScan, None, 2024),
