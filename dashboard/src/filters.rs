@@ -288,7 +288,13 @@ impl Filters {
         // The first in name order, so that the answer does not depend on hashing.
         if let Some(k) = q.keys().filter(|k| !known(k)).min() {
             let name: &'static str = "query";
-            let listed: Vec<&str> = COMMON.iter().chain(extra).copied().collect();
+            // `campaign` too: the dispatcher takes it out before the
+            // endpoint reads the rest (`crate::campaigns`).
+            let listed: Vec<&str> = std::iter::once(&"campaign")
+                .chain(COMMON.iter())
+                .chain(extra)
+                .copied()
+                .collect();
             return Err(bad(
                 name,
                 format!(
