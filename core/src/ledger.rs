@@ -944,11 +944,14 @@ pub async fn needs_rebuild(client: &clickhouse::Client) -> Result<bool, clickhou
 /// or attribution settings change). Run it with the processor stopped.
 /// Calls `progress` with the events read so far.
 pub async fn rebuild(
-    client: &clickhouse::Client,
+    store: &crate::StoreConfig,
     campaign: &Campaign,
-    ddl_target: impl Fn(&str) -> String,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, clickhouse::error::Error> {
+    let client = &store.client();
+    let ddl_target = |t: &str| store.ddl_target(t);
+    // The figures summed by range are refilled by the same INSERTs.
+    let ranges = crate::ranges::remake(store, campaign).await?;
     for t in [
         "ledger",
         "figures",
@@ -1067,6 +1070,9 @@ pub async fn rebuild(
         .query(&format!("TRUNCATE TABLE {}", ddl_target("rebuild_pending")))
         .execute()
         .await?;
+    if ranges {
+        crate::ranges::rebuilt(store, campaign).await?;
+    }
     progress(read_so_far);
     Ok(read_so_far)
 }

@@ -15,6 +15,7 @@ pub mod launch;
 pub mod ledger;
 pub mod migrate;
 pub mod probe;
+pub mod ranges;
 pub mod service;
 pub mod shutdown;
 pub mod store;

@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 
 use clickhouse::Row;
 use ensemble_core::campaign::HORS_PHASE;
-use ensemble_core::figures::{self, add_to, Answer, Day, Dims, Figure, OwnedRow, Question, Value};
+use ensemble_core::figures::{
+    self, add_to, phase_parts, Answer, Day, Days, Dims, Figure, OwnedRow, Question, Value,
+};
 use ensemble_core::ledger::{self, Selection, Source};
 use ensemble_core::Campaign;
 use serde::Deserialize;
@@ -34,9 +36,6 @@ pub struct Answers {
     /// Phase id (or `hors-phase`) → the answer over that phase's part.
     pub by_phase: BTreeMap<String, Answer>,
 }
-
-/// Inclusive local days.
-type Days = (Day, Day);
 
 /// How a question is answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,40 +59,6 @@ fn whole_days(campaign: &Campaign, f: &Filters) -> Option<Days> {
     (figures::day_start(campaign, first) == f.from
         && figures::day_start(campaign, last + 1) == f.to)
         .then_some((first, last))
-}
-
-fn intersect(a: Days, b: Days) -> Option<Days> {
-    let d = (a.0.max(b.0), a.1.min(b.1));
-    (d.0 <= d.1).then_some(d)
-}
-
-/// Each phase's days within `days`, and the pieces of `days` outside
-/// every phase.
-fn phase_parts(campaign: &Campaign, days: Days) -> (Vec<(String, Days)>, Vec<Days>) {
-    let mut phases: Vec<(String, Days)> = campaign
-        .phases
-        .iter()
-        .filter_map(|p| {
-            let span = (
-                figures::day_number(p.start_date),
-                figures::day_number(p.end_date),
-            );
-            intersect(span, days).map(|d| (p.id.clone(), d))
-        })
-        .collect();
-    phases.sort_by_key(|(_, d)| *d);
-    let mut outside = Vec::new();
-    let mut next = days.0;
-    for (_, (a, b)) in &phases {
-        if *a > next {
-            outside.push((next, a - 1));
-        }
-        next = next.max(b + 1);
-    }
-    if next <= days.1 {
-        outside.push((next, days.1));
-    }
-    (phases, outside)
 }
 
 fn plan(campaign: &Campaign, f: &Filters, by_phase: bool) -> Plan {
@@ -227,13 +192,14 @@ pub async fn visitors_per_placement(
             && f.placement.is_none()
             && figures::aligned(&state.campaign, days.0, days.1)
         {
+            let stored = Stored::of(state, &[days]).await;
             let sql = format!(
-                "SELECT placement_filter, sum(n) FROM figures WHERE figure = '{}' AND channel = ? \
+                "SELECT placement_filter, sum(n) FROM {} WHERE figure = '{}' AND channel = ? \
                  AND bots = ? AND device_filter = '' AND placement_filter != '' \
-                 AND first_day >= toDate('{}') AND last_day <= toDate('{}') GROUP BY placement_filter",
+                 AND {} GROUP BY placement_filter",
+                stored.table(),
                 Figure::Visitors.name(),
-                date(days.0),
-                date(days.1)
+                stored.fits(days)
             );
             let rows: Vec<(String, i64)> = state
                 .client
@@ -279,6 +245,7 @@ pub async fn ask_seconds(
 #[derive(Debug, Row, Deserialize)]
 struct StoredRow {
     part: u8,
+    in_whole: u8,
     figure: String,
     phase: String,
     channel: String,
@@ -309,6 +276,62 @@ fn date(day: Day) -> String {
     figures::date_of(day).format("%Y-%m-%d").to_string()
 }
 
+/// Where a question's stored rows are read: `figures_ranges` when every
+/// range it asks is summed there and the table is whole, else `figures`.
+/// Both give the same sums.
+struct Stored {
+    summed: bool,
+}
+
+impl Stored {
+    async fn of(state: &ApiState, days: &[Days]) -> Self {
+        Self {
+            summed: state.summed.covers(days)
+                && state.summed.usable(&state.client, &state.campaign).await,
+        }
+    }
+
+    fn table(&self) -> &'static str {
+        if self.summed {
+            ensemble_core::ranges::TABLE
+        } else {
+            "figures"
+        }
+    }
+
+    /// The rows that count for the days `[a, b]`: in `figures` those of
+    /// visitors whose days fit them, in `figures_ranges` that range's.
+    fn fits(&self, (a, b): Days) -> String {
+        if self.summed {
+            format!(
+                "first_day = toDate('{}') AND last_day = toDate('{}')",
+                date(a),
+                date(b)
+            )
+        } else {
+            format!(
+                "first_day >= toDate('{}') AND last_day <= toDate('{}')",
+                date(a),
+                date(b)
+            )
+        }
+    }
+
+    /// The rows of the question on `days` with its `parts` (which lie
+    /// within `days`): in `figures_ranges` each part is a range of its own.
+    fn rows_of(&self, days: Days, parts: &[(String, Days)]) -> String {
+        if !self.summed {
+            return self.fits(days);
+        }
+        let mut all: Vec<String> = std::iter::once(days)
+            .chain(parts.iter().map(|(_, d)| *d))
+            .map(|d| format!("({})", self.fits(d)))
+            .collect();
+        all.dedup();
+        format!("({})", all.join(" OR "))
+    }
+}
+
 async fn stored_answer(
     state: &ApiState,
     f: &Filters,
@@ -328,21 +351,25 @@ async fn stored_answer(
         .map(|x| format!("'{}'", x.name()))
         .collect::<Vec<_>>()
         .join(", ");
+    let asks: Vec<Days> = std::iter::once(days)
+        .chain(parts.iter().map(|(_, d)| *d))
+        .collect();
+    let stored = Stored::of(state, &asks).await;
     let part = if parts.is_empty() {
         format!("toUInt8({NO_PART})")
     } else {
         let arms: Vec<String> = parts
             .iter()
             .enumerate()
-            .map(|(i, (_, (a, b)))| {
-                format!(
-                    "first_day >= toDate('{}') AND last_day <= toDate('{}'), {i}",
-                    date(*a),
-                    date(*b)
-                )
-            })
+            .map(|(i, (_, d))| format!("{}, {i}", stored.fits(*d)))
             .collect();
         format!("toUInt8(multiIf({}, {NO_PART}))", arms.join(", "))
+    };
+    // In `figures_ranges` the whole question's rows are its range's only.
+    let in_whole = if stored.summed {
+        format!("toUInt8({})", stored.fits(days))
+    } else {
+        "toUInt8(1)".to_owned()
     };
     let narrow_sql = match narrow {
         Some(r) => format!(
@@ -373,8 +400,12 @@ async fn stored_answer(
     // are '' / 0 in all their rows, `Figure::dimensions`): ClickHouse then
     // hashes a few columns, not sixteen.
     let used = |column: &str| asked.iter().any(|x| x.dimensions().contains(&column));
-    let mut select: Vec<String> = vec![format!("{part} AS part"), "figure".into()];
-    let mut group: Vec<String> = vec!["part".into(), "figure".into()];
+    let mut select: Vec<String> = vec![
+        format!("{part} AS part"),
+        format!("{in_whole} AS in_whole"),
+        "figure".into(),
+    ];
+    let mut group: Vec<String> = vec!["part".into(), "in_whole".into(), "figure".into()];
     for (column, expr, zero) in [
         ("phase", "phase", "''"),
         ("channel", "channel", "''"),
@@ -418,13 +449,13 @@ async fn stored_answer(
         }
     }
     let sql = format!(
-        "SELECT {}, sum(n) AS total, sum(credit) AS cr FROM figures{prewhere} \
+        "SELECT {}, sum(n) AS total, sum(credit) AS cr FROM {}{prewhere} \
          WHERE figure IN ({names}) AND bots = ? AND device_filter = ? AND placement_filter = ? \
-         AND first_day >= toDate('{}') AND last_day <= toDate('{}'){narrow_sql} \
+         AND {}{narrow_sql} \
          GROUP BY {} HAVING total != 0 OR cr != 0",
         select.join(", "),
-        date(days.0),
-        date(days.1),
+        stored.table(),
+        stored.rows_of(days, parts),
         group.join(", ")
     );
     let mut q = state
@@ -465,7 +496,9 @@ async fn stored_answer(
         if let Some(part) = by_part.get_mut(usize::from(r.part)) {
             part.push(((figure, dims.clone()), value));
         }
-        whole.push(((figure, dims), value));
+        if r.in_whole == 1 {
+            whole.push(((figure, dims), value));
+        }
     }
     let mut out = Answers {
         whole: figures::answer_of(whole),

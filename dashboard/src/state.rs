@@ -40,6 +40,70 @@ pub struct ApiState {
     pub lag: Arc<ensemble_core::kafka::LagReader>,
     /// Slots for questions the pre-summed figures do not answer.
     pub gate: crate::admission::Gate,
+    /// Whether the figures summed by range answer this campaign's default
+    /// questions.
+    pub summed: Summed,
+}
+
+/// How often the dashboard asks again whether `figures_ranges` is whole
+/// for its campaign (a `rebuild-ranges` is picked up within this).
+const SUMMED_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The campaign's summed ranges (`figures::summed_ranges`) and whether
+/// `figures_ranges` holds them whole (`ensemble_core::ranges`), checked
+/// again at most every [`SUMMED_RECHECK`].
+#[derive(Debug)]
+pub struct Summed {
+    ranges: Vec<ensemble_core::figures::Days>,
+    /// Never in cluster mode.
+    kept: bool,
+    checked: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
+}
+
+impl Summed {
+    pub fn new(campaign: &Campaign, cluster: bool) -> Self {
+        let ranges = ensemble_core::figures::summed_ranges(campaign);
+        Self {
+            kept: !cluster && !ranges.is_empty(),
+            ranges,
+            checked: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether every range of `days` is a summed range.
+    pub fn covers(&self, days: &[ensemble_core::figures::Days]) -> bool {
+        self.kept && days.iter().all(|d| self.ranges.contains(d))
+    }
+
+    /// Whether the summed table may be read now (false when ClickHouse
+    /// cannot say: the unsummed figures give the same answers).
+    pub async fn usable(&self, client: &clickhouse::Client, campaign: &Campaign) -> bool {
+        if !self.kept {
+            return false;
+        }
+        let cached = *self
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, ok)) = cached {
+            if at.elapsed() < SUMMED_RECHECK {
+                return ok;
+            }
+        }
+        let ok = match ensemble_core::ranges::usable(client, campaign).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::debug!(error = %e, "figures by range: state unreadable, reading the figures");
+                false
+            }
+        };
+        *self
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((std::time::Instant::now(), ok));
+        ok
+    }
 }
 
 pub type Shared = Arc<ApiState>;

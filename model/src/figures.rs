@@ -973,6 +973,79 @@ pub fn aligned(campaign: &Campaign, first: Day, last: Day) -> bool {
     bounds.binary_search(&first).is_ok() && bounds.binary_search(&(last + 1)).is_ok()
 }
 
+/// Inclusive local days.
+pub type Days = (Day, Day);
+
+fn intersect(a: Days, b: Days) -> Option<Days> {
+    let d = (a.0.max(b.0), a.1.min(b.1));
+    (d.0 <= d.1).then_some(d)
+}
+
+/// Each phase's days within `days` (by start), and the pieces of `days`
+/// outside every phase: how a question on `days` is split by phase.
+pub fn phase_parts(campaign: &Campaign, days: Days) -> (Vec<(String, Days)>, Vec<Days>) {
+    let mut phases: Vec<(String, Days)> = campaign
+        .phases
+        .iter()
+        .filter_map(|p| {
+            let span = (day_number(p.start_date), day_number(p.end_date));
+            intersect(span, days).map(|d| (p.id.clone(), d))
+        })
+        .collect();
+    phases.sort_by_key(|(_, d)| *d);
+    let mut outside = Vec::new();
+    let mut next = days.0;
+    for (_, (a, b)) in &phases {
+        if *a > next {
+            outside.push((next, a - 1));
+        }
+        next = next.max(b + 1);
+    }
+    if next <= days.1 {
+        outside.push((next, days.1));
+    }
+    (phases, outside)
+}
+
+/// The ranges of days the default questions ask (the campaign from its
+/// first phase's first day to its last phase's last day, each phase, and
+/// the one piece between phases when there is exactly one), sorted,
+/// without repeats. `figures_ranges` keeps every figure summed over each
+/// of them, so that those questions read a row per value rather than one
+/// per visitors' span of days.
+pub fn summed_ranges(campaign: &Campaign) -> Vec<Days> {
+    let first = campaign
+        .phases
+        .iter()
+        .map(|p| day_number(p.start_date))
+        .min();
+    let last = campaign.phases.iter().map(|p| day_number(p.end_date)).max();
+    let (Some(first), Some(last)) = (first, last) else {
+        return Vec::new();
+    };
+    let (phases, outside) = phase_parts(campaign, (first, last));
+    let mut out: Vec<Days> = std::iter::once((first, last))
+        .chain(phases.into_iter().map(|(_, d)| d))
+        .collect();
+    if let [one] = outside.as_slice() {
+        out.push(*one);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// [`summed_ranges`] as text (`YYYY-MM-DD..YYYY-MM-DD`, comma-separated):
+/// what `figures_ranges_state` records, so that a reader can tell whether
+/// the stored sums are over its own campaign's ranges.
+pub fn ranges_text(ranges: &[Days]) -> String {
+    ranges
+        .iter()
+        .map(|(a, b)| format!("{}..{}", date_of(*a), date_of(*b)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The first and last local days of a visitor's events when it is wide
 /// (active on more than [`WIDE_DAYS`] days): the processor lists it, and a
 /// question on days that are not [`aligned`] corrects its stored rows with
@@ -1677,6 +1750,67 @@ mod tests {
 
     fn campaign() -> Campaign {
         Campaign::from_toml(include_str!("../../deploy/campaign.toml")).unwrap()
+    }
+
+    /// The shipped campaign with its phases' dates replaced.
+    fn with_phases(dates: &[(&str, &str)]) -> Campaign {
+        let mut c = campaign();
+        c.phases.truncate(dates.len());
+        for (p, (a, b)) in c.phases.iter_mut().zip(dates) {
+            p.start_date = NaiveDate::parse_from_str(a, "%Y-%m-%d").unwrap();
+            p.end_date = NaiveDate::parse_from_str(b, "%Y-%m-%d").unwrap();
+        }
+        c
+    }
+
+    #[test]
+    fn summed_ranges_are_the_default_questions_days() {
+        // Back-to-back phases: the campaign and each phase.
+        let r = summed_ranges(&campaign());
+        assert_eq!(
+            r,
+            vec![
+                (day("2025-01-17"), day("2025-02-07")),
+                (day("2025-01-17"), day("2025-03-16")),
+                (day("2025-02-08"), day("2025-02-28")),
+                (day("2025-03-01"), day("2025-03-16")),
+            ]
+        );
+        assert_eq!(
+            ranges_text(&r[..1]),
+            "2025-01-17..2025-02-07",
+            "as figures_ranges_state records them"
+        );
+        // One gap between phases: it is a range too (`hors-phase`).
+        let gap = with_phases(&[("2025-01-01", "2025-01-10"), ("2025-01-20", "2025-01-31")]);
+        assert_eq!(
+            summed_ranges(&gap),
+            vec![
+                (day("2025-01-01"), day("2025-01-10")),
+                (day("2025-01-01"), day("2025-01-31")),
+                (day("2025-01-11"), day("2025-01-19")),
+                (day("2025-01-20"), day("2025-01-31")),
+            ]
+        );
+        // Two gaps: no single range outside the phases.
+        let gaps = with_phases(&[
+            ("2025-01-01", "2025-01-05"),
+            ("2025-01-10", "2025-01-15"),
+            ("2025-01-20", "2025-01-25"),
+        ]);
+        assert_eq!(summed_ranges(&gaps).len(), 4);
+        // One phase: the campaign is that phase, listed once.
+        let one = with_phases(&[("2025-01-01", "2025-01-31")]);
+        assert_eq!(
+            summed_ranges(&one),
+            vec![(day("2025-01-01"), day("2025-01-31"))]
+        );
+        // Every summed range is aligned: the stored rows answer it exactly.
+        for c in [campaign(), gap, gaps, one] {
+            for (a, b) in summed_ranges(&c) {
+                assert!(aligned(&c, a, b));
+            }
+        }
     }
 
     /// An event at a Paris local time `YYYY-MM-DD HH:MM`.

@@ -112,6 +112,11 @@ pub enum Command {
     /// table: after changing the campaign's calendar, channels or
     /// attribution settings. Stop the processors first.
     RebuildFacts,
+    /// Sum the figures anew over the campaign's ranges (the campaign, each
+    /// phase), which the dashboard's default questions read: once after an
+    /// upgrade to a version that keeps them (seconds). Stop the processors
+    /// first.
+    RebuildRanges,
     /// Right to erasure: delete every row of the visitors who signed up with this e-mail.
     Erase {
         /// The e-mail address, as the person gave it (it is normalised and hashed).

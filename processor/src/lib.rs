@@ -80,6 +80,9 @@ pub async fn serve_on(
                     );
                 }
             }
+            for (campaign, store) in settings.sites.iter() {
+                keep_ranges(store, campaign).await;
+            }
             let pipeline = match consumer_pipeline(&settings, &metrics, &readiness, &shutdown) {
                 Ok(p) => p,
                 Err(e) => {
@@ -152,6 +155,26 @@ fn consumer_pipeline(
         insert_retry_max: Duration::from_millis(settings.insert_retry_max_ms),
         rejoin,
     })
+}
+
+/// Makes the view that sums the figures by range when there is none
+/// (`ensemble_core::ranges::ensure`), and says how far the dashboard can
+/// use it. Never stops the processor: without it the dashboard reads the
+/// unsummed figures, which give the same answers.
+async fn keep_ranges(store: &ensemble_core::StoreConfig, campaign: &ensemble_core::Campaign) {
+    use ensemble_core::ranges::{self, Status};
+    match ranges::ensure(store, campaign).await {
+        Ok(s @ (Status::Whole | Status::NotKept)) => {
+            tracing::info!(database = %store.database, "figures by range: {}", s.describe());
+        }
+        Ok(s) => tracing::warn!(database = %store.database, "figures by range: {}", s.describe()),
+        Err(e) => tracing::warn!(
+            database = %store.database,
+            error = %e,
+            "figures by range: could not check them (run ensemble-processor migrate); \
+             the dashboard reads the unsummed figures"
+        ),
+    }
 }
 
 /// Waits for ClickHouse, then says whether the figures still have to be

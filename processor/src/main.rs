@@ -35,6 +35,12 @@ fn main() -> ExitCode {
                         // already there.
                         maintenance::rebuild_facts(store, campaign).await?;
                     }
+                    let ranges = ensemble_core::ranges::ensure(store, campaign).await?;
+                    println!(
+                        "database {}: figures by range: {}",
+                        store.database,
+                        ranges.describe()
+                    );
                 }
                 Ok::<(), anyhow::Error>(())
             },
@@ -66,6 +72,23 @@ fn main() -> ExitCode {
             |settings, _| async move {
                 for (campaign, store) in settings.sites.iter() {
                     maintenance::rebuild_facts(store, campaign).await?;
+                }
+                Ok::<(), maintenance::MaintenanceError>(())
+            },
+        ),
+        Some(Command::RebuildRanges) => launch(
+            "ensemble-processor rebuild-ranges",
+            config.validate(),
+            |settings, _| async move {
+                for (campaign, store) in settings.sites.iter() {
+                    let started = std::time::Instant::now();
+                    let status = ensemble_core::ranges::refill(store, campaign).await?;
+                    println!(
+                        "database {}: figures by range: {} ({:.1} s)",
+                        store.database,
+                        status.describe(),
+                        started.elapsed().as_secs_f64()
+                    );
                 }
                 Ok::<(), maintenance::MaintenanceError>(())
             },

@@ -334,19 +334,13 @@ pub async fn rebuild_facts(
     store: &StoreConfig,
     campaign: &Campaign,
 ) -> Result<u64, MaintenanceError> {
-    let client = store.client();
     let started = Instant::now();
-    let n = ledger::rebuild(
-        &client,
-        campaign,
-        |t| store.ddl_target(t),
-        |read| {
-            eprintln!(
-                "rebuild-facts: {read} events accounted ({:.0} s)",
-                started.elapsed().as_secs_f64()
-            );
-        },
-    )
+    let n = ledger::rebuild(store, campaign, |read| {
+        eprintln!(
+            "rebuild-facts: {read} events accounted ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        );
+    })
     .await?;
     tracing::info!(
         events = n,

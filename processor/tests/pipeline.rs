@@ -1187,6 +1187,27 @@ async fn erasure_takes_the_persons_rows_and_nobody_elses() {
         let _p = s.start(&[]);
         s.wait_for(all.len() as u64).await;
     }
+    // The processor made the view that sums the figures by range on this
+    // empty database at start: it holds every value, summed per range.
+    let summed = |when: &'static str| {
+        let store = s.store.clone();
+        let campaign = campaign.clone();
+        async move {
+            let n = ensemble_tests::summed_ranges_agree(&store, &campaign)
+                .await
+                .unwrap_or_else(|e| panic!("{when}: figures_ranges disagrees with figures: {e}"));
+            assert!(n > 100, "{when}: only {n} values compared");
+        }
+    };
+    assert_eq!(
+        ensemble_core::ranges::state(&s.store.client())
+            .await
+            .expect("state")
+            .map(|(_, whole)| whole),
+        Some(true),
+        "made whole at the processor's start"
+    );
+    summed("accounted").await;
     let days = (Utc::now().date_naive()
         - chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("date"))
     .num_days() as u32;
@@ -1301,16 +1322,21 @@ async fn erasure_takes_the_persons_rows_and_nobody_elses() {
         figures,
         "a second run changes no figure"
     );
+    summed("erased").await;
     // And the figures are what a rebuild from the rows left gives.
-    ensemble_core::ledger::rebuild(
-        &s.store.client(),
-        &campaign,
-        |t| s.store.ddl_target(t),
-        |_| {},
-    )
-    .await
-    .expect("rebuild");
+    ensemble_core::ledger::rebuild(&s.store, &campaign, |_| {})
+        .await
+        .expect("rebuild");
     assert_eq!(facts_snapshot(&s.store).await, figures, "withdrawn exactly");
+    summed("rebuilt").await;
+    // Summed anew from the figures as they are (`rebuild-ranges`).
+    assert_eq!(
+        ensemble_core::ranges::refill(&s.store, &campaign)
+            .await
+            .expect("refill"),
+        ensemble_core::ranges::Status::Whole
+    );
+    summed("refilled").await;
 }
 
 /// With last year's campaign beside this year's, in its own database:

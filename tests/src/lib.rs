@@ -537,6 +537,74 @@ pub async fn migrated_database(prefix: &str) -> ensemble_core::StoreConfig {
     store
 }
 
+/// Checks `figures_ranges` against `figures`: for each of the campaign's
+/// summed ranges, every value of every figure (the rows of `figures` whose
+/// days fit the range, summed) equals the range's summed row. The number
+/// of values compared, or the first difference.
+pub async fn summed_ranges_agree(
+    store: &ensemble_core::StoreConfig,
+    campaign: &ensemble_core::Campaign,
+) -> Result<usize, String> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Value {
+        key: String,
+        n: i64,
+        credit: f64,
+    }
+    let key = "concat(figure, '|', toString(bots), '|', device_filter, '|', placement_filter, '|', phase, '|', \
+        channel, '|', placement, '|', event_type, '|', action, '|', step, '|', model, '|', conversion_phase, '|', \
+        other_channel, '|', toString(contacts), '|', toString(toUInt32(hour)), '|', toString(day), '|', \
+        toString(seconds), '|', device_class, '|', os_family)";
+    let read = |table: &str, days: String| {
+        let sql = format!(
+            "SELECT {key} AS key, sum(n) AS n, sum(credit) AS credit FROM {table} WHERE {days} \
+             GROUP BY key HAVING n != 0 OR abs(credit) > 1e-9 ORDER BY key"
+        );
+        let client = store.client();
+        async move {
+            client
+                .query(&sql)
+                .fetch_all::<Value>()
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let mut compared = 0;
+    for (a, b) in ensemble_core::figures::summed_ranges(campaign) {
+        let (a, b) = (
+            ensemble_core::figures::date_of(a),
+            ensemble_core::figures::date_of(b),
+        );
+        let base = read(
+            "figures",
+            format!("first_day >= toDate('{a}') AND last_day <= toDate('{b}')"),
+        )
+        .await?;
+        let summed = read(
+            ensemble_core::ranges::TABLE,
+            format!("first_day = toDate('{a}') AND last_day = toDate('{b}')"),
+        )
+        .await?;
+        if base.len() != summed.len() {
+            return Err(format!(
+                "{a}..{b}: {} values in figures, {} in figures_ranges",
+                base.len(),
+                summed.len()
+            ));
+        }
+        for (x, y) in base.iter().zip(&summed) {
+            if x.key != y.key || x.n != y.n || (x.credit - y.credit).abs() > 1e-6 {
+                return Err(format!(
+                    "{a}..{b}: figures has {} = ({}, {}), figures_ranges {} = ({}, {})",
+                    x.key, x.n, x.credit, y.key, y.n, y.credit
+                ));
+            }
+        }
+        compared += base.len();
+    }
+    Ok(compared)
+}
+
 /// What one test's collector, processor and dashboard share: a fresh
 /// topic (3 partitions) and its dead-letter topic on the local broker, a
 /// migrated database and a consumer group name, all named after `name`.

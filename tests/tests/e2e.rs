@@ -520,6 +520,14 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
             );
         }
     }
+    // The figures the default questions read, summed by range by the view
+    // the processor made at start, equal the unsummed ones in both years.
+    for (db, c) in [(store, &campaign), (&last_store, &last)] {
+        let n = ensemble_tests::summed_ranges_agree(db, c)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", db.database));
+        assert!(n > 1_000, "{}: {n} values compared", db.database);
+    }
     // The privacy scan of tests/tests/privacy.rs over this run: no address
     // anyone signed up with (simulated and live: all @exemple.fr) in any
     // byte the broker or ClickHouse holds.

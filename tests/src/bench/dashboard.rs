@@ -171,17 +171,12 @@ pub async fn load(
 /// `ensemble-processor rebuild-facts` does; seconds taken.
 async fn build_facts(store: &StoreConfig, campaign: &Campaign, rows: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
-    ensemble_core::ledger::rebuild(
-        &store.client(),
-        campaign,
-        |t| store.ddl_target(t),
-        |done| {
-            progress(&format!(
-                "dashboard:   figures: {done} of ~{rows} events accounted ({:.0} s)",
-                started.elapsed().as_secs_f64()
-            ));
-        },
-    )
+    ensemble_core::ledger::rebuild(store, campaign, |done| {
+        progress(&format!(
+            "dashboard:   figures: {done} of ~{rows} events accounted ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        ));
+    })
     .await?;
     Ok(started.elapsed().as_secs_f64())
 }

@@ -1,0 +1,327 @@
+//! `figures_ranges` (migration 0008): every figure summed over each of the
+//! campaign's summed ranges (`figures::summed_ranges`: the campaign, each
+//! phase, the piece between phases), so that the default questions read a
+//! row per value instead of one per visitors' span of days.
+//!
+//! The view that fills it from `ledger` (beside `figures_mv`, in the same
+//! INSERT) names the ranges, which come from the campaign file; so it is
+//! made here rather than by a migration, named after a hash of its ranges
+//! (`figures_ranges_mv_…`). `figures_ranges_state` records for which
+//! ranges the table holds every figure row (`whole`); the dashboard uses
+//! the table only then, and reads `figures` otherwise (the same answers).
+//!
+//! Not kept in cluster mode (the dashboard reads `figures` there).
+
+use sha2::{Digest, Sha256};
+
+use crate::figures::{self, Days};
+use crate::store::StoreConfig;
+use crate::Campaign;
+
+/// The summed table.
+pub const TABLE: &str = "figures_ranges";
+/// Its views' names start so; a hash of the ranges follows.
+const VIEW_PREFIX: &str = "figures_ranges_mv_";
+
+/// The columns of `figures` other than its days, in both tables.
+const COLUMNS: [&str; 19] = [
+    "figure",
+    "bots",
+    "device_filter",
+    "placement_filter",
+    "phase",
+    "channel",
+    "placement",
+    "event_type",
+    "action",
+    "step",
+    "model",
+    "conversion_phase",
+    "other_channel",
+    "contacts",
+    "hour",
+    "day",
+    "seconds",
+    "device_class",
+    "os_family",
+];
+
+/// How far `figures_ranges` can be trusted for a campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// It holds every figure row, summed over this campaign's ranges.
+    Whole,
+    /// Its view sums over this campaign's ranges, but it was made on a
+    /// database that already had events: `rebuild-ranges` fills it.
+    Partial,
+    /// Its view sums over other ranges (the calendar changed):
+    /// `rebuild-facts` makes it again.
+    OtherRanges,
+    /// Cluster mode, or a campaign without phases: not kept.
+    NotKept,
+}
+
+impl Status {
+    /// What to tell an operator.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Status::Whole => "the default questions read the figures summed by range",
+            Status::Partial => {
+                "the dashboard reads the unsummed figures (same answers, slower) until \
+                 `ensemble-processor rebuild-ranges` runs once with the processors stopped (seconds)"
+            }
+            Status::OtherRanges => {
+                "the figures were summed over another calendar's ranges: the dashboard reads the \
+                 unsummed figures until `ensemble-processor rebuild-facts` runs with the processors stopped"
+            }
+            Status::NotKept => "not kept (cluster mode or no phases): the dashboard reads the figures",
+        }
+    }
+}
+
+/// The ranges kept for `campaign` and their text (`figures::ranges_text`).
+pub fn ranges_of(campaign: &Campaign) -> (Vec<Days>, String) {
+    let ranges = figures::summed_ranges(campaign);
+    let text = figures::ranges_text(&ranges);
+    (ranges, text)
+}
+
+fn view_name(text: &str) -> String {
+    let hash = hex::encode(Sha256::digest(text.as_bytes()));
+    format!("{VIEW_PREFIX}{}", &hash[..12])
+}
+
+/// The ranges a row of days `first_day`..`last_day` fits, one per output
+/// row (ClickHouse computes one `arrayJoin` for the two identical
+/// expressions).
+fn fitting(ranges: &[Days], first: &str, last: &str) -> String {
+    let list: Vec<String> = ranges
+        .iter()
+        .map(|(a, b)| {
+            format!(
+                "(toDate('{}'), toDate('{}'))",
+                figures::date_of(*a),
+                figures::date_of(*b)
+            )
+        })
+        .collect();
+    format!(
+        "arrayJoin(arrayFilter(r -> {first} >= r.1 AND {last} <= r.2, [{}]))",
+        list.join(", ")
+    )
+}
+
+/// The view filling the table from `ledger`'s changes.
+fn view_sql(ranges: &[Days], name: &str) -> String {
+    let fit = fitting(ranges, "change.first_day", "change.last_day");
+    let columns: Vec<String> = COLUMNS
+        .iter()
+        .chain(&["n", "credit"])
+        .map(|c| format!("change.{c} AS {c}"))
+        .collect();
+    format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {name} TO {TABLE} AS SELECT \
+         tupleElement({fit}, 1) AS first_day, tupleElement({fit}, 2) AS last_day, {} \
+         FROM ledger ARRAY JOIN change",
+        columns.join(", ")
+    )
+}
+
+/// The table's state: its last recorded ranges and whether it was whole.
+pub async fn state(
+    client: &clickhouse::Client,
+) -> Result<Option<(String, bool)>, clickhouse::error::Error> {
+    let row: Option<(String, u8)> = client
+        .query("SELECT ranges, whole FROM figures_ranges_state ORDER BY written_ms DESC LIMIT 1")
+        .fetch_optional()
+        .await?;
+    Ok(row.map(|(r, w)| (r, w == 1)))
+}
+
+async fn record(
+    client: &clickhouse::Client,
+    text: &str,
+    whole: bool,
+    note: &str,
+) -> Result<(), clickhouse::error::Error> {
+    let ms = u64::try_from(chrono::Utc::now().timestamp_millis().max(0)).unwrap_or(0);
+    // After the last row, even if this clock is behind the one that wrote it.
+    let last: u64 = client
+        .query("SELECT max(written_ms) FROM figures_ranges_state")
+        .fetch_one()
+        .await?;
+    client
+        .query("INSERT INTO figures_ranges_state (written_ms, ranges, whole, note) VALUES (?, ?, ?, ?)")
+        .bind(ms.max(last + 1))
+        .bind(text)
+        .bind(u8::from(whole))
+        .bind(note)
+        .execute()
+        .await
+}
+
+async fn views(
+    client: &clickhouse::Client,
+    db: &str,
+) -> Result<Vec<String>, clickhouse::error::Error> {
+    client
+        .query("SELECT name FROM system.tables WHERE database = ? AND startsWith(name, ?)")
+        .bind(db)
+        .bind(VIEW_PREFIX)
+        .fetch_all()
+        .await
+}
+
+/// Whether `ranges` can be kept here.
+fn kept(store: &StoreConfig, ranges: &[Days]) -> bool {
+    !store.is_cluster() && !ranges.is_empty()
+}
+
+/// Makes the view for `campaign`'s ranges when there is none (the
+/// processor at start, `migrate`): safe while other processors run, as it
+/// never drops a view. On a database without accounted events the table is
+/// then whole; with events, partial until `rebuild-ranges`. A view over
+/// other ranges is left alone (`Status::OtherRanges`).
+pub async fn ensure(
+    store: &StoreConfig,
+    campaign: &Campaign,
+) -> Result<Status, clickhouse::error::Error> {
+    let (ranges, text) = ranges_of(campaign);
+    if !kept(store, &ranges) {
+        return Ok(Status::NotKept);
+    }
+    let client = store.client();
+    let name = view_name(&text);
+    let existing = views(&client, &store.database).await?;
+    if existing.iter().any(|v| *v != name) {
+        return Ok(Status::OtherRanges);
+    }
+    let now = state(&client).await?;
+    if now == Some((text.clone(), true)) {
+        return Ok(Status::Whole);
+    }
+    client.query(&view_sql(&ranges, &name)).execute().await?;
+    // Every INSERT into the ledger from here on reaches the table: when
+    // none came before, it holds everything.
+    let accounted: u64 = client
+        .query("SELECT count() FROM (SELECT 1 FROM ledger LIMIT 1)")
+        .fetch_one()
+        .await?;
+    if accounted == 0 {
+        record(&client, &text, true, "made on a database without events").await?;
+        return Ok(Status::Whole);
+    }
+    if now != Some((text.clone(), false)) {
+        record(
+            &client,
+            &text,
+            false,
+            "made on a database with events: run ensemble-processor rebuild-ranges",
+        )
+        .await?;
+    }
+    Ok(Status::Partial)
+}
+
+/// Empties the table and makes its view for `campaign`'s ranges anew,
+/// dropping any other (processors stopped: `rebuild-facts` then refills it
+/// through the ledger, and calls [`rebuilt`]). False when not kept.
+pub async fn remake(
+    store: &StoreConfig,
+    campaign: &Campaign,
+) -> Result<bool, clickhouse::error::Error> {
+    let (ranges, text) = ranges_of(campaign);
+    let client = store.client();
+    for v in views(&client, &store.database).await? {
+        client
+            .query(&format!("DROP TABLE IF EXISTS {v}"))
+            .execute()
+            .await?;
+    }
+    client
+        .query(&format!("TRUNCATE TABLE {}", store.ddl_target(TABLE)))
+        .execute()
+        .await?;
+    if !kept(store, &ranges) {
+        return Ok(false);
+    }
+    record(&client, &text, false, "being rebuilt").await?;
+    client
+        .query(&view_sql(&ranges, &view_name(&text)))
+        .execute()
+        .await?;
+    Ok(true)
+}
+
+/// Records the table whole for `campaign`'s ranges after a rebuild.
+pub async fn rebuilt(
+    store: &StoreConfig,
+    campaign: &Campaign,
+) -> Result<(), clickhouse::error::Error> {
+    let (_, text) = ranges_of(campaign);
+    record(&store.client(), &text, true, "rebuilt").await
+}
+
+/// `ensemble-processor rebuild-ranges` (processors stopped): the table made
+/// anew from `figures` as they are, in seconds. The status after.
+pub async fn refill(
+    store: &StoreConfig,
+    campaign: &Campaign,
+) -> Result<Status, clickhouse::error::Error> {
+    if !remake(store, campaign).await? {
+        return Ok(Status::NotKept);
+    }
+    let (ranges, _) = ranges_of(campaign);
+    // ClickHouse 18.16 reads only the columns named outside a lambda: the
+    // days are named in the WHERE (always true) so that the lambda sees them.
+    let fit = fitting(&ranges, "first_day", "last_day");
+    let keys = COLUMNS.join(", ");
+    store
+        .client()
+        .query(&format!(
+            "INSERT INTO {TABLE} (first_day, last_day, {keys}, n, credit) \
+             SELECT tupleElement({fit}, 1), tupleElement({fit}, 2), {keys}, sum(n), sum(credit) \
+             FROM figures WHERE first_day >= toDate('1970-01-01') AND last_day >= toDate('1970-01-01') \
+             GROUP BY tupleElement({fit}, 1), tupleElement({fit}, 2), {keys}"
+        ))
+        .with_setting("max_bytes_before_external_group_by", "1000000000")
+        .execute()
+        .await?;
+    rebuilt(store, campaign).await?;
+    Ok(Status::Whole)
+}
+
+/// Whether the dashboard may answer `campaign`'s summed ranges from the
+/// table.
+pub async fn usable(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+) -> Result<bool, clickhouse::error::Error> {
+    let (ranges, text) = ranges_of(campaign);
+    if ranges.is_empty() {
+        return Ok(false);
+    }
+    Ok(state(client).await? == Some((text, true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_view_lists_every_range_and_every_column() {
+        let sql = view_sql(&[(10, 20), (12, 15)], "v");
+        assert!(sql.contains("[(toDate('1970-01-11'), toDate('1970-01-21')), (toDate('1970-01-13'), toDate('1970-01-16'))]"));
+        for c in COLUMNS {
+            assert!(sql.contains(&format!("change.{c} AS {c}")), "{c}");
+        }
+        assert!(sql.contains("change.n AS n") && sql.contains("change.credit AS credit"));
+    }
+
+    #[test]
+    fn views_are_named_after_their_ranges() {
+        assert_eq!(view_name("a"), view_name("a"));
+        assert_ne!(view_name("a"), view_name("b"));
+        assert!(view_name("a").starts_with(VIEW_PREFIX));
+    }
+}
