@@ -80,6 +80,18 @@ pub async fn load(
                 "dashboard: reusing {} ({rows} rows inserted earlier, {complete})",
                 store.database
             ));
+            // A database built before the figures were summed by range:
+            // summed now, as `ensemble-processor rebuild-ranges` does.
+            ensemble_core::migrate::migrate(store).await?;
+            if !ensemble_core::ranges::usable(&store.client(), campaign).await? {
+                progress("dashboard:   summing the figures by range (rebuild-ranges)");
+                let started = Instant::now();
+                ensemble_core::ranges::refill(store, campaign).await?;
+                return Ok(format!(
+                    "reused from an earlier run ({rows} rows inserted); figures summed by range in {:.0} s",
+                    started.elapsed().as_secs_f64()
+                ));
+            }
             return Ok(format!("reused from an earlier run ({rows} rows inserted)"));
         }
         if generator.starts_with(GENERATOR) && rows >= target_rows {
