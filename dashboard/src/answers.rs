@@ -332,6 +332,33 @@ impl Stored {
     }
 }
 
+/// The rows of `(channel, seconds from, seconds to)` (numbers inlined,
+/// channels bound in order): a set lookup when every range is whole
+/// (`channel IN`) or one aligned step (`(channel, intDiv(seconds, step))
+/// IN`, the medians' hours), rather than a chain of comparisons per row
+/// (the paths' medians at 10 M events: ~65 → ~35 ms in ClickHouse).
+fn narrowed(r: &[(String, u32, u32)]) -> String {
+    if r.iter().all(|(_, from, to)| *from == 0 && *to == u32::MAX) {
+        return format!("channel IN ({})", vec!["?"; r.len()].join(", "));
+    }
+    if let Some(step) = r.first().map(|(_, from, to)| to.saturating_sub(*from)) {
+        if step > 0
+            && r.iter()
+                .all(|(_, from, to)| from % step == 0 && to.checked_sub(*from) == Some(step))
+        {
+            let set: Vec<String> = r
+                .iter()
+                .map(|(_, from, _)| format!("(?, {})", from / step))
+                .collect();
+            return format!("(channel, intDiv(seconds, {step})) IN ({})", set.join(", "));
+        }
+    }
+    r.iter()
+        .map(|(_, from, to)| format!("(channel = ? AND seconds >= {from} AND seconds < {to})"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
 async fn stored_answer(
     state: &ApiState,
     f: &Filters,
@@ -371,13 +398,7 @@ async fn stored_answer(
     } else {
         "toUInt8(1)".to_owned()
     };
-    let narrow_sql = match narrow {
-        Some(r) => format!(
-            " AND ({})",
-            vec!["(channel = ? AND seconds >= ? AND seconds < ?)"; r.len()].join(" OR ")
-        ),
-        None => String::new(),
-    };
+    let narrow_sql = narrow.map_or_else(String::new, |r| format!(" AND ({})", narrowed(r)));
     // Seconds are not in the sort key after the channel: when the ranges
     // span at most a day (of a 30-day lookback), a PREWHERE on that span
     // reads the other columns of those rows only (the funnel's medians on
@@ -464,8 +485,8 @@ async fn stored_answer(
         .bind(bots)
         .bind(device)
         .bind(placement);
-    for (channel, from, to) in narrow.unwrap_or_default() {
-        q = q.bind(channel.as_str()).bind(*from).bind(*to);
+    for (channel, _, _) in narrow.unwrap_or_default() {
+        q = q.bind(channel.as_str());
     }
     let rows: Vec<StoredRow> = q.fetch_all().await?;
     let mut whole = Vec::with_capacity(rows.len());
@@ -733,6 +754,22 @@ mod tests {
         ] {
             assert!(!stored(&c, &filters(&on_demand_q)), "{on_demand_q:?}");
         }
+    }
+
+    #[test]
+    fn narrowed_rows_are_a_set_when_they_can_be() {
+        let whole = [("a".to_owned(), 0, u32::MAX), ("b".to_owned(), 0, u32::MAX)];
+        assert_eq!(narrowed(&whole), "channel IN (?, ?)");
+        let hours = [("a".to_owned(), 7200, 10800), ("b".to_owned(), 0, 3600)];
+        assert_eq!(
+            narrowed(&hours),
+            "(channel, intDiv(seconds, 3600)) IN ((?, 2), (?, 0))"
+        );
+        let odd = [("a".to_owned(), 100, 3700), ("b".to_owned(), 0, 3600)];
+        assert_eq!(
+            narrowed(&odd),
+            "(channel = ? AND seconds >= 100 AND seconds < 3700) OR (channel = ? AND seconds >= 0 AND seconds < 3600)"
+        );
     }
 
     #[test]
