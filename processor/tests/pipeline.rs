@@ -252,6 +252,12 @@ impl Setup {
             self.uniq_events().await,
             "each event accounted once"
         );
+        // The figures summed by range (made by the processor at start)
+        // follow the figures through kills, restarts and takeovers.
+        let campaign = ensemble_core::Campaign::load(&campaign_file()).expect("campaign");
+        if let Err(e) = ensemble_tests::summed_ranges_agree(&self.store, &campaign).await {
+            panic!("figures_ranges disagrees with figures: {e}");
+        }
     }
 }
 
