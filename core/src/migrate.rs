@@ -594,7 +594,9 @@ mod tests {
                 "figures",
                 "rebuild_pending",
                 "wide_visitors",
-                "db_sql.journeys"
+                "db_sql.journeys",
+                "figures_ranges",
+                "figures_ranges_state"
             ]
         );
         let out: Vec<String> = all
