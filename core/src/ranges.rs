@@ -287,8 +287,57 @@ pub async fn refill(
         .with_setting("max_bytes_before_external_group_by", "1000000000")
         .execute()
         .await?;
+    // Processors still writing would have put their batches in twice (by
+    // the view and by this copy): the table is whole only if each range's
+    // totals equal those of `figures`.
+    if let Some(difference) = totals_differ(store, &ranges).await? {
+        let (_, text) = ranges_of(campaign);
+        record(&store.client(), &text, false, &difference).await?;
+        tracing::error!(
+            database = %store.database,
+            "figures by range: {difference} after the refill (were processors running?); \
+             stop every processor and run ensemble-processor rebuild-ranges again"
+        );
+        return Ok(Status::Partial);
+    }
     rebuilt(store, campaign).await?;
     Ok(Status::Whole)
+}
+
+/// The first figure whose total over a range differs between `figures`
+/// (rows fitting the range) and the table (the range's rows), if any.
+async fn totals_differ(
+    store: &StoreConfig,
+    ranges: &[Days],
+) -> Result<Option<String>, clickhouse::error::Error> {
+    let client = store.client();
+    for (a, b) in ranges {
+        let (a, b) = (figures::date_of(*a), figures::date_of(*b));
+        let totals = |table: &str, days: String| {
+            client
+                .query(&format!(
+                    "SELECT figure, sum(n) FROM {table} WHERE {days} GROUP BY figure ORDER BY figure"
+                ))
+                .fetch_all::<(String, i64)>()
+        };
+        let base = totals(
+            "figures",
+            format!("first_day >= toDate('{a}') AND last_day <= toDate('{b}')"),
+        )
+        .await?;
+        let summed = totals(
+            TABLE,
+            format!("first_day = toDate('{a}') AND last_day = toDate('{b}')"),
+        )
+        .await?;
+        let nonzero = |t: Vec<(String, i64)>| -> Vec<(String, i64)> {
+            t.into_iter().filter(|(_, n)| *n != 0).collect()
+        };
+        if nonzero(base) != nonzero(summed) {
+            return Ok(Some(format!("the totals of {a}..{b} differ from figures")));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether the dashboard may answer `campaign`'s summed ranges from the

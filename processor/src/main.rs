@@ -89,8 +89,15 @@ fn main() -> ExitCode {
                         status.describe(),
                         started.elapsed().as_secs_f64()
                     );
+                    if status == ensemble_core::ranges::Status::Partial {
+                        anyhow::bail!(
+                            "database {}: the figures summed by range disagree with the figures \
+                             after the refill; stop every processor and run it again",
+                            store.database
+                        );
+                    }
                 }
-                Ok::<(), maintenance::MaintenanceError>(())
+                Ok::<(), anyhow::Error>(())
             },
         ),
         Some(Command::Erase { email }) => launch(
