@@ -41,6 +41,16 @@ struct Args {
     /// Smaller runs, for a quick look.
     #[arg(long, global = true)]
     quick: bool,
+    /// `processor` only: run against one broker (a quicker look while
+    /// working on one side).
+    #[arg(long, value_enum, global = true)]
+    only: Option<Broker>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Broker {
+    Durable,
+    Memory,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,24 +156,33 @@ async fn processor(args: &Args) -> anyhow::Result<String> {
         messages: if args.quick { 50_000 } else { 200_000 },
     };
     let bin = release("ensemble-processor")?;
-    let durable = bench::processor(
-        "tansu sqlite (durable)",
-        &args.kafka_brokers,
-        &args.clickhouse_url,
-        &bin,
-        plan,
-    )
-    .await?;
-    let memory_broker = PrivateBroker::start_with_storage("memory://tansu/")?;
-    let memory = bench::processor(
-        "tansu memory",
-        &memory_broker.brokers(),
-        &args.clickhouse_url,
-        &bin,
-        plan,
-    )
-    .await?;
-    Ok(bench::processor_report(&[durable, memory], &plan))
+    let mut results = Vec::new();
+    if args.only != Some(Broker::Memory) {
+        results.push(
+            bench::processor(
+                "tansu sqlite (durable)",
+                &args.kafka_brokers,
+                &args.clickhouse_url,
+                &bin,
+                plan,
+            )
+            .await?,
+        );
+    }
+    if args.only != Some(Broker::Durable) {
+        let memory_broker = PrivateBroker::start_with_storage("memory://tansu/")?;
+        results.push(
+            bench::processor(
+                "tansu memory",
+                &memory_broker.brokers(),
+                &args.clickhouse_url,
+                &bin,
+                plan,
+            )
+            .await?,
+        );
+    }
+    Ok(bench::processor_report(&results, &plan))
 }
 
 /// CPU model and count, memory: what the figures were measured on.
