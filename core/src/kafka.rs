@@ -117,6 +117,61 @@ impl KafkaConfig {
     }
 }
 
+/// How far before a message [`message_exists`] starts reading.
+pub const PROBE_BACK: i64 = 10_000;
+
+/// Whether the broker serves the message at `offset` of `topic`/`partition`
+/// (read by a consumer of its own, outside any group, committing nothing).
+/// `false` when it does not within `timeout`.
+///
+/// A committed offset past the end the broker reports is not proof that
+/// data was lost: a broker may report its end wrongly (tansu 0.6's
+/// in-memory storage answers the first offset of the most recently
+/// written batch + 1) while it still serves the messages the group read.
+/// Reading the last committed message tells the two apart. The read starts
+/// up to [`PROBE_BACK`] messages earlier (not before `low`): that broker
+/// serves only whole batches from their first offset on.
+pub fn message_exists(
+    brokers: &str,
+    (topic, partition): (&str, i32),
+    (low, offset): (i64, i64),
+    timeout: std::time::Duration,
+) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: Result<BaseConsumer, _> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "ensemble-offset-probe")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "error")
+        .set("enable.partition.eof", "true")
+        .create();
+    let Ok(consumer) = consumer else { return false };
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    if tpl
+        .add_partition_offset(
+            topic,
+            partition,
+            rdkafka::Offset::Offset(offset.saturating_sub(PROBE_BACK).max(low)),
+        )
+        .and_then(|()| consumer.assign(&tpl))
+        .is_err()
+    {
+        return false;
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match consumer.poll(left) {
+            Some(Ok(m)) if m.offset() >= offset => return true,
+            Some(Ok(_)) => {}
+            // The partition's end, an offset out of range, or no message.
+            Some(Err(_)) | None => return false,
+        }
+    }
+    false
+}
+
 /// True when the brokers answer and `topic` exists with at least one
 /// partition (topics are created by the deployment, not auto-created).
 pub async fn topic_ready(brokers: &str, topic: &str, timeout: std::time::Duration) -> bool {

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub lag: IntGaugeVec,
     pub ahead_of_end: IntGaugeVec,
     pub rewinds: IntCounter,
+    /// A committed offset past the end the broker reported, whose message
+    /// the broker still serves: its end was wrong, nothing was rewound.
+    pub end_reported_low: IntCounter,
     pub assigned: IntGauge,
     pub rejoins: IntCounter,
     pub revokes: IntCounterVec,
@@ -86,6 +89,11 @@ impl Metrics {
             "ensemble_processor_rewinds_total",
             "Partitions rewound to their first offset because the committed offset was past their end",
         )?;
+        let end_reported_low = IntCounter::new(
+            "ensemble_processor_partition_end_reported_low_total",
+            "Times the broker reported a partition's end below the group's committed offset while still \
+             serving the last committed message: a broker fault in its offsets, not lost data (no rewind)",
+        )?;
         let assigned = IntGauge::new(
             "ensemble_processor_assigned_partitions",
             "Partitions of the events topic this member consumes",
@@ -134,6 +142,7 @@ impl Metrics {
             Box::new(lag.clone()),
             Box::new(ahead_of_end.clone()),
             Box::new(rewinds.clone()),
+            Box::new(end_reported_low.clone()),
             Box::new(assigned.clone()),
             Box::new(rejoins.clone()),
             Box::new(revokes.clone()),
@@ -155,6 +164,7 @@ impl Metrics {
             lag,
             ahead_of_end,
             rewinds,
+            end_reported_low,
             assigned,
             rejoins,
             revokes,

@@ -380,23 +380,35 @@ async fn dead_letter(
 /// Every `every`, for each partition assigned to this member: the lag gauge
 /// (messages not committed), and the count of assigned partitions.
 ///
-/// A committed offset past a partition's end means the broker lost or
-/// reset its data: a consumer that fetches from there reads nothing until
-/// new messages pass that offset, and skips them. It is reported
+/// A committed offset past a partition's end usually means the broker lost
+/// or reset its data: a consumer that fetches from there reads nothing
+/// until new messages pass that offset, and skips them. It is reported
 /// (`ensemble_processor_committed_ahead_of_end_messages`) and the partition
 /// is rewound to its first offset: every message now in it is new to the
-/// group (one seen before would be removed by event id).
+/// group (one seen before would be removed by event id). Unless the broker
+/// still serves the group's last committed message: then it is the end it
+/// reports that is wrong (tansu 0.6's in-memory storage), the lag is 0
+/// past that message, a warning is logged and nothing is read again.
 pub fn spawn_lag_probe(
     consumer: Arc<EventsConsumer>,
+    brokers: String,
     metrics: Metrics,
     every: Duration,
     shutdown: Shutdown,
 ) {
+    let brokers: Arc<str> = brokers.into();
     tokio::spawn(async move {
-        // partition → the committed offset it was rewound from: rewind once per loss.
-        let rewound = Arc::new(std::sync::Mutex::new(HashMap::<i32, i64>::new()));
+        // partition → the committed offset it was rewound from (rewind once
+        // per loss), or found to be served after all (look once: the
+        // second map's).
+        let rewound = Arc::new(std::sync::Mutex::new(HashMap::<(bool, i32), i64>::new()));
         loop {
-            let (c, m, rewound) = (consumer.clone(), metrics.clone(), rewound.clone());
+            let (c, m, rewound, brokers) = (
+                consumer.clone(),
+                metrics.clone(),
+                rewound.clone(),
+                brokers.clone(),
+            );
             let _ = tokio::task::spawn_blocking(move || {
                 let Ok(committed) = c.committed(Duration::from_secs(5)) else {
                     return;
@@ -415,23 +427,55 @@ pub fn spawn_lag_probe(
                     else {
                         continue;
                     };
-                    let lag = PartitionLag {
+                    let mut lag = PartitionLag {
                         partition: e.partition(),
                         committed: e.offset().to_raw().filter(|o| *o >= 0),
                         low,
                         end,
                     };
                     let label = e.partition().to_string();
-                    m.lag.with_label_values(&[&label]).set(lag.pending());
+                    let (lost, served) = ((false, e.partition()), (true, e.partition()));
                     let Some(done) = lag.committed.filter(|_| lag.state() == PartitionState::AheadOfEnd)
                     else {
-                        rewound.remove(&e.partition());
+                        m.lag.with_label_values(&[&label]).set(lag.pending());
+                        rewound.remove(&lost);
+                        rewound.remove(&served);
                         continue;
                     };
-                    m.ahead_of_end.with_label_values(&[&label]).set(done - end);
-                    if rewound.get(&e.partition()) == Some(&done) {
+                    if rewound.get(&lost) == Some(&done) {
+                        m.lag.with_label_values(&[&label]).set(lag.pending());
+                        m.ahead_of_end.with_label_values(&[&label]).set(done - end);
                         continue;
                     }
+                    // The group's last message still served: the broker
+                    // reports its end wrongly, no data was lost. Nothing is
+                    // pending that the group knows of; nothing is read again.
+                    let known = rewound.get(&served) == Some(&done);
+                    if known
+                        || ensemble_core::kafka::message_exists(
+                            &brokers,
+                            (e.topic(), e.partition()),
+                            (low, done - 1),
+                            Duration::from_secs(5),
+                        )
+                    {
+                        lag.end = done;
+                        m.lag.with_label_values(&[&label]).set(lag.pending());
+                        if known {
+                            continue;
+                        }
+                        rewound.insert(served, done);
+                        m.end_reported_low.inc();
+                        tracing::warn!(
+                            partition = e.partition(),
+                            committed = done,
+                            reported_end = end,
+                            "the broker reports a partition end below messages it still serves; not rewinding"
+                        );
+                        continue;
+                    }
+                    m.lag.with_label_values(&[&label]).set(lag.pending());
+                    m.ahead_of_end.with_label_values(&[&label]).set(done - end);
                     tracing::error!(
                         partition = e.partition(),
                         committed = done,
@@ -452,7 +496,7 @@ pub fn spawn_lag_probe(
                     match rewound_to {
                         Ok(()) => {
                             m.rewinds.inc();
-                            rewound.insert(e.partition(), done);
+                            rewound.insert(lost, done);
                         }
                         Err(err) => tracing::warn!(error = %err, partition = e.partition(), "rewind failed; trying again"),
                     }

@@ -151,3 +151,42 @@ async fn messages_and_committed_offsets_survive_a_broker_crash() {
     let fresh = consumer(&brokers, &topic, &unique("g_fresh"));
     assert_eq!(drain(&fresh, 10).await, sent);
 }
+
+/// The processor's check before rewinding a partition whose committed
+/// offset is past the end the broker reports: `message_exists` tells a
+/// message the broker serves from one it does not, on both storages —
+/// also on the in-memory one, which reports a wrong end and serves only
+/// whole batches from their first offset on.
+#[tokio::test]
+async fn the_probe_tells_a_served_message_from_a_missing_one() {
+    use ensemble_core::kafka::message_exists;
+    for storage in ["sqlite://data/tansu.db", "memory://tansu/"] {
+        let broker = PrivateBroker::start_with_storage(storage).expect("private tansu");
+        let brokers = broker.brokers();
+        let topic = unique("probe");
+        create_topic(&brokers, &topic, 1).await.expect("topic");
+        // Many batches, and more messages than the probe reads back.
+        let n = 25_000_i64;
+        let messages: Vec<(String, Vec<u8>)> = (0..n)
+            .map(|i| (format!("k{i}"), format!("{{\"n\":{i}}}").into_bytes()))
+            .collect();
+        ensemble_tests::produce_raw(&brokers, &topic, &messages)
+            .await
+            .expect("produce");
+        for (offset, served) in [
+            (n - 1, true),
+            (n / 2 + 7, true),
+            (0, true),
+            (n, false),
+            (n + 50_000, false),
+        ] {
+            let (b, t) = (brokers.clone(), topic.clone());
+            let found = tokio::task::spawn_blocking(move || {
+                message_exists(&b, (&t, 0), (0, offset), Duration::from_secs(10))
+            })
+            .await
+            .expect("probe");
+            assert_eq!(found, served, "{storage}: offset {offset} of {n}");
+        }
+    }
+}
