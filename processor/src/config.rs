@@ -59,7 +59,7 @@ pub struct Config {
     #[arg(
         long,
         env = "ENSEMBLE_INSERT_RETRY_MAX_MS",
-        default_value_t = 10_000,
+        default_value_t = 20_000,
         global = true
     )]
     pub insert_retry_max_ms: u64,

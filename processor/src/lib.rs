@@ -122,6 +122,14 @@ fn consumer_pipeline(
     // some partitions would keep the others' positions past a batch that
     // was given up.
     consumer_config.set("partition.assignment.strategy", "range,roundrobin");
+    // librdkafka's prefetch, bounded: by default it queues up to 100 000
+    // messages or 64 MB ahead of the loop, which on a backlog is a third
+    // of the processor's memory and buys nothing (a batch takes far longer
+    // to write than to read).
+    consumer_config
+        .set("queued.min.messages", "5000")
+        .set("queued.max.messages.kbytes", "8192")
+        .set("fetch.max.bytes", "4194304");
     let consumer: handover::EventsConsumer =
         consumer_config.create_with_context(handover::Handover::new(metrics.clone()))?;
     consumer.subscribe(&[&settings.kafka.topic])?;
@@ -129,6 +137,7 @@ fn consumer_pipeline(
     let dlq_producer: FutureProducer = settings.kafka.producer_config(10_000).create()?;
     pipeline::spawn_lag_probe(
         consumer.clone(),
+        settings.kafka.brokers.clone(),
         metrics.clone(),
         Duration::from_secs(5),
         shutdown.clone(),

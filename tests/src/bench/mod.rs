@@ -511,7 +511,8 @@ pub async fn processor(
             "--clickhouse-database",
             &store.database,
         ],
-        &[],
+        // As deployed (deploy/Dockerfile, deploy/local/demo).
+        &[("MIMALLOC_PURGE_DELAY", "0")],
     )?;
     // As for the raw consumer, the clock starts at the first consumed
     // message: the group join is not the processor's work.
