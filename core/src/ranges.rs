@@ -172,8 +172,9 @@ async fn views(
         .await
 }
 
-/// Whether `ranges` can be kept here.
-fn kept(store: &StoreConfig, ranges: &[Days]) -> bool {
+/// Whether `ranges` can be kept here: not in cluster mode, and only when
+/// the campaign has ranges to sum.
+pub fn kept(store: &StoreConfig, ranges: &[Days]) -> bool {
     !store.is_cluster() && !ranges.is_empty()
 }
 
@@ -350,7 +351,18 @@ pub async fn usable(
     if ranges.is_empty() {
         return Ok(false);
     }
-    Ok(state(client).await? == Some((text, true)))
+    whole_for(client, &text).await
+}
+
+/// Whether the state says the table is whole for the ranges of `text`
+/// (`ranges_of`).
+pub async fn whole_for(
+    client: &clickhouse::Client,
+    text: &str,
+) -> Result<bool, clickhouse::error::Error> {
+    Ok(state(client)
+        .await?
+        .is_some_and(|(t, whole)| whole && t == text))
 }
 
 #[cfg(test)]

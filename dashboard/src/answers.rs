@@ -286,8 +286,7 @@ struct Stored {
 impl Stored {
     async fn of(state: &ApiState, days: &[Days]) -> Self {
         Self {
-            summed: state.summed.covers(days)
-                && state.summed.usable(&state.client, &state.campaign).await,
+            summed: state.summed.covers(days) && state.summed.usable(&state.client).await,
         }
     }
 

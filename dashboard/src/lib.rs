@@ -267,7 +267,7 @@ fn campaign_state(
         agency_tokens: settings.agency_tokens.clone(),
         lag: lag.clone(),
         gate: gate.clone(),
-        summed: state::Summed::new(campaign, store.is_cluster()),
+        summed: state::Summed::new(campaign, store),
     })
 }
 

@@ -55,17 +55,20 @@ const SUMMED_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Summed {
     ranges: Vec<ensemble_core::figures::Days>,
-    /// Never in cluster mode.
+    /// Their text, as the table's state records it.
+    text: String,
+    /// `ensemble_core::ranges::kept`.
     kept: bool,
     checked: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 impl Summed {
-    pub fn new(campaign: &Campaign, cluster: bool) -> Self {
-        let ranges = ensemble_core::figures::summed_ranges(campaign);
+    pub fn new(campaign: &Campaign, store: &ensemble_core::StoreConfig) -> Self {
+        let (ranges, text) = ensemble_core::ranges::ranges_of(campaign);
         Self {
-            kept: !cluster && !ranges.is_empty(),
+            kept: ensemble_core::ranges::kept(store, &ranges),
             ranges,
+            text,
             checked: std::sync::Mutex::new(None),
         }
     }
@@ -77,7 +80,7 @@ impl Summed {
 
     /// Whether the summed table may be read now (false when ClickHouse
     /// cannot say: the unsummed figures give the same answers).
-    pub async fn usable(&self, client: &clickhouse::Client, campaign: &Campaign) -> bool {
+    pub async fn usable(&self, client: &clickhouse::Client) -> bool {
         if !self.kept {
             return false;
         }
@@ -90,7 +93,7 @@ impl Summed {
                 return ok;
             }
         }
-        let ok = match ensemble_core::ranges::usable(client, campaign).await {
+        let ok = match ensemble_core::ranges::whole_for(client, &self.text).await {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::debug!(error = %e, "figures by range: state unreadable, reading the figures");
