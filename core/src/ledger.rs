@@ -368,17 +368,19 @@ impl<'c> Writer<'c> {
     }
 
     /// Sends the rows as one INSERT (nothing if there are none).
-    pub async fn flush(
-        mut self,
-        client: &clickhouse::Client,
-    ) -> Result<(), clickhouse::error::Error> {
+    pub async fn flush(self, client: &clickhouse::Client) -> Result<(), clickhouse::error::Error> {
+        if let Some(sql) = self.into_sql() {
+            client.query_raw(&sql).execute().await?;
+        }
+        Ok(())
+    }
+
+    /// The INSERT of the rows (`None` if there are none).
+    pub fn into_sql(mut self) -> Option<String> {
         if let Some((v, w, e)) = self.first.take() {
             self.write(&v, w, e.as_ref(), self.change, self.journey);
         }
-        if self.rows > 0 {
-            client.query_raw(&self.sql).execute().await?;
-        }
-        Ok(())
+        (self.rows > 0).then_some(self.sql)
     }
 }
 
@@ -405,6 +407,53 @@ pub async fn account(
     campaign: &Campaign,
     rows: &[EventRow],
 ) -> Result<Accounted, clickhouse::error::Error> {
+    prepare(client, campaign, rows).await?.write(client).await
+}
+
+/// A batch's accounting read and computed, its statements ready, nothing
+/// written yet ([`prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    /// `wide_visitors` rows, as VALUES tuples.
+    wide: Vec<String>,
+    ledger: Option<String>,
+    signups: BTreeSet<(String, String)>,
+    done: Accounted,
+}
+
+impl Prepared {
+    /// Writes what [`prepare`] computed: the wide visitors, the ledger
+    /// (and so the figures), the contacts. Only once, and only if no ledger
+    /// row was written since `prepare` read it: after a failure, account
+    /// again (a failed INSERT may still have landed; reading the ledger
+    /// again is what keeps it from being counted twice).
+    pub async fn write(
+        self,
+        client: &clickhouse::Client,
+    ) -> Result<Accounted, clickhouse::error::Error> {
+        // Listed before their rows land: a crash in between leaves a listed
+        // visitor, which costs a little time, never a wrong figure.
+        insert_wide(client, &self.wide).await?;
+        if let Some(sql) = &self.ledger {
+            client.query_raw(sql).execute().await?;
+        }
+        let signups: BTreeSet<(&str, &str)> = self
+            .signups
+            .iter()
+            .map(|(c, v)| (c.as_str(), v.as_str()))
+            .collect();
+        note_contacts(client, &signups).await?;
+        Ok(self.done)
+    }
+}
+
+/// Reads the ledger of the batch's visitors and computes what accounting
+/// for `rows` writes (see [`account`]), without writing it.
+pub async fn prepare(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    rows: &[EventRow],
+) -> Result<Prepared, clickhouse::error::Error> {
     let mut batch: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
     for r in rows {
         batch
@@ -445,14 +494,7 @@ pub async fn account(
         .iter()
         .flat_map(|(strings, rows)| figures::rows_of(strings, rows))
         .collect();
-    // Listed before their rows land: a crash in between leaves a listed
-    // visitor, which costs a little time, never a wrong figure.
-    note_wide(
-        client,
-        campaign,
-        sets.iter().map(|s| (s.visitor(), s.all_events())),
-    )
-    .await?;
+    let wide = wide_values(campaign, sets.iter().map(|s| (s.visitor(), s.all_events())));
     let mut writer = Writer::new(&carried, &journey);
     let mut done = Accounted::default();
     for set in &sets {
@@ -462,14 +504,17 @@ pub async fn account(
         done.new_events += set.fresh().len();
         done.visitors += 1;
     }
-    writer.flush(client).await?;
-    let signups: BTreeSet<(&str, &str)> = rows
+    let signups = rows
         .iter()
         .filter(|r| crate::rules::is_signup(&r.event_type) && !r.contact_hash.is_empty())
-        .map(|r| (r.contact_hash.as_str(), r.visitor_id.as_str()))
+        .map(|r| (r.contact_hash.clone(), r.visitor_id.clone()))
         .collect();
-    note_contacts(client, &signups).await?;
-    Ok(done)
+    Ok(Prepared {
+        wide,
+        ledger: writer.into_sql(),
+        signups,
+        done,
+    })
 }
 
 /// The change `sets` make to the figures, summed (keys repeated across
@@ -510,7 +555,15 @@ async fn note_wide<'v>(
     campaign: &Campaign,
     visitors: impl Iterator<Item = (&'v str, &'v [Event])>,
 ) -> Result<(), clickhouse::error::Error> {
-    let values: Vec<String> = visitors
+    insert_wide(client, &wide_values(campaign, visitors)).await
+}
+
+/// The `wide_visitors` rows of `visitors` (see [`note_wide`]), as VALUES tuples.
+fn wide_values<'v>(
+    campaign: &Campaign,
+    visitors: impl Iterator<Item = (&'v str, &'v [Event])>,
+) -> Vec<String> {
+    visitors
         .filter_map(|(v, events)| {
             figures::wide_span(campaign, events).map(|(first, last)| {
                 format!(
@@ -521,7 +574,13 @@ async fn note_wide<'v>(
                 )
             })
         })
-        .collect();
+        .collect()
+}
+
+async fn insert_wide(
+    client: &clickhouse::Client,
+    values: &[String],
+) -> Result<(), clickhouse::error::Error> {
     for chunk in values.chunks(10_000) {
         client
             .query(&format!(

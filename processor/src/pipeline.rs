@@ -203,24 +203,27 @@ impl Pipeline {
             // given up half-way is read again, and each database's ledger
             // drops what it already counted).
             let mut refused = Vec::new();
+            let mut batch = batch;
             for (site, rows) in by_site(&batch) {
-                let rows_of: Vec<EventRow>;
-                let slice: &[EventRow] = match &rows {
-                    None => &batch.rows,
-                    Some(indices) => {
-                        rows_of = indices.iter().map(|&i| batch.rows[i].clone()).collect();
-                        &rows_of
-                    }
-                };
+                // Shared with the events' INSERT task (see `sink::insert`),
+                // then given back to the batch.
+                let whole = rows.is_none();
+                let shared = Arc::new(match &rows {
+                    None => std::mem::take(&mut batch.rows),
+                    Some(indices) => indices.iter().map(|&i| batch.rows[i].clone()).collect(),
+                });
                 let inserted = sink::insert(
                     &clients[site],
                     campaigns.get(site),
-                    slice,
+                    &shared,
                     max,
                     &metrics,
                     (&stop, &owner),
                 )
                 .await;
+                if whole {
+                    batch.rows = Arc::try_unwrap(shared).unwrap_or_else(|a| a.as_ref().clone());
+                }
                 match inserted {
                     Ok(r) => refused.extend(r.into_iter().map(|mut r| {
                         if let Some(indices) = &rows {

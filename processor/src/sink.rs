@@ -12,6 +12,7 @@
 //! INSERT" limit of current ClickHouse.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Datelike;
@@ -208,24 +209,46 @@ where
 /// the rows' partitions: a member that lost them must not count what the
 /// next owner counts (see `handover.rs`). Rows already in `events` are
 /// harmless: that table's counts remove duplicates by event id.
+///
+/// The events' INSERT runs in a task of its own while the ledger is read
+/// and the batch's figures computed: neither needs the other, and only the
+/// ledger's write waits for both. A failure of either leaves the second
+/// step to account from scratch, as does a row refused by `events`.
 pub async fn insert(
     client: &clickhouse::Client,
     campaign: &Campaign,
-    rows: &[EventRow],
+    rows: &Arc<Vec<EventRow>>,
     max_backoff: Duration,
     metrics: &Metrics,
     (shutdown, owner): (&Shutdown, &(dyn Fn() -> bool + Sync)),
 ) -> Result<Vec<Refused>, SinkError> {
     let started = Instant::now();
-    let refused = retry(
-        "events",
-        rows.len(),
-        max_backoff,
-        metrics,
-        (shutdown, &|| true),
-        || insert_events(client, rows),
-    )
-    .await?;
+    let events = {
+        let (client, rows, metrics, shutdown) = (
+            client.clone(),
+            rows.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            retry(
+                "events",
+                rows.len(),
+                max_backoff,
+                &metrics,
+                (&shutdown, &|| true),
+                || insert_events(&client, &rows),
+            )
+            .await
+        })
+    };
+    let prepared = ledger::prepare(client, campaign, rows).await;
+    let refused = match events.await {
+        Ok(refused) => refused?,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    let rows: &[EventRow] = rows;
+    let mut prepared = prepared.ok().filter(|_| refused.is_empty());
     let kept: Vec<EventRow>;
     let accounted: &[EventRow] = if refused.is_empty() {
         rows
@@ -245,7 +268,15 @@ pub async fn insert(
         max_backoff,
         metrics,
         (shutdown, owner),
-        || ledger::account(client, campaign, accounted),
+        || {
+            let prepared = prepared.take();
+            async move {
+                match prepared {
+                    Some(p) => p.write(client).await,
+                    None => ledger::account(client, campaign, accounted).await,
+                }
+            }
+        },
     )
     .await?;
     metrics
