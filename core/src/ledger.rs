@@ -201,7 +201,11 @@ pub fn journey_rows<'a, V: AsRef<str> + 'a>(
 
 /// A `Date` array element: `'YYYY-MM-DD'`.
 fn push_date(out: &mut String, day: figures::Day) {
-    let _ = write!(out, "'{}'", figures::date_of(day).format("%Y-%m-%d"));
+    use chrono::Datelike;
+    // Not `format("%Y-%m-%d")`: that parses its pattern on every call, three
+    // times per figure row (a tenth of a large batch's formatting).
+    let d = figures::date_of(day);
+    let _ = write!(out, "'{:04}-{:02}-{:02}'", d.year(), d.month(), d.day());
 }
 
 impl<'c> Writer<'c> {
@@ -1134,4 +1138,19 @@ pub async fn rebuild(
     }
     progress(read_so_far);
     Ok(read_so_far)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_written_as_chrono_formats_them() {
+        for day in [0, 1, 10_957, 20_089, 20_454, 2_932_896, u32::MAX] {
+            let mut out = String::new();
+            push_date(&mut out, day);
+            let want = format!("'{}'", figures::date_of(day).format("%Y-%m-%d"));
+            assert_eq!(out, want, "day {day}");
+        }
+    }
 }

@@ -1634,12 +1634,12 @@ pub fn sum_range(
 /// allowed). Returns the events new to the visitor and the rows to add
 /// (all its events' rows minus the known ones').
 pub fn change<'a>(campaign: &'a Campaign, sets: &'a ChangeSets, strings: &mut Strings<'a>) -> Rows {
-    let mut sum = Sum::default();
-    if !sets.old[0].1.is_empty() {
-        sum.add(&compute(campaign, &sets.old, strings), -1);
+    let all = compute(campaign, &sets.all, strings);
+    if sets.old[0].1.is_empty() {
+        // A new visitor (most of a batch's): its rows, already merged.
+        return all;
     }
-    sum.add(&compute(campaign, &sets.all, strings), 1);
-    sum.rows()
+    diff(&compute(campaign, &sets.old, strings), &all)
 }
 
 /// One visitor's events before and after a batch (see [`ChangeSets::new`]).
