@@ -158,10 +158,15 @@ async fn processor(args: &Args) -> anyhow::Result<String> {
     let bin = release("ensemble-processor")?;
     let mut results = Vec::new();
     if args.only != Some(Broker::Memory) {
+        // A fresh durable broker, as the stack runs it, rather than the
+        // stack's own: that one's SQLite file holds every topic earlier runs
+        // and tests made (8 GB after a few weeks), which slowed it down and
+        // made runs on different days incomparable.
+        let durable_broker = PrivateBroker::start()?;
         results.push(
             bench::processor(
                 "tansu sqlite (durable)",
-                &args.kafka_brokers,
+                &durable_broker.brokers(),
                 &args.clickhouse_url,
                 &bin,
                 plan,
