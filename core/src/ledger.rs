@@ -441,12 +441,7 @@ impl Prepared {
         if let Some(sql) = &self.ledger {
             client.query_raw(sql).execute().await?;
         }
-        let signups: BTreeSet<(&str, &str)> = self
-            .signups
-            .iter()
-            .map(|(c, v)| (c.as_str(), v.as_str()))
-            .collect();
-        note_contacts(client, &signups).await?;
+        note_contacts(client, &self.signups).await?;
         Ok(self.done)
     }
 }
@@ -647,15 +642,20 @@ async fn insert_pairs<C: AsRef<str>, V: AsRef<str>>(
 /// checks after its own insert, so the later check sees both.)
 async fn note_contacts(
     client: &clickhouse::Client,
-    pairs: &BTreeSet<(&str, &str)>,
+    pairs: &BTreeSet<(String, String)>,
 ) -> Result<(), clickhouse::error::Error> {
     if pairs.is_empty() {
         return Ok(());
     }
-    insert_pairs(client, "contact_visitors", pairs.iter().copied()).await?;
+    insert_pairs(
+        client,
+        "contact_visitors",
+        pairs.iter().map(|(c, v)| (c, v)),
+    )
+    .await?;
     let contacts: Vec<&str> = pairs
         .iter()
-        .map(|(c, _)| *c)
+        .map(|(c, _)| c.as_str())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();

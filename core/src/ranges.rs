@@ -272,7 +272,7 @@ pub async fn refill(
     if !remake(store, campaign).await? {
         return Ok(Status::NotKept);
     }
-    let (ranges, _) = ranges_of(campaign);
+    let (ranges, text) = ranges_of(campaign);
     // ClickHouse 18.16 reads only the columns named outside a lambda: the
     // days are named in the WHERE (always true) so that the lambda sees them.
     let fit = fitting(&ranges, "first_day", "last_day");
@@ -292,7 +292,6 @@ pub async fn refill(
     // the view and by this copy): the table is whole only if each range's
     // totals equal those of `figures`.
     if let Some(difference) = totals_differ(store, &ranges).await? {
-        let (_, text) = ranges_of(campaign);
         record(&store.client(), &text, false, &difference).await?;
         tracing::error!(
             database = %store.database,
