@@ -401,10 +401,10 @@ pub fn spawn_lag_probe(
 ) {
     let brokers: Arc<str> = brokers.into();
     tokio::spawn(async move {
-        // partition → the committed offset it was rewound from (rewind once
-        // per loss), or found to be served after all (look once: the
-        // second map's).
-        let rewound = Arc::new(std::sync::Mutex::new(HashMap::<(bool, i32), i64>::new()));
+        // partition → the committed offset past the end it was last seen
+        // at, and whether it was rewound from there (once per loss) or its
+        // message found served after all (looked at once).
+        let rewound = Arc::new(std::sync::Mutex::new(HashMap::<i32, (i64, bool)>::new()));
         loop {
             let (c, m, rewound, brokers) = (
                 consumer.clone(),
@@ -437,15 +437,13 @@ pub fn spawn_lag_probe(
                         end,
                     };
                     let label = e.partition().to_string();
-                    let (lost, served) = ((false, e.partition()), (true, e.partition()));
                     let Some(done) = lag.committed.filter(|_| lag.state() == PartitionState::AheadOfEnd)
                     else {
                         m.lag.with_label_values(&[&label]).set(lag.pending());
-                        rewound.remove(&lost);
-                        rewound.remove(&served);
+                        rewound.remove(&e.partition());
                         continue;
                     };
-                    if rewound.get(&lost) == Some(&done) {
+                    if rewound.get(&e.partition()) == Some(&(done, false)) {
                         m.lag.with_label_values(&[&label]).set(lag.pending());
                         m.ahead_of_end.with_label_values(&[&label]).set(done - end);
                         continue;
@@ -453,7 +451,7 @@ pub fn spawn_lag_probe(
                     // The group's last message still served: the broker
                     // reports its end wrongly, no data was lost. Nothing is
                     // pending that the group knows of; nothing is read again.
-                    let known = rewound.get(&served) == Some(&done);
+                    let known = rewound.get(&e.partition()) == Some(&(done, true));
                     if known
                         || ensemble_core::kafka::message_exists(
                             &brokers,
@@ -467,7 +465,7 @@ pub fn spawn_lag_probe(
                         if known {
                             continue;
                         }
-                        rewound.insert(served, done);
+                        rewound.insert(e.partition(), (done, true));
                         m.end_reported_low.inc();
                         tracing::warn!(
                             partition = e.partition(),
@@ -499,7 +497,7 @@ pub fn spawn_lag_probe(
                     match rewound_to {
                         Ok(()) => {
                             m.rewinds.inc();
-                            rewound.insert(lost, done);
+                            rewound.insert(e.partition(), (done, false));
                         }
                         Err(err) => tracing::warn!(error = %err, partition = e.partition(), "rewind failed; trying again"),
                     }
