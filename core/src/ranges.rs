@@ -301,6 +301,7 @@ pub async fn refill(
         return Ok(Status::Partial);
     }
     rebuilt(store, campaign).await?;
+    crate::ledger::compact(store, &[TABLE]).await;
     Ok(Status::Whole)
 }
 

@@ -210,3 +210,63 @@ async fn migrations_give_the_same_schema_on_current_clickhouse() {
         .await
         .expect("drop test database");
 }
+
+/// `ledger::compact` (run after a rebuild or a refill) leaves a figures
+/// table in one part, its rows summed: two INSERTs of the same figure
+/// value are two parts and two rows before, one part and one row after.
+#[tokio::test]
+async fn compacting_a_figures_table_leaves_one_part_and_one_row_per_value() {
+    let store = StoreConfig::new(clickhouse_url(), unique("it_compact"));
+    migrate(&store).await.expect("migrate");
+    let client = store.client();
+    // No background merge meanwhile: the two parts stay two until compacted.
+    let merges = |what: &str| format!("SYSTEM {what} MERGES {}.figures", store.database);
+    client
+        .query(&merges("STOP"))
+        .execute()
+        .await
+        .expect("stop merges");
+    for n in [2, 3] {
+        client
+            .query(&format!(
+                "INSERT INTO figures (figure, bots, device_filter, placement_filter, first_day, \
+                 last_day, channel, n, credit) VALUES ('visitors', 0, '', '', '2025-02-10', \
+                 '2025-02-10', 'metro', {n}, 0)"
+            ))
+            .execute()
+            .await
+            .expect("insert");
+    }
+    let parts_and_rows = || async {
+        let parts: u64 = client
+            .query(
+                "SELECT count() FROM system.parts WHERE database = ? AND table = 'figures' AND active",
+            )
+            .bind(&store.database)
+            .fetch_one()
+            .await
+            .expect("parts");
+        let rows: Vec<i64> = client
+            .query("SELECT n FROM figures")
+            .fetch_all()
+            .await
+            .expect("rows");
+        (parts, rows)
+    };
+    let (parts, mut rows) = parts_and_rows().await;
+    rows.sort_unstable();
+    assert_eq!((parts, rows), (2, vec![2, 3]), "two INSERTs, two parts");
+    client
+        .query(&merges("START"))
+        .execute()
+        .await
+        .expect("start merges");
+    ensemble_core::ledger::compact(&store, &["figures"]).await;
+    assert_eq!(parts_and_rows().await, (1, vec![5]), "one part, summed");
+    store
+        .server_client()
+        .query(&format!("DROP DATABASE {}", store.database))
+        .execute()
+        .await
+        .expect("drop test database");
+}
