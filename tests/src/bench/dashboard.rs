@@ -36,9 +36,18 @@ pub struct DashboardPlan {
     pub requests: usize,
 }
 
+/// Issue 14's p95 targets: the questions the figures summed by range
+/// answer (the campaign, a phase, a visitor's journey, the live figures),
+/// and those on a custom range of days, a device or a placement.
+const DEFAULT_TARGET_MS: f64 = 50.0;
+const CUSTOM_TARGET_MS: f64 = 300.0;
+
 #[derive(Debug, Clone)]
 pub struct EndpointLatency {
     pub path: String,
+    /// The p95 it should stay under (`None`: an export of everything,
+    /// which has none).
+    pub target_ms: Option<f64>,
     /// (p50, p95) ms, or why the endpoint failed.
     pub result: Result<(f64, f64), String>,
 }
@@ -83,6 +92,10 @@ pub async fn load(
             // A database built before the figures were summed by range:
             // summed now, as `ensemble-processor rebuild-ranges` does.
             ensemble_core::migrate::migrate(store).await?;
+            // As a rebuild leaves them (one part each), whatever version
+            // built them.
+            progress("dashboard:   merging each figures table into one part");
+            ensemble_core::ledger::compact(store, &["figures", ensemble_core::ranges::TABLE]).await;
             if !ensemble_core::ranges::usable(&store.client(), campaign).await? {
                 progress("dashboard:   summing the figures by range (rebuild-ranges)");
                 let started = Instant::now();
@@ -92,7 +105,7 @@ pub async fn load(
                     started.elapsed().as_secs_f64()
                 ));
             }
-            return Ok(format!("reused from an earlier run ({rows} rows inserted)"));
+            return Ok(format!("reused from an earlier run ({rows} rows inserted), each figures table merged into one part as a rebuild leaves it"));
         }
         if generator.starts_with(GENERATOR) && rows >= target_rows {
             progress(&format!(
@@ -293,7 +306,7 @@ pub async fn run(
         .query("SELECT any(visitor_id) FROM events WHERE event_type = 'signup'")
         .fetch_one()
         .await?;
-    let paths = [
+    let defaults = [
         "/api/overview".to_owned(),
         "/api/channels".to_owned(),
         "/api/attribution".to_owned(),
@@ -301,12 +314,10 @@ pub async fn run(
         "/api/placements".to_owned(),
         "/api/funnel".to_owned(),
         "/api/reach".to_owned(),
-        // Conversion paths and the data-driven models (issue 15's target:
-        // p95 ≤ 200 ms on the defaults; the attribution above includes
-        // Markov and Shapley).
+        // Conversion paths and the data-driven models (the attribution
+        // above includes Markov and Shapley).
         "/api/paths".to_owned(),
         "/api/paths?phase=p2-saint-valentin".to_owned(),
-        "/api/paths?limit=100000&format=csv".to_owned(),
         "/api/media".to_owned(),
         "/api/media?phase=p2-saint-valentin".to_owned(),
         "/api/scan-hours".to_owned(),
@@ -317,9 +328,12 @@ pub async fn run(
         "/api/live".to_owned(),
         format!("/api/journey?visitor_id={visitor}"),
         "/api/channels?format=csv".to_owned(),
-        // Questions the defaults do not cover (issue 14's target: p95 ≤
-        // 300 ms): a custom range of days cutting two phases, a device, a
-        // placement.
+    ];
+    // Every path with its medians, as a download for other tools.
+    let exports = ["/api/paths?limit=100000&format=csv".to_owned()];
+    // Questions the defaults do not cover: a custom range of days cutting
+    // two phases, a device, a placement.
+    let custom = [
         "/api/overview?from=2025-02-01&to=2025-02-20".to_owned(),
         "/api/channels?from=2025-02-01&to=2025-02-20".to_owned(),
         "/api/attribution?from=2025-02-01&to=2025-02-20".to_owned(),
@@ -331,9 +345,14 @@ pub async fn run(
         "/api/placements?placement=M-CHATELET".to_owned(),
         "/api/timeseries?metric=signups&bucket=day&placement=M-CHATELET".to_owned(),
     ];
+    let paths = defaults
+        .into_iter()
+        .map(|p| (p, Some(DEFAULT_TARGET_MS)))
+        .chain(exports.into_iter().map(|p| (p, None)))
+        .chain(custom.into_iter().map(|p| (p, Some(CUSTOM_TARGET_MS))));
     let http = reqwest::Client::new();
     let mut endpoints = Vec::new();
-    for path in paths {
+    for (path, target_ms) in paths {
         progress(&format!("dashboard: {path} × {}", plan.requests));
         let url = format!("{}{path}", svc.base());
         let result = time(plan.requests, || {
@@ -356,7 +375,11 @@ pub async fn run(
             Ok((p50, p95)) => progress(&format!("dashboard:   p50 {p50:.0} ms, p95 {p95:.0} ms")),
             Err(e) => progress(&format!("dashboard:   failed: {e}")),
         }
-        endpoints.push(EndpointLatency { path, result });
+        endpoints.push(EndpointLatency {
+            path,
+            target_ms,
+            result,
+        });
     }
     let peak_rss_mb = peak_rss_mb(svc.pid());
     Ok(DashboardResult {
@@ -382,23 +405,44 @@ pub fn report(r: &DashboardResult, plan: &DashboardPlan) -> String {
          (`SELECT count(), uniqExact(visitor_id) FROM events`): p50 {:.0} ms, p95 {:.0} ms.\n\n",
         r.rows, r.distinct_events, r.load_note, plan.requests, r.baseline_p50_ms, r.baseline_p95_ms
     ));
-    out.push_str("| endpoint | p50 ms | p95 ms | ÷ baseline p95 | target p95 ≤ 200 ms |\n");
+    out.push_str(&format!(
+        "Targets (issue 14): p95 ≤ {DEFAULT_TARGET_MS:.0} ms for the questions the figures summed by \
+         range answer (the campaign, a phase, a journey, the live figures), ≤ {CUSTOM_TARGET_MS:.0} ms \
+         for a custom range of days, a device or a placement; none for the export of every path.\n\n"
+    ));
+    out.push_str("| endpoint | p50 ms | p95 ms | ÷ baseline p95 | target p95 |\n");
     out.push_str("| --- | ---: | ---: | ---: | :---: |\n");
+    let (mut missed, mut failed) = (0, 0);
     for e in &r.endpoints {
+        let target = |p95: f64| match e.target_ms {
+            None => "–".to_owned(),
+            Some(t) if p95 <= t => format!("≤ {t:.0} ✓"),
+            Some(t) => format!("≤ {t:.0} ✗"),
+        };
         match &e.result {
-            Ok((p50, p95)) => out.push_str(&format!(
-                "| `{}` | {p50:.0} | {p95:.0} | {:.1} | {} |\n",
-                e.path,
-                p95 / r.baseline_p95_ms.max(0.001),
-                if *p95 <= 200.0 { "✓" } else { "✗" }
-            )),
-            Err(why) => out.push_str(&format!(
-                "| `{}` | – | – | – | ✗ failed: {} |\n",
-                e.path,
-                why.replace('|', "/").chars().take(160).collect::<String>()
-            )),
+            Ok((p50, p95)) => {
+                missed += usize::from(e.target_ms.is_some_and(|t| *p95 > t));
+                out.push_str(&format!(
+                    "| `{}` | {p50:.0} | {p95:.0} | {:.1} | {} |\n",
+                    e.path,
+                    p95 / r.baseline_p95_ms.max(0.001),
+                    target(*p95)
+                ));
+            }
+            Err(why) => {
+                failed += 1;
+                out.push_str(&format!(
+                    "| `{}` | – | – | – | ✗ failed: {} |\n",
+                    e.path,
+                    why.replace('|', "/").chars().take(160).collect::<String>()
+                ));
+            }
         }
     }
-    out.push_str(&format!("\nDashboard peak RSS: {:.1} MB.\n", r.peak_rss_mb));
+    out.push_str(&format!(
+        "\n{missed} of {} endpoints with a target miss it; {failed} failed. Dashboard peak RSS: {:.1} MB.\n",
+        r.endpoints.iter().filter(|e| e.target_ms.is_some()).count(),
+        r.peak_rss_mb
+    ));
     out
 }
