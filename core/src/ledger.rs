@@ -1002,39 +1002,50 @@ pub async fn needs_rebuild(client: &clickhouse::Client) -> Result<bool, clickhou
     Ok(pending > 0)
 }
 
-/// Merges each of `tables`' parts into one (`OPTIMIZE TABLE … FINAL`), for
-/// the offline steps that fill a figures table in bulk (a rebuild, a
-/// refill: processors stopped). Such an INSERT leaves several large parts
-/// that background merges leave apart for a long time, so the summed rows
-/// stay several per value and every read crosses each part. At 10 M events
-/// `figures_ranges` went from 17.2 M rows in 7 parts to 8.0 M in one (15 s),
-/// and the default overview's query from ~50 to ~12 ms in ClickHouse;
-/// `figures` from 19.5 M rows in 4 parts to 15.3 M (15 s). It rewrites the
-/// whole table, so it is never run on a live one. Not in cluster mode
-/// (local tables on each node). A failure is logged and not returned: the
-/// rows are whole either way, only slower to read.
-pub async fn compact(store: &crate::StoreConfig, tables: &[&str]) {
+/// Merges a figures table's parts into one (`OPTIMIZE TABLE … FINAL`).
+/// A bulk fill (a rebuild, a refill) leaves several large parts that
+/// background merges leave apart for a long time, and a live table keeps
+/// several between merges: the summed rows stay several per value and
+/// every read crosses each part. At 10 M events `figures_ranges` went from
+/// 17.2 M rows in 7 parts to 8.0 M in one (15 s), and the default
+/// overview's query from ~50 to ~12 ms in ClickHouse; `figures` from
+/// 19.5 M rows in 4 parts to 15.3 M (15 s). Safe while processors write
+/// (a merge replaces parts atomically; parts written meanwhile stay), but
+/// it rewrites the whole table: the offline steps run it, and
+/// `ensemble-processor compact` (daily), never each batch. `Ok(false)` in
+/// cluster mode, where the tables are local to each node: not merged.
+pub async fn compact(
+    store: &crate::StoreConfig,
+    table: &str,
+) -> Result<bool, clickhouse::error::Error> {
     if store.is_cluster() {
-        return;
+        return Ok(false);
     }
-    let client = store.client();
+    store
+        .client()
+        .query(&format!("OPTIMIZE TABLE {table} FINAL"))
+        .execute()
+        .await?;
+    Ok(true)
+}
+
+/// [`compact`] at the end of a bulk fill: a failure is logged, not
+/// returned, the rows being whole either way (only slower to read).
+pub async fn compact_after_fill(store: &crate::StoreConfig, tables: &[&str]) {
     for table in tables {
         let started = std::time::Instant::now();
-        match client
-            .query(&format!("OPTIMIZE TABLE {table} FINAL"))
-            .execute()
-            .await
-        {
-            Ok(()) => tracing::info!(
+        match compact(store, table).await {
+            Ok(true) => tracing::info!(
                 table,
                 seconds = started.elapsed().as_secs_f64(),
                 "figures: parts merged into one"
             ),
+            Ok(false) => {}
             Err(e) => tracing::warn!(
                 table,
                 error = %e,
-                "figures: could not merge the parts (the rows are whole; reads stay slower until \
-                 ClickHouse merges them): run `OPTIMIZE TABLE {table} FINAL` when the server is idle"
+                "figures: could not merge the parts (the rows are whole; reads stay slower): \
+                 run `ensemble-processor compact` when the server is less busy"
             ),
         }
     }
@@ -1174,9 +1185,9 @@ pub async fn rebuild(
     if ranges {
         crate::ranges::rebuilt(store, campaign).await?;
     }
-    compact(store, &["figures"]).await;
+    compact_after_fill(store, &["figures"]).await;
     if ranges {
-        compact(store, &[crate::ranges::TABLE]).await;
+        compact_after_fill(store, &[crate::ranges::TABLE]).await;
     }
     progress(read_so_far);
     Ok(read_so_far)

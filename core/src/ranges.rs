@@ -301,7 +301,7 @@ pub async fn refill(
         return Ok(Status::Partial);
     }
     rebuilt(store, campaign).await?;
-    crate::ledger::compact(store, &[TABLE]).await;
+    crate::ledger::compact_after_fill(store, &[TABLE]).await;
     Ok(Status::Whole)
 }
 

@@ -100,6 +100,37 @@ fn main() -> ExitCode {
                 Ok::<(), anyhow::Error>(())
             },
         ),
+        Some(Command::Compact) => launch(
+            "ensemble-processor compact",
+            config.validate(),
+            |settings, _| async move {
+                for (_, store) in settings.sites.iter() {
+                    for table in ["figures", ensemble_core::ranges::TABLE] {
+                        let started = std::time::Instant::now();
+                        let merged =
+                            ensemble_core::ledger::compact(store, table)
+                                .await
+                                .map_err(|e| {
+                                    anyhow::anyhow!("database {}: {table}: {e}", store.database)
+                                })?;
+                        if merged {
+                            println!(
+                                "database {}: {table} merged into one part ({:.1} s)",
+                                store.database,
+                                started.elapsed().as_secs_f64()
+                            );
+                        } else {
+                            println!(
+                                "database {}: cluster mode, {table} left to ClickHouse's merges \
+                                 (its tables are local to each node)",
+                                store.database
+                            );
+                        }
+                    }
+                }
+                Ok::<(), anyhow::Error>(())
+            },
+        ),
         Some(Command::Erase { email }) => launch(
             "ensemble-processor erase",
             config.validate(),

@@ -1037,6 +1037,30 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
         0
     );
     assert_eq!(s.uniq_events().await, 401 - targets_rows);
+
+    // `compact` (daily): each figures table in one part, the figures as they were.
+    let before = facts_snapshot(&s.store).await;
+    let mut args: Vec<&str> = vec!["compact"];
+    args.extend(common.iter().map(String::as_str));
+    let out = std::process::Command::new(BIN)
+        .args(&args)
+        .env_clear()
+        .output()
+        .expect("compact");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for table in ["figures", ensemble_core::ranges::TABLE] {
+        assert!(
+            stdout.contains(&format!("{table} merged into one part")),
+            "{stdout}"
+        );
+        let sql = format!(
+            "SELECT count() FROM system.parts WHERE database = '{}' AND table = '{table}' AND active",
+            s.store.database
+        );
+        assert_eq!(s.count(&sql).await, 1, "{table}");
+    }
+    assert_eq!(facts_snapshot(&s.store).await, before, "the same figures");
 }
 
 /// The figures and the analysts' journeys as they stand: every key with a non-zero sum.

@@ -95,7 +95,9 @@ pub async fn load(
             // As a rebuild leaves them (one part each), whatever version
             // built them.
             progress("dashboard:   merging each figures table into one part");
-            ensemble_core::ledger::compact(store, &["figures", ensemble_core::ranges::TABLE]).await;
+            for table in ["figures", ensemble_core::ranges::TABLE] {
+                ensemble_core::ledger::compact(store, table).await?;
+            }
             if !ensemble_core::ranges::usable(&store.client(), campaign).await? {
                 progress("dashboard:   summing the figures by range (rebuild-ranges)");
                 let started = Instant::now();
