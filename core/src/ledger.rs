@@ -1002,6 +1002,9 @@ pub async fn needs_rebuild(client: &clickhouse::Client) -> Result<bool, clickhou
     Ok(pending > 0)
 }
 
+/// The tables the dashboard reads figures from: what [`compact`] merges.
+pub const FIGURES_TABLES: [&str; 2] = ["figures", crate::ranges::TABLE];
+
 /// Merges a figures table's parts into one (`OPTIMIZE TABLE … FINAL`).
 /// A bulk fill (a rebuild, a refill) leaves several large parts that
 /// background merges leave apart for a long time, and a live table keeps
@@ -1185,10 +1188,9 @@ pub async fn rebuild(
     if ranges {
         crate::ranges::rebuilt(store, campaign).await?;
     }
-    compact_after_fill(store, &["figures"]).await;
-    if ranges {
-        compact_after_fill(store, &[crate::ranges::TABLE]).await;
-    }
+    // Both, kept or not: `figures_ranges` exists (migration 0008), and an
+    // empty table merges at once.
+    compact_after_fill(store, &FIGURES_TABLES).await;
     progress(read_so_far);
     Ok(read_so_far)
 }

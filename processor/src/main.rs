@@ -105,7 +105,7 @@ fn main() -> ExitCode {
             config.validate(),
             |settings, _| async move {
                 for (_, store) in settings.sites.iter() {
-                    for table in ["figures", ensemble_core::ranges::TABLE] {
+                    for table in ensemble_core::ledger::FIGURES_TABLES {
                         let started = std::time::Instant::now();
                         let merged =
                             ensemble_core::ledger::compact(store, table)

@@ -1049,7 +1049,7 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
         .expect("compact");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    for table in ["figures", ensemble_core::ranges::TABLE] {
+    for table in ensemble_core::ledger::FIGURES_TABLES {
         assert!(
             stdout.contains(&format!("{table} merged into one part")),
             "{stdout}"

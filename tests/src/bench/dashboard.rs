@@ -92,12 +92,12 @@ pub async fn load(
             // A database built before the figures were summed by range:
             // summed now, as `ensemble-processor rebuild-ranges` does.
             ensemble_core::migrate::migrate(store).await?;
-            // As a rebuild leaves them (one part each), whatever version
-            // built them.
+            // Each figures table in one part, as a rebuild leaves them,
+            // whatever version built them: `figures` first (the refill
+            // reads it), `figures_ranges` by the refill or here.
             progress("dashboard:   merging each figures table into one part");
-            for table in ["figures", ensemble_core::ranges::TABLE] {
-                ensemble_core::ledger::compact(store, table).await?;
-            }
+            let [figures, summed] = ensemble_core::ledger::FIGURES_TABLES;
+            ensemble_core::ledger::compact(store, figures).await?;
             if !ensemble_core::ranges::usable(&store.client(), campaign).await? {
                 progress("dashboard:   summing the figures by range (rebuild-ranges)");
                 let started = Instant::now();
@@ -107,6 +107,7 @@ pub async fn load(
                     started.elapsed().as_secs_f64()
                 ));
             }
+            ensemble_core::ledger::compact(store, summed).await?;
             return Ok(format!("reused from an earlier run ({rows} rows inserted), each figures table merged into one part as a rebuild leaves it"));
         }
         if generator.starts_with(GENERATOR) && rows >= target_rows {
