@@ -187,6 +187,85 @@ const INSERT_HEAD: &str = "INSERT INTO ledger (visitor_id, written_ms, tombstone
     journey.conversion_phase, journey.n, journey.n_events, journey.n_exposures, journey.n_scans, \
     journey.n_visits, journey.n_signups, journey.credit) FORMAT TabSeparated\n";
 
+/// The arrays a ledger INSERT carries to its materialised views (the
+/// figures' change, the journeys' rows), in `INSERT_HEAD`'s order. The
+/// views read them from the INSERT itself; kept in the table they are
+/// dead weight (about three quarters of its bytes) and, in the journeys'
+/// arrays, the visitor ids and contacts of other visitors of the batch,
+/// which an erasure of one of them must not leave behind:
+/// [`clear_carried`] empties them.
+pub const CARRIED: [&str; 42] = [
+    "change.figure",
+    "change.bots",
+    "change.device_filter",
+    "change.placement_filter",
+    "change.first_day",
+    "change.last_day",
+    "change.phase",
+    "change.channel",
+    "change.placement",
+    "change.event_type",
+    "change.action",
+    "change.step",
+    "change.model",
+    "change.conversion_phase",
+    "change.other_channel",
+    "change.device_class",
+    "change.os_family",
+    "change.contacts",
+    "change.hour",
+    "change.day",
+    "change.seconds",
+    "change.n",
+    "change.credit",
+    "journey.visitor_id",
+    "journey.kind",
+    "journey.ms",
+    "journey.event_id",
+    "journey.day",
+    "journey.phase",
+    "journey.channel",
+    "journey.placement",
+    "journey.device",
+    "journey.contact",
+    "journey.model",
+    "journey.conversion_phase",
+    "journey.n",
+    "journey.n_events",
+    "journey.n_exposures",
+    "journey.n_scans",
+    "journey.n_visits",
+    "journey.n_signups",
+    "journey.credit",
+];
+
+/// Empties the [`CARRIED`] arrays of every ledger row written so far (their
+/// values read as defaults; a part written meanwhile keeps its own until
+/// the next call). The figures and journeys are untouched: their views
+/// read the arrays when the rows were inserted, never again. Run by
+/// erasure and retention (so no array keeps what they remove) and by
+/// `ensemble-processor compact` (so the arrays of a day at most take room).
+/// A mutation under way (erasure's DELETE) does not bring them back: tried
+/// on 18.16 with a DELETE over 1.7 M rows still running when the arrays
+/// were emptied, they were empty once it was done.
+pub async fn clear_carried(
+    client: &clickhouse::Client,
+    ddl_target: impl Fn(&str) -> String,
+) -> Result<(), clickhouse::error::Error> {
+    let clauses: Vec<String> = CARRIED
+        .iter()
+        .map(|c| format!("CLEAR COLUMN `{c}` IN PARTITION tuple()"))
+        .collect();
+    client
+        .query(&format!(
+            "ALTER TABLE {} {}",
+            ddl_target("ledger"),
+            clauses.join(", ")
+        ))
+        .execute()
+        .await
+}
+
 /// A row of the analysts' journeys (ensemble-model's `journeys`) with its visitor.
 pub type JourneyRow<'a> = (&'a str, &'a journeys::Key<'a>, &'a journeys::Counts);
 
@@ -933,6 +1012,8 @@ pub async fn forget(
         e.contact != contact_hash
     })
     .await?;
+    // Other visitors' ledger rows carried this person's journeys rows.
+    clear_carried(client, &ddl_target).await?;
     // The journeys rows of this contact (retracted above, so their sums
     // are zero) and of the own visitors (all retracted) go for good, not
     // at the next merge.
@@ -984,10 +1065,13 @@ pub async fn retain(
         .bind(cutoff_ms)
         .fetch_all()
         .await?;
-    rewrite(client, campaign, ddl_target, &visitors, |e| {
+    let given_up = rewrite(client, campaign, &ddl_target, &visitors, |e| {
         e.ms >= cutoff_ms
     })
-    .await
+    .await?;
+    // Other visitors' ledger rows carried the old events' journeys rows.
+    clear_carried(client, &ddl_target).await?;
+    Ok(given_up)
 }
 
 /// Whether the figures must be rebuilt from `events` before anything is
@@ -1191,6 +1275,13 @@ pub async fn rebuild(
     // Both, kept or not: `figures_ranges` exists (migration 0008), and an
     // empty table merges at once.
     compact_after_fill(store, &FIGURES_TABLES).await;
+    if let Err(e) = clear_carried(client, ddl_target).await {
+        tracing::warn!(
+            error = %e,
+            "ledger: could not empty the arrays the rebuild carried (they take room until \
+             `ensemble-processor compact` runs)"
+        );
+    }
     progress(read_so_far);
     Ok(read_so_far)
 }
@@ -1198,6 +1289,21 @@ pub async fn rebuild(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_carried_arrays_are_those_the_insert_writes() {
+        let columns = INSERT_HEAD
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(list, _)| list)
+            .unwrap_or_default();
+        let nested: Vec<&str> = columns
+            .split(',')
+            .map(str::trim)
+            .filter(|c| c.contains('.'))
+            .collect();
+        assert_eq!(nested, CARRIED);
+    }
 
     #[test]
     fn dates_are_written_as_chrono_formats_them() {

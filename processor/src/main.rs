@@ -127,6 +127,15 @@ fn main() -> ExitCode {
                             );
                         }
                     }
+                    let started = std::time::Instant::now();
+                    ensemble_core::ledger::clear_carried(&store.client(), |t| store.ddl_target(t))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("database {}: ledger: {e}", store.database))?;
+                    println!(
+                        "database {}: ledger's carried arrays emptied ({:.1} s)",
+                        store.database,
+                        started.elapsed().as_secs_f64()
+                    );
                 }
                 Ok::<(), anyhow::Error>(())
             },

@@ -260,6 +260,8 @@ async fn erase_in(
     let left = format!(
         "SELECT (SELECT count() FROM events WHERE {THEIRS}) \
          + (SELECT count() FROM ledger WHERE ev_contact = ?) \
+         + (SELECT count() FROM ledger WHERE has(journey.contact, ?) \
+            OR hasAny(arrayFilter(v -> v != '', journey.visitor_id), ?)) \
          + (SELECT count() FROM contact_visitors WHERE contact_hash = ?) \
          + (SELECT count() FROM shared_contacts WHERE contact_hash = ?) \
          + (SELECT count() FROM {}.journeys WHERE contact = ? OR has(?, visitor_id))",
@@ -271,6 +273,8 @@ async fn erase_in(
             .bind(&own)
             .bind(&report.contact_hash)
             .bind(&report.contact_hash)
+            .bind(&report.contact_hash)
+            .bind(&own)
             .bind(&report.contact_hash)
             .bind(&report.contact_hash)
             .bind(&report.contact_hash)

@@ -131,6 +131,46 @@ impl Setup {
         self.count("SELECT uniqExact(event_id) FROM events").await
     }
 
+    /// The `table.column`s of both databases (tables, not views) holding
+    /// `value` in a String column or an element of an Array(String) one:
+    /// where a person's data could be left behind.
+    async fn columns_holding(&self, value: &str) -> Vec<String> {
+        let client = self.store.server_client();
+        let columns: Vec<(String, String, String, String)> = client
+            .query(
+                "SELECT c.database, c.table, c.name, c.type FROM system.columns AS c \
+                 ANY INNER JOIN (SELECT database, name AS table, engine FROM system.tables) AS t \
+                 USING (database, table) \
+                 WHERE c.database IN (?, ?) AND c.type IN ('String', 'Array(String)') \
+                 AND t.engine NOT IN ('View', 'MaterializedView')",
+            )
+            .bind(&self.store.database)
+            .bind(self.store.sql_database())
+            .fetch_all()
+            .await
+            .expect("columns");
+        assert!(columns.len() > 20, "{columns:?}");
+        let mut found = Vec::new();
+        for (db, table, column, ty) in columns {
+            let test = if ty == "String" {
+                "`{c}` = ?"
+            } else {
+                "has(`{c}`, ?)"
+            }
+            .replace("{c}", &column);
+            let n: u64 = client
+                .query(&format!("SELECT count() FROM {db}.{table} WHERE {test}"))
+                .bind(value)
+                .fetch_one()
+                .await
+                .expect("search");
+            if n > 0 {
+                found.push(format!("{table}.{column} ({n} rows)"));
+            }
+        }
+        found
+    }
+
     async fn count(&self, sql: &str) -> u64 {
         self.store
             .client()
@@ -997,6 +1037,19 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
     );
     let sql = format!("SELECT count() FROM events WHERE visitor_id = '{target}'");
     assert_eq!(s.count(&sql).await, 0);
+    // Nothing of the person anywhere: not their visitor id, not their
+    // contact, in whatever column or array of whatever row.
+    let hash = messages
+        .iter()
+        .find_map(|m| m.contact_hash.clone().filter(|_| m.visitor_id == target))
+        .expect("the sign-up's contact");
+    for value in [target, hash.as_str()] {
+        assert_eq!(
+            s.columns_holding(value).await,
+            Vec::<String>::new(),
+            "{value}"
+        );
+    }
     assert_eq!(s.uniq_events().await, 402 - targets_rows);
     let rollup = s
         .count("SELECT uniqExactMerge(events) FROM events_hourly")
@@ -1038,7 +1091,23 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
     );
     assert_eq!(s.uniq_events().await, 401 - targets_rows);
 
-    // `compact` (daily): each figures table in one part, the figures as they were.
+    // `compact` (daily): each figures table in one part, the figures as
+    // they were, and the arrays the ledger's rows carried to the figures
+    // (those of a batch accounted after the retention's) emptied.
+    let later: Vec<_> = (0..20).map(|i| message(6, i)).collect();
+    produce_raw(&s.brokers, &s.topic, &encoded(&later))
+        .await
+        .expect("produce");
+    {
+        let _p = s.start(&[]);
+        s.wait_for(421 - targets_rows).await;
+    }
+    let carried = "SELECT count() FROM ledger WHERE arrayExists(x -> x != '', change.figure) \
+                   OR arrayExists(x -> x != '', journey.visitor_id)";
+    assert!(
+        s.count(carried).await > 0,
+        "the new batch's rows carry arrays"
+    );
     let before = facts_snapshot(&s.store).await;
     let mut args: Vec<&str> = vec!["compact"];
     args.extend(common.iter().map(String::as_str));
@@ -1060,6 +1129,11 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
         );
         assert_eq!(s.count(&sql).await, 1, "{table}");
     }
+    assert!(
+        stdout.contains("ledger's carried arrays emptied"),
+        "{stdout}"
+    );
+    assert_eq!(s.count(carried).await, 0, "no array left in the ledger");
     assert_eq!(facts_snapshot(&s.store).await, before, "the same figures");
 }
 

@@ -226,7 +226,20 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
         .iter()
         .find_map(|t| t.contact.clone().filter(|c| c.starts_with("personne.")))
         .expect("a sign-up");
+    let hash = ensemble_core::privacy::ContactHasher::new(b"cluster-secret-0123456789")
+        .expect("hasher")
+        .contact_hash(&person);
+    let theirs = "SELECT count() FROM ledger WHERE has(journey.contact, ?) OR ev_contact = ?";
     for store in [&single, &sharded] {
+        let held: u64 = store
+            .client()
+            .query(theirs)
+            .bind(&hash)
+            .bind(&hash)
+            .fetch_one()
+            .await
+            .expect("ledger");
+        assert!(held > 0, "{}: the person is in the ledger", store.database);
         let mut args = vec!["erase".to_owned(), "--email".to_owned(), person.clone()];
         args.extend([
             "--contact-secret".to_owned(),
@@ -238,6 +251,17 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
         let (code, stderr) =
             ensemble_tests::run_binary(&workspace_binary("ensemble-processor"), &args, &[]);
         assert_eq!(code, Some(0), "erase on {}: {stderr}", store.database);
+        // Not even in the arrays other visitors' ledger rows carried to
+        // their journeys (emptied ON CLUSTER, waited for by `erase`).
+        let left: u64 = store
+            .client()
+            .query(theirs)
+            .bind(&hash)
+            .bind(&hash)
+            .fetch_one()
+            .await
+            .expect("ledger");
+        assert_eq!(left, 0, "{}", store.database);
     }
     for path in [
         "/api/overview",
