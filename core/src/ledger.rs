@@ -262,9 +262,9 @@ pub const CARRIED: [&str; 42] = [
 /// read the arrays when the rows were inserted, never again. Run by
 /// erasure and retention (so no array keeps what they remove) and by
 /// `ensemble-processor compact` (so the arrays of a day at most take room).
-/// A mutation under way (erasure's DELETE) does not bring them back: tried
-/// on 18.16 with a DELETE over 1.7 M rows still running when the arrays
-/// were emptied, they were empty once it was done.
+/// A mutation or merge under way can write a part from before the call and
+/// bring arrays back: erasure empties them once its deletes are done, and
+/// checks.
 pub async fn clear_carried(
     client: &clickhouse::Client,
     ddl_target: impl Fn(&str) -> String,
@@ -1016,6 +1016,9 @@ pub async fn rewrite(
 /// address, a device several people signed up from), only the events that
 /// carry this contact; then forgets this contact's pairs and those of the
 /// own visitors. Safe to run again: what is gone contributes nothing.
+/// Other visitors' ledger rows may still carry this person's journeys rows
+/// in their arrays: once the deletes are done, [`clear_carried`] empties
+/// them (`ensemble-processor erase` does).
 pub async fn forget(
     client: &clickhouse::Client,
     campaign: &Campaign,
@@ -1029,8 +1032,6 @@ pub async fn forget(
         e.contact != contact_hash
     })
     .await?;
-    // Other visitors' ledger rows carried this person's journeys rows.
-    clear_carried(client, &ddl_target).await?;
     // The journeys rows of this contact (retracted above, so their sums
     // are zero) and of the own visitors (all retracted) go for good, not
     // at the next merge.
@@ -1086,6 +1087,20 @@ pub async fn retain(
         e.ms >= cutoff_ms
     })
     .await?;
+    // The journeys rows of the old events now sum to zero, but stay (with
+    // their visitor ids) until ClickHouse merges them: they go now. Every
+    // row of an event kept is at or after the cutoff (its time, or for a
+    // placement's day its local day), so only zero sums are deleted.
+    client
+        .query(&format!(
+            "ALTER TABLE {} DELETE WHERE (kind = '{placement_day}' AND day < toDate('{}')) \
+             OR (kind != '{placement_day}' AND ms < {cutoff_ms})",
+            ddl_target("journeys"),
+            figures::date_of(figures::day_of(campaign, cutoff_ms)),
+            placement_day = journeys::Kind::PlacementDay.name(),
+        ))
+        .execute()
+        .await?;
     // Other visitors' ledger rows carried the old events' journeys rows.
     clear_carried(client, &ddl_target).await?;
     Ok(given_up)

@@ -260,8 +260,6 @@ async fn erase_in(
     let left = format!(
         "SELECT (SELECT count() FROM events WHERE {THEIRS}) \
          + (SELECT count() FROM ledger WHERE ev_contact = ?) \
-         + (SELECT count() FROM ledger WHERE has(journey.contact, ?) \
-            OR hasAny(arrayFilter(v -> v != '', journey.visitor_id), ?)) \
          + (SELECT count() FROM contact_visitors WHERE contact_hash = ?) \
          + (SELECT count() FROM shared_contacts WHERE contact_hash = ?) \
          + (SELECT count() FROM {}.journeys WHERE contact = ? OR has(?, visitor_id))",
@@ -274,9 +272,37 @@ async fn erase_in(
             .bind(&report.contact_hash)
             .bind(&report.contact_hash)
             .bind(&report.contact_hash)
+            .bind(&report.contact_hash)
+            .bind(&report.contact_hash)
             .bind(&own)
-            .bind(&report.contact_hash)
-            .bind(&report.contact_hash)
+            .fetch_one()
+            .await?;
+        if n == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(MaintenanceError::MutationTimeout(
+                report.own_visitors.len() + report.shared_visitors.len(),
+                wait,
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Other visitors' ledger rows carried this person's journeys rows in
+    // their arrays: emptied once the deletes are done (a mutation or merge
+    // under way could bring back a part from before), then checked — again
+    // every few seconds while they are not (in cluster mode the replicas
+    // apply it in the background).
+    let carried = "SELECT count() FROM ledger WHERE has(journey.contact, ?) \
+                   OR hasAny(arrayFilter(v -> v != '', journey.visitor_id), ?)";
+    let mut cleared_at: Option<Instant> = None;
+    loop {
+        if cleared_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3)) {
+            ledger::clear_carried(&client, |t| store.ddl_target(t)).await?;
+            cleared_at = Some(Instant::now());
+        }
+        let n: u64 = client
+            .query(carried)
             .bind(&report.contact_hash)
             .bind(&own)
             .fetch_one()

@@ -1069,6 +1069,15 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
     args.extend(common.iter().map(String::as_str));
     let (code, _) = run_binary(BIN, &["retention", "--days", "0"], &[]);
     assert_eq!(code, Some(2), "zero days refused");
+    // The journeys' DELETE waits (merges and mutations stopped) until the
+    // figures are read once more, below.
+    let stop = |what: &str| format!("SYSTEM {what} MERGES {}.journeys", s.store.sql_database());
+    s.store
+        .client()
+        .query(&stop("STOP"))
+        .execute()
+        .await
+        .expect("stop merges");
     let out = std::process::Command::new(BIN)
         .args(&args)
         .env_clear()
@@ -1090,6 +1099,36 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
         0
     );
     assert_eq!(s.uniq_events().await, 401 - targets_rows);
+    // Nor in the analysts' journeys: the old event's rows go, not only
+    // their sums (a withdrawn row stays until ClickHouse merges it; the
+    // DELETE is a mutation, run in the background).
+    let journeys = |cond: &str| {
+        format!(
+            "SELECT count() FROM {}.journeys WHERE {cond}",
+            s.store.sql_database()
+        )
+    };
+    let old_rows = journeys(
+        "(kind = 'placement_day' AND day < '2024-01-01') \
+         OR (kind != 'placement_day' AND ms < 1704067200000)",
+    );
+    assert!(s.count(&old_rows).await > 0, "withdrawn, not yet deleted");
+    let withdrawn = facts_snapshot(&s.store).await;
+    s.store
+        .client()
+        .query(&stop("START"))
+        .execute()
+        .await
+        .expect("start merges");
+    poll_until("the old journeys rows deleted", WAIT, || async {
+        (s.count(&old_rows).await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        facts_snapshot(&s.store).await,
+        withdrawn,
+        "only rows summing to zero deleted"
+    );
 
     // `compact` (daily): each figures table in one part, the figures as
     // they were, and the arrays the ledger's rows carried to the figures
