@@ -265,8 +265,14 @@ async fn erase_in(
          + (SELECT count() FROM {}.journeys WHERE contact = ? OR has(?, visitor_id))",
         store.sql_database()
     );
-    loop {
-        let n: u64 = client
+    let timeout = || {
+        MaintenanceError::MutationTimeout(
+            report.own_visitors.len() + report.shared_visitors.len(),
+            wait,
+        )
+    };
+    until_none(deadline, timeout, || async {
+        Ok(client
             .query(&left)
             .bind(&own)
             .bind(&report.contact_hash)
@@ -276,18 +282,9 @@ async fn erase_in(
             .bind(&report.contact_hash)
             .bind(&own)
             .fetch_one()
-            .await?;
-        if n == 0 {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(MaintenanceError::MutationTimeout(
-                report.own_visitors.len() + report.shared_visitors.len(),
-                wait,
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .await?)
+    })
+    .await?;
     // Other visitors' ledger rows carried this person's journeys rows in
     // their arrays: emptied once the deletes are done (a mutation or merge
     // under way could bring back a part from before), then checked — again
@@ -295,29 +292,26 @@ async fn erase_in(
     // apply it in the background).
     let carried = "SELECT count() FROM ledger WHERE has(journey.contact, ?) \
                    OR hasAny(arrayFilter(v -> v != '', journey.visitor_id), ?)";
-    let mut cleared_at: Option<Instant> = None;
-    loop {
-        if cleared_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3)) {
+    let cleared_at = std::sync::Mutex::new(None::<Instant>);
+    until_none(deadline, timeout, || async {
+        let due = cleared_at
+            .lock()
+            .map(|at| at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3)))
+            .unwrap_or(true);
+        if due {
             ledger::clear_carried(&client, |t| store.ddl_target(t)).await?;
-            cleared_at = Some(Instant::now());
+            if let Ok(mut at) = cleared_at.lock() {
+                *at = Some(Instant::now());
+            }
         }
-        let n: u64 = client
+        Ok(client
             .query(carried)
             .bind(&report.contact_hash)
             .bind(&own)
             .fetch_one()
-            .await?;
-        if n == 0 {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(MaintenanceError::MutationTimeout(
-                report.own_visitors.len() + report.shared_visitors.len(),
-                wait,
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .await?)
+    })
+    .await?;
     for month in &months_rebuilt {
         // States are sets of event ids / visitors: rows the live view adds
         // while this runs merge with the rebuilt ones without double counting.
@@ -344,6 +338,28 @@ async fn erase_in(
 
 /// `ids` for `has(?, visitor_id)`: an empty array is `Array(Nothing)` on
 /// ClickHouse 18.16, which `has` refuses; `['']` matches no visitor id.
+/// Runs `left` every 200 ms until it counts nothing; `timeout()` once
+/// `deadline` has passed.
+async fn until_none<F, Fut>(
+    deadline: Instant,
+    timeout: impl Fn() -> MaintenanceError,
+    mut left: F,
+) -> Result<(), MaintenanceError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, MaintenanceError>>,
+{
+    loop {
+        if left().await? == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(timeout());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn never_empty(ids: &[String]) -> Vec<String> {
     if ids.is_empty() {
         vec![String::new()]

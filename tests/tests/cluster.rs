@@ -229,16 +229,16 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
     let hash = ensemble_core::privacy::ContactHasher::new(b"cluster-secret-0123456789")
         .expect("hasher")
         .contact_hash(&person);
-    let theirs = "SELECT count() FROM ledger WHERE has(journey.contact, ?) OR ev_contact = ?";
-    for store in [&single, &sharded] {
-        let held: u64 = store
+    let theirs = |store: &StoreConfig| {
+        store
             .client()
-            .query(theirs)
+            .query("SELECT count() FROM ledger WHERE has(journey.contact, ?) OR ev_contact = ?")
             .bind(&hash)
             .bind(&hash)
-            .fetch_one()
-            .await
-            .expect("ledger");
+            .fetch_one::<u64>()
+    };
+    for store in [&single, &sharded] {
+        let held = theirs(store).await.expect("ledger");
         assert!(held > 0, "{}: the person is in the ledger", store.database);
         let mut args = vec!["erase".to_owned(), "--email".to_owned(), person.clone()];
         args.extend([
@@ -253,15 +253,12 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
         assert_eq!(code, Some(0), "erase on {}: {stderr}", store.database);
         // Not even in the arrays other visitors' ledger rows carried to
         // their journeys (emptied ON CLUSTER, waited for by `erase`).
-        let left: u64 = store
-            .client()
-            .query(theirs)
-            .bind(&hash)
-            .bind(&hash)
-            .fetch_one()
-            .await
-            .expect("ledger");
-        assert_eq!(left, 0, "{}", store.database);
+        assert_eq!(
+            theirs(store).await.expect("ledger"),
+            0,
+            "{}",
+            store.database
+        );
     }
     for path in [
         "/api/overview",
