@@ -263,8 +263,8 @@ pub const CARRIED: [&str; 42] = [
 /// erasure and retention (so no array keeps what they remove) and by
 /// `ensemble-processor compact` (so the arrays of a day at most take room).
 /// A mutation or merge under way can write a part from before the call and
-/// bring arrays back: erasure empties them once its deletes are done, and
-/// checks.
+/// bring arrays back: erasure and retention empty them once their deletes
+/// are done, and check.
 pub async fn clear_carried(
     client: &clickhouse::Client,
     ddl_target: impl Fn(&str) -> String,
@@ -1071,7 +1071,10 @@ pub async fn forget(
 }
 
 /// Retention: the ledger forgets events before `cutoff_ms`, and the figures
-/// with them. Returns the ledger rows given up.
+/// and the analysts' journeys with them. Returns the ledger rows given up.
+/// Other visitors' ledger rows may still carry the old events' journeys
+/// rows in their arrays: once the deletes are done, [`clear_carried`]
+/// empties them (`ensemble-processor retention` does).
 pub async fn retain(
     client: &clickhouse::Client,
     campaign: &Campaign,
@@ -1093,17 +1096,24 @@ pub async fn retain(
     // placement's day its local day), so only zero sums are deleted.
     client
         .query(&format!(
-            "ALTER TABLE {} DELETE WHERE (kind = '{placement_day}' AND day < toDate('{}')) \
-             OR (kind != '{placement_day}' AND ms < {cutoff_ms})",
+            "ALTER TABLE {} DELETE WHERE {}",
             ddl_target("journeys"),
-            figures::date_of(figures::day_of(campaign, cutoff_ms)),
-            placement_day = journeys::Kind::PlacementDay.name(),
+            journeys_before(campaign, cutoff_ms)
         ))
         .execute()
         .await?;
-    // Other visitors' ledger rows carried the old events' journeys rows.
-    clear_carried(client, &ddl_target).await?;
     Ok(given_up)
+}
+
+/// The analysts' journeys rows of events before `cutoff_ms` (SQL): by
+/// their time, or for a placement's day by its local day.
+pub fn journeys_before(campaign: &Campaign, cutoff_ms: u64) -> String {
+    format!(
+        "(kind = '{placement_day}' AND day < toDate('{}')) \
+         OR (kind != '{placement_day}' AND ms < {cutoff_ms})",
+        figures::date_of(figures::day_of(campaign, cutoff_ms)),
+        placement_day = journeys::Kind::PlacementDay.name(),
+    )
 }
 
 /// Whether the figures must be rebuilt from `events` before anything is

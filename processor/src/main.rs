@@ -51,7 +51,9 @@ fn main() -> ExitCode {
                 config.validate(),
                 move |settings, _| async move {
                     for (campaign, store) in settings.sites.iter() {
-                        let report = maintenance::retention(store, campaign, days).await?;
+                        let report =
+                            maintenance::retention(store, campaign, days, Duration::from_secs(600))
+                                .await?;
                         let db = &store.database;
                         if report.dropped.is_empty() {
                             println!("database {db}: nothing older than {days} days, no partition dropped");

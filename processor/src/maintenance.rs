@@ -21,6 +21,8 @@ pub enum MaintenanceError {
     Partition(String),
     #[error("the delete of {0} visitors' rows did not finish within {1:?}; it goes on in ClickHouse (system.mutations)")]
     MutationTimeout(usize, Duration),
+    #[error("the delete of the rows before {0} did not finish within {1:?}; it goes on in ClickHouse (system.mutations): once it is done, run `ensemble-processor compact` to empty the ledger's carried arrays")]
+    RetentionTimeout(String, Duration),
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -54,6 +56,7 @@ pub async fn retention(
     store: &StoreConfig,
     campaign: &Campaign,
     days: u32,
+    wait: Duration,
 ) -> Result<RetentionReport, MaintenanceError> {
     let client = store.client();
     let cutoff = Utc::now().date_naive() - chrono::Duration::days(i64::from(days));
@@ -104,6 +107,30 @@ pub async fn retention(
         });
         report.ledger_rows =
             ledger::retain(&client, campaign, |t| store.ddl_target(t), cutoff_ms).await?;
+        // The deletes are mutations, run in the background: done before
+        // this returns, so that nothing of those months is left behind.
+        let deadline = Instant::now() + wait;
+        let timeout = || MaintenanceError::RetentionTimeout(boundary.to_string(), wait);
+        let left = format!(
+            "SELECT (SELECT count() FROM ledger WHERE tombstone = 0 AND ms < {cutoff_ms}) \
+             + (SELECT count() FROM {}.journeys WHERE {})",
+            store.sql_database(),
+            ledger::journeys_before(campaign, cutoff_ms)
+        );
+        until_none(deadline, timeout, || async {
+            Ok(client.query(&left).fetch_one().await?)
+        })
+        .await?;
+        // The journeys rows of those months other visitors' ledger rows carried.
+        let carried = format!(
+            "SELECT count() FROM ledger WHERE arrayExists(m -> m > 0 AND m < {cutoff_ms}, journey.ms) \
+             OR arrayExists(d -> d > toDate(0) AND d < toDate('{}'), journey.day)",
+            ensemble_core::figures::date_of(ensemble_core::figures::day_of(campaign, cutoff_ms))
+        );
+        empty_carried(store, deadline, timeout, || async {
+            Ok(client.query(&carried).fetch_one().await?)
+        })
+        .await?;
     }
     Ok(report)
 }
@@ -292,18 +319,7 @@ async fn erase_in(
     // apply it in the background).
     let carried = "SELECT count() FROM ledger WHERE has(journey.contact, ?) \
                    OR hasAny(arrayFilter(v -> v != '', journey.visitor_id), ?)";
-    let cleared_at = std::sync::Mutex::new(None::<Instant>);
-    until_none(deadline, timeout, || async {
-        let due = cleared_at
-            .lock()
-            .map(|at| at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3)))
-            .unwrap_or(true);
-        if due {
-            ledger::clear_carried(&client, |t| store.ddl_target(t)).await?;
-            if let Ok(mut at) = cleared_at.lock() {
-                *at = Some(Instant::now());
-            }
-        }
+    empty_carried(store, deadline, timeout, || async {
         Ok(client
             .query(carried)
             .bind(&report.contact_hash)
@@ -336,8 +352,6 @@ async fn erase_in(
     Ok((rows_deleted, months_rebuilt))
 }
 
-/// `ids` for `has(?, visitor_id)`: an empty array is `Array(Nothing)` on
-/// ClickHouse 18.16, which `has` refuses; `['']` matches no visitor id.
 /// Runs `left` every 200 ms until it counts nothing; `timeout()` once
 /// `deadline` has passed.
 async fn until_none<F, Fut>(
@@ -360,6 +374,44 @@ where
     }
 }
 
+/// Empties the arrays ledger rows carried (`ledger::clear_carried`) until
+/// `left` counts none of what was removed: again every 3 s while some is
+/// (a merge under way may write back a part from before; in cluster mode
+/// the replicas apply it in the background).
+async fn empty_carried<F, Fut>(
+    store: &StoreConfig,
+    deadline: Instant,
+    timeout: impl Fn() -> MaintenanceError,
+    mut left: F,
+) -> Result<(), MaintenanceError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, MaintenanceError>>,
+{
+    let client = store.client();
+    let cleared_at = std::sync::Mutex::new(None::<Instant>);
+    until_none(deadline, timeout, || {
+        let left = left();
+        let (client, cleared_at) = (&client, &cleared_at);
+        async move {
+            let due = cleared_at
+                .lock()
+                .map(|at| at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3)))
+                .unwrap_or(true);
+            if due {
+                ledger::clear_carried(client, |t| store.ddl_target(t)).await?;
+                if let Ok(mut at) = cleared_at.lock() {
+                    *at = Some(Instant::now());
+                }
+            }
+            left.await
+        }
+    })
+    .await
+}
+
+/// `ids` for `has(?, visitor_id)`: an empty array is `Array(Nothing)` on
+/// ClickHouse 18.16, which `has` refuses; `['']` matches no visitor id.
 fn never_empty(ids: &[String]) -> Vec<String> {
     if ids.is_empty() {
         vec![String::new()]
