@@ -123,11 +123,10 @@ pub async fn retention(
         .await?;
         // The journeys rows of those months other visitors' ledger rows carried.
         let carried = format!(
-            "SELECT count() FROM ledger WHERE arrayExists(m -> m > 0 AND m < {cutoff_ms}, journey.ms) \
-             OR arrayExists(d -> d > toDate(0) AND d < toDate('{}'), journey.day)",
-            ensemble_core::figures::date_of(ensemble_core::figures::day_of(campaign, cutoff_ms))
+            "SELECT count() FROM ledger WHERE {}",
+            ledger::carried_journeys_before(campaign, cutoff_ms)
         );
-        empty_carried(store, deadline, timeout, || async {
+        empty_carried(&client, store, deadline, timeout, || async {
             Ok(client.query(&carried).fetch_one().await?)
         })
         .await?;
@@ -319,7 +318,7 @@ async fn erase_in(
     // apply it in the background).
     let carried = "SELECT count() FROM ledger WHERE has(journey.contact, ?) \
                    OR hasAny(arrayFilter(v -> v != '', journey.visitor_id), ?)";
-    empty_carried(store, deadline, timeout, || async {
+    empty_carried(&client, store, deadline, timeout, || async {
         Ok(client
             .query(carried)
             .bind(&report.contact_hash)
@@ -379,6 +378,7 @@ where
 /// (a merge under way may write back a part from before; in cluster mode
 /// the replicas apply it in the background).
 async fn empty_carried<F, Fut>(
+    client: &clickhouse::Client,
     store: &StoreConfig,
     deadline: Instant,
     timeout: impl Fn() -> MaintenanceError,
@@ -388,21 +388,16 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<u64, MaintenanceError>>,
 {
-    let client = store.client();
-    let cleared_at = std::sync::Mutex::new(None::<Instant>);
+    let mut cleared_at: Option<Instant> = None;
     until_none(deadline, timeout, || {
+        let due = cleared_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3));
+        if due {
+            cleared_at = Some(Instant::now());
+        }
         let left = left();
-        let (client, cleared_at) = (&client, &cleared_at);
         async move {
-            let due = cleared_at
-                .lock()
-                .map(|at| at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3)))
-                .unwrap_or(true);
             if due {
                 ledger::clear_carried(client, |t| store.ddl_target(t)).await?;
-                if let Ok(mut at) = cleared_at.lock() {
-                    *at = Some(Instant::now());
-                }
             }
             left.await
         }

@@ -1122,16 +1122,8 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
     let retained = facts_snapshot(&s.store).await;
     let mut args: Vec<&str> = vec!["rebuild-facts"];
     args.extend(common.iter().map(String::as_str));
-    let out = std::process::Command::new(BIN)
-        .args(&args)
-        .env_clear()
-        .output()
-        .expect("rebuild-facts");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stderr) = run_binary(BIN, &args, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(
         facts_snapshot(&s.store).await,
         retained,
