@@ -59,7 +59,11 @@ pub async fn retention(
     wait: Duration,
 ) -> Result<RetentionReport, MaintenanceError> {
     let client = store.client();
-    let cutoff = Utc::now().date_naive() - chrono::Duration::days(i64::from(days));
+    // More days than the calendar holds: nothing is that old.
+    let cutoff = Utc::now()
+        .date_naive()
+        .checked_sub_days(chrono::Days::new(u64::from(days)))
+        .unwrap_or(NaiveDate::MIN);
     let mut report = RetentionReport::default();
     for (table, time_column) in TABLES {
         let parts: Vec<PartitionRows> = if store.is_cluster() {
