@@ -1144,7 +1144,8 @@ pub async fn needs_rebuild(client: &clickhouse::Client) -> Result<bool, clickhou
 }
 
 /// The tables the dashboard reads figures from: what [`compact`] merges.
-pub const FIGURES_TABLES: [&str; 2] = ["figures", crate::ranges::TABLE];
+pub const FIGURES_TABLES: [&str; 3] =
+    ["figures", crate::ranges::TABLE, crate::ranges::DELAYS_TABLE];
 
 /// Merges a figures table's parts into one (`OPTIMIZE TABLE … FINAL`).
 /// A bulk fill (a rebuild, a refill) leaves several large parts that

@@ -395,6 +395,12 @@ struct AppliedRow {
 /// checks before it consumes).
 pub const REBUILT_FROM_EVENTS: [u32; 4] = [4, 5, 6, 7];
 
+/// The migrations that add a table filled beside `figures_ranges` (0009:
+/// the paths' delays by range): applied where the summed tables were
+/// whole, they are recorded partial (the dashboard reads `figures`) until
+/// `rebuild-ranges` fills the new one.
+pub const RESUMMED: [u32; 1] = [9];
+
 /// What migration files write for the analysts' database
 /// (`StoreConfig::sql_database`), replaced when they run.
 pub const SQL_DATABASE: &str = "{sql_database}";
@@ -534,6 +540,16 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
                 .await?;
             report.rebuild_pending = true;
         }
+        if RESUMMED.contains(&m.version) && !store.is_cluster() {
+            crate::ranges::outdated(
+                &client,
+                &format!(
+                    "migration {} ({}) added a table summed by range: run ensemble-processor rebuild-ranges",
+                    m.version, m.name
+                ),
+            )
+            .await?;
+        }
         // A bound INSERT … VALUES rather than a RowBinary insert: the same
         // statement runs on 18.16, current servers and the embedded engine.
         client
@@ -596,7 +612,8 @@ mod tests {
                 "wide_visitors",
                 "db_sql.journeys",
                 "figures_ranges",
-                "figures_ranges_state"
+                "figures_ranges_state",
+                "paths_delays_ranges"
             ]
         );
         let out: Vec<String> = all

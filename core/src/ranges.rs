@@ -10,6 +10,13 @@
 //! ranges the table holds every figure row (`whole`); the dashboard uses
 //! the table only then, and reads `figures` otherwise (the same answers).
 //!
+//! `paths_delays_ranges` (migration 0009) holds the conversion paths'
+//! delays of the same ranges again, by the hour and by the minute in small
+//! granules, for the paths' medians (`/api/paths`). A second view fills it
+//! from `ledger` beside the first (ClickHouse 18.16 does not pass a view's
+//! rows on to the views of its target table), named after the same hash
+//! (`paths_delays_ranges_mv_…`); both tables are whole, or not, together.
+//!
 //! Not kept in cluster mode (the dashboard reads `figures` there).
 
 use sha2::{Digest, Sha256};
@@ -22,6 +29,16 @@ use crate::Campaign;
 pub const TABLE: &str = "figures_ranges";
 /// Its views' names start so; a hash of the ranges follows.
 const VIEW_PREFIX: &str = "figures_ranges_mv_";
+
+/// The paths' delays of the summed ranges, by the hour and by the minute.
+pub const DELAYS_TABLE: &str = "paths_delays_ranges";
+/// Its view's name starts so; the same hash as the summed table's follows.
+const DELAYS_VIEW_PREFIX: &str = "paths_delays_ranges_mv_";
+/// What `paths_delays_ranges.rounding` holds: each delay rounded down to
+/// the hour (a median's hour is found among a path's few hours) and to the
+/// figure's own step, the minute (that hour's minutes, then).
+pub const DELAY_HOUR_S: u32 = 3600;
+pub const DELAY_ROUNDINGS: [u32; 2] = [crate::paths::DELAY_STEP_S as u32, DELAY_HOUR_S];
 
 /// The columns of `figures` other than its days, in both tables.
 const COLUMNS: [&str; 19] = [
@@ -87,8 +104,38 @@ pub fn ranges_of(campaign: &Campaign) -> (Vec<Days>, String) {
 }
 
 fn view_name(text: &str) -> String {
+    format!("{VIEW_PREFIX}{}", hash_of(text))
+}
+
+fn delays_view_name(text: &str) -> String {
+    format!("{DELAYS_VIEW_PREFIX}{}", hash_of(text))
+}
+
+fn hash_of(text: &str) -> String {
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
-    format!("{VIEW_PREFIX}{}", &hash[..12])
+    hash[..12].to_owned()
+}
+
+/// The views a campaign's ranges need: the summed table's, the delays'.
+fn view_names(text: &str) -> [String; 2] {
+    [view_name(text), delays_view_name(text)]
+}
+
+/// The delays' rows of `source` rows (`paths_delays` figure rows with
+/// columns named `{p}bots`, `{p}channel`, … and days `first`, `last`): one
+/// per rounding.
+fn delays_select(p: &str, first: &str, last: &str) -> String {
+    let roundings: Vec<String> = DELAY_ROUNDINGS
+        .iter()
+        .map(|r| format!("toUInt32({r})"))
+        .collect();
+    format!(
+        "{first} AS first_day, {last} AS last_day, {p}bots AS bots, \
+         {p}device_filter AS device_filter, {p}placement_filter AS placement_filter, \
+         arrayJoin([{}]) AS rounding, {p}channel AS channel, \
+         toUInt32(intDiv({p}seconds, rounding) * rounding) AS seconds",
+        roundings.join(", ")
+    )
 }
 
 /// The ranges a row of days `first_day`..`last_day` fits, one per output
@@ -127,6 +174,21 @@ fn view_sql(ranges: &[Days], name: &str) -> String {
     )
 }
 
+/// The view filling the delays' table from `ledger`'s changes.
+fn delays_view_sql(ranges: &[Days], name: &str) -> String {
+    let fit = fitting(ranges, "change.first_day", "change.last_day");
+    format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {name} TO {DELAYS_TABLE} AS SELECT {}, \
+         change.n AS n FROM ledger ARRAY JOIN change WHERE change.figure = '{}'",
+        delays_select(
+            "change.",
+            &format!("tupleElement({fit}, 1)"),
+            &format!("tupleElement({fit}, 2)")
+        ),
+        figures::Figure::PathsDelays.name()
+    )
+}
+
 /// The table's state: its last recorded ranges and whether it was whole.
 pub async fn state(
     client: &clickhouse::Client,
@@ -136,6 +198,18 @@ pub async fn state(
         .fetch_optional()
         .await?;
     Ok(row.map(|(r, w)| (r, w == 1)))
+}
+
+/// Records the summed tables partial, for the ranges they were whole for
+/// (a migration added one of them): nothing when they were not whole.
+pub async fn outdated(
+    client: &clickhouse::Client,
+    note: &str,
+) -> Result<(), clickhouse::error::Error> {
+    if let Some((text, true)) = state(client).await? {
+        record(client, &text, false, note).await?;
+    }
+    Ok(())
 }
 
 async fn record(
@@ -165,9 +239,13 @@ async fn views(
     db: &str,
 ) -> Result<Vec<String>, clickhouse::error::Error> {
     client
-        .query("SELECT name FROM system.tables WHERE database = ? AND startsWith(name, ?)")
+        .query(
+            "SELECT name FROM system.tables WHERE database = ? \
+             AND (startsWith(name, ?) OR startsWith(name, ?))",
+        )
         .bind(db)
         .bind(VIEW_PREFIX)
+        .bind(DELAYS_VIEW_PREFIX)
         .fetch_all()
         .await
 }
@@ -192,18 +270,27 @@ pub async fn ensure(
         return Ok(Status::NotKept);
     }
     let client = store.client();
-    let name = view_name(&text);
+    let names = view_names(&text);
     let existing = views(&client, &store.database).await?;
-    if existing.iter().any(|v| *v != name) {
+    if existing.iter().any(|v| !names.contains(v)) {
         return Ok(Status::OtherRanges);
     }
     let now = state(&client).await?;
-    if now == Some((text.clone(), true)) {
+    // Both views there: whole as recorded. A database summed before the
+    // delays' table existed gets its view here, and is partial until
+    // `rebuild-ranges` if it holds events.
+    let both = names.iter().all(|n| existing.contains(n));
+    if both && now == Some((text.clone(), true)) {
         return Ok(Status::Whole);
     }
-    client.query(&view_sql(&ranges, &name)).execute().await?;
-    // Every INSERT into the ledger from here on reaches the table: when
-    // none came before, it holds everything.
+    let [name, delays] = &names;
+    client.query(&view_sql(&ranges, name)).execute().await?;
+    client
+        .query(&delays_view_sql(&ranges, delays))
+        .execute()
+        .await?;
+    // Every INSERT into the ledger from here on reaches the tables: when
+    // none came before, they hold everything.
     let accounted: u64 = client
         .query("SELECT count() FROM (SELECT 1 FROM ledger LIMIT 1)")
         .fetch_one()
@@ -213,13 +300,12 @@ pub async fn ensure(
         return Ok(Status::Whole);
     }
     if now != Some((text.clone(), false)) {
-        record(
-            &client,
-            &text,
-            false,
-            "made on a database with events: run ensemble-processor rebuild-ranges",
-        )
-        .await?;
+        let note = if both {
+            "made on a database with events: run ensemble-processor rebuild-ranges"
+        } else {
+            "the paths' delays by range are new: run ensemble-processor rebuild-ranges"
+        };
+        record(&client, &text, false, note).await?;
     }
     Ok(Status::Partial)
 }
@@ -239,16 +325,20 @@ pub async fn remake(
             .execute()
             .await?;
     }
-    client
-        .query(&format!("TRUNCATE TABLE {}", store.ddl_target(TABLE)))
-        .execute()
-        .await?;
+    for table in [TABLE, DELAYS_TABLE] {
+        client
+            .query(&format!("TRUNCATE TABLE {}", store.ddl_target(table)))
+            .execute()
+            .await?;
+    }
     if !kept(store, &ranges) {
         return Ok(false);
     }
     record(&client, &text, false, "being rebuilt").await?;
+    let [name, delays] = view_names(&text);
+    client.query(&view_sql(&ranges, &name)).execute().await?;
     client
-        .query(&view_sql(&ranges, &view_name(&text)))
+        .query(&delays_view_sql(&ranges, &delays))
         .execute()
         .await?;
     Ok(true)
@@ -288,6 +378,24 @@ pub async fn refill(
         .with_setting("max_bytes_before_external_group_by", "1000000000")
         .execute()
         .await?;
+    // The delays from the summed table (a view does not pass its rows on).
+    store
+        .client()
+        .query(&format!(
+            "INSERT INTO {DELAYS_TABLE} (first_day, last_day, bots, device_filter, \
+             placement_filter, rounding, channel, seconds, n) \
+             SELECT {}, sum(f_n) FROM (SELECT first_day AS f_first, last_day AS f_last, \
+             bots AS f_bots, device_filter AS f_device_filter, \
+             placement_filter AS f_placement_filter, channel AS f_channel, \
+             seconds AS f_seconds, n AS f_n FROM {TABLE} WHERE figure = '{}') \
+             GROUP BY first_day, last_day, bots, device_filter, placement_filter, rounding, \
+             channel, seconds",
+            delays_select("f_", "f_first", "f_last"),
+            figures::Figure::PathsDelays.name()
+        ))
+        .with_setting("max_bytes_before_external_group_by", "1000000000")
+        .execute()
+        .await?;
     // Processors still writing would have put their batches in twice (by
     // the view and by this copy): the table is whole only if each range's
     // totals equal those of `figures`.
@@ -301,7 +409,7 @@ pub async fn refill(
         return Ok(Status::Partial);
     }
     rebuilt(store, campaign).await?;
-    crate::ledger::compact_after_fill(store, &[TABLE]).await;
+    crate::ledger::compact_after_fill(store, &[TABLE, DELAYS_TABLE]).await;
     Ok(Status::Whole)
 }
 
@@ -334,8 +442,27 @@ async fn totals_differ(
         let nonzero = |t: Vec<(String, i64)>| -> Vec<(String, i64)> {
             t.into_iter().filter(|(_, n)| *n != 0).collect()
         };
-        if nonzero(base) != nonzero(summed) {
+        if nonzero(base) != nonzero(summed.clone()) {
             return Ok(Some(format!("the totals of {a}..{b} differ from figures")));
+        }
+        let delays = summed
+            .iter()
+            .find(|(f, _)| f == figures::Figure::PathsDelays.name())
+            .map_or(0, |(_, n)| *n);
+        let by_rounding: Vec<(u32, i64)> = client
+            .query(&format!(
+                "SELECT rounding, sum(n) FROM {DELAYS_TABLE} WHERE first_day = toDate('{a}') \
+                 AND last_day = toDate('{b}') GROUP BY rounding"
+            ))
+            .fetch_all()
+            .await?;
+        for r in DELAY_ROUNDINGS {
+            let n = by_rounding.iter().find(|(x, _)| *x == r).map_or(0, |x| x.1);
+            if n != delays {
+                return Ok(Some(format!(
+                    "the paths' delays of {a}..{b} by {r} s differ from the summed figures"
+                )));
+            }
         }
     }
     Ok(None)
@@ -384,5 +511,29 @@ mod tests {
         assert_eq!(view_name("a"), view_name("a"));
         assert_ne!(view_name("a"), view_name("b"));
         assert!(view_name("a").starts_with(VIEW_PREFIX));
+        let [summed, delays] = view_names("a");
+        assert_eq!(summed, view_name("a"));
+        assert_eq!(delays, delays_view_name("a"));
+        assert!(delays.starts_with(DELAYS_VIEW_PREFIX));
+        assert_eq!(
+            delays[DELAYS_VIEW_PREFIX.len()..],
+            summed[VIEW_PREFIX.len()..]
+        );
+        assert_ne!(delays_view_name("a"), delays_view_name("b"));
+    }
+
+    #[test]
+    fn the_delays_view_keeps_the_paths_delays_by_each_rounding() {
+        let sql = delays_view_sql(&[(10, 20)], "v");
+        assert!(sql.contains("TO paths_delays_ranges AS SELECT"), "{sql}");
+        assert!(
+            sql.contains("WHERE change.figure = 'paths_delays'"),
+            "{sql}"
+        );
+        assert!(sql.contains("arrayJoin([toUInt32(60), toUInt32(3600)]) AS rounding"));
+        assert!(sql.contains("toUInt32(intDiv(change.seconds, rounding) * rounding) AS seconds"));
+        assert!(sql.contains("[(toDate('1970-01-11'), toDate('1970-01-21'))]"));
+        // The finest rounding is the figure's own step: nothing is lost.
+        assert_eq!(u64::from(DELAY_ROUNDINGS[0]), crate::paths::DELAY_STEP_S);
     }
 }

@@ -22,6 +22,7 @@ use ensemble_core::figures::{
     self, add_to, phase_parts, Answer, Day, Days, Dims, Figure, OwnedRow, Question, Value,
 };
 use ensemble_core::ledger::{self, Selection, Source};
+use ensemble_core::ranges;
 use ensemble_core::Campaign;
 use serde::Deserialize;
 
@@ -145,11 +146,18 @@ pub async fn ask_rounded(
         } => stored_answer(state, f, asked, days, &[], only, round).await?,
         Plan::OnDemand => on_demand(state, f, asked, false).await?,
     };
+    // Each path's ranges, looked up once per row (thousands of rows, tens
+    // of paths: a scan of every range per row was most of the CPU time).
+    let mut by_channel: BTreeMap<&str, Vec<(u32, u32)>> = BTreeMap::new();
+    for (c, from, to) in only.unwrap_or_default() {
+        by_channel.entry(c.as_str()).or_default().push((*from, *to));
+    }
     let kept = |d: &Dims| {
-        only.is_none_or(|r| {
-            r.iter()
-                .any(|(c, from, to)| d.channel == *c && d.seconds >= *from && d.seconds < *to)
-        })
+        only.is_none()
+            || by_channel.get(d.channel.as_str()).is_some_and(|r| {
+                r.iter()
+                    .any(|(from, to)| d.seconds >= *from && d.seconds < *to)
+            })
     };
     let rounded = |seconds: u32| match round {
         None => seconds,
@@ -292,7 +300,7 @@ impl Stored {
 
     fn table(&self) -> &'static str {
         if self.summed {
-            ensemble_core::ranges::TABLE
+            ranges::TABLE
         } else {
             "figures"
         }
@@ -356,6 +364,91 @@ fn narrowed(r: &[(String, u32, u32)]) -> String {
         .map(|(_, from, to)| format!("(channel = ? AND seconds >= {from} AND seconds < {to})"))
         .collect::<Vec<_>>()
         .join(" OR ")
+}
+
+/// `(channel, seconds from, seconds to)`: the rows a narrowed question keeps.
+type SecondsOf = [(String, u32, u32)];
+
+/// A figure's value, as answers are built from.
+type AnswerRow = ((Figure, Dims), Value);
+
+/// When a question is the paths' delays of a few paths, by the hour or to
+/// the minute, on a summed range: the rounding of `paths_delays_ranges` to
+/// read (`ensemble_core::ranges::DELAYS_TABLE`) and the paths' seconds.
+/// Its rows are `figures_ranges`' rows of that figure rounded down, so a
+/// range of seconds keeps the same delays there when its ends are
+/// multiples of the rounding (or the widest).
+fn delays_rounding<'a>(
+    stored: &Stored,
+    asked: &[Figure],
+    parts: &[(String, Days)],
+    narrow: Option<&'a [(String, u32, u32)]>,
+    round_seconds: Option<u32>,
+) -> Option<(u32, &'a SecondsOf)> {
+    let r = narrow.filter(|r| !r.is_empty())?;
+    if !stored.summed || !parts.is_empty() || asked != [Figure::PathsDelays] {
+        return None;
+    }
+    let rounding = match round_seconds {
+        None => ranges::DELAY_ROUNDINGS[0],
+        Some(s) if ranges::DELAY_ROUNDINGS.contains(&s) => s,
+        Some(_) => return None,
+    };
+    let on = |x: u32| x == u32::MAX || x.is_multiple_of(rounding);
+    r.iter()
+        .all(|(_, from, to)| on(*from) && on(*to))
+        .then_some((rounding, r))
+}
+
+/// The rows of [`StoredRow`] for the paths' delays of `r` (channels bound
+/// in order, after the bots, device and placement) at `rounding`, from the
+/// range's rows `days`. Seconds are a key column after the path, so ranges
+/// of them are found by the primary key, granules of 256 rows.
+fn delays_sql(rounding: u32, days: &str, r: &[(String, u32, u32)]) -> String {
+    let paths = if r.iter().all(|(_, from, to)| *from == 0 && *to == u32::MAX) {
+        format!("channel IN ({})", vec!["?"; r.len()].join(", "))
+    } else {
+        r.iter()
+            .map(|(_, from, to)| {
+                if *to == u32::MAX {
+                    format!("(channel = ? AND seconds >= {from})")
+                } else {
+                    format!("(channel = ? AND seconds >= {from} AND seconds < {to})")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    };
+    format!(
+        "SELECT channel AS d_channel, seconds AS d_seconds, sum(n) AS total \
+         FROM {} WHERE rounding = {rounding} AND bots = ? AND device_filter = ? \
+         AND placement_filter = ? AND {days} AND ({paths}) \
+         GROUP BY d_channel, d_seconds HAVING total != 0",
+        ranges::DELAYS_TABLE
+    )
+}
+
+/// A row of [`delays_sql`]: a path's delays at one rounded delay.
+#[derive(Debug, Row, Deserialize)]
+struct DelayRow {
+    channel: String,
+    seconds: u32,
+    total: i64,
+}
+
+impl DelayRow {
+    fn into_value(self) -> AnswerRow {
+        let dims = Dims {
+            channel: self.channel,
+            seconds: self.seconds,
+            ..Dims::default()
+        };
+        let value = Value {
+            n: self.total,
+            credit: 0.0,
+        };
+        ((Figure::PathsDelays, dims), value)
+    }
 }
 
 async fn stored_answer(
@@ -468,16 +561,21 @@ async fn stored_answer(
             group.push("d_seconds".into());
         }
     }
-    let sql = format!(
-        "SELECT {}, sum(n) AS total, sum(credit) AS cr FROM {}{prewhere} \
-         WHERE figure IN ({names}) AND bots = ? AND device_filter = ? AND placement_filter = ? \
-         AND {}{narrow_sql} \
-         GROUP BY {} HAVING total != 0 OR cr != 0",
-        select.join(", "),
-        stored.table(),
-        stored.rows_of(days, parts),
-        group.join(", ")
-    );
+    let delays = delays_rounding(&stored, asked, parts, narrow, round_seconds);
+    let sql = match delays {
+        // The paths' medians: their delays as laid out for them.
+        Some((rounding, r)) => delays_sql(rounding, &stored.rows_of(days, parts), r),
+        None => format!(
+            "SELECT {}, sum(n) AS total, sum(credit) AS cr FROM {}{prewhere} \
+             WHERE figure IN ({names}) AND bots = ? AND device_filter = ? AND placement_filter = ? \
+             AND {}{narrow_sql} \
+             GROUP BY {} HAVING total != 0 OR cr != 0",
+            select.join(", "),
+            stored.table(),
+            stored.rows_of(days, parts),
+            group.join(", ")
+        ),
+    };
     let mut q = state
         .client
         .query(&sql)
@@ -487,9 +585,16 @@ async fn stored_answer(
     for (channel, _, _) in narrow.unwrap_or_default() {
         q = q.bind(channel.as_str());
     }
-    let rows: Vec<StoredRow> = q.fetch_all().await?;
-    let mut whole = Vec::with_capacity(rows.len());
     let mut by_part: Vec<Vec<((Figure, Dims), Value)>> = vec![Vec::new(); parts.len()];
+    let (mut whole, rows): (Vec<AnswerRow>, Vec<StoredRow>) = if delays.is_some() {
+        // Three columns rather than twenty: thousands of rows by the hour.
+        let rows: Vec<DelayRow> = q.fetch_all().await?;
+        let whole = rows.into_iter().map(DelayRow::into_value).collect();
+        (whole, Vec::new())
+    } else {
+        let rows: Vec<StoredRow> = q.fetch_all().await?;
+        (Vec::with_capacity(rows.len()), rows)
+    };
     for r in rows {
         let figure = Figure::parse(&r.figure).map_err(|e| ApiError::Internal(e.to_string()))?;
         let dims = Dims {
@@ -814,6 +919,94 @@ mod tests {
                 days: None,
                 parts: Vec::new()
             }
+        );
+    }
+
+    #[test]
+    fn paths_delays_are_read_by_their_rounding_only_where_it_keeps_them() {
+        let summed = Stored { summed: true };
+        let pd = [Figure::PathsDelays];
+        let whole = vec![("a".to_owned(), 0, u32::MAX), ("b".to_owned(), 0, u32::MAX)];
+        let hour = vec![("a".to_owned(), 7200, 10_800)];
+        // The medians' hours, then the median hour's minutes.
+        assert_eq!(
+            delays_rounding(&summed, &pd, &[], Some(&whole), Some(3600)).map(|x| x.0),
+            Some(3600)
+        );
+        assert_eq!(
+            delays_rounding(&summed, &pd, &[], Some(&hour), Some(60)).map(|x| x.0),
+            Some(60)
+        );
+        assert_eq!(
+            delays_rounding(&summed, &pd, &[], Some(&hour), None).map(|x| x.0),
+            Some(60)
+        );
+        // Not when the table is not summed, other figures are asked, the
+        // range cuts an hour, the rounding is another one or nothing is
+        // narrowed (an export of every path).
+        let cut = vec![("a".to_owned(), 1800, 5400)];
+        let phases = [("p".to_owned(), (1, 2))];
+        for (stored, asked, parts, narrow, round) in [
+            (false, &pd[..], &[][..], Some(&whole[..]), Some(3600)),
+            (
+                true,
+                &[Figure::FunnelSeconds][..],
+                &[][..],
+                Some(&whole[..]),
+                Some(3600),
+            ),
+            (
+                true,
+                &[Figure::PathsDelays, Figure::PathsConverted][..],
+                &[][..],
+                Some(&whole[..]),
+                Some(3600),
+            ),
+            (true, &pd[..], &phases[..], Some(&whole[..]), Some(3600)),
+            (true, &pd[..], &[][..], Some(&cut[..]), Some(3600)),
+            (true, &pd[..], &[][..], Some(&whole[..]), Some(0)),
+            (true, &pd[..], &[][..], Some(&whole[..]), Some(86_400)),
+            (true, &pd[..], &[][..], None, Some(3600)),
+            (true, &pd[..], &[][..], Some(&[][..]), Some(3600)),
+        ] {
+            let s = Stored { summed: stored };
+            assert_eq!(
+                delays_rounding(&s, asked, parts, narrow, round),
+                None,
+                "{stored} {asked:?} {narrow:?} {round:?}"
+            );
+        }
+        // A median's minutes in a half-hour: the figure's own step is 60 s.
+        assert!(delays_rounding(&summed, &pd, &[], Some(&cut), None).is_some());
+    }
+
+    #[test]
+    fn paths_delays_sql_names_the_rounding_and_each_paths_seconds() {
+        let whole = vec![("a".to_owned(), 0, u32::MAX), ("b".to_owned(), 0, u32::MAX)];
+        let sql = delays_sql(3600, "(first_day = x)", &whole);
+        assert!(
+            sql.starts_with("SELECT channel AS d_channel, seconds AS d_seconds, sum(n) AS total")
+        );
+        assert!(sql.contains("FROM paths_delays_ranges WHERE rounding = 3600 AND bots = ?"));
+        assert!(
+            sql.contains("AND (first_day = x) AND (channel IN (?, ?))"),
+            "{sql}"
+        );
+        let some = vec![
+            ("a".to_owned(), 120, 3600),
+            ("b".to_owned(), 7200, u32::MAX),
+        ];
+        let sql = delays_sql(60, "d", &some);
+        assert!(
+            sql.contains(
+                "((channel = ? AND seconds >= 120 AND seconds < 3600) OR (channel = ? AND seconds >= 7200))"
+            ),
+            "{sql}"
+        );
+        assert_eq!(
+            sql.matches('?').count(),
+            5,
+            "bots, device, placement, two paths"
         );
     }
 }

@@ -1533,6 +1533,87 @@ async fn default_questions_read_the_figures_summed_by_range_only_when_whole() {
     );
 }
 
+/// A database summed by range before the paths' delays had a table of
+/// their own (migration 0009): `migrate` records the summed tables partial,
+/// so the paths are answered from `figures` until `rebuild-ranges`, which
+/// fills the new table; the hand-computed paths and medians hold at each
+/// step, and the new table agrees with `figures_ranges` after.
+#[tokio::test]
+async fn an_upgrade_adding_the_paths_delays_table_reads_figures_until_rebuild_ranges() {
+    let store = StoreConfig::new(clickhouse_url(), unique("it_dash_delays"));
+    load(&store).await;
+    let campaign = Campaign::load(&campaign_file()).expect("campaign");
+    let client = store.client();
+    let delay_rows = || async {
+        store
+            .client()
+            .query("SELECT count() FROM paths_delays_ranges")
+            .fetch_one::<u64>()
+            .await
+            .expect("count")
+    };
+    assert!(delay_rows().await > 0, "filled by its view");
+    let api = serve(&store).await;
+    check_paths(&api).await;
+    drop(api);
+    // As the database was before 0009: no view, no table, not applied.
+    let views: Vec<String> = client
+        .query("SELECT name FROM system.tables WHERE database = ? AND startsWith(name, 'paths_delays_ranges_mv_')")
+        .bind(&store.database)
+        .fetch_all()
+        .await
+        .expect("views");
+    assert_eq!(views.len(), 1, "{views:?}");
+    for sql in [
+        format!("DROP TABLE {}", views[0]),
+        "DROP TABLE paths_delays_ranges".to_owned(),
+        "ALTER TABLE schema_migrations DELETE WHERE version = 9".to_owned(),
+    ] {
+        client.query(&sql).execute().await.expect(&sql);
+    }
+    for _ in 0..100 {
+        let left: u64 = client
+            .query("SELECT count() FROM schema_migrations WHERE version = 9")
+            .fetch_one()
+            .await
+            .expect("count");
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let report = ensemble_core::migrate::migrate(&store)
+        .await
+        .expect("migrate");
+    assert_eq!(report.applied, [9]);
+    assert!(!ensemble_core::ranges::usable(&client, &campaign)
+        .await
+        .expect("usable"));
+    assert_eq!(delay_rows().await, 0);
+    // The processor at start makes the view, and says what to run.
+    assert_eq!(
+        ensemble_core::ranges::ensure(&store, &campaign)
+            .await
+            .expect("ensure"),
+        ensemble_core::ranges::Status::Partial
+    );
+    let api = serve(&store).await;
+    check_paths(&api).await;
+    drop(api);
+    assert_eq!(
+        ensemble_core::ranges::refill(&store, &campaign)
+            .await
+            .expect("refill"),
+        ensemble_core::ranges::Status::Whole
+    );
+    assert!(delay_rows().await > 0, "filled by rebuild-ranges");
+    ensemble_tests::summed_ranges_agree(&store, &campaign)
+        .await
+        .expect("agree after the refill");
+    let api = serve(&store).await;
+    check_paths(&api).await;
+}
+
 /// Visitors active on many days are stored over whole phases: the stored
 /// answers for phases and the campaign, and for ranges that cut a phase
 /// (the dashboard recomputes the wide visitors there), equal the events'.

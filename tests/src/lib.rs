@@ -539,8 +539,9 @@ pub async fn migrated_database(prefix: &str) -> ensemble_core::StoreConfig {
 
 /// Checks `figures_ranges` against `figures`: for each of the campaign's
 /// summed ranges, every value of every figure (the rows of `figures` whose
-/// days fit the range, summed) equals the range's summed row. The number
-/// of values compared, or the first difference.
+/// days fit the range, summed) equals the range's summed row; and
+/// `paths_delays_ranges` against `figures_ranges`' paths' delays, rounded
+/// each way. The number of values compared, or the first difference.
 pub async fn summed_ranges_agree(
     store: &ensemble_core::StoreConfig,
     campaign: &ensemble_core::Campaign,
@@ -555,12 +556,9 @@ pub async fn summed_ranges_agree(
         channel, '|', placement, '|', event_type, '|', action, '|', step, '|', model, '|', conversion_phase, '|', \
         other_channel, '|', toString(contacts), '|', toString(toUInt32(hour)), '|', toString(day), '|', \
         toString(seconds), '|', device_class, '|', os_family)";
-    let read = |table: &str, days: String| {
-        let sql = format!(
-            "SELECT {key} AS key, sum(n) AS n, sum(credit) AS credit FROM {table} WHERE {days} \
-             GROUP BY key HAVING n != 0 OR abs(credit) > 1e-9 ORDER BY key"
-        );
-        let client = store.client();
+    let client = store.client();
+    let fetch = |sql: String| {
+        let client = client.clone();
         async move {
             client
                 .query(&sql)
@@ -568,6 +566,12 @@ pub async fn summed_ranges_agree(
                 .await
                 .map_err(|e| e.to_string())
         }
+    };
+    let read = |table: &str, days: String| {
+        fetch(format!(
+            "SELECT {key} AS key, sum(n) AS n, sum(credit) AS credit FROM {table} WHERE {days} \
+             GROUP BY key HAVING n != 0 OR abs(credit) > 1e-9 ORDER BY key"
+        ))
     };
     let mut compared = 0;
     for (a, b) in ensemble_core::figures::summed_ranges(campaign) {
@@ -601,6 +605,42 @@ pub async fn summed_ranges_agree(
             }
         }
         compared += base.len();
+        // The paths' delays again, by each rounding (`paths_delays_ranges`).
+        for rounding in ensemble_core::ranges::DELAY_ROUNDINGS {
+            let days = format!("first_day = toDate('{a}') AND last_day = toDate('{b}')");
+            let delay = format!("toUInt32(intDiv(seconds, {rounding}) * {rounding})");
+            let of = |table: &str, rows: String, delay: &str| {
+                format!(
+                    "SELECT concat(toString(bots), '|', device_filter, '|', placement_filter, '|', \
+                     channel, '|', toString({delay})) AS key, sum(n) AS n, toFloat64(0) AS credit \
+                     FROM {table} WHERE {rows} GROUP BY key HAVING n != 0 ORDER BY key"
+                )
+            };
+            let base = fetch(of(
+                ensemble_core::ranges::TABLE,
+                format!("{days} AND figure = 'paths_delays'"),
+                &delay,
+            ))
+            .await?;
+            let kept = fetch(of(
+                ensemble_core::ranges::DELAYS_TABLE,
+                format!("{days} AND rounding = {rounding}"),
+                "seconds",
+            ))
+            .await?;
+            let pairs = |v: &[Value]| -> Vec<(String, i64)> {
+                v.iter().map(|x| (x.key.clone(), x.n)).collect()
+            };
+            if pairs(&base) != pairs(&kept) {
+                return Err(format!(
+                    "{a}..{b}: the paths' delays by {rounding} s: {} values in figures_ranges, \
+                     {} in paths_delays_ranges, or different ones",
+                    base.len(),
+                    kept.len()
+                ));
+            }
+            compared += kept.len();
+        }
     }
     Ok(compared)
 }

@@ -96,7 +96,7 @@ pub async fn load(
             // whatever version built them: `figures` first (the refill
             // reads it), `figures_ranges` by the refill or here.
             progress("dashboard:   merging each figures table into one part");
-            let [figures, summed] = ensemble_core::ledger::FIGURES_TABLES;
+            let [figures, summed, delays] = ensemble_core::ledger::FIGURES_TABLES;
             ensemble_core::ledger::compact(store, figures).await?;
             if !ensemble_core::ranges::usable(&store.client(), campaign).await? {
                 progress("dashboard:   summing the figures by range (rebuild-ranges)");
@@ -108,6 +108,7 @@ pub async fn load(
                 ));
             }
             ensemble_core::ledger::compact(store, summed).await?;
+            ensemble_core::ledger::compact(store, delays).await?;
             return Ok(format!("reused from an earlier run ({rows} rows inserted), each figures table merged into one part as a rebuild leaves it"));
         }
         if generator.starts_with(GENERATOR) && rows >= target_rows {
