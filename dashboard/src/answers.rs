@@ -366,6 +366,100 @@ fn narrowed(r: &[(String, u32, u32)]) -> String {
         .join(" OR ")
 }
 
+/// Whether a correction row counts for the filters' question on `days`
+/// for `asked` figures.
+fn in_scope(r: &OwnedRow, f: &Filters, (a, b): Days, asked: &[Figure]) -> bool {
+    r.bots == u8::from(f.include_bots)
+        && r.device_filter == f.device.as_deref().unwrap_or("")
+        && r.placement_filter == f.placement.as_deref().unwrap_or("")
+        && r.first_day >= a
+        && r.last_day <= b
+        && asked.contains(&r.figure)
+}
+
+/// Each path's delays by the hour, path by path.
+pub type DelayHours = BTreeMap<String, BTreeMap<u64, i64>>;
+
+/// The delays by the hour of the (at most) `k` timed paths with the most
+/// stored conversions, read at once with those conversions rather than
+/// after them (`/api/paths` asks its conversions first to know which
+/// paths it lists): every delay of each path read, corrections included.
+/// A path is in the map only if its stored rows were read, so a listed
+/// path missing from it (its corrected conversions put it among the
+/// listed, not its stored ones) is asked by the caller as before. `None`
+/// when the summed tables do not answer the question on whole ranges.
+pub async fn top_paths_delay_hours(
+    state: &ApiState,
+    f: &Filters,
+    k: usize,
+) -> Result<Option<DelayHours>, ApiError> {
+    let Plan::Stored {
+        days: Some(days), ..
+    } = plan(&state.campaign, f, false)
+    else {
+        return Ok(None);
+    };
+    if !figures::aligned(&state.campaign, days.0, days.1) {
+        return Ok(None);
+    }
+    let stored = Stored::of(state, &[days]).await;
+    if !stored.summed {
+        return Ok(None);
+    }
+    let rows = stored.fits(days);
+    let top = format!(
+        "SELECT channel FROM {} WHERE figure = '{}' AND bots = ? AND device_filter = ? \
+         AND placement_filter = ? AND {rows} AND channel != ? \
+         GROUP BY channel ORDER BY sum(n) DESC, channel LIMIT {k}",
+        ranges::TABLE,
+        Figure::PathsConverted.name()
+    );
+    let sql = format!(
+        "SELECT channel AS d_channel, seconds AS d_seconds, sum(n) AS total FROM {} \
+         WHERE rounding = {} AND bots = ? AND device_filter = ? AND placement_filter = ? \
+         AND {rows} AND channel IN ({top}) \
+         GROUP BY d_channel, d_seconds HAVING total != 0 ORDER BY d_channel, d_seconds",
+        ranges::DELAYS_TABLE,
+        ranges::DELAY_HOUR_S
+    );
+    let (bots, device, placement) = (
+        u8::from(f.include_bots),
+        f.device.as_deref().unwrap_or(""),
+        f.placement.as_deref().unwrap_or(""),
+    );
+    let q = state
+        .client
+        .query(&sql)
+        .bind(bots)
+        .bind(device)
+        .bind(placement)
+        .bind(bots)
+        .bind(device)
+        .bind(placement)
+        .bind(ensemble_core::attribution::DIRECT);
+    let fix = ledger::correction(&state.client, &state.campaign);
+    let (read, fix) = tokio::try_join!(q.fetch_all::<DelayRow>(), fix)?;
+    let mut hours = DelayHours::new();
+    for r in read {
+        *hours
+            .entry(r.channel)
+            .or_default()
+            .entry(u64::from(r.seconds))
+            .or_default() += r.total;
+    }
+    let hour = u64::from(ranges::DELAY_HOUR_S);
+    for r in fix
+        .iter()
+        .filter(|r| in_scope(r, f, days, &[Figure::PathsDelays]))
+    {
+        if let Some(h) = hours.get_mut(&r.dims.channel) {
+            *h.entry(u64::from(r.dims.seconds) / hour * hour)
+                .or_default() += r.value.n;
+        }
+    }
+    Ok(Some(hours))
+}
+
 /// `(channel, seconds from, seconds to)`: the rows a narrowed question keeps.
 type SecondsOf = [(String, u32, u32)];
 
@@ -423,7 +517,7 @@ fn delays_sql(rounding: u32, days: &str, r: &[(String, u32, u32)]) -> String {
         "SELECT channel AS d_channel, seconds AS d_seconds, sum(n) AS total \
          FROM {} WHERE rounding = {rounding} AND bots = ? AND device_filter = ? \
          AND placement_filter = ? AND {days} AND ({paths}) \
-         GROUP BY d_channel, d_seconds HAVING total != 0",
+         GROUP BY d_channel, d_seconds HAVING total != 0 ORDER BY d_channel, d_seconds",
         ranges::DELAYS_TABLE
     )
 }
@@ -586,14 +680,16 @@ async fn stored_answer(
         q = q.bind(channel.as_str());
     }
     let mut by_part: Vec<Vec<((Figure, Dims), Value)>> = vec![Vec::new(); parts.len()];
-    let (mut whole, rows): (Vec<AnswerRow>, Vec<StoredRow>) = if delays.is_some() {
+    // The corrections for contacts on several visitors are read meanwhile.
+    let fix = ledger::correction(&state.client, &state.campaign);
+    let (mut whole, rows, fix): (Vec<AnswerRow>, Vec<StoredRow>, _) = if delays.is_some() {
         // Three columns rather than twenty: thousands of rows by the hour.
-        let rows: Vec<DelayRow> = q.fetch_all().await?;
+        let (rows, fix) = tokio::try_join!(q.fetch_all::<DelayRow>(), fix)?;
         let whole = rows.into_iter().map(DelayRow::into_value).collect();
-        (whole, Vec::new())
+        (whole, Vec::new(), fix)
     } else {
-        let rows: Vec<StoredRow> = q.fetch_all().await?;
-        (Vec::with_capacity(rows.len()), rows)
+        let (rows, fix) = tokio::try_join!(q.fetch_all::<StoredRow>(), fix)?;
+        (Vec::with_capacity(rows.len()), rows, fix)
     };
     for r in rows {
         let figure = Figure::parse(&r.figure).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -683,15 +779,7 @@ async fn stored_answer(
             a
         })
     };
-    let fix = ledger::correction(&state.client, &state.campaign).await?;
-    let in_scope = |r: &OwnedRow, (a, b): Days| {
-        r.bots == bots
-            && r.device_filter == device
-            && r.placement_filter == placement
-            && r.first_day >= a
-            && r.last_day <= b
-            && asked.contains(&r.figure)
-    };
+    let in_scope = |r: &OwnedRow, d: Days| in_scope(r, f, d, asked);
     let correct = |into: &mut Answer, d: Days| match recompute(d) {
         Some(a) => {
             for ((figure, dims), v) in a {

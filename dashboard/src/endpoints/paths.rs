@@ -4,8 +4,6 @@
 //! sign-up, and the path length distribution. The same table feeds the
 //! data-driven models of `/api/attribution`.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::response::Response;
 use ensemble_core::attribution::DIRECT;
@@ -14,7 +12,7 @@ use ensemble_core::paths::{self, LengthLine, PathLine, Table};
 use serde::Serialize;
 
 use super::{json, Params};
-use crate::answers;
+use crate::answers::{self, DelayHours};
 use crate::csv::{csv, Export};
 use crate::error::ApiError;
 use crate::filters::{FilterError, Filters, Format};
@@ -82,19 +80,25 @@ async fn add_medians(
     add_minutes(state, f, t, listed, &hours).await
 }
 
+/// How many paths' hours are read with the conversions for `limit` listed:
+/// a margin for paths tied with the last listed one.
+fn prefetched_paths(limit: usize) -> usize {
+    limit + limit / 2 + 5
+}
+
 /// Each of `paths`' delays by the hour (to find the hour of its median).
 async fn delay_hours<S: AsRef<str>>(
     state: &ApiState,
     f: &Filters,
     paths: &[S],
-) -> Result<BTreeMap<String, BTreeMap<u64, i64>>, ApiError> {
+) -> Result<DelayHours, ApiError> {
     let every: Vec<(String, u32, u32)> = paths
         .iter()
         .map(|p| (p.as_ref().to_owned(), 0, u32::MAX))
         .collect();
     let by_hour =
         answers::ask_rounded(state, f, &[Figure::PathsDelays], Some(HOUR), Some(&every)).await?;
-    let mut hours: BTreeMap<String, BTreeMap<u64, i64>> = BTreeMap::new();
+    let mut hours = DelayHours::new();
     for ((_, d), v) in &by_hour {
         *hours
             .entry(d.channel.clone())
@@ -112,7 +116,7 @@ async fn add_minutes(
     f: &Filters,
     t: &mut Table,
     listed: &[String],
-    hours: &BTreeMap<String, BTreeMap<u64, i64>>,
+    hours: &DelayHours,
 ) -> Result<(), ApiError> {
     let mut inside: Vec<(String, u32, u32)> = Vec::new();
     let mut below: Vec<(String, u64, u64)> = Vec::new();
@@ -192,9 +196,10 @@ pub async fn paths(State(state): State<Shared>, q: Params) -> Result<Response, A
         }
         .into());
     }
-    // The visitors without sign-up (the largest read) from the start; the
-    // conversions meanwhile decide which paths can be listed, so those
-    // paths' delays by the hour are read before the first read is done.
+    // Three reads at once: the visitors without sign-up (the largest), the
+    // conversions (which decide which paths are listed), and the delays by
+    // the hour of the paths with most stored conversions (the medians'
+    // first step; with a channel filter the listed paths are others).
     let not_converted =
         answers::ask_rounded(&state, &f, &[Figure::PathsNotConverted], Some(0), None);
     let converted = async {
@@ -202,19 +207,36 @@ pub async fn paths(State(state): State<Shared>, q: Params) -> Result<Response, A
             answers::ask_rounded(&state, &f, &[Figure::PathsConverted], Some(0), None).await?;
         let mut t = Table::default();
         add_paths(&mut t, &converted);
-        let candidates = match &f.channel {
-            Some(c) => t.through(c),
-            None => t.clone(),
-        }
-        .median_candidates(limit);
-        let hours = if candidates.len() <= NARROWED_PATHS {
-            Some(delay_hours(&state, &f, &candidates).await?)
-        } else {
-            None
-        };
-        Ok::<_, ApiError>((t, hours))
+        Ok::<_, ApiError>(t)
     };
-    let ((mut t, hours), without) = tokio::try_join!(converted, not_converted)?;
+    let prefetched = async {
+        if f.channel.is_none() && limit <= NARROWED_PATHS {
+            answers::top_paths_delay_hours(&state, &f, prefetched_paths(limit)).await
+        } else {
+            Ok(None)
+        }
+    };
+    let (mut t, without, prefetched) = tokio::try_join!(converted, not_converted, prefetched)?;
+    let candidates = match &f.channel {
+        Some(c) => t.through(c),
+        None => t.clone(),
+    }
+    .median_candidates(limit);
+    let hours = if candidates.len() <= NARROWED_PATHS {
+        // A listed path's hours read at once unless its corrected
+        // conversions, not its stored ones, put it among the listed.
+        let mut hours = prefetched.unwrap_or_default();
+        let missing: Vec<&String> = candidates
+            .iter()
+            .filter(|p| !hours.contains_key(*p))
+            .collect();
+        if !missing.is_empty() {
+            hours.extend(delay_hours(&state, &f, &missing).await?);
+        }
+        Some(hours)
+    } else {
+        None
+    };
     add_paths(&mut t, &without);
     if let Some(c) = &f.channel {
         t = t.through(c);
