@@ -414,14 +414,7 @@ pub async fn top_paths_delay_hours(
         ranges::TABLE,
         Figure::PathsConverted.name()
     );
-    let sql = format!(
-        "SELECT channel AS d_channel, seconds AS d_seconds, sum(n) AS total FROM {} \
-         WHERE rounding = {} AND bots = ? AND device_filter = ? AND placement_filter = ? \
-         AND {rows} AND channel IN ({top}) \
-         GROUP BY d_channel, d_seconds HAVING total != 0 ORDER BY d_channel, d_seconds",
-        ranges::DELAYS_TABLE,
-        ranges::DELAY_HOUR_S
-    );
+    let sql = delays_sql(ranges::DELAY_HOUR_S, &rows, &format!("channel IN ({top})"));
     let (bots, device, placement) = (
         u8::from(f.include_bots),
         f.device.as_deref().unwrap_or(""),
@@ -494,12 +487,24 @@ fn delays_rounding<'a>(
         .then_some((rounding, r))
 }
 
-/// The rows of [`StoredRow`] for the paths' delays of `r` (channels bound
-/// in order, after the bots, device and placement) at `rounding`, from the
-/// range's rows `days`. Seconds are a key column after the path, so ranges
-/// of them are found by the primary key, granules of 256 rows.
-fn delays_sql(rounding: u32, days: &str, r: &[(String, u32, u32)]) -> String {
-    let paths = if r.iter().all(|(_, from, to)| *from == 0 && *to == u32::MAX) {
+/// The rows of [`DelayRow`] for the paths' delays of the paths `paths`
+/// selects (its `?` bound after the bots, device and placement) at
+/// `rounding`, from the range's rows `days`.
+fn delays_sql(rounding: u32, days: &str, paths: &str) -> String {
+    format!(
+        "SELECT channel AS d_channel, seconds AS d_seconds, sum(n) AS total \
+         FROM {} WHERE rounding = {rounding} AND bots = ? AND device_filter = ? \
+         AND placement_filter = ? AND {days} AND ({paths}) \
+         GROUP BY d_channel, d_seconds HAVING total != 0 ORDER BY d_channel, d_seconds",
+        ranges::DELAYS_TABLE
+    )
+}
+
+/// The paths' rows of `r` in the delays' table (channels bound in order).
+/// Seconds are a key column after the path, so ranges of them are found
+/// by the primary key, granules of 256 rows.
+fn delays_of(r: &[(String, u32, u32)]) -> String {
+    if r.iter().all(|(_, from, to)| *from == 0 && *to == u32::MAX) {
         format!("channel IN ({})", vec!["?"; r.len()].join(", "))
     } else {
         r.iter()
@@ -512,14 +517,7 @@ fn delays_sql(rounding: u32, days: &str, r: &[(String, u32, u32)]) -> String {
             })
             .collect::<Vec<_>>()
             .join(" OR ")
-    };
-    format!(
-        "SELECT channel AS d_channel, seconds AS d_seconds, sum(n) AS total \
-         FROM {} WHERE rounding = {rounding} AND bots = ? AND device_filter = ? \
-         AND placement_filter = ? AND {days} AND ({paths}) \
-         GROUP BY d_channel, d_seconds HAVING total != 0 ORDER BY d_channel, d_seconds",
-        ranges::DELAYS_TABLE
-    )
+    }
 }
 
 /// A row of [`delays_sql`]: a path's delays at one rounded delay.
@@ -658,7 +656,7 @@ async fn stored_answer(
     let delays = delays_rounding(&stored, asked, parts, narrow, round_seconds);
     let sql = match delays {
         // The paths' medians: their delays as laid out for them.
-        Some((rounding, r)) => delays_sql(rounding, &stored.rows_of(days, parts), r),
+        Some((rounding, r)) => delays_sql(rounding, &stored.rows_of(days, parts), &delays_of(r)),
         None => format!(
             "SELECT {}, sum(n) AS total, sum(credit) AS cr FROM {}{prewhere} \
              WHERE figure IN ({names}) AND bots = ? AND device_filter = ? AND placement_filter = ? \
@@ -1071,7 +1069,7 @@ mod tests {
     #[test]
     fn paths_delays_sql_names_the_rounding_and_each_paths_seconds() {
         let whole = vec![("a".to_owned(), 0, u32::MAX), ("b".to_owned(), 0, u32::MAX)];
-        let sql = delays_sql(3600, "(first_day = x)", &whole);
+        let sql = delays_sql(3600, "(first_day = x)", &delays_of(&whole));
         assert!(
             sql.starts_with("SELECT channel AS d_channel, seconds AS d_seconds, sum(n) AS total")
         );
@@ -1084,7 +1082,7 @@ mod tests {
             ("a".to_owned(), 120, 3600),
             ("b".to_owned(), 7200, u32::MAX),
         ];
-        let sql = delays_sql(60, "d", &some);
+        let sql = delays_sql(60, "d", &delays_of(&some));
         assert!(
             sql.contains(
                 "((channel = ? AND seconds >= 120 AND seconds < 3600) OR (channel = ? AND seconds >= 7200))"
