@@ -36,13 +36,15 @@ pub async fn table(state: &ApiState, f: &Filters) -> Result<Table, ApiError> {
     )
     .await?;
     let mut t = Table::default();
-    add_paths(&mut t, &a);
+    add_paths(&mut t, &a, Figure::PathsConverted);
+    add_paths(&mut t, &a, Figure::PathsNotConverted);
     Ok(t)
 }
 
-/// The path figures of an answer into a table.
-fn add_paths(t: &mut Table, a: &Answer) {
-    for ((figure, d), v) in a {
+/// One of the path figures of an answer (conversions or visitors
+/// without sign-up) into a table.
+fn add_paths(t: &mut Table, a: &Answer, figure: Figure) {
+    for ((_, d), v) in a.iter().filter(|((f, _), _)| *f == figure) {
         match figure {
             Figure::PathsConverted => t.add_converted(&d.channel, v.n, v.credit),
             Figure::PathsNotConverted => t.add_not_converted(&d.channel, v.n),
@@ -196,19 +198,18 @@ pub async fn paths(State(state): State<Shared>, q: Params) -> Result<Response, A
         }
         .into());
     }
-    // Three reads at once: the visitors without sign-up (the largest), the
-    // conversions (which decide which paths are listed), and the delays by
-    // the hour of the paths with most stored conversions (the medians'
-    // first step; with a channel filter the listed paths are others).
-    let not_converted =
-        answers::ask_rounded(&state, &f, &[Figure::PathsNotConverted], Some(0), None);
-    let converted = async {
-        let converted =
-            answers::ask_rounded(&state, &f, &[Figure::PathsConverted], Some(0), None).await?;
-        let mut t = Table::default();
-        add_paths(&mut t, &converted);
-        Ok::<_, ApiError>(t)
-    };
+    // Two reads at once: every path's conversions and visitors without
+    // sign-up (one query: two would pay ClickHouse's cost per query twice
+    // on the same rows), and the delays by the hour of the paths with most
+    // stored conversions (the medians' first step; with a channel filter
+    // the listed paths are others).
+    let counted = answers::ask_rounded(
+        &state,
+        &f,
+        &[Figure::PathsConverted, Figure::PathsNotConverted],
+        Some(0),
+        None,
+    );
     let prefetched = async {
         if f.channel.is_none() && limit <= NARROWED_PATHS {
             answers::top_paths_delay_hours(&state, &f, prefetched_paths(limit)).await
@@ -216,12 +217,14 @@ pub async fn paths(State(state): State<Shared>, q: Params) -> Result<Response, A
             Ok(None)
         }
     };
-    let (mut t, without, prefetched) = tokio::try_join!(converted, not_converted, prefetched)?;
+    let (counted, prefetched) = tokio::try_join!(counted, prefetched)?;
+    // Conversions first: they decide which paths' medians are needed.
+    let mut t = Table::default();
+    add_paths(&mut t, &counted, Figure::PathsConverted);
     let candidates = match &f.channel {
-        Some(c) => t.through(c),
-        None => t.clone(),
-    }
-    .median_candidates(limit);
+        Some(c) => t.through(c).median_candidates(limit),
+        None => t.median_candidates(limit),
+    };
     let hours = if candidates.len() <= NARROWED_PATHS {
         // A listed path's hours read at once unless its corrected
         // conversions, not its stored ones, put it among the listed.
@@ -237,7 +240,7 @@ pub async fn paths(State(state): State<Shared>, q: Params) -> Result<Response, A
     } else {
         None
     };
-    add_paths(&mut t, &without);
+    add_paths(&mut t, &counted, Figure::PathsNotConverted);
     if let Some(c) = &f.channel {
         t = t.through(c);
     }
