@@ -39,6 +39,20 @@ pub struct Timeseries {
     pub phases: Vec<PhaseBand>,
 }
 
+/// A bucket's label: `YYYY-MM-DDTHH:00:00Z` for an hour (its start, in
+/// seconds since the epoch), `YYYY-MM-DD` for a local day number. Both
+/// sort as their numbers do.
+fn label(bucket: u32, hourly: bool) -> String {
+    if hourly {
+        DateTime::from_timestamp(i64::from(bucket), 0)
+            .unwrap_or_default()
+            .format("%Y-%m-%dT%H:00:00Z")
+            .to_string()
+    } else {
+        figures::date_of(bucket).format("%Y-%m-%d").to_string()
+    }
+}
+
 pub async fn timeseries(
     State(state): State<Shared>,
     axum::extract::Query(mut q): Params,
@@ -74,30 +88,29 @@ pub async fn timeseries(
     let a = answers::ask(&state, &f, &[figure], false).await?;
     // Events are per channel; the distinct counts also hold every channel (`*`).
     let channel = f.channel.as_deref().unwrap_or(ALL);
-    let mut points: BTreeMap<String, u64> = BTreeMap::new();
+    // Summed by the bucket's number (an hour's start in seconds, a day's
+    // number), formatted once per point: the events by the hour are one
+    // row per channel and hour (~12 700 at 10 M events), and formatting
+    // each row's label was a third of the dashboard's time on that question.
+    let mut sums: BTreeMap<u32, u64> = BTreeMap::new();
     for (d, v) in of(&a.whole, figure) {
         let kept = if metric == "events" {
             f.channel.as_ref().is_none_or(|c| *c == d.channel)
         } else {
             d.channel == channel
         };
-        if !kept {
-            continue;
+        if kept {
+            let bucket = if hourly { d.hour / 3600 * 3600 } else { d.day };
+            *sums.entry(bucket).or_default() += count(v);
         }
-        let label = if hourly {
-            DateTime::from_timestamp(i64::from(d.hour), 0)
-                .unwrap_or_default()
-                .format("%Y-%m-%dT%H:00:00Z")
-                .to_string()
-        } else {
-            figures::date_of(d.day).format("%Y-%m-%d").to_string()
-        };
-        *points.entry(label).or_default() += count(v);
     }
-    let points: Vec<Point> = points
+    let points: Vec<Point> = sums
         .into_iter()
         .filter(|(_, value)| *value > 0)
-        .map(|(bucket, value)| Point { bucket, value })
+        .map(|(bucket, value)| Point {
+            bucket: label(bucket, hourly),
+            value,
+        })
         .collect();
     if f.format == Format::Csv {
         let rows: Vec<Vec<String>> = points
@@ -132,4 +145,27 @@ pub async fn timeseries(
             })
             .collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+
+    #[test]
+    fn labels_read_as_the_buckets_and_sort_as_their_numbers() {
+        assert_eq!(label(0, true), "1970-01-01T00:00:00Z");
+        // 2025-02-14T09:00:00Z
+        assert_eq!(label(1_739_523_600, true), "2025-02-14T09:00:00Z");
+        assert_eq!(label(0, false), "1970-01-01");
+        assert_eq!(label(20_133, false), "2025-02-14");
+        for hourly in [true, false] {
+            let step = if hourly { 3600 } else { 1 };
+            let numbers: Vec<u32> = (0..500u32).map(|i| i * 7919 % 100_000 * step).collect();
+            let mut by_number = numbers.clone();
+            by_number.sort_unstable();
+            let mut by_label = numbers;
+            by_label.sort_by_key(|n| label(*n, hourly));
+            assert_eq!(by_label, by_number, "hourly: {hourly}");
+        }
+    }
 }
