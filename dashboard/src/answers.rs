@@ -280,7 +280,8 @@ const NARROW_SPAN_S: u32 = 86_400;
 /// No part: the row spans several parts (or there are none).
 const NO_PART: u8 = u8::MAX;
 
-fn date(day: Day) -> String {
+/// A local day number as `YYYY-MM-DD` (in SQL and in the answers' labels).
+pub(crate) fn date(day: Day) -> String {
     figures::date_of(day).format("%Y-%m-%d").to_string()
 }
 

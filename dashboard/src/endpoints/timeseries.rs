@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use ensemble_core::figures::{self, Figure, ALL};
+use ensemble_core::figures::{Figure, ALL};
 use serde::Serialize;
 
 use super::{json, Params};
@@ -49,7 +49,7 @@ fn label(bucket: u32, hourly: bool) -> String {
             .format("%Y-%m-%dT%H:00:00Z")
             .to_string()
     } else {
-        figures::date_of(bucket).format("%Y-%m-%d").to_string()
+        answers::date(bucket)
     }
 }
 
@@ -100,6 +100,8 @@ pub async fn timeseries(
             d.channel == channel
         };
         if kept {
+            // An hour is stored as its start; rounded anyway, so that two
+            // buckets never share a label (the label shows no minutes).
             let bucket = if hourly { d.hour / 3600 * 3600 } else { d.day };
             *sums.entry(bucket).or_default() += count(v);
         }
