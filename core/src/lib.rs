@@ -4,8 +4,8 @@
 //! `ensemble-model` (re-exported here under its module names).
 
 pub use ensemble_model::{
-    attribution, campaign, campaigns, devices, figures, journeys, media, paths, privacy, redact,
-    rules,
+    attribution, campaign, campaigns, devices, figures, journeys, media, paths, privacy, reconcile,
+    redact, rules,
 };
 
 pub mod config;
@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod migrate;
 pub mod probe;
 pub mod ranges;
+pub mod reconciliation;
 pub mod service;
 pub mod shutdown;
 pub mod store;

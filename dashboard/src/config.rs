@@ -115,6 +115,12 @@ pub struct Config {
     /// Such questions running at once, all tokens together.
     #[arg(long, env = "ENSEMBLE_HEAVY_TOTAL", default_value_t = 3)]
     pub heavy_total: usize,
+    /// Seconds between two reconciliations of the stored figures against
+    /// the raw events (per day; a day drifts when two checks in a row find
+    /// the same difference). Three aggregates over `events` and the ledger
+    /// each time.
+    #[arg(long, env = "ENSEMBLE_RECONCILE_INTERVAL_S", default_value_t = 300)]
+    pub reconcile_interval_s: u64,
     #[command(flatten)]
     pub log: LogConfig,
 }
@@ -130,6 +136,8 @@ pub struct QueryLimits {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Time between two reconciliations (`--reconcile-interval-s`).
+    pub reconcile_every: std::time::Duration,
     pub collector_url: url::Url,
     pub ops_listen: Option<SocketAddr>,
     /// Every campaign served (`--campaign` first) and its database.
@@ -237,7 +245,14 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if !(1..=86_400).contains(&self.reconcile_interval_s) {
+            return Err(ConfigError::new(
+                "--reconcile-interval-s",
+                "must be 1..=86400 (seconds between two reconciliations)",
+            ));
+        }
         Ok(Settings {
+            reconcile_every: std::time::Duration::from_secs(self.reconcile_interval_s),
             listen,
             collector_url: collector_url(&self.collector_public_url)?,
             ops_listen,

@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod error;
 pub mod filters;
 pub mod qr;
+pub mod reconciliation;
 pub mod state;
 pub mod watch;
 
@@ -277,6 +278,7 @@ fn campaign_state(
         lag: lag.clone(),
         gate: gate.clone(),
         summed: state::Summed::new(campaign, store),
+        reconciliation: reconciliation::Latest::default(),
     })
 }
 
@@ -301,7 +303,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     watch::spawn(
         state.clone(),
         &registry,
-        Duration::from_secs(15),
+        (Duration::from_secs(15), settings.reconcile_every),
         shutdown.clone(),
     )?;
     match settings.ops_listen {

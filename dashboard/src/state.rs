@@ -43,6 +43,8 @@ pub struct ApiState {
     /// Whether the figures summed by range answer this campaign's default
     /// questions.
     pub summed: Summed,
+    /// The last reconciliation of the figures against the raw events.
+    pub reconciliation: crate::reconciliation::Latest,
 }
 
 /// How often the dashboard asks again whether `figures_ranges` is whole

@@ -1,6 +1,8 @@
 //! Pipeline gauges for alerting, refreshed in the background: events
 //! waiting for the processor, freshness, the newest sign-up and whether a
-//! campaign phase is running now (`deploy/prometheus/alerts.yml` reads them).
+//! campaign phase is running now (`deploy/prometheus/alerts.yml` reads them);
+//! and, on its own slower schedule, the reconciliation of every served
+//! campaign's figures against its raw events (`crate::reconciliation`).
 
 use std::time::Duration;
 
@@ -19,6 +21,97 @@ struct Gauges {
     last_signup: IntGauge,
     phase_active: IntGauge,
     errors: IntCounter,
+}
+
+/// The reconciliation's gauges, summed over the served campaigns.
+#[derive(Debug, Clone)]
+struct DriftGauges {
+    /// |difference| summed over drifting days, per comparison.
+    events: IntGaugeVec,
+    days: IntGauge,
+    checked: IntGauge,
+    errors: IntCounter,
+}
+
+impl DriftGauges {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let s = Self {
+            events: IntGaugeVec::new(
+                Opts::new(
+                    "ensemble_pipeline_figures_drift_events",
+                    "Events by which the stored figures disagree with the ledger (between=figures_ledger) \
+                     or the ledger with the raw events (between=ledger_events), summed over the days \
+                     whose difference two reconciliations in a row found unchanged; 0 when they agree",
+                ),
+                &["between"],
+            )?,
+            days: IntGauge::with_opts(Opts::new(
+                "ensemble_pipeline_figures_drift_days",
+                "Days whose figures drift from the raw events (see ensemble_pipeline_figures_drift_events)",
+            ))?,
+            checked: IntGauge::with_opts(Opts::new(
+                "ensemble_pipeline_reconciled_timestamp_seconds",
+                "When (Unix) every served campaign was last reconciled (0: not yet)",
+            ))?,
+            errors: IntCounter::with_opts(Opts::new(
+                "ensemble_pipeline_reconcile_errors_total",
+                "Reconciliations that could not read their counts from ClickHouse",
+            ))?,
+        };
+        registry.register(Box::new(s.events.clone()))?;
+        registry.register(Box::new(s.days.clone()))?;
+        registry.register(Box::new(s.checked.clone()))?;
+        registry.register(Box::new(s.errors.clone()))?;
+        for between in ensemble_core::reconcile::Between::ALL {
+            s.events.with_label_values(&[between.as_str()]).set(0);
+        }
+        Ok(s)
+    }
+}
+
+/// Reconciles every campaign of `served` every `every` until `shutdown`.
+fn spawn_reconciliation(served: Served, gauges: DriftGauges, every: Duration, shutdown: Shutdown) {
+    use ensemble_core::reconcile::Between;
+    tokio::spawn(async move {
+        loop {
+            let mut sums = [0i64; 2];
+            let mut days = 0i64;
+            let mut all_read = true;
+            for state in &served.states {
+                match crate::reconciliation::check(state).await {
+                    Ok(report) => {
+                        days += report.drift.len() as i64;
+                        for (sum, between) in sums.iter_mut().zip(Between::ALL) {
+                            *sum += report
+                                .drift
+                                .iter()
+                                .map(|d| between.of(d).abs())
+                                .sum::<i64>();
+                        }
+                    }
+                    Err(e) => {
+                        all_read = false;
+                        gauges.errors.inc();
+                        tracing::warn!(campaign = %state.campaign.id, error = %e, "figures not reconciled");
+                    }
+                }
+            }
+            if all_read {
+                for (sum, between) in sums.iter().zip(Between::ALL) {
+                    gauges
+                        .events
+                        .with_label_values(&[between.as_str()])
+                        .set(*sum);
+                }
+                gauges.days.set(days);
+                gauges.checked.set(Utc::now().timestamp());
+            }
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    });
 }
 
 impl Gauges {
@@ -65,14 +158,21 @@ impl Gauges {
     }
 }
 
-/// Refreshes the gauges every `every` until `shutdown`.
+/// Refreshes the gauges every `every.0` and reconciles the figures every
+/// `every.1`, until `shutdown`.
 pub fn spawn(
     served: Served,
     registry: &Registry,
-    every: Duration,
+    (every, reconcile_every): (Duration, Duration),
     shutdown: Shutdown,
 ) -> Result<(), prometheus::Error> {
     let gauges = Gauges::register(registry)?;
+    spawn_reconciliation(
+        served.clone(),
+        DriftGauges::register(registry)?,
+        reconcile_every,
+        shutdown.clone(),
+    );
     tokio::spawn(async move {
         loop {
             let now = Utc::now();

@@ -21,7 +21,8 @@
 //!   ratios);
 //! - [`paths`]: conversion paths, and the Markov and Shapley models over
 //!   them;
-//! - [`redact`], [`privacy`]: personal data in free text, contact hashing.
+//! - [`redact`], [`privacy`]: personal data in free text, contact hashing;
+//! - [`reconcile`]: when stored figures and raw events disagree (drift).
 //!
 //! The services (`ensemble-core` and the three binaries) are adapters around
 //! it; its tests run in seconds without any server.
@@ -36,6 +37,7 @@ pub mod journeys;
 pub mod media;
 pub mod paths;
 pub mod privacy;
+pub mod reconcile;
 pub mod redact;
 pub mod rules;
 

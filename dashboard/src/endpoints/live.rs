@@ -1,6 +1,7 @@
 //! `GET /api/live`: events accounted per minute over the last hour, events
 //! the collector accepted that the processor has not committed yet, the
-//! partitions' states, freshness.
+//! partitions' states, freshness, and the last reconciliation of the
+//! figures against the raw events.
 
 use std::collections::BTreeMap;
 
@@ -125,6 +126,7 @@ pub async fn live(State(state): State<Shared>) -> Result<Response, ApiError> {
         })).collect::<Vec<_>>(),
         "freshness_seconds": p.freshness_seconds,
         "last_signup": p.last_signup,
+        "reconciliation": crate::reconciliation::live_json(state.reconciliation.report().as_ref()),
         "per_minute": per_minute.iter().map(|m| json!({"minute": DateTime::from_timestamp(i64::from(m.m), 0), "events": m.n})).collect::<Vec<_>>(),
     }))
     .into_response())
