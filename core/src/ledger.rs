@@ -15,6 +15,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::batches::Marker;
 use crate::figures::{self, ChangeSets, Event, OwnedRow, Row as FigureRow, Strings};
 use crate::journeys;
 use crate::{Campaign, EventRow};
@@ -123,6 +124,11 @@ fn push_quoted(out: &mut String, s: &str, in_query: bool) {
     out.push('\'');
 }
 
+/// A string literal for SQL text (see `lit`).
+pub(crate) fn literal(s: &str) -> String {
+    lit(s)
+}
+
 fn in_list(ids: &[&str]) -> String {
     ids.iter().map(|s| lit(s)).collect::<Vec<_>>().join(",")
 }
@@ -146,6 +152,18 @@ pub async fn read(
     client: &clickhouse::Client,
     visitors: &[&str],
 ) -> Result<HashMap<String, Vec<Event>>, clickhouse::error::Error> {
+    Ok(read_written(client, visitors)
+        .await?
+        .into_iter()
+        .map(|(v, events)| (v, events.into_iter().map(|(_, e)| e).collect()))
+        .collect())
+}
+
+/// [`read`], each event with the `written_ms` of its ledger row.
+async fn read_written(
+    client: &clickhouse::Client,
+    visitors: &[&str],
+) -> Result<HashMap<String, Vec<(u64, Event)>>, clickhouse::error::Error> {
     let mut rows: Vec<LedgerRow> = Vec::new();
     for chunk in visitors.chunks(IDS_PER_QUERY) {
         let sql = format!(
@@ -159,13 +177,15 @@ pub async fn read(
         let t = last_tombstone.entry(&r.visitor_id).or_default();
         *t = (*t).max(r.written_ms);
     }
-    let mut out: HashMap<String, Vec<Event>> = HashMap::new();
+    let mut out: HashMap<String, Vec<(u64, Event)>> = HashMap::new();
     for r in &rows {
         let after = last_tombstone
             .get(r.visitor_id.as_str())
             .is_none_or(|t| r.written_ms > *t);
         if r.tombstone == 0 && after {
-            out.entry(r.visitor_id.clone()).or_default().push(r.event());
+            out.entry(r.visitor_id.clone())
+                .or_default()
+                .push((r.written_ms, r.event()));
         }
     }
     Ok(out)
@@ -178,6 +198,10 @@ pub async fn read(
 /// every other column of the row for each element — on ClickHouse 18.16
 /// the journey arrays too, whose size then multiplies the change's (a
 /// batch of 20 000 events ran out of memory).
+///
+/// Each array also carries the INSERT's batch marker
+/// ([`crate::batches::Marker`]), so that every table a view fills from it
+/// gets the marker in the same block as the batch's rows.
 #[derive(Debug)]
 pub struct Writer<'c> {
     sql: String,
@@ -186,6 +210,9 @@ pub struct Writer<'c> {
     journey: &'c [JourneyRow<'c>],
     /// The first row, written once it is known whether it is the only one.
     first: Option<(String, u64, Option<Event>)>,
+    /// Made with the first row (its `written_ms`).
+    marker: Option<Marker>,
+    marker_day: figures::Day,
 }
 
 /// TabSeparated, not VALUES: ClickHouse 18.16 parses VALUES with arrays
@@ -301,40 +328,58 @@ fn push_date(out: &mut String, day: figures::Day) {
 }
 
 impl<'c> Writer<'c> {
-    /// A writer whose rows carry `change` and `journey`.
-    pub fn new(change: &'c [FigureRow<'c>], journey: &'c [JourneyRow<'c>]) -> Self {
+    /// A writer whose rows carry `change` and `journey` (and a batch
+    /// marker dated on `campaign`'s first summed day, so that the figures
+    /// summed by range get it too).
+    pub fn new(
+        campaign: &Campaign,
+        change: &'c [FigureRow<'c>],
+        journey: &'c [JourneyRow<'c>],
+    ) -> Self {
         Self {
             sql: String::new(),
             rows: 0,
             change,
             journey,
             first: None,
+            marker: None,
+            marker_day: crate::batches::marker_day(campaign),
         }
     }
 
     /// One row: an event, or with `event = None` a tombstone.
     pub fn push(&mut self, visitor: &str, written_ms: u64, event: Option<&Event>) {
         match self.rows {
-            0 => self.first = Some((visitor.to_owned(), written_ms, event.cloned())),
+            0 => {
+                self.marker = Some(Marker::new(written_ms, self.marker_day));
+                self.first = Some((visitor.to_owned(), written_ms, event.cloned()));
+            }
             1 => {
                 if let Some((v, w, e)) = self.first.take() {
-                    self.write(&v, w, e.as_ref(), self.change, &[]);
+                    self.write(&v, w, e.as_ref(), Some(self.change), None);
                 }
-                self.write(visitor, written_ms, event, &[], self.journey);
+                self.write(visitor, written_ms, event, None, Some(self.journey));
             }
-            _ => self.write(visitor, written_ms, event, &[], &[]),
+            _ => self.write(visitor, written_ms, event, None, None),
         }
         self.rows += 1;
     }
 
+    /// One row; `change` and `journey` are `Some` on the row that carries
+    /// them (with the marker), `None` elsewhere (empty arrays).
     fn write(
         &mut self,
         visitor: &str,
         written_ms: u64,
         event: Option<&Event>,
-        change: &[FigureRow<'_>],
-        journey: &[JourneyRow<'_>],
+        change: Option<&[FigureRow<'_>]>,
+        journey: Option<&[JourneyRow<'_>]>,
     ) {
+        // The marker's elements, on the rows that carry the arrays only.
+        let change_marker = change.and(self.marker.as_ref()).map(Marker::change_values);
+        let journey_marker = journey
+            .and(self.marker.as_ref())
+            .map(Marker::journey_values);
         if self.sql.is_empty() {
             self.sql.push_str(INSERT_HEAD);
         }
@@ -400,13 +445,20 @@ impl<'c> Writer<'c> {
                 let _ = write!(o, "{:?}", f.value.credit);
             },
         ];
-        for column in columns {
+        let marked = change_marker;
+        for (c, column) in columns.into_iter().enumerate() {
             out.push_str("\t[");
-            for (i, f) in change.iter().enumerate() {
-                if i > 0 {
+            if let Some(change) = change {
+                for f in change {
+                    column(out, f);
                     out.push(',');
                 }
-                column(out, f);
+                if let Some(m) = &marked {
+                    out.push_str(&m[c]);
+                }
+            }
+            if out.ends_with(',') {
+                out.pop();
             }
             out.push(']');
         }
@@ -450,13 +502,20 @@ impl<'c> Writer<'c> {
                 let _ = write!(o, "{:?}", c.credit);
             },
         ];
-        for column in columns {
+        let marked = journey_marker;
+        for (c, column) in columns.into_iter().enumerate() {
             out.push_str("\t[");
-            for (i, j) in journey.iter().enumerate() {
-                if i > 0 {
+            if let Some(journey) = journey {
+                for j in journey {
+                    column(out, j);
                     out.push(',');
                 }
-                column(out, j);
+                if let Some(m) = &marked {
+                    out.push_str(&m[c]);
+                }
+            }
+            if out.ends_with(',') {
+                out.pop();
             }
             out.push(']');
         }
@@ -465,18 +524,44 @@ impl<'c> Writer<'c> {
 
     /// Sends the rows as one INSERT (nothing if there are none).
     pub async fn flush(self, client: &clickhouse::Client) -> Result<(), clickhouse::error::Error> {
-        if let Some(sql) = self.into_sql() {
-            client.query_raw(&sql).execute().await?;
+        if let Some(insert) = self.into_insert() {
+            insert.execute(client).await?;
         }
         Ok(())
     }
 
     /// The INSERT of the rows (`None` if there are none).
-    pub fn into_sql(mut self) -> Option<String> {
+    pub fn into_insert(mut self) -> Option<Insert> {
         if let Some((v, w, e)) = self.first.take() {
-            self.write(&v, w, e.as_ref(), self.change, self.journey);
+            self.write(&v, w, e.as_ref(), Some(self.change), Some(self.journey));
         }
-        (self.rows > 0).then_some(self.sql)
+        let marker = self.marker.take()?;
+        (self.rows > 0).then_some(Insert {
+            sql: self.sql,
+            marker,
+        })
+    }
+}
+
+/// A ledger INSERT ready to send, and the marker its rows carry.
+#[derive(Debug)]
+pub struct Insert {
+    sql: String,
+    pub marker: Marker,
+}
+
+impl Insert {
+    /// Sends it under the marker's query id (so that a repair can tell
+    /// whether it is still running on the server).
+    pub async fn execute(
+        &self,
+        client: &clickhouse::Client,
+    ) -> Result<(), clickhouse::error::Error> {
+        client
+            .query_raw(&self.sql)
+            .with_setting("query_id", self.marker.query_id())
+            .execute()
+            .await
     }
 }
 
@@ -512,7 +597,7 @@ pub async fn account(
 pub struct Prepared {
     /// `wide_visitors` rows, as VALUES tuples.
     wide: Vec<String>,
-    ledger: Option<String>,
+    ledger: Option<Insert>,
     signups: BTreeSet<(String, String)>,
     done: Accounted,
 }
@@ -530,8 +615,8 @@ impl Prepared {
         // Listed before their rows land: a crash in between leaves a listed
         // visitor, which costs a little time, never a wrong figure.
         insert_wide(client, &self.wide).await?;
-        if let Some(sql) = &self.ledger {
-            client.query_raw(sql).execute().await?;
+        if let Some(insert) = &self.ledger {
+            insert.execute(client).await?;
         }
         note_contacts(client, &self.signups).await?;
         Ok(self.done)
@@ -553,7 +638,24 @@ pub async fn prepare(
             .push(ledger_event(r));
     }
     let ids: Vec<&str> = batch.keys().copied().collect();
-    let mut known = read(client, &ids).await?;
+    let mut known = read_written(client, &ids).await?;
+    // Events of this batch already accounted: a client's retry, or a
+    // batch read again after a failed INSERT or a crash. Their ledger
+    // batches are completed first if a view did not write them
+    // (`batches`): only when this batch holds the head event, so that
+    // one member does it.
+    let mine: BTreeSet<Uuid> = rows.iter().map(|r| r.event_id).collect();
+    let again: BTreeSet<(&str, u64)> = known
+        .iter()
+        .flat_map(|(v, events)| events.iter().map(move |(w, e)| (v.as_str(), *w, e)))
+        .filter(|(_, _, e)| mine.contains(&e.event_id))
+        .map(|(v, w, _)| (v, w))
+        .collect();
+    crate::batches::complete(client, campaign, &again, &mine).await?;
+    let mut known: HashMap<String, Vec<Event>> = known
+        .drain()
+        .map(|(v, events)| (v, events.into_iter().map(|(_, e)| e).collect()))
+        .collect();
     let written_ms = now_ms();
     let sets: Vec<ChangeSets> = batch
         .iter()
@@ -586,7 +688,7 @@ pub async fn prepare(
         .flat_map(|(strings, rows)| figures::rows_of(strings, rows))
         .collect();
     let wide = wide_values(campaign, sets.iter().map(|s| (s.visitor(), s.all_events())));
-    let mut writer = Writer::new(&carried, &journey);
+    let mut writer = Writer::new(campaign, &carried, &journey);
     let mut done = Accounted::default();
     for set in &sets {
         for e in set.fresh() {
@@ -602,7 +704,7 @@ pub async fn prepare(
         .collect();
     Ok(Prepared {
         wide,
-        ledger: writer.into_sql(),
+        ledger: writer.into_insert(),
         signups,
         done,
     })
@@ -986,7 +1088,7 @@ pub async fn rewrite(
         .await?;
         // A tombstone per visitor (the first carries the change of all),
         // then its kept events again.
-        let mut writer = Writer::new(&carried, &journey);
+        let mut writer = Writer::new(campaign, &carried, &journey);
         for (_, kept) in &sets {
             writer.push(&kept[0].0, written_ms, None);
             for e in &kept[0].1 {
@@ -1270,7 +1372,7 @@ pub async fn rebuild(
         let rows = sum.rows();
         let carried: Vec<FigureRow<'_>> = figures::rows_of(&strings, &rows).collect();
         let journey = journey_rows(&journey_rows_of);
-        let mut writer = Writer::new(&carried, &journey);
+        let mut writer = Writer::new(campaign, &carried, &journey);
         for (set, written) in sets.iter().zip(&written) {
             for (e, w) in set[0].1.iter().zip(written) {
                 writer.push(&set[0].0, *w, Some(e));
@@ -1361,6 +1463,68 @@ mod tests {
             .filter(|c| c.contains('.'))
             .collect();
         assert_eq!(nested, CARRIED);
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn the_rows_carrying_the_arrays_end_them_with_the_batch_marker() {
+        let campaign = Campaign::from_toml(include_str!("../../deploy/campaign.toml")).unwrap();
+        let e = |i: u128| Event {
+            event_id: Uuid::from_u128(i),
+            ms: 1_737_190_800_000,
+            event_type: "page_view".into(),
+            action: String::new(),
+            channel: "metro".into(),
+            placement: String::new(),
+            phase: "p1-lancement".into(),
+            device: "mobile".into(),
+            os: "iOS".into(),
+            bot: false,
+            contact: String::new(),
+        };
+        let mut w = Writer::new(&campaign, &[], &[]);
+        for (i, v) in ["v_a", "v_b", "v_c"].into_iter().enumerate() {
+            w.push(v, 1_737_190_900_123, Some(&e(i as u128)));
+        }
+        let insert = w.into_insert().unwrap();
+        let key = insert.marker.key.clone();
+        assert!(key.starts_with("batch-1737190900123-"), "{key}");
+        let rows: Vec<&str> = insert.sql.lines().skip(1).collect();
+        assert_eq!(rows.len(), 3);
+        let fields = |row: &str| row.split('\t').map(str::to_owned).collect::<Vec<_>>();
+        let (first, second, third) = (fields(rows[0]), fields(rows[1]), fields(rows[2]));
+        // 14 event columns, 23 change arrays, 19 journey arrays.
+        assert_eq!(first.len(), 14 + 23 + 19);
+        assert_eq!(first[14], "['batch']", "change.figure: the marker only");
+        assert_eq!(
+            first[14 + 7],
+            format!("['{key}']"),
+            "change.channel: the key"
+        );
+        assert_eq!(
+            first[14 + 4],
+            "['2025-01-17']",
+            "on the campaign's first day"
+        );
+        assert!(
+            first[37..].iter().all(|a| a == "[]"),
+            "no journey on the first row"
+        );
+        assert!(
+            second[14..37].iter().all(|a| a == "[]"),
+            "no change on the second"
+        );
+        assert_eq!(
+            second[37],
+            format!("['{key}']"),
+            "journey.visitor_id: the key"
+        );
+        assert_eq!(second[38], "['batch']");
+        assert!(
+            third[14..].iter().all(|a| a == "[]"),
+            "nothing on the others"
+        );
+        assert_eq!(insert.marker.query_id(), format!("ensemble-ledger-{key}"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub use ensemble_model::{
     redact, rules,
 };
 
+pub mod batches;
 pub mod config;
 pub mod event;
 pub mod kafka;

@@ -107,7 +107,21 @@ fn view_name(text: &str) -> String {
     format!("{VIEW_PREFIX}{}", hash_of(text))
 }
 
+/// The delays' view passes the batch markers on (`crate::batches`) since
+/// it is named after the ranges *and* this: a database whose view is the
+/// one before ([`legacy_delays_view_name`]) gets the new one from
+/// [`ensure`], and is partial until `rebuild-ranges`.
+const DELAYS_VIEW_VERSION: &str = "\nwith batch markers";
+
 fn delays_view_name(text: &str) -> String {
+    format!(
+        "{DELAYS_VIEW_PREFIX}{}",
+        hash_of(&format!("{text}{DELAYS_VIEW_VERSION}"))
+    )
+}
+
+/// The delays' view of these ranges before it passed the batch markers on.
+fn legacy_delays_view_name(text: &str) -> String {
     format!("{DELAYS_VIEW_PREFIX}{}", hash_of(text))
 }
 
@@ -123,18 +137,31 @@ fn view_names(text: &str) -> [String; 2] {
 
 /// The delays' rows of `source` rows (`paths_delays` figure rows with
 /// columns named `{p}bots`, `{p}channel`, … and days `first`, `last`): one
-/// per rounding.
-fn delays_select(p: &str, first: &str, last: &str) -> String {
+/// per rounding. With `marked`, the rows' figure column: a batch marker
+/// (`crate::batches`) gets one row, of rounding
+/// [`crate::batches::MARKER_ROUNDING`] (no reader asks for it), its
+/// seconds as they are.
+fn delays_select(p: &str, first: &str, last: &str, marked: Option<&str>) -> String {
     let roundings: Vec<String> = DELAY_ROUNDINGS
         .iter()
         .map(|r| format!("toUInt32({r})"))
         .collect();
+    let roundings = format!("[{}]", roundings.join(", "));
+    let rounding = match marked {
+        Some(figure) => format!(
+            "if({figure} = '{}', [toUInt32({})], {roundings})",
+            crate::batches::MARKER,
+            crate::batches::MARKER_ROUNDING
+        ),
+        None => roundings,
+    };
+    // `greatest`: ClickHouse computes both sides of an `if`, and the
+    // marker's rounding is 0 (seconds kept as they are).
     format!(
         "{first} AS first_day, {last} AS last_day, {p}bots AS bots, \
          {p}device_filter AS device_filter, {p}placement_filter AS placement_filter, \
-         arrayJoin([{}]) AS rounding, {p}channel AS channel, \
-         toUInt32(intDiv({p}seconds, rounding) * rounding) AS seconds",
-        roundings.join(", ")
+         arrayJoin({rounding}) AS rounding, {p}channel AS channel, \
+         toUInt32(intDiv({p}seconds, greatest(rounding, 1)) * greatest(rounding, 1)) AS seconds"
     )
 }
 
@@ -158,8 +185,8 @@ fn fitting(ranges: &[Days], first: &str, last: &str) -> String {
     )
 }
 
-/// The view filling the table from `ledger`'s changes.
-fn view_sql(ranges: &[Days], name: &str) -> String {
+/// The SELECT that fills the table from `ledger`'s changes.
+fn select_sql(ranges: &[Days]) -> String {
     let fit = fitting(ranges, "change.first_day", "change.last_day");
     let columns: Vec<String> = COLUMNS
         .iter()
@@ -167,26 +194,89 @@ fn view_sql(ranges: &[Days], name: &str) -> String {
         .map(|c| format!("change.{c} AS {c}"))
         .collect();
     format!(
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS {name} TO {TABLE} AS SELECT \
-         tupleElement({fit}, 1) AS first_day, tupleElement({fit}, 2) AS last_day, {} \
+        "SELECT tupleElement({fit}, 1) AS first_day, tupleElement({fit}, 2) AS last_day, {} \
          FROM ledger ARRAY JOIN change",
         columns.join(", ")
     )
 }
 
-/// The view filling the delays' table from `ledger`'s changes.
-fn delays_view_sql(ranges: &[Days], name: &str) -> String {
+/// The view filling the table from `ledger`'s changes.
+fn view_sql(ranges: &[Days], name: &str) -> String {
+    format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {name} TO {TABLE} AS {}",
+        select_sql(ranges)
+    )
+}
+
+/// The SELECT that fills the delays' table from `ledger`'s changes: the
+/// paths' delays and the batch markers.
+fn delays_select_sql(ranges: &[Days]) -> String {
     let fit = fitting(ranges, "change.first_day", "change.last_day");
     format!(
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS {name} TO {DELAYS_TABLE} AS SELECT {}, \
-         change.n AS n FROM ledger ARRAY JOIN change WHERE change.figure = '{}'",
+        "SELECT {}, change.n AS n FROM ledger ARRAY JOIN change \
+         WHERE change.figure IN ('{}', '{}')",
         delays_select(
             "change.",
             &format!("tupleElement({fit}, 1)"),
-            &format!("tupleElement({fit}, 2)")
+            &format!("tupleElement({fit}, 2)"),
+            Some("change.figure")
         ),
-        figures::Figure::PathsDelays.name()
+        figures::Figure::PathsDelays.name(),
+        crate::batches::MARKER
     )
+}
+
+/// The view filling the delays' table from `ledger`'s changes.
+fn delays_view_sql(ranges: &[Days], name: &str) -> String {
+    format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {name} TO {DELAYS_TABLE} AS {}",
+        delays_select_sql(ranges)
+    )
+}
+
+/// The columns a view's SELECT writes, in order, for its INSERT.
+const DELAYS_COLUMNS: &str =
+    "first_day, last_day, bots, device_filter, placement_filter, rounding, channel, seconds, n";
+
+/// For each summed table whose view for `campaign`'s ranges exists in
+/// `database`: (table, the condition its batch markers meet, the view's
+/// SELECT as an INSERT for the ledger rows `{rows}`) — what
+/// `crate::batches::complete` writes when a view did not run.
+pub async fn batch_fills(
+    client: &clickhouse::Client,
+    database: &str,
+    campaign: &Campaign,
+) -> Result<Vec<(&'static str, String, String)>, clickhouse::error::Error> {
+    let (ranges, text) = ranges_of(campaign);
+    let existing = views(client, database).await?;
+    let mut out = Vec::new();
+    if existing.contains(&view_name(&text)) {
+        let columns: Vec<&str> = ["first_day", "last_day"]
+            .into_iter()
+            .chain(COLUMNS)
+            .chain(["n", "credit"])
+            .collect();
+        out.push((
+            TABLE,
+            format!("figure = '{}'", crate::batches::MARKER),
+            format!(
+                "INSERT INTO {TABLE} ({}) {} WHERE {{rows}}",
+                columns.join(", "),
+                select_sql(&ranges)
+            ),
+        ));
+    }
+    if existing.contains(&delays_view_name(&text)) {
+        out.push((
+            DELAYS_TABLE,
+            format!("rounding = {}", crate::batches::MARKER_ROUNDING),
+            format!(
+                "INSERT INTO {DELAYS_TABLE} ({DELAYS_COLUMNS}) {} AND {{rows}}",
+                delays_select_sql(&ranges)
+            ),
+        ));
+    }
+    Ok(out)
 }
 
 /// The table's state: its last recorded ranges and whether it was whole.
@@ -271,7 +361,29 @@ pub async fn ensure(
     }
     let client = store.client();
     let names = view_names(&text);
-    let existing = views(&client, &store.database).await?;
+    let mut existing = views(&client, &store.database).await?;
+    // The delays' view of before the batch markers: made anew, and the
+    // table partial until `rebuild-ranges` (its rows written meanwhile by
+    // neither view would be missing; the dashboard reads `figures`).
+    let legacy = legacy_delays_view_name(&text);
+    if existing.contains(&legacy) {
+        client
+            .query(&delays_view_sql(&ranges, &names[1]))
+            .execute()
+            .await?;
+        client
+            .query(&format!("DROP TABLE IF EXISTS {legacy}"))
+            .execute()
+            .await?;
+        record(
+            &client,
+            &text,
+            false,
+            "the paths' delays view now passes batch markers on: run ensemble-processor rebuild-ranges",
+        )
+        .await?;
+        existing = views(&client, &store.database).await?;
+    }
     if existing.iter().any(|v| !names.contains(v)) {
         return Ok(Status::OtherRanges);
     }
@@ -390,7 +502,7 @@ pub async fn refill(
              seconds AS f_seconds, n AS f_n FROM {TABLE} WHERE figure = '{}') \
              GROUP BY first_day, last_day, bots, device_filter, placement_filter, rounding, \
              channel, seconds",
-            delays_select("f_", "f_first", "f_last"),
+            delays_select("f_", "f_first", "f_last", None),
             figures::Figure::PathsDelays.name()
         ))
         .with_setting("max_bytes_before_external_group_by", "1000000000")

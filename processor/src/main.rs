@@ -107,6 +107,13 @@ fn main() -> ExitCode {
             config.validate(),
             |settings, _| async move {
                 for (_, store) in settings.sites.iter() {
+                    ensemble_core::batches::retire(store).await.map_err(|e| {
+                        anyhow::anyhow!("database {}: batch markers: {e}", store.database)
+                    })?;
+                    println!(
+                        "database {}: batch markers older than a day deleted (in the background: system.mutations)",
+                        store.database
+                    );
                     for table in ensemble_core::ledger::FIGURES_TABLES {
                         let started = std::time::Instant::now();
                         let merged =

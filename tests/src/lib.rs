@@ -645,6 +645,65 @@ pub async fn summed_ranges_agree(
     Ok(compared)
 }
 
+/// Every stored figure as it stands, by table and key: `figures`,
+/// `figures_ranges`, `paths_delays_ranges` and the analysts' `journeys`,
+/// each key with a non-zero sum (credit in millionths). Batch markers
+/// (`ensemble_core::batches`) are left out: a rebuild writes other
+/// batches. Two databases with the same events give the same snapshot.
+pub async fn figures_snapshot(
+    store: &ensemble_core::StoreConfig,
+) -> std::collections::BTreeMap<String, (i64, i64)> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Row {
+        key: String,
+        n: i64,
+        credit: f64,
+    }
+    let figure_key = "concat(figure, '|', toString(bots), '|', device_filter, '|', placement_filter, '|', \
+        toString(first_day), '|', toString(last_day), '|', phase, '|', channel, '|', placement, '|', event_type, '|', \
+        action, '|', step, '|', model, '|', conversion_phase, '|', other_channel, '|', toString(contacts), '|', \
+        toString(toUInt32(hour)), '|', toString(day), '|', toString(seconds), '|', device_class, '|', os_family)";
+    let marker = ensemble_core::batches::MARKER;
+    let mut queries = Vec::new();
+    for table in ["figures", ensemble_core::ranges::TABLE] {
+        queries.push(format!(
+            "SELECT concat('{table}|', {figure_key}) AS key, sum(n) AS n, sum(credit) AS credit FROM {table} \
+             WHERE figure != '{marker}' GROUP BY key HAVING n != 0 OR abs(credit) > 1e-9 ORDER BY key"
+        ));
+    }
+    queries.push(format!(
+        "SELECT concat('{t}|', toString(bots), '|', device_filter, '|', placement_filter, '|', toString(first_day), \
+         '|', toString(last_day), '|', toString(rounding), '|', channel, '|', toString(seconds)) AS key, \
+         sum(n) AS n, toFloat64(0) AS credit FROM {t} WHERE rounding != {r} GROUP BY key HAVING n != 0 ORDER BY key",
+        t = ensemble_core::ranges::DELAYS_TABLE,
+        r = ensemble_core::batches::MARKER_ROUNDING
+    ));
+    queries.push(format!(
+        "SELECT concat('journeys|', k, '|', toString(e), '|', toString(x), '|', toString(sc), '|', \
+         toString(vi), '|', toString(si)) AS key, n, credit FROM (SELECT concat(kind, '|', visitor_id, '|', \
+         toString(ms), '|', toString(event_id), '|', toString(day), '|', phase, '|', channel, '|', placement, '|', \
+         device, '|', contact, '|', model, '|', conversion_phase) AS k, sum(n) AS n, sum(n_events) AS e, \
+         sum(n_exposures) AS x, sum(n_scans) AS sc, sum(n_visits) AS vi, sum(n_signups) AS si, \
+         sum(credit) AS credit FROM {}.journeys WHERE kind != '{marker}' GROUP BY k \
+         HAVING n != 0 OR e != 0 OR x != 0 OR sc != 0 OR vi != 0 OR si != 0 OR abs(credit) > 1e-9) ORDER BY key",
+        store.sql_database()
+    ));
+    let mut out = std::collections::BTreeMap::new();
+    for sql in queries {
+        let rows: Vec<Row> = store
+            .client()
+            .query(&sql)
+            .fetch_all()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        out.extend(
+            rows.into_iter()
+                .map(|r| (r.key, (r.n, (r.credit * 1e6).round() as i64))),
+        );
+    }
+    out
+}
+
 /// What one test's collector, processor and dashboard share: a fresh
 /// topic (3 partitions) and its dead-letter topic on the local broker, a
 /// migrated database and a consumer group name, all named after `name`.

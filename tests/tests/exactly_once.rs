@@ -1,0 +1,361 @@
+//! Every figure exact whatever fails between two of a batch's writes, on
+//! the real broker and ClickHouse: a view of the ledger that fails once
+//! (before every other view, or after some), and the processor SIGKILLed
+//! while its ledger INSERT is between the ledger's part and its views.
+//! After each, every stored figure (all tables, all scopes) equals a
+//! rebuild from the raw events, and the dashboard's reconciliation agrees;
+//! a figure changed behind the processor's back is reported as drift.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use ensemble_core::event::{Consent, EventMessage, EventType, Utm, SCHEMA_VERSION};
+use ensemble_tests::{
+    campaign_file, figures_snapshot, group_progress, metric_value, poll_until, produce_raw,
+    summed_ranges_agree, workspace_binary, Service, Wiring,
+};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(120);
+const ANALYST: &str = "exactly-once-analyst-token-0123";
+
+/// `n` events of `n / 3` new visitors: a scan of a poster, the landing
+/// page, and for every other visitor a sign-up, over the first phase.
+fn messages(seed: u128, n: u32) -> Vec<EventMessage> {
+    let base = Utc
+        .with_ymd_and_hms(2025, 1, 18, 9, 0, 0)
+        .single()
+        .expect("ts");
+    (0..n)
+        .map(|i| {
+            let visitor = i / 3;
+            let ts = base
+                + chrono::Duration::hours(i64::from(visitor % 200))
+                + chrono::Duration::minutes(i64::from(i % 3));
+            let kind = match i % 3 {
+                0 => EventType::QrScan,
+                1 => EventType::PageView,
+                _ if visitor % 2 == 0 => EventType::Signup,
+                _ => EventType::PageView,
+            };
+            let signup = kind == EventType::Signup;
+            EventMessage {
+                v: SCHEMA_VERSION,
+                event_id: Uuid::from_u128(seed << 32 | u128::from(i)),
+                event_type: kind,
+                ts,
+                received_at: ts + chrono::Duration::seconds(1),
+                ts_clamped: false,
+                imported: true,
+                visitor_id: format!("v_once_{seed}_{visitor:05}"),
+                placement: (i % 3 == 0)
+                    .then(|| ["M-CHATELET", "G-NATIONAL"][(visitor % 2) as usize].to_owned()),
+                utm: Utm::default(),
+                url: None,
+                referrer_host: None,
+                user_agent: Some(
+                    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) Mobile/15E148".into(),
+                ),
+                bot: false,
+                action: None,
+                contact_hash: signup
+                    .then(|| format!("{:064x}", (seed << 32) | u128::from(visitor))),
+                consent: signup.then_some(Consent {
+                    results: true,
+                    newsletter: false,
+                }),
+                custom_name: None,
+                props: Default::default(),
+            }
+        })
+        .collect()
+}
+
+struct Run {
+    w: Wiring,
+    processor: Option<Service>,
+    dashboard: Service,
+}
+
+impl Run {
+    async fn start(name: &str) -> Self {
+        let w = Wiring::new(name).await;
+        let processor = Some(start_processor(&w));
+        let dashboard = start_dashboard(&w);
+        processor
+            .as_ref()
+            .expect("processor")
+            .wait_ready("processor", WAIT)
+            .await;
+        dashboard.wait_ready("dashboard", WAIT).await;
+        Self {
+            w,
+            processor,
+            dashboard,
+        }
+    }
+
+    async fn sql(&self, sql: &str) {
+        self.w
+            .store
+            .client()
+            .query(sql)
+            .execute()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    async fn count(&self, sql: &str) -> u64 {
+        self.w
+            .store
+            .client()
+            .query(sql)
+            .fetch_one()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    async fn produce(&self, messages: &[EventMessage]) {
+        let encoded: Vec<(String, Vec<u8>)> = messages
+            .iter()
+            .map(|m| (m.visitor_id.clone(), m.encode()))
+            .collect();
+        produce_raw(&self.w.brokers, &self.w.topic, &encoded)
+            .await
+            .expect("produce");
+    }
+
+    /// Waits until the group has committed everything in the topic.
+    async fn drained(&self) {
+        poll_until(
+            "the processor group at the end of the topic",
+            WAIT,
+            || async {
+                let (done, high) = group_progress(&self.w.brokers, &self.w.topic, &self.w.group)
+                    .await
+                    .ok()?;
+                (high > 0 && done == high).then_some(())
+            },
+        )
+        .await;
+    }
+
+    fn processor_metric(&self, series: &str) -> f64 {
+        let p = self.processor.as_ref().expect("processor running");
+        p.get("/metrics")
+            .and_then(|(_, body)| metric_value(&body, series))
+            .unwrap_or(0.0)
+    }
+
+    /// Every figure equals a rebuild from `events`, the summed ranges agree
+    /// with `figures`, and the dashboard's reconciliation finds no drift.
+    async fn assert_exact(&mut self, events: u64) {
+        assert_eq!(
+            self.count("SELECT uniqExact(event_id) FROM events").await,
+            events
+        );
+        assert_eq!(
+            self.count("SELECT count() FROM ledger WHERE tombstone = 0")
+                .await,
+            events,
+            "each event accounted once"
+        );
+        let campaign = ensemble_core::Campaign::load(&campaign_file()).expect("campaign");
+        let counts = ensemble_core::reconciliation::counts(&self.w.store.client(), &campaign)
+            .await
+            .expect("counts");
+        assert_eq!(counts.figures, counts.accounted, "figures per day = ledger");
+        assert_eq!(counts.accounted, counts.events, "ledger per day = events");
+        if let Err(e) = summed_ranges_agree(&self.w.store, &campaign).await {
+            panic!("the summed ranges disagree with the figures: {e}");
+        }
+        let live = figures_snapshot(&self.w.store).await;
+        assert!(live.len() > 100, "{} values", live.len());
+        // A rebuild from the raw events (processor stopped, as documented).
+        if let Some(mut p) = self.processor.take() {
+            p.terminate(Duration::from_secs(30));
+        }
+        ensemble_core::ledger::rebuild(&self.w.store, &campaign, |_| {})
+            .await
+            .expect("rebuild");
+        let rebuilt = figures_snapshot(&self.w.store).await;
+        let differ: Vec<_> = live
+            .iter()
+            .filter(|(k, v)| rebuilt.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k}: {v:?} vs rebuilt {:?}", rebuilt.get(k)))
+            .chain(
+                rebuilt
+                    .iter()
+                    .filter(|(k, _)| !live.contains_key(*k))
+                    .map(|(k, v)| format!("{k}: missing, rebuilt {v:?}")),
+            )
+            .take(10)
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{} values, differences: {differ:#?}",
+            live.len()
+        );
+    }
+
+    /// `/api/live`'s reconciliation once two checks have run.
+    async fn reconciliation(&self, agree: bool) -> serde_json::Value {
+        poll_until("the reconciliation to settle", WAIT, || async {
+            let live = self.dashboard.get_json("/api/live", ANALYST);
+            let r = live["reconciliation"].clone();
+            (r["agree"] == serde_json::json!(agree)).then_some(r)
+        })
+        .await
+    }
+}
+
+fn start_processor(w: &Wiring) -> Service {
+    let campaign = campaign_file().display().to_string();
+    let mut args = vec!["--campaign", &campaign, "--group-id", &w.group];
+    args.extend(w.kafka_args());
+    args.extend(w.clickhouse_args());
+    args.extend(["--flush-interval-ms", "200", "--insert-retry-max-ms", "500"]);
+    Service::start(&workspace_binary("ensemble-processor"), &args, &[]).expect("processor")
+}
+
+fn start_dashboard(w: &Wiring) -> Service {
+    let campaign = campaign_file().display().to_string();
+    let mut args = vec![
+        "--campaign",
+        &campaign,
+        "--analyst-tokens",
+        ANALYST,
+        "--processor-group",
+        &w.group,
+        "--reconcile-interval-s",
+        "1",
+    ];
+    args.extend(w.kafka_args().into_iter().take(4));
+    args.extend(w.clickhouse_args());
+    Service::start(&workspace_binary("ensemble-dashboard"), &args, &[]).expect("dashboard")
+}
+
+/// A view of the ledger that fails while `fault_switch` holds a row, named
+/// so that ClickHouse runs it before (`a_…`) or after (`g_…`, between
+/// the figures' views and the journeys') some of the others.
+async fn failing_view(run: &Run, name: &str) {
+    run.sql("CREATE TABLE IF NOT EXISTS fault_switch (engaged UInt8) ENGINE = Memory")
+        .await;
+    run.sql("CREATE TABLE IF NOT EXISTS fault_sink (x UInt8) ENGINE = Memory")
+        .await;
+    run.sql(&format!(
+        "CREATE MATERIALIZED VIEW {name} TO fault_sink AS SELECT \
+         throwIf(toUInt8(tombstone + 1) IN (SELECT engaged FROM fault_switch)) AS x FROM ledger"
+    ))
+    .await;
+}
+
+async fn view_fails_once(name: &str, view: &str, seed: u128) {
+    let mut run = Run::start(name).await;
+    // Some history first, so that the failing batch changes known visitors too.
+    let before = messages(seed, 150);
+    run.produce(&before).await;
+    run.drained().await;
+    failing_view(&run, view).await;
+    run.sql("INSERT INTO fault_switch VALUES (1)").await;
+    let after = messages(seed + 1, 300);
+    run.produce(&after).await;
+    poll_until("the ledger INSERT to fail", WAIT, || async {
+        (run.processor_metric("ensemble_processor_insert_failures_total") >= 1.0).then_some(())
+    })
+    .await;
+    let landed = run
+        .count("SELECT count() FROM ledger WHERE tombstone = 0")
+        .await;
+    assert!(
+        landed > 150,
+        "the ledger's part landed before the failing view ({landed} rows)"
+    );
+    run.sql("TRUNCATE TABLE fault_switch").await;
+    run.drained().await;
+    run.sql(&format!("DROP TABLE {view}")).await;
+    let r = run.reconciliation(true).await;
+    assert_eq!(r["drift"], serde_json::json!([]), "{r}");
+    run.assert_exact(450).await;
+}
+
+#[tokio::test]
+async fn a_view_failing_before_the_others_leaves_no_figure_short() {
+    view_fails_once("once_view_first", "a_fault_mv", 1 << 20).await;
+}
+
+#[tokio::test]
+async fn a_view_failing_after_some_others_leaves_no_figure_short() {
+    view_fails_once("once_view_middle", "g_fault_mv", 2 << 20).await;
+}
+
+/// The processor SIGKILLed while its ledger INSERT waits in a slow view
+/// (the ledger's part landed, the views not all run), then started again.
+#[tokio::test]
+async fn the_processor_killed_between_the_ledger_and_its_views_recovers() {
+    let mut run = Run::start("once_kill").await;
+    let seed = 3 << 20;
+    run.produce(&messages(seed, 150)).await;
+    run.drained().await;
+    run.sql("CREATE TABLE IF NOT EXISTS slow_sink (x UInt8) ENGINE = Memory")
+        .await;
+    run.sql(
+        "CREATE MATERIALIZED VIEW g_slow_mv TO slow_sink AS \
+         SELECT toUInt8(sleep(3)) AS x FROM ledger LIMIT 1",
+    )
+    .await;
+    run.produce(&messages(seed + 1, 300)).await;
+    let query_like = "ensemble-ledger-batch-%";
+    poll_until("a ledger INSERT in its views", WAIT, || async {
+        let n = run
+            .count(&format!(
+                "SELECT count() FROM system.processes WHERE query_id LIKE '{query_like}'"
+            ))
+            .await;
+        (n > 0).then_some(())
+    })
+    .await;
+    if let Some(p) = run.processor.as_mut() {
+        p.kill();
+    }
+    run.sql("DROP TABLE g_slow_mv").await;
+    run.processor = Some(start_processor(&run.w));
+    run.drained().await;
+    let r = run.reconciliation(true).await;
+    assert_eq!(r["drift"], serde_json::json!([]), "{r}");
+    run.assert_exact(450).await;
+}
+
+/// A figure changed behind the processor's back is drift: the dashboard
+/// says so (`/api/live`, the gauges) once two checks agree, and stops
+/// once the figures are right again.
+#[tokio::test]
+async fn the_reconciliation_reports_figures_that_drift() {
+    let run = Run::start("once_drift").await;
+    run.produce(&messages(4 << 20, 90)).await;
+    run.drained().await;
+    run.reconciliation(true).await;
+    let tamper = |n: i64| {
+        format!(
+            "INSERT INTO figures (figure, bots, first_day, last_day, day, n) \
+             VALUES ('events', 1, '2025-01-19', '2025-01-19', '2025-01-19', {n})"
+        )
+    };
+    run.sql(&tamper(-7)).await;
+    let r = run.reconciliation(false).await;
+    assert_eq!(r["drift"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(r["drift"][0]["day"], "2025-01-19", "{r}");
+    assert_eq!(r["drift"][0]["figures_minus_accounted"], -7, "{r}");
+    assert_eq!(r["drift"][0]["accounted_minus_events"], 0, "{r}");
+    poll_until("the drift gauge", WAIT, || async {
+        let (_, body) = run.dashboard.get("/metrics")?;
+        let v = metric_value(
+            &body,
+            "ensemble_pipeline_figures_drift_events{between=\"figures_ledger\"}",
+        )?;
+        (v == 7.0).then_some(())
+    })
+    .await;
+    run.sql(&tamper(7)).await;
+    run.reconciliation(true).await;
+}
