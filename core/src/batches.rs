@@ -28,6 +28,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::figures;
+use crate::ledger::lit;
 use crate::Campaign;
 
 /// What a marker's `figure` (and a journeys marker's `kind`) holds.
@@ -45,6 +46,11 @@ pub struct Marker {
     /// The day its `figures` row sits on (inside every summed range that
     /// starts the campaign, so that `figures_ranges` gets it too).
     pub day: figures::Day,
+}
+
+/// The query id of the ledger INSERT that carries the marker `key`.
+fn query_id(key: &str) -> String {
+    format!("ensemble-ledger-{key}")
 }
 
 /// The day markers sit on: the first day of `campaign`'s summed ranges.
@@ -68,7 +74,7 @@ impl Marker {
 
     /// The ClickHouse query id of the INSERT that carries it.
     pub fn query_id(&self) -> String {
-        format!("ensemble-ledger-{}", self.key)
+        query_id(&self.key)
     }
 
     /// Its element of each `change.*` array, in the ledger writer's order
@@ -148,29 +154,27 @@ struct Head {
     key: String,
 }
 
-/// What [`complete`] did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Completed {
-    /// Batches whose markers were all there.
-    pub whole: usize,
-    /// (table, batch key) written from the ledger.
-    pub written: Vec<(String, String)>,
+/// Which ledger row(s) a fill reads: the head (the `change` arrays) or
+/// the row carrying the `journey` arrays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carried {
+    Change,
+    Journey,
 }
 
-/// A table a view fills from the ledger, and how to fill it for one batch.
+/// A table a view fills from the ledger, and how to fill it for a batch.
 struct Target {
     table: String,
-    /// Rows of the batch's marker in `table` (SQL returning a count).
+    /// Its markers' rows, without the key (`… AND <key column> = <key>`).
     marker: String,
-    /// The view's SELECT over the batch's ledger row(s), as an INSERT.
+    /// The column holding the key.
+    key_column: &'static str,
+    /// The view's SELECT as an INSERT, for the ledger rows `{rows}`.
     fill: String,
+    reads: Carried,
 }
 
-/// The columns of `table` (in `database`), in order. The fills below name
-/// what they select `change_<column>` / `journey_<column>` (an INSERT
-/// takes them by position): named as the column, `journey.visitor_id AS
-/// visitor_id` would stand for the ledger's own `visitor_id` in the WHERE
-/// that picks the batch's row, and pick the wrong elements.
+/// The columns of `table` (in `database`), in order.
 async fn columns(
     client: &clickhouse::Client,
     database: &str,
@@ -184,69 +188,65 @@ async fn columns(
         .await
 }
 
-/// Every table the ledger's views fill, for the batch `key` whose arrays
-/// are on the rows of `head` (change) and `carrier` (journey) written at
-/// `written_ms`.
+/// `INSERT INTO table (columns) SELECT array.column AS array_column, …
+/// FROM ledger ARRAY JOIN array WHERE {rows}`: what a view that copies
+/// every column of `array` writes. Selected as `array_<column>` (an INSERT
+/// takes them by position): named as the column, `journey.visitor_id AS
+/// visitor_id` would stand for the ledger's own `visitor_id` in the WHERE
+/// that picks the batch's row, and pick the wrong elements.
+fn copy_fill(table: &str, columns: &[String], array: &str) -> String {
+    let selected: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{array}.{c} AS {array}_{c}"))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({}) SELECT {} FROM ledger ARRAY JOIN {array} WHERE {{rows}}",
+        columns.join(", "),
+        selected.join(", ")
+    )
+}
+
+/// Every table the ledger's views fill in this database.
 async fn targets(
     client: &clickhouse::Client,
     campaign: &Campaign,
-    key: &str,
-    written_ms: u64,
-    (head, carrier): (&str, Option<&str>),
 ) -> Result<Vec<Target>, clickhouse::error::Error> {
     let database: String = client.query("SELECT currentDatabase()").fetch_one().await?;
-    let sql_database = format!("{database}_sql");
-    let key_lit = crate::ledger::literal(key);
-    let head_rows = format!(
-        "written_ms = {written_ms} AND visitor_id = {}",
-        crate::ledger::literal(head)
-    );
-    let mut out = Vec::new();
-    // `figures` (figures_mv): every column is the change's of that name.
-    let cols = columns(client, &database, "figures").await?;
-    out.push(Target {
+    let journeys = format!("{database}_sql.journeys");
+    // `figures` (figures_mv) and the journeys (journeys_mv) copy every
+    // column of their array; the summed ranges' tables are filled when
+    // their views for this campaign's ranges exist.
+    let mut out = vec![Target {
         table: "figures".into(),
-        marker: format!(
-            "SELECT count() FROM figures WHERE figure = '{MARKER}' AND channel = {key_lit}"
+        marker: format!("figure = '{MARKER}'"),
+        key_column: "channel",
+        fill: copy_fill(
+            "figures",
+            &columns(client, &database, "figures").await?,
+            "change",
         ),
-        fill: format!(
-            "INSERT INTO figures ({}) SELECT {} FROM ledger ARRAY JOIN change WHERE {head_rows}",
-            cols.join(", "),
-            cols.iter()
-                .map(|c| format!("change.{c} AS change_{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    });
-    // The summed ranges' tables, when their views for this campaign's
-    // ranges exist.
+        reads: Carried::Change,
+    }];
     for (table, marker, fill) in crate::ranges::batch_fills(client, &database, campaign).await? {
         out.push(Target {
             table: table.into(),
-            marker: format!("SELECT count() FROM {table} WHERE {marker} AND channel = {key_lit}"),
-            fill: fill.replace("{rows}", &head_rows),
+            marker,
+            key_column: "channel",
+            fill,
+            reads: Carried::Change,
         });
     }
-    // The analysts' journeys (journeys_mv), when the batch carried any.
-    if let Some(carrier) = carrier {
-        let cols = columns(client, &sql_database, "journeys").await?;
-        out.push(Target {
-            table: format!("{sql_database}.journeys"),
-            marker: format!(
-                "SELECT count() FROM {sql_database}.journeys WHERE kind = '{MARKER}' AND visitor_id = {key_lit}"
-            ),
-            fill: format!(
-                "INSERT INTO {sql_database}.journeys ({}) SELECT {} FROM ledger ARRAY JOIN journey \
-                 WHERE written_ms = {written_ms} AND visitor_id = {}",
-                cols.join(", "),
-                cols.iter()
-                    .map(|c| format!("journey.{c} AS journey_{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                crate::ledger::literal(carrier)
-            ),
-        });
-    }
+    out.push(Target {
+        fill: copy_fill(
+            &journeys,
+            &columns(client, &format!("{database}_sql"), "journeys").await?,
+            "journey",
+        ),
+        table: journeys,
+        marker: format!("kind = '{MARKER}'"),
+        key_column: "visitor_id",
+        reads: Carried::Journey,
+    });
     Ok(out)
 }
 
@@ -255,36 +255,22 @@ async fn targets(
 /// completes the batch itself.
 const STILL_RUNNING_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Completes the ledger batches of `again` ((visitor, `written_ms`) of
-/// already-accounted events just read again) whose head event is one of
-/// `mine` (events this member holds: it owns their partition): each table
-/// a view fills from the ledger that lacks the batch's marker gets the
-/// batch's rows, from the ledger's arrays. Batches whose arrays were
-/// emptied (`compact`) are long complete and are not looked at.
-pub async fn complete(
+/// The head rows among the ledger rows `again` ((visitor, `written_ms`)):
+/// a batch's head row is a row of its head event's visitor, so the
+/// ledger's sorting key finds them. In chunks, under ClickHouse's
+/// `max_query_size` (a replay brings a whole batch back).
+async fn heads(
     client: &clickhouse::Client,
-    campaign: &Campaign,
     again: &BTreeSet<(&str, u64)>,
-    mine: &BTreeSet<Uuid>,
-) -> Result<Completed, clickhouse::error::Error> {
-    let mut done = Completed::default();
-    if again.is_empty() {
-        return Ok(done);
-    }
-    // By the ledger's sorting key (visitor, written_ms): the head row of a
-    // batch is a row of its head event's visitor. In chunks, under
-    // ClickHouse's `max_query_size` (a replay brings a whole batch back).
+) -> Result<Vec<Head>, clickhouse::error::Error> {
     let again: Vec<&(&str, u64)> = again.iter().collect();
     let mut heads: Vec<Head> = Vec::new();
     for chunk in again.chunks(2000) {
         let pairs: Vec<String> = chunk
             .iter()
-            .map(|(v, w)| format!("({}, toUInt64({w}))", crate::ledger::literal(v)))
+            .map(|(v, w)| format!("({}, toUInt64({w}))", lit(v)))
             .collect();
-        let visitors: BTreeSet<String> = chunk
-            .iter()
-            .map(|(v, _)| crate::ledger::literal(v))
-            .collect();
+        let visitors: BTreeSet<String> = chunk.iter().map(|(v, _)| lit(v)).collect();
         let visitors: Vec<String> = visitors.into_iter().collect();
         heads.extend(
             client
@@ -300,47 +286,82 @@ pub async fn complete(
                 .await?,
         );
     }
+    Ok(heads)
+}
+
+/// Completes the ledger batches of `again` ((visitor, `written_ms`) of
+/// already-accounted events just read again) whose head event is one of
+/// `mine` (events this member holds: it owns their partition): each table
+/// a view fills from the ledger that lacks the batch's marker gets the
+/// batch's rows, from the ledger's arrays. Batches whose arrays were
+/// emptied (`compact`) are long complete and are not looked at. A whole
+/// batch costs a marker lookup per table, by each table's sorting key.
+pub async fn complete(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    again: &BTreeSet<(&str, u64)>,
+    mine: &BTreeSet<Uuid>,
+) -> Result<(), clickhouse::error::Error> {
+    if again.is_empty() {
+        return Ok(());
+    }
+    let heads: Vec<Head> = heads(client, again)
+        .await?
+        .into_iter()
+        .filter(|h| mine.contains(&h.event_id))
+        .collect();
+    if heads.is_empty() {
+        return Ok(());
+    }
+    let targets = targets(client, campaign).await?;
     for head in heads {
-        let written_ms = head.written_ms;
-        if !mine.contains(&head.event_id) {
-            continue;
-        }
         wait_while_running(client, &head.key).await?;
-        let carrier: Option<String> = client
-            .query(&format!(
-                "SELECT visitor_id FROM ledger WHERE written_ms = {written_ms} \
-                 AND has(journey.visitor_id, {}) LIMIT 1",
-                crate::ledger::literal(&head.key)
-            ))
-            .fetch_optional()
-            .await?;
-        let targets = targets(
-            client,
-            campaign,
-            &head.key,
-            written_ms,
-            (&head.visitor_id, carrier.as_deref()),
-        )
-        .await?;
-        let mut missing = 0;
-        for t in targets {
-            let present: u64 = client.query(&t.marker).fetch_one().await?;
-            if present == 0 {
-                client.query(&t.fill).execute().await?;
-                tracing::warn!(
-                    table = %t.table,
-                    batch = %head.key,
-                    "a view of the ledger had not written this batch: written now from the ledger"
-                );
-                done.written.push((t.table, head.key.clone()));
-                missing += 1;
+        let key = lit(&head.key);
+        let written_ms = head.written_ms;
+        for t in &targets {
+            let present: u64 = client
+                .query(&format!(
+                    "SELECT count() FROM {} WHERE {} AND {} = {key}",
+                    t.table, t.marker, t.key_column
+                ))
+                .fetch_one()
+                .await?;
+            if present > 0 {
+                continue;
             }
-        }
-        if missing == 0 {
-            done.whole += 1;
+            let visitor = match t.reads {
+                Carried::Change => Some(head.visitor_id.clone()),
+                // The row carrying the journeys (the batch's second, or its
+                // only one): found by the marker among its arrays.
+                Carried::Journey => {
+                    client
+                        .query(&format!(
+                            "SELECT visitor_id FROM ledger WHERE written_ms = {written_ms} \
+                             AND has(journey.visitor_id, {key}) LIMIT 1"
+                        ))
+                        .fetch_optional()
+                        .await?
+                }
+            };
+            let Some(visitor) = visitor else {
+                continue;
+            };
+            let rows = format!(
+                "written_ms = {written_ms} AND visitor_id = {}",
+                lit(&visitor)
+            );
+            client
+                .query(&t.fill.replace("{rows}", &rows))
+                .execute()
+                .await?;
+            tracing::warn!(
+                table = %t.table,
+                batch = %head.key,
+                "a view of the ledger had not written this batch: written now from the ledger"
+            );
         }
     }
-    Ok(done)
+    Ok(())
 }
 
 /// Waits (bounded) while the INSERT that carried `key` still runs.
@@ -348,12 +369,7 @@ async fn wait_while_running(
     client: &clickhouse::Client,
     key: &str,
 ) -> Result<(), clickhouse::error::Error> {
-    let query_id = Marker {
-        key: key.to_owned(),
-        written_ms: 0,
-        day: 0,
-    }
-    .query_id();
+    let query_id = query_id(key);
     let deadline = std::time::Instant::now() + STILL_RUNNING_WAIT;
     loop {
         let running: u64 = client

@@ -86,7 +86,7 @@ pub fn ledger_event(r: &EventRow) -> Event {
 
 /// A string literal: quotes and backslashes escaped; `?` written as `\x3F`
 /// so the client never takes it for a placeholder.
-fn lit(s: &str) -> String {
+pub(crate) fn lit(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     push_quoted(&mut out, s, true);
     out
@@ -124,11 +124,6 @@ fn push_quoted(out: &mut String, s: &str, in_query: bool) {
     out.push('\'');
 }
 
-/// A string literal for SQL text (see `lit`).
-pub(crate) fn literal(s: &str) -> String {
-    lit(s)
-}
-
 fn in_list(ids: &[&str]) -> String {
     ids.iter().map(|s| lit(s)).collect::<Vec<_>>().join(",")
 }
@@ -152,11 +147,14 @@ pub async fn read(
     client: &clickhouse::Client,
     visitors: &[&str],
 ) -> Result<HashMap<String, Vec<Event>>, clickhouse::error::Error> {
-    Ok(read_written(client, visitors)
-        .await?
-        .into_iter()
+    Ok(without_written(read_written(client, visitors).await?))
+}
+
+/// The events of [`read_written`]'s answer, without their `written_ms`.
+fn without_written(read: HashMap<String, Vec<(u64, Event)>>) -> HashMap<String, Vec<Event>> {
+    read.into_iter()
         .map(|(v, events)| (v, events.into_iter().map(|(_, e)| e).collect()))
-        .collect())
+        .collect()
 }
 
 /// [`read`], each event with the `written_ms` of its ledger row.
@@ -318,6 +316,35 @@ pub fn journey_rows<'a, V: AsRef<str> + 'a>(
         .collect()
 }
 
+/// One TabSeparated array field per column of `columns`: the column of
+/// each of `items`, then the marker's element of that column; `[]` for
+/// every column when the row carries no `items`.
+fn push_arrays<T, F: Fn(&mut String, &T)>(
+    out: &mut String,
+    columns: &[F],
+    items: Option<&[T]>,
+    marker: Option<&[String]>,
+) {
+    for (c, column) in columns.iter().enumerate() {
+        out.push_str("\t[");
+        if let Some(items) = items {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                column(out, item);
+            }
+            if let Some(m) = marker.and_then(|m| m.get(c)) {
+                if !items.is_empty() {
+                    out.push(',');
+                }
+                out.push_str(m);
+            }
+        }
+        out.push(']');
+    }
+}
+
 /// A `Date` array element: `'YYYY-MM-DD'`.
 fn push_date(out: &mut String, day: figures::Day) {
     use chrono::Datelike;
@@ -445,23 +472,12 @@ impl<'c> Writer<'c> {
                 let _ = write!(o, "{:?}", f.value.credit);
             },
         ];
-        let marked = change_marker;
-        for (c, column) in columns.into_iter().enumerate() {
-            out.push_str("\t[");
-            if let Some(change) = change {
-                for f in change {
-                    column(out, f);
-                    out.push(',');
-                }
-                if let Some(m) = &marked {
-                    out.push_str(&m[c]);
-                }
-            }
-            if out.ends_with(',') {
-                out.pop();
-            }
-            out.push(']');
-        }
+        push_arrays(
+            out,
+            &columns,
+            change,
+            change_marker.as_ref().map(|m| m.as_slice()),
+        );
         type JourneyColumn = fn(&mut String, &JourneyRow<'_>);
         let columns: [JourneyColumn; 19] = [
             |o, (v, _, _)| push_quoted(o, v, false),
@@ -502,23 +518,12 @@ impl<'c> Writer<'c> {
                 let _ = write!(o, "{:?}", c.credit);
             },
         ];
-        let marked = journey_marker;
-        for (c, column) in columns.into_iter().enumerate() {
-            out.push_str("\t[");
-            if let Some(journey) = journey {
-                for j in journey {
-                    column(out, j);
-                    out.push(',');
-                }
-                if let Some(m) = &marked {
-                    out.push_str(&m[c]);
-                }
-            }
-            if out.ends_with(',') {
-                out.pop();
-            }
-            out.push(']');
-        }
+        push_arrays(
+            out,
+            &columns,
+            journey,
+            journey_marker.as_ref().map(|m| m.as_slice()),
+        );
         out.push('\n');
     }
 
@@ -638,7 +643,7 @@ pub async fn prepare(
             .push(ledger_event(r));
     }
     let ids: Vec<&str> = batch.keys().copied().collect();
-    let mut known = read_written(client, &ids).await?;
+    let known = read_written(client, &ids).await?;
     // Events of this batch already accounted: a client's retry, or a
     // batch read again after a failed INSERT or a crash. Their ledger
     // batches are completed first if a view did not write them
@@ -652,10 +657,7 @@ pub async fn prepare(
         .map(|(v, w, _)| (v, w))
         .collect();
     crate::batches::complete(client, campaign, &again, &mine).await?;
-    let mut known: HashMap<String, Vec<Event>> = known
-        .drain()
-        .map(|(v, events)| (v, events.into_iter().map(|(_, e)| e).collect()))
-        .collect();
+    let mut known = without_written(known);
     let written_ms = now_ms();
     let sets: Vec<ChangeSets> = batch
         .iter()

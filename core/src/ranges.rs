@@ -234,7 +234,7 @@ fn delays_view_sql(ranges: &[Days], name: &str) -> String {
     )
 }
 
-/// The columns a view's SELECT writes, in order, for its INSERT.
+/// The delays' table's columns as [`delays_select`] gives them (with `n`).
 const DELAYS_COLUMNS: &str =
     "first_day, last_day, bots, device_filter, placement_filter, rounding, channel, seconds, n";
 
@@ -494,8 +494,7 @@ pub async fn refill(
     store
         .client()
         .query(&format!(
-            "INSERT INTO {DELAYS_TABLE} (first_day, last_day, bots, device_filter, \
-             placement_filter, rounding, channel, seconds, n) \
+            "INSERT INTO {DELAYS_TABLE} ({DELAYS_COLUMNS}) \
              SELECT {}, sum(f_n) FROM (SELECT first_day AS f_first, last_day AS f_last, \
              bots AS f_bots, device_filter AS f_device_filter, \
              placement_filter AS f_placement_filter, channel AS f_channel, \

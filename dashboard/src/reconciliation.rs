@@ -56,12 +56,7 @@ impl Latest {
         let drift = reconcile::drift(inner.counts.as_ref(), &counts);
         let report = Report {
             checked_at: at,
-            days: counts
-                .events
-                .keys()
-                .chain(counts.figures.keys())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len(),
+            days: counts.days().len(),
             drift,
             failed: false,
         };
@@ -119,7 +114,7 @@ pub fn live_json(report: Option<&Report>) -> Value {
             "agree": r.drift.is_empty(),
             "days_checked": r.days,
             "drift": r.drift.iter().map(|d| json!({
-                "day": figures::date_of(d.day).format("%Y-%m-%d").to_string(),
+                "day": crate::answers::date(d.day),
                 "events": d.events,
                 "accounted": d.accounted,
                 "figures": d.figures,

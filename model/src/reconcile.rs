@@ -87,7 +87,8 @@ impl Counts {
         (get(&self.events), get(&self.accounted), get(&self.figures))
     }
 
-    fn days(&self) -> BTreeSet<Day> {
+    /// Every day any count has.
+    pub fn days(&self) -> BTreeSet<Day> {
         self.events
             .keys()
             .chain(self.accounted.keys())

@@ -1204,50 +1204,22 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
 }
 
 /// The figures and the analysts' journeys as they stand: every key with a
-/// non-zero sum, batch markers left out (a rebuild writes other batches).
+/// non-zero sum, batch markers left out (`figures_snapshot`, without the
+/// tables summed by range, which these tests compare on their own).
 async fn facts_snapshot(store: &StoreConfig) -> BTreeMap<String, (i64, i64)> {
-    #[derive(clickhouse::Row, serde::Deserialize)]
-    struct Row {
-        key: String,
-        n: i64,
-        credit: f64,
-    }
-    let rows: Vec<Row> = store
-        .client()
-        .query(
-            "SELECT concat(figure, '|', toString(bots), '|', device_filter, '|', placement_filter, '|', \
-             toString(first_day), '|', toString(last_day), '|', phase, '|', channel, '|', placement, '|', event_type, '|', \
-             action, '|', step, '|', model, '|', conversion_phase, '|', other_channel, '|', toString(contacts), '|', \
-             toString(toUInt32(hour)), '|', toString(day), '|', toString(seconds)) AS key, sum(n) AS n, sum(credit) AS credit \
-             FROM figures WHERE figure != 'batch' GROUP BY key HAVING n != 0 OR abs(credit) > 1e-9 ORDER BY key",
-        )
-        .fetch_all()
-        .await
-        .expect("facts");
-    // And the analysts' journeys: their live keys with every count.
-    let journeys: Vec<Row> = store
-        .client()
-        .query(&format!(
-            "SELECT concat('journeys|', k, '|', toString(e), '|', toString(x), '|', toString(sc), '|', \
-             toString(vi), '|', toString(si)) AS key, n, credit FROM (SELECT concat(kind, '|', visitor_id, '|', \
-             toString(ms), '|', toString(event_id), '|', toString(day), '|', phase, '|', channel, '|', placement, '|', \
-             device, '|', contact, '|', model, '|', conversion_phase) AS k, sum(n) AS n, sum(n_events) AS e, \
-             sum(n_exposures) AS x, sum(n_scans) AS sc, sum(n_visits) AS vi, sum(n_signups) AS si, \
-             sum(credit) AS credit FROM {}.journeys WHERE kind != 'batch' GROUP BY k \
-             HAVING n != 0 OR e != 0 OR x != 0 OR sc != 0 OR vi != 0 OR si != 0 OR abs(credit) > 1e-9) ORDER BY key",
-            store.sql_database()
-        ))
-        .fetch_all()
-        .await
-        .expect("journeys");
+    let all = ensemble_tests::figures_snapshot(store).await;
+    let part = |prefix: &str| -> BTreeMap<String, (i64, i64)> {
+        all.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    };
+    let (rows, journeys) = (part("figures|"), part("journeys|"));
     assert!(
         rows.is_empty() || !journeys.is_empty(),
         "figures without journeys rows"
     );
-    rows.into_iter()
-        .chain(journeys)
-        .map(|r| (r.key, (r.n, (r.credit * 1e6).round() as i64)))
-        .collect()
+    rows.into_iter().chain(journeys).collect()
 }
 
 /// One event of a person in the erasure tests: `kind` by `visitor` at
