@@ -626,10 +626,14 @@ mod tests {
         assert_eq!(summed, view_name("a"));
         assert_eq!(delays, delays_view_name("a"));
         assert!(delays.starts_with(DELAYS_VIEW_PREFIX));
+        // The view before the batch markers had the summed view's hash;
+        // the one passing them on has its own, so `ensure` tells them apart.
+        let legacy = legacy_delays_view_name("a");
         assert_eq!(
-            delays[DELAYS_VIEW_PREFIX.len()..],
+            legacy[DELAYS_VIEW_PREFIX.len()..],
             summed[VIEW_PREFIX.len()..]
         );
+        assert_ne!(delays, legacy);
         assert_ne!(delays_view_name("a"), delays_view_name("b"));
     }
 
@@ -638,11 +642,16 @@ mod tests {
         let sql = delays_view_sql(&[(10, 20)], "v");
         assert!(sql.contains("TO paths_delays_ranges AS SELECT"), "{sql}");
         assert!(
-            sql.contains("WHERE change.figure = 'paths_delays'"),
+            sql.contains("WHERE change.figure IN ('paths_delays', 'batch')"),
             "{sql}"
         );
-        assert!(sql.contains("arrayJoin([toUInt32(60), toUInt32(3600)]) AS rounding"));
-        assert!(sql.contains("toUInt32(intDiv(change.seconds, rounding) * rounding) AS seconds"));
+        // Each delay by each rounding; a batch marker once, of rounding 0.
+        assert!(sql.contains(
+            "arrayJoin(if(change.figure = 'batch', [toUInt32(0)], [toUInt32(60), toUInt32(3600)])) AS rounding"
+        ));
+        assert!(sql.contains(
+            "toUInt32(intDiv(change.seconds, greatest(rounding, 1)) * greatest(rounding, 1)) AS seconds"
+        ));
         assert!(sql.contains("[(toDate('1970-01-11'), toDate('1970-01-21'))]"));
         // The finest rounding is the figure's own step: nothing is lost.
         assert_eq!(u64::from(DELAY_ROUNDINGS[0]), crate::paths::DELAY_STEP_S);
