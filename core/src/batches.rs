@@ -37,6 +37,11 @@ pub const MARKER: &str = "batch";
 /// The rounding a marker gets in `paths_delays_ranges` (no reader asks for it).
 pub const MARKER_ROUNDING: u32 = 0;
 
+/// The scope every marker row has (bots 0, no device or placement
+/// filter): named in each lookup so that the tables' sorting keys, which
+/// start with it, find the marker without a scan.
+pub const UNSCOPED: &str = "bots = 0 AND device_filter = '' AND placement_filter = ''";
+
 /// One ledger INSERT's marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marker {
@@ -218,7 +223,7 @@ async fn targets(
     // their views for this campaign's ranges exist.
     let mut out = vec![Target {
         table: "figures".into(),
-        marker: format!("figure = '{MARKER}'"),
+        marker: format!("figure = '{MARKER}' AND {UNSCOPED}"),
         key_column: "channel",
         fill: copy_fill(
             "figures",

@@ -258,7 +258,11 @@ pub async fn batch_fills(
             .collect();
         out.push((
             TABLE,
-            format!("figure = '{}'", crate::batches::MARKER),
+            format!(
+                "figure = '{}' AND {}",
+                crate::batches::MARKER,
+                crate::batches::UNSCOPED
+            ),
             format!(
                 "INSERT INTO {TABLE} ({}) {} WHERE {{rows}}",
                 columns.join(", "),
@@ -269,7 +273,11 @@ pub async fn batch_fills(
     if existing.contains(&delays_view_name(&text)) {
         out.push((
             DELAYS_TABLE,
-            format!("rounding = {}", crate::batches::MARKER_ROUNDING),
+            format!(
+                "rounding = {} AND {}",
+                crate::batches::MARKER_ROUNDING,
+                crate::batches::UNSCOPED
+            ),
             format!(
                 "INSERT INTO {DELAYS_TABLE} ({DELAYS_COLUMNS}) {} AND {{rows}}",
                 delays_select_sql(&ranges)
