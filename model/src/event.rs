@@ -525,9 +525,18 @@ fn reduce_url(url: &url::Url) -> (String, Utm) {
     (kept.to_string(), utm)
 }
 
-/// Normalises an e-mail (trim, lower-case) and checks its shape.
+/// One spelling of an e-mail address: trimmed, Unicode NFC, case-folded
+/// (Unicode default case folding), NFC again. `Zoé@Exemple.fr` typed with a
+/// composed or a decomposed `é`, in any case, is one contact.
+pub fn fold_email(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let composed: String = raw.trim().nfc().collect();
+    caseless::default_case_fold_str(&composed).nfc().collect()
+}
+
+/// Normalises an e-mail ([`fold_email`]) and checks its shape.
 pub fn normalise_email(raw: &str) -> Option<String> {
-    let e = raw.trim().to_lowercase();
+    let e = fold_email(raw);
     let (local, domain) = e.split_once('@')?;
     let ok = !local.is_empty()
         && domain.contains('.')

@@ -39,10 +39,31 @@ impl ContactHasher {
     /// so that `A@B.fr ` and `a@b.fr` give the same hash.
     pub fn contact_hash(&self, email: &str) -> String {
         let normalised =
-            crate::event::normalise_email(email).unwrap_or_else(|| email.trim().to_lowercase());
+            crate::event::normalise_email(email).unwrap_or_else(|| crate::event::fold_email(email));
+        self.hash(&normalised)
+    }
+
+    fn hash(&self, normalised: &str) -> String {
         let mut mac = self.mac.clone();
         mac.update(normalised.as_bytes());
         hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Every hash `email` may be stored under: today's, and those of
+    /// collectors that only trimmed and lower-cased (before NFC and case
+    /// folding), for the composed and the decomposed spelling. Erasure
+    /// looks for all of them.
+    pub fn contact_hashes(&self, email: &str) -> Vec<String> {
+        use unicode_normalization::UnicodeNormalization;
+        let legacy = email.trim().to_lowercase();
+        let mut out = vec![self.contact_hash(email)];
+        for form in [legacy.nfc().collect::<String>(), legacy.nfd().collect()] {
+            let h = self.hash(&form);
+            if !out.contains(&h) {
+                out.push(h);
+            }
+        }
+        out
     }
 }
 
@@ -68,6 +89,36 @@ mod tests {
             k.contact_hash("a@b.fr"),
             hex::encode(mac.finalize().into_bytes())
         );
+    }
+
+    #[test]
+    fn one_person_is_one_contact_whatever_the_unicode_spelling() {
+        let a = ContactHasher::new(b"0123456789abcdef-secret").unwrap();
+        let composed = "zo\u{e9}.martin@exemple.fr";
+        let decomposed = "zoe\u{301}.martin@exemple.fr";
+        let h = a.contact_hash(composed);
+        assert_eq!(h, a.contact_hash(decomposed));
+        assert_eq!(h, a.contact_hash("ZO\u{c9}.Martin@EXEMPLE.fr"));
+        assert_eq!(h, a.contact_hash("ZOE\u{301}.MARTIN@exemple.fr"));
+        // Case folding, not only lower-casing: ß and ss, final sigma.
+        assert_eq!(
+            a.contact_hash("strasse@exemple.de"),
+            a.contact_hash("STRASSE@exemple.de")
+        );
+        assert_eq!(
+            a.contact_hash("stra\u{df}e@exemple.de"),
+            a.contact_hash("STRASSE@exemple.de")
+        );
+        assert_ne!(h, a.contact_hash("zoe.martin@exemple.fr"), "é is not e");
+        // Erasure also finds what older collectors stored (lower-cased only).
+        let all = a.contact_hashes(decomposed);
+        assert_eq!(all[0], h);
+        let old = |s: &str| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(b"0123456789abcdef-secret").unwrap();
+            mac.update(s.as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        };
+        assert!(all.contains(&old(composed)) && all.contains(&old(decomposed)));
     }
 
     #[test]

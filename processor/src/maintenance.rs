@@ -178,13 +178,36 @@ async fn visitor_ids(
 /// first (ledger tombstones), the contact pairs and rows deleted, the
 /// hourly rollup of the months touched rebuilt. Run again after a timeout,
 /// it finishes what is left and changes nothing else.
+///
+/// The address is looked up under every hash it may be stored under
+/// ([`ContactHasher::contact_hashes`]: today's normalisation, and the
+/// lower-casing of collectors before it); the report names today's hash.
 pub async fn erase(
     sites: &Sites,
     hasher: &ContactHasher,
     email: &str,
     wait: Duration,
 ) -> Result<ErasureReport, MaintenanceError> {
-    let hash = hasher.contact_hash(email);
+    let mut hashes = hasher.contact_hashes(email).into_iter();
+    let mut report = erase_contact(sites, hashes.next().unwrap_or_default(), wait).await?;
+    for hash in hashes {
+        let older = erase_contact(sites, hash, wait).await?;
+        report.own_visitors.extend(older.own_visitors);
+        report.shared_visitors.extend(older.shared_visitors);
+        report.rows_deleted += older.rows_deleted;
+        report.months_rebuilt.extend(older.months_rebuilt);
+    }
+    report.months_rebuilt.sort_unstable();
+    report.months_rebuilt.dedup();
+    Ok(report)
+}
+
+/// [`erase`] of one contact hash.
+async fn erase_contact(
+    sites: &Sites,
+    hash: String,
+    wait: Duration,
+) -> Result<ErasureReport, MaintenanceError> {
     // The person's visitor ids, found in any campaign's database, are
     // erased from every one: a visitor who signed up in 2025 and came back
     // in 2026 without signing up again is the same person.
