@@ -42,6 +42,8 @@ pub struct EventRow {
     pub props: String,
     pub ts_clamped: u8,
     pub imported: u8,
+    /// A repeated scan (see `EventMessage::repeat`): kept, not counted.
+    pub repeat_scan: u8,
 }
 
 fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -90,6 +92,7 @@ impl EventRow {
             },
             ts_clamped: u8::from(msg.ts_clamped),
             imported: u8::from(msg.imported),
+            repeat_scan: u8::from(msg.repeat),
         }
     }
 }

@@ -79,7 +79,8 @@ pub fn ledger_event(r: &EventRow) -> Event {
         phase: r.phase.clone(),
         device: r.device_class.clone(),
         os: r.os_family.clone(),
-        bot: r.is_bot != 0,
+        // Left out of the figures unless bots are asked for: bots and repeated scans.
+        bot: r.is_bot != 0 || r.repeat_scan != 0,
         contact: r.contact_hash.clone(),
     }
 }
@@ -929,7 +930,7 @@ impl Selection<'_> {
                 "phase",
                 "device_class",
                 "placement",
-                "is_bot",
+                "(is_bot OR repeat_scan)",
             ),
         };
         let mut sql = if source == Source::Ledger {
@@ -995,7 +996,7 @@ pub async fn stream(
             "SELECT visitor_id, toUInt64(0) AS written_ms, toUInt8(0) AS tombstone, event_id, \
              any(toUInt64(ts) * 1000 + ts_ms) AS ms, any(event_type) AS ev_type, any(action) AS ev_action, \
              any(channel) AS ev_channel, any(placement) AS ev_placement, any(phase) AS ev_phase, \
-             any(device_class) AS ev_device, any(is_bot) AS ev_bot, any(contact_hash) AS ev_contact, \
+             any(device_class) AS ev_device, any(is_bot OR repeat_scan) AS ev_bot, any(contact_hash) AS ev_contact, \
              any(os_family) AS ev_os \
              FROM events WHERE visitor_id IN (SELECT DISTINCT visitor_id FROM events WHERE {cond}) \
              GROUP BY visitor_id, event_id ORDER BY visitor_id"
@@ -1333,7 +1334,7 @@ pub async fn rebuild(
             "SELECT visitor_id, toUInt64(min(processed_at)) * 1000 AS written_ms, toUInt8(0) AS tombstone, event_id, \
              any(toUInt64(ts) * 1000 + ts_ms) AS ms, any(event_type) AS ev_type, any(action) AS ev_action, \
              any(channel) AS ev_channel, any(placement) AS ev_placement, any(phase) AS ev_phase, \
-             any(device_class) AS ev_device, any(is_bot) AS ev_bot, any(contact_hash) AS ev_contact, \
+             any(device_class) AS ev_device, any(is_bot OR repeat_scan) AS ev_bot, any(contact_hash) AS ev_contact, \
              any(os_family) AS ev_os \
              FROM events GROUP BY visitor_id, event_id ORDER BY visitor_id",
         )

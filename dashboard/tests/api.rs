@@ -165,6 +165,7 @@ fn enrich(events: &[Ev]) -> Vec<EventRow> {
                 referrer_host: e.referrer.map(str::to_owned),
                 user_agent: None,
                 bot: e.bot,
+                repeat: false,
                 action: e.action,
                 contact_hash: e.contact.map(|c| c.repeat(64)),
                 consent: e.contact.map(|_| Consent {

@@ -3,10 +3,11 @@
 //!
 //! `X-Forwarded-For` is written left to right: whatever the client put in
 //! it first, then each proxy appends the address it received the request
-//! from. Only entries appended by proxies we trust are true, so the client
-//! is found from the right: skip the hops that are our own proxies
-//! (`--trusted-proxies`), and the first other address is the client. What
-//! a client writes into the header itself can never choose its identity.
+//! from. It is read only when the peer is one of our own proxies
+//! (`--trusted-proxies`); then only entries appended by those proxies are
+//! true, so the client is found from the right: skip the hops that are our
+//! own proxies, and the first other address is the client. What a client
+//! writes into the header itself can never choose its identity.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -68,14 +69,19 @@ impl Cidr {
 pub struct ClientResolver {
     /// Behind a proxy: read `X-Forwarded-For`.
     pub trust_forwarded_for: bool,
-    /// Proxy hops to skip from the right of `X-Forwarded-For`, beyond the
-    /// peer (a chain of load balancers).
+    /// Our own proxies: the only peers whose `X-Forwarded-For` is read, and
+    /// the hops skipped from its right (a chain of load balancers).
     pub trusted_proxies: Vec<Cidr>,
 }
 
 impl ClientResolver {
+    /// Is `ip` one of our own proxies?
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(ip))
+    }
+
     pub fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.trust_forwarded_for {
+        if !self.trust_forwarded_for || !self.is_trusted(peer.ip()) {
             return peer.ip();
         }
         // Every X-Forwarded-For line, in order, as one list.
@@ -92,7 +98,7 @@ impl ClientResolver {
                 // header was tampered with before it; the proxy is the client.
                 return peer.ip();
             };
-            if !self.trusted_proxies.iter().any(|c| c.contains(ip)) {
+            if !self.is_trusted(ip) {
                 return ip;
             }
         }
@@ -118,7 +124,7 @@ mod tests {
         let peer: SocketAddr = "10.0.0.2:443".parse().unwrap();
         let r = ClientResolver {
             trust_forwarded_for: true,
-            trusted_proxies: vec![],
+            trusted_proxies: vec!["10.0.0.2".parse().unwrap()],
         };
         assert_eq!(
             r.client(peer, &headers(&["203.0.113.9"])),
@@ -154,6 +160,12 @@ mod tests {
         );
         let off = ClientResolver::default();
         assert_eq!(off.client(peer, &headers(&["203.0.113.9"])), peer.ip());
+        let stranger: SocketAddr = "198.51.100.77:5555".parse().unwrap();
+        assert_eq!(
+            r.client(stranger, &headers(&["203.0.113.9"])),
+            stranger.ip(),
+            "a peer that is not our proxy cannot name its address in the header"
+        );
     }
 
     #[test]

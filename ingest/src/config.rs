@@ -82,15 +82,25 @@ pub struct Config {
         default_value_t = 100_000
     )]
     pub rate_limit_max_clients: usize,
-    /// Take the client address from X-Forwarded-For (only behind a trusted
-    /// proxy): the rightmost address, the one the proxy appended.
+    /// Take the client address from X-Forwarded-For, written by the proxies
+    /// named in --trusted-proxies (required with it): a request from any
+    /// other peer is that peer's, whatever its header says.
     #[arg(long, env = "ENSEMBLE_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
-    /// Further proxies of your own in front of the collector (comma-separated
-    /// addresses or CIDR blocks): their hops are skipped from the right of
-    /// X-Forwarded-For.
+    /// Your own proxies in front of the collector (comma-separated addresses
+    /// or CIDR blocks): X-Forwarded-For is read only from them, and their
+    /// hops are skipped from its right; the first other hop is the client.
     #[arg(long, env = "ENSEMBLE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+    /// A scan of a placement by a client that scanned it less than this long
+    /// ago (seconds) is stored flagged `repeat_scan` and left out of the
+    /// figures, like a bot's: repetition cannot inflate a placement's scans.
+    #[arg(long, env = "ENSEMBLE_REPEAT_SCAN_WINDOW_S", default_value_t = 600)]
+    pub repeat_scan_window_s: u64,
+    /// Failed authentications (wrong import token) a client may make per
+    /// minute before it is answered 429.
+    #[arg(long, env = "ENSEMBLE_AUTH_FAILURES_PER_MIN", default_value_t = 10)]
+    pub auth_failures_per_min: u32,
     /// How long a visit token from the redirect stands for its scanner
     /// (seconds): scan → landing takes seconds; a link opened later, by
     /// anyone, is a new visitor.
@@ -128,6 +138,8 @@ pub struct Settings {
     pub rate_limit_max_clients: usize,
     pub clients: ClientResolver,
     pub visit_token_ttl_s: u64,
+    pub repeat_scan_window_s: u64,
+    pub auth_failures_per_min: u32,
     pub retry_after_s: u64,
     pub kafka: KafkaConfig,
 }
@@ -234,6 +246,24 @@ impl Config {
                 "only means something with --trust-forwarded-for",
             ));
         }
+        if self.trust_forwarded_for && trusted_proxies.is_empty() {
+            return Err(ConfigError::new(
+                "--trust-forwarded-for",
+                "name the proxies it trusts with --trusted-proxies (e.g. 10.0.0.0/8): \
+                 a header from anyone else could choose its sender's address",
+            ));
+        }
+        if !(1..=86_400).contains(&self.repeat_scan_window_s) {
+            return Err(ConfigError::new(
+                "--repeat-scan-window-s",
+                "must be 1..=86400",
+            ));
+        }
+        at_least(
+            "--auth-failures-per-min",
+            u64::from(self.auth_failures_per_min),
+            1,
+        )?;
         at_least("--retry-after-s", self.retry_after_s, 1)?;
         if !(1..=3600).contains(&self.visit_token_ttl_s) {
             return Err(ConfigError::new(
@@ -268,6 +298,8 @@ impl Config {
                 trusted_proxies,
             },
             visit_token_ttl_s: self.visit_token_ttl_s,
+            repeat_scan_window_s: self.repeat_scan_window_s,
+            auth_failures_per_min: self.auth_failures_per_min,
             retry_after_s: self.retry_after_s,
             kafka: self.kafka,
         })

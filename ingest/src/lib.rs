@@ -7,6 +7,7 @@ pub mod body;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod normalise;
 pub mod producer;
@@ -28,6 +29,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use config::{Config, Settings};
 
+use crate::guard::RepeatScans;
 use crate::metrics::Metrics;
 use crate::normalise::Normaliser;
 use crate::producer::EventProducer;
@@ -63,6 +65,15 @@ impl Collector {
             limiter: RateLimiter::new(
                 settings.rate_limit_per_s,
                 settings.rate_limit_burst,
+                settings.rate_limit_max_clients,
+            ),
+            auth_failures: RateLimiter::per_minute(
+                settings.auth_failures_per_min,
+                settings.auth_failures_per_min,
+                settings.rate_limit_max_clients,
+            ),
+            repeats: RepeatScans::new(
+                Duration::from_secs(settings.repeat_scan_window_s),
                 settings.rate_limit_max_clients,
             ),
             limits: settings.limits,

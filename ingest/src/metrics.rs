@@ -3,7 +3,8 @@
 //! rejection codes, failure kinds.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 #[derive(Debug, Clone)]
@@ -19,6 +20,7 @@ pub struct Metrics {
     pub redirects: IntCounterVec,
     pub values_redacted: IntCounterVec,
     pub visit_tokens: IntCounterVec,
+    pub repeat_scans: IntCounter,
 }
 
 impl Metrics {
@@ -72,7 +74,7 @@ impl Metrics {
         let redirects = IntCounterVec::new(
             Opts::new(
                 "ensemble_ingest_redirects_total",
-                "Redirects served, by whether the placement code is known and whether the scan was recorded",
+                "Redirects served, by whether the placement code is known and whether the scan was recorded (yes, no, rate_limited)",
             ),
             &["placement", "recorded"],
         )?;
@@ -87,11 +89,16 @@ impl Metrics {
         let visit_tokens = IntCounterVec::new(
             Opts::new(
                 "ensemble_ingest_visit_tokens_total",
-                "Visit tokens received from landing pages, by result: honoured, expired, forged, malformed",
+                "Visit tokens received from landing pages, by result: honoured, expired, forged, malformed, replayed",
             ),
             &["result"],
         )?;
         registry.register(Box::new(visit_tokens.clone()))?;
+        let repeat_scans = IntCounter::new(
+            "ensemble_ingest_repeat_scans_total",
+            "Scans flagged as repeats: the same client and placement within the repeat window (stored, not counted)",
+        )?;
+        registry.register(Box::new(repeat_scans.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(events_accepted.clone()))?;
         registry.register(Box::new(events_rejected.clone()))?;
@@ -112,6 +119,7 @@ impl Metrics {
             redirects,
             values_redacted,
             visit_tokens,
+            repeat_scans,
         })
     }
 }

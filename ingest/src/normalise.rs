@@ -11,6 +11,7 @@ use ensemble_core::privacy::ContactHasher;
 use ensemble_core::redact::{is_personal_id, redact_message, Field};
 use uuid::Uuid;
 
+use crate::guard::Adoptions;
 use crate::visitor::{TokenError, VisitorIds};
 
 /// Where an event came in.
@@ -38,6 +39,7 @@ pub struct Context {
 pub struct Normaliser {
     hasher: ContactHasher,
     visitors: VisitorIds,
+    adoptions: Adoptions,
     bots: isbot::Bots,
     max_future: Duration,
     max_past: Duration,
@@ -69,9 +71,16 @@ impl Normaliser {
         max_past_s: u64,
         visit_token_ttl_s: u64,
     ) -> Self {
+        // A token is remembered as long as it is honoured, and a little
+        // longer for the clocks of several collectors.
+        let adoptions = Adoptions::new(
+            std::time::Duration::from_secs(visit_token_ttl_s + 60),
+            100_000,
+        );
         Self {
             hasher,
             visitors,
+            adoptions,
             bots: isbot::Bots::default(),
             max_future: Duration::seconds(i64::try_from(max_future_s).unwrap_or(i64::MAX / 1000)),
             max_past: Duration::seconds(i64::try_from(max_past_s).unwrap_or(i64::MAX / 1000)),
@@ -82,6 +91,16 @@ impl Normaliser {
     /// The token the redirect puts in the landing URL (see [`VisitorIds::visit_token`]).
     pub fn visit_token(&self, vid: &str, plc: &str, now: DateTime<Utc>) -> String {
         self.visitors.visit_token(vid, plc, now)
+    }
+
+    /// The visitor id of the redirect's cookie, if the collector signed it.
+    pub fn open_cookie(&self, header: &str) -> Option<String> {
+        self.visitors.open_cookie(header)
+    }
+
+    /// The redirect's cookie value for `vid`.
+    pub fn cookie(&self, vid: &str) -> String {
+        self.visitors.cookie(vid)
     }
 
     pub fn is_bot(&self, user_agent: Option<&str>) -> bool {
@@ -142,8 +161,27 @@ impl Normaliser {
             .as_deref()
             .filter(|_| ctx.mode != Mode::Import)
             .map(|t| {
-                self.visitors
-                    .open_visit_token(t, ctx.now, self.visit_token_ttl_s)
+                let opened = self
+                    .visitors
+                    .open_visit_token(t, ctx.now, self.visit_token_ttl_s)?;
+                // The first browser to present the token adopts it: its own
+                // id (the tracker's), else its address and User-Agent.
+                let browser = e
+                    .visitor_id
+                    .clone()
+                    .filter(|v| !is_personal_id(v))
+                    .unwrap_or_else(|| {
+                        self.visitors.derive(
+                            ctx.client_ip,
+                            user_agent.as_deref().unwrap_or(""),
+                            ctx.now,
+                        )
+                    });
+                if self.adoptions.adopt(t, &browser, std::time::Instant::now()) {
+                    Ok(opened)
+                } else {
+                    Err(TokenError::Replayed)
+                }
             });
         let (token_visitor, token_placement) = match &opened {
             Some(Ok((vid, plc))) => (Some(vid.clone()), Some(plc.clone())),
@@ -193,6 +231,7 @@ impl Normaliser {
                 self.is_bot(user_agent.as_deref())
             },
             user_agent,
+            repeat: false,
             action: e.action,
             contact_hash: e.email.as_deref().map(|m| self.hasher.contact_hash(m)),
             consent: e.consent,
@@ -432,6 +471,23 @@ mod tests {
         let forged = landing(&token.replace(scanner, "v_s0m30n33ls3xx"), &c);
         assert_eq!(forged.token, Some(Err(TokenError::Forged)));
         assert_eq!(forged.message.visitor_id, "v_my0wnbr0ws3r1d");
+        // The same fresh token from another browser: a replay, not the scanner.
+        let again = landing(&token, &c);
+        assert_eq!(
+            again.token,
+            Some(Ok(())),
+            "its adopter's retries are honoured"
+        );
+        let elsewhere = n
+            .normalise(
+                validate(&json!({"type":"page_view","visitor_id":"v_an0th3rbr0ws3r","visit_token": token}))
+                    .unwrap(),
+                &c,
+            )
+            .unwrap();
+        assert_eq!(elsewhere.token, Some(Err(TokenError::Replayed)));
+        assert_eq!(elsewhere.message.visitor_id, "v_an0th3rbr0ws3r");
+        assert_eq!(elsewhere.message.placement, None);
     }
 
     #[test]

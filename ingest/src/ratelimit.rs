@@ -58,8 +58,18 @@ impl RateLimiter {
     /// `per_second` events sustained and `burst` at once per client; at
     /// most `max_clients` clients tracked.
     pub fn new(per_second: u32, burst: u32, max_clients: usize) -> Self {
+        Self::with_rate(f64::from(per_second.max(1)), burst, max_clients)
+    }
+
+    /// `per_minute` sustained and `burst` at once per client (slow limits:
+    /// failed authentications).
+    pub fn per_minute(per_minute: u32, burst: u32, max_clients: usize) -> Self {
+        Self::with_rate(f64::from(per_minute.max(1)) / 60.0, burst, max_clients)
+    }
+
+    fn with_rate(per_second: f64, burst: u32, max_clients: usize) -> Self {
         Self {
-            per_second: f64::from(per_second.max(1)),
+            per_second,
             burst: f64::from(burst.max(1)),
             max_clients: max_clients.max(1),
             table: Mutex::new(Table {
@@ -158,6 +168,17 @@ impl RateLimiter {
         b.tokens -= cost;
         Ok(())
     }
+
+    /// Takes up to `n` tokens for `client` whatever is left (never below
+    /// none): what a refused or malformed request costs after the fact.
+    pub fn spend(&self, client: IpAddr, n: usize, now: Instant) {
+        let Ok(mut t) = self.table.lock() else {
+            return;
+        };
+        if let Some(b) = self.bucket(&mut t, client, now, true) {
+            b.tokens = (b.tokens - n as f64).max(0.0);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +209,21 @@ mod tests {
             "one token back after 0.5 s at 2/s"
         );
         assert!(rl.check(a, 1, t0 + Duration::from_millis(500)).is_err());
+    }
+
+    #[test]
+    fn spending_empties_the_bucket_and_slow_limits_refill_per_minute() {
+        let rl = RateLimiter::new(1, 10, 100);
+        let a = ip("10.0.0.3");
+        let t0 = Instant::now();
+        rl.spend(a, 7, t0);
+        assert!(rl.check(a, 3, t0).is_ok());
+        rl.spend(a, 5, t0);
+        assert_eq!(rl.peek(a, t0), Err(1), "never below none, and refused");
+        let slow = RateLimiter::per_minute(6, 2, 100);
+        assert!(slow.check(a, 2, t0).is_ok());
+        assert_eq!(slow.check(a, 1, t0), Err(10), "6 a minute: one every 10 s");
+        assert!(slow.check(a, 1, t0 + Duration::from_secs(10)).is_ok());
     }
 
     #[test]

@@ -26,11 +26,12 @@ use serde_json::{Map, Value};
 use crate::body::{self, BodyLimits};
 use crate::client::ClientResolver;
 use crate::error::IngestError;
+use crate::guard::RepeatScans;
 use crate::metrics::Metrics;
 use crate::normalise::{Context, Mode, Normaliser};
 use crate::producer::EventProducer;
-use crate::ratelimit::RateLimiter;
-use crate::visitor::VisitorIds;
+use crate::ratelimit::{ClientKey, RateLimiter};
+use crate::visitor::{VisitorIds, COOKIE, COOKIE_MAX_AGE_S};
 
 /// Everything a handler needs.
 #[derive(Debug)]
@@ -40,6 +41,10 @@ pub struct AppState {
     pub producer: EventProducer,
     pub metrics: Metrics,
     pub limiter: RateLimiter,
+    /// Failed authentications per client (wrong import token).
+    pub auth_failures: RateLimiter,
+    /// Scans per client and placement within the repeat window.
+    pub repeats: RepeatScans,
     pub limits: BodyLimits,
     pub import_token: Option<String>,
     pub clients: ClientResolver,
@@ -113,6 +118,23 @@ fn count_redacted(state: &AppState, fields: &[ensemble_core::redact::Field]) {
     }
 }
 
+/// Flags `m` as a repeated scan when the client scanned (or clicked the
+/// card of) the same placement within the window.
+fn flag_repeat(state: &AppState, client: IpAddr, m: &mut EventMessage) {
+    let scan = m.event_type == EventType::QrScan
+        || (m.event_type == EventType::TinderCard && m.action == Some(TinderAction::Click));
+    let Some(placement) = m.placement.as_deref().filter(|_| scan && !m.imported) else {
+        return;
+    };
+    if state
+        .repeats
+        .is_repeat(ClientKey::of(client), placement, Instant::now())
+    {
+        m.repeat = true;
+        state.metrics.repeat_scans.inc();
+    }
+}
+
 fn reject_request(state: &AppState, e: IngestError) -> Response {
     state
         .metrics
@@ -166,7 +188,7 @@ async fn accept(state: &AppState, values: Vec<Value>, ctx: &Context) -> Response
     let mut visitor: Option<(String, Option<String>)> = None;
     for (index, v) in values.iter().enumerate() {
         match validate(v).and_then(|e| state.normaliser.normalise(e, ctx)) {
-            Ok(n) => {
+            Ok(mut n) => {
                 count_redacted(state, &n.redacted);
                 if let Some(t) = n.token {
                     count_token(state, t);
@@ -174,6 +196,7 @@ async fn accept(state: &AppState, values: Vec<Value>, ctx: &Context) -> Response
                         visitor = Some((n.message.visitor_id.clone(), n.message.placement.clone()));
                     }
                 }
+                flag_repeat(state, ctx.client_ip, &mut n.message);
                 messages.push(n.message);
             }
             Err(rejection) => {
@@ -232,7 +255,11 @@ pub async fn post_events(
     }
     let values = match read_events(&state, &headers, body).await {
         Ok(v) => v,
-        Err(e) => return reject_request(&state, e),
+        Err(e) => {
+            // A body that cannot be read costs its sender like an event.
+            state.limiter.spend(ip, 1, Instant::now());
+            return reject_request(&state, e);
+        }
     };
     if let Err(retry_after_s) = state.limiter.check(ip, values.len(), Instant::now()) {
         return reject_request(&state, IngestError::RateLimited { retry_after_s });
@@ -255,7 +282,14 @@ pub async fn post_import(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let ip = client_ip(&state, peer, &headers);
+    // A client that failed to authenticate too often waits, right or wrong
+    // token: guessing costs time.
+    if let Err(retry_after_s) = state.auth_failures.peek(ip, Instant::now()) {
+        return reject_request(&state, IngestError::RateLimited { retry_after_s });
+    }
     let Some(expected) = state.import_token.as_deref() else {
+        state.auth_failures.spend(ip, 1, Instant::now());
         return reject_request(&state, IngestError::ImportDisabled);
     };
     let given = headers
@@ -264,13 +298,15 @@ pub async fn post_import(
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !same_token(given.trim().as_bytes(), expected.as_bytes()) {
+        state.auth_failures.spend(ip, 1, Instant::now());
         return reject_request(&state, IngestError::Unauthorized);
     }
+    // An authenticated import is the campaign's own history: not limited
+    // per client (Kafka's 503 is its back-pressure).
     let values = match read_events(&state, &headers, body).await {
         Ok(v) => v,
         Err(e) => return reject_request(&state, e),
     };
-    let ip = client_ip(&state, peer, &headers);
     let ctx = state.normaliser.context(Utc::now(), ip, None, Mode::Import);
     accept(&state, values, &ctx).await
 }
@@ -291,14 +327,21 @@ fn recorded_code(code: &str) -> String {
 }
 
 /// `GET /r/{code}`: records the scan (or card click) and answers 302 to the
-/// placement's landing page with `vid` and `plc`, whatever happens.
+/// placement's landing page with a visit token, whatever happens to the
+/// record; 429 (with a link to the page) only for a client over its rate.
+///
+/// The token is signed for this browser's visitor id: the one in the
+/// collector's own signed cookie, else a fresh one (the cookie is then
+/// set). No query parameter chooses it. A scan of a placement the client
+/// scanned within the window is recorded flagged `repeat`.
 pub async fn redirect(
     State(state): State<Shared>,
     Path(code): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
     let now = Utc::now();
+    let ip = client_ip(&state, peer, &headers);
     let found = state.campaigns.placement(now, &code);
     let placement = found.map(|(_, p)| p);
     let known = if placement.is_some() {
@@ -306,14 +349,27 @@ pub async fn redirect(
     } else {
         "unknown"
     };
-    let vid = query
-        .get("vid")
-        .filter(|v| {
-            ensemble_core::event::is_valid_visitor_id(v)
-                && !ensemble_core::redact::is_personal_id(v)
-        })
-        .cloned()
-        .unwrap_or_else(VisitorIds::fresh);
+    let mut landing = placement.map_or_else(
+        || {
+            let current = state.campaigns.current(now);
+            state.campaigns.get(current).default_landing_url.clone()
+        },
+        |p| p.landing_url.clone(),
+    );
+    if let Err(retry_after_s) = state.limiter.check(ip, 1, Instant::now()) {
+        state
+            .metrics
+            .redirects
+            .with_label_values(&[known, "rate_limited"])
+            .inc();
+        return over_rate(&landing, retry_after_s);
+    }
+    let cookie_vid = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| state.normaliser.open_cookie(c));
+    let vid = cookie_vid.clone().unwrap_or_else(VisitorIds::fresh);
     // An unknown code is recorded as typed, minus personal data (a phone
     // number or an address typed after /r/), before its odd characters go.
     let code = placement.map_or_else(
@@ -329,13 +385,6 @@ pub async fn redirect(
     let card_click = found
         .and_then(|(c, p)| c.channel(&p.channel))
         .is_some_and(|c| c.redirect_is_card_click);
-    let mut landing = placement.map_or_else(
-        || {
-            let current = state.campaigns.current(now);
-            state.campaigns.get(current).default_landing_url.clone()
-        },
-        |p| p.landing_url.clone(),
-    );
     // Not the bare visitor id: a signed token the collector honours only for
     // minutes, which the tracker removes from the address bar.
     landing
@@ -353,12 +402,13 @@ pub async fn redirect(
     } else {
         EventType::QrScan
     };
-    let mut message = EventMessage::new(kind, vid, now);
+    let mut message = EventMessage::new(kind, vid.clone(), now);
     message.placement = Some(code);
     message.referrer_host = referrer_host;
     message.bot = state.normaliser.is_bot(ua.as_deref());
     message.user_agent = ua;
     message.action = card_click.then_some(TinderAction::Click);
+    flag_repeat(&state, ip, &mut message);
     // A code typed by hand (`/r/0612345678`), a User-Agent: no personal data.
     count_redacted(&state, &ensemble_core::redact::redact_message(&mut message));
     let recorded = match tokio::time::timeout(
@@ -385,7 +435,51 @@ pub async fn redirect(
     if let Ok(v) = HeaderValue::from_str(landing.as_str()) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
+    if cookie_vid.is_none() {
+        // Secure when a trusted proxy says the scan came over HTTPS (the
+        // collector itself speaks plain HTTP behind it).
+        let secure = headers
+            .get("x-forwarded-proto")
+            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"))
+            && state.clients.trust_forwarded_for
+            && state.clients.is_trusted(peer.ip());
+        let cookie = format!(
+            "{COOKIE}={}; Path=/r/; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; SameSite=Lax{}",
+            state.normaliser.cookie(&vid),
+            if secure { "; Secure" } else { "" }
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
     resp
+}
+
+/// The redirect's answer to a client over its rate: 429, and a page with the
+/// link a person can still follow (without a visit token: nothing recorded).
+fn over_rate(landing: &url::Url, retry_after_s: u64) -> Response {
+    let href = landing
+        .as_str()
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;");
+    let body = format!(
+        "<!doctype html><meta charset=utf-8><title>Too many requests</title>\
+         <p>Too many requests from your network: this visit was not counted. \
+         <a href=\"{href}\">Continue to the page</a>.</p>"
+    );
+    let mut r = (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+    r
 }
 
 /// The smallest transparent GIF.
@@ -460,11 +554,12 @@ pub async fn pixel(
         .context(Utc::now(), ip, user_agent(&headers), Mode::ServerTime);
     let message =
         match validate(&Value::Object(obj)).and_then(|e| state.normaliser.normalise(e, &ctx)) {
-            Ok(n) => {
+            Ok(mut n) => {
                 count_redacted(&state, &n.redacted);
                 if let Some(t) = n.token {
                     count_token(&state, t);
                 }
+                flag_repeat(&state, ip, &mut n.message);
                 n.message
             }
             Err(r) => {

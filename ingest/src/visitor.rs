@@ -7,7 +7,10 @@
 //! token of (visitor id, placement) instead of the bare id. The collector
 //! honours it only while fresh and only with a valid signature, and the
 //! tracker removes it from the address bar: a landing URL shared later, or
-//! copied from the bar, cannot make its opener the scanner.
+//! copied from the bar, cannot make its opener the scanner. A query
+//! parameter never chooses the id a token is signed for: the redirect signs
+//! for the id of its own signed cookie (`ens_vid`, HttpOnly, on the
+//! collector's origin, path `/r/`), or for a fresh one.
 
 use std::net::IpAddr;
 
@@ -20,8 +23,15 @@ use sha2::Sha256;
 pub struct VisitorIds {
     key: Hmac<Sha256>,
     token_key: Hmac<Sha256>,
+    cookie_key: Hmac<Sha256>,
     tz: Tz,
 }
+
+/// The redirect's cookie: the visitor id the collector gave this browser.
+pub const COOKIE: &str = "ens_vid";
+/// How long the redirect's cookie lasts: 13 months, the most the CNIL allows
+/// an audience-measurement cookie.
+pub const COOKIE_MAX_AGE_S: u64 = 395 * 86_400;
 
 /// Why a visit token was not honoured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +42,8 @@ pub enum TokenError {
     Forged,
     /// Older than the time a token is honoured (or from the future).
     Expired,
+    /// Already adopted by another browser: a replayed or forwarded link.
+    Replayed,
 }
 
 impl TokenError {
@@ -40,6 +52,7 @@ impl TokenError {
             TokenError::Malformed => "malformed",
             TokenError::Forged => "forged",
             TokenError::Expired => "expired",
+            TokenError::Replayed => "replayed",
         }
     }
 }
@@ -58,9 +71,39 @@ impl VisitorIds {
         let base = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
         let mut key = base.clone();
         key.update(b"ensemble/visitor-salt/v1\n");
-        let mut token_key = base;
+        let mut token_key = base.clone();
         token_key.update(b"ensemble/visit-token/v1\n");
-        Self { key, token_key, tz }
+        let mut cookie_key = base;
+        cookie_key.update(b"ensemble/visitor-cookie/v1\n");
+        Self {
+            key,
+            token_key,
+            cookie_key,
+            tz,
+        }
+    }
+
+    fn cookie_mac(&self, vid: &str) -> String {
+        let mut mac = self.cookie_key.clone();
+        mac.update(vid.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// The value of the redirect's cookie for `vid`: `<vid>.<signature>`.
+    pub fn cookie(&self, vid: &str) -> String {
+        format!("{vid}.{}", self.cookie_mac(vid))
+    }
+
+    /// The visitor id of a `Cookie:` header's `ens_vid`, if the collector signed it.
+    pub fn open_cookie(&self, header: &str) -> Option<String> {
+        header
+            .split(';')
+            .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+            .find_map(|value| {
+                let (vid, mac) = value.split_once('.')?;
+                (ensemble_core::event::is_valid_visitor_id(vid) && same(&self.cookie_mac(vid), mac))
+                    .then(|| vid.to_owned())
+            })
     }
 
     fn token_mac(&self, vid: &str, plc: &str, issued: i64) -> String {
@@ -94,14 +137,7 @@ impl VisitorIds {
         {
             return Err(TokenError::Malformed);
         }
-        let want = self.token_mac(vid, plc, issued);
-        let same = want.len() == mac.len()
-            && want
-                .bytes()
-                .zip(mac.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if !same {
+        if !same(&self.token_mac(vid, plc, issued), mac) {
             return Err(TokenError::Forged);
         }
         let age = now.timestamp() - issued;
@@ -130,6 +166,16 @@ impl VisitorIds {
     pub fn fresh() -> String {
         format!("v_{}", uuid::Uuid::new_v4().simple())
     }
+}
+
+/// Constant-time comparison of two signatures.
+fn same(want: &str, got: &str) -> bool {
+    want.len() == got.len()
+        && want
+            .bytes()
+            .zip(got.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 #[cfg(test)]
@@ -214,5 +260,24 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn only_a_cookie_the_collector_signed_names_a_visitor() {
+        let v = VisitorIds::new(b"0123456789abcdef0123", chrono_tz::Europe::Paris);
+        let vid = "v_0123456789abcdef0123456789abcdef";
+        let cookie = v.cookie(vid);
+        assert_eq!(
+            v.open_cookie(&format!("a=b; {COOKIE}={cookie}")),
+            Some(vid.to_owned())
+        );
+        assert_eq!(
+            v.open_cookie(&format!("{COOKIE}=v_victim0000000000.00")),
+            None
+        );
+        assert_eq!(v.open_cookie(&format!("{COOKIE}=v_victim0000000000")), None);
+        let other = VisitorIds::new(b"another-secret-0123456", chrono_tz::Europe::Paris);
+        assert_eq!(other.open_cookie(&format!("{COOKIE}={cookie}")), None);
+        assert_eq!(v.open_cookie("x_ens_vid=abc"), None);
     }
 }

@@ -369,13 +369,49 @@ async fn redirects_record_the_scan_and_never_fail_and_the_pixel_records_a_view()
     assert_eq!(parts[1], "M-CHATELET");
     let vid = parts[0].to_owned();
 
-    // A returning visitor keeps its id; a card link records a card click.
-    let r = c.get(&format!("/r/t-voeux?vid={vid}")).await;
+    // The redirect gives the browser its id in a signed, HttpOnly cookie on
+    // the collector's own origin.
+    let set_cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        set_cookie.starts_with(&format!("ens_vid={vid}."))
+            && set_cookie.contains("HttpOnly")
+            && set_cookie.contains("Path=/r/"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().expect("value").to_owned();
+
+    // A returning visitor (the cookie) keeps its id; a card link records a card click.
+    let r = c
+        .http
+        .get(format!("{}/r/t-voeux", c.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("redirect");
     assert_eq!(r.status(), StatusCode::FOUND);
     assert!(r.headers()["location"]
         .to_str()
         .expect("loc")
         .contains(&format!("ens={vid}.T-VOEUX.")));
+    assert!(
+        r.headers().get("set-cookie").is_none(),
+        "the cookie stays as it is"
+    );
+    // No query parameter and no unsigned cookie chooses the id a token is for.
+    let victim = "v_v1ct1mv1ct1mv1ct1m";
+    let r = c
+        .http
+        .get(format!("{}/r/OTHER-POSTER?vid={victim}", c.base))
+        .header("cookie", format!("ens_vid={victim}"))
+        .send()
+        .await
+        .expect("redirect");
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let loc = r.headers()["location"].to_str().expect("loc").to_owned();
+    assert!(loc.contains("ens=v_") && !loc.contains(victim), "{loc}");
 
     // Unknown or hostile codes still redirect to the default landing page.
     let r = c.get("/r/NO-SUCH-POSTER").await;
@@ -397,15 +433,21 @@ async fn redirects_record_the_scan_and_never_fail_and_the_pixel_records_a_view()
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.headers()["content-type"], "image/gif");
 
-    let got = c.consume(5).await;
+    let got = c.consume(6).await;
     let scans: Vec<_> = got
         .iter()
         .filter(|g| g.2.event_type == EventType::QrScan)
         .collect();
-    assert_eq!(scans.len(), 3);
+    assert_eq!(scans.len(), 4);
     assert!(scans
         .iter()
         .any(|g| g.2.placement.as_deref() == Some("M-CHATELET") && g.0 == vid));
+    assert!(scans
+        .iter()
+        .any(|g| g.2.placement.as_deref() == Some("OTHER-POSTER")
+            && g.0.starts_with("v_")
+            && g.0 != victim
+            && g.0 != vid));
     assert!(scans
         .iter()
         .any(|g| g.2.placement.as_deref() == Some("NO-SUCH-POSTER")));
@@ -431,7 +473,7 @@ async fn redirects_record_the_scan_and_never_fail_and_the_pixel_records_a_view()
 
 #[tokio::test]
 async fn no_produced_byte_holds_a_raw_email_phone_or_ip() {
-    let c = start(&["--trust-forwarded-for"]).await;
+    let c = start(&["--trust-forwarded-for", "--trusted-proxies", "127.0.0.1"]).await;
     let emails = ["Jeanne.Dupont@Example.fr", "marc+barometre@exemple.org"];
     let phone = "+33 6 12 34 56 78";
     for (i, email) in emails.iter().enumerate() {
@@ -566,6 +608,8 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
         "--max-batch-events",
         "5",
         "--trust-forwarded-for",
+        "--trusted-proxies",
+        "127.0.0.1",
     ])
     .await;
     // What the client wrote on the left of X-Forwarded-For changes nothing:
@@ -812,4 +856,105 @@ async fn a_poster_of_another_campaign_opens_its_own_page() {
     let got = c.consume(3).await;
     let codes: Vec<_> = got.iter().filter_map(|g| g.2.placement.clone()).collect();
     assert!(codes.contains(&"M-CHATELET-24".to_owned()), "{codes:?}");
+}
+
+#[tokio::test]
+async fn repetition_moves_no_figure_and_guessing_costs_time() {
+    let c = start(&[
+        "--rate-limit-per-s",
+        "1",
+        "--rate-limit-burst",
+        "20",
+        "--max-batch-events",
+        "5",
+        "--auth-failures-per-min",
+        "3",
+    ])
+    .await;
+    // Twelve scans of one poster by one client: all redirected, all stored,
+    // the first counted, the rest flagged as repeats.
+    for _ in 0..12 {
+        assert_eq!(c.get("/r/M-CHATELET").await.status(), StatusCode::FOUND);
+    }
+    // Another poster by the same client counts.
+    assert_eq!(c.get("/r/T-VOEUX").await.status(), StatusCode::FOUND);
+    // A scan posted as an event is the same scan.
+    let (status, _) = c
+        .post(
+            "/v1/events",
+            json!({"type": "qr_scan", "placement": "M-CHATELET"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let got = c.consume(14).await;
+    let counted: Vec<_> = got.iter().filter(|g| !g.2.repeat).collect();
+    assert_eq!(
+        counted.len(),
+        2,
+        "one scan per client, placement and window: {:?}",
+        counted.iter().map(|g| &g.2.placement).collect::<Vec<_>>()
+    );
+    assert!(got
+        .iter()
+        .filter(|g| g.2.repeat)
+        .all(|g| g.2.placement.as_deref() == Some("M-CHATELET")));
+
+    // Garbage bodies spend tokens: what is left of the burst goes, then 429
+    // (before, a malformed body cost nothing and all forty were 400).
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let (s, _) = c
+            .post_raw(&[("content-type", "application/json")], b"{nope".to_vec())
+            .await;
+        statuses.push(s);
+    }
+    let refilled = started.elapsed().as_secs() as usize + 1;
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::BAD_REQUEST)
+        .count();
+    assert!(
+        refused <= 20 + refilled,
+        "{refused} garbage bodies read: {statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS));
+    // The redirect is limited too: 429 with a link a person can follow, no token.
+    let mut limited = None;
+    for _ in 0..5 {
+        let r = c.get("/r/G-LYON").await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("a client over its rate gets 429 from /r/");
+    assert!(r.headers().contains_key("retry-after"));
+    let page = r.text().await.expect("page");
+    assert!(
+        page.contains("href=\"https://vivre-ensemble.example.org") && !page.contains("ens="),
+        "{page}"
+    );
+
+    // Wrong import tokens: three tries a minute, then 429 even for the right one.
+    let import = |token: &'static str| {
+        c.http
+            .post(format!("{}/v1/import", c.base))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(json!({"type": "page_view", "ts": "2025-02-01T10:00:00Z", "visitor_id": "v_imp0rt3d01"}).to_string())
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            import("wrong-token-0123456789")
+                .await
+                .expect("import")
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let r = import(TOKEN).await.expect("import");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
 }

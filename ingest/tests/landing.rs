@@ -153,6 +153,13 @@ async fn a_forwarded_landing_link_never_makes_its_opener_the_scanner() {
         scanner.href
     );
 
+    // Within the token's minutes: the redirect's URL replayed in another
+    // browser (the token was adopted by the scanner's), and a poster link
+    // carrying someone's visitor id, opened in a fresh profile.
+    let replayed = open(&scanner.first).await;
+    let victim = "v_v1ct1mv1ct1mv1ct1m";
+    let minted = open(&format!("{collector}/r/M-CHATELET?vid={victim}")).await;
+
     // Past the token's time, the link is shared: as copied from the bar,
     // and as the redirect first produced it (token included).
     tokio::time::sleep(Duration::from_secs(TTL_S + 2)).await;
@@ -212,13 +219,40 @@ async fn a_forwarded_landing_link_never_makes_its_opener_the_scanner() {
         );
     }
     assert_ne!(copied.visitor, original.visitor);
+    assert_ne!(
+        replayed.visitor, scanner.visitor,
+        "a replay is someone else"
+    );
+    let theirs = of(&replayed);
+    assert!(
+        theirs.iter().any(|m| m.event_type == EventType::Signup)
+            && theirs
+                .iter()
+                .all(|m| m.visitor_id == replayed.visitor && m.placement.is_none()),
+        "a replayed token credits nothing to the scanner: {theirs:?}"
+    );
+    assert!(
+        minted.visitor != victim && minted.visitor != scanner.visitor,
+        "a link's vid= names nobody: {minted:?}"
+    );
+    assert!(
+        messages.iter().all(|m| m.visitor_id != victim),
+        "nothing is recorded under the id the link carried"
+    );
+    let theirs = of(&minted);
+    assert!(
+        theirs.iter().any(|m| m.event_type == EventType::QrScan)
+            && theirs.iter().any(|m| m.event_type == EventType::Signup)
+            && theirs.iter().all(|m| m.visitor_id == minted.visitor),
+        "the link's opener is a new visitor of their own: {theirs:?}"
+    );
     let metrics = reqwest::get(format!("{collector}/metrics"))
         .await
         .expect("metrics")
         .text()
         .await
         .expect("body");
-    for (result, at_least) in [("honoured", 1.0), ("expired", 1.0)] {
+    for (result, at_least) in [("honoured", 2.0), ("expired", 1.0), ("replayed", 1.0)] {
         let series = format!("ensemble_ingest_visit_tokens_total{{result=\"{result}\"}}");
         assert!(
             metric_value(&metrics, &series).is_some_and(|n| n >= at_least),

@@ -253,6 +253,10 @@ pub struct EventMessage {
     /// Set by the collector from its bot list; the processor may refine it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bot: bool,
+    /// Set by the redirect: the same client scanned the same placement
+    /// within the collector's window. Stored, left out of the figures like a bot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeat: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<TinderAction>,
     /// HMAC-SHA256 (hex) of the normalised e-mail, sign-ups only.
@@ -304,6 +308,7 @@ impl EventMessage {
             referrer_host: None,
             user_agent: None,
             bot: false,
+            repeat: false,
             action: None,
             contact_hash: None,
             consent: None,
@@ -1068,6 +1073,7 @@ mod tests {
             referrer_host: None,
             user_agent: f("Mozilla/5.0"),
             bot: false,
+            repeat: false,
             action: None,
             contact_hash: f("ab12"),
             consent: Some(Consent {

@@ -55,6 +55,7 @@ fn message(seed: u128, i: u32) -> EventMessage {
             "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) Mobile/15E148".into(),
         ),
         bot: false,
+        repeat: false,
         action: (kind == 2).then_some(TinderAction::Impression),
         contact_hash: (kind == 3).then(|| format!("{:064x}", i)),
         consent: (kind == 3).then_some(Consent {

@@ -88,6 +88,7 @@ fn message(i: u32, ts: DateTime<Utc>) -> EventMessage {
         referrer_host: None,
         user_agent: Some("Mozilla/5.0 (iPhone)".into()),
         bot: false,
+        repeat: false,
         action: even.then_some(TinderAction::Click),
         contact_hash: (!even).then(|| format!("{i:064x}")),
         consent: (!even).then_some(Consent {

@@ -101,6 +101,8 @@ async fn the_dashboard_equals_the_simulators_ground_truth() {
         SECRET,
         // Each simulated person comes from an address of their own.
         "--trust-forwarded-for",
+        "--trusted-proxies",
+        "127.0.0.1",
     ];
     args.extend(kafka);
     let ingest = Service::start(&workspace_binary("ensemble-ingest"), &args, &[]).expect("ingest");

@@ -57,6 +57,7 @@ fn messages(seed: u128, n: u32) -> Vec<EventMessage> {
                     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) Mobile/15E148".into(),
                 ),
                 bot: false,
+                repeat: false,
                 action: None,
                 contact_hash: signup
                     .then(|| format!("{:064x}", (seed << 32) | u128::from(visitor))),

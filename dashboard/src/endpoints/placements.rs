@@ -24,6 +24,10 @@ pub struct PlacementStats {
     pub label: String,
     /// QR scans and card clicks through the redirect.
     pub scans: u64,
+    /// Repeated scans in the question's range: the same client scanned this
+    /// placement within the collector's window. Stored, flagged, and left
+    /// out of `scans` and every other figure unless bots are included.
+    pub scans_filtered: u64,
     pub unique_scanners: u64,
     pub visits: u64,
     pub signups: u64,
@@ -57,6 +61,7 @@ pub async fn placements(State(state): State<Shared>, q: Params) -> Result<Respon
         false,
     )
     .await?;
+    let filtered = filtered_scans(&state, &f).await?;
     let channel = f.channel.as_deref().unwrap_or(ALL);
     let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
     for (d, v) in of(&a.whole, Figure::Events) {
@@ -99,6 +104,9 @@ pub async fn placements(State(state): State<Shared>, q: Params) -> Result<Respon
             )
         })
         .collect();
+    for code in filtered.keys() {
+        seen.entry(code.clone()).or_default();
+    }
     for (code, s) in seen {
         let known = state.campaign.placement(&code);
         let entry = out.entry(code.clone()).or_insert_with(|| PlacementStats {
@@ -111,6 +119,7 @@ pub async fn placements(State(state): State<Shared>, q: Params) -> Result<Respon
             ..Default::default()
         });
         entry.scans = s.scans;
+        entry.scans_filtered = filtered.get(&code).copied().unwrap_or(0);
         entry.unique_scanners = s.scanners;
         entry.visits = s.visits;
         entry.signups = s.signups;
@@ -146,6 +155,7 @@ pub async fn placements(State(state): State<Shared>, q: Params) -> Result<Respon
                 "channel",
                 "label",
                 "scans",
+                "scans_filtered",
                 "unique_scanners",
                 "visits",
                 "signups",
@@ -156,4 +166,39 @@ pub async fn placements(State(state): State<Shared>, q: Params) -> Result<Respon
         ));
     }
     Ok(json(&Placements { rows: list }))
+}
+
+/// Repeated scans per placement in the question's range (and channel,
+/// phase, device), read from the stored events: the figures leave them out.
+async fn filtered_scans(
+    state: &crate::state::ApiState,
+    f: &Filters,
+) -> Result<BTreeMap<String, u64>, ApiError> {
+    let mut sql = String::from(
+        "SELECT placement, uniqExact(event_id) FROM events \
+         WHERE repeat_scan = 1 AND ts >= toDateTime(?) AND ts < toDateTime(?)",
+    );
+    let mut binds = Vec::new();
+    for (column, value) in [
+        ("channel", &f.channel),
+        ("phase", &f.phase),
+        ("device_class", &f.device),
+        ("placement", &f.placement),
+    ] {
+        if let Some(v) = value {
+            sql.push_str(&format!(" AND {column} = ?"));
+            binds.push(v.clone());
+        }
+    }
+    sql.push_str(" GROUP BY placement");
+    let mut q = state
+        .client
+        .query(&sql)
+        .bind(f.from.timestamp())
+        .bind(f.to.timestamp());
+    for b in binds {
+        q = q.bind(b);
+    }
+    let rows: Vec<(String, u64)> = q.fetch_all().await?;
+    Ok(rows.into_iter().collect())
 }
