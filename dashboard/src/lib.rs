@@ -1,6 +1,7 @@
 //! ensemble-dashboard: JSON / CSV API and the HTML page over ClickHouse, for
 //! analysts (everything) and the agency (aggregates), behind access tokens.
 
+pub mod access;
 pub mod admission;
 pub mod answers;
 pub mod campaigns;
@@ -91,13 +92,16 @@ pub fn public_router(served: Served, registry: &prometheus::Registry) -> Router 
     let metrics = RequestMetrics::register(registry).ok();
     let main = served.states[0].clone();
     let timeout = main.request_timeout;
+    // One memory of failed tokens for every campaign's API.
+    let failures = std::sync::Arc::new(access::Failures::new(access::FAILURES_PER_MINUTE));
     let dispatch = std::sync::Arc::new(campaigns::Dispatch {
         campaigns: served.campaigns.clone(),
         routers: served
             .states
             .iter()
-            .map(|s| campaign_api(s.clone(), metrics.clone()))
+            .map(|s| campaign_api(s.clone(), failures.clone(), metrics.clone()))
             .collect(),
+        tokens: main.clone(),
     });
     let served = std::sync::Arc::new(served);
     let listing = Router::new()
@@ -123,7 +127,11 @@ pub fn public_router(served: Served, registry: &prometheus::Registry) -> Router 
 }
 
 /// One campaign's API, behind its token check.
-fn campaign_api(state: state::Shared, metrics: Option<RequestMetrics>) -> Router {
+fn campaign_api(
+    state: state::Shared,
+    failures: std::sync::Arc<access::Failures>,
+    metrics: Option<RequestMetrics>,
+) -> Router {
     let api = Router::new()
         .route(
             "/api/overview",
@@ -175,6 +183,14 @@ fn campaign_api(state: state::Shared, metrics: Option<RequestMetrics>) -> Router
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             compare::compare,
+        ))
+        // The token first, before any parameter (compare= included) is read.
+        .route_layer(axum::middleware::from_fn_with_state(
+            access::Door {
+                state: state.clone(),
+                failures,
+            },
+            access::door,
         ))
         .with_state(state);
     match metrics {

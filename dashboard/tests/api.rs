@@ -1802,7 +1802,7 @@ async fn tokens_and_hostile_filters() {
     for (path, header, line) in [
         (
             "/api/placements?format=csv",
-            "code,channel,label,scans,unique_scanners,visits,signups,rate,cost_per_signup_eur",
+            "code,channel,label,scans,scans_filtered,unique_scanners,visits,signups,rate,cost_per_signup_eur",
             "M-CHATELET,metro,",
         ),
         (
@@ -1856,6 +1856,28 @@ async fn tokens_and_hostile_filters() {
         n("ensemble_dashboard_requests_total{route=\"/api/overview\",status=\"401\"}") >= 2.0,
         "{text}"
     );
+    // Without a token nothing is read: no campaign, channel or comparison
+    // is named in a 400 to a stranger.
+    for probe in [
+        "/api/overview?campaign=no-such-campaign",
+        "/api/channels?compare=next",
+        "/api/overview?channel=nope&phase=nope",
+    ] {
+        let (status, body) = api.get(probe, None).await;
+        assert_eq!(status, 401, "{probe}: {body}");
+        assert_eq!(body["error"], "unauthorized", "{probe}: {body}");
+    }
+    // A client that keeps sending wrong tokens waits, whatever it sends next.
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(
+            api.get("/api/overview", Some("guess-0123456789abcdef"))
+                .await
+                .0,
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(api.get("/api/overview", Some(ANALYST)).await.0, 429);
 }
 
 /// `soffice` (Debian's LibreOffice), installed by deploy/local/test.
