@@ -419,10 +419,20 @@ fn prometheus_scrapes_each_service_on_the_port_it_listens_on() {
             )
         })
         .collect();
-    for (name, var) in [
-        ("ingest", "ENSEMBLE_INGEST_LISTEN"),
-        ("processor", "ENSEMBLE_PROCESSOR_LISTEN"),
-        ("dashboard", "ENSEMBLE_DASHBOARD_LISTEN"),
+    // The collector and the dashboard serve their ops routes apart from
+    // the public port, which publishes no /metrics.
+    for (name, var, public) in [
+        (
+            "ingest",
+            "ENSEMBLE_INGEST_OPS_LISTEN",
+            Some("ENSEMBLE_INGEST_LISTEN"),
+        ),
+        ("processor", "ENSEMBLE_PROCESSOR_LISTEN", None),
+        (
+            "dashboard",
+            "ENSEMBLE_DASHBOARD_OPS_LISTEN",
+            Some("ENSEMBLE_DASHBOARD_LISTEN"),
+        ),
     ] {
         let svc = service(&c, name);
         let port = listen_port(&container_env(svc), var);
@@ -430,6 +440,14 @@ fn prometheus_scrapes_each_service_on_the_port_it_listens_on() {
             container_ports(svc).contains(&port),
             "{name} publishes or exposes {port}"
         );
+        let published = str_list(&svc["ports"]);
+        assert!(
+            !published.iter().any(|p| p.ends_with(&format!(":{port}"))),
+            "{name}: the ops port {port} is not published"
+        );
+        if let Some(public) = public {
+            assert_ne!(listen_port(&container_env(svc), public), port);
+        }
         assert_eq!(
             targets[&format!("ensemble-{name}")],
             format!("{name}:{port}")
