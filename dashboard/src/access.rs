@@ -60,7 +60,9 @@ impl Failures {
     fn wait(&self, ip: IpAddr, now: Instant) -> Option<u64> {
         let seen = self.seen.lock().ok()?;
         let (start, n) = seen.get(&client_key(ip))?;
-        let left = WINDOW.checked_sub(now.duration_since(*start))?;
+        let left = WINDOW
+            .checked_sub(now.duration_since(*start))
+            .filter(|d| !d.is_zero())?;
         (*n >= self.per_minute).then(|| left.as_secs().max(1))
     }
 
