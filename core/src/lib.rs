@@ -4,8 +4,8 @@
 //! `ensemble-model` (re-exported here under its module names).
 
 pub use ensemble_model::{
-    attribution, campaign, campaigns, devices, figures, journeys, media, paths, privacy, reconcile,
-    redact, rules,
+    attribution, campaign, campaigns, declared, devices, figures, journeys, media, paths, privacy,
+    reconcile, redact, rules,
 };
 
 pub mod batches;

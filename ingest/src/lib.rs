@@ -50,8 +50,13 @@ pub struct Collector {
 impl Collector {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
         let producer = EventProducer::new(&settings.kafka, settings.delivery_timeout_ms)?;
+        let mut declared = ensemble_core::declared::Declared::default();
+        for c in settings.campaigns.iter() {
+            declared.merge(&c.declared);
+        }
         let state = AppState {
             campaigns: settings.campaigns.clone(),
+            declared,
             normaliser: Normaliser::new(
                 settings.hasher.clone(),
                 // The day of a hashed visitor id is the main campaign's.

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub values_redacted: IntCounterVec,
     pub visit_tokens: IntCounterVec,
     pub repeat_scans: IntCounter,
+    pub values_undeclared: IntCounterVec,
 }
 
 impl Metrics {
@@ -99,6 +100,14 @@ impl Metrics {
             "Scans flagged as repeats: the same client and placement within the repeat window (stored, not counted)",
         )?;
         registry.register(Box::new(repeat_scans.clone()))?;
+        let values_undeclared = IntCounterVec::new(
+            Opts::new(
+                "ensemble_ingest_values_undeclared_total",
+                "Values the campaign file does not declare, stored as (undeclared), by field (utm_*, url)",
+            ),
+            &["field"],
+        )?;
+        registry.register(Box::new(values_undeclared.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(events_accepted.clone()))?;
         registry.register(Box::new(events_rejected.clone()))?;
@@ -120,6 +129,7 @@ impl Metrics {
             values_redacted,
             visit_tokens,
             repeat_scans,
+            values_undeclared,
         })
     }
 }

@@ -28,7 +28,7 @@ use crate::client::ClientResolver;
 use crate::error::IngestError;
 use crate::guard::RepeatScans;
 use crate::metrics::Metrics;
-use crate::normalise::{Context, Mode, Normaliser};
+use crate::normalise::{Context, Mode, Normalised, Normaliser};
 use crate::producer::EventProducer;
 use crate::ratelimit::{ClientKey, RateLimiter};
 use crate::visitor::{VisitorIds, COOKIE, COOKIE_MAX_AGE_S};
@@ -37,6 +37,8 @@ use crate::visitor::{VisitorIds, COOKIE, COOKIE_MAX_AGE_S};
 #[derive(Debug)]
 pub struct AppState {
     pub campaigns: Campaigns,
+    /// What every served campaign declares: the free text stored as sent.
+    pub declared: ensemble_core::declared::Declared,
     pub normaliser: Normaliser,
     pub producer: EventProducer,
     pub metrics: Metrics,
@@ -118,6 +120,20 @@ fn count_redacted(state: &AppState, fields: &[ensemble_core::redact::Field]) {
     }
 }
 
+/// Keeps only the free text the campaigns declare (see
+/// `ensemble_core::declared`): refuses an undeclared custom event or
+/// property, replaces undeclared `utm_*` values and URL paths.
+fn declare(state: &AppState, mut n: Normalised) -> Result<Normalised, Rejection> {
+    for field in state.declared.apply(&mut n.message)? {
+        state
+            .metrics
+            .values_undeclared
+            .with_label_values(&[field])
+            .inc();
+    }
+    Ok(n)
+}
+
 /// Flags `m` as a repeated scan when the client scanned (or clicked the
 /// card of) the same placement within the window.
 fn flag_repeat(state: &AppState, client: IpAddr, m: &mut EventMessage) {
@@ -187,7 +203,10 @@ async fn accept(state: &AppState, values: Vec<Value>, ctx: &Context) -> Response
     // The visitor (and placement) of an honoured visit token: the tracker adopts it.
     let mut visitor: Option<(String, Option<String>)> = None;
     for (index, v) in values.iter().enumerate() {
-        match validate(v).and_then(|e| state.normaliser.normalise(e, ctx)) {
+        match validate(v)
+            .and_then(|e| state.normaliser.normalise(e, ctx))
+            .and_then(|n| declare(state, n))
+        {
             Ok(mut n) => {
                 count_redacted(state, &n.redacted);
                 if let Some(t) = n.token {
@@ -552,25 +571,27 @@ pub async fn pixel(
     let ctx = state
         .normaliser
         .context(Utc::now(), ip, user_agent(&headers), Mode::ServerTime);
-    let message =
-        match validate(&Value::Object(obj)).and_then(|e| state.normaliser.normalise(e, &ctx)) {
-            Ok(mut n) => {
-                count_redacted(&state, &n.redacted);
-                if let Some(t) = n.token {
-                    count_token(&state, t);
-                }
-                flag_repeat(&state, ip, &mut n.message);
-                n.message
+    let message = match validate(&Value::Object(obj))
+        .and_then(|e| state.normaliser.normalise(e, &ctx))
+        .and_then(|n| declare(&state, n))
+    {
+        Ok(mut n) => {
+            count_redacted(&state, &n.redacted);
+            if let Some(t) = n.token {
+                count_token(&state, t);
             }
-            Err(r) => {
-                state
-                    .metrics
-                    .events_rejected
-                    .with_label_values(&[r.reason.as_str()])
-                    .inc();
-                return gif(StatusCode::BAD_REQUEST, &r.to_string());
-            }
-        };
+            flag_repeat(&state, ip, &mut n.message);
+            n.message
+        }
+        Err(r) => {
+            state
+                .metrics
+                .events_rejected
+                .with_label_values(&[r.reason.as_str()])
+                .inc();
+            return gif(StatusCode::BAD_REQUEST, &r.to_string());
+        }
+    };
     match produce(&state, std::slice::from_ref(&message)).await {
         Ok(()) => gif(StatusCode::OK, "accepted"),
         Err(e) => {

@@ -49,6 +49,9 @@ struct CampaignFile {
     channels: Vec<Channel>,
     #[serde(default)]
     placements: Vec<PlacementFile>,
+    /// What free text is stored as sent (`crate::declared`).
+    #[serde(default)]
+    declared: crate::declared::DeclaredFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +196,8 @@ pub struct Campaign {
     pub phases: Vec<Phase>,
     pub channels: Vec<Channel>,
     pub placements: Vec<Placement>,
+    /// The free text stored as sent; the rest is a placeholder or refused.
+    pub declared: crate::declared::Declared,
     placement_index: HashMap<String, usize>,
     utm_index: HashMap<String, usize>,
 }
@@ -516,6 +521,20 @@ impl Campaign {
             });
         }
 
+        let mut landing_urls: Vec<&Url> = placements.iter().map(|p| &p.landing_url).collect();
+        landing_urls.push(&default_landing_url);
+        let sources: Vec<&str> = file
+            .channels
+            .iter()
+            .flat_map(|ch| ch.utm_sources.iter().map(String::as_str))
+            .collect();
+        let declared = crate::declared::Declared::build(
+            file.declared,
+            &landing_urls,
+            &c.landing_origins,
+            &sources,
+        )
+        .map_err(|(field, reason)| invalid(field, reason))?;
         Ok(Self {
             id: c.id,
             name: c.name,
@@ -530,6 +549,7 @@ impl Campaign {
             phases,
             channels: file.channels,
             placements,
+            declared,
             placement_index,
             utm_index,
         })

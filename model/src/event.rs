@@ -117,6 +117,9 @@ pub enum RejectReason {
     FieldTooLong,
     /// More custom properties than allowed.
     TooManyProperties,
+    /// Free text the campaign file does not declare (a custom event, a
+    /// property, or a property's value).
+    Undeclared,
 }
 
 impl RejectReason {
@@ -131,6 +134,7 @@ impl RejectReason {
             RejectReason::UnknownField => "unknown_field",
             RejectReason::FieldTooLong => "field_too_long",
             RejectReason::TooManyProperties => "too_many_properties",
+            RejectReason::Undeclared => "undeclared",
         }
     }
 }
@@ -509,7 +513,16 @@ fn reduce_url(url: &url::Url) -> (String, Utm) {
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     for (k, v) in &pairs {
-        let v: String = v.chars().take(MAX_UTM_LEN).collect();
+        // A value to be cut is redacted first: an e-mail cut in half is no
+        // longer recognisable, and half of it would be stored. (Shorter
+        // values are redacted, and counted, with the rest of the message.)
+        let v = if v.chars().count() > MAX_UTM_LEN {
+            let r =
+                crate::redact::redact(v, crate::redact::Kinds::ALL).unwrap_or_else(|| v.clone());
+            r.chars().take(MAX_UTM_LEN).collect()
+        } else {
+            v.clone()
+        };
         let slot = match k.as_str() {
             "utm_source" => &mut utm.source,
             "utm_medium" => &mut utm.medium,
@@ -1050,6 +1063,21 @@ mod tests {
         assert_eq!(v["reason"], "invalid_type");
         assert_eq!(v["field"], "ts");
         assert!(v["message"].as_str().unwrap().contains("string"));
+    }
+
+    #[test]
+    fn a_long_tag_is_redacted_before_it_is_cut() {
+        let long = format!("{}jeanne.dupont@exemple.fr", "x".repeat(240));
+        let e = validate(&json!({"type": "page_view",
+            "url": format!("https://x.org/?utm_content={long}")}))
+        .unwrap();
+        let content = e.utm.content.unwrap();
+        assert!(content.chars().count() <= MAX_UTM_LEN);
+        assert!(!content.contains("jeanne"), "{content}");
+        assert!(
+            content.ends_with("redacted-email") || !content.contains('@'),
+            "{content}"
+        );
     }
 
     fn sample_message() -> EventMessage {

@@ -30,6 +30,7 @@
 pub mod attribution;
 pub mod campaign;
 pub mod campaigns;
+pub mod declared;
 pub mod devices;
 pub mod event;
 pub mod figures;
