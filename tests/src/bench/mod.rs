@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use crate::{create_topic, poll_until, unique, Service};
 
+pub mod abuse;
 pub mod dashboard;
 pub mod faults;
 pub mod freshness;

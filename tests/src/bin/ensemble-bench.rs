@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use ensemble_tests::bench::abuse::AbusePlan;
 use ensemble_tests::bench::dashboard::DashboardPlan;
 use ensemble_tests::bench::faults::FaultPlan;
 use ensemble_tests::bench::freshness::FreshnessPlan;
@@ -67,6 +68,10 @@ enum What {
     /// breaks (processor, ClickHouse, broker, poison, a member joining and
     /// leaving): accepted, stored, double-counted, lost, recovery time.
     Faults,
+    /// What a hostile script can do to the figures (scan floods, garbage,
+    /// minted identities, replayed tokens, undeclared free text, token
+    /// guessing), and what honest visitors see meanwhile.
+    Abuse,
     /// All five, one report.
     All,
 }
@@ -80,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         What::Freshness => freshness(&args).await?,
         What::Dashboard => dashboard(&args).await?,
         What::Faults => faults(&args).await?,
+        What::Abuse => abuse(&args).await?,
         What::All => {
             let mut out = format!(
                 "# ensemble benchmark report\n\n{} on {}; `deploy/local/bench all`{}. Every figure sits next to a \
@@ -242,6 +248,26 @@ async fn freshness(args: &Args) -> anyhow::Result<String> {
     )
     .await?;
     Ok(bench::freshness::report(&r, &plan))
+}
+
+async fn abuse(args: &Args) -> anyhow::Result<String> {
+    let plan = AbusePlan {
+        flood: if args.quick { 400 } else { 2_000 },
+        honest: if args.quick { 20 } else { 100 },
+    };
+    let (i, p, d) = (
+        release("ensemble-ingest")?,
+        release("ensemble-processor")?,
+        release("ensemble-dashboard")?,
+    );
+    let attacks = bench::abuse::run(
+        &args.kafka_brokers,
+        &args.clickhouse_url,
+        [&i, &p, &d],
+        plan,
+    )
+    .await?;
+    Ok(bench::abuse::report(&attacks, &plan))
 }
 
 async fn faults(args: &Args) -> anyhow::Result<String> {
