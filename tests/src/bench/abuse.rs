@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use super::{percentile, progress};
-use crate::{create_topic, poll_until, unique, Service};
+use super::{percentile, progress, start_pipeline, Pipeline};
+use crate::poll_until;
 
 const TOKEN: &str = "bench-analyst-token-0123456789";
 const IMPORT: &str = "bench-import-token-0123456789";
@@ -110,8 +110,8 @@ fn honest_of(seen: &[(f64, u16)]) -> Honest {
     Honest {
         requests: seen.len(),
         refused_429: seen.iter().filter(|(_, s)| *s == 429).count(),
-        p50_ms: percentile(&ms, 50.0),
-        p95_ms: percentile(&ms, 95.0),
+        p50_ms: percentile(&ms, 0.5),
+        p95_ms: percentile(&ms, 0.95),
     }
 }
 
@@ -196,13 +196,6 @@ pub async fn run(
     bins: [&Path; 3],
     plan: AbusePlan,
 ) -> anyhow::Result<Vec<Attack>> {
-    let topic = unique("bench_abuse");
-    let dlq = format!("{topic}.dlq");
-    create_topic(brokers, &topic, 3).await?;
-    create_topic(brokers, &dlq, 1).await?;
-    let store = ensemble_core::StoreConfig::new(ch_url, unique("bench_abuse"));
-    ensemble_core::migrate::migrate(&store).await?;
-    let group = unique("bench_abuse_group");
     let today = chrono::Utc::now()
         .with_timezone(&chrono_tz::Europe::Paris)
         .date_naive();
@@ -214,57 +207,28 @@ pub async fn run(
         crate::live::live_campaign_toml(&text, today)?,
     )?;
     let campaign = campaign_path.display().to_string();
-    let kafka = [
-        "--kafka-brokers",
-        brokers,
-        "--kafka-topic",
-        &topic,
-        "--kafka-dlq-topic",
-        &dlq,
-    ];
-    let ch = [
-        "--clickhouse-url",
-        ch_url,
-        "--clickhouse-database",
-        &store.database,
-    ];
-    let bin = |i: usize| bins[i].display().to_string();
     // The collector as deployed (default limits), behind a proxy: us.
-    let mut args = vec![
-        "--campaign",
+    let Pipeline {
+        ingest,
+        processor,
+        dashboard,
+        store,
+    } = start_pipeline(
+        brokers,
+        ch_url,
+        bins,
+        "bench_abuse",
         &campaign,
-        "--contact-secret",
-        "bench-secret-0123456789abcdef",
-        "--import-token",
-        IMPORT,
-        "--trust-forwarded-for",
-        "--trusted-proxies",
-        "127.0.0.1",
-    ];
-    args.extend(kafka);
-    let ingest = Service::start(&bin(0), &args, &[])?;
-    let mut args = vec!["--campaign", &campaign, "--group-id", &group];
-    args.extend(kafka);
-    args.extend(ch);
-    let processor = Service::start(&bin(1), &args, &[])?;
-    let mut args = vec![
-        "--campaign",
-        &campaign,
-        "--analyst-tokens",
+        &[
+            "--import-token",
+            IMPORT,
+            "--trust-forwarded-for",
+            "--trusted-proxies",
+            "127.0.0.1",
+        ],
         TOKEN,
-        "--processor-group",
-        &group,
-    ];
-    args.extend(kafka);
-    args.extend(ch);
-    let dashboard = Service::start(&bin(2), &args, &[])?;
-    for (svc, name) in [
-        (&ingest, "ingest"),
-        (&processor, "processor"),
-        (&dashboard, "dashboard"),
-    ] {
-        svc.wait_ready(name, Duration::from_secs(60)).await;
-    }
+    )
+    .await?;
     let (collector, dash) = (ingest.base(), dashboard.base());
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -528,6 +492,11 @@ pub async fn run(
         honest: Honest::default(),
     });
     drop((ingest, processor, dashboard));
+    store
+        .server_client()
+        .query(&format!("DROP DATABASE {}", store.database))
+        .execute()
+        .await?;
     Ok(attacks)
 }
 

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{load, peak_rss_mb, percentile, progress, wire_event};
-use crate::{create_topic, poll_until, unique, Service};
+use super::{load, peak_rss_mb, percentile, progress, start_pipeline, wire_event, Pipeline};
+use crate::poll_until;
 
 #[derive(Debug, Clone, Copy)]
 pub struct FreshnessPlan {
@@ -95,63 +95,27 @@ pub async fn run(
     bins: [&Path; 3],
     plan: FreshnessPlan,
 ) -> anyhow::Result<FreshnessResult> {
-    let topic = unique("bench_fresh");
-    let dlq = format!("{topic}.dlq");
-    create_topic(brokers, &topic, 3).await?;
-    create_topic(brokers, &dlq, 1).await?;
-    let store = ensemble_core::StoreConfig::new(ch_url, unique("bench_fresh"));
-    ensemble_core::migrate::migrate(&store).await?;
-    let group = unique("bench_fresh_group");
     let campaign = crate::campaign_file().display().to_string();
-    let kafka = [
-        "--kafka-brokers",
+    let Pipeline {
+        ingest,
+        processor,
+        dashboard,
+        store,
+    } = start_pipeline(
         brokers,
-        "--kafka-topic",
-        &topic,
-        "--kafka-dlq-topic",
-        &dlq,
-    ];
-    let ch = [
-        "--clickhouse-url",
         ch_url,
-        "--clickhouse-database",
-        &store.database,
-    ];
-    let bin = |i: usize| bins[i].display().to_string();
-    let mut args = vec![
-        "--campaign",
+        bins,
+        "bench_fresh",
         &campaign,
-        "--contact-secret",
-        "bench-secret-0123456789abcdef",
-        "--rate-limit-per-s",
-        "1000000",
-        "--rate-limit-burst",
-        "1000000",
-    ];
-    args.extend(kafka);
-    let ingest = Service::start(&bin(0), &args, &[])?;
-    let mut args = vec!["--campaign", &campaign, "--group-id", &group];
-    args.extend(kafka);
-    args.extend(ch);
-    let processor = Service::start(&bin(1), &args, &[])?;
-    let mut args = vec![
-        "--campaign",
-        &campaign,
-        "--analyst-tokens",
+        &[
+            "--rate-limit-per-s",
+            "1000000",
+            "--rate-limit-burst",
+            "1000000",
+        ],
         TOKEN,
-        "--processor-group",
-        &group,
-    ];
-    args.extend(kafka);
-    args.extend(ch);
-    let dashboard = Service::start(&bin(2), &args, &[])?;
-    for (svc, name) in [
-        (&ingest, "ingest"),
-        (&processor, "processor"),
-        (&dashboard, "dashboard"),
-    ] {
-        svc.wait_ready(name, Duration::from_secs(60)).await;
-    }
+    )
+    .await?;
     let (collector, dash) = (ingest.base(), dashboard.base());
 
     load(&collector, 50, 1, 4).await?;

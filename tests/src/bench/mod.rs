@@ -48,6 +48,87 @@ pub struct IngestResult {
     pub peak_rss_mb: f64,
 }
 
+/// The three services as release processes on a topic and database of
+/// their own, ready: what the freshness and abuse benches measure.
+pub(crate) struct Pipeline {
+    pub ingest: Service,
+    pub processor: Service,
+    pub dashboard: Service,
+    pub store: ensemble_core::StoreConfig,
+}
+
+/// Starts [`Pipeline`] on `campaign`; `ingest_extra` are the collector's
+/// own flags; the dashboard opens to `token`.
+pub(crate) async fn start_pipeline(
+    brokers: &str,
+    ch_url: &str,
+    bins: [&Path; 3],
+    name: &str,
+    campaign: &str,
+    ingest_extra: &[&str],
+    token: &str,
+) -> anyhow::Result<Pipeline> {
+    let topic = unique(name);
+    let dlq = format!("{topic}.dlq");
+    create_topic(brokers, &topic, 3).await?;
+    create_topic(brokers, &dlq, 1).await?;
+    let store = ensemble_core::StoreConfig::new(ch_url, unique(name));
+    ensemble_core::migrate::migrate(&store).await?;
+    let group = unique(&format!("{name}_group"));
+    let kafka = [
+        "--kafka-brokers",
+        brokers,
+        "--kafka-topic",
+        &topic,
+        "--kafka-dlq-topic",
+        &dlq,
+    ];
+    let ch = [
+        "--clickhouse-url",
+        ch_url,
+        "--clickhouse-database",
+        &store.database,
+    ];
+    let bin = |i: usize| bins[i].display().to_string();
+    let mut args = vec![
+        "--campaign",
+        campaign,
+        "--contact-secret",
+        "bench-secret-0123456789abcdef",
+    ];
+    args.extend_from_slice(ingest_extra);
+    args.extend(kafka);
+    let ingest = Service::start(&bin(0), &args, &[])?;
+    let mut args = vec!["--campaign", campaign, "--group-id", &group];
+    args.extend(kafka);
+    args.extend(ch);
+    let processor = Service::start(&bin(1), &args, &[])?;
+    let mut args = vec![
+        "--campaign",
+        campaign,
+        "--analyst-tokens",
+        token,
+        "--processor-group",
+        &group,
+    ];
+    args.extend(kafka);
+    args.extend(ch);
+    let dashboard = Service::start(&bin(2), &args, &[])?;
+    for (svc, name) in [
+        (&ingest, "ingest"),
+        (&processor, "processor"),
+        (&dashboard, "dashboard"),
+    ] {
+        svc.wait_ready(name, Duration::from_secs(60)).await;
+    }
+    Ok(Pipeline {
+        ingest,
+        processor,
+        dashboard,
+        store,
+    })
+}
+
 pub(crate) fn progress(msg: &str) {
     eprintln!("[bench] {msg}");
 }
