@@ -480,20 +480,18 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
         for (i, stmt) in stmts.iter().enumerate() {
             // Every column the ALTER adds is there already.
             let mut all_there = false;
+            // In cluster mode the columns are on the local tables.
+            let altered = altered_table(stmt).map(|table| {
+                if store.is_cluster() {
+                    format!("{table}_local")
+                } else {
+                    table.to_owned()
+                }
+            });
             let stmt = &match altered_table(stmt) {
                 Some(table) => {
-                    // In cluster mode the columns are on the local tables.
-                    let local = if store.is_cluster() {
-                        format!("{table}_local")
-                    } else {
-                        table.to_owned()
-                    };
-                    let existing: Vec<String> = client
-                        .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
-                        .bind(db)
-                        .bind(&local)
-                        .fetch_all()
-                        .await?;
+                    let existing =
+                        columns(&client, db, altered.as_deref().unwrap_or(table)).await?;
                     adding_only_missing(stmt, &existing).unwrap_or_else(|| {
                         tracing::info!(version = m.version, table, "columns already there (a run stopped before it recorded this migration)");
                         all_there = true;
@@ -519,14 +517,22 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
                 run.retain(|sql| !sql.trim_start().starts_with("ALTER TABLE "));
             }
             for sql in run {
-                client.query_raw(&sql).execute().await.map_err(|source| {
-                    MigrateError::Statement {
+                // Checked again after a dropped connection: the ALTER may
+                // have been applied before the answer was lost.
+                let check = sql
+                    .trim_start()
+                    .starts_with("ALTER TABLE ")
+                    .then_some(())
+                    .and(altered.as_deref())
+                    .map(|table| (db.as_str(), table, stmt.as_str()));
+                execute_retrying(&client, &sql, check)
+                    .await
+                    .map_err(|source| MigrateError::Statement {
                         version: m.version,
                         name: m.name.clone(),
                         statement: i + 1,
                         source,
-                    }
-                })?;
+                    })?;
             }
         }
         if had_events {
@@ -563,6 +569,51 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
         report.applied.push(m.version);
     }
     Ok(report)
+}
+
+/// The columns of `db.table`.
+async fn columns(
+    client: &clickhouse::Client,
+    db: &str,
+    table: &str,
+) -> Result<Vec<String>, clickhouse::error::Error> {
+    client
+        .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
+        .bind(db)
+        .bind(table)
+        .fetch_all()
+        .await
+}
+
+/// Runs one DDL statement; when the connection drops (a server just
+/// started, a proxy restarting), tries again, up to 5 times over ~4 s.
+/// Every statement can run twice (`IF NOT EXISTS`, `IF EXISTS`) but an
+/// `ALTER … ADD COLUMN`: `check` (database, table, the ALTER as written)
+/// then says whether its columns arrived before the answer was lost.
+async fn execute_retrying(
+    client: &clickhouse::Client,
+    sql: &str,
+    check: Option<(&str, &str, &str)>,
+) -> Result<(), clickhouse::error::Error> {
+    let mut wait = std::time::Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match client.query_raw(sql).execute().await {
+            Ok(()) => return Ok(()),
+            Err(clickhouse::error::Error::Network(e)) if attempt < 5 => {
+                tracing::warn!(attempt, error = %e, "connection dropped during a migration statement; trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                attempt += 1;
+                if let Some((db, table, alter)) = check {
+                    if adding_only_missing(alter, &columns(client, db, table).await?).is_none() {
+                        return Ok(());
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
