@@ -113,15 +113,6 @@ impl Summed {
 
 pub type Shared = Arc<ApiState>;
 
-/// Constant-time token comparison.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 /// Who is asking: the role of the request's token and the token's index
 /// among the configured ones (analysts first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +136,7 @@ pub fn caller_of(state: &ApiState, req: &Request) -> Option<Caller> {
     analysts
         .chain(agency)
         .enumerate()
-        .find(|(_, (t, _))| same(t, token))
+        .find(|(_, (t, _))| ensemble_core::privacy::same_secret(t.as_bytes(), token.as_bytes()))
         .map(|(i, (_, role))| Caller { role, token: i })
 }
 

@@ -289,11 +289,6 @@ pub async fn post_events(
     accept(&state, values, &ctx).await
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte.
-fn same_token(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// `POST /v1/import` (Bearer token)
 pub async fn post_import(
     State(state): State<Shared>,
@@ -316,7 +311,7 @@ pub async fn post_import(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !same_token(given.trim().as_bytes(), expected.as_bytes()) {
+    if !ensemble_core::privacy::same_secret(given.trim().as_bytes(), expected.as_bytes()) {
         state.auth_failures.spend(ip, 1, Instant::now());
         return reject_request(&state, IngestError::Unauthorized);
     }
@@ -640,12 +635,5 @@ mod tests {
         assert_eq!(recorded_code("<script>"), "script");
         assert_eq!(recorded_code("💥"), "unknown");
         assert_eq!(recorded_code(&"a".repeat(100)).len(), 64);
-    }
-
-    #[test]
-    fn token_comparison() {
-        assert!(same_token(b"abc", b"abc"));
-        assert!(!same_token(b"abc", b"abd"));
-        assert!(!same_token(b"abc", b"abcd"));
     }
 }

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use ensemble_core::privacy::same_secret;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -101,8 +102,9 @@ impl VisitorIds {
             .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
             .find_map(|value| {
                 let (vid, mac) = value.split_once('.')?;
-                (ensemble_core::event::is_valid_visitor_id(vid) && same(&self.cookie_mac(vid), mac))
-                    .then(|| vid.to_owned())
+                (ensemble_core::event::is_valid_visitor_id(vid)
+                    && same_secret(self.cookie_mac(vid).as_bytes(), mac.as_bytes()))
+                .then(|| vid.to_owned())
             })
     }
 
@@ -137,7 +139,7 @@ impl VisitorIds {
         {
             return Err(TokenError::Malformed);
         }
-        if !same(&self.token_mac(vid, plc, issued), mac) {
+        if !same_secret(self.token_mac(vid, plc, issued).as_bytes(), mac.as_bytes()) {
             return Err(TokenError::Forged);
         }
         let age = now.timestamp() - issued;
@@ -166,16 +168,6 @@ impl VisitorIds {
     pub fn fresh() -> String {
         format!("v_{}", uuid::Uuid::new_v4().simple())
     }
-}
-
-/// Constant-time comparison of two signatures.
-fn same(want: &str, got: &str) -> bool {
-    want.len() == got.len()
-        && want
-            .bytes()
-            .zip(got.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 #[cfg(test)]

@@ -4,6 +4,12 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// Constant-time equality of two secrets (tokens, signatures): the time
+/// taken does not tell how many leading bytes were right.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Minimum length of the HMAC secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -119,6 +125,14 @@ mod tests {
             hex::encode(mac.finalize().into_bytes())
         };
         assert!(all.contains(&old(composed)) && all.contains(&old(decomposed)));
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+        assert!(!same_secret(b"", b"a"));
     }
 
     #[test]
