@@ -120,25 +120,50 @@ fn count_redacted(state: &AppState, fields: &[ensemble_core::redact::Field]) {
     }
 }
 
-/// Keeps only the free text the campaigns declare (see
-/// `ensemble_core::declared`): refuses an undeclared custom event or
-/// property, replaces undeclared `utm_*` values and URL paths.
-fn declare(state: &AppState, mut n: Normalised) -> Result<Normalised, Rejection> {
-    for field in state.declared.apply(&mut n.message)? {
-        state
-            .metrics
-            .values_undeclared
-            .with_label_values(&[field])
-            .inc();
+/// One event of a request, as every event endpoint takes it: validated,
+/// normalised, kept to the free text the campaigns declare
+/// (`ensemble_core::declared`: an undeclared custom event or property is
+/// refused, undeclared `utm_*` values and URL paths replaced), flagged when
+/// it repeats a scan; what was redacted, undeclared, tokens and refusals
+/// counted.
+fn prepare(state: &AppState, v: &Value, ctx: &Context) -> Result<Normalised, Rejection> {
+    let prepared = validate(v)
+        .and_then(|e| state.normaliser.normalise(e, ctx))
+        .and_then(|mut n| {
+            for field in state.declared.apply(&mut n.message)? {
+                state
+                    .metrics
+                    .values_undeclared
+                    .with_label_values(&[field])
+                    .inc();
+            }
+            Ok(n)
+        });
+    match prepared {
+        Ok(mut n) => {
+            count_redacted(state, &n.redacted);
+            if let Some(t) = n.token {
+                count_token(state, t);
+            }
+            flag_repeat(state, ctx.client_ip, &mut n.message);
+            Ok(n)
+        }
+        Err(rejection) => {
+            state
+                .metrics
+                .events_rejected
+                .with_label_values(&[rejection.reason.as_str()])
+                .inc();
+            Err(rejection)
+        }
     }
-    Ok(n)
 }
 
 /// Flags `m` as a repeated scan when the client scanned (or clicked the
 /// card of) the same placement within the window.
 fn flag_repeat(state: &AppState, client: IpAddr, m: &mut EventMessage) {
-    let scan = m.event_type == EventType::QrScan
-        || (m.event_type == EventType::TinderCard && m.action == Some(TinderAction::Click));
+    let action = m.action.map_or("", TinderAction::as_str);
+    let scan = ensemble_core::rules::is_scan(m.event_type.as_str(), action);
     let Some(placement) = m.placement.as_deref().filter(|_| scan && !m.imported) else {
         return;
     };
@@ -203,29 +228,14 @@ async fn accept(state: &AppState, values: Vec<Value>, ctx: &Context) -> Response
     // The visitor (and placement) of an honoured visit token: the tracker adopts it.
     let mut visitor: Option<(String, Option<String>)> = None;
     for (index, v) in values.iter().enumerate() {
-        match validate(v)
-            .and_then(|e| state.normaliser.normalise(e, ctx))
-            .and_then(|n| declare(state, n))
-        {
-            Ok(mut n) => {
-                count_redacted(state, &n.redacted);
-                if let Some(t) = n.token {
-                    count_token(state, t);
-                    if t.is_ok() {
-                        visitor = Some((n.message.visitor_id.clone(), n.message.placement.clone()));
-                    }
+        match prepare(state, v, ctx) {
+            Ok(n) => {
+                if n.token.is_some_and(|t| t.is_ok()) {
+                    visitor = Some((n.message.visitor_id.clone(), n.message.placement.clone()));
                 }
-                flag_repeat(state, ctx.client_ip, &mut n.message);
                 messages.push(n.message);
             }
-            Err(rejection) => {
-                state
-                    .metrics
-                    .events_rejected
-                    .with_label_values(&[rejection.reason.as_str()])
-                    .inc();
-                rejected.push(IndexedRejection { index, rejection });
-            }
+            Err(rejection) => rejected.push(IndexedRejection { index, rejection }),
         }
     }
     if !messages.is_empty() {
@@ -566,26 +576,9 @@ pub async fn pixel(
     let ctx = state
         .normaliser
         .context(Utc::now(), ip, user_agent(&headers), Mode::ServerTime);
-    let message = match validate(&Value::Object(obj))
-        .and_then(|e| state.normaliser.normalise(e, &ctx))
-        .and_then(|n| declare(&state, n))
-    {
-        Ok(mut n) => {
-            count_redacted(&state, &n.redacted);
-            if let Some(t) = n.token {
-                count_token(&state, t);
-            }
-            flag_repeat(&state, ip, &mut n.message);
-            n.message
-        }
-        Err(r) => {
-            state
-                .metrics
-                .events_rejected
-                .with_label_values(&[r.reason.as_str()])
-                .inc();
-            return gif(StatusCode::BAD_REQUEST, &r.to_string());
-        }
+    let message = match prepare(&state, &Value::Object(obj), &ctx) {
+        Ok(n) => n.message,
+        Err(r) => return gif(StatusCode::BAD_REQUEST, &r.to_string()),
     };
     match produce(&state, std::slice::from_ref(&message)).await {
         Ok(()) => gif(StatusCode::OK, "accepted"),
