@@ -488,10 +488,9 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
                     table.to_owned()
                 }
             });
-            let stmt = &match altered_table(stmt) {
+            let stmt = &match altered.as_deref() {
                 Some(table) => {
-                    let existing =
-                        columns(&client, db, altered.as_deref().unwrap_or(table)).await?;
+                    let existing = columns(&client, db, table).await?;
                     adding_only_missing(stmt, &existing).unwrap_or_else(|| {
                         tracing::info!(version = m.version, table, "columns already there (a run stopped before it recorded this migration)");
                         all_there = true;
@@ -519,11 +518,9 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
             for sql in run {
                 // Checked again after a dropped connection: the ALTER may
                 // have been applied before the answer was lost.
-                let check = sql
-                    .trim_start()
-                    .starts_with("ALTER TABLE ")
-                    .then_some(())
-                    .and(altered.as_deref())
+                let check = altered
+                    .as_deref()
+                    .filter(|_| sql.trim_start().starts_with("ALTER TABLE "))
                     .map(|table| (db.as_str(), table, stmt.as_str()));
                 execute_retrying(&client, &sql, check)
                     .await
