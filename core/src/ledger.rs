@@ -22,7 +22,7 @@ use crate::{Campaign, EventRow};
 
 /// Visitor ids per read query: keeps the query text under ClickHouse's
 /// 256 KiB `max_query_size`.
-const IDS_PER_QUERY: usize = 3000;
+pub(crate) const IDS_PER_QUERY: usize = 3000;
 
 /// A ledger row as read back (and as `rebuild` reads `events`).
 #[derive(Debug, Row, Deserialize)]
@@ -125,7 +125,7 @@ fn push_quoted(out: &mut String, s: &str, in_query: bool) {
     out.push('\'');
 }
 
-fn in_list(ids: &[&str]) -> String {
+pub(crate) fn in_list(ids: &[&str]) -> String {
     ids.iter().map(|s| lit(s)).collect::<Vec<_>>().join(",")
 }
 
@@ -594,7 +594,10 @@ pub async fn account(
     campaign: &Campaign,
     rows: &[EventRow],
 ) -> Result<Accounted, clickhouse::error::Error> {
-    prepare(client, campaign, rows).await?.write(client).await
+    prepare(client, campaign, rows)
+        .await?
+        .write(client, campaign)
+        .await
 }
 
 /// A batch's accounting read and computed, its statements ready, nothing
@@ -610,13 +613,16 @@ pub struct Prepared {
 
 impl Prepared {
     /// Writes what [`prepare`] computed: the wide visitors, the ledger
-    /// (and so the figures), the contacts. Only once, and only if no ledger
-    /// row was written since `prepare` read it: after a failure, account
-    /// again (a failed INSERT may still have landed; reading the ledger
-    /// again is what keeps it from being counted twice).
+    /// (and so the figures), the contacts, and for contacts seen on
+    /// several visitors their later conversions ([`crate::later`]). Only
+    /// once, and only if no ledger row was written since `prepare` read
+    /// it: after a failure, account again (a failed INSERT may still have
+    /// landed; reading the ledger again is what keeps it from being
+    /// counted twice).
     pub async fn write(
         self,
         client: &clickhouse::Client,
+        campaign: &Campaign,
     ) -> Result<Accounted, clickhouse::error::Error> {
         // Listed before their rows land: a crash in between leaves a listed
         // visitor, which costs a little time, never a wrong figure.
@@ -624,7 +630,8 @@ impl Prepared {
         if let Some(insert) = &self.ledger {
             insert.execute(client).await?;
         }
-        note_contacts(client, &self.signups).await?;
+        let shared = note_contacts(client, &self.signups).await?;
+        crate::later::settle(client, campaign, &shared).await?;
         Ok(self.done)
     }
 }
@@ -835,14 +842,15 @@ async fn insert_pairs<C: AsRef<str>, V: AsRef<str>>(
 
 /// Records which visitors signed up with which contact, then lists in
 /// `shared_contacts` every contact of the batch now seen on several
-/// visitors. (Two processors recording the same contact at once: each
-/// checks after its own insert, so the later check sees both.)
+/// visitors, and returns those (contact, visitor) pairs. (Two processors
+/// recording the same contact at once: each checks after its own insert,
+/// so the later check sees both.)
 async fn note_contacts(
     client: &clickhouse::Client,
     pairs: &BTreeSet<(String, String)>,
-) -> Result<(), clickhouse::error::Error> {
+) -> Result<Vec<(String, String)>, clickhouse::error::Error> {
     if pairs.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     insert_pairs(
         client,
@@ -876,7 +884,13 @@ async fn note_contacts(
             shared.extend(vs.into_iter().map(|v| (c.clone(), v)));
         }
     }
-    insert_pairs(client, "shared_contacts", shared).await
+    insert_pairs(
+        client,
+        "shared_contacts",
+        shared.iter().map(|(c, v)| (c, v)),
+    )
+    .await?;
+    Ok(shared)
 }
 
 /// What the per-visitor rows get wrong for contacts seen on several
@@ -1119,7 +1133,8 @@ pub async fn rewrite(
 /// own visitors. Safe to run again: what is gone contributes nothing.
 /// Other visitors' ledger rows may still carry this person's journeys rows
 /// in their arrays: once the deletes are done, [`clear_carried`] empties
-/// them (`ensemble-processor erase` does).
+/// them (`ensemble-processor erase` does). Returns the person's sign-ups
+/// (ids), whose analysts' rows were deleted.
 pub async fn forget(
     client: &clickhouse::Client,
     campaign: &Campaign,
@@ -1127,19 +1142,32 @@ pub async fn forget(
     contact_hash: &str,
     own: &[String],
     shared: &[String],
-) -> Result<(), clickhouse::error::Error> {
+) -> Result<Vec<Uuid>, clickhouse::error::Error> {
+    // This person's sign-ups: the analysts' rows of them carry no contact.
+    let signups: Vec<Uuid> = erased_signups(client, contact_hash).await?;
     rewrite(client, campaign, &ddl_target, own, |_| false).await?;
     rewrite(client, campaign, &ddl_target, shared, |e| {
         e.contact != contact_hash
     })
     .await?;
-    // The journeys rows of this contact (retracted above, so their sums
-    // are zero) and of the own visitors (all retracted) go for good, not
-    // at the next merge.
+    // The journeys rows of this contact's sign-ups (retracted above, so
+    // their sums are zero) and of the own visitors (all retracted) go for
+    // good, not at the next merge; so do its later conversions.
+    for chunk in signups.chunks(IDS_PER_QUERY) {
+        let ids: Vec<String> = chunk.iter().map(|e| format!("toUUID('{e}')")).collect();
+        client
+            .query(&format!(
+                "ALTER TABLE {} DELETE WHERE event_id IN ({})",
+                ddl_target("journeys"),
+                ids.join(",")
+            ))
+            .execute()
+            .await?;
+    }
+    crate::later::forget(client, &ddl_target, &signups, own).await?;
     for (table, column) in [
         ("contact_visitors", "contact_hash"),
         ("shared_contacts", "contact_hash"),
-        ("journeys", "contact"),
     ] {
         client
             .query(&format!(
@@ -1168,7 +1196,27 @@ pub async fn forget(
                 .await?;
         }
     }
-    Ok(())
+    Ok(signups)
+}
+
+/// The sign-ups the ledger holds with `contact_hash`.
+pub async fn erased_signups(
+    client: &clickhouse::Client,
+    contact_hash: &str,
+) -> Result<Vec<Uuid>, clickhouse::error::Error> {
+    #[derive(Row, Deserialize)]
+    struct Id {
+        #[serde(with = "clickhouse::serde::uuid")]
+        event_id: Uuid,
+    }
+    let ids: Vec<Id> = client
+        .query(&format!(
+            "SELECT DISTINCT event_id FROM ledger WHERE ev_contact = {}",
+            lit(contact_hash)
+        ))
+        .fetch_all()
+        .await?;
+    Ok(ids.into_iter().map(|i| i.event_id).collect())
 }
 
 /// Retention: the ledger forgets events before `cutoff_ms`, and the figures
@@ -1321,6 +1369,7 @@ pub async fn rebuild(
         "shared_contacts",
         "wide_visitors",
         "journeys",
+        "later_conversions",
         "ledger_minutely",
         "events_minutely",
     ] {
@@ -1421,6 +1470,7 @@ pub async fn rebuild(
         )
         .execute()
         .await?;
+    crate::later::settle_all(client, campaign).await?;
     client
         .query(
             "INSERT INTO events_minutely SELECT toStartOfMinute(processed_at) AS minute, maxState(received_at) AS newest_received, \

@@ -12,6 +12,7 @@ pub mod batches;
 pub mod config;
 pub mod event;
 pub mod kafka;
+pub mod later;
 pub mod launch;
 pub mod ledger;
 pub mod migrate;

@@ -327,15 +327,17 @@ pub fn cluster_statements(
     }
     if let Some(name) = s.strip_prefix("DROP TABLE IF EXISTS ") {
         let name = name.trim();
-        if !is_identifier(name) {
+        let (tdb, table) = name.split_once('.').unwrap_or((db, name));
+        if !is_identifier(tdb) || !is_identifier(table) {
             return None;
         }
         let mut out = vec![format!(
-            "DROP TABLE IF EXISTS {db}.{name} ON CLUSTER {cluster}"
+            "DROP TABLE IF EXISTS {tdb}.{table} ON CLUSTER {cluster}"
         )];
         if tables.iter().any(|t| t == name) {
             out.push(format!(
-                "DROP TABLE IF EXISTS {db}.{name}_local ON CLUSTER {cluster}"
+                "DROP TABLE IF EXISTS {} ON CLUSTER {cluster}",
+                local_of(name, db)
             ));
         }
         return Some(out);
@@ -389,11 +391,12 @@ struct AppliedRow {
 
 /// The migrations that store what the processor computes anew (0004: the
 /// figures; 0005: the analysts' journeys; 0006: the conversion paths'
-/// figures; 0007: the device breakdown, the paths' delays): a database that already has
-/// events when one is applied must be rebuilt from `events`; it records
-/// that in `rebuild_pending` (which the rebuild empties and the processor
-/// checks before it consumes).
-pub const REBUILT_FROM_EVENTS: [u32; 4] = [4, 5, 6, 7];
+/// figures; 0007: the device breakdown, the paths' delays; 0011: the
+/// journeys without contacts): a database that already has events when one
+/// is applied must be rebuilt from `events`; it records that in
+/// `rebuild_pending` (which the rebuild empties and the processor checks
+/// before it consumes).
+pub const REBUILT_FROM_EVENTS: [u32; 5] = [4, 5, 6, 7, 11];
 
 /// The migrations that add a table filled beside `figures_ranges` (0009:
 /// the paths' delays by range): applied where the summed tables were
@@ -661,7 +664,8 @@ mod tests {
                 "db_sql.journeys",
                 "figures_ranges",
                 "figures_ranges_state",
-                "paths_delays_ranges"
+                "paths_delays_ranges",
+                "db_sql.later_conversions"
             ]
         );
         let out: Vec<String> = all
@@ -714,6 +718,17 @@ mod tests {
                 && journeys_mv.contains("FROM db.ledger_local\n"),
             "{journeys_mv}"
         );
+        // 0011: a table of the analysts' database dropped with its local
+        // tables, a view of it on every node.
+        for dropped in [
+            "DROP TABLE IF EXISTS db_sql.journeys ON CLUSTER c1",
+            "DROP TABLE IF EXISTS db_sql.journeys_local ON CLUSTER c1",
+            "DROP TABLE IF EXISTS db_sql.conversions ON CLUSTER c1",
+        ] {
+            assert!(out.contains(&dropped.to_owned()), "{dropped}");
+        }
+        assert!(!out
+            .contains(&"DROP TABLE IF EXISTS db_sql.conversions_local ON CLUSTER c1".to_owned()));
         let at = out
             .iter()
             .position(|s| s.starts_with("ALTER TABLE"))

@@ -14,8 +14,9 @@ pub fn is_identifier(s: &str) -> bool {
 }
 
 /// The tables of the analysts' database the services write to (through
-/// the ledger's materialised view) and erase from.
-pub const SQL_TABLES: &[&str] = &["journeys"];
+/// the ledger's materialised view, and `later_conversions` directly) and
+/// erase from.
+pub const SQL_TABLES: &[&str] = &["journeys", "later_conversions"];
 
 #[derive(Debug, Clone, Args)]
 pub struct StoreConfig {

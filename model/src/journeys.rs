@@ -13,9 +13,12 @@
 //! views keep the keys whose sum is positive.
 //!
 //! A contact that signed up on several visitors has a conversion row on
-//! each (each visitor alone cannot know which sign-up was first); the
-//! `conversions` view keeps the earliest, ties broken by event id, as
-//! [`crate::figures`] does when it computes those visitors together.
+//! each (each visitor alone cannot know which sign-up was first);
+//! [`later_conversions`] names all but the earliest, ties broken by event
+//! id, as [`crate::figures`] does when it computes those visitors together,
+//! and the `conversions` view leaves those out.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::DateTime;
 use uuid::Uuid;
@@ -76,8 +79,9 @@ pub struct Key<'a> {
     pub channel: &'a str,
     pub placement: &'a str,
     pub device: &'a str,
-    /// Conversion and credit: the contact hash (the `conversions` view
-    /// chooses among visitors with it; no view shows it).
+    /// Conversion and credit: the contact hash. Carried in the ledger,
+    /// never stored where analysts read ([`later_conversions`] tells the
+    /// `conversions` view which visitors' conversions are not the first).
     pub contact: &'a str,
     /// Credit: the attribution model.
     pub model: &'static str,
@@ -302,6 +306,41 @@ pub fn add<'a>(sum: &mut Rows<'a>, rows: &Rows<'a>, sign: i64) {
     *sum = settle(both);
 }
 
+/// The conversions that are not their person's first. A contact seen on
+/// several visitors has a conversion row on each (each visitor alone
+/// cannot know which sign-up came first); every one of them but the
+/// earliest (ties broken by event id, as [`crate::figures`] chooses) is
+/// returned, as (visitor, sign-up event id). The processor keeps these in
+/// the analysts' `later_conversions`, which their `conversions` view
+/// leaves out, so that no table they read holds a contact hash.
+///
+/// `visitors`: every visitor of the contacts `in_scope` keeps (all of
+/// them when it is `None`), with its events; contacts outside the scope
+/// are not judged.
+pub fn later_conversions<'a>(
+    campaign: &'a Campaign,
+    visitors: impl IntoIterator<Item = (&'a str, &'a [Event])>,
+    in_scope: Option<&BTreeSet<&str>>,
+) -> BTreeSet<(&'a str, Uuid)> {
+    let mut by_contact: BTreeMap<&'a str, Vec<(u64, Uuid, &'a str)>> = BTreeMap::new();
+    for (visitor, events) in visitors {
+        for (k, _) in rows(campaign, events) {
+            if k.kind == Kind::Conversion && in_scope.is_none_or(|s| s.contains(k.contact)) {
+                by_contact
+                    .entry(k.contact)
+                    .or_default()
+                    .push((k.ms, k.event_id, visitor));
+            }
+        }
+    }
+    let mut later = BTreeSet::new();
+    for mut conversions in by_contact.into_values() {
+        conversions.sort_unstable();
+        later.extend(conversions.into_iter().skip(1).map(|(_, e, v)| (v, e)));
+    }
+    later
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -473,6 +512,50 @@ mod tests {
         assert!((linear_metro.credit + 1.0 / 3.0).abs() < 1e-12);
         // Nothing new, nothing changed.
         assert!(change(&cp, &all, &all).is_empty());
+    }
+
+    /// One person on a phone and a laptop (the laptop's sign-up first),
+    /// a second contact signed up on the phone only, and a bot's earlier
+    /// sign-up of the first contact (bots convert nobody).
+    #[test]
+    fn only_a_persons_first_conversion_is_not_later() {
+        let cp = campaign();
+        let with = |mut e: Event, contact: &str, bot: bool| {
+            e.contact = contact.into();
+            e.bot = bot;
+            e
+        };
+        let phone = vec![
+            ev(1, 0, "qr_scan", "", "metro", "M-CHATELET"),
+            with(ev(2, 30, "signup", "", "site", ""), "c1", false),
+            with(ev(3, 31, "signup", "", "site", ""), "c2", false),
+        ];
+        let laptop = vec![with(ev(4, 20, "signup", "", "site", ""), "c1", false)];
+        let bot = vec![with(ev(5, 1, "signup", "", "site", ""), "c1", true)];
+        let visitors = [
+            ("phone", phone.as_slice()),
+            ("laptop", laptop.as_slice()),
+            ("bot", bot.as_slice()),
+        ];
+        let later = later_conversions(&cp, visitors, None);
+        assert_eq!(
+            later.into_iter().collect::<Vec<_>>(),
+            [("phone", Uuid::from_u128(2))]
+        );
+        // Out of scope, c1 is not judged; c2 has one conversion.
+        let scope: BTreeSet<&str> = ["c2"].into();
+        assert!(later_conversions(&cp, visitors, Some(&scope)).is_empty());
+        // Same minute: the lower event id is the first.
+        let laptop = vec![with(ev(9, 30, "signup", "", "site", ""), "c1", false)];
+        let later = later_conversions(
+            &cp,
+            [("phone", phone.as_slice()), ("laptop", laptop.as_slice())],
+            None,
+        );
+        assert_eq!(
+            later.into_iter().collect::<Vec<_>>(),
+            [("laptop", Uuid::from_u128(9))]
+        );
     }
 
     #[test]

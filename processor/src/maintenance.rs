@@ -134,6 +134,8 @@ pub async fn retention(
             Ok(client.query(&carried).fetch_one().await?)
         })
         .await?;
+        // A person's first sign-up may have gone with those months.
+        ensemble_core::later::settle_all(&client, campaign).await?;
     }
     Ok(report)
 }
@@ -290,7 +292,7 @@ async fn erase_in(
         .fetch_all()
         .await?;
     // The figures first: they are recomputed from the ledger, not from events.
-    ledger::forget(
+    let signups = ledger::forget(
         &client,
         campaign,
         |t| store.ddl_target(t),
@@ -299,6 +301,8 @@ async fn erase_in(
         &report.shared_visitors,
     )
     .await?;
+    let signups: Vec<String> = signups.iter().map(ToString::to_string).collect();
+    let signups = never_empty(&signups);
     client
         .query(&format!(
             "ALTER TABLE {} DELETE WHERE {THEIRS}",
@@ -315,8 +319,9 @@ async fn erase_in(
          + (SELECT count() FROM ledger WHERE ev_contact = ?) \
          + (SELECT count() FROM contact_visitors WHERE contact_hash = ?) \
          + (SELECT count() FROM shared_contacts WHERE contact_hash = ?) \
-         + (SELECT count() FROM {}.journeys WHERE contact = ? OR has(?, visitor_id))",
-        store.sql_database()
+         + (SELECT count() FROM {sql}.journeys WHERE has(?, toString(event_id)) OR has(?, visitor_id)) \
+         + (SELECT count() FROM {sql}.later_conversions WHERE has(?, toString(event_id)) OR has(?, visitor_id))",
+        sql = store.sql_database()
     );
     let timeout = || {
         MaintenanceError::MutationTimeout(
@@ -332,7 +337,9 @@ async fn erase_in(
             .bind(&report.contact_hash)
             .bind(&report.contact_hash)
             .bind(&report.contact_hash)
-            .bind(&report.contact_hash)
+            .bind(&signups)
+            .bind(&own)
+            .bind(&signups)
             .bind(&own)
             .fetch_one()
             .await?)

@@ -272,7 +272,7 @@ pub async fn insert(
             let prepared = prepared.take();
             async move {
                 match prepared {
-                    Some(p) => p.write(client).await,
+                    Some(p) => p.write(client, campaign).await,
                     None => ledger::account(client, campaign, accounted).await,
                 }
             }

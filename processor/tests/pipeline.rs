@@ -1220,7 +1220,10 @@ async fn facts_snapshot(store: &StoreConfig) -> BTreeMap<String, (i64, i64)> {
         rows.is_empty() || !journeys.is_empty(),
         "figures without journeys rows"
     );
-    rows.into_iter().chain(journeys).collect()
+    rows.into_iter()
+        .chain(journeys)
+        .chain(part("later_conversions|"))
+        .collect()
 }
 
 /// One event of a person in the erasure tests: `kind` by `visitor` at
@@ -1376,6 +1379,76 @@ async fn erasure_takes_the_persons_rows_and_nobody_elses() {
         pairs("eve@exemple.fr").await > 0,
         "retention left Eve's contact pairs"
     );
+    // Alice signed up on her phone, then behind the shared id: the
+    // analysts' views count her once, at her phone's sign-up, and no table
+    // they read holds a contact hash.
+    let sql_db = s.store.sql_database();
+    let signups_of = |who: &str| {
+        let sql = format!(
+            "SELECT toString(event_id) FROM events WHERE contact_hash = '{}' ORDER BY ts",
+            hasher.contact_hash(who)
+        );
+        let client = s.store.client();
+        async move {
+            client
+                .query(&sql)
+                .fetch_all::<String>()
+                .await
+                .expect("sign-ups")
+        }
+    };
+    let alice = signups_of("alice@exemple.fr").await;
+    assert_eq!(alice.len(), 2);
+    let converted: Vec<String> = s
+        .store
+        .client()
+        .query(&format!(
+            "SELECT toString(signup_event_id) FROM {sql_db}.conversions \
+             WHERE toString(signup_event_id) IN ('{}', '{}')",
+            alice[0], alice[1]
+        ))
+        .fetch_all()
+        .await
+        .expect("conversions");
+    assert_eq!(converted, [alice[0].clone()], "one conversion, her first");
+    assert!(
+        facts_snapshot(&s.store)
+            .await
+            .keys()
+            .any(|k| k.starts_with("later_conversions|") && k.ends_with(&alice[1])),
+        "her second sign-up is a later conversion"
+    );
+    let credited = s
+        .count(&format!(
+            "SELECT uniqExact(signup_event_id) FROM {sql_db}.credits \
+             WHERE toString(signup_event_id) IN ('{}', '{}')",
+            alice[0], alice[1]
+        ))
+        .await;
+    assert_eq!(credited, 1, "credited once");
+    let columns: Vec<String> = s
+        .store
+        .client()
+        .query(&format!(
+            "SELECT concat(table, '.', name) FROM system.columns WHERE database = '{sql_db}' \
+             AND name LIKE '%contact%'"
+        ))
+        .fetch_all()
+        .await
+        .expect("columns");
+    assert!(columns.is_empty(), "the analysts' tables hold {columns:?}");
+    let mut erased_signups: BTreeMap<&str, String> = BTreeMap::new();
+    for who in ["alice@exemple.fr", "chloe@exemple.fr", "eve@exemple.fr"] {
+        // Eve's sign-up went with retention: none.
+        let ids: Vec<String> = signups_of(who)
+            .await
+            .iter()
+            .map(String::as_str)
+            .chain(["ffffffff-ffff-ffff-ffff-ffffffffffff"])
+            .map(|id| format!("toUUID('{id}')"))
+            .collect();
+        erased_signups.insert(who, ids.join(","));
+    }
     let erase = |email: &'static str| {
         let sites = ensemble_core::Sites::one(campaign.clone(), s.store.clone());
         let hasher = hasher.clone();
@@ -1430,8 +1503,10 @@ async fn erasure_takes_the_persons_rows_and_nobody_elses() {
              (SELECT count() FROM ledger WHERE ev_contact = '{h}') + \
              (SELECT count() FROM contact_visitors WHERE contact_hash = '{h}') + \
              (SELECT count() FROM shared_contacts WHERE contact_hash = '{h}') + \
-             (SELECT count() FROM {}.journeys WHERE contact = '{h}')",
-            s.store.sql_database()
+             (SELECT count() FROM {sql}.journeys WHERE event_id IN ({signups})) + \
+             (SELECT count() FROM {sql}.later_conversions WHERE event_id IN ({signups}))",
+            sql = s.store.sql_database(),
+            signups = erased_signups[who]
         );
         assert_eq!(s.count(&sql).await, 0, "{who}: nothing left anywhere");
     }

@@ -682,10 +682,15 @@ pub async fn figures_snapshot(
         "SELECT concat('journeys|', k, '|', toString(e), '|', toString(x), '|', toString(sc), '|', \
          toString(vi), '|', toString(si)) AS key, n, credit FROM (SELECT concat(kind, '|', visitor_id, '|', \
          toString(ms), '|', toString(event_id), '|', toString(day), '|', phase, '|', channel, '|', placement, '|', \
-         device, '|', contact, '|', model, '|', conversion_phase) AS k, sum(n) AS n, sum(n_events) AS e, \
+         device, '|', model, '|', conversion_phase) AS k, sum(n) AS n, sum(n_events) AS e, \
          sum(n_exposures) AS x, sum(n_scans) AS sc, sum(n_visits) AS vi, sum(n_signups) AS si, \
          sum(credit) AS credit FROM {}.journeys WHERE kind != '{marker}' GROUP BY k \
          HAVING n != 0 OR e != 0 OR x != 0 OR sc != 0 OR vi != 0 OR si != 0 OR abs(credit) > 1e-9) ORDER BY key",
+        store.sql_database()
+    ));
+    queries.push(format!(
+        "SELECT concat('later_conversions|', visitor_id, '|', toString(event_id)) AS key, sum(n) AS n, \
+         toFloat64(0) AS credit FROM {}.later_conversions GROUP BY key HAVING n != 0 ORDER BY key",
         store.sql_database()
     ));
     let mut out = std::collections::BTreeMap::new();

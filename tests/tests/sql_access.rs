@@ -281,6 +281,41 @@ async fn the_views_give_the_api_totals_and_the_analyst_reads_nothing_else() {
             .expect("count");
         assert_eq!(n.trim(), mine.to_string(), "{v}");
     }
+    // No table the analyst reads holds a contact hash.
+    let hashes: Vec<String> = store
+        .client()
+        .query("SELECT DISTINCT contact_hash FROM events WHERE contact_hash != ''")
+        .fetch_all()
+        .await
+        .expect("hashes");
+    assert!(hashes.len() > 100, "{} sign-ups", hashes.len());
+    let tables: Vec<String> = store
+        .client()
+        .query(&format!(
+            "SELECT name FROM system.tables WHERE database = '{sql}' AND engine NOT LIKE '%View' ORDER BY name"
+        ))
+        .fetch_all()
+        .await
+        .expect("tables");
+    assert_eq!(tables, ["journeys", "later_conversions"]);
+    let mut readable = String::new();
+    for t in &tables {
+        readable.push_str(
+            &as_analyst(&format!("SELECT * FROM {sql}.{t} FORMAT TSV"))
+                .await
+                .unwrap_or_else(|e| panic!("the analyst reads {t}: {e}")),
+        );
+    }
+    assert!(
+        readable.len() > 100_000,
+        "read back {} bytes",
+        readable.len()
+    );
+    let found: Vec<&String> = hashes
+        .iter()
+        .filter(|h| readable.contains(h.as_str()))
+        .collect();
+    assert!(found.is_empty(), "{} contact hashes readable", found.len());
     for refused in [
         format!("SELECT count() FROM {DATABASE}.events"),
         format!("SELECT count() FROM {DATABASE}.ledger"),

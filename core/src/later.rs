@@ -1,0 +1,199 @@
+//! The analysts' `later_conversions` (migration 0011): the visitors'
+//! conversions that are not their person's first, for contacts seen on
+//! several visitors. The processor keeps the table in line, so that no
+//! table the analysts read holds a contact hash.
+//!
+//! What [`settle`] writes is the difference between what should be there
+//! ([`crate::journeys::later_conversions`] over the ledger's events) and
+//! what is: running it twice, or again after a crash, changes nothing, and
+//! of two processors settling one contact at once, the one that looks last
+//! sees both sign-ups (each writes its ledger rows, then its contact pair,
+//! then looks).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use clickhouse::Row;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::ledger::{self, in_list, lit, IDS_PER_QUERY};
+use crate::Campaign;
+
+/// The table in the analysts' database of `client`'s.
+async fn table(client: &clickhouse::Client) -> Result<String, clickhouse::error::Error> {
+    let database: String = client.query("SELECT currentDatabase()").fetch_one().await?;
+    Ok(format!("{database}_sql.later_conversions"))
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct Stored {
+    visitor_id: String,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    n: i64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct Pair {
+    contact_hash: String,
+    visitor_id: String,
+}
+
+/// Brings `later_conversions` in line for the contacts of `pairs`
+/// ((contact hash, visitor id): every visitor of each contact, as
+/// `shared_contacts` lists them after the batch). Returns the rows written.
+pub async fn settle(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    pairs: &[(String, String)],
+) -> Result<usize, clickhouse::error::Error> {
+    if pairs.is_empty() {
+        return Ok(0);
+    }
+    let contacts: BTreeSet<&str> = pairs.iter().map(|(c, _)| c.as_str()).collect();
+    let visitors: Vec<&str> = pairs
+        .iter()
+        .map(|(_, v)| v.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let events = ledger::read(client, &visitors).await?;
+    let want = crate::journeys::later_conversions(
+        campaign,
+        events.iter().map(|(v, es)| (v.as_str(), es.as_slice())),
+        Some(&contacts),
+    );
+    // Only these contacts' sign-ups are judged: a visitor's other
+    // contacts may be shared with visitors not read here.
+    let judged: BTreeSet<Uuid> = events
+        .values()
+        .flatten()
+        .filter(|e| contacts.contains(e.contact.as_str()))
+        .map(|e| e.event_id)
+        .collect();
+    let table = table(client).await?;
+    let mut have: BTreeMap<(String, Uuid), i64> = BTreeMap::new();
+    for chunk in visitors.chunks(IDS_PER_QUERY) {
+        let rows: Vec<Stored> = client
+            .query(&format!(
+                "SELECT visitor_id, event_id, sum(n) AS n FROM {table} WHERE visitor_id IN ({}) \
+                 GROUP BY visitor_id, event_id HAVING n != 0",
+                in_list(chunk)
+            ))
+            .fetch_all()
+            .await?;
+        have.extend(
+            rows.into_iter()
+                .filter(|r| judged.contains(&r.event_id))
+                .map(|r| ((r.visitor_id, r.event_id), r.n)),
+        );
+    }
+    write(client, &table, &want, &have).await
+}
+
+/// Brings the whole of `later_conversions` in line with every contact
+/// `shared_contacts` lists (after a rebuild, a retention, at start-up:
+/// cheap, few people sign up on two devices). Returns the rows written.
+pub async fn settle_all(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+) -> Result<usize, clickhouse::error::Error> {
+    let pairs: Vec<Pair> = client
+        .query("SELECT DISTINCT contact_hash, visitor_id FROM shared_contacts")
+        .fetch_all()
+        .await?;
+    let pairs: Vec<(String, String)> = pairs
+        .into_iter()
+        .map(|p| (p.contact_hash, p.visitor_id))
+        .collect();
+    let visitors: Vec<&str> = pairs
+        .iter()
+        .map(|(_, v)| v.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let events = ledger::read(client, &visitors).await?;
+    let want = crate::journeys::later_conversions(
+        campaign,
+        events.iter().map(|(v, es)| (v.as_str(), es.as_slice())),
+        None,
+    );
+    // Every stored row is judged: one whose contact is no longer shared
+    // (erased, or gone with retention) is taken back.
+    let table = table(client).await?;
+    let have: Vec<Stored> = client
+        .query(&format!(
+            "SELECT visitor_id, event_id, sum(n) AS n FROM {table} \
+             GROUP BY visitor_id, event_id HAVING n != 0"
+        ))
+        .fetch_all()
+        .await?;
+    let have = have
+        .into_iter()
+        .map(|r| ((r.visitor_id, r.event_id), r.n))
+        .collect();
+    write(client, &table, &want, &have).await
+}
+
+/// Writes what turns `have` into one row of `n` = 1 per `want`.
+async fn write(
+    client: &clickhouse::Client,
+    table: &str,
+    want: &BTreeSet<(&str, Uuid)>,
+    have: &BTreeMap<(String, Uuid), i64>,
+) -> Result<usize, clickhouse::error::Error> {
+    let mut values: Vec<String> = Vec::new();
+    for (v, e) in want {
+        let now = have.get(&((*v).to_owned(), *e)).copied().unwrap_or(0);
+        if now != 1 {
+            values.push(format!("({}, toUUID('{e}'), {})", lit(v), 1 - now));
+        }
+    }
+    for ((v, e), n) in have {
+        if !want.contains(&(v.as_str(), *e)) {
+            values.push(format!("({}, toUUID('{e}'), {})", lit(v), -n));
+        }
+    }
+    for chunk in values.chunks(IDS_PER_QUERY) {
+        client
+            .query(&format!(
+                "INSERT INTO {table} (visitor_id, event_id, n) VALUES {}",
+                chunk.join(",")
+            ))
+            .execute()
+            .await?;
+    }
+    Ok(values.len())
+}
+
+/// Forgets the rows of erased sign-ups (`event_ids`) and of erased
+/// visitors (`own`), for good rather than at the next merge.
+pub async fn forget(
+    client: &clickhouse::Client,
+    ddl_target: impl Fn(&str) -> String,
+    event_ids: &[Uuid],
+    own: &[String],
+) -> Result<(), clickhouse::error::Error> {
+    let target = ddl_target("later_conversions");
+    for chunk in event_ids.chunks(IDS_PER_QUERY) {
+        let ids: Vec<String> = chunk.iter().map(|e| format!("toUUID('{e}')")).collect();
+        client
+            .query(&format!(
+                "ALTER TABLE {target} DELETE WHERE event_id IN ({})",
+                ids.join(",")
+            ))
+            .execute()
+            .await?;
+    }
+    for chunk in own.chunks(IDS_PER_QUERY) {
+        let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        client
+            .query(&format!(
+                "ALTER TABLE {target} DELETE WHERE visitor_id IN ({})",
+                in_list(&ids)
+            ))
+            .execute()
+            .await?;
+    }
+    Ok(())
+}
