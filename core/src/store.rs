@@ -85,7 +85,7 @@ impl StoreConfig {
         !self.cluster.is_empty()
     }
 
-    /// The analysts' database (README "SQL access"): the views and the
+    /// The analysts' database (docs/figures.md "SQL access for analysts"): the views and the
     /// table behind them, all the read-only analyst user may read.
     pub fn sql_database(&self) -> String {
         format!("{}_sql", self.database)
@@ -240,7 +240,7 @@ impl Sites {
     }
 }
 
-/// The campaign files a service serves (README "Several campaigns"), as
+/// The campaign files a service serves (docs/operations.md "Several campaigns"), as
 /// every service takes them.
 #[derive(Debug, Clone, Args)]
 pub struct CampaignFiles {

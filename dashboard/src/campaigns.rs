@@ -1,4 +1,4 @@
-//! Several campaigns side by side (README "Several campaigns"): each
+//! Several campaigns side by side (docs/operations.md "Several campaigns"): each
 //! campaign's figures live in its own database and are answered by its own
 //! copy of the API; `campaign=<id>` on any request picks one (without it,
 //! the campaign running now, else the last one that started). Also the

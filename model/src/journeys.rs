@@ -1,4 +1,4 @@
-//! The rows behind the analysts' SQL views (README "SQL access"): per
+//! The rows behind the analysts' SQL views (docs/figures.md "SQL access for analysts"): per
 //! visitor, its touches, its conversions (the first sign-up of each of its
 //! contacts), each conversion's credit under every model, and its events
 //! per placement and local day — the same rules as the figures

@@ -1,7 +1,7 @@
-//! The agency's reach report (issue 15): what the media bought — the
+//! The agency's reach report: what the media bought — the
 //! campaign file's audience estimate and media cost of each placement —
 //! against what was measured, per placement and per channel. Every formula
-//! is here once (the README's "Reach report" writes them out):
+//! is here once (docs/attribution.md "Reach report" writes them out):
 //!
 //! - the **part** of the campaign a question covers: its share of the
 //!   campaign's time (first phase's start to last phase's end; a phase

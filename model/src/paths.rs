@@ -1,4 +1,4 @@
-//! Conversion paths and the two data-driven models (issue 15), pure.
+//! Conversion paths and the two data-driven models, pure.
 //!
 //! **A path** is the sequence of channels of a visitor's touches (the gap
 //! rule, [`crate::rules::touch_starts`]) in time order, a channel repeated
@@ -26,7 +26,7 @@
 //! Both give each channel a share of the conversions that sums to their
 //! number and is the same for the same table (no sampling, no order
 //! dependence). Their definitions are in the functions' documentation and
-//! in the README ("Data-driven attribution").
+//! in docs/attribution.md ("Data-driven attribution").
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -358,7 +358,7 @@ proptest! {
         prop_assert!(same(&got, &want).is_ok(), "days {range:?}: {}", same(&got, &want).unwrap_err());
     }
 
-    /// The analysts' SQL views read the journeys rows back (README "SQL
+    /// The analysts' SQL views read the journeys rows back (docs/figures.md "SQL
     /// access"): the rows of each visitor computed apart, summed, read as
     /// the views read them (keys with n > 0; of a contact's conversion
     /// rows, the earliest; the credit rows of the conversions kept), give

@@ -8,7 +8,7 @@ use ensemble_processor::{maintenance, run, Command, Config};
 /// mimalloc rather than the system allocator: the processor's live heap
 /// peaks under 200 MB on the 200 000-event bench, but glibc's per-thread
 /// arenas kept ~700 MB resident after each batch's allocations were freed
-/// (measured with heaptrack; see the README's benchmark section).
+/// (measured with heaptrack; see docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

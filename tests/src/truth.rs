@@ -38,7 +38,7 @@ pub struct GroundTruth {
     /// model → channel → credited sign-ups.
     pub credits: BTreeMap<&'static str, BTreeMap<String, f64>>,
     pub conversions: u64,
-    /// Conversion paths over the campaign's days (README "Conversion paths").
+    /// Conversion paths over the campaign's days (docs/attribution.md "Conversion paths").
     pub paths: BTreeMap<String, PathTruth>,
     /// channel → credit under the data-driven models, over `paths`.
     pub markov: BTreeMap<String, f64>,
@@ -64,7 +64,7 @@ pub struct PathTruth {
     pub delays_ms: Vec<i64>,
 }
 
-/// A path as the README writes it: channels joined by ` > `, a repeat
+/// A path as docs/attribution.md writes it: channels joined by ` > `, a repeat
 /// once, at most the last 12 behind `…`.
 fn path_text(channels: &[&str]) -> String {
     let mut steps: Vec<&str> = Vec::new();
@@ -298,7 +298,7 @@ pub fn compute(events: &[Truth], calendar: &Calendar) -> GroundTruth {
     g
 }
 
-/// The Markov removal effect (README "Data-driven attribution"), here by
+/// The Markov removal effect (docs/attribution.md "Data-driven attribution"), here by
 /// value iteration over the absorbing chain (the product solves the linear
 /// system directly).
 fn markov(paths: &BTreeMap<String, PathTruth>) -> BTreeMap<String, f64> {

@@ -526,9 +526,9 @@ fn the_alert_rules_read_metrics_the_services_export() {
 }
 
 #[test]
-fn every_alert_links_its_row_of_the_readme() {
+fn every_alert_links_its_row_of_the_runbook() {
     let rules = yaml(&repo().join("deploy/prometheus/alerts.yml"));
-    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let runbook = std::fs::read_to_string(repo().join("docs/runbook.md")).expect("runbook");
     let mut n = 0;
     for rule in rules["groups"][0]["rules"].as_sequence().expect("rules") {
         let name = rule["alert"].as_str().expect("alert name");
@@ -537,12 +537,12 @@ fn every_alert_links_its_row_of_the_readme() {
             .unwrap_or_else(|| panic!("{name} has no runbook_url"));
         let anchor = format!("alert-{}", name.to_lowercase());
         assert!(
-            url.ends_with(&format!("README.md#{anchor}")),
+            url.ends_with(&format!("/docs/runbook.md#{anchor}")),
             "{name}: {url}"
         );
         assert!(
-            readme.contains(&format!("<a id=\"{anchor}\"></a>`{name}`")),
-            "README has no row for {name}"
+            runbook.contains(&format!("<a id=\"{anchor}\"></a>`{name}`")),
+            "docs/runbook.md has no row for {name}"
         );
         n += 1;
     }

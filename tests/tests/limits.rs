@@ -167,7 +167,7 @@ async fn eight_heavy_requests_from_an_agency_token_stop_neither_inserts_nor_othe
     // round: questions the stored figures do not answer (times that are not
     // local midnights, a device and a placement at once), recomputed from
     // the ledger. (Custom day ranges, a device or a placement alone are
-    // answered from the stored figures since issue 14.)
+    // answered from the stored figures.)
     let http = reqwest::Client::new();
     let base = dashboard.base();
     let heavy = [

@@ -1,4 +1,4 @@
-//! SQL access for analysts (README "SQL access"): a simulated campaign goes
+//! SQL access for analysts (docs/figures.md "SQL access for analysts"): a simulated campaign goes
 //! through the collector and the processor; the analysts' views
 //! (`<database>_sql.touches`, `conversions`, `credits`, `placement_days`)
 //! give the dashboard API's totals; the read-only `ensemble_analyst` user

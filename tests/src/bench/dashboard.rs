@@ -36,7 +36,7 @@ pub struct DashboardPlan {
     pub requests: usize,
 }
 
-/// Issue 14's p95 targets: the questions the figures summed by range
+/// The p95 targets: the questions the figures summed by range
 /// answer (the campaign, a phase, a visitor's journey, the live figures),
 /// and those on a custom range of days, a device or a placement.
 const DEFAULT_TARGET_MS: f64 = 50.0;
@@ -410,7 +410,7 @@ pub fn report(r: &DashboardResult, plan: &DashboardPlan) -> String {
         r.rows, r.distinct_events, r.load_note, plan.requests, r.baseline_p50_ms, r.baseline_p95_ms
     ));
     out.push_str(&format!(
-        "Targets (issue 14): p95 ≤ {DEFAULT_TARGET_MS:.0} ms for the questions the figures summed by \
+        "Targets: p95 ≤ {DEFAULT_TARGET_MS:.0} ms for the questions the figures summed by \
          range answer (the campaign, a phase, a journey, the live figures), ≤ {CUSTOM_TARGET_MS:.0} ms \
          for a custom range of days, a device or a placement; none for the export of every path.\n\n"
     ));
