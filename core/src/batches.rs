@@ -27,9 +27,9 @@ use clickhouse::Row;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::figures;
 use crate::ledger::lit;
 use crate::Campaign;
+use ensemble_model::figures;
 
 /// What a marker's `figure` (and a journeys marker's `kind`) holds.
 pub const MARKER: &str = "batch";

@@ -4,7 +4,7 @@
 //! table the analysts read holds a contact hash.
 //!
 //! What [`settle`] writes is the difference between what should be there
-//! ([`crate::journeys::later_conversions`] over the ledger's events) and
+//! ([`ensemble_model::journeys::later_conversions`] over the ledger's events) and
 //! what is: running it twice, or again after a crash, changes nothing, and
 //! of two processors settling one contact at once, the one that looks last
 //! sees both sign-ups (each writes its ledger rows, then its contact pair,
@@ -58,7 +58,7 @@ pub async fn settle(
         .into_iter()
         .collect();
     let events = ledger::read(client, &visitors).await?;
-    let want = crate::journeys::later_conversions(
+    let want = ensemble_model::journeys::later_conversions(
         campaign,
         events.iter().map(|(v, es)| (v.as_str(), es.as_slice())),
         Some(&contacts),
@@ -113,7 +113,7 @@ pub async fn settle_all(
         .into_iter()
         .collect();
     let events = ledger::read(client, &visitors).await?;
-    let want = crate::journeys::later_conversions(
+    let want = ensemble_model::journeys::later_conversions(
         campaign,
         events.iter().map(|(v, es)| (v.as_str(), es.as_slice())),
         None,

@@ -1,4 +1,4 @@
-//! The ledger side of [`crate::figures`]: reading visitors' accounted
+//! The ledger side of [`ensemble_model::figures`]: reading visitors' accounted
 //! events, writing a batch's new events with the change they make to the
 //! figures (one INSERT into `ledger`, whose materialised view adds the
 //! change to `figures`), the shared-contact list, the question-time
@@ -16,9 +16,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::batches::Marker;
-use crate::figures::{self, ChangeSets, Event, OwnedRow, Row as FigureRow, Strings};
-use crate::journeys;
 use crate::{Campaign, EventRow};
+use ensemble_model::figures::{self, ChangeSets, Event, OwnedRow, Row as FigureRow, Strings};
+use ensemble_model::journeys;
 
 /// Visitor ids per read query: keeps the query text under ClickHouse's
 /// 256 KiB `max_query_size`.
@@ -709,7 +709,7 @@ pub async fn prepare(
     }
     let signups = rows
         .iter()
-        .filter(|r| crate::rules::is_signup(&r.event_type) && !r.contact_hash.is_empty())
+        .filter(|r| ensemble_model::rules::is_signup(&r.event_type) && !r.contact_hash.is_empty())
         .map(|r| (r.contact_hash.clone(), r.visitor_id.clone()))
         .collect();
     Ok(Prepared {
@@ -1446,7 +1446,7 @@ pub async fn rebuild(
             }
             current = Some(r.visitor_id.clone());
         }
-        if crate::rules::is_signup(&r.ev_type) && !r.ev_contact.is_empty() {
+        if ensemble_model::rules::is_signup(&r.ev_type) && !r.ev_contact.is_empty() {
             pairs.push((r.ev_contact.clone(), r.visitor_id.clone()));
         }
         visitor_events.push((r.written_ms, r.event()));
@@ -1471,13 +1471,10 @@ pub async fn rebuild(
         .execute()
         .await?;
     crate::later::settle_all(client, campaign).await?;
-    client
-        .query(
-            "INSERT INTO events_minutely SELECT toStartOfMinute(processed_at) AS minute, maxState(received_at) AS newest_received, \
-             maxStateIf(received_at, event_type = 'signup' AND is_bot = 0) AS last_signup FROM events GROUP BY minute",
-        )
-        .execute()
-        .await?;
+    // The view's own SELECT, over every event.
+    if let Some(fill) = crate::migrate::view_fill("events_minutely_mv", None) {
+        client.query(&fill).execute().await?;
+    }
     client
         .query(&format!("TRUNCATE TABLE {}", ddl_target("rebuild_pending")))
         .execute()

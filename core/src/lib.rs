@@ -1,14 +1,12 @@
 //! ensemble-core: the plumbing the three services share — the events'
 //! ClickHouse row, the figures' ledger, Kafka and ClickHouse settings,
 //! migrations, HTTP ops routes, shutdown, logging — around the domain of
-//! `ensemble-model` (re-exported here under its module names).
-
-pub use ensemble_model::{
-    attribution, campaign, campaigns, declared, devices, figures, journeys, media, paths, privacy,
-    reconcile, redact, rules,
-};
+//! `ensemble-model`, which the services import as `ensemble_model` (only
+//! `Campaign`, `Campaigns` and the event's vocabulary, extended in
+//! [`event`], are named here too).
 
 pub mod batches;
+pub mod cluster_ddl;
 pub mod config;
 pub mod event;
 pub mod kafka;
@@ -24,9 +22,9 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 
-pub use campaign::Campaign;
-pub use campaigns::Campaigns;
 pub use config::ConfigError;
+pub use ensemble_model::campaign::Campaign;
+pub use ensemble_model::campaigns::Campaigns;
 pub use event::{EventMessage, EventRow, EventType};
 pub use kafka::KafkaConfig;
 pub use shutdown::Shutdown;

@@ -21,9 +21,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::figures::{self, Days};
 use crate::store::StoreConfig;
 use crate::Campaign;
+use ensemble_model::figures::{self, Days};
 
 /// The summed table.
 pub const TABLE: &str = "figures_ranges";
@@ -38,7 +38,7 @@ const DELAYS_VIEW_PREFIX: &str = "paths_delays_ranges_mv_";
 /// the hour (a median's hour is found among a path's few hours) and to the
 /// figure's own step, the minute (that hour's minutes, then).
 pub const DELAY_HOUR_S: u32 = 3600;
-pub const DELAY_ROUNDINGS: [u32; 2] = [crate::paths::DELAY_STEP_S as u32, DELAY_HOUR_S];
+pub const DELAY_ROUNDINGS: [u32; 2] = [ensemble_model::paths::DELAY_STEP_S as u32, DELAY_HOUR_S];
 
 /// The columns of `figures` other than its days, in both tables.
 const COLUMNS: [&str; 19] = [
@@ -72,7 +72,7 @@ pub enum Status {
     /// database that already had events: `rebuild-ranges` fills it.
     Partial,
     /// Its view sums over other ranges (the calendar changed):
-    /// `rebuild-facts` makes it again.
+    /// `rebuild-figures` makes it again.
     OtherRanges,
     /// Cluster mode, or a campaign without phases: not kept.
     NotKept,
@@ -89,7 +89,7 @@ impl Status {
             }
             Status::OtherRanges => {
                 "the figures were summed over another calendar's ranges: the dashboard reads the \
-                 unsummed figures until `ensemble-processor rebuild-facts` runs with the processors stopped"
+                 unsummed figures until `ensemble-processor rebuild-figures` runs with the processors stopped"
             }
             Status::NotKept => "not kept (cluster mode or no phases): the dashboard reads the figures",
         }
@@ -431,7 +431,7 @@ pub async fn ensure(
 }
 
 /// Empties the table and makes its view for `campaign`'s ranges anew,
-/// dropping any other (processors stopped: `rebuild-facts` then refills it
+/// dropping any other (processors stopped: `rebuild-figures` then refills it
 /// through the ledger, and calls [`rebuilt`]). False when not kept.
 pub async fn remake(
     store: &StoreConfig,
@@ -662,6 +662,9 @@ mod tests {
         ));
         assert!(sql.contains("[(toDate('1970-01-11'), toDate('1970-01-21'))]"));
         // The finest rounding is the figure's own step: nothing is lost.
-        assert_eq!(u64::from(DELAY_ROUNDINGS[0]), crate::paths::DELAY_STEP_S);
+        assert_eq!(
+            u64::from(DELAY_ROUNDINGS[0]),
+            ensemble_model::paths::DELAY_STEP_S
+        );
     }
 }

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::figures::{Day, Figure};
-use crate::reconcile::Counts;
 use crate::Campaign;
+use ensemble_model::figures::{Day, Figure};
+use ensemble_model::reconcile::Counts;
 
 async fn per_day(
     client: &clickhouse::Client,

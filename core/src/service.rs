@@ -92,7 +92,8 @@ pub async fn request_id(req: axum::extract::Request, next: axum::middleware::Nex
     // The path only (never the query), with any personal data typed into
     // it (`/r/0612345678`) redacted.
     let path = req.uri().path().to_owned();
-    let path = crate::redact::redact(&path, crate::redact::Kinds::ALL).unwrap_or(path);
+    let path =
+        ensemble_model::redact::redact(&path, ensemble_model::redact::Kinds::ALL).unwrap_or(path);
     let resp = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| {
         tracing::info!(

@@ -7,6 +7,11 @@
 //! A client is its peer address (an IPv6 /64 as one). Behind a reverse
 //! proxy every client shares the proxy's address: the limit then holds for
 //! all of them together, which is why it counts failures only.
+//!
+//! Past the door, [`require_token`] says who is asking (the token's
+//! [`Role`]: analysts see everything, the agency aggregates), read from the
+//! `Authorization` header only, and lets in questions the stored figures
+//! do not answer only while `crate::admission` has a slot.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -21,7 +26,17 @@ use axum::Json;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::state::{caller_of, Shared};
+use crate::filters::Filters;
+use crate::state::{ApiState, Shared};
+
+/// What a token may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sees everything.
+    Analyst,
+    /// Aggregates only.
+    Agency,
+}
 
 /// Wrong tokens a client may send per minute before it waits: enough for
 /// a person mistyping, nothing for a guesser (tokens are ≥ 16 bytes).
@@ -115,6 +130,69 @@ pub async fn door(State(door): State<Door>, req: Request, next: Next) -> Respons
         door.failures.fail(ip, now);
         return ApiError::Unauthorized.into_response();
     }
+    next.run(req).await
+}
+
+/// Who is asking: the role of the request's token and the token's index
+/// among the configured ones (analysts first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Role,
+    pub token: usize,
+}
+
+/// The caller of a request, from `Authorization: Bearer <token>` only: a
+/// token in a URL ends up in browser histories, proxy logs and Referer
+/// headers, so `?token=` is not read.
+pub fn caller_of(state: &ApiState, req: &Request) -> Option<Caller> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)?;
+    let analysts = state.analyst_tokens.iter().map(|t| (t, Role::Analyst));
+    let agency = state.agency_tokens.iter().map(|t| (t, Role::Agency));
+    analysts
+        .chain(agency)
+        .enumerate()
+        .find(|(_, (t, _))| ensemble_model::privacy::same_secret(t.as_bytes(), token.as_bytes()))
+        .map(|(i, (_, role))| Caller { role, token: i })
+}
+
+/// Refuses requests without a known token; passes the role on; lets in
+/// questions that recount raw events only while a slot is free
+/// (`crate::admission`).
+pub async fn require_token(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
+    let Some(caller) = caller_of(&state, &req) else {
+        return ApiError::Unauthorized.into_response();
+    };
+    req.extensions_mut().insert(caller.role);
+    req.extensions_mut().insert(caller);
+    let q: HashMap<String, String> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    // A malformed query is the handler's to refuse (400 naming the parameter).
+    let heavy = Filters::parse_with(&state.campaign, &q, &crate::filters::ENDPOINT_PARAMS)
+        .ok()
+        .filter(|f| !crate::answers::stored(&state.campaign, f));
+    let _slot = match heavy {
+        None => None,
+        Some(f) if f.from_events && caller.role == Role::Agency => {
+            return ApiError::AuditAnalystOnly.into_response()
+        }
+        Some(_) => match state.gate.admit(caller.token) {
+            Ok(slot) => Some(slot),
+            Err(refusal) => {
+                return ApiError::Busy {
+                    refusal,
+                    retry_after_s: 2,
+                }
+                .into_response()
+            }
+        },
+    };
     next.run(req).await
 }
 

@@ -16,8 +16,6 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::state::Role;
-
 /// How many expensive questions may run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeavyLimits {
@@ -53,17 +51,12 @@ pub struct Admitted {
 }
 
 impl Gate {
-    /// `tokens`: each configured token's index and role.
-    pub fn new(limits: HeavyLimits, tokens: impl IntoIterator<Item = (usize, Role)>) -> Self {
+    /// `tokens`: each configured token's index and its slots (what its
+    /// role gets of `limits`: `per_analyst` or `per_agency`).
+    pub fn new(limits: HeavyLimits, tokens: impl IntoIterator<Item = (usize, usize)>) -> Self {
         let per_token = tokens
             .into_iter()
-            .map(|(i, role)| {
-                let n = match role {
-                    Role::Analyst => limits.per_analyst,
-                    Role::Agency => limits.per_agency,
-                };
-                (i, Arc::new(Semaphore::new(n)))
-            })
+            .map(|(i, n)| (i, Arc::new(Semaphore::new(n))))
             .collect();
         Self {
             limits,
@@ -108,7 +101,7 @@ mod tests {
                 per_agency: 1,
                 total: 3,
             },
-            [(0, Role::Analyst), (1, Role::Agency), (2, Role::Agency)],
+            [(0, 2), (1, 1), (2, 1)],
         );
         let a1 = gate.admit(0).unwrap();
         let _a2 = gate.admit(0).unwrap();

@@ -80,7 +80,7 @@ pub fn pick(campaigns: &Campaigns, query: &str) -> Result<(Option<usize>, String
 pub async fn dispatch(State(d): State<Arc<Dispatch>>, mut req: Request) -> Response {
     // Without a known token, `campaign=` is not read: the current
     // campaign's API answers 401 (and counts it) before naming anything.
-    if crate::state::caller_of(&d.tokens, &req).is_none() {
+    if crate::access::caller_of(&d.tokens, &req).is_none() {
         let i = d.campaigns.current(Utc::now());
         return match d.routers[i].clone().oneshot(req).await {
             Ok(resp) => resp,

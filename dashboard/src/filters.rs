@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
-use ensemble_core::campaign::HORS_PHASE;
 use ensemble_core::Campaign;
+use ensemble_model::campaign::HORS_PHASE;
 
 /// Longest range a query may cover.
 pub const MAX_RANGE_DAYS: i64 = 400;
@@ -137,6 +137,55 @@ pub struct PreviousPeriod {
     pub phase: Option<String>,
 }
 
+/// The period just before `[from, to)`, of the same length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Before {
+    /// The question is in whole local days: as many local days, the last
+    /// one the day before `from` (across a daylight-saving change too,
+    /// where a day is 23 or 25 hours).
+    Days { first: NaiveDate, last: NaiveDate },
+    /// Otherwise: the same duration, ending at `from`.
+    Instants {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+}
+
+/// "The period before", one rule for `compare=previous` and the overview's
+/// `previous`: see [`Before`].
+pub fn period_before(campaign: &Campaign, from: DateTime<Utc>, to: DateTime<Utc>) -> Before {
+    let tz = campaign.timezone;
+    let (first, end) = (
+        from.with_timezone(&tz).date_naive(),
+        to.with_timezone(&tz).date_naive(),
+    );
+    if local_start(campaign, first) == from && local_start(campaign, end) == to {
+        let days = (end - first).num_days();
+        Before::Days {
+            first: first - chrono::Duration::days(days),
+            last: first - chrono::Duration::days(1),
+        }
+    } else {
+        Before::Instants {
+            from: from - (to - from),
+            to: from,
+        }
+    }
+}
+
+impl Before {
+    /// The period as instants: `[from, to)`.
+    pub fn instants(self, campaign: &Campaign) -> (DateTime<Utc>, DateTime<Utc>) {
+        match self {
+            Before::Days { first, last } => (
+                local_start(campaign, first),
+                local_start(campaign, last + chrono::Duration::days(1)),
+            ),
+            Before::Instants { from, to } => (from, to),
+        }
+    }
+}
+
 /// The query of the period to compare with (`compare=previous`: the same
 /// length just before — in whole local days when the question is in whole
 /// days; `compare=previous_phase`: the phase before the question's
@@ -163,29 +212,17 @@ pub fn previous_period(
                     "with a phase, compare=previous_phase compares it with the phase before",
                 ));
             }
-            let tz = campaign.timezone;
-            let (first, end) = (
-                f.from.with_timezone(&tz).date_naive(),
-                f.to.with_timezone(&tz).date_naive(),
-            );
-            let whole_days =
-                local_start(campaign, first) == f.from && local_start(campaign, end) == f.to;
-            let (from, to) = if whole_days {
-                let days = (end - first).num_days();
-                let start = first - chrono::Duration::days(days);
-                q.insert("from".into(), start.format("%Y-%m-%d").to_string());
-                q.insert(
-                    "to".into(),
-                    (first - chrono::Duration::days(1))
-                        .format("%Y-%m-%d")
-                        .to_string(),
-                );
-                (local_start(campaign, start), f.from)
-            } else {
-                let start = f.from - (f.to - f.from);
-                q.insert("from".into(), start.to_rfc3339());
-                q.insert("to".into(), f.from.to_rfc3339());
-                (start, f.from)
+            let (from, to) = match period_before(campaign, f.from, f.to) {
+                Before::Days { first, last } => {
+                    q.insert("from".into(), first.format("%Y-%m-%d").to_string());
+                    q.insert("to".into(), last.format("%Y-%m-%d").to_string());
+                    (local_start(campaign, first), f.from)
+                }
+                Before::Instants { from, to } => {
+                    q.insert("from".into(), from.to_rfc3339());
+                    q.insert("to".into(), to.to_rfc3339());
+                    (from, to)
+                }
             };
             if from.timestamp() < 0 {
                 return Err(bad("compare", "the period before starts before 1970"));
@@ -361,9 +398,10 @@ impl Filters {
             Some(_) => return Err(bad("bots", "bots is `include` or `exclude`")),
         };
         let from_events = match q.get("source").map(String::as_str) {
-            None | Some("facts") => false,
+            // `facts`: the old name of `figures`, still accepted.
+            None | Some("figures" | "facts") => false,
             Some("events") => true,
-            Some(_) => return Err(bad("source", "source is `facts` or `events`")),
+            Some(_) => return Err(bad("source", "source is `figures` or `events`")),
         };
         let format = match q.get("format").map(String::as_str) {
             None | Some("json") => Format::Json,
@@ -458,6 +496,32 @@ mod tests {
 
     fn campaign() -> Campaign {
         Campaign::from_toml(include_str!("../../deploy/campaign.toml")).unwrap()
+    }
+
+    /// The week after the spring clock change in Paris (30 March 2025, a
+    /// 23-hour day): the period before is the 7 local days before it, not
+    /// 167 hours back from its start (which began at 01:00 on 23 March).
+    #[test]
+    fn the_period_before_is_whole_local_days_across_a_clock_change() {
+        let c = campaign();
+        let day = |m: u32, d: u32| NaiveDate::from_ymd_opt(2025, m, d).unwrap();
+        let (from, to) = (local_start(&c, day(3, 30)), local_start(&c, day(4, 6)));
+        assert_eq!((to - from).num_hours(), 167);
+        let before = period_before(&c, from, to);
+        assert_eq!(
+            before,
+            Before::Days {
+                first: day(3, 23),
+                last: day(3, 29)
+            }
+        );
+        assert_eq!(before.instants(&c), (local_start(&c, day(3, 23)), from));
+        // Not whole days: the same duration just before.
+        let odd = from + chrono::Duration::minutes(90);
+        assert_eq!(
+            period_before(&c, odd, to).instants(&c),
+            (odd - (to - odd), odd)
+        );
     }
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Filters, FilterError> {

@@ -110,7 +110,7 @@ pub fn public_router(served: Served, registry: &prometheus::Registry) -> Router 
         .with_state(served)
         .route_layer(axum::middleware::from_fn_with_state(
             main,
-            state::require_token,
+            access::require_token,
         ));
     // The page holds no data: it asks for the token and sends it in a header.
     let api = Router::new()
@@ -176,7 +176,7 @@ fn campaign_api(
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            state::require_token,
+            access::require_token,
         ))
         // Outside the token check: each compared request passes it (and
         // the admission) on its own.
@@ -226,13 +226,22 @@ pub fn state(settings: &Settings) -> anyhow::Result<Served> {
     )?);
     // One admission for every campaign: a token's share is the same
     // whichever campaign it asks about.
+    let slots = |role| match role {
+        access::Role::Analyst => settings.heavy.per_analyst,
+        access::Role::Agency => settings.heavy.per_agency,
+    };
     let gate = admission::Gate::new(
         settings.heavy,
         settings
             .analyst_tokens
             .iter()
-            .map(|_| state::Role::Analyst)
-            .chain(settings.agency_tokens.iter().map(|_| state::Role::Agency))
+            .map(|_| slots(access::Role::Analyst))
+            .chain(
+                settings
+                    .agency_tokens
+                    .iter()
+                    .map(|_| slots(access::Role::Agency)),
+            )
             .enumerate(),
     );
     let states = settings

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use ensemble_core::campaign::Placement;
 use ensemble_core::Campaign;
+use ensemble_model::campaign::Placement;
 use qrcode::{Color, EcLevel, QrCode};
 
 use crate::error::ApiError;

@@ -6,8 +6,8 @@
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use ensemble_core::figures;
-use ensemble_core::reconcile::{self, Counts, Drift};
+use ensemble_model::figures;
+use ensemble_model::reconcile::{self, Counts, Drift};
 use serde_json::{json, Value};
 
 use crate::state::ApiState;

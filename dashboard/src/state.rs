@@ -1,27 +1,10 @@
-//! The API's state and who is asking: access tokens (analysts see
-//! everything, the agency aggregates), read from the `Authorization`
-//! header only, and the admission of questions the stored figures do not
-//! answer.
+//! The API's state: the campaign, the ClickHouse client, the tokens, the
+//! admission gate, what the summed figures cover. Who is asking is
+//! `crate::access`'s.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use ensemble_core::Campaign;
-
-use crate::error::ApiError;
-use crate::filters::Filters;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Sees everything.
-    Analyst,
-    /// Aggregates only.
-    Agency,
-}
 
 #[derive(Debug)]
 pub struct ApiState {
@@ -56,7 +39,7 @@ const SUMMED_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 /// again at most every [`SUMMED_RECHECK`].
 #[derive(Debug)]
 pub struct Summed {
-    ranges: Vec<ensemble_core::figures::Days>,
+    ranges: Vec<ensemble_model::figures::Days>,
     /// Their text, as the table's state records it.
     text: String,
     /// `ensemble_core::ranges::kept`.
@@ -76,7 +59,7 @@ impl Summed {
     }
 
     /// Whether every range of `days` is a summed range.
-    pub fn covers(&self, days: &[ensemble_core::figures::Days]) -> bool {
+    pub fn covers(&self, days: &[ensemble_model::figures::Days]) -> bool {
         self.kept && days.iter().all(|d| self.ranges.contains(d))
     }
 
@@ -112,66 +95,3 @@ impl Summed {
 }
 
 pub type Shared = Arc<ApiState>;
-
-/// Who is asking: the role of the request's token and the token's index
-/// among the configured ones (analysts first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    pub role: Role,
-    pub token: usize,
-}
-
-/// The caller of a request, from `Authorization: Bearer <token>` only: a
-/// token in a URL ends up in browser histories, proxy logs and Referer
-/// headers, so `?token=` is not read.
-pub fn caller_of(state: &ApiState, req: &Request) -> Option<Caller> {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)?;
-    let analysts = state.analyst_tokens.iter().map(|t| (t, Role::Analyst));
-    let agency = state.agency_tokens.iter().map(|t| (t, Role::Agency));
-    analysts
-        .chain(agency)
-        .enumerate()
-        .find(|(_, (t, _))| ensemble_core::privacy::same_secret(t.as_bytes(), token.as_bytes()))
-        .map(|(i, (_, role))| Caller { role, token: i })
-}
-
-/// Refuses requests without a known token; passes the role on; lets in
-/// questions that recount raw events only while a slot is free
-/// (`crate::admission`).
-pub async fn require_token(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
-    let Some(caller) = caller_of(&state, &req) else {
-        return ApiError::Unauthorized.into_response();
-    };
-    req.extensions_mut().insert(caller.role);
-    req.extensions_mut().insert(caller);
-    let q: HashMap<String, String> =
-        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    // A malformed query is the handler's to refuse (400 naming the parameter).
-    let heavy = Filters::parse_with(&state.campaign, &q, &crate::filters::ENDPOINT_PARAMS)
-        .ok()
-        .filter(|f| !crate::answers::stored(&state.campaign, f));
-    let _slot = match heavy {
-        None => None,
-        Some(f) if f.from_events && caller.role == Role::Agency => {
-            return ApiError::AuditAnalystOnly.into_response()
-        }
-        Some(_) => match state.gate.admit(caller.token) {
-            Ok(slot) => Some(slot),
-            Err(refusal) => {
-                return ApiError::Busy {
-                    refusal,
-                    retry_after_s: 2,
-                }
-                .into_response()
-            }
-        },
-    };
-    next.run(req).await
-}

@@ -62,7 +62,7 @@ impl DriftGauges {
         registry.register(Box::new(s.days.clone()))?;
         registry.register(Box::new(s.checked.clone()))?;
         registry.register(Box::new(s.errors.clone()))?;
-        for between in ensemble_core::reconcile::Between::ALL {
+        for between in ensemble_model::reconcile::Between::ALL {
             s.events.with_label_values(&[between.as_str()]).set(0);
         }
         Ok(s)
@@ -71,7 +71,7 @@ impl DriftGauges {
 
 /// Reconciles every campaign of `served` every `every` until `shutdown`.
 fn spawn_reconciliation(served: Served, gauges: DriftGauges, every: Duration, shutdown: Shutdown) {
-    use ensemble_core::reconcile::Between;
+    use ensemble_model::reconcile::Between;
     tokio::spawn(async move {
         loop {
             let mut sums = [0i64; 2];
@@ -178,7 +178,7 @@ pub fn spawn(
             let now = Utc::now();
             // The campaign running now (or the last one that started).
             let state = &served.states[served.campaigns.current(now)];
-            let active = state.campaign.phase_at(now) != ensemble_core::campaign::HORS_PHASE;
+            let active = state.campaign.phase_at(now) != ensemble_model::campaign::HORS_PHASE;
             gauges.phase_active.set(i64::from(active));
             match progress(state, now).await {
                 Ok(p) => {

@@ -66,7 +66,13 @@ SELECT
     journey.n_signups AS n_signups,
     journey.credit AS credit
 FROM ledger
-ARRAY JOIN journey;
+ARRAY JOIN journey
+-- Names `journey.contact` without keeping it: ClickHouse 18.16, pushing an
+-- INSERT's block through a view that ARRAY JOINs a nested name, copies
+-- each element of the subcolumns the SELECT does not name whole onto every
+-- joined row (n² for a batch's n rows: 16 GiB for 50 000). Named, it is
+-- joined like the others.
+WHERE length(journey.contact) >= 0;
 
 -- A visitor's conversion that is not its person's first: `n` sums to 1
 -- while it is a later one, 0 once it is not (the processor writes the

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use ensemble_core::config::{parse_listen, parse_ops_listen, ConfigError};
-use ensemble_core::privacy::ContactHasher;
 use ensemble_core::telemetry::LogConfig;
 use ensemble_core::{Campaigns, KafkaConfig};
+use ensemble_model::privacy::ContactHasher;
 
 use crate::body::BodyLimits;
 use crate::client::{Cidr, ClientResolver};

@@ -50,7 +50,7 @@ pub struct Collector {
 impl Collector {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
         let producer = EventProducer::new(&settings.kafka, settings.delivery_timeout_ms)?;
-        let mut declared = ensemble_core::declared::Declared::default();
+        let mut declared = ensemble_model::declared::Declared::default();
         for c in settings.campaigns.iter() {
             declared.merge(&c.declared);
         }

@@ -1,14 +1,14 @@
 //! From a validated event to the Kafka message: event id, server time and
 //! clamping, visitor id, contact hash (the raw e-mail stops here), bot flag,
 //! and personal data typed into free text replaced by markers
-//! (`ensemble_core::redact`).
+//! (`ensemble_model::redact`).
 
 use std::net::IpAddr;
 
 use chrono::{DateTime, Duration, Utc};
 use ensemble_core::event::{EventMessage, RejectReason, Rejection, ValidEvent, SCHEMA_VERSION};
-use ensemble_core::privacy::ContactHasher;
-use ensemble_core::redact::{is_personal_id, redact_message, Field};
+use ensemble_model::privacy::ContactHasher;
+use ensemble_model::redact::{is_personal_id, redact_message, Field};
 use uuid::Uuid;
 
 use crate::guard::Adoptions;

@@ -38,7 +38,7 @@ use crate::visitor::{VisitorIds, COOKIE, COOKIE_MAX_AGE_S};
 pub struct AppState {
     pub campaigns: Campaigns,
     /// What every served campaign declares: the free text stored as sent.
-    pub declared: ensemble_core::declared::Declared,
+    pub declared: ensemble_model::declared::Declared,
     pub normaliser: Normaliser,
     pub producer: EventProducer,
     pub metrics: Metrics,
@@ -110,7 +110,7 @@ fn count_token(state: &AppState, outcome: Result<(), crate::visitor::TokenError>
 }
 
 /// Counts the values where personal data was replaced, by field.
-fn count_redacted(state: &AppState, fields: &[ensemble_core::redact::Field]) {
+fn count_redacted(state: &AppState, fields: &[ensemble_model::redact::Field]) {
     for f in fields {
         state
             .metrics
@@ -122,7 +122,7 @@ fn count_redacted(state: &AppState, fields: &[ensemble_core::redact::Field]) {
 
 /// One event of a request, as every event endpoint takes it: validated,
 /// normalised, kept to the free text the campaigns declare
-/// (`ensemble_core::declared`: an undeclared custom event or property is
+/// (`ensemble_model::declared`: an undeclared custom event or property is
 /// refused, undeclared `utm_*` values and URL paths replaced), flagged when
 /// it repeats a scan; what was redacted, undeclared, tokens and refusals
 /// counted.
@@ -163,7 +163,7 @@ fn prepare(state: &AppState, v: &Value, ctx: &Context) -> Result<Normalised, Rej
 /// card of) the same placement within the window.
 fn flag_repeat(state: &AppState, client: IpAddr, m: &mut EventMessage) {
     let action = m.action.map_or("", TinderAction::as_str);
-    let scan = ensemble_core::rules::is_scan(m.event_type.as_str(), action);
+    let scan = ensemble_model::rules::is_scan(m.event_type.as_str(), action);
     let Some(placement) = m.placement.as_deref().filter(|_| scan && !m.imported) else {
         return;
     };
@@ -321,7 +321,7 @@ pub async fn post_import(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !ensemble_core::privacy::same_secret(given.trim().as_bytes(), expected.as_bytes()) {
+    if !ensemble_model::privacy::same_secret(given.trim().as_bytes(), expected.as_bytes()) {
         state.auth_failures.spend(ip, 1, Instant::now());
         return reject_request(&state, IngestError::Unauthorized);
     }
@@ -397,9 +397,9 @@ pub async fn redirect(
     // An unknown code is recorded as typed, minus personal data (a phone
     // number or an address typed after /r/), before its odd characters go.
     let code = placement.map_or_else(
-        || match ensemble_core::redact::redact(&code, ensemble_core::redact::Kinds::ALL) {
+        || match ensemble_model::redact::redact(&code, ensemble_model::redact::Kinds::ALL) {
             Some(r) => {
-                count_redacted(&state, &[ensemble_core::redact::Field::Placement]);
+                count_redacted(&state, &[ensemble_model::redact::Field::Placement]);
                 recorded_code(&r)
             }
             None => recorded_code(&code),
@@ -434,7 +434,10 @@ pub async fn redirect(
     message.action = card_click.then_some(TinderAction::Click);
     flag_repeat(&state, ip, &mut message);
     // A code typed by hand (`/r/0612345678`), a User-Agent: no personal data.
-    count_redacted(&state, &ensemble_core::redact::redact_message(&mut message));
+    count_redacted(
+        &state,
+        &ensemble_model::redact::redact_message(&mut message),
+    );
     let recorded = match tokio::time::timeout(
         state.redirect_wait,
         produce(&state, std::slice::from_ref(&message)),

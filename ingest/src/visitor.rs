@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use ensemble_core::privacy::same_secret;
+use ensemble_model::privacy::same_secret;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -135,7 +135,7 @@ impl VisitorIds {
         };
         let issued: i64 = issued.parse().map_err(|_| TokenError::Malformed)?;
         if !ensemble_core::event::is_valid_visitor_id(vid)
-            || !ensemble_core::campaign::is_placement_code(plc)
+            || !ensemble_model::campaign::is_placement_code(plc)
         {
             return Err(TokenError::Malformed);
         }
@@ -161,7 +161,11 @@ impl VisitorIds {
         mac.update(b"\n");
         mac.update(user_agent.as_bytes());
         let digest = hex::encode(mac.finalize().into_bytes());
-        format!("h_{}", &digest[..30])
+        format!(
+            "{}{}",
+            ensemble_core::event::HASHED_VISITOR_PREFIX,
+            &digest[..30]
+        )
     }
 
     /// A fresh random first-party id (`v_` + 32 hex digits), as the redirect hands out.

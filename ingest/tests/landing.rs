@@ -175,7 +175,7 @@ async fn a_forwarded_landing_link_never_makes_its_opener_the_scanner() {
             EventMessage::decode(payload).ok()
         })
         .collect();
-    let hasher = ensemble_core::privacy::ContactHasher::new(SECRET.as_bytes()).expect("hasher");
+    let hasher = ensemble_model::privacy::ContactHasher::new(SECRET.as_bytes()).expect("hasher");
     let of = |who: &Landed| -> Vec<&EventMessage> {
         let hash = hasher.contact_hash(&who.email);
         messages

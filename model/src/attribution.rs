@@ -88,8 +88,11 @@ pub fn touches(campaign: &Campaign, gap: Duration, contacts: &[Contact]) -> Vec<
     let mut sorted: Vec<&Contact> = contacts
         .iter()
         .filter(|c| {
-            let action = c.action.map_or("", TinderAction::as_str);
-            rules::is_touch_channel(campaign, &c.channel) && !rules::is_exposure_action(action)
+            // Only card events carry an action.
+            let (event_type, action) = c
+                .action
+                .map_or(("", ""), |a| (rules::TINDER_CARD, a.as_str()));
+            rules::is_touch_candidate(campaign, &c.channel, event_type, action)
         })
         .collect();
     sorted.sort_by_key(|x| (x.ts, x.event_id));

@@ -410,6 +410,43 @@ pub fn check_storable(m: &EventMessage) -> Result<(), Rejection> {
     )
 }
 
+/// Checks a decoded message once more: a message that does not hold
+/// together, or that the store cannot hold (a time outside the window of
+/// [`check_storable`]), goes to the dead-letter topic
+/// rather than into the tables, whichever collector produced it (the
+/// processor runs it on every message). Returns the reason code (a metric
+/// label) and a sentence for the dead letter.
+pub fn recheck(m: &EventMessage) -> Result<(), (&'static str, String)> {
+    let refuse = |code: &'static str| Err((code, format!("message fails re-check: {code}")));
+    if !is_valid_visitor_id(&m.visitor_id) {
+        return refuse("invalid_visitor_id");
+    }
+    match m.event_type {
+        EventType::TinderCard if m.action.is_none() => return refuse("tinder_card_without_action"),
+        EventType::Signup
+            if m.contact_hash
+                .as_deref()
+                .is_none_or(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit())) =>
+        {
+            return refuse("signup_without_contact_hash")
+        }
+        EventType::Custom if m.custom_name.is_none() => return refuse("custom_without_name"),
+        _ => {}
+    }
+    check_storable(m).map_err(|r| ("out_of_range", r.to_string()))
+}
+
+/// What starts a visitor id the collector derived from (day, address,
+/// User-Agent) for a client without a first-party id: everyone behind one
+/// network with the same browser shares it that day.
+pub const HASHED_VISITOR_PREFIX: &str = "h_";
+
+/// A visitor id the collector derived ([`HASHED_VISITOR_PREFIX`]), not one
+/// a browser kept: erasure never treats it as one person's.
+pub fn is_hashed_visitor(id: &str) -> bool {
+    id.starts_with(HASHED_VISITOR_PREFIX)
+}
+
 /// Well-formed visitor id: 8–64 of `[A-Za-z0-9_-]`.
 pub fn is_valid_visitor_id(s: &str) -> bool {
     (8..=MAX_ID_LEN).contains(&s.len())
@@ -1110,6 +1147,37 @@ mod tests {
             }),
             custom_name: None,
             props: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn recheck_refuses_incoherent_and_unstorable_messages() {
+        let code = |m: &EventMessage| recheck(m).map_err(|(c, _)| c);
+        let ts = DateTime::parse_from_rfc3339("2025-02-14T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut m = EventMessage::new(EventType::PageView, "v_12345678", ts);
+        m.received_at = m.ts;
+        assert_eq!(code(&m), Ok(()));
+        m.event_type = EventType::Signup;
+        assert_eq!(code(&m), Err("signup_without_contact_hash"));
+        m.contact_hash = Some("z".repeat(64));
+        assert_eq!(code(&m), Err("signup_without_contact_hash"), "not hex");
+        m.contact_hash = Some("ab".repeat(32));
+        assert_eq!(code(&m), Ok(()));
+        m.event_type = EventType::TinderCard;
+        assert_eq!(code(&m), Err("tinder_card_without_action"));
+        m.event_type = EventType::PageView;
+        m.visitor_id = "bad id".into();
+        assert_eq!(code(&m), Err("invalid_visitor_id"));
+        m.visitor_id = "v_12345678".into();
+        for ts in ["1960-05-01T00:00:00Z", "2150-01-01T00:00:00Z"] {
+            m.ts = DateTime::parse_from_rfc3339(ts)
+                .unwrap()
+                .with_timezone(&Utc);
+            let (c, detail) = recheck(&m).unwrap_err();
+            assert_eq!(c, "out_of_range", "{ts}");
+            assert!(detail.contains("ts"), "{detail}");
         }
     }
 

@@ -32,6 +32,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::attribution::DIRECT;
+
 /// Between two steps of a stored path.
 pub const SEP: &str = " > ";
 /// A path keeps at most this many steps.
@@ -129,7 +131,7 @@ impl Table {
     pub fn add_converted(&mut self, path: &str, n: i64, delay_s: f64) {
         let c = self.paths.entry(path.to_owned()).or_default();
         c.conversions += n;
-        if path != crate::attribution::DIRECT {
+        if path != DIRECT {
             c.timed += n;
             c.delay_sum_s += delay_s;
         }
@@ -166,7 +168,7 @@ impl Table {
         let least = counts.get(limit.max(1) - 1).copied().unwrap_or(1);
         self.paths
             .iter()
-            .filter(|(p, c)| p.as_str() != crate::attribution::DIRECT && c.conversions >= least)
+            .filter(|(p, c)| p.as_str() != DIRECT && c.conversions >= least)
             .map(|(p, _)| p.clone())
             .collect()
     }
@@ -255,11 +257,7 @@ impl Table {
         let mut by: BTreeMap<(usize, bool), (u64, u64)> = BTreeMap::new();
         for (path, c) in &self.paths {
             let (st, cut) = steps(path);
-            let len = if st == [crate::attribution::DIRECT] {
-                0
-            } else {
-                st.len()
-            };
+            let len = if st == [DIRECT] { 0 } else { st.len() };
             let e = by.entry((len, cut)).or_default();
             e.0 += count(c.conversions);
             e.1 += count(c.without_signup);
@@ -293,7 +291,7 @@ pub fn median_bucket(counts: &BTreeMap<u64, i64>, n: u64) -> Option<(u64, u64)> 
     for (v, c) in counts {
         let below = seen;
         seen += count(*c);
-        if 2 * seen >= n {
+        if seen >= crate::rules::median_rank(n) {
             return Some((*v, below));
         }
     }
@@ -308,7 +306,7 @@ fn lower_median(counts: &BTreeMap<u64, i64>, n: u64) -> Option<u64> {
     let mut seen = 0;
     for (v, c) in counts {
         seen += count(*c);
-        if 2 * seen >= n {
+        if seen >= crate::rules::median_rank(n) {
             return Some(*v);
         }
     }
@@ -328,12 +326,21 @@ fn lower_median(counts: &BTreeMap<u64, i64>, n: u64) -> Option<u64> {
 /// system, Gaussian elimination — no simulation). The removal effect of a
 /// channel is `1 − P₋c / P`, where `P₋c` is the same probability when every
 /// step into the channel goes to `null` instead. A channel's credit is the
-/// table's conversions × its removal effect ÷ the sum of removal effects.
-/// Without conversions, every credit is 0.
+/// table's conversions with a touch × its removal effect ÷ the sum of
+/// removal effects. Without conversions, every credit is 0.
+///
+/// `direct` is not a state: a sign-up without any touch has the path
+/// `direct`, but a visitor without touch nor sign-up has no path at all, so
+/// in the chain `direct` would be a state only converting walks reach, and
+/// its removal effect would take credit from channels that touched other
+/// people (or give it to them). As the ad platforms do, `direct` is left out
+/// of the chain and credited with exactly its own conversions; the channels
+/// share the others.
 pub fn markov(table: &Table) -> BTreeMap<String, f64> {
     let walks: Vec<(Vec<&str>, u64, u64)> = table
         .paths
         .iter()
+        .filter(|(p, _)| p.as_str() != DIRECT)
         .map(|(p, c)| (steps(p).0, count(c.conversions), count(c.without_signup)))
         .filter(|(s, _, _)| !s.is_empty())
         .collect();
@@ -343,8 +350,12 @@ pub fn markov(table: &Table) -> BTreeMap<String, f64> {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let conversions = table.conversions();
+    let direct = table.paths.get(DIRECT).map_or(0, |c| count(c.conversions));
+    let conversions = table.conversions() - direct;
     let mut out: BTreeMap<String, f64> = channels.iter().map(|c| ((*c).to_owned(), 0.0)).collect();
+    if direct > 0 {
+        out.insert(DIRECT.to_owned(), direct as f64);
+    }
     if conversions == 0 {
         return out;
     }
@@ -640,13 +651,25 @@ mod tests {
     }
 
     #[test]
-    fn markov_without_conversions_credits_nothing_and_direct_is_a_channel() {
+    fn markov_without_conversions_credits_nothing() {
         let m = markov(&table(&[("a", 0, 3)]));
         assert_eq!(m["a"], 0.0);
-        let m = markov(&table(&[("direct", 2, 0), ("a", 1, 1)]));
-        assert!(close(m["direct"] + m["a"], 3.0), "{m:?}");
-        // Each channel alone on its paths: removing it removes its conversions.
-        assert!(close(m["direct"], 2.0) && close(m["a"], 1.0), "{m:?}");
+        let m = markov(&table(&[("direct", 2, 0)]));
+        assert_eq!(m.into_iter().collect::<Vec<_>>(), [("direct".into(), 2.0)]);
+    }
+
+    /// `direct` is not a state of the chain: it gets exactly its own
+    /// conversions, and the channels share the others as if the direct
+    /// sign-ups were not there (the first example's credits, unchanged).
+    /// As a state (reached only by converting walks), `direct` got 1.6 of
+    /// its own 2 conversions, a 0.8 and b 1.6.
+    #[test]
+    fn markov_credits_direct_with_its_own_conversions_only() {
+        let t = table(&[("direct", 2, 0), ("a > b", 1, 0), ("a", 0, 1), ("b", 1, 0)]);
+        let m = markov(&t);
+        assert!(close(m["direct"], 2.0), "{m:?}");
+        assert!(close(m["a"], 2.0 / 3.0), "{m:?}");
+        assert!(close(m["b"], 4.0 / 3.0), "{m:?}");
     }
 
     /// Worked by hand. conv({a,b}) = 2, conv({a}) = 1, conv({c}) = 1.

@@ -94,6 +94,14 @@ pub fn first_signups<'a, T>(
     first
 }
 
+/// The rank (from 1, in increasing order) of the median of `n` values, as
+/// every figure reports it: the lower median, rank ⌈n/2⌉ — always a value
+/// that occurred (with two middle values, the smaller; never their mean).
+/// The funnel's and the paths' times to sign-up both use it.
+pub fn median_rank(n: u64) -> u64 {
+    n.div_ceil(2)
+}
+
 /// The campaign's gap in milliseconds.
 pub fn gap_ms(campaign: &Campaign) -> u64 {
     u64::try_from(campaign.attribution.touch_gap.num_milliseconds()).unwrap_or(u64::MAX)

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
 use ensemble_core::config::{parse_listen, ConfigError};
-use ensemble_core::privacy::ContactHasher;
 use ensemble_core::telemetry::LogConfig;
 use ensemble_core::{KafkaConfig, Sites, StoreConfig};
+use ensemble_model::privacy::ContactHasher;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -110,8 +110,10 @@ pub enum Command {
     },
     /// Rebuild the dashboard's figures (ledger and figures tables) from the events
     /// table: after changing the campaign's calendar, channels or
-    /// attribution settings. Stop the processors first.
-    RebuildFacts,
+    /// attribution settings. Stop the processors first. (Also answers to
+    /// its old name, `rebuild-facts`.)
+    #[command(alias = "rebuild-facts")]
+    RebuildFigures,
     /// Sum the figures anew over the campaign's ranges (the campaign, each
     /// phase), which the dashboard's default questions read: once after an
     /// upgrade to a version that keeps them (seconds). Stop the processors

@@ -3,7 +3,7 @@
 //! calendar in its time zone), device class and OS family (woothee's UA
 //! parser), bot flag (collector's list or the parser's crawler class).
 
-use ensemble_core::event::{Enrichment, EventMessage, EventType};
+use ensemble_core::event::{Enrichment, EventMessage};
 use ensemble_core::Campaign;
 
 /// Device classes, as stored.
@@ -93,36 +93,12 @@ impl Enricher {
     }
 }
 
-/// Checks a decoded message once more: a message that does not hold
-/// together, or that the store cannot hold (a time outside the window of
-/// [`ensemble_core::event::check_storable`]), goes to the dead-letter topic
-/// rather than into the tables, whichever collector produced it. Returns the
-/// reason code (a metric label) and a sentence for the dead letter.
-pub fn recheck(m: &EventMessage) -> Result<(), (&'static str, String)> {
-    let refuse = |code: &'static str| Err((code, format!("message fails re-check: {code}")));
-    if !ensemble_core::event::is_valid_visitor_id(&m.visitor_id) {
-        return refuse("invalid_visitor_id");
-    }
-    match m.event_type {
-        EventType::TinderCard if m.action.is_none() => return refuse("tinder_card_without_action"),
-        EventType::Signup
-            if m.contact_hash
-                .as_deref()
-                .is_none_or(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit())) =>
-        {
-            return refuse("signup_without_contact_hash")
-        }
-        EventType::Custom if m.custom_name.is_none() => return refuse("custom_without_name"),
-        _ => {}
-    }
-    ensemble_core::event::check_storable(m).map_err(|r| ("out_of_range", r.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use chrono::{DateTime, Utc};
+    use ensemble_core::event::EventType;
 
     fn campaign() -> Campaign {
         Campaign::from_toml(include_str!("../../deploy/campaign.toml")).unwrap()
@@ -215,33 +191,5 @@ mod tests {
             e.enrich(&campaign(), &m).is_bot,
             "crawler UA is a bot even unflagged"
         );
-    }
-
-    #[test]
-    fn recheck_refuses_incoherent_and_unstorable_messages() {
-        let code = |m: &EventMessage| recheck(m).map_err(|(c, _)| c);
-        let mut m = msg("2025-02-14T10:00:00Z");
-        m.received_at = m.ts;
-        assert_eq!(code(&m), Ok(()));
-        m.event_type = EventType::Signup;
-        assert_eq!(code(&m), Err("signup_without_contact_hash"));
-        m.contact_hash = Some("z".repeat(64));
-        assert_eq!(code(&m), Err("signup_without_contact_hash"), "not hex");
-        m.contact_hash = Some("ab".repeat(32));
-        assert_eq!(code(&m), Ok(()));
-        m.event_type = EventType::TinderCard;
-        assert_eq!(code(&m), Err("tinder_card_without_action"));
-        m.event_type = EventType::PageView;
-        m.visitor_id = "bad id".into();
-        assert_eq!(code(&m), Err("invalid_visitor_id"));
-        m.visitor_id = "v_12345678".into();
-        for ts in ["1960-05-01T00:00:00Z", "2150-01-01T00:00:00Z"] {
-            m.ts = DateTime::parse_from_rfc3339(ts)
-                .unwrap()
-                .with_timezone(&Utc);
-            let (c, detail) = recheck(&m).unwrap_err();
-            assert_eq!(c, "out_of_range", "{ts}");
-            assert!(detail.contains("ts"), "{detail}");
-        }
     }
 }

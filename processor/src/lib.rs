@@ -4,6 +4,7 @@
 //! rows. Also owns the schema (`migrate`), retention and erasure.
 
 pub mod batcher;
+pub mod commands;
 pub mod config;
 pub mod dlq;
 pub mod enrich;
@@ -75,7 +76,7 @@ pub async fn serve_on(
                 if figures_need_rebuild(store, &shutdown).await {
                     shutdown.trigger();
                     anyhow::bail!(
-                        "database {}: the figures need a rebuild (ensemble-processor rebuild-facts)",
+                        "database {}: the figures need a rebuild (ensemble-processor rebuild-figures)",
                         store.database
                     );
                 }
@@ -207,7 +208,7 @@ async fn figures_need_rebuild(store: &ensemble_core::StoreConfig, shutdown: &Shu
                     database = %store.database,
                     "the figures must be rebuilt from `events` (this database was written by a version that \
                      stored them differently; see table rebuild_pending). Stop every processor, run \
-                     `ensemble-processor rebuild-facts` once (or `ensemble-processor migrate`), then start \
+                     `ensemble-processor rebuild-figures` once (or `ensemble-processor migrate`), then start \
                      the processors again"
                 );
                 return true;

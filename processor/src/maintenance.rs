@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate, Utc};
 use clickhouse::Row;
-use ensemble_core::privacy::ContactHasher;
 use ensemble_core::{ledger, Campaign, Sites, StoreConfig};
+use ensemble_model::privacy::ContactHasher;
 use serde::Deserialize;
 
 /// Tables partitioned by month that hold event data.
@@ -23,6 +23,8 @@ pub enum MaintenanceError {
     MutationTimeout(usize, Duration),
     #[error("the delete of the rows before {0} did not finish within {1:?}; it goes on in ClickHouse (system.mutations): once it is done, run `ensemble-processor compact` to empty the ledger's carried arrays")]
     RetentionTimeout(String, Duration),
+    #[error("no migration makes the view {0} (a build without deploy/clickhouse?)")]
+    MissingView(&'static str),
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -240,7 +242,7 @@ async fn erase_contact(
     }
     let (shared, own): (Vec<String>, Vec<String>) = found
         .into_iter()
-        .partition(|v| is_hashed_visitor(v) || others.contains(v));
+        .partition(|v| ensemble_core::event::is_hashed_visitor(v) || others.contains(v));
     let mut report = ErasureReport {
         contact_hash: hash,
         own_visitors: own,
@@ -361,6 +363,10 @@ async fn erase_in(
             .await?)
     })
     .await?;
+    // The rollup's own view, run over the month's events.
+    let hourly_fill =
+        ensemble_core::migrate::view_fill("events_hourly_mv", Some("toYYYYMM(ts) = ?"))
+            .ok_or(MaintenanceError::MissingView("events_hourly_mv"))?;
     for month in &months_rebuilt {
         // States are sets of event ids / visitors: rows the live view adds
         // while this runs merge with the rebuilt ones without double counting.
@@ -371,16 +377,7 @@ async fn erase_in(
             ))
             .execute()
             .await?;
-        client
-            .query(
-                "INSERT INTO events_hourly SELECT toStartOfHour(ts) AS hour, channel, phase, event_type, action, \
-                 placement, device_class, is_bot, uniqExactState(event_id) AS events, uniqExactState(visitor_id) AS visitors \
-                 FROM events WHERE toYYYYMM(ts) = ? \
-                 GROUP BY hour, channel, phase, event_type, action, placement, device_class, is_bot",
-            )
-            .bind(*month)
-            .execute()
-            .await?;
+        client.query(&hourly_fill).bind(*month).execute().await?;
     }
     Ok((rows_deleted, months_rebuilt))
 }
@@ -449,22 +446,16 @@ fn never_empty(ids: &[String]) -> Vec<String> {
     }
 }
 
-/// A visitor id the collector derived from (day, address, User-Agent):
-/// everyone behind one network with the same browser shares it that day.
-fn is_hashed_visitor(id: &str) -> bool {
-    id.starts_with("h_")
-}
-
 /// Rebuilds the ledger and the dashboard's figures from `events`, with
 /// progress on stderr.
-pub async fn rebuild_facts(
+pub async fn rebuild_figures(
     store: &StoreConfig,
     campaign: &Campaign,
 ) -> Result<u64, MaintenanceError> {
     let started = Instant::now();
     let n = ledger::rebuild(store, campaign, |read| {
         eprintln!(
-            "rebuild-facts: {read} events accounted ({:.0} s)",
+            "rebuild-figures: {read} events accounted ({:.0} s)",
             started.elapsed().as_secs_f64()
         );
     })

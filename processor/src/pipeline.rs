@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use ensemble_core::event::recheck;
 use ensemble_core::event::EventMessage;
 use ensemble_core::kafka::{PartitionLag, PartitionState};
 use ensemble_core::{Campaigns, EventRow, Shutdown};
@@ -25,7 +26,7 @@ use rdkafka::Offset;
 
 use crate::batcher::{Batch, BatchLimits, Source};
 use crate::dlq::{DeadLetters, Origin};
-use crate::enrich::{recheck, Enricher};
+use crate::enrich::Enricher;
 use crate::handover::{EventsConsumer, Inflight};
 use crate::metrics::Metrics;
 use crate::sink;
@@ -138,7 +139,7 @@ impl Pipeline {
             Ok(mut msg) => {
                 // The collector redacts; this also covers messages from an
                 // older or foreign producer.
-                for f in ensemble_core::redact::redact_message(&mut msg) {
+                for f in ensemble_model::redact::redact_message(&mut msg) {
                     self.metrics
                         .values_redacted
                         .with_label_values(&[f.as_str()])

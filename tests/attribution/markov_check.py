@@ -16,6 +16,12 @@ with contextlib.redirect_stdout(io.StringIO()):
     from ChannelAttribution import markov_model
 
 rows = list(csv.DictReader(open(sys.argv[1], encoding="utf-8-sig")))
+# `direct` (a sign-up without any touch) is not a state of ensemble's
+# chain: it is credited with its own conversions, the channels share the
+# others (docs/attribution.md). The same here: direct rows stay out of the
+# chain and come back as direct's credit.
+direct = sum(int(r["conversions"]) for r in rows if r["path"] == "direct")
+rows = [r for r in rows if r["path"] != "direct"]
 data = pd.DataFrame(
     {
         # The truncation mark is not a channel (ensemble's walks start at
@@ -42,4 +48,7 @@ with contextlib.redirect_stdout(io.StringIO()):
         verbose=False,
         flg_pro=False,
     )
-print(json.dumps({str(c).strip(): float(v) for c, v in zip(result["channel_name"], result["total_conversions"])}))
+credits = {str(c).strip(): float(v) for c, v in zip(result["channel_name"], result["total_conversions"])}
+if direct:
+    credits["direct"] = float(direct)
+print(json.dumps(credits))

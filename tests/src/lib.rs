@@ -574,10 +574,10 @@ pub async fn summed_ranges_agree(
         ))
     };
     let mut compared = 0;
-    for (a, b) in ensemble_core::figures::summed_ranges(campaign) {
+    for (a, b) in ensemble_model::figures::summed_ranges(campaign) {
         let (a, b) = (
-            ensemble_core::figures::date_of(a),
-            ensemble_core::figures::date_of(b),
+            ensemble_model::figures::date_of(a),
+            ensemble_model::figures::date_of(b),
         );
         let base = read(
             "figures",

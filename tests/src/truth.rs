@@ -301,12 +301,15 @@ pub fn compute(events: &[Truth], calendar: &Calendar) -> GroundTruth {
 /// The Markov removal effect (docs/attribution.md "Data-driven attribution"), here by
 /// value iteration over the absorbing chain (the product solves the linear
 /// system directly).
+/// `direct` is not a state: it gets its own conversions, the channels
+/// share the others.
 fn markov(paths: &BTreeMap<String, PathTruth>) -> BTreeMap<String, f64> {
     const START: &str = "(start)";
     const CONV: &str = "(conversion)";
     const NULL: &str = "(null)";
+    let direct = paths.get("direct").map_or(0, |p| p.conversions);
     let mut count: BTreeMap<(&str, &str), f64> = BTreeMap::new();
-    for (path, p) in paths {
+    for (path, p) in paths.iter().filter(|(path, _)| path.as_str() != "direct") {
         let steps: Vec<&str> = path.split(" > ").filter(|s| *s != "…").collect();
         let walk: Vec<&str> = std::iter::once(START)
             .chain(steps.iter().copied())
@@ -349,7 +352,7 @@ fn markov(paths: &BTreeMap<String, PathTruth>) -> BTreeMap<String, f64> {
         }
         x.get(START).copied().unwrap_or(0.0)
     };
-    let conversions: u64 = paths.values().map(|p| p.conversions).sum();
+    let conversions: u64 = paths.values().map(|p| p.conversions).sum::<u64>() - direct;
     let channels: BTreeSet<&str> = count
         .keys()
         .flat_map(|(a, b)| [*a, *b])
@@ -364,6 +367,7 @@ fn markov(paths: &BTreeMap<String, PathTruth>) -> BTreeMap<String, f64> {
     effects
         .into_iter()
         .map(|(c, e)| (c.to_owned(), conversions as f64 * e / total))
+        .chain((direct > 0).then(|| ("direct".to_owned(), direct as f64)))
         .collect()
 }
 

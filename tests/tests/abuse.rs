@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ensemble_core::campaign::Campaign;
+use ensemble_model::campaign::Campaign;
 use ensemble_tests::live::live_campaign_toml;
 use ensemble_tests::{campaign_file, poll_until, workspace_binary, Service, Wiring};
 use serde_json::Value;

@@ -45,12 +45,18 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
     let report = ensemble_core::migrate::migrate(&sharded)
         .await
         .expect("cluster migration");
-    assert_eq!(report.applied, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    let every: Vec<u32> = ensemble_core::migrate::migrations()
+        .expect("migrations")
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert!(every.len() >= 11, "{every:?}");
+    assert_eq!(report.applied, every);
     // Idempotent, like on one node.
     let again = ensemble_core::migrate::migrate(&sharded)
         .await
         .expect("again");
-    assert_eq!(again.already_applied, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(again.already_applied, every);
 
     let campaign = Campaign::load(&campaign_file()).expect("campaign");
     let sim = simulate(
@@ -226,7 +232,7 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
         .iter()
         .find_map(|t| t.contact.clone().filter(|c| c.starts_with("personne.")))
         .expect("a sign-up");
-    let hash = ensemble_core::privacy::ContactHasher::new(b"cluster-secret-0123456789")
+    let hash = ensemble_model::privacy::ContactHasher::new(b"cluster-secret-0123456789")
         .expect("hasher")
         .contact_hash(&person);
     let theirs = |store: &StoreConfig| {

@@ -127,7 +127,11 @@ fn every_link_and_path_in_the_docs_exists() {
     let mut broken = Vec::new();
     for doc in docs() {
         let text = std::fs::read_to_string(&doc).expect("read doc");
-        let name = doc.strip_prefix(&root).expect("in repo").display().to_string();
+        let name = doc
+            .strip_prefix(&root)
+            .expect("in repo")
+            .display()
+            .to_string();
         let dir = doc.parent().expect("dir");
         for (i, line) in prose(&text).into_iter().enumerate() {
             for target in links(line) {
@@ -151,7 +155,10 @@ fn every_link_and_path_in_the_docs_exists() {
                 if !anchor.is_empty() {
                     let there = std::fs::read_to_string(&path).expect("read target");
                     if !anchors(&there).contains(anchor) {
-                        broken.push(format!("{name}:{}: link to {target}: no such anchor", i + 1));
+                        broken.push(format!(
+                            "{name}:{}: link to {target}: no such anchor",
+                            i + 1
+                        ));
                     }
                 }
             }
@@ -181,7 +188,10 @@ fn every_link_and_path_in_the_docs_exists() {
 fn the_readme_stays_a_front_page() {
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
     let lines = readme.lines().count();
-    assert!(lines <= 250, "README.md has {lines} lines: move detail to docs/");
+    assert!(
+        lines <= 250,
+        "README.md has {lines} lines: move detail to docs/"
+    );
     // It names the test command CI runs (`.ci/run` execs it).
     assert!(readme.contains("\ndeploy/local/test\n"));
     let ci = std::fs::read_to_string(repo().join(".ci/run")).expect(".ci/run");
@@ -219,10 +229,9 @@ fn every_described_route_is_in_the_docs() {
         ("dashboard/assets/openapi.json", "docs/api.md"),
         ("ingest/assets/openapi.json", "docs/collector.md"),
     ] {
-        let spec: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(repo().join(spec)).expect("read spec"),
-        )
-        .expect("spec is JSON");
+        let spec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(repo().join(spec)).expect("read spec"))
+                .expect("spec is JSON");
         let text = std::fs::read_to_string(repo().join(doc)).expect("read doc");
         // The words of every code span: `POST /v1/import`, `/metrics`, …
         let named: BTreeSet<&str> = text

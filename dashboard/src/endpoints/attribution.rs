@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::Response;
-use ensemble_core::attribution::{Credits, Model, Share};
-use ensemble_core::figures::Figure;
-use ensemble_core::paths;
+use ensemble_model::attribution::{Credits, Model, Share};
+use ensemble_model::figures::Figure;
+use ensemble_model::paths;
 use serde::Serialize;
 
 use super::{json, Params};

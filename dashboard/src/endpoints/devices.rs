@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::Response;
-use ensemble_core::devices::{self, Counts, Line};
-use ensemble_core::figures::{Figure, ALL, REACHED, SIGNED};
+use ensemble_model::devices::{self, Counts, Line};
+use ensemble_model::figures::{Figure, ALL, REACHED, SIGNED};
 use serde::Serialize;
 
 use super::{json, Params};

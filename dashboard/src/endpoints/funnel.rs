@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::Response;
-use ensemble_core::figures::{self, Figure};
+use ensemble_model::figures::{self, Figure};
+use ensemble_model::rules;
 use serde::Serialize;
 
 use super::{json, Params};
@@ -31,9 +32,10 @@ pub struct Funnel {
     pub rows: Vec<FunnelRow>,
 }
 
-/// The median of a histogram read in two steps: the whole-hour histogram
-/// finds the hour(s) holding the middle rank(s), then only the seconds of
-/// those hours are read.
+/// The median (the lower one, `rules::median_rank`, as the paths'
+/// medians) of a histogram read in two steps: the whole-hour histogram
+/// finds the hour holding the median's rank, then only the seconds of
+/// that hour are read.
 async fn medians(
     state: &ApiState,
     f: &Filters,
@@ -45,8 +47,7 @@ async fn medians(
         let n: u64 = by_hour.iter().map(|(_, c)| c).sum();
         let ranks: Vec<u64> = match n {
             0 => Vec::new(),
-            n if n % 2 == 1 => vec![n.div_ceil(2)],
-            n => vec![n / 2, n / 2 + 1],
+            n => vec![rules::median_rank(n)],
         };
         for rank in ranks {
             let mut below = 0u64;
@@ -79,14 +80,9 @@ async fn medians(
     }
     Ok(found
         .into_iter()
-        .filter_map(|(c, mut s)| {
-            s.sort_unstable();
-            let m = match s.len() {
-                1 => f64::from(s[0]),
-                2 => (f64::from(s[0]) + f64::from(s[1])) / 2.0,
-                _ => return None,
-            };
-            Some((c, m))
+        .filter_map(|(c, s)| match s[..] {
+            [m] => Some((c, f64::from(m))),
+            _ => None,
         })
         .collect())
 }

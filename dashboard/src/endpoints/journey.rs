@@ -11,9 +11,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::Params;
+use crate::access::Role;
 use crate::error::ApiError;
 use crate::filters::FilterError;
-use crate::state::{Role, Shared};
+use crate::state::Shared;
 
 #[derive(Debug, Row, Deserialize, Serialize)]
 struct JourneyRow {

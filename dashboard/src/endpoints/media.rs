@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::Response;
-use ensemble_core::figures::{Figure, ALL};
-use ensemble_core::media::{self, Bought, Line, Measured};
-use ensemble_core::rules;
+use ensemble_model::figures::{Figure, ALL};
+use ensemble_model::media::{self, Bought, Line, Measured};
+use ensemble_model::rules;
 use serde::Serialize;
 
 use super::{json, Params};

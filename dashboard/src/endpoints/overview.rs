@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use ensemble_core::figures::{Answer, Figure, ALL};
+use ensemble_model::figures::{Answer, Figure, ALL};
 use serde::Serialize;
 
 use super::{json, Params};
 use crate::answers::{self, count, of};
 use crate::csv::{csv, Export};
 use crate::error::ApiError;
-use crate::filters::{Filters, Format};
+use crate::filters::{self, Filters, Format};
 use crate::state::{ApiState, Shared};
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -51,7 +51,7 @@ impl Totals {
             .sum();
         t.visits = t
             .events_by_type
-            .get(ensemble_core::rules::PAGE_VIEW)
+            .get(ensemble_model::rules::PAGE_VIEW)
             .copied()
             .unwrap_or(0);
         t.conversion_rate = if t.visitors == 0 {
@@ -104,10 +104,11 @@ pub async fn period(state: &ApiState, f: &Filters) -> Result<Period, ApiError> {
 
 pub async fn overview(State(state): State<Shared>, q: Params) -> Result<Response, ApiError> {
     let f = Filters::parse(&state.campaign, &q)?;
-    let len = f.to - f.from;
+    let (from, to) =
+        filters::period_before(&state.campaign, f.from, f.to).instants(&state.campaign);
     let before = Filters {
-        from: f.from - len,
-        to: f.from,
+        from,
+        to,
         ..f.clone()
     };
     // Both periods are asked at once: two ClickHouse reads side by side.

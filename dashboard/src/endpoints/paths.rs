@@ -6,9 +6,9 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use ensemble_core::attribution::DIRECT;
-use ensemble_core::figures::{Answer, Figure};
-use ensemble_core::paths::{self, LengthLine, PathLine, Table};
+use ensemble_model::attribution::DIRECT;
+use ensemble_model::figures::{Answer, Figure};
+use ensemble_model::paths::{self, LengthLine, PathLine, Table};
 use serde::Serialize;
 
 use super::{json, Params};
@@ -294,7 +294,7 @@ pub async fn paths(State(state): State<Shared>, q: Params) -> Result<Response, A
             .sum(),
         distinct_paths: t.paths.len(),
         limit,
-        max_steps: ensemble_core::paths::MAX_STEPS,
+        max_steps: ensemble_model::paths::MAX_STEPS,
         paths: top,
         lengths: t.lengths(),
     }))

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::Response;
-use ensemble_core::figures::Figure;
+use ensemble_model::figures::Figure;
 use serde::Serialize;
 
 use super::{json, Params};

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::response::Response;
 use chrono::Datelike;
-use ensemble_core::figures::{self, Figure};
+use ensemble_model::figures::{self, Figure};
 use serde::Serialize;
 
 use super::{json, Params};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use ensemble_core::figures::{Figure, ALL};
+use ensemble_model::figures::{Figure, ALL};
 use serde::Serialize;
 
 use super::{json, Params};

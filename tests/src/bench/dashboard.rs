@@ -26,7 +26,7 @@ use crate::Service;
 /// Bumped whenever the generated rows change, so an old database is rebuilt.
 const GENERATOR: &str = "sim-v2-50k-people-chunks-live-times";
 /// Bumped whenever the figures change: the events are kept, the figures
-/// rebuilt from them (`ensemble-processor rebuild-facts`'s code).
+/// rebuilt from them (`ensemble-processor rebuild-figures`'s code).
 const FACTS: &str = "figures-v4-devices-path-delays";
 const PEOPLE_PER_CHUNK: usize = 50_000;
 
@@ -117,7 +117,7 @@ pub async fn load(
                 store.database
             ));
             ensemble_core::migrate::migrate(store).await?;
-            let took = build_facts(store, campaign, rows).await?;
+            let took = build_figures(store, campaign, rows).await?;
             write_meta(store, &complete, rows).await?;
             return Ok(format!(
                 "events reused from an earlier run ({rows} rows inserted); figures rebuilt from them in {took:.0} s"
@@ -133,7 +133,7 @@ pub async fn load(
         .execute()
         .await?;
     ensemble_core::migrate::migrate(store).await?;
-    let hasher = ensemble_core::privacy::ContactHasher::new(b"bench-contact-secret-0123456789")?;
+    let hasher = ensemble_model::privacy::ContactHasher::new(b"bench-contact-secret-0123456789")?;
     let normaliser = Normaliser::new(
         hasher,
         ensemble_ingest::visitor::VisitorIds::new(
@@ -189,7 +189,7 @@ pub async fn load(
         ));
     }
     let loaded = started.elapsed().as_secs_f64();
-    let took = build_facts(store, campaign, rows_total).await?;
+    let took = build_figures(store, campaign, rows_total).await?;
     write_meta(store, &complete, rows_total).await?;
     Ok(format!(
         "built in this run: {rows_total} rows in {loaded:.0} s, figures built from them in {took:.0} s"
@@ -197,8 +197,8 @@ pub async fn load(
 }
 
 /// The processor's figures for the loaded events, built the way
-/// `ensemble-processor rebuild-facts` does; seconds taken.
-async fn build_facts(store: &StoreConfig, campaign: &Campaign, rows: u64) -> anyhow::Result<f64> {
+/// `ensemble-processor rebuild-figures` does; seconds taken.
+async fn build_figures(store: &StoreConfig, campaign: &Campaign, rows: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
     ensemble_core::ledger::rebuild(store, campaign, |done| {
         progress(&format!(
