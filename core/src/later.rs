@@ -51,18 +51,7 @@ pub async fn settle(
         return Ok(0);
     }
     let contacts: BTreeSet<&str> = pairs.iter().map(|(c, _)| c.as_str()).collect();
-    let visitors: Vec<&str> = pairs
-        .iter()
-        .map(|(_, v)| v.as_str())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let events = ledger::read(client, &visitors).await?;
-    let want = ensemble_model::journeys::later_conversions(
-        campaign,
-        events.iter().map(|(v, es)| (v.as_str(), es.as_slice())),
-        Some(&contacts),
-    );
+    let (visitors, events, want) = later_of(client, campaign, pairs, Some(&contacts)).await?;
     // Only these contacts' sign-ups are judged: a visitor's other
     // contacts may be shared with visitors not read here.
     let judged: BTreeSet<Uuid> = events
@@ -74,11 +63,12 @@ pub async fn settle(
     let table = table(client).await?;
     let mut have: BTreeMap<(String, Uuid), i64> = BTreeMap::new();
     for chunk in visitors.chunks(IDS_PER_QUERY) {
+        let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let rows: Vec<Stored> = client
             .query(&format!(
                 "SELECT visitor_id, event_id, sum(n) AS n FROM {table} WHERE visitor_id IN ({}) \
                  GROUP BY visitor_id, event_id HAVING n != 0",
-                in_list(chunk)
+                in_list(&ids)
             ))
             .fetch_all()
             .await?;
@@ -106,18 +96,7 @@ pub async fn settle_all(
         .into_iter()
         .map(|p| (p.contact_hash, p.visitor_id))
         .collect();
-    let visitors: Vec<&str> = pairs
-        .iter()
-        .map(|(_, v)| v.as_str())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let events = ledger::read(client, &visitors).await?;
-    let want = ensemble_model::journeys::later_conversions(
-        campaign,
-        events.iter().map(|(v, es)| (v.as_str(), es.as_slice())),
-        None,
-    );
+    let (_, _, want) = later_of(client, campaign, &pairs, None).await?;
     // Every stored row is judged: one whose contact is no longer shared
     // (erased, or gone with retention) is taken back.
     let table = table(client).await?;
@@ -135,22 +114,53 @@ pub async fn settle_all(
     write(client, &table, &want, &have).await
 }
 
+/// The visitors of `pairs`, their events in the ledger, and which of
+/// their conversions are later ones (of the contacts in `scope`, or of
+/// every contact).
+async fn later_of(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    pairs: &[(String, String)],
+    scope: Option<&BTreeSet<&str>>,
+) -> Result<(Vec<String>, Events, BTreeSet<(String, Uuid)>), clickhouse::error::Error> {
+    let visitors: Vec<String> = pairs
+        .iter()
+        .map(|(_, v)| v.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let ids: Vec<&str> = visitors.iter().map(String::as_str).collect();
+    let events = ledger::read(client, &ids).await?;
+    let want = ensemble_model::journeys::later_conversions(
+        campaign,
+        events.iter().map(|(v, es)| (v.as_str(), es.as_slice())),
+        scope,
+    )
+    .into_iter()
+    .map(|(v, e)| (v.to_owned(), e))
+    .collect();
+    Ok((visitors, events, want))
+}
+
+/// Each visitor's accounted events, as the ledger gives them.
+type Events = std::collections::HashMap<String, Vec<ensemble_model::figures::Event>>;
+
 /// Writes what turns `have` into one row of `n` = 1 per `want`.
 async fn write(
     client: &clickhouse::Client,
     table: &str,
-    want: &BTreeSet<(&str, Uuid)>,
+    want: &BTreeSet<(String, Uuid)>,
     have: &BTreeMap<(String, Uuid), i64>,
 ) -> Result<usize, clickhouse::error::Error> {
     let mut values: Vec<String> = Vec::new();
-    for (v, e) in want {
-        let now = have.get(&((*v).to_owned(), *e)).copied().unwrap_or(0);
+    for key @ (v, e) in want {
+        let now = have.get(key).copied().unwrap_or(0);
         if now != 1 {
             values.push(format!("({}, toUUID('{e}'), {})", lit(v), 1 - now));
         }
     }
-    for ((v, e), n) in have {
-        if !want.contains(&(v.as_str(), *e)) {
+    for (key @ (v, e), n) in have {
+        if !want.contains(key) {
             values.push(format!("({}, toUUID('{e}'), {})", lit(v), -n));
         }
     }
