@@ -28,4 +28,4 @@ pub use ensemble_model::campaigns::Campaigns;
 pub use event::{EventMessage, EventRow, EventType};
 pub use kafka::KafkaConfig;
 pub use shutdown::Shutdown;
-pub use store::{Sites, StoreConfig};
+pub use store::{CampaignDatabases, StoreConfig};

@@ -195,13 +195,13 @@ pub async fn all_ready(stores: &[StoreConfig]) -> bool {
 /// (`--also-campaign FILE=DATABASE`) in its own database, so that nothing
 /// of one campaign's figures can leak into another's.
 #[derive(Debug, Clone)]
-pub struct Sites {
+pub struct CampaignDatabases {
     pub campaigns: ensemble_model::Campaigns,
     /// `stores[i]` holds `campaigns.get(i)`.
     pub stores: Vec<StoreConfig>,
 }
 
-impl Sites {
+impl CampaignDatabases {
     /// Loads the main campaign and the `also` ones (`FILE=DATABASE`
     /// each), validated together; errors name the flag at fault.
     pub fn load(
@@ -274,8 +274,8 @@ impl CampaignFiles {
     }
 
     /// Every campaign with its database: the main one in `store`'s.
-    pub fn sites(&self, store: &StoreConfig) -> Result<Sites, crate::config::ConfigError> {
-        Sites::load(&self.campaign, store, &self.also_campaign)
+    pub fn databases(&self, store: &StoreConfig) -> Result<CampaignDatabases, crate::config::ConfigError> {
+        CampaignDatabases::load(&self.campaign, store, &self.also_campaign)
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use ensemble_core::config::{parse_listen, parse_ops_listen, ConfigError};
 use ensemble_core::telemetry::LogConfig;
-use ensemble_core::{Campaigns, KafkaConfig, Sites, StoreConfig};
+use ensemble_core::{Campaigns, KafkaConfig, CampaignDatabases, StoreConfig};
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
@@ -141,7 +141,7 @@ pub struct Settings {
     pub collector_url: url::Url,
     pub ops_listen: Option<SocketAddr>,
     /// Every campaign served (`--campaign` first) and its database.
-    pub sites: Sites,
+    pub databases: CampaignDatabases,
     pub analyst_tokens: Vec<String>,
     pub agency_tokens: Vec<String>,
     pub kafka: KafkaConfig,
@@ -206,7 +206,7 @@ impl Config {
             ));
         }
         self.store.validate()?;
-        let sites = self.campaigns.sites(&self.store)?;
+        let databases = self.campaigns.databases(&self.store)?;
         self.kafka.validate()?;
         if self.processor_group.trim().is_empty() {
             return Err(ConfigError::new(
@@ -256,7 +256,7 @@ impl Config {
             listen,
             collector_url: collector_url(&self.collector_public_url)?,
             ops_listen,
-            sites,
+            databases,
             analyst_tokens: self.analyst_tokens,
             agency_tokens: self.agency_tokens,
             kafka: self.kafka,

@@ -245,12 +245,12 @@ pub fn state(settings: &Settings) -> anyhow::Result<Served> {
             .enumerate(),
     );
     let states = settings
-        .sites
+        .databases
         .iter()
         .map(|(campaign, store)| campaign_state(settings, campaign, store, &lag, &gate))
         .collect();
     Ok(Served {
-        campaigns: settings.sites.campaigns.clone(),
+        campaigns: settings.databases.campaigns.clone(),
         states,
     })
 }
@@ -310,7 +310,7 @@ fn campaign_state(
 /// Serves until `shutdown` trips.
 pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let readiness = Readiness::default();
-    let stores = settings.sites.stores.clone();
+    let stores = settings.databases.stores.clone();
     probe::spawn(
         readiness.clone(),
         "clickhouse",

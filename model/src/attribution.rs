@@ -31,7 +31,7 @@ pub const DIRECT: &str = "direct";
 
 /// One event of a visitor, as far as attribution cares.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Contact {
+pub struct AttributionEvent {
     pub ts: DateTime<Utc>,
     pub event_id: Uuid,
     pub channel: String,
@@ -83,9 +83,9 @@ impl Model {
     }
 }
 
-/// Groups one visitor's contacts into touches (see the module rules).
-pub fn touches(campaign: &Campaign, gap: Duration, contacts: &[Contact]) -> Vec<Touch> {
-    let mut sorted: Vec<&Contact> = contacts
+/// Groups one visitor's events into touches (see the module rules).
+pub fn touches(campaign: &Campaign, gap: Duration, events: &[AttributionEvent]) -> Vec<Touch> {
+    let mut sorted: Vec<&AttributionEvent> = events
         .iter()
         .filter(|c| {
             // Only card events carry an action.
@@ -285,8 +285,8 @@ mod tests {
         Uuid::from_u128(n)
     }
 
-    fn c(ts: &str, n: u128, channel: &str) -> Contact {
-        Contact {
+    fn c(ts: &str, n: u128, channel: &str) -> AttributionEvent {
+        AttributionEvent {
             ts: t(ts),
             event_id: id(n),
             channel: channel.into(),

@@ -20,7 +20,7 @@ pub struct BatchLimits {
 /// campaign the row belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
-    /// Index of the row's campaign among the processor's (`Sites`).
+    /// Index of the row's campaign among the processor's (`CampaignDatabases`).
     pub site: usize,
     pub topic: Arc<str>,
     pub partition: i32,

@@ -13,7 +13,7 @@ use crate::Settings;
 /// `migrate`: every campaign's database, each with the same schema; a
 /// migration that stores figures anew rebuilds them from `events`.
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    for (campaign, store) in settings.sites.iter() {
+    for (campaign, store) in settings.databases.iter() {
         let report = migrate::migrate(store).await?;
         println!(
             "database {} (campaign {}): applied {:?}, already applied {:?}",
@@ -36,7 +36,7 @@ pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
 
 /// `retention --days N`.
 pub async fn retention(settings: Settings, days: u32) -> Result<(), MaintenanceError> {
-    for (campaign, store) in settings.sites.iter() {
+    for (campaign, store) in settings.databases.iter() {
         let report =
             maintenance::retention(store, campaign, days, Duration::from_secs(600)).await?;
         let db = &store.database;
@@ -52,7 +52,7 @@ pub async fn retention(settings: Settings, days: u32) -> Result<(), MaintenanceE
 
 /// `rebuild-figures` (also `rebuild-facts`).
 pub async fn rebuild_figures(settings: Settings) -> Result<(), MaintenanceError> {
-    for (campaign, store) in settings.sites.iter() {
+    for (campaign, store) in settings.databases.iter() {
         maintenance::rebuild_figures(store, campaign).await?;
     }
     Ok(())
@@ -60,7 +60,7 @@ pub async fn rebuild_figures(settings: Settings) -> Result<(), MaintenanceError>
 
 /// `rebuild-ranges`: the figures summed anew over the campaign's ranges.
 pub async fn rebuild_ranges(settings: Settings) -> anyhow::Result<()> {
-    for (campaign, store) in settings.sites.iter() {
+    for (campaign, store) in settings.databases.iter() {
         let started = Instant::now();
         let status = ranges::refill(store, campaign).await?;
         println!(
@@ -83,7 +83,7 @@ pub async fn rebuild_ranges(settings: Settings) -> anyhow::Result<()> {
 /// `compact`: old batch markers deleted, each figures table merged into
 /// one part, the ledger's carried arrays emptied.
 pub async fn compact(settings: Settings) -> anyhow::Result<()> {
-    for (_, store) in settings.sites.iter() {
+    for (_, store) in settings.databases.iter() {
         let db = &store.database;
         batches::retire(store)
             .await
@@ -126,7 +126,7 @@ pub async fn erase(settings: Settings, email: String) -> Result<(), MaintenanceE
         unreachable!("validate() requires --contact-secret for erase")
     };
     let report =
-        maintenance::erase(&settings.sites, hasher, &email, Duration::from_secs(120)).await?;
+        maintenance::erase(&settings.databases, hasher, &email, Duration::from_secs(120)).await?;
     println!(
         "contact_hash {}: {} visitors ({} only theirs: every row deleted; {} shared with others: \
          only their rows), {} rows deleted, hourly rollup rebuilt for months {:?}",

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use clap::{Parser, Subcommand};
 use ensemble_core::config::{parse_listen, ConfigError};
 use ensemble_core::telemetry::LogConfig;
-use ensemble_core::{KafkaConfig, Sites, StoreConfig};
+use ensemble_core::{KafkaConfig, CampaignDatabases, StoreConfig};
 use ensemble_model::privacy::ContactHasher;
 
 #[derive(Debug, Clone, Parser)]
@@ -139,7 +139,7 @@ pub enum Command {
 pub struct Settings {
     pub listen: SocketAddr,
     /// Every campaign served, each with its database.
-    pub sites: Sites,
+    pub databases: CampaignDatabases,
     pub group_id: String,
     pub batch: crate::batcher::BatchLimits,
     pub insert_retry_max_ms: u64,
@@ -154,7 +154,7 @@ impl Config {
     pub fn validate(self) -> Result<Settings, ConfigError> {
         let listen = parse_listen("--listen", &self.listen)?;
         self.store.validate()?;
-        let sites = self.campaigns.sites(&self.store)?;
+        let databases = self.campaigns.databases(&self.store)?;
         if self.group_id.trim().is_empty() {
             return Err(ConfigError::new("--group-id", "must not be empty"));
         }
@@ -210,7 +210,7 @@ impl Config {
         self.store.validate()?;
         Ok(Settings {
             listen,
-            sites,
+            databases,
             group_id: self.group_id,
             batch: crate::batcher::BatchLimits {
                 max_rows: self.batch_max_rows,

@@ -49,7 +49,7 @@ pub async fn serve_on(
         &settings.kafka,
         shutdown.clone(),
     );
-    let stores = settings.sites.stores.clone();
+    let stores = settings.databases.stores.clone();
     probe::spawn(
         readiness.clone(),
         "clickhouse",
@@ -72,7 +72,7 @@ pub async fn serve_on(
             // while ClickHouse is down joins, and reports lag, once it answers
             // (the dashboard's /api/live reads the group's lag from the broker
             // meanwhile).
-            for store in &settings.sites.stores {
+            for store in &settings.databases.stores {
                 if figures_need_rebuild(store, &shutdown).await {
                     shutdown.trigger();
                     anyhow::bail!(
@@ -81,7 +81,7 @@ pub async fn serve_on(
                     );
                 }
             }
-            for (campaign, store) in settings.sites.iter() {
+            for (campaign, store) in settings.databases.iter() {
                 keep_ranges(store, campaign).await;
                 // What a processor stopped between its ledger INSERT and
                 // the later conversions did not write (each batch settles
@@ -163,8 +163,8 @@ fn consumer_pipeline(
     Ok(Pipeline {
         consumer,
         topic: settings.kafka.topic.as_str().into(),
-        campaigns: settings.sites.campaigns.clone(),
-        clients: settings.sites.stores.iter().map(|s| s.client()).collect(),
+        campaigns: settings.databases.campaigns.clone(),
+        clients: settings.databases.stores.iter().map(|s| s.client()).collect(),
         enricher: Enricher::new(),
         dead_letters: DeadLetters::new(dlq_producer, settings.kafka.dlq_topic.clone()),
         metrics: metrics.clone(),

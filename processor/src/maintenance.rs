@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate, Utc};
 use clickhouse::Row;
-use ensemble_core::{ledger, Campaign, Sites, StoreConfig};
+use ensemble_core::{ledger, Campaign, CampaignDatabases, StoreConfig};
 use ensemble_model::privacy::ContactHasher;
 use serde::Deserialize;
 
@@ -187,15 +187,15 @@ async fn visitor_ids(
 /// ([`ContactHasher::contact_hashes`]: today's normalisation, and the
 /// lower-casing of collectors before it); the report names today's hash.
 pub async fn erase(
-    sites: &Sites,
+    databases: &CampaignDatabases,
     hasher: &ContactHasher,
     email: &str,
     wait: Duration,
 ) -> Result<ErasureReport, MaintenanceError> {
     let mut hashes = hasher.contact_hashes(email).into_iter();
-    let mut report = erase_contact(sites, hashes.next().unwrap_or_default(), wait).await?;
+    let mut report = erase_contact(databases, hashes.next().unwrap_or_default(), wait).await?;
     for hash in hashes {
-        let older = erase_contact(sites, hash, wait).await?;
+        let older = erase_contact(databases, hash, wait).await?;
         report.own_visitors.extend(older.own_visitors);
         report.shared_visitors.extend(older.shared_visitors);
         report.rows_deleted += older.rows_deleted;
@@ -208,7 +208,7 @@ pub async fn erase(
 
 /// [`erase`] of one contact hash.
 async fn erase_contact(
-    sites: &Sites,
+    databases: &CampaignDatabases,
     hash: String,
     wait: Duration,
 ) -> Result<ErasureReport, MaintenanceError> {
@@ -216,7 +216,7 @@ async fn erase_contact(
     // erased from every one: a visitor who signed up in 2025 and came back
     // in 2026 without signing up again is the same person.
     let mut found = BTreeSet::new();
-    for store in &sites.stores {
+    for store in &databases.stores {
         let client = store.client();
         for sql in [
             "SELECT DISTINCT visitor_id FROM events WHERE contact_hash = ?",
@@ -230,7 +230,7 @@ async fn erase_contact(
     let found: Vec<String> = found.into_iter().collect();
     // Someone else signed up from these too.
     let mut others = BTreeSet::new();
-    for store in &sites.stores {
+    for store in &databases.stores {
         let client = store.client();
         for sql in [
             "SELECT DISTINCT visitor_id FROM events WHERE has(?, visitor_id) AND contact_hash != '' AND contact_hash != ?",
@@ -252,7 +252,7 @@ async fn erase_contact(
     if report.own_visitors.is_empty() && report.shared_visitors.is_empty() {
         return Ok(report);
     }
-    for (campaign, store) in sites.iter() {
+    for (campaign, store) in databases.iter() {
         let (rows, months) = erase_in(store, campaign, &report, wait).await?;
         report.rows_deleted += rows;
         report.months_rebuilt.extend(months);

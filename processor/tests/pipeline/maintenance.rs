@@ -462,10 +462,10 @@ async fn erasure_takes_the_persons_rows_and_nobody_elses() {
         erased_signups.insert(who, ids.join(","));
     }
     let erase = |email: &'static str| {
-        let sites = ensemble_core::Sites::one(campaign.clone(), s.store.clone());
+        let databases = ensemble_core::CampaignDatabases::one(campaign.clone(), s.store.clone());
         let hasher = hasher.clone();
         async move {
-            maintenance::erase(&sites, &hasher, email, Duration::from_secs(120))
+            maintenance::erase(&databases, &hasher, email, Duration::from_secs(120))
                 .await
                 .expect("erase")
         }
@@ -662,9 +662,9 @@ async fn erasure_covers_every_campaign_and_nobody_elses() {
         })
         .await;
     }
-    let sites = ensemble_core::Sites::load(&campaign_file(), &s.store, std::slice::from_ref(&also))
-        .expect("sites");
-    let report = maintenance::erase(&sites, &hasher, "alice@exemple.fr", WAIT)
+    let databases = ensemble_core::CampaignDatabases::load(&campaign_file(), &s.store, std::slice::from_ref(&also))
+        .expect("databases");
+    let report = maintenance::erase(&databases, &hasher, "alice@exemple.fr", WAIT)
         .await
         .expect("erase");
     assert_eq!(report.own_visitors, vec!["v_alice_phone_001".to_owned()]);
