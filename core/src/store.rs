@@ -274,7 +274,10 @@ impl CampaignFiles {
     }
 
     /// Every campaign with its database: the main one in `store`'s.
-    pub fn databases(&self, store: &StoreConfig) -> Result<CampaignDatabases, crate::config::ConfigError> {
+    pub fn databases(
+        &self,
+        store: &StoreConfig,
+    ) -> Result<CampaignDatabases, crate::config::ConfigError> {
         CampaignDatabases::load(&self.campaign, store, &self.also_campaign)
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use ensemble_core::config::{parse_listen, parse_ops_listen, ConfigError};
 use ensemble_core::telemetry::LogConfig;
-use ensemble_core::{Campaigns, KafkaConfig, CampaignDatabases, StoreConfig};
+use ensemble_core::{CampaignDatabases, Campaigns, KafkaConfig, StoreConfig};
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {

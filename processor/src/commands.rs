@@ -125,8 +125,13 @@ pub async fn erase(settings: Settings, email: String) -> Result<(), MaintenanceE
     let Some(hasher) = settings.hasher.as_ref() else {
         unreachable!("validate() requires --contact-secret for erase")
     };
-    let report =
-        maintenance::erase(&settings.databases, hasher, &email, Duration::from_secs(120)).await?;
+    let report = maintenance::erase(
+        &settings.databases,
+        hasher,
+        &email,
+        Duration::from_secs(120),
+    )
+    .await?;
     println!(
         "contact_hash {}: {} visitors ({} only theirs: every row deleted; {} shared with others: \
          only their rows), {} rows deleted, hourly rollup rebuilt for months {:?}",

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use clap::{Parser, Subcommand};
 use ensemble_core::config::{parse_listen, ConfigError};
 use ensemble_core::telemetry::LogConfig;
-use ensemble_core::{KafkaConfig, CampaignDatabases, StoreConfig};
+use ensemble_core::{CampaignDatabases, KafkaConfig, StoreConfig};
 use ensemble_model::privacy::ContactHasher;
 
 #[derive(Debug, Clone, Parser)]

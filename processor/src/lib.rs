@@ -164,7 +164,12 @@ fn consumer_pipeline(
         consumer,
         topic: settings.kafka.topic.as_str().into(),
         campaigns: settings.databases.campaigns.clone(),
-        clients: settings.databases.stores.iter().map(|s| s.client()).collect(),
+        clients: settings
+            .databases
+            .stores
+            .iter()
+            .map(|s| s.client())
+            .collect(),
         enricher: Enricher::new(),
         dead_letters: DeadLetters::new(dlq_producer, settings.kafka.dlq_topic.clone()),
         metrics: metrics.clone(),

@@ -662,8 +662,12 @@ async fn erasure_covers_every_campaign_and_nobody_elses() {
         })
         .await;
     }
-    let databases = ensemble_core::CampaignDatabases::load(&campaign_file(), &s.store, std::slice::from_ref(&also))
-        .expect("databases");
+    let databases = ensemble_core::CampaignDatabases::load(
+        &campaign_file(),
+        &s.store,
+        std::slice::from_ref(&also),
+    )
+    .expect("databases");
     let report = maintenance::erase(&databases, &hasher, "alice@exemple.fr", WAIT)
         .await
         .expect("erase");
