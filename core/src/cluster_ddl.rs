@@ -171,10 +171,9 @@ pub fn cluster_statements(
         }
         return Some(out);
     }
-    if let Some(rest) = s.strip_prefix("CREATE MATERIALIZED VIEW IF NOT EXISTS ") {
-        let (name, rest) = rest.split_once(" TO ")?;
-        let (target, select) = rest.split_once(" AS")?;
-        if !tables.iter().any(|t| t == target.trim()) {
+    if s.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS ") {
+        let (name, target, select) = crate::migrate::materialized_view(s)?;
+        if !tables.iter().any(|t| t == target) {
             return None;
         }
         let mut select = select.to_owned();
@@ -189,9 +188,8 @@ pub fn cluster_statements(
             }
         }
         return Some(vec![format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{} ON CLUSTER {cluster} TO {} AS{select}",
-            name.trim(),
-            local_of(target.trim(), db)
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name} ON CLUSTER {cluster} TO {} AS{select}",
+            local_of(target, db)
         )]);
     }
     None

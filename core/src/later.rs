@@ -3,6 +3,8 @@
 //! several visitors. The processor keeps the table in line, so that no
 //! table the analysts read holds a contact hash.
 //!
+//! Erasure deletes its rows with the journeys' (`ledger::forget`).
+//!
 //! What [`settle`] writes is the difference between what should be there
 //! ([`ensemble_model::journeys::later_conversions`] over the ledger's events) and
 //! what is: running it twice, or again after a crash, changes nothing, and
@@ -82,8 +84,8 @@ pub async fn settle(
 }
 
 /// Brings the whole of `later_conversions` in line with every contact
-/// `shared_contacts` lists (after a rebuild, a retention, at start-up:
-/// cheap, few people sign up on two devices). Returns the rows written.
+/// `shared_contacts` lists (after a rebuild or a retention, which change
+/// many visitors at once). Returns the rows written.
 pub async fn settle_all(
     client: &clickhouse::Client,
     campaign: &Campaign,
@@ -174,36 +176,4 @@ async fn write(
             .await?;
     }
     Ok(values.len())
-}
-
-/// Forgets the rows of erased sign-ups (`event_ids`) and of erased
-/// visitors (`own`), for good rather than at the next merge.
-pub async fn forget(
-    client: &clickhouse::Client,
-    ddl_target: impl Fn(&str) -> String,
-    event_ids: &[Uuid],
-    own: &[String],
-) -> Result<(), clickhouse::error::Error> {
-    let target = ddl_target("later_conversions");
-    for chunk in event_ids.chunks(IDS_PER_QUERY) {
-        let ids: Vec<String> = chunk.iter().map(|e| format!("toUUID('{e}')")).collect();
-        client
-            .query(&format!(
-                "ALTER TABLE {target} DELETE WHERE event_id IN ({})",
-                ids.join(",")
-            ))
-            .execute()
-            .await?;
-    }
-    for chunk in own.chunks(IDS_PER_QUERY) {
-        let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        client
-            .query(&format!(
-                "ALTER TABLE {target} DELETE WHERE visitor_id IN ({})",
-                in_list(&ids)
-            ))
-            .execute()
-            .await?;
-    }
-    Ok(())
 }

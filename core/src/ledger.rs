@@ -630,6 +630,9 @@ impl Prepared {
         if let Some(insert) = &self.ledger {
             insert.execute(client).await?;
         }
+        // Also when every event was accounted already: a batch read again
+        // after a crash between the ledger and these writes (its offsets
+        // were not committed) notes and settles its contacts then.
         let shared = note_contacts(client, &self.signups).await?;
         crate::later::settle(client, campaign, &shared).await?;
         Ok(self.done)
@@ -1150,21 +1153,22 @@ pub async fn forget(
         e.contact != contact_hash
     })
     .await?;
-    // The journeys rows of this contact's sign-ups (retracted above, so
-    // their sums are zero) and of the own visitors (all retracted) go for
-    // good, not at the next merge; so do its later conversions.
-    for chunk in signups.chunks(IDS_PER_QUERY) {
-        let ids: Vec<String> = chunk.iter().map(|e| format!("toUUID('{e}')")).collect();
-        client
-            .query(&format!(
-                "ALTER TABLE {} DELETE WHERE event_id IN ({})",
-                ddl_target("journeys"),
-                ids.join(",")
-            ))
-            .execute()
-            .await?;
+    // The analysts' rows of this contact's sign-ups (journeys retracted
+    // above, so their sums are zero; later conversions) and of the own
+    // visitors (all retracted) go for good, not at the next merge.
+    for table in ["journeys", "later_conversions"] {
+        for chunk in signups.chunks(IDS_PER_QUERY) {
+            let ids: Vec<String> = chunk.iter().map(|e| format!("toUUID('{e}')")).collect();
+            client
+                .query(&format!(
+                    "ALTER TABLE {} DELETE WHERE event_id IN ({})",
+                    ddl_target(table),
+                    ids.join(",")
+                ))
+                .execute()
+                .await?;
+        }
     }
-    crate::later::forget(client, &ddl_target, &signups, own).await?;
     for (table, column) in [
         ("contact_visitors", "contact_hash"),
         ("shared_contacts", "contact_hash"),
@@ -1183,6 +1187,7 @@ pub async fn forget(
         "shared_contacts",
         "wide_visitors",
         "journeys",
+        "later_conversions",
     ] {
         for chunk in own.chunks(IDS_PER_QUERY) {
             let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();

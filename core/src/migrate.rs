@@ -178,14 +178,28 @@ fn altered_table(stmt: &str) -> Option<&str> {
     rest.split_whitespace().next()
 }
 
+/// A `CREATE MATERIALIZED VIEW IF NOT EXISTS <name> TO <target> AS …`
+/// statement's name, target and SELECT (after `AS`, as written), read the
+/// same way by the migrator, the cluster rewriter and [`view_fill`].
+pub(crate) fn materialized_view(stmt: &str) -> Option<(&str, &str, &str)> {
+    let rest = stmt
+        .trim()
+        .strip_prefix("CREATE MATERIALIZED VIEW IF NOT EXISTS ")?;
+    let (name, rest) = rest.split_once(" TO ")?;
+    let (target, select) = rest.split_once(" AS")?;
+    Some((name.trim(), target.trim(), select))
+}
+
 /// The view a `CREATE [MATERIALIZED] VIEW IF NOT EXISTS` statement makes,
 /// as (database or `None` for the main one, name).
 fn created_view(stmt: &str) -> Option<(Option<&str>, &str)> {
-    let s = stmt.trim();
-    let rest = s
-        .strip_prefix("CREATE VIEW IF NOT EXISTS ")
-        .or_else(|| s.strip_prefix("CREATE MATERIALIZED VIEW IF NOT EXISTS "))?;
-    let name = rest.split_whitespace().next()?;
+    let name = match materialized_view(stmt) {
+        Some((name, _, _)) => name,
+        None => {
+            let rest = stmt.trim().strip_prefix("CREATE VIEW IF NOT EXISTS ")?;
+            rest.split_whitespace().next()?
+        }
+    };
     Some(match name.split_once('.') {
         Some((db, view)) => (Some(db), view),
         None => (None, name),
@@ -200,15 +214,12 @@ fn created_view(stmt: &str) -> Option<(Option<&str>, &str)> {
 /// caller. `None` if no migration makes `view`, or its SELECT has no
 /// `FROM <table>` line to filter.
 pub fn view_fill(view: &str, filter: Option<&str>) -> Option<String> {
-    let prefix = format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {view} TO ");
-    let stmt = migrations()
-        .ok()?
+    let all = migrations().ok()?;
+    let statements: Vec<String> = all.iter().rev().flat_map(Migration::statements).collect();
+    let (_, target, select) = statements
         .iter()
-        .rev()
-        .flat_map(Migration::statements)
-        .find(|s| s.trim_start().starts_with(&prefix))?;
-    let rest = stmt.trim_start().strip_prefix(&prefix)?;
-    let (target, select) = rest.split_once(" AS")?;
+        .filter_map(|s| materialized_view(s))
+        .find(|(name, _, _)| *name == view)?;
     let select = select.trim();
     let select = match filter {
         None => select.to_owned(),
@@ -219,7 +230,7 @@ pub fn view_fill(view: &str, filter: Option<&str>) -> Option<String> {
             select.replacen(from, &format!("{from}\nWHERE {filter}"), 1)
         }
     };
-    Some(format!("INSERT INTO {} {select}", target.trim()))
+    Some(format!("INSERT INTO {target} {select}"))
 }
 
 /// The embedded migrations, sorted by version.

@@ -212,18 +212,17 @@ pub fn previous_period(
                     "with a phase, compare=previous_phase compares it with the phase before",
                 ));
             }
-            let (from, to) = match period_before(campaign, f.from, f.to) {
-                Before::Days { first, last } => {
-                    q.insert("from".into(), first.format("%Y-%m-%d").to_string());
-                    q.insert("to".into(), last.format("%Y-%m-%d").to_string());
-                    (local_start(campaign, first), f.from)
-                }
-                Before::Instants { from, to } => {
-                    q.insert("from".into(), from.to_rfc3339());
-                    q.insert("to".into(), to.to_rfc3339());
-                    (from, to)
-                }
+            let before = period_before(campaign, f.from, f.to);
+            let (from, to) = before.instants(campaign);
+            let (first, last) = match before {
+                Before::Days { first, last } => (
+                    first.format("%Y-%m-%d").to_string(),
+                    last.format("%Y-%m-%d").to_string(),
+                ),
+                Before::Instants { .. } => (from.to_rfc3339(), to.to_rfc3339()),
             };
+            q.insert("from".into(), first);
+            q.insert("to".into(), last);
             if from.timestamp() < 0 {
                 return Err(bad("compare", "the period before starts before 1970"));
             }

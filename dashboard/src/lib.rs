@@ -226,21 +226,17 @@ pub fn state(settings: &Settings) -> anyhow::Result<Served> {
     )?);
     // One admission for every campaign: a token's share is the same
     // whichever campaign it asks about.
-    let slots = |role| match role {
-        access::Role::Analyst => settings.heavy.per_analyst,
-        access::Role::Agency => settings.heavy.per_agency,
-    };
     let gate = admission::Gate::new(
         settings.heavy,
         settings
             .analyst_tokens
             .iter()
-            .map(|_| slots(access::Role::Analyst))
+            .map(|_| settings.heavy.per_analyst)
             .chain(
                 settings
                     .agency_tokens
                     .iter()
-                    .map(|_| slots(access::Role::Agency)),
+                    .map(|_| settings.heavy.per_agency),
             )
             .enumerate(),
     );

@@ -83,13 +83,6 @@ pub async fn serve_on(
             }
             for (campaign, store) in settings.databases.iter() {
                 keep_ranges(store, campaign).await;
-                // What a processor stopped between its ledger INSERT and
-                // the later conversions did not write (each batch settles
-                // its own contacts; this catches a crash in between).
-                if let Err(e) = ensemble_core::later::settle_all(&store.client(), campaign).await {
-                    tracing::warn!(database = %store.database, error = %e,
-                        "later conversions: not settled at start (the next batch of each contact settles it)");
-                }
             }
             let pipeline = match consumer_pipeline(&settings, &metrics, &readiness, &shutdown) {
                 Ok(p) => p,
