@@ -301,14 +301,15 @@ async fn heads(
 /// batch's rows, from the ledger's arrays. Batches whose arrays were
 /// emptied (`compact`) are long complete and are not looked at. A whole
 /// batch costs a marker lookup per table, by each table's sorting key.
+/// Returns how many tables' rows were written (0 when every view had run).
 pub async fn complete(
     client: &clickhouse::Client,
     campaign: &Campaign,
     again: &BTreeSet<(&str, u64)>,
     mine: &BTreeSet<Uuid>,
-) -> Result<(), clickhouse::error::Error> {
+) -> Result<usize, clickhouse::error::Error> {
     if again.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let heads: Vec<Head> = heads(client, again)
         .await?
@@ -316,9 +317,10 @@ pub async fn complete(
         .filter(|h| mine.contains(&h.event_id))
         .collect();
     if heads.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let targets = targets(client, campaign).await?;
+    let mut written = 0;
     for head in heads {
         wait_while_running(client, &head.key).await?;
         let key = lit(&head.key);
@@ -359,6 +361,7 @@ pub async fn complete(
                 .query(&t.fill.replace("{rows}", &rows))
                 .execute()
                 .await?;
+            written += 1;
             tracing::warn!(
                 table = %t.table,
                 batch = %head.key,
@@ -366,7 +369,7 @@ pub async fn complete(
             );
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Waits (bounded) while the INSERT that carried `key` still runs.

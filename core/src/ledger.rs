@@ -582,6 +582,10 @@ pub struct Accounted {
     pub new_events: usize,
     /// Visitors whose figures changed.
     pub visitors: usize,
+    /// Tables of earlier ledger batches that a view had not written (it
+    /// failed, or ClickHouse died mid-INSERT), written now from the
+    /// ledger ([`crate::batches::complete`]).
+    pub completed: usize,
 }
 
 /// Accounts for a batch of rows (duplicates and already-accounted events
@@ -667,7 +671,7 @@ pub async fn prepare(
         .filter(|(_, _, e)| mine.contains(&e.event_id))
         .map(|(v, w, _)| (v, w))
         .collect();
-    crate::batches::complete(client, campaign, &again, &mine).await?;
+    let completed = crate::batches::complete(client, campaign, &again, &mine).await?;
     let mut known = without_written(known);
     let written_ms = now_ms();
     let sets: Vec<ChangeSets> = batch
@@ -702,7 +706,10 @@ pub async fn prepare(
         .collect();
     let wide = wide_values(campaign, sets.iter().map(|s| (s.visitor(), s.all_events())));
     let mut writer = Writer::new(campaign, &carried, &journey);
-    let mut done = Accounted::default();
+    let mut done = Accounted {
+        completed,
+        ..Accounted::default()
+    };
     for set in &sets {
         for e in set.fresh() {
             writer.push(set.visitor(), written_ms, Some(e));

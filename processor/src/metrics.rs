@@ -16,6 +16,7 @@ pub struct Metrics {
     pub batch_rows: Histogram,
     pub insert_duration: Histogram,
     pub insert_failures: IntCounter,
+    pub batches_completed: IntCounter,
     pub lag: IntGaugeVec,
     pub ahead_of_end: IntGaugeVec,
     pub rewinds: IntCounter,
@@ -69,6 +70,11 @@ impl Metrics {
         let insert_failures = IntCounter::new(
             "ensemble_processor_insert_failures_total",
             "Failed INSERT attempts (each retried; offsets do not move)",
+        )?;
+        let batches_completed = IntCounter::new(
+            "ensemble_processor_batches_completed_total",
+            "Tables of a ledger batch that a view had not written (the view failed, or \
+             ClickHouse stopped mid-INSERT), written by the processor from the ledger",
         )?;
         let lag = IntGaugeVec::new(
             Opts::new(
@@ -139,6 +145,7 @@ impl Metrics {
             Box::new(batch_rows.clone()),
             Box::new(insert_duration.clone()),
             Box::new(insert_failures.clone()),
+            Box::new(batches_completed.clone()),
             Box::new(lag.clone()),
             Box::new(ahead_of_end.clone()),
             Box::new(rewinds.clone()),
@@ -161,6 +168,7 @@ impl Metrics {
             batch_rows,
             insert_duration,
             insert_failures,
+            batches_completed,
             lag,
             ahead_of_end,
             rewinds,

@@ -262,7 +262,7 @@ pub async fn insert(
             .collect();
         &kept
     };
-    retry(
+    let done = retry(
         "ledger",
         accounted.len(),
         max_backoff,
@@ -283,6 +283,7 @@ pub async fn insert(
         .insert_duration
         .observe(started.elapsed().as_secs_f64());
     metrics.batch_rows.observe(rows.len() as f64);
+    metrics.batches_completed.inc_by(done.completed as u64);
     metrics.inserted.inc_by(accounted.len() as u64);
     metrics
         .inserted_by_campaign
