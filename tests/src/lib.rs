@@ -494,7 +494,8 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 pub fn http_get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    // Generous: an on-demand answer on a loaded 2-core machine can take a while.
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
     let extra: String = headers
         .iter()
         .map(|(k, v)| format!("{k}: {v}\r\n"))

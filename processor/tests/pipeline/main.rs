@@ -22,7 +22,7 @@ mod rebalancing;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ensemble-processor");
 const SECRET: &str = "processor-test-secret-0123456789";
-const WAIT: Duration = Duration::from_secs(120);
+const WAIT: Duration = Duration::from_secs(300);
 
 /// A deterministic message: the same `i` and `seed` give the same event
 /// (same event id), as a redelivery or a client retry would.
