@@ -27,7 +27,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::ledger::lit;
+use crate::sql::lit;
 use crate::Campaign;
 use ensemble_model::figures;
 

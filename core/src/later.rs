@@ -18,7 +18,8 @@ use clickhouse::Row;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::ledger::{self, in_list, lit, IDS_PER_QUERY};
+use crate::ledger;
+use crate::sql::{in_list, lit, IDS_PER_QUERY};
 use crate::Campaign;
 
 /// The table in the analysts' database of `client`'s.

@@ -7,6 +7,7 @@
 
 pub mod batches;
 pub mod cluster_ddl;
+pub mod compact;
 pub mod config;
 pub mod event;
 pub mod kafka;
@@ -16,9 +17,11 @@ pub mod ledger;
 pub mod migrate;
 pub mod probe;
 pub mod ranges;
+pub mod rebuild;
 pub mod reconciliation;
 pub mod service;
 pub mod shutdown;
+pub(crate) mod sql;
 pub mod store;
 pub mod telemetry;
 

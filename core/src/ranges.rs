@@ -528,7 +528,7 @@ pub async fn refill(
         return Ok(Status::Partial);
     }
     rebuilt(store, campaign).await?;
-    crate::ledger::compact_after_fill(store, &[TABLE, DELAYS_TABLE]).await;
+    crate::compact::compact_after_fill(store, &[TABLE, DELAYS_TABLE]).await;
     Ok(Status::Whole)
 }
 

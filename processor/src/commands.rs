@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ensemble_core::{batches, ledger, migrate, ranges};
+use ensemble_core::{batches, compact, ledger, migrate, ranges, rebuild};
 
 use crate::maintenance::{self, MaintenanceError};
 use crate::Settings;
@@ -19,7 +19,7 @@ pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
             "database {} (campaign {}): applied {:?}, already applied {:?}",
             store.database, campaign.id, report.applied, report.already_applied
         );
-        if report.rebuild_pending || ledger::needs_rebuild(&store.client()).await? {
+        if report.rebuild_pending || rebuild::needs_rebuild(&store.client()).await? {
             // What migrations store anew (`migrate::REBUILT_FROM_EVENTS`)
             // starts from what is already there.
             maintenance::rebuild_figures(store, campaign).await?;
@@ -91,9 +91,9 @@ pub async fn compact(settings: Settings) -> anyhow::Result<()> {
         println!(
             "database {db}: batch markers older than a day deleted (in the background: system.mutations)"
         );
-        for table in ledger::FIGURES_TABLES {
+        for table in compact::FIGURES_TABLES {
             let started = Instant::now();
-            let merged = ledger::compact(store, table)
+            let merged = compact::compact(store, table)
                 .await
                 .map_err(|e| anyhow::anyhow!("database {db}: {table}: {e}"))?;
             if merged {

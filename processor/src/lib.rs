@@ -199,7 +199,7 @@ async fn keep_ranges(store: &ensemble_core::StoreConfig, campaign: &ensemble_cor
 async fn figures_need_rebuild(store: &ensemble_core::StoreConfig, shutdown: &Shutdown) -> bool {
     let client = store.client();
     loop {
-        match ensemble_core::ledger::needs_rebuild(&client).await {
+        match ensemble_core::rebuild::needs_rebuild(&client).await {
             Ok(false) => return false,
             Ok(true) => {
                 tracing::error!(

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate, Utc};
 use clickhouse::Row;
-use ensemble_core::{ledger, Campaign, CampaignDatabases, StoreConfig};
+use ensemble_core::{ledger, rebuild, Campaign, CampaignDatabases, StoreConfig};
 use ensemble_model::privacy::ContactHasher;
 use serde::Deserialize;
 
@@ -453,7 +453,7 @@ pub async fn rebuild_figures(
     campaign: &Campaign,
 ) -> Result<u64, MaintenanceError> {
     let started = Instant::now();
-    let n = ledger::rebuild(store, campaign, |read| {
+    let n = rebuild::rebuild(store, campaign, |read| {
         eprintln!(
             "rebuild-figures: {read} events accounted ({:.0} s)",
             started.elapsed().as_secs_f64()

@@ -212,7 +212,7 @@ async fn migrations_give_the_same_schema_on_current_clickhouse() {
         .expect("drop test database");
 }
 
-/// `ledger::compact` (after a rebuild or a refill, and `ensemble-processor
+/// `compact::compact` (after a rebuild or a refill, and `ensemble-processor
 /// compact`) leaves a figures
 /// table in one part, its rows summed: two INSERTs of the same figure
 /// value are two parts and two rows before, one part and one row after.
@@ -263,7 +263,7 @@ async fn compacting_a_figures_table_leaves_one_part_and_one_row_per_value() {
         .execute()
         .await
         .expect("start merges");
-    assert!(ensemble_core::ledger::compact(&store, "figures")
+    assert!(ensemble_core::compact::compact(&store, "figures")
         .await
         .expect("compact"));
     assert_eq!(parts_and_rows().await, (1, vec![5]), "one part, summed");

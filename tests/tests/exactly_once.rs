@@ -180,7 +180,7 @@ impl Run {
         if let Some(mut p) = self.processor.take() {
             p.terminate(Duration::from_secs(30));
         }
-        ensemble_core::ledger::rebuild(&self.w.store, &campaign, |_| {})
+        ensemble_core::rebuild::rebuild(&self.w.store, &campaign, |_| {})
             .await
             .expect("rebuild");
         let rebuilt = figures_snapshot(&self.w.store).await;

@@ -202,7 +202,7 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
         .expect("compact");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    for table in ensemble_core::ledger::FIGURES_TABLES {
+    for table in ensemble_core::compact::FIGURES_TABLES {
         assert!(
             stdout.contains(&format!("{table} merged into one part")),
             "{stdout}"
@@ -555,7 +555,7 @@ async fn erasure_takes_the_persons_rows_and_nobody_elses() {
     );
     summed("erased").await;
     // And the figures are what a rebuild from the rows left gives.
-    ensemble_core::ledger::rebuild(&s.store, &campaign, |_| {})
+    ensemble_core::rebuild::rebuild(&s.store, &campaign, |_| {})
         .await
         .expect("rebuild");
     assert_eq!(

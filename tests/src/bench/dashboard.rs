@@ -96,8 +96,8 @@ pub async fn load(
             // whatever version built them: `figures` first (the refill
             // reads it), `figures_ranges` by the refill or here.
             progress("dashboard:   merging each figures table into one part");
-            let [figures, summed, delays] = ensemble_core::ledger::FIGURES_TABLES;
-            ensemble_core::ledger::compact(store, figures).await?;
+            let [figures, summed, delays] = ensemble_core::compact::FIGURES_TABLES;
+            ensemble_core::compact::compact(store, figures).await?;
             if !ensemble_core::ranges::usable(&store.client(), campaign).await? {
                 progress("dashboard:   summing the figures by range (rebuild-ranges)");
                 let started = Instant::now();
@@ -107,8 +107,8 @@ pub async fn load(
                     started.elapsed().as_secs_f64()
                 ));
             }
-            ensemble_core::ledger::compact(store, summed).await?;
-            ensemble_core::ledger::compact(store, delays).await?;
+            ensemble_core::compact::compact(store, summed).await?;
+            ensemble_core::compact::compact(store, delays).await?;
             return Ok(format!("reused from an earlier run ({rows} rows inserted), each figures table merged into one part as a rebuild leaves it"));
         }
         if generator.starts_with(GENERATOR) && rows >= target_rows {
@@ -200,7 +200,7 @@ pub async fn load(
 /// `ensemble-processor rebuild-figures` does; seconds taken.
 async fn build_figures(store: &StoreConfig, campaign: &Campaign, rows: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
-    ensemble_core::ledger::rebuild(store, campaign, |done| {
+    ensemble_core::rebuild::rebuild(store, campaign, |done| {
         progress(&format!(
             "dashboard:   figures: {done} of ~{rows} events accounted ({:.0} s)",
             started.elapsed().as_secs_f64()

@@ -1,0 +1,201 @@
+//! A batch's accounting: read the batch's visitors' ledger, complete the
+//! ledger batches read again (`crate::batches`), compute the change the
+//! new events make to the figures and journeys, and write it in one
+//! INSERT with the wide visitors and contacts around it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use uuid::Uuid;
+
+use super::lists::{insert_wide, note_contacts, wide_values};
+use super::write::{journey_rows, now_ms, Insert, Writer};
+use super::{ledger_event, read_written, without_written};
+use crate::{Campaign, EventRow};
+use ensemble_model::figures::{self, ChangeSets, Event, Row as FigureRow, Strings};
+use ensemble_model::journeys;
+
+/// What [`account`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Accounted {
+    /// Events seen for the first time.
+    pub new_events: usize,
+    /// Visitors whose figures changed.
+    pub visitors: usize,
+    /// Tables of earlier ledger batches that a view had not written (it
+    /// failed, or ClickHouse died mid-INSERT), written now from the
+    /// ledger ([`crate::batches::complete`]).
+    pub completed: usize,
+}
+
+/// Accounts for a batch of rows (duplicates and already-accounted events
+/// allowed): the new events go to the ledger with the change they make to
+/// the figures, in one INSERT; then the batch's contacts are checked for
+/// sharing. Idempotent: a batch accounted twice changes nothing the second
+/// time.
+pub async fn account(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    rows: &[EventRow],
+) -> Result<Accounted, clickhouse::error::Error> {
+    prepare(client, campaign, rows)
+        .await?
+        .write(client, campaign)
+        .await
+}
+
+/// A batch's accounting read and computed, its statements ready, nothing
+/// written yet ([`prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    /// `wide_visitors` rows, as VALUES tuples.
+    wide: Vec<String>,
+    ledger: Option<Insert>,
+    signups: BTreeSet<(String, String)>,
+    done: Accounted,
+}
+
+impl Prepared {
+    /// Writes what [`prepare`] computed: the wide visitors, the ledger
+    /// (and so the figures), the contacts, and for contacts seen on
+    /// several visitors their later conversions ([`crate::later`]). Only
+    /// once, and only if no ledger row was written since `prepare` read
+    /// it: after a failure, account again (a failed INSERT may still have
+    /// landed; reading the ledger again is what keeps it from being
+    /// counted twice).
+    pub async fn write(
+        self,
+        client: &clickhouse::Client,
+        campaign: &Campaign,
+    ) -> Result<Accounted, clickhouse::error::Error> {
+        // Listed before their rows land: a crash in between leaves a listed
+        // visitor, which costs a little time, never a wrong figure.
+        insert_wide(client, &self.wide).await?;
+        if let Some(insert) = &self.ledger {
+            insert.execute(client).await?;
+        }
+        // Also when every event was accounted already: a batch read again
+        // after a crash between the ledger and these writes (its offsets
+        // were not committed) notes and settles its contacts then.
+        let shared = note_contacts(client, &self.signups).await?;
+        crate::later::settle(client, campaign, &shared).await?;
+        Ok(self.done)
+    }
+}
+
+/// Reads the ledger of the batch's visitors and computes what accounting
+/// for `rows` writes (see [`account`]), without writing it.
+pub async fn prepare(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    rows: &[EventRow],
+) -> Result<Prepared, clickhouse::error::Error> {
+    let mut batch: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
+    for r in rows {
+        batch
+            .entry(&r.visitor_id)
+            .or_default()
+            .push(ledger_event(r));
+    }
+    let ids: Vec<&str> = batch.keys().copied().collect();
+    let known = read_written(client, &ids).await?;
+    // Events of this batch already accounted: a client's retry, or a
+    // batch read again after a failed INSERT or a crash. Their ledger
+    // batches are completed first if a view did not write them
+    // (`batches`): only when this batch holds the head event, so that
+    // one member does it.
+    let mine: BTreeSet<Uuid> = rows.iter().map(|r| r.event_id).collect();
+    let again: BTreeSet<(&str, u64)> = known
+        .iter()
+        .flat_map(|(v, events)| events.iter().map(move |(w, e)| (v.as_str(), *w, e)))
+        .filter(|(_, _, e)| mine.contains(&e.event_id))
+        .map(|(v, w, _)| (v, w))
+        .collect();
+    let completed = crate::batches::complete(client, campaign, &again, &mine).await?;
+    let mut known = without_written(known);
+    let written_ms = now_ms();
+    let sets: Vec<ChangeSets> = batch
+        .iter()
+        .filter_map(|(visitor, events)| {
+            ChangeSets::new(visitor, known.remove(*visitor).unwrap_or_default(), events)
+        })
+        .collect();
+    // The change of every visitor, summed: carried by the INSERT's first
+    // row. CPU work (a large batch takes a while): off the async workers,
+    // on both cores.
+    let (halves, journey_changes) = off_the_runtime(|| {
+        let (a, b) = sets.split_at(sets.len() / 2);
+        if a.len() < 32 {
+            return changes(campaign, &sets);
+        }
+        std::thread::scope(|s| {
+            let second = s.spawn(|| changes(campaign, b));
+            let (mut figures, mut journeys) = changes(campaign, a);
+            let (more, more_journeys) = second
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            figures.extend(more);
+            journeys.extend(more_journeys);
+            (figures, journeys)
+        })
+    });
+    let journey = journey_rows(&journey_changes);
+    let carried: Vec<FigureRow<'_>> = halves
+        .iter()
+        .flat_map(|(strings, rows)| figures::rows_of(strings, rows))
+        .collect();
+    let wide = wide_values(campaign, sets.iter().map(|s| (s.visitor(), s.all_events())));
+    let mut writer = Writer::new(campaign, &carried, &journey);
+    let mut done = Accounted {
+        completed,
+        ..Accounted::default()
+    };
+    for set in &sets {
+        for e in set.fresh() {
+            writer.push(set.visitor(), written_ms, Some(e));
+        }
+        done.new_events += set.fresh().len();
+        done.visitors += 1;
+    }
+    let signups = rows
+        .iter()
+        .filter(|r| ensemble_model::rules::is_signup(&r.event_type) && !r.contact_hash.is_empty())
+        .map(|r| (r.contact_hash.clone(), r.visitor_id.clone()))
+        .collect();
+    Ok(Prepared {
+        wide,
+        ledger: writer.into_insert(),
+        signups,
+        done,
+    })
+}
+
+/// The change `sets` make to the figures, summed (keys repeated across
+/// calls are summed again by ClickHouse), and to each visitor's journeys.
+type Changes<'a> = (
+    Vec<(Strings<'a>, figures::Rows)>,
+    Vec<(&'a str, journeys::Rows<'a>)>,
+);
+
+fn changes<'a>(campaign: &'a Campaign, sets: &'a [ChangeSets]) -> Changes<'a> {
+    let mut strings = Strings::default();
+    let mut change = figures::Sum::default();
+    let mut journey = Vec::new();
+    for set in sets {
+        change.add(&figures::change(campaign, set, &mut strings), 1);
+        let rows = journeys::change(campaign, set.known(), set.all_events());
+        if !rows.is_empty() {
+            journey.push((set.visitor(), rows));
+        }
+    }
+    (vec![(strings, change.rows())], journey)
+}
+
+/// Runs CPU-bound `work` where it does not hold up the async tasks (the
+/// consume loop, the metrics server, shutdown): `block_in_place` on a
+/// multi-threaded runtime, in place otherwise (tests).
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}

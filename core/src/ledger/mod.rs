@@ -1,0 +1,150 @@
+//! The ledger side of [`ensemble_model::figures`]: every accounted event
+//! once, per visitor, with the change it made to the figures. Split by job:
+//!
+//! - here: reading visitors' accounted events back;
+//! - [`write`]: the ledger INSERT, carrying the figures' and journeys'
+//!   change to the materialised views, with its batch marker;
+//! - [`account`]: a batch's accounting (read, compute, write);
+//! - [`lists`]: the wide visitors and shared contacts, the question-time
+//!   correction;
+//! - [`stream`]: every event of selected visitors, one visitor at a time;
+//! - [`erase`]: rewriting visitors (retention, erasure).
+//!
+//! Rebuilding everything from `events` is `crate::rebuild`; merging the
+//! figures' parts `crate::compact`.
+
+mod account;
+mod erase;
+mod lists;
+mod stream;
+mod write;
+
+pub use account::{account, prepare, Accounted, Prepared};
+pub use erase::{
+    carried_journeys_before, erased_signups, forget, journeys_before, retain, rewrite,
+};
+pub use lists::{correction, shared_visitors, wide_visitors};
+pub(crate) use lists::{insert_pairs, note_wide};
+pub use stream::{stream, Selection, Source};
+pub use write::{clear_carried, journey_rows, Insert, JourneyRow, Writer, CARRIED};
+
+use std::collections::HashMap;
+
+use clickhouse::Row;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::sql::{id_set, IDS_PER_QUERY};
+use crate::EventRow;
+use ensemble_model::figures::Event;
+
+/// A ledger row as read back (and as `rebuild` reads `events`).
+#[derive(Debug, Row, Deserialize)]
+pub(crate) struct LedgerRow {
+    pub(crate) visitor_id: String,
+    pub(crate) written_ms: u64,
+    pub(crate) tombstone: u8,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub(crate) event_id: Uuid,
+    pub(crate) ms: u64,
+    pub(crate) ev_type: String,
+    pub(crate) ev_action: String,
+    pub(crate) ev_channel: String,
+    pub(crate) ev_placement: String,
+    pub(crate) ev_phase: String,
+    pub(crate) ev_device: String,
+    pub(crate) ev_bot: u8,
+    pub(crate) ev_contact: String,
+    pub(crate) ev_os: String,
+}
+
+/// The columns of [`LedgerRow`], in order.
+pub(crate) const LEDGER_COLUMNS: &str =
+    "visitor_id, written_ms, tombstone, event_id, ms, ev_type, ev_action, \
+    ev_channel, ev_placement, ev_phase, ev_device, ev_bot, ev_contact, ev_os";
+
+impl LedgerRow {
+    pub(crate) fn event(&self) -> Event {
+        Event {
+            event_id: self.event_id,
+            ms: self.ms,
+            event_type: self.ev_type.clone(),
+            action: self.ev_action.clone(),
+            channel: self.ev_channel.clone(),
+            placement: self.ev_placement.clone(),
+            phase: self.ev_phase.clone(),
+            device: self.ev_device.clone(),
+            os: self.ev_os.clone(),
+            bot: self.ev_bot != 0,
+            contact: self.ev_contact.clone(),
+        }
+    }
+}
+
+/// What the figures keep of a stored event.
+pub fn ledger_event(r: &EventRow) -> Event {
+    Event {
+        event_id: r.event_id,
+        ms: u64::try_from(r.ts.timestamp().max(0)).unwrap_or(0) * 1000 + u64::from(r.ts_ms),
+        event_type: r.event_type.clone(),
+        action: r.action.clone(),
+        channel: r.channel.clone(),
+        placement: r.placement.clone(),
+        phase: r.phase.clone(),
+        device: r.device_class.clone(),
+        os: r.os_family.clone(),
+        // Left out of the figures unless bots are asked for: bots and repeated scans.
+        bot: r.is_bot != 0 || r.repeat_scan != 0,
+        contact: r.contact_hash.clone(),
+    }
+}
+
+/// The accounted events of `visitors` (rows written before a visitor's
+/// last tombstone left out).
+pub async fn read(
+    client: &clickhouse::Client,
+    visitors: &[&str],
+) -> Result<HashMap<String, Vec<Event>>, clickhouse::error::Error> {
+    Ok(without_written(read_written(client, visitors).await?))
+}
+
+/// The events of [`read_written`]'s answer, without their `written_ms`.
+pub(crate) fn without_written(
+    read: HashMap<String, Vec<(u64, Event)>>,
+) -> HashMap<String, Vec<Event>> {
+    read.into_iter()
+        .map(|(v, events)| (v, events.into_iter().map(|(_, e)| e).collect()))
+        .collect()
+}
+
+/// [`read`], each event with the `written_ms` of its ledger row.
+pub(crate) async fn read_written(
+    client: &clickhouse::Client,
+    visitors: &[&str],
+) -> Result<HashMap<String, Vec<(u64, Event)>>, clickhouse::error::Error> {
+    let mut rows: Vec<LedgerRow> = Vec::new();
+    for chunk in visitors.chunks(IDS_PER_QUERY) {
+        let sql = format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger WHERE visitor_id IN {}",
+            id_set(chunk)
+        );
+        rows.extend(client.query(&sql).fetch_all::<LedgerRow>().await?);
+    }
+    let mut last_tombstone: HashMap<&str, u64> = HashMap::new();
+    for r in rows.iter().filter(|r| r.tombstone == 1) {
+        let t = last_tombstone.entry(&r.visitor_id).or_default();
+        *t = (*t).max(r.written_ms);
+    }
+    let mut out: HashMap<String, Vec<(u64, Event)>> = HashMap::new();
+    for r in &rows {
+        let after = last_tombstone
+            .get(r.visitor_id.as_str())
+            .is_none_or(|t| r.written_ms > *t);
+        if r.tombstone == 0 && after {
+            out.entry(r.visitor_id.clone())
+                .or_default()
+                .push((r.written_ms, r.event()));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,229 @@
+//! Questions and changes: a question answered from stored rows (or from
+//! events on demand), the change a batch makes to the rows, and the
+//! correction for contacts shared by several visitors.
+
+use uuid::Uuid;
+
+use super::*;
+use crate::rules;
+use crate::Campaign;
+
+/// A question about the figures: which events count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Question {
+    /// Inclusive start, milliseconds since the epoch.
+    pub start_ms: u64,
+    /// Exclusive end.
+    pub end_ms: u64,
+    /// Only events of this phase (their stored phase).
+    pub phase: Option<String>,
+    pub device: Option<String>,
+    pub placement: Option<String>,
+    pub include_bots: bool,
+}
+
+/// The answer to `q`, computed from the events of a set of visitors (the
+/// on-demand path: the same definitions as [`compute`], over the events
+/// the question keeps). Conversions are counted when their sign-up is kept
+/// (and not under a placement filter); their credit goes to all the
+/// visitor's touches.
+pub fn answer(campaign: &Campaign, visitors: &[(String, Vec<Event>)], q: &Question) -> Answer {
+    let mut strings = Strings::default();
+    let all = strings.id(ALL);
+    let empty = strings.id("");
+    let mut b = Builder {
+        campaign,
+        strings: &mut strings,
+        rows: Vec::new(),
+        bots: u8::from(q.include_bots),
+        device_filter: empty,
+        placement_filter: empty,
+        all,
+        empty,
+        gap_ms: rules::gap_ms(campaign),
+    };
+    let prepared = prepare(&mut b, visitors);
+    let evs: Vec<Ev<'_>> = prepared
+        .iter()
+        .copied()
+        .filter(|ev| q.include_bots || !ev.e.bot)
+        .collect();
+    let kept: Vec<Ev<'_>> = evs
+        .iter()
+        .copied()
+        .filter(|ev| {
+            ev.e.ms >= q.start_ms
+                && ev.e.ms < q.end_ms
+                && q.phase.as_deref().is_none_or(|p| p == ev.e.phase)
+                && q.device.as_deref().is_none_or(|d| d == ev.e.device)
+                && q.placement.as_deref().is_none_or(|p| p == ev.e.placement)
+        })
+        .collect();
+    let mut out: Out = Vec::new();
+    per_day(&mut b, &kept, &mut out);
+    if !kept.is_empty() {
+        over_run(&mut b, &kept, &mut out);
+    }
+    b.rows.append(&mut out);
+    if q.placement.is_none() {
+        conversions(
+            &mut b,
+            &evs,
+            Some(ConversionFilter {
+                start_ms: q.start_ms,
+                end_ms: q.end_ms,
+                device: q.device.as_deref(),
+                phase: q.phase.as_deref(),
+            }),
+        );
+    }
+    let rows = merge(b.rows);
+    let mut answer = Answer::new();
+    for r in rows_of(&strings, &rows) {
+        add_to(&mut answer, r.figure, r.dims(), r.value, 1);
+    }
+    answer
+}
+
+/// The answer the stored rows give to the days `[first, last]` of the
+/// scope `(bots, device, placement)`: every row of that scope with
+/// `first_day ≥ first` and `last_day ≤ last`, summed (what the dashboard
+/// asks ClickHouse).
+pub fn sum_range(
+    rows: &[Row<'_>],
+    bots: u8,
+    device: &str,
+    placement: &str,
+    first: Day,
+    last: Day,
+) -> Answer {
+    let mut answer = Answer::new();
+    for r in rows.iter().filter(|r| {
+        r.bots == bots
+            && r.device_filter == device
+            && r.placement_filter == placement
+            && r.first_day >= first
+            && r.last_day <= last
+    }) {
+        add_to(&mut answer, r.figure, r.dims(), r.value, 1);
+    }
+    answer
+}
+
+/// What the stored rows of `visitors` (each computed alone, as the
+/// processor does) get wrong about `q` on the days `[first, last]` of its
+/// scope: the exact answer for them together minus the sum of their stored
+/// rows in that range. Zero for visitors that are not wide and share no
+/// contact, or for an [`aligned`] range without shared contacts; adding
+/// it to the stored sum gives the exact answer whenever `visitors` holds
+/// every wide visitor active in the range and every visitor sharing a
+/// contact.
+pub fn range_correction(
+    campaign: &Campaign,
+    visitors: &[(String, Vec<Event>)],
+    q: &Question,
+    (first, last): (Day, Day),
+) -> Answer {
+    let mut out = answer(campaign, visitors, q);
+    let (bots, device, placement) = (
+        u8::from(q.include_bots),
+        q.device.as_deref().unwrap_or(""),
+        q.placement.as_deref().unwrap_or(""),
+    );
+    for v in visitors {
+        let mut strings = Strings::default();
+        let rows = compute(campaign, std::slice::from_ref(v), &mut strings);
+        let rows: Vec<Row<'_>> = rows_of(&strings, &rows).collect();
+        for ((figure, dims), v) in sum_range(&rows, bots, device, placement, first, last) {
+            add_to(&mut out, figure, dims, v, -1);
+        }
+    }
+    out.retain(|_, v| v.n != 0 || v.credit.abs() > 1e-9);
+    out
+}
+
+/// What a batch changes in one visitor's rows: `known` are its events
+/// already accounted, `batch` the batch's (redeliveries and duplicates
+/// allowed). Returns the events new to the visitor and the rows to add
+/// (all its events' rows minus the known ones').
+pub fn change<'a>(campaign: &'a Campaign, sets: &'a ChangeSets, strings: &mut Strings<'a>) -> Rows {
+    let all = compute(campaign, &sets.all, strings);
+    if sets.old[0].1.is_empty() {
+        // A new visitor (most of a batch's): its rows, already merged.
+        return all;
+    }
+    diff(&compute(campaign, &sets.old, strings), &all)
+}
+
+/// One visitor's events before and after a batch (see [`ChangeSets::new`]).
+#[derive(Debug, Clone)]
+pub struct ChangeSets {
+    old: [(String, Vec<Event>); 1],
+    all: [(String, Vec<Event>); 1],
+    fresh: Vec<Event>,
+}
+
+impl ChangeSets {
+    /// `known`: the visitor's accounted events; `batch`: what arrived.
+    /// `None` when the batch brings nothing new.
+    pub fn new(visitor: &str, known: Vec<Event>, batch: &[Event]) -> Option<Self> {
+        let mut seen: std::collections::BTreeSet<Uuid> = known.iter().map(|e| e.event_id).collect();
+        let fresh: Vec<Event> = batch
+            .iter()
+            .filter(|e| seen.insert(e.event_id))
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return None;
+        }
+        let mut all = known.clone();
+        all.extend(fresh.iter().cloned());
+        Some(Self {
+            old: [(visitor.to_owned(), known)],
+            all: [(visitor.to_owned(), all)],
+            fresh,
+        })
+    }
+
+    pub fn visitor(&self) -> &str {
+        &self.all[0].0
+    }
+
+    /// The visitor's events accounted before the batch.
+    pub fn known(&self) -> &[Event] {
+        &self.old[0].1
+    }
+
+    /// Every event of the visitor once the batch is in.
+    pub fn all_events(&self) -> &[Event] {
+        &self.all[0].1
+    }
+
+    /// The events new to the visitor.
+    pub fn fresh(&self) -> &[Event] {
+        &self.fresh
+    }
+}
+
+/// [`compute`] with owned strings: every row of the set of visitors.
+pub fn contribution(campaign: &Campaign, visitors: &[(String, Vec<Event>)]) -> Vec<OwnedRow> {
+    let mut strings = Strings::default();
+    let rows = compute(campaign, visitors, &mut strings);
+    rows_of(&strings, &rows).map(|r| OwnedRow::of(&r)).collect()
+}
+
+/// `together − Σ separately` for a set of visitors: what the per-visitor
+/// rows get wrong about contacts the set shares, to add to them.
+pub fn correction(campaign: &Campaign, visitors: &[(String, Vec<Event>)]) -> Vec<OwnedRow> {
+    let mut strings = Strings::default();
+    let mut sum = Sum::default();
+    sum.add(&compute(campaign, visitors, &mut strings), 1);
+    for v in visitors {
+        // Each visitor's rows over the same strings.
+        let one = std::slice::from_ref(v);
+        let rows = compute(campaign, one, &mut strings);
+        sum.add(&rows, -1);
+    }
+    let rows = sum.rows();
+    rows_of(&strings, &rows).map(|r| OwnedRow::of(&r)).collect()
+}

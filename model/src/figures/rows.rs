@@ -1,0 +1,364 @@
+//! The stored rows: a figure's key and value, the interned strings they
+//! point into, summing and diffing sets of rows, and turning rows into
+//! answers.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use super::*;
+use crate::Campaign;
+
+/// The strings of one computation, each stored once; keys hold their ids.
+/// Most borrow from the events and the campaign; a few are made by the
+/// computation (paths).
+#[derive(Debug, Default)]
+pub struct Strings<'a> {
+    list: Vec<Cow<'a, str>>,
+    index: HashMap<Cow<'a, str>, u32, std::hash::BuildHasherDefault<KeyHasher>>,
+    /// Local day of each quarter hour seen (time-zone lookups are slow;
+    /// every zone's offset is a whole number of quarter hours).
+    days: HashMap<u64, Day, std::hash::BuildHasherDefault<KeyHasher>>,
+}
+
+impl<'a> Strings<'a> {
+    pub fn id(&mut self, s: &'a str) -> u32 {
+        if let Some(i) = self.index.get(s) {
+            return *i;
+        }
+        self.insert(Cow::Borrowed(s))
+    }
+
+    /// The id of a string the computation made.
+    pub fn own(&mut self, s: String) -> u32 {
+        if let Some(i) = self.index.get(s.as_str()) {
+            return *i;
+        }
+        self.insert(Cow::Owned(s))
+    }
+
+    fn insert(&mut self, s: Cow<'a, str>) -> u32 {
+        let i = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
+        self.list.push(s.clone());
+        self.index.insert(s, i);
+        i
+    }
+
+    pub fn get(&self, id: u32) -> &str {
+        self.list.get(id as usize).map(|s| s.as_ref()).unwrap_or("")
+    }
+
+    pub(crate) fn day(&mut self, campaign: &Campaign, ms: u64) -> Day {
+        let quarter = ms / 900_000;
+        *self
+            .days
+            .entry(quarter)
+            .or_insert_with(|| day_of(campaign, quarter * 900_000))
+    }
+}
+
+/// What a row of figures is about, as ids into [`Strings`] (copied and
+/// compared without allocating: the processor computes thousands per batch).
+/// Dimensions a figure does not use are the empty string / 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub figure: Figure,
+    pub bots: u8,
+    pub device_filter: u32,
+    pub placement_filter: u32,
+    pub first_day: Day,
+    pub last_day: Day,
+    pub phase: u32,
+    pub channel: u32,
+    pub placement: u32,
+    pub event_type: u32,
+    pub action: u32,
+    pub step: u32,
+    pub model: u32,
+    pub conversion_phase: u32,
+    pub other_channel: u32,
+    pub device_class: u32,
+    pub os_family: u32,
+    pub contacts: u8,
+    pub hour: u32,
+    pub day: Day,
+    pub seconds: u32,
+}
+
+/// Rows sorted by key, equal keys merged, zeros dropped.
+pub type Rows = Vec<(Key, Value)>;
+
+/// Sorts and merges rows with equal keys; drops zeros.
+pub fn merge(rows: Rows) -> Rows {
+    summed(rows)
+}
+
+/// Values sorted by key, equal keys summed, zeros dropped: one sort, not
+/// a search per value (the processor's rows and the dashboard's answers).
+pub(crate) fn summed<K: Ord>(mut values: Vec<(K, Value)>) -> Vec<(K, Value)> {
+    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(K, Value)> = Vec::with_capacity(values.len());
+    for (k, v) in values {
+        match out.last_mut() {
+            Some((lk, lv)) if *lk == k => lv.add(v, 1),
+            _ => out.push((k, v)),
+        }
+    }
+    out.retain(|(_, v)| !v.is_zero());
+    out
+}
+
+/// `new − old` of two merged row sets over the same [`Strings`].
+pub fn diff(old: &[(Key, Value)], new: &[(Key, Value)]) -> Rows {
+    let mut rows: Rows = new.to_vec();
+    rows.extend(old.iter().map(|(k, v)| {
+        (
+            *k,
+            Value {
+                n: -v.n,
+                credit: -v.credit,
+            },
+        )
+    }));
+    merge(rows)
+}
+
+/// A small, fast hasher for keys (FxHash's multiply-rotate).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        for b in chunks.remainder() {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// Rows of many visitors summed as they come.
+#[derive(Debug, Default)]
+pub struct Sum {
+    map: HashMap<Key, Value, std::hash::BuildHasherDefault<KeyHasher>>,
+}
+
+impl Sum {
+    /// Adds `sign ×` each row.
+    pub fn add(&mut self, rows: &[(Key, Value)], sign: i64) {
+        for (k, v) in rows {
+            self.map.entry(*k).or_default().add(*v, sign);
+        }
+    }
+
+    /// The sums as merged rows, without zeros.
+    pub fn rows(self) -> Rows {
+        merge(self.map.into_iter().collect())
+    }
+}
+
+/// A row with its strings, as written to ClickHouse and read by people.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Row<'s> {
+    pub figure: Figure,
+    pub bots: u8,
+    pub device_filter: &'s str,
+    pub placement_filter: &'s str,
+    pub first_day: Day,
+    pub last_day: Day,
+    pub phase: &'s str,
+    pub channel: &'s str,
+    pub placement: &'s str,
+    pub event_type: &'s str,
+    pub action: &'s str,
+    pub step: &'s str,
+    pub model: &'s str,
+    pub conversion_phase: &'s str,
+    pub other_channel: &'s str,
+    pub device_class: &'s str,
+    pub os_family: &'s str,
+    pub contacts: u8,
+    pub hour: u32,
+    pub day: Day,
+    pub seconds: u32,
+    pub value: Value,
+}
+
+/// Rows with their strings.
+pub fn rows_of<'s>(
+    strings: &'s Strings<'_>,
+    rows: &'s [(Key, Value)],
+) -> impl Iterator<Item = Row<'s>> + 's {
+    rows.iter().map(move |(k, v)| Row {
+        figure: k.figure,
+        bots: k.bots,
+        device_filter: strings.get(k.device_filter),
+        placement_filter: strings.get(k.placement_filter),
+        first_day: k.first_day,
+        last_day: k.last_day,
+        phase: strings.get(k.phase),
+        channel: strings.get(k.channel),
+        placement: strings.get(k.placement),
+        event_type: strings.get(k.event_type),
+        action: strings.get(k.action),
+        step: strings.get(k.step),
+        model: strings.get(k.model),
+        conversion_phase: strings.get(k.conversion_phase),
+        other_channel: strings.get(k.other_channel),
+        device_class: strings.get(k.device_class),
+        os_family: strings.get(k.os_family),
+        contacts: k.contacts,
+        hour: k.hour,
+        day: k.day,
+        seconds: k.seconds,
+        value: *v,
+    })
+}
+
+/// What an answer is about: a figure and its dimensions, with owned
+/// strings. The question's own filters (range, device, placement, bots)
+/// are not part of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Dims {
+    pub phase: String,
+    pub channel: String,
+    pub placement: String,
+    pub event_type: String,
+    pub action: String,
+    pub step: String,
+    pub model: String,
+    pub conversion_phase: String,
+    pub other_channel: String,
+    pub device_class: String,
+    pub os_family: String,
+    pub contacts: u8,
+    pub hour: u32,
+    pub day: Day,
+    pub seconds: u32,
+}
+
+/// Field by field in declaration order (what a derived order does), but
+/// two empty strings — most of a figure's dimensions — compare without a
+/// call to `memcmp`: answers of thousands of rows are sorted per question.
+impl Ord for Dims {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        fn text(a: &str, b: &str) -> std::cmp::Ordering {
+            if a.is_empty() && b.is_empty() {
+                std::cmp::Ordering::Equal
+            } else {
+                a.cmp(b)
+            }
+        }
+        text(&self.phase, &o.phase)
+            .then_with(|| text(&self.channel, &o.channel))
+            .then_with(|| text(&self.placement, &o.placement))
+            .then_with(|| text(&self.event_type, &o.event_type))
+            .then_with(|| text(&self.action, &o.action))
+            .then_with(|| text(&self.step, &o.step))
+            .then_with(|| text(&self.model, &o.model))
+            .then_with(|| text(&self.conversion_phase, &o.conversion_phase))
+            .then_with(|| text(&self.other_channel, &o.other_channel))
+            .then_with(|| text(&self.device_class, &o.device_class))
+            .then_with(|| text(&self.os_family, &o.os_family))
+            .then_with(|| self.contacts.cmp(&o.contacts))
+            .then_with(|| self.hour.cmp(&o.hour))
+            .then_with(|| self.day.cmp(&o.day))
+            .then_with(|| self.seconds.cmp(&o.seconds))
+    }
+}
+
+impl PartialOrd for Dims {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+/// The answer to a question: every asked figure's values by dimensions.
+pub type Answer = BTreeMap<(Figure, Dims), Value>;
+
+impl Row<'_> {
+    pub fn dims(&self) -> Dims {
+        Dims {
+            phase: self.phase.to_owned(),
+            channel: self.channel.to_owned(),
+            placement: self.placement.to_owned(),
+            event_type: self.event_type.to_owned(),
+            action: self.action.to_owned(),
+            step: self.step.to_owned(),
+            model: self.model.to_owned(),
+            conversion_phase: self.conversion_phase.to_owned(),
+            other_channel: self.other_channel.to_owned(),
+            device_class: self.device_class.to_owned(),
+            os_family: self.os_family.to_owned(),
+            contacts: self.contacts,
+            hour: self.hour,
+            day: self.day,
+            seconds: self.seconds,
+        }
+    }
+}
+
+/// Adds `sign ×` a value to an answer, dropping what comes to zero.
+pub fn add_to(answer: &mut Answer, figure: Figure, dims: Dims, v: Value, sign: i64) {
+    let key = (figure, dims);
+    let e = answer.entry(key.clone()).or_default();
+    e.add(v, sign);
+    if e.is_zero() {
+        answer.remove(&key);
+    }
+}
+
+/// An answer from values in any order, equal keys summed, zeros dropped.
+/// Sorted once rather than searched per value: a key is sixteen fields,
+/// and a B-tree compares several keys per node on each insertion (the
+/// dashboard reads thousands of rows per question).
+pub fn answer_of(values: Vec<((Figure, Dims), Value)>) -> Answer {
+    summed(values).into_iter().collect()
+}
+
+/// A [`Row`] with owned strings (the correction, tests).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedRow {
+    pub figure: Figure,
+    pub bots: u8,
+    pub device_filter: String,
+    pub placement_filter: String,
+    pub first_day: Day,
+    pub last_day: Day,
+    pub dims: Dims,
+    pub value: Value,
+}
+
+impl OwnedRow {
+    pub fn of(r: &Row<'_>) -> Self {
+        Self {
+            figure: r.figure,
+            bots: r.bots,
+            device_filter: r.device_filter.to_owned(),
+            placement_filter: r.placement_filter.to_owned(),
+            first_day: r.first_day,
+            last_day: r.last_day,
+            dims: r.dims(),
+            value: r.value,
+        }
+    }
+}

@@ -1,0 +1,747 @@
+//! One visitor's contribution: every figure computed over a run of its
+//! active days, per scope (bots, device, placement), as the rows `G(i, j)`
+//! the module documentation describes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::DateTime;
+
+use super::*;
+use crate::attribution::{self, Conversion, Touch};
+use crate::paths;
+use crate::rules;
+use crate::Campaign;
+
+/// An event prepared for the computation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ev<'a> {
+    pub(crate) e: &'a Event,
+    /// Index of its visitor in the computed set.
+    pub(crate) visitor: u32,
+    pub(crate) day: Day,
+    /// Ids in [`Strings`] of its channel, placement, phase, device class
+    /// and OS family, looked up once (runs of days read an event again).
+    pub(crate) channel: u32,
+    pub(crate) placement: u32,
+    pub(crate) phase: u32,
+    pub(crate) device: u32,
+    pub(crate) os: u32,
+}
+
+impl Ev<'_> {
+    fn secs(&self) -> u64 {
+        self.e.ms / 1000
+    }
+}
+
+pub(crate) const CONTACTS_CAP: usize = 5;
+
+pub(crate) struct Builder<'c, 'a> {
+    pub(crate) campaign: &'a Campaign,
+    pub(crate) strings: &'c mut Strings<'a>,
+    pub(crate) rows: Rows,
+    /// The row being built's scope.
+    pub(crate) bots: u8,
+    pub(crate) device_filter: u32,
+    pub(crate) placement_filter: u32,
+    pub(crate) all: u32,
+    pub(crate) empty: u32,
+    pub(crate) gap_ms: u64,
+}
+
+impl<'a> Builder<'_, 'a> {
+    fn key(&self, figure: Figure) -> Key {
+        let e = self.empty;
+        Key {
+            figure,
+            bots: self.bots,
+            device_filter: self.device_filter,
+            placement_filter: self.placement_filter,
+            first_day: 0,
+            last_day: 0,
+            phase: e,
+            channel: e,
+            placement: e,
+            event_type: e,
+            action: e,
+            step: e,
+            model: e,
+            conversion_phase: e,
+            other_channel: e,
+            device_class: e,
+            os_family: e,
+            contacts: 0,
+            hour: 0,
+            day: 0,
+            seconds: 0,
+        }
+    }
+
+    fn id(&mut self, s: &'a str) -> u32 {
+        self.strings.id(s)
+    }
+}
+
+/// Pushes rows to `out`.
+pub(crate) type Out = Vec<(Key, Value)>;
+
+pub(crate) fn count(out: &mut Out, key: Key) {
+    out.push((key, Value { n: 1, credit: 0.0 }));
+}
+
+/// The contribution of a set of visitors (their events, in any order,
+/// duplicates allowed) to every figure, over every question the stored
+/// figures answer (see the module documentation). Contacts are counted
+/// once across the set. The processor calls it one visitor at a time.
+pub fn compute<'a>(
+    campaign: &'a Campaign,
+    visitors: &'a [(String, Vec<Event>)],
+    strings: &mut Strings<'a>,
+) -> Rows {
+    let all = strings.id(ALL);
+    let empty = strings.id("");
+    let mut b = Builder {
+        campaign,
+        strings,
+        rows: Vec::new(),
+        bots: 0,
+        device_filter: empty,
+        placement_filter: empty,
+        all,
+        empty,
+        gap_ms: rules::gap_ms(campaign),
+    };
+    let prepared = prepare(&mut b, visitors);
+    let no_bots = prepared.iter().all(|ev| !ev.e.bot);
+    for bots in [0u8, 1] {
+        b.bots = bots;
+        if bots == 1 && no_bots {
+            let copies: Rows = b
+                .rows
+                .iter()
+                .map(|(k, v)| (Key { bots: 1, ..*k }, *v))
+                .collect();
+            b.rows.extend(copies);
+            break;
+        }
+        let evs: Vec<Ev<'a>> = prepared
+            .iter()
+            .copied()
+            .filter(|ev| bots == 1 || !ev.e.bot)
+            .collect();
+        if evs.is_empty() {
+            continue;
+        }
+        // Every device and placement.
+        b.device_filter = empty;
+        b.placement_filter = empty;
+        let from = b.rows.len();
+        scope(&mut b, &evs);
+        let to = b.rows.len();
+        // Each device, each placement: the same rows when every event is of it.
+        let mut devices: Vec<&'a str> = evs.iter().map(|ev| ev.e.device.as_str()).collect();
+        devices.sort_unstable();
+        devices.dedup();
+        for d in devices.into_iter().filter(|d| !d.is_empty()) {
+            let id = b.id(d);
+            if evs.iter().all(|ev| ev.e.device == d) {
+                copy_scope(&mut b, from..to, id, empty);
+            } else {
+                let kept: Vec<Ev<'a>> = evs.iter().copied().filter(|ev| ev.e.device == d).collect();
+                b.device_filter = id;
+                scope(&mut b, &kept);
+                b.device_filter = empty;
+            }
+        }
+        let mut placements: Vec<&'a str> = evs.iter().map(|ev| ev.e.placement.as_str()).collect();
+        placements.sort_unstable();
+        placements.dedup();
+        for p in placements.into_iter().filter(|p| !p.is_empty()) {
+            let id = b.id(p);
+            if evs.iter().all(|ev| ev.e.placement == p) {
+                copy_scope(&mut b, from..to, empty, id);
+            } else {
+                let kept: Vec<Ev<'a>> = evs
+                    .iter()
+                    .copied()
+                    .filter(|ev| ev.e.placement == p)
+                    .collect();
+                b.placement_filter = id;
+                scope(&mut b, &kept);
+                b.placement_filter = empty;
+            }
+        }
+        conversions(&mut b, &evs, None);
+    }
+    merge(b.rows)
+}
+
+/// Each visitor's events once (redeliveries), all in (time, event id) order.
+pub(crate) fn prepare<'a>(
+    b: &mut Builder<'_, 'a>,
+    visitors: &'a [(String, Vec<Event>)],
+) -> Vec<Ev<'a>> {
+    let mut out: Vec<Ev<'a>> = Vec::new();
+    for (i, (_, events)) in visitors.iter().enumerate() {
+        let mut evs: Vec<&'a Event> = events.iter().collect();
+        evs.sort_unstable_by_key(|e| (e.event_id, e.ms));
+        evs.dedup_by_key(|e| e.event_id);
+        let visitor = u32::try_from(i).unwrap_or(u32::MAX);
+        for e in evs {
+            let day = b.strings.day(b.campaign, e.ms);
+            out.push(Ev {
+                e,
+                visitor,
+                day,
+                channel: b.strings.id(&e.channel),
+                placement: b.strings.id(&e.placement),
+                phase: b.strings.id(&e.phase),
+                device: b.strings.id(&e.device),
+                os: b.strings.id(&e.os),
+            });
+        }
+    }
+    out.sort_by_key(|ev| (ev.e.ms, ev.e.event_id));
+    out
+}
+
+pub(crate) fn copy_scope(
+    b: &mut Builder<'_, '_>,
+    range: std::ops::Range<usize>,
+    device: u32,
+    placement: u32,
+) {
+    let copies: Rows = b.rows[range]
+        .iter()
+        .map(|(k, v)| {
+            (
+                Key {
+                    device_filter: device,
+                    placement_filter: placement,
+                    ..*k
+                },
+                *v,
+            )
+        })
+        .collect();
+    b.rows.extend(copies);
+}
+
+/// Every row of one scope's events (sorted by time): per-day figures on
+/// their days, the others over every run of active days.
+pub(crate) fn scope<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>]) {
+    let mut out: Out = Vec::new();
+    per_day(b, evs, &mut out);
+    b.rows.append(&mut out);
+    // Start of each active day's events, and the end.
+    let mut starts: Vec<usize> = Vec::new();
+    let mut days: Vec<Day> = Vec::new();
+    for (i, ev) in evs.iter().enumerate() {
+        if days.last() != Some(&ev.day) {
+            days.push(ev.day);
+            starts.push(i);
+        }
+    }
+    starts.push(evs.len());
+    // A wide visitor's runs are of whole segments (see [`WIDE_DAYS`]):
+    // consecutive active days of one segment make one atom.
+    let (mut firsts, mut lasts) = (days.clone(), days);
+    if firsts.len() > WIDE_DAYS {
+        let bounds = boundaries(b.campaign);
+        let segment = |d: Day| bounds.partition_point(|x| *x <= d);
+        let (mut f, mut l, mut s) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, d) in firsts.iter().enumerate() {
+            if l.last()
+                .is_some_and(|prev: &Day| segment(*prev) == segment(*d))
+            {
+                if let Some(last) = l.last_mut() {
+                    *last = *d;
+                }
+            } else {
+                f.push(*d);
+                l.push(*d);
+                s.push(starts[i]);
+            }
+        }
+        s.push(evs.len());
+        (firsts, lasts, starts) = (f, l, s);
+    }
+    let k = firsts.len();
+    for x in 0..k {
+        for y in x..k {
+            let run = &evs[starts[x]..starts[y + 1]];
+            out.clear();
+            over_run(b, run, &mut out);
+            // F(x, y) is in G(x, y) (+), G(x−1, y) (−), G(x, y+1) (−) and G(x−1, y+1) (+).
+            let mut stamp = |first: usize, last: usize, sign: i64| {
+                for (key, v) in &out {
+                    let mut key = *key;
+                    key.first_day = firsts[first];
+                    key.last_day = lasts[last];
+                    b.rows.push((
+                        key,
+                        Value {
+                            n: sign * v.n,
+                            credit: sign as f64 * v.credit,
+                        },
+                    ));
+                }
+            };
+            stamp(x, y, 1);
+            if x > 0 {
+                stamp(x - 1, y, -1);
+            }
+            if y + 1 < k {
+                stamp(x, y + 1, -1);
+            }
+            if x > 0 && y + 1 < k {
+                stamp(x - 1, y + 1, 1);
+            }
+        }
+    }
+}
+
+/// Figures that sum over days, on their event's day.
+pub(crate) fn per_day<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
+    let mut hours: Vec<(u32, u32, u32, Day)> = Vec::new();
+    for ev in evs {
+        let e = ev.e;
+        let (phase, channel) = (ev.phase, ev.channel);
+        let hour = hour_of(e.ms);
+        let mut k = b.key(Figure::Events);
+        k.first_day = ev.day;
+        k.last_day = ev.day;
+        k.day = ev.day;
+        k.phase = phase;
+        k.channel = channel;
+        k.placement = ev.placement;
+        k.event_type = b.id(&e.event_type);
+        k.action = b.id(&e.action);
+        count(out, k);
+        let mut k = b.key(Figure::EventsHourly);
+        k.first_day = ev.day;
+        k.last_day = ev.day;
+        k.phase = phase;
+        k.channel = channel;
+        k.hour = hour;
+        count(out, k);
+        if rules::is_scan(&e.event_type, &e.action) {
+            let mut k = b.key(Figure::ScansByLocalHour);
+            k.first_day = ev.day;
+            k.last_day = ev.day;
+            k.day = ev.day;
+            k.channel = channel;
+            k.hour = local_hour(b.campaign, e.ms);
+            count(out, k);
+        }
+        for c in [b.all, channel] {
+            hours.push((ev.visitor, hour, c, ev.day));
+        }
+    }
+    hours.sort_unstable();
+    hours.dedup();
+    let mut days: Vec<(u32, Day, u32)> = Vec::new();
+    for (visitor, hour, c, day) in hours {
+        let mut k = b.key(Figure::VisitorsHourly);
+        k.first_day = day;
+        k.last_day = day;
+        k.channel = c;
+        k.hour = hour;
+        count(out, k);
+        days.push((visitor, day, c));
+    }
+    days.sort_unstable();
+    days.dedup();
+    for (_, day, c) in days {
+        let mut k = b.key(Figure::VisitorsDaily);
+        k.first_day = day;
+        k.last_day = day;
+        k.channel = c;
+        k.day = day;
+        count(out, k);
+    }
+}
+
+/// The figures of one run of days: each visitor's, then the contacts'.
+pub(crate) fn over_run<'a>(b: &mut Builder<'_, 'a>, run: &[Ev<'a>], out: &mut Out) {
+    let single = run.iter().all(|ev| ev.visitor == run[0].visitor);
+    if single {
+        visitor_figures(b, run, out);
+    } else {
+        let mut by_visitor: BTreeMap<u32, Vec<Ev<'a>>> = BTreeMap::new();
+        for ev in run {
+            by_visitor.entry(ev.visitor).or_default().push(*ev);
+        }
+        for evs in by_visitor.values() {
+            visitor_figures(b, evs, out);
+        }
+    }
+    contact_figures(b, run, out);
+}
+
+/// One visitor's figures over some of its events (time order).
+pub(crate) fn visitor_figures<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
+    if evs.is_empty() {
+        return;
+    }
+    let campaign = b.campaign;
+    // Presence: channels, placements scanned.
+    let mut channels: Vec<u32> = vec![b.all];
+    let mut scanned: Vec<(u32, u32)> = Vec::new();
+    for ev in evs {
+        let c = ev.channel;
+        channels.push(c);
+        if rules::is_scan(&ev.e.event_type, &ev.e.action) && !ev.e.placement.is_empty() {
+            let p = ev.placement;
+            scanned.push((p, b.all));
+            scanned.push((p, c));
+        }
+    }
+    channels.sort_unstable();
+    channels.dedup();
+    for c in channels {
+        let mut k = b.key(Figure::Visitors);
+        k.channel = c;
+        count(out, k);
+    }
+    scanned.sort_unstable();
+    scanned.dedup();
+    for (p, c) in scanned {
+        let mut k = b.key(Figure::Scanners);
+        k.placement = p;
+        k.channel = c;
+        count(out, k);
+    }
+    // Touches (gap rule) and each touch channel's first touch.
+    let candidates: Vec<&Ev<'a>> = evs
+        .iter()
+        .filter(|ev| {
+            rules::is_touch_candidate(campaign, &ev.e.channel, &ev.e.event_type, &ev.e.action)
+        })
+        .collect();
+    let starts = rules::touch_starts(
+        b.gap_ms,
+        candidates.iter().map(|ev| (ev.e.ms, ev.e.channel.as_str())),
+    );
+    let mut first_touch: Vec<(&'a str, u64)> = Vec::new();
+    let mut path: Vec<&'a str> = Vec::new();
+    for (ev, starts) in candidates.iter().zip(starts) {
+        if starts {
+            let mut k = b.key(Figure::Touches);
+            k.channel = ev.channel;
+            k.phase = ev.phase;
+            count(out, k);
+            path.push(&ev.e.channel);
+        }
+        if !first_touch.iter().any(|(c, _)| *c == ev.e.channel) {
+            first_touch.push((&ev.e.channel, ev.secs()));
+        }
+    }
+    if !path.is_empty() && !evs.iter().any(|ev| rules::is_signup(&ev.e.event_type)) {
+        let mut k = b.key(Figure::PathsNotConverted);
+        k.channel = b.strings.own(paths::path_of(path));
+        count(out, k);
+    }
+    funnel(b, evs, &first_touch, out);
+    reach(b, evs, out);
+    devices(b, evs, out);
+}
+
+/// Per channel (and `*`) × device class × OS family of the visitor's
+/// events: reached, and signed when it has a sign-up among `evs`.
+pub(crate) fn devices<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
+    let signed = evs.iter().any(|ev| rules::is_signup(&ev.e.event_type));
+    let mut seen: Vec<(u32, u32, u32)> = Vec::with_capacity(2 * evs.len());
+    for ev in evs {
+        seen.push((b.all, ev.device, ev.os));
+        seen.push((ev.channel, ev.device, ev.os));
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    let (reached, signed_step) = (b.id(REACHED), b.id(SIGNED));
+    let steps: &[u32] = if signed {
+        &[reached, signed_step]
+    } else {
+        &[reached]
+    };
+    for (channel, class, os) in seen {
+        for step in steps {
+            let mut k = b.key(Figure::Devices);
+            k.channel = channel;
+            k.device_class = class;
+            k.os_family = os;
+            k.step = *step;
+            count(out, k);
+        }
+    }
+}
+
+/// Per touch channel: touched → a landing view at or after the first touch
+/// → a sign-up at or after it (whole seconds, as stored).
+pub(crate) fn funnel<'a>(
+    b: &mut Builder<'_, 'a>,
+    evs: &[Ev<'a>],
+    first: &[(&'a str, u64)],
+    out: &mut Out,
+) {
+    if first.is_empty() {
+        return;
+    }
+    let views: Vec<u64> = evs
+        .iter()
+        .filter(|ev| rules::is_visit(&ev.e.event_type))
+        .map(Ev::secs)
+        .collect();
+    let signup = evs
+        .iter()
+        .filter(|ev| rules::is_signup(&ev.e.event_type))
+        .map(Ev::secs)
+        .min();
+    for &(channel, ft) in first {
+        let channel = b.id(channel);
+        let mut step = |name: &'static str, b: &mut Builder<'_, 'a>| {
+            let mut k = b.key(Figure::Funnel);
+            k.channel = channel;
+            k.step = b.id(name);
+            count(out, k);
+        };
+        step(TOUCHED, b);
+        if !views.iter().any(|v| *v >= ft) {
+            continue;
+        }
+        step(VISITED, b);
+        if let Some(s) = signup.filter(|s| *s >= ft && *s > 0) {
+            step(SIGNED, b);
+            let secs = u32::try_from(s - ft).unwrap_or(u32::MAX);
+            for (figure, seconds) in [
+                (Figure::FunnelSeconds, secs),
+                (Figure::FunnelHours, secs / 3600 * 3600),
+            ] {
+                let mut k = b.key(figure);
+                k.channel = channel;
+                k.seconds = seconds;
+                count(out, k);
+            }
+        }
+    }
+}
+
+/// Events per touch channel (exposures included) and channel overlap.
+pub(crate) fn reach<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
+    let mut per_channel: Vec<(&'a str, usize)> = Vec::new();
+    for ev in evs
+        .iter()
+        .filter(|ev| rules::is_touch_channel(b.campaign, &ev.e.channel))
+    {
+        match per_channel.iter_mut().find(|(c, _)| *c == ev.e.channel) {
+            Some((_, n)) => *n += 1,
+            None => per_channel.push((&ev.e.channel, 1)),
+        }
+    }
+    let ids: Vec<(u32, usize)> = per_channel.iter().map(|(c, n)| (b.id(c), *n)).collect();
+    for (channel, n) in &ids {
+        let mut k = b.key(Figure::ContactsPerVisitor);
+        k.channel = *channel;
+        k.contacts = u8::try_from((*n).min(CONTACTS_CAP)).unwrap_or(5);
+        count(out, k);
+        for (other, _) in &ids {
+            let mut k = b.key(Figure::Overlap);
+            k.channel = *channel;
+            k.other_channel = *other;
+            count(out, k);
+        }
+    }
+}
+
+/// Sign-ups, each contact once across the run's visitors.
+pub(crate) fn contact_figures<'a>(b: &mut Builder<'_, 'a>, run: &[Ev<'a>], out: &mut Out) {
+    let all = b.all;
+    let mut groups: Vec<(Key, u32)> = Vec::new();
+    // (channel, contact) → first sign-up, in time order: the first seen.
+    let mut firsts: Vec<(u32, u32, u64, Day)> = Vec::new();
+    // A sign-up without a contact (none reaches the store: the collector
+    // requires the address) counts for no contact.
+    for ev in run
+        .iter()
+        .filter(|ev| rules::is_signup(&ev.e.event_type) && !ev.e.contact.is_empty())
+    {
+        let contact = b.id(&ev.e.contact);
+        let channel = ev.channel;
+        let placement = (!ev.e.placement.is_empty()).then_some(ev.placement);
+        for c in [all, channel] {
+            let mut k = b.key(Figure::Signups);
+            k.channel = c;
+            groups.push((k, contact));
+            if let Some(p) = placement {
+                let mut k = b.key(Figure::SignupsByPlacement);
+                k.channel = c;
+                k.placement = p;
+                groups.push((k, contact));
+            }
+            firsts.push((c, contact, ev.e.ms, ev.day));
+        }
+    }
+    groups.sort_unstable();
+    groups.dedup();
+    for (k, _) in groups {
+        count(out, k);
+    }
+    // Stable sort: within a (channel, contact), time order stays.
+    firsts.sort_by_key(|f| (f.0, f.1));
+    firsts.dedup_by(|later, earlier| (later.0, later.1) == (earlier.0, earlier.1));
+    for (c, _, ms, day) in firsts {
+        let mut k = b.key(Figure::SignupsHourly);
+        k.channel = c;
+        k.hour = hour_of(ms);
+        count(out, k);
+        let mut k = b.key(Figure::SignupsDaily);
+        k.channel = c;
+        k.day = day;
+        count(out, k);
+    }
+}
+
+/// Which conversions count, for a question asked on demand.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConversionFilter<'q> {
+    pub(crate) start_ms: u64,
+    pub(crate) end_ms: u64,
+    pub(crate) device: Option<&'q str>,
+    pub(crate) phase: Option<&'q str>,
+}
+
+/// Conversions (the first sign-up of each contact, across the set, ties by
+/// event id) and their credit under every model, on the conversion's day,
+/// for every device and for the sign-up's device. Touches are all the
+/// converting visitor's (of this bot setting), whatever the question.
+pub(crate) fn conversions<'a>(
+    b: &mut Builder<'_, 'a>,
+    evs: &[Ev<'a>],
+    filter: Option<ConversionFilter<'_>>,
+) {
+    // `evs` is in (time, event id) order.
+    let first = rules::first_signups(
+        evs.iter()
+            .map(|ev| (ev.e.event_type.as_str(), ev.e.contact.as_str(), *ev)),
+    );
+    let campaign = b.campaign;
+    let mut touches_of: HashMap<u32, Vec<Touch>> = HashMap::new();
+    let mut out: Out = Vec::new();
+    for ev in first.into_values() {
+        if let Some(f) = &filter {
+            let kept = ev.e.ms >= f.start_ms
+                && ev.e.ms < f.end_ms
+                && f.device.is_none_or(|d| d == ev.e.device)
+                && f.phase.is_none_or(|p| p == ev.e.phase);
+            if !kept {
+                continue;
+            }
+        }
+        let touches = touches_of
+            .entry(ev.visitor)
+            .or_insert_with(|| visitor_touches(campaign, evs, ev.visitor));
+        let conversion = Conversion {
+            ts: DateTime::from_timestamp_millis(i64::try_from(ev.e.ms).unwrap_or(i64::MAX))
+                .unwrap_or_default(),
+            event_id: ev.e.event_id,
+        };
+        let shares = attribution::shares(campaign, &conversion, touches);
+        out.clear();
+        let mut k = b.key(Figure::Conversions);
+        k.phase = ev.phase;
+        count(&mut out, k);
+        // Its path: the touches credited (the lookback window), or `direct`.
+        let credited =
+            attribution::in_window(touches, conversion.ts, campaign.attribution.lookback);
+        let mut k = b.key(Figure::PathsConverted);
+        let mut delay_s = 0.0;
+        match credited.first() {
+            Some(first) => {
+                let ms = (conversion.ts - first.ts).num_milliseconds().max(0);
+                delay_s = ms as f64 / 1000.0;
+                let secs = u64::try_from(ms / 1000).unwrap_or(0);
+                k.channel = b
+                    .strings
+                    .own(paths::path_of(credited.iter().map(|t| t.channel.as_str())));
+                let mut d = b.key(Figure::PathsDelays);
+                d.channel = k.channel;
+                d.seconds = u32::try_from(secs / paths::DELAY_STEP_S * paths::DELAY_STEP_S)
+                    .unwrap_or(u32::MAX);
+                count(&mut out, d);
+            }
+            None => k.channel = b.id(attribution::DIRECT),
+        }
+        out.push((
+            k,
+            Value {
+                n: 1,
+                credit: delay_s,
+            },
+        ));
+        for s in &shares {
+            let mut k = b.key(Figure::Credits);
+            k.model = b.id(s.model);
+            k.channel = b.id(campaign_str(campaign, &s.channel));
+            k.phase = b.id(campaign_str(campaign, &s.touch_phase));
+            k.conversion_phase = b.id(campaign_str(campaign, &s.conversion_phase));
+            out.push((
+                k,
+                Value {
+                    n: 0,
+                    credit: s.credit,
+                },
+            ));
+        }
+        let device = (filter.is_none() && !ev.e.device.is_empty()).then_some(ev.device);
+        for (key, v) in &out {
+            let mut key = *key;
+            key.first_day = ev.day;
+            key.last_day = ev.day;
+            b.rows.push((key, *v));
+            if let Some(d) = device {
+                b.rows.push((
+                    Key {
+                        device_filter: d,
+                        ..key
+                    },
+                    *v,
+                ));
+            }
+        }
+    }
+}
+
+/// One visitor's touches over all its events given.
+pub(crate) fn visitor_touches(campaign: &Campaign, evs: &[Ev<'_>], visitor: u32) -> Vec<Touch> {
+    let candidates: Vec<&Ev<'_>> = evs
+        .iter()
+        .filter(|ev| ev.visitor == visitor)
+        .filter(|ev| {
+            rules::is_touch_candidate(campaign, &ev.e.channel, &ev.e.event_type, &ev.e.action)
+        })
+        .collect();
+    attribution::touches_of(
+        rules::gap_ms(campaign),
+        candidates
+            .iter()
+            .map(|ev| (ev.e.ms, ev.e.event_id, ev.e.channel.as_str())),
+    )
+}
+
+/// The campaign's own copy of a channel or phase name (so the key can
+/// borrow it for the computation's lifetime).
+pub(crate) fn campaign_str<'a>(campaign: &'a Campaign, s: &str) -> &'a str {
+    if s == attribution::DIRECT {
+        return attribution::DIRECT;
+    }
+    if s == crate::campaign::HORS_PHASE {
+        return crate::campaign::HORS_PHASE;
+    }
+    campaign
+        .channels
+        .iter()
+        .map(|c| c.id.as_str())
+        .chain(campaign.phases.iter().map(|p| p.id.as_str()))
+        .find(|x| *x == s)
+        .unwrap_or("")
+}
