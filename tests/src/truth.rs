@@ -173,8 +173,7 @@ pub fn compute(events: &[Truth], calendar: &Calendar) -> GroundTruth {
         "time_decay",
         "position_based",
     ];
-    // Paths. Visitors without a sign-up over the campaign's days: the touches
-    // of their events inside those days (the gap rule over those alone).
+    // Paths: see below, visitor by visitor.
     let first_day = calendar.phases.iter().map(|p| p.1).min();
     let last_day = calendar.phases.iter().map(|p| p.2).max();
     let in_days = |e: &Truth| {
@@ -213,10 +212,34 @@ pub fn compute(events: &[Truth], calendar: &Calendar) -> GroundTruth {
             n.0 += 1;
             n.1 += u64::from(signed);
         }
-        if inside.iter().any(|e| e.event_type == "signup") {
+        // A path without a sign-up: none for a visitor who signed up on or
+        // before the last day; else the touches (gap rule over its events
+        // up to the last day) of the 30 days ending at its last touch event
+        // inside the days.
+        let upto: Vec<&Truth> = evs
+            .iter()
+            .copied()
+            .filter(|e| {
+                let d = e.ts.with_timezone(&calendar.zone).date_naive();
+                last_day.is_some_and(|l| d <= l)
+            })
+            .collect();
+        if upto.iter().any(|e| e.event_type == "signup") {
             continue;
         }
-        let channels: Vec<&str> = touch_starts(&inside).iter().map(|e| e.channel).collect();
+        let Some(end) = inside
+            .iter()
+            .filter(|e| is_touch_event(e))
+            .map(|e| e.ts)
+            .max()
+        else {
+            continue;
+        };
+        let channels: Vec<&str> = touch_starts(&upto)
+            .iter()
+            .filter(|e| e.ts <= end && e.ts >= end - Duration::days(LOOKBACK_DAYS))
+            .map(|e| e.channel)
+            .collect();
         if !channels.is_empty() {
             g.paths
                 .entry(path_text(&channels))

@@ -59,10 +59,21 @@ pub fn answer(campaign: &Campaign, visitors: &[(String, Vec<Event>)], q: &Questi
                 && q.placement.as_deref().is_none_or(|p| p == ev.e.placement)
         })
         .collect();
+    // What a path without a sign-up looks back into: the scope's events
+    // before the question's days.
+    let before: Vec<Ev<'_>> = evs
+        .iter()
+        .copied()
+        .filter(|ev| {
+            ev.e.ms < q.start_ms
+                && q.device.as_deref().is_none_or(|d| d == ev.e.device)
+                && q.placement.as_deref().is_none_or(|p| p == ev.e.placement)
+        })
+        .collect();
     let mut out: Out = Vec::new();
     per_day(&mut b, &kept, &mut out);
     if !kept.is_empty() {
-        over_run(&mut b, &kept, &mut out);
+        over_run(&mut b, &before, &kept, &mut out);
     }
     b.rows.append(&mut out);
     if q.placement.is_none() {

@@ -271,7 +271,7 @@ pub(crate) fn scope<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>]) {
         for y in x..k {
             let run = &evs[starts[x]..starts[y + 1]];
             out.clear();
-            over_run(b, run, &mut out);
+            over_run(b, &evs[..starts[x]], run, &mut out);
             // F(x, y) is in G(x, y) (+), G(x−1, y) (−), G(x, y+1) (−) and G(x−1, y+1) (+).
             let mut stamp = |first: usize, last: usize, sign: i64| {
                 for (key, v) in &out {
@@ -363,24 +363,37 @@ pub(crate) fn per_day<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out
 }
 
 /// The figures of one run of days: each visitor's, then the contacts'.
-pub(crate) fn over_run<'a>(b: &mut Builder<'_, 'a>, run: &[Ev<'a>], out: &mut Out) {
+/// `before`: the scope's events before the run's first day (what a
+/// visitor without a sign-up's path looks back into).
+pub(crate) fn over_run<'a>(
+    b: &mut Builder<'_, 'a>,
+    before: &[Ev<'a>],
+    run: &[Ev<'a>],
+    out: &mut Out,
+) {
     let single = run.iter().all(|ev| ev.visitor == run[0].visitor);
     if single {
-        visitor_figures(b, run, out);
+        visitor_figures(b, before, run, out);
     } else {
         let mut by_visitor: BTreeMap<u32, Vec<Ev<'a>>> = BTreeMap::new();
         for ev in run {
             by_visitor.entry(ev.visitor).or_default().push(*ev);
         }
         for evs in by_visitor.values() {
-            visitor_figures(b, evs, out);
+            visitor_figures(b, before, evs, out);
         }
     }
     contact_figures(b, run, out);
 }
 
-/// One visitor's figures over some of its events (time order).
-pub(crate) fn visitor_figures<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
+/// One visitor's figures over some of its events (time order, one run
+/// of days); `before`: the scope's events before the run (any visitor's).
+pub(crate) fn visitor_figures<'a>(
+    b: &mut Builder<'_, 'a>,
+    before: &[Ev<'a>],
+    evs: &[Ev<'a>],
+    out: &mut Out,
+) {
     if evs.is_empty() {
         return;
     }
@@ -424,27 +437,67 @@ pub(crate) fn visitor_figures<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: 
         candidates.iter().map(|ev| (ev.e.ms, ev.e.channel.as_str())),
     );
     let mut first_touch: Vec<(&'a str, u64)> = Vec::new();
-    let mut path: Vec<&'a str> = Vec::new();
     for (ev, starts) in candidates.iter().zip(starts) {
         if starts {
             let mut k = b.key(Figure::Touches);
             k.channel = ev.channel;
             k.phase = ev.phase;
             count(out, k);
-            path.push(&ev.e.channel);
         }
         if !first_touch.iter().any(|(c, _)| *c == ev.e.channel) {
             first_touch.push((&ev.e.channel, ev.secs()));
         }
     }
-    if !path.is_empty() && !evs.iter().any(|ev| rules::is_signup(&ev.e.event_type)) {
+    if let Some(path) = path_without_signup(b, before, evs, &candidates) {
         let mut k = b.key(Figure::PathsNotConverted);
-        k.channel = b.strings.own(paths::path_of(path));
+        k.channel = b.strings.own(path);
         count(out, k);
     }
     funnel(b, evs, &first_touch, out);
     reach(b, evs, out);
     devices(b, evs, out);
+}
+
+/// The path of a visitor without a sign-up, by the window rule converting
+/// paths follow (`paths`): the touches of the lookback window ending at
+/// its last touch in the run (`candidates`: its touch candidates there),
+/// earlier days included, the gap rule run over all of them. `None` when
+/// it has a sign-up at or before the run's end — a conversion (its path is
+/// the conversion's) or a repeat of an earlier one: either way it is no
+/// longer a visitor who might still sign up — or no touch in the run.
+pub(crate) fn path_without_signup<'a>(
+    b: &Builder<'_, 'a>,
+    before: &[Ev<'a>],
+    evs: &[Ev<'a>],
+    candidates: &[&Ev<'a>],
+) -> Option<String> {
+    let last = candidates.last()?;
+    let visitor = last.visitor;
+    let earlier = before.iter().filter(|ev| ev.visitor == visitor);
+    if earlier
+        .clone()
+        .chain(evs)
+        .any(|ev| rules::is_signup(&ev.e.event_type))
+    {
+        return None;
+    }
+    let campaign = b.campaign;
+    let all: Vec<&Ev<'a>> = earlier
+        .filter(|ev| {
+            rules::is_touch_candidate(campaign, &ev.e.channel, &ev.e.event_type, &ev.e.action)
+        })
+        .chain(candidates.iter().copied())
+        .collect();
+    let touches = attribution::touches_of(
+        b.gap_ms,
+        all.iter()
+            .map(|ev| (ev.e.ms, ev.e.event_id, ev.e.channel.as_str())),
+    );
+    let end = DateTime::from_timestamp_millis(i64::try_from(last.e.ms).unwrap_or(i64::MAX))
+        .unwrap_or_default();
+    let window = attribution::in_window(&touches, end, campaign.attribution.lookback);
+    let path = paths::path_of(window.iter().map(|t| t.channel.as_str()));
+    (!path.is_empty()).then_some(path)
 }
 
 /// Per channel (and `*`) × device class × OS family of the visitor's

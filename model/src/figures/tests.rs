@@ -708,3 +708,108 @@ fn the_on_demand_answer_is_the_stored_rows_answer() {
         assert_eq!(direct, summed, "{first} … {last} {device:?} {placement:?}");
     }
 }
+
+/// The window rule of a path without a sign-up (docs/attribution.md):
+/// the touches of the lookback window (30 days) ending at the visitor's
+/// last touch in the question's days, earlier days included; a visitor who
+/// signed up at or before the days' end has no such path. Each case
+/// stored and on demand.
+#[test]
+fn paths_without_a_sign_up_look_back_as_conversions_do() {
+    let c = campaign();
+    let e = |t: &str, ty: &str, ch: &str, contact: &str| ev(&c, t, ty, "", ch, "", contact);
+    let visitors = vec![
+        // Touched by the metro before the question, by tinder in it.
+        (
+            "earlier_touch".to_owned(),
+            vec![
+                e("2025-01-20 10:00", "page_view", "metro", ""),
+                e("2025-02-05 10:00", "page_view", "tinder", ""),
+            ],
+        ),
+        // Converted before the question (gares), touched again in it.
+        (
+            "converted_before".to_owned(),
+            vec![
+                e("2025-01-20 10:00", "page_view", "gares", ""),
+                e("2025-01-20 10:05", "signup", "gares", "c1"),
+                e("2025-02-05 10:00", "page_view", "metro", ""),
+            ],
+        ),
+        // Touched by the press 33 days before its last touch: out of the window.
+        (
+            "long_ago".to_owned(),
+            vec![
+                e("2025-01-18 09:00", "page_view", "presse", ""),
+                e("2025-02-20 10:00", "page_view", "display", ""),
+            ],
+        ),
+        // Its only sign-up in the question is a repeat of one before it.
+        (
+            "repeat".to_owned(),
+            vec![
+                e("2025-01-20 10:00", "signup", "direct", "c2"),
+                e("2025-02-05 10:00", "page_view", "abribus", ""),
+                e("2025-02-05 10:05", "signup", "abribus", "c2"),
+            ],
+        ),
+        // Converts after the question: without a sign-up in it.
+        (
+            "converts_later".to_owned(),
+            vec![
+                e("2025-02-05 10:00", "page_view", "social", ""),
+                e("2025-03-10 10:05", "signup", "social", "c3"),
+            ],
+        ),
+    ];
+    let mut rows = Vec::new();
+    for v in &visitors {
+        rows.extend(stored(&c, std::slice::from_ref(v)));
+    }
+    let (first, last) = ("2025-02-01", "2025-02-28");
+    let a = range(&rows, "", "", first, last);
+    let without = |path: &str| n(&a, Figure::PathsNotConverted, |d| d.channel == path);
+    assert_eq!(
+        without("metro > tinder"),
+        1,
+        "the earlier touch is in the path"
+    );
+    assert_eq!(without("tinder"), 0);
+    assert_eq!(without("metro"), 0, "an earlier converter is not at risk");
+    assert_eq!(without("display"), 1, "a touch 33 days before is not");
+    assert_eq!(without("presse > display"), 0);
+    assert_eq!(without("abribus"), 0, "a repeat sign-up: converted already");
+    assert_eq!(without("social"), 1, "no sign-up up to the question's end");
+    assert_eq!(n(&a, Figure::PathsNotConverted, |_| true), 3);
+    assert_eq!(
+        n(&a, Figure::PathsConverted, |_| true),
+        0,
+        "none converts in February"
+    );
+    // The same on demand.
+    let q = Question {
+        start_ms: u64::try_from(day_start(&c, day(first)).timestamp_millis()).unwrap(),
+        end_ms: u64::try_from(day_start(&c, day(last) + 1).timestamp_millis()).unwrap(),
+        phase: None,
+        device: None,
+        placement: None,
+        include_bots: false,
+    };
+    let direct = answer(&c, &visitors, &q);
+    let paths_of = |a: &Answer| -> Vec<(String, i64)> {
+        a.iter()
+            .filter(|((f, _), v)| *f == Figure::PathsNotConverted && v.n != 0)
+            .map(|((_, d), v)| (d.channel.to_string(), v.n))
+            .collect()
+    };
+    assert_eq!(paths_of(&direct), paths_of(&a));
+    // Over the whole campaign the visitor converting in March converts.
+    let all = range(&rows, "", "", "2025-01-17", "2025-03-16");
+    let without_all = |path: &str| n(&all, Figure::PathsNotConverted, |d| d.channel == path);
+    assert_eq!(without_all("social"), 0);
+    assert_eq!(
+        without_all("display"),
+        1,
+        "the window ends at its last touch, whatever the question"
+    );
+}
