@@ -10,8 +10,11 @@
 //!   window before the sign-up); a conversion without any is the path
 //!   `direct`, as the rule-based models credit it. Its delay is the time
 //!   from the path's first touch to the sign-up (none for `direct`);
-//! - each **visitor without a sign-up** in the question's days has the
-//!   path of its touches in those days (nothing if it has none).
+//! - each **visitor without a sign-up** up to the end of the question's
+//!   days has the path of its touches of the same window, ending at its
+//!   last touch in those days (earlier days included; nothing without a
+//!   touch in them). One who signed up earlier (a conversion, a repeat)
+//!   has none: docs/attribution.md ("One window rule").
 //!
 //! A path longer than [`MAX_STEPS`] keeps its last `MAX_STEPS` steps (the
 //! ones nearest the sign-up) after a leading [`TRUNCATED`] mark.

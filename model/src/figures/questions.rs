@@ -2,6 +2,8 @@
 //! events on demand), the change a batch makes to the rows, and the
 //! correction for contacts shared by several visitors.
 
+use std::collections::HashMap;
+
 use uuid::Uuid;
 
 use super::*;
@@ -59,13 +61,22 @@ pub fn answer(campaign: &Campaign, visitors: &[(String, Vec<Event>)], q: &Questi
                 && q.placement.as_deref().is_none_or(|p| p == ev.e.placement)
         })
         .collect();
-    // What a path without a sign-up looks back into: the scope's events
-    // before the question's days.
+    // What a path without a sign-up looks back into: each visitor's events
+    // of the scope before its first kept one (as the stored rows' runs of
+    // days: the days before the question's, or before its phase's).
+    let mut first_kept: HashMap<u32, (u64, Uuid)> = HashMap::new();
+    for ev in &kept {
+        first_kept
+            .entry(ev.visitor)
+            .or_insert((ev.e.ms, ev.e.event_id));
+    }
     let before: Vec<Ev<'_>> = evs
         .iter()
         .copied()
         .filter(|ev| {
-            ev.e.ms < q.start_ms
+            first_kept
+                .get(&ev.visitor)
+                .is_some_and(|first| (ev.e.ms, ev.e.event_id) < *first)
                 && q.device.as_deref().is_none_or(|d| d == ev.e.device)
                 && q.placement.as_deref().is_none_or(|p| p == ev.e.placement)
         })
