@@ -70,21 +70,24 @@ pub fn answer(campaign: &Campaign, visitors: &[(String, Vec<Event>)], q: &Questi
             .entry(ev.visitor)
             .or_insert((ev.e.ms, ev.e.event_id));
     }
-    let before: Vec<Ev<'_>> = evs
+    let scope: Vec<Ev<'_>> = evs
         .iter()
         .copied()
         .filter(|ev| {
-            first_kept
-                .get(&ev.visitor)
-                .is_some_and(|first| (ev.e.ms, ev.e.event_id) < *first)
-                && q.device.as_deref().is_none_or(|d| d == ev.e.device)
+            q.device.as_deref().is_none_or(|d| d == ev.e.device)
                 && q.placement.as_deref().is_none_or(|p| p == ev.e.placement)
         })
         .collect();
+    let histories = Histories::new(&scope);
+    let earlier = |v: u32| {
+        first_kept
+            .get(&v)
+            .map_or(&[][..], |first| histories.before_event(v, *first))
+    };
     let mut out: Out = Vec::new();
     per_day(&mut b, &kept, &mut out);
     if !kept.is_empty() {
-        over_run(&mut b, &before, &kept, &mut out);
+        over_run(&mut b, &earlier, &kept, &mut out);
     }
     b.rows.append(&mut out);
     if q.placement.is_none() {

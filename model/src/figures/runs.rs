@@ -267,11 +267,13 @@ pub(crate) fn scope<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>]) {
         (firsts, lasts, starts) = (f, l, s);
     }
     let k = firsts.len();
+    let histories = Histories::new(evs);
     for x in 0..k {
+        let earlier = |v: u32| histories.before_day(v, firsts[x]);
         for y in x..k {
             let run = &evs[starts[x]..starts[y + 1]];
             out.clear();
-            over_run(b, &evs[..starts[x]], run, &mut out);
+            over_run(b, &earlier, run, &mut out);
             // F(x, y) is in G(x, y) (+), G(x−1, y) (−), G(x, y+1) (−) and G(x−1, y+1) (+).
             let mut stamp = |first: usize, last: usize, sign: i64| {
                 for (key, v) in &out {
@@ -362,35 +364,67 @@ pub(crate) fn per_day<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out
     }
 }
 
+/// Each visitor's events of a scope in time order: what a path without a
+/// sign-up looks back into ([`path_without_signup`]), found per visitor
+/// (a set of many visitors computed together must not scan the others').
+pub(crate) struct Histories<'a> {
+    by_visitor: HashMap<u32, Vec<Ev<'a>>>,
+}
+
+impl<'a> Histories<'a> {
+    pub(crate) fn new(evs: &[Ev<'a>]) -> Self {
+        let mut by_visitor: HashMap<u32, Vec<Ev<'a>>> = HashMap::new();
+        for ev in evs {
+            by_visitor.entry(ev.visitor).or_default().push(*ev);
+        }
+        Self { by_visitor }
+    }
+
+    /// The visitor's events on days before `day` (a stored run's first day).
+    pub(crate) fn before_day(&self, visitor: u32, day: Day) -> &[Ev<'a>] {
+        self.by_visitor
+            .get(&visitor)
+            .map_or(&[], |evs| &evs[..evs.partition_point(|ev| ev.day < day)])
+    }
+
+    /// The visitor's events before `(ms, event id)` (an on-demand
+    /// question's first kept event of this visitor).
+    pub(crate) fn before_event(&self, visitor: u32, first: (u64, Uuid)) -> &[Ev<'a>] {
+        self.by_visitor.get(&visitor).map_or(&[], |evs| {
+            &evs[..evs.partition_point(|ev| (ev.e.ms, ev.e.event_id) < first)]
+        })
+    }
+}
+
 /// The figures of one run of days: each visitor's, then the contacts'.
-/// `before`: the scope's events before the run's first day (what a
-/// visitor without a sign-up's path looks back into).
-pub(crate) fn over_run<'a>(
+/// `earlier`: a visitor's events of the scope before the run (what a path
+/// without a sign-up looks back into).
+pub(crate) fn over_run<'h, 'a: 'h>(
     b: &mut Builder<'_, 'a>,
-    before: &[Ev<'a>],
+    earlier: &dyn Fn(u32) -> &'h [Ev<'a>],
     run: &[Ev<'a>],
     out: &mut Out,
 ) {
     let single = run.iter().all(|ev| ev.visitor == run[0].visitor);
     if single {
-        visitor_figures(b, before, run, out);
+        visitor_figures(b, earlier(run[0].visitor), run, out);
     } else {
         let mut by_visitor: BTreeMap<u32, Vec<Ev<'a>>> = BTreeMap::new();
         for ev in run {
             by_visitor.entry(ev.visitor).or_default().push(*ev);
         }
         for evs in by_visitor.values() {
-            visitor_figures(b, before, evs, out);
+            visitor_figures(b, earlier(evs[0].visitor), evs, out);
         }
     }
     contact_figures(b, run, out);
 }
 
 /// One visitor's figures over some of its events (time order, one run
-/// of days); `before`: the scope's events before the run (any visitor's).
+/// of days); `earlier`: its events of the scope before the run.
 pub(crate) fn visitor_figures<'a>(
     b: &mut Builder<'_, 'a>,
-    before: &[Ev<'a>],
+    earlier: &[Ev<'a>],
     evs: &[Ev<'a>],
     out: &mut Out,
 ) {
@@ -448,7 +482,7 @@ pub(crate) fn visitor_figures<'a>(
             first_touch.push((&ev.e.channel, ev.secs()));
         }
     }
-    if let Some(path) = path_without_signup(b, before, evs, &candidates) {
+    if let Some(path) = path_without_signup(b, earlier, evs, &candidates) {
         let mut k = b.key(Figure::PathsNotConverted);
         k.channel = b.strings.own(path);
         count(out, k);
@@ -467,15 +501,13 @@ pub(crate) fn visitor_figures<'a>(
 /// longer a visitor who might still sign up — or no touch in the run.
 pub(crate) fn path_without_signup<'a>(
     b: &Builder<'_, 'a>,
-    before: &[Ev<'a>],
+    earlier: &[Ev<'a>],
     evs: &[Ev<'a>],
     candidates: &[&Ev<'a>],
 ) -> Option<String> {
     let last = candidates.last()?;
-    let visitor = last.visitor;
-    let earlier = before.iter().filter(|ev| ev.visitor == visitor);
     if earlier
-        .clone()
+        .iter()
         .chain(evs)
         .any(|ev| rules::is_signup(&ev.e.event_type))
     {
@@ -483,6 +515,7 @@ pub(crate) fn path_without_signup<'a>(
     }
     let campaign = b.campaign;
     let all: Vec<&Ev<'a>> = earlier
+        .iter()
         .filter(|ev| {
             rules::is_touch_candidate(campaign, &ev.e.channel, &ev.e.event_type, &ev.e.action)
         })
