@@ -300,8 +300,9 @@ async fn a_view_failing_after_some_others_leaves_no_figure_short() {
 
 /// A view of the ledger that sleeps 3 s, named to run after the figures'
 /// views and before the journeys'; returns once a ledger INSERT of the
-/// processor is in its views (the ledger's part landed, the views not all run).
-async fn ledger_insert_held_in_a_slow_view(run: &Run) {
+/// processor is in its views: still running, its part landed (more than
+/// `accounted` rows), the views not all run.
+async fn ledger_insert_held_in_a_slow_view(run: &Run, accounted: u64) {
     run.sql("CREATE TABLE IF NOT EXISTS slow_sink (x UInt8) ENGINE = Memory")
         .await;
     run.sql(
@@ -310,13 +311,16 @@ async fn ledger_insert_held_in_a_slow_view(run: &Run) {
     )
     .await;
     poll_until("a ledger INSERT in its views", WAIT, || async {
-        let n = run
+        let landed = run
+            .count("SELECT count() FROM ledger WHERE tombstone = 0")
+            .await;
+        let running = run
             .count(
                 "SELECT count() FROM system.processes \
-                 WHERE query_id LIKE 'ensemble-ledger-batch-%'",
+                 WHERE query_id LIKE 'ensemble-ledger-batch-%' AND written_rows > 0",
             )
             .await;
-        (n > 0).then_some(())
+        (landed > accounted && running > 0).then_some(())
     })
     .await;
 }
@@ -329,7 +333,7 @@ async fn the_processor_killed_between_the_ledger_and_its_views_recovers() {
     let seed = 3 << 20;
     run.produce(&messages(seed, 150)).await;
     run.drained().await;
-    let held = ledger_insert_held_in_a_slow_view(&run);
+    let held = ledger_insert_held_in_a_slow_view(&run, 150);
     run.produce(&messages(seed + 1, 300)).await;
     held.await;
     if let Some(p) = run.processor.as_mut() {
@@ -358,7 +362,7 @@ async fn clickhouse_killed_between_the_ledger_and_its_views_recovers() {
     let seed = 5 << 20;
     run.produce(&messages(seed, 150)).await;
     run.drained().await;
-    let held = ledger_insert_held_in_a_slow_view(&run);
+    let held = ledger_insert_held_in_a_slow_view(&run, 150);
     run.produce(&messages(seed + 1, 300)).await;
     held.await;
     ch.stop();
