@@ -514,18 +514,8 @@ pub(crate) fn path_without_signup<'a>(
         return None;
     }
     let campaign = b.campaign;
-    let all: Vec<&Ev<'a>> = earlier
-        .iter()
-        .filter(|ev| {
-            rules::is_touch_candidate(campaign, &ev.e.channel, &ev.e.event_type, &ev.e.action)
-        })
-        .chain(candidates.iter().copied())
-        .collect();
-    let touches = attribution::touches_of(
-        b.gap_ms,
-        all.iter()
-            .map(|ev| (ev.e.ms, ev.e.event_id, ev.e.channel.as_str())),
-    );
+    let all: Vec<Ev<'a>> = earlier.iter().chain(evs).copied().collect();
+    let touches = visitor_touches(campaign, &all, last.visitor);
     let end = DateTime::from_timestamp_millis(i64::try_from(last.e.ms).unwrap_or(i64::MAX))
         .unwrap_or_default();
     let window = attribution::in_window(&touches, end, campaign.attribution.lookback);
