@@ -21,6 +21,7 @@
 //!   ratios);
 //! - [`paths`]: conversion paths, and the Markov and Shapley models over
 //!   them;
+//! - [`intervals`]: 95 % intervals on every model's channel credit;
 //! - [`redact`], [`privacy`]: personal data in free text, contact hashing;
 //! - [`reconcile`]: when stored figures and raw events disagree (drift).
 //!
@@ -34,6 +35,7 @@ pub mod declared;
 pub mod devices;
 pub mod event;
 pub mod figures;
+pub mod intervals;
 pub mod journeys;
 pub mod media;
 pub mod paths;

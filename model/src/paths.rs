@@ -340,81 +340,166 @@ fn lower_median(counts: &BTreeMap<u64, i64>, n: u64) -> Option<u64> {
 /// of the chain and credited with exactly its own conversions; the channels
 /// share the others.
 pub fn markov(table: &Table) -> BTreeMap<String, f64> {
-    let walks: Vec<(Vec<&str>, u64, u64)> = table
-        .paths
+    let chain = Chain::of(table);
+    let counts: Vec<(u64, u64)> = chain.walks.iter().map(|w| (w.1, w.2)).collect();
+    let credits = chain.credits(&counts);
+    let mut out: BTreeMap<String, f64> = chain
+        .channels
         .iter()
-        .filter(|(p, _)| p.as_str() != DIRECT)
-        .map(|(p, c)| (steps(p).0, count(c.conversions), count(c.without_signup)))
-        .filter(|(s, _, _)| !s.is_empty())
+        .zip(credits)
+        .map(|(c, v)| ((*c).to_owned(), v))
         .collect();
-    let channels: Vec<&str> = walks
-        .iter()
-        .flat_map(|(s, _, _)| s.iter().copied())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let direct = table.paths.get(DIRECT).map_or(0, |c| count(c.conversions));
-    let conversions = table.conversions() - direct;
-    let mut out: BTreeMap<String, f64> = channels.iter().map(|c| ((*c).to_owned(), 0.0)).collect();
-    if direct > 0 {
-        out.insert(DIRECT.to_owned(), direct as f64);
-    }
-    if conversions == 0 {
-        return out;
-    }
-    // Transient states: 0 = start, 1.. = channels; absorbing: conversion, null.
-    let n = channels.len() + 1;
-    let index = |c: &str| channels.binary_search(&c).map(|i| i + 1).unwrap_or(0);
-    let mut to: Vec<BTreeMap<usize, f64>> = vec![BTreeMap::new(); n];
-    let mut to_conversion = vec![0.0; n];
-    let mut leaving = vec![0.0; n];
-    for (s, conv, null) in &walks {
-        let w = (*conv + *null) as f64;
-        if w == 0.0 {
-            continue;
-        }
-        let mut from = 0;
-        for c in s {
-            let i = index(c);
-            *to[from].entry(i).or_default() += w;
-            leaving[from] += w;
-            from = i;
-        }
-        to_conversion[from] += *conv as f64;
-        leaving[from] += w;
-    }
-    let p = |removed: Option<usize>| -> f64 {
-        // x_i = r_i + Σ_j q_ij x_j  ⇔  (I − Q) x = r, over transient states;
-        // a removed state is absorbing in `null` (x = 0).
-        let mut a = vec![vec![0.0; n]; n];
-        let mut r = vec![0.0; n];
-        for i in 0..n {
-            a[i][i] = 1.0;
-            if Some(i) == removed || leaving[i] == 0.0 {
-                continue;
-            }
-            r[i] = to_conversion[i] / leaving[i];
-            for (j, w) in &to[i] {
-                if Some(*j) != removed {
-                    a[i][*j] -= w / leaving[i];
-                }
-            }
-        }
-        solve(a, r)[0]
-    };
-    let base = p(None);
-    if base <= 0.0 {
-        return out;
-    }
-    let effects: Vec<f64> = (1..n).map(|i| (1.0 - p(Some(i)) / base).max(0.0)).collect();
-    let total: f64 = effects.iter().sum();
-    if total <= 0.0 {
-        return out;
-    }
-    for (c, e) in channels.iter().zip(&effects) {
-        out.insert((*c).to_owned(), conversions as f64 * e / total);
+    if chain.direct > 0 {
+        out.insert(DIRECT.to_owned(), chain.direct as f64);
     }
     out
+}
+
+/// A table's walks for [`markov`], parsed once so that the same walks can
+/// be weighed again with other counts (`crate::intervals`' bootstrap).
+#[derive(Debug, Clone)]
+pub struct Chain<'a> {
+    /// Every channel on a path other than `direct`, sorted.
+    pub channels: Vec<&'a str>,
+    /// Per path other than `direct`: its states (1 + the channel's index in
+    /// `channels`), its conversions and its visitors without sign-up.
+    pub walks: Vec<(Vec<usize>, u64, u64)>,
+    /// `direct`'s conversions.
+    pub direct: u64,
+}
+
+impl<'a> Chain<'a> {
+    pub fn of(table: &'a Table) -> Chain<'a> {
+        let parsed: Vec<(Vec<&str>, u64, u64)> = table
+            .paths
+            .iter()
+            .filter(|(p, _)| p.as_str() != DIRECT)
+            .map(|(p, c)| (steps(p).0, count(c.conversions), count(c.without_signup)))
+            .filter(|(s, _, _)| !s.is_empty())
+            .collect();
+        let channels: Vec<&str> = parsed
+            .iter()
+            .flat_map(|(s, _, _)| s.iter().copied())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let index = |c: &str| channels.binary_search(&c).map(|i| i + 1).unwrap_or(0);
+        let walks = parsed
+            .iter()
+            .map(|(s, conv, null)| (s.iter().map(|c| index(c)).collect(), *conv, *null))
+            .collect();
+        Chain {
+            channels,
+            walks,
+            direct: table.paths.get(DIRECT).map_or(0, |c| count(c.conversions)),
+        }
+    }
+
+    /// Each channel's credit (in `channels`' order) when walk `i` has
+    /// `counts[i]` = (conversions, visitors without sign-up).
+    pub fn credits(&self, counts: &[(u64, u64)]) -> Vec<f64> {
+        let mut t = Transitions::new(self.channels.len());
+        for ((s, _, _), (conv, null)) in self.walks.iter().zip(counts) {
+            for (from, to) in Transitions::steps(s) {
+                t.add(from, to, (*conv + *null) as f64);
+            }
+            let last = s.last().copied().unwrap_or(0);
+            t.add(last, t.conversion(), *conv as f64);
+            t.add(last, t.null(), *null as f64);
+        }
+        t.credits()
+    }
+}
+
+/// The chain's transition counts: from each transient state (0 = start,
+/// 1.. = channels) to each state, `conversion` and `null` (the two last
+/// columns). Everything [`markov`] needs of a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transitions {
+    /// Transient states (start and the channels).
+    pub states: usize,
+    /// Row-major, `states` rows of `states + 2` columns.
+    pub counts: Vec<f64>,
+}
+
+impl Transitions {
+    pub fn new(channels: usize) -> Transitions {
+        let states = channels + 1;
+        Transitions {
+            states,
+            counts: vec![0.0; states * (states + 2)],
+        }
+    }
+
+    pub fn conversion(&self) -> usize {
+        self.states
+    }
+
+    pub fn null(&self) -> usize {
+        self.states + 1
+    }
+
+    /// The cell of `from → to` in `counts`.
+    pub fn cell(&self, from: usize, to: usize) -> usize {
+        from * (self.states + 2) + to
+    }
+
+    pub fn add(&mut self, from: usize, to: usize, w: f64) {
+        let c = self.cell(from, to);
+        self.counts[c] += w;
+    }
+
+    /// A walk's steps between transient states, from start: `start → s₀`,
+    /// `s₀ → s₁`, … (its end, to conversion or null, is the caller's).
+    pub fn steps(walk: &[usize]) -> impl Iterator<Item = (usize, usize)> + '_ {
+        std::iter::once(0)
+            .chain(walk.iter().copied())
+            .zip(walk.iter().copied())
+    }
+
+    /// Each channel's credit by removal effect (see [`markov`]).
+    pub fn credits(&self) -> Vec<f64> {
+        let n = self.states;
+        let mut out = vec![0.0; n - 1];
+        let row = |i: usize| &self.counts[i * (n + 2)..(i + 1) * (n + 2)];
+        let conversions: f64 = (0..n).map(|i| row(i)[n]).sum();
+        if conversions <= 0.0 {
+            return out;
+        }
+        let leaving: Vec<f64> = (0..n).map(|i| row(i).iter().sum()).collect();
+        let p = |removed: Option<usize>| -> f64 {
+            // x_i = r_i + Σ_j q_ij x_j  ⇔  (I − Q) x = r, over transient states;
+            // a removed state is absorbing in `null` (x = 0).
+            let mut a = vec![vec![0.0; n]; n];
+            let mut r = vec![0.0; n];
+            for i in 0..n {
+                a[i][i] = 1.0;
+                if Some(i) == removed || leaving[i] == 0.0 {
+                    continue;
+                }
+                r[i] = row(i)[n] / leaving[i];
+                for (j, w) in row(i)[..n].iter().enumerate() {
+                    if *w != 0.0 && Some(j) != removed {
+                        a[i][j] -= w / leaving[i];
+                    }
+                }
+            }
+            solve(a, r)[0]
+        };
+        let base = p(None);
+        if base <= 0.0 {
+            return out;
+        }
+        let effects: Vec<f64> = (1..n).map(|i| (1.0 - p(Some(i)) / base).max(0.0)).collect();
+        let total: f64 = effects.iter().sum();
+        if total <= 0.0 {
+            return out;
+        }
+        for (o, e) in out.iter_mut().zip(&effects) {
+            *o = conversions * e / total;
+        }
+        out
+    }
 }
 
 /// Solves `a x = b` by Gaussian elimination with partial pivoting (`a`

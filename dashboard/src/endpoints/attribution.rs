@@ -1,6 +1,7 @@
 //! `GET /api/attribution`: credited sign-ups per channel, per channel ×
 //! phase of the touch and per phase of the conversion, under the five
-//! models side by side.
+//! models side by side, each channel's credit with its 95 % interval
+//! (`ensemble_model::intervals`).
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,7 @@ use axum::extract::State;
 use axum::response::Response;
 use ensemble_model::attribution::{Credits, Model, Share};
 use ensemble_model::figures::Figure;
+use ensemble_model::intervals::{self, Interval};
 use ensemble_model::paths;
 use serde::Serialize;
 
@@ -23,9 +25,14 @@ use crate::state::{ApiState, Shared};
 pub const MARKOV: &str = "markov";
 pub const SHAPLEY: &str = "shapley";
 
+/// model → channel → the credit's 95 % interval.
+pub type Intervals = BTreeMap<&'static str, BTreeMap<String, Interval>>;
+
 /// Credits of the filters' conversions (their channel filter narrows what
-/// is shown, not how credit is shared).
-pub async fn credits(state: &ApiState, f: &Filters) -> Result<Credits, ApiError> {
+/// is shown, not how credit is shared), their intervals, and the people
+/// the intervals count (the path table's conversions and visitors without
+/// sign-up).
+pub async fn credits(state: &ApiState, f: &Filters) -> Result<(Credits, Intervals, u64), ApiError> {
     let (a, table) = tokio::try_join!(
         answers::ask(state, f, &[Figure::Conversions, Figure::Credits], false),
         super::paths::table(state, f)
@@ -52,8 +59,24 @@ pub async fn credits(state: &ApiState, f: &Filters) -> Result<Credits, ApiError>
     // credit channels, not phases).
     out.by_channel.insert(MARKOV, paths::markov(&table));
     out.by_channel.insert(SHAPLEY, paths::shapley(&table));
+    let people = intervals::people(&table);
+    let mut bounds: Intervals = BTreeMap::new();
+    for (model, m) in &out.by_channel {
+        bounds.insert(
+            model,
+            m.iter()
+                .map(|(ch, v)| (ch.clone(), intervals::wilson(*v, people)))
+                .collect(),
+        );
+    }
+    let drawn = intervals::bootstrap(&table, intervals::REPLICATES, intervals::SEED);
+    bounds.insert(MARKOV, drawn.markov);
+    bounds.insert(SHAPLEY, drawn.shapley);
     if let Some(want) = &f.channel {
         for m in out.by_channel.values_mut() {
+            m.retain(|ch, _| ch == want);
+        }
+        for m in bounds.values_mut() {
             m.retain(|ch, _| ch == want);
         }
         for m in out.by_channel_phase.values_mut() {
@@ -63,7 +86,7 @@ pub async fn credits(state: &ApiState, f: &Filters) -> Result<Credits, ApiError>
             m.retain(|(_, ch), _| ch == want);
         }
     }
-    Ok(out)
+    Ok((out, bounds, people))
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -86,6 +109,11 @@ pub struct Attribution {
     pub lookback_days: i64,
     pub models: Vec<&'static str>,
     pub by_channel: BTreeMap<&'static str, BTreeMap<String, f64>>,
+    /// model → channel → 95 % interval of `by_channel`'s credit.
+    pub intervals: Intervals,
+    /// Of each model, the pairs of channels whose intervals overlap (the
+    /// data cannot tell their credits apart), each pair once, in order.
+    pub overlapping: BTreeMap<&'static str, Vec<(String, String)>>,
     pub by_channel_phase: BTreeMap<&'static str, Vec<ChannelPhaseCredit>>,
     pub by_conversion_phase: BTreeMap<&'static str, Vec<PhaseChannelCredit>>,
 }
@@ -125,8 +153,9 @@ pub async fn attribution(State(state): State<Shared>, q: Params) -> Result<Respo
         }
         .into());
     }
-    let mut c = credits(&state, &f).await?;
+    let (mut c, mut bounds, people) = credits(&state, &f).await?;
     if let Some(model) = only {
+        bounds.retain(|m, _| *m == model);
         c.by_channel.retain(|m, _| *m == model);
         c.by_channel_phase.retain(|m, _| *m == model);
         c.by_conversion_phase.retain(|m, _| *m == model);
@@ -135,31 +164,60 @@ pub async fn attribution(State(state): State<Shared>, q: Params) -> Result<Respo
         let mut rows = Vec::new();
         for (model, m) in &c.by_channel_phase {
             for ((channel, phase), credit) in m {
+                let i = intervals::wilson(*credit, people);
                 rows.push(vec![
                     (*model).to_owned(),
                     channel.clone(),
                     phase.clone(),
                     format!("{credit:.12}"),
+                    format!("{:.12}", i.low),
+                    format!("{:.12}", i.high),
                 ]);
             }
         }
         // The data-driven models credit channels over every phase.
         for model in [MARKOV, SHAPLEY] {
             for (channel, credit) in c.by_channel.get(model).into_iter().flatten() {
+                let i = bounds.get(model).and_then(|b| b.get(channel));
+                let bound = |v: Option<f64>| v.map(|v| format!("{v:.12}")).unwrap_or_default();
                 rows.push(vec![
                     model.to_owned(),
                     channel.clone(),
                     String::new(),
                     format!("{credit:.12}"),
+                    bound(i.map(|i| i.low)),
+                    bound(i.map(|i| i.high)),
                 ]);
             }
         }
         return Ok(csv(
             &Export::new(&state.campaign, &f, "attribution"),
-            &["model", "channel", "touch_phase", "credited_signups"],
+            &[
+                "model",
+                "channel",
+                "touch_phase",
+                "credited_signups",
+                "low_95",
+                "high_95",
+            ],
             &rows,
         ));
     }
+    let overlapping = bounds
+        .iter()
+        .map(|(m, by)| {
+            let list: Vec<(&String, &Interval)> = by.iter().collect();
+            let mut pairs = Vec::new();
+            for (k, (a, ia)) in list.iter().enumerate() {
+                for (b, ib) in &list[k + 1..] {
+                    if ia.overlaps(ib) {
+                        pairs.push(((*a).clone(), (*b).clone()));
+                    }
+                }
+            }
+            (*m, pairs)
+        })
+        .collect();
     Ok(json(&Attribution {
         conversions: c.conversions,
         lookback_days: state.campaign.attribution.lookback.num_days(),
@@ -167,6 +225,8 @@ pub async fn attribution(State(state): State<Shared>, q: Params) -> Result<Respo
             .filter(|m| only.is_none_or(|o| o == *m))
             .collect(),
         by_channel: c.by_channel.clone(),
+        intervals: bounds,
+        overlapping,
         by_channel_phase: c
             .by_channel_phase
             .iter()

@@ -46,6 +46,24 @@ pub(crate) fn check(overview: &Value, attribution: &Value) {
         }
         let total: f64 = got.values().filter_map(Value::as_f64).sum();
         assert!(close(total, 4.0), "{model} credits sum to the conversions");
+        // Every credited channel has its interval, around its credit.
+        let bounds = attribution["intervals"][model]
+            .as_object()
+            .expect("intervals");
+        assert_eq!(
+            bounds.keys().collect::<Vec<_>>(),
+            got.keys().collect::<Vec<_>>(),
+            "{model}"
+        );
+        for (ch, i) in bounds {
+            let (low, high) = (i["low"].as_f64(), i["high"].as_f64());
+            assert!(
+                low.zip(high)
+                    .is_some_and(|(l, h)| l < by(model, ch) && by(model, ch) < h),
+                "{model}/{ch}: {i} around {}",
+                by(model, ch)
+            );
+        }
     };
     expect(
         "first_touch",
@@ -1075,8 +1093,19 @@ async fn fixture_numbers_match_the_hand_computed_ones_on_both_engines() {
     assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
     let text = r.text().await.expect("text");
     assert!(
-        text.starts_with("\u{feff}model,channel,touch_phase,credited_signups\r\n"),
+        text.starts_with("\u{feff}model,channel,touch_phase,credited_signups,low_95,high_95\r\n"),
         "{text}"
     );
     assert!(text.contains("first_touch,metro,p1-lancement,"));
+    // Every line's credit inside its interval (Wilson's always holds its
+    // proportion; the bootstrap's percentiles are only checked for order).
+    for line in text.trim_start_matches('\u{feff}').lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 6, "{line}");
+        let v: Vec<f64> = f[3..].iter().map(|x| x.parse().expect("number")).collect();
+        assert!(v[1] <= v[2], "{line}");
+        if !["markov", "shapley"].contains(&f[0]) {
+            assert!(v[1] <= v[0] && v[0] <= v[2], "{line}");
+        }
+    }
 }

@@ -121,7 +121,13 @@ async fn tokens_and_hostile_filters() {
         assert_eq!(status, 200, "{one}");
         assert_eq!(one["models"], serde_json::json!([model]));
         assert_eq!(one["conversions"], every["conversions"]);
-        for part in ["by_channel", "by_channel_phase", "by_conversion_phase"] {
+        for part in [
+            "by_channel",
+            "intervals",
+            "overlapping",
+            "by_channel_phase",
+            "by_conversion_phase",
+        ] {
             let kept: Vec<&String> = one[part]
                 .as_object()
                 .map(|o| o.keys().collect())
