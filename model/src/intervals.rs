@@ -38,7 +38,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
 use crate::attribution::DIRECT;
-use crate::paths::{steps, Chain, Table, Transitions};
+use crate::paths::{count, steps, Chain, Table, Transitions};
 
 /// The intervals' level.
 pub const LEVEL: f64 = 0.95;
@@ -74,7 +74,7 @@ pub fn people(table: &Table) -> u64 {
     table
         .paths
         .values()
-        .map(|c| u64::try_from(c.conversions.max(0) + c.without_signup.max(0)).unwrap_or(0))
+        .map(|c| count(c.conversions) + count(c.without_signup))
         .sum()
 }
 
@@ -107,13 +107,13 @@ pub struct DataDriven {
 }
 
 /// The Poisson bootstrap of [`crate::paths::markov`] and
-/// [`crate::paths::shapley`] over the table's people, at the cost of the
-/// table's transitions rather than its lines (module documentation):
-/// `replicates` Markov replicates drawn from `seed`.
-pub fn bootstrap(table: &Table, replicates: usize, seed: u64) -> DataDriven {
+/// [`crate::paths::shapley`] over the chain's table's people, at the cost
+/// of the table's transitions rather than its lines (module
+/// documentation): `replicates` Markov replicates drawn from `seed`.
+pub fn bootstrap(chain: &Chain, replicates: usize, seed: u64) -> DataDriven {
     DataDriven {
-        markov: markov(table, replicates, seed),
-        shapley: shapley(table),
+        markov: markov(chain, replicates, seed),
+        shapley: shapley(chain.table),
     }
 }
 
@@ -161,8 +161,7 @@ fn shapley(table: &Table) -> BTreeMap<String, Interval> {
 /// drawn below 0 is 0) and solves the chain again; the interval is the
 /// replicates' central [`LEVEL`] range. `direct` gets its conversions'
 /// count interval.
-fn markov(table: &Table, replicates: usize, seed: u64) -> BTreeMap<String, Interval> {
-    let chain = Chain::of(table);
+fn markov(chain: &Chain, replicates: usize, seed: u64) -> BTreeMap<String, Interval> {
     let mut out = BTreeMap::new();
     if chain.direct > 0 {
         let d = chain.direct as f64;
@@ -172,16 +171,14 @@ fn markov(table: &Table, replicates: usize, seed: u64) -> BTreeMap<String, Inter
     // Each line (a walk ending in conversion or in null) and its people.
     let mut lines: Vec<(Vec<(usize, f64)>, f64)> = Vec::new();
     for (walk, conv, null) in &chain.walks {
-        let last = walk.last().copied().unwrap_or(0);
         for (end, n) in [(shape.conversion(), *conv), (shape.null(), *null)] {
             if n == 0 {
                 continue;
             }
             let mut a: BTreeMap<usize, f64> = BTreeMap::new();
-            for (from, to) in Transitions::steps(walk) {
-                *a.entry(shape.cell(from, to)).or_default() += 1.0;
+            for cell in shape.walk(walk, end) {
+                *a.entry(cell).or_default() += 1.0;
             }
-            *a.entry(shape.cell(last, end)).or_default() += 1.0;
             lines.push((a.into_iter().collect(), n as f64));
         }
     }

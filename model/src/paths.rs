@@ -279,7 +279,7 @@ impl Table {
 }
 
 /// A count summed from rows (never below 0 once every row is in).
-fn count(n: i64) -> u64 {
+pub(crate) fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
@@ -340,25 +340,14 @@ fn lower_median(counts: &BTreeMap<u64, i64>, n: u64) -> Option<u64> {
 /// of the chain and credited with exactly its own conversions; the channels
 /// share the others.
 pub fn markov(table: &Table) -> BTreeMap<String, f64> {
-    let chain = Chain::of(table);
-    let counts: Vec<(u64, u64)> = chain.walks.iter().map(|w| (w.1, w.2)).collect();
-    let credits = chain.credits(&counts);
-    let mut out: BTreeMap<String, f64> = chain
-        .channels
-        .iter()
-        .zip(credits)
-        .map(|(c, v)| ((*c).to_owned(), v))
-        .collect();
-    if chain.direct > 0 {
-        out.insert(DIRECT.to_owned(), chain.direct as f64);
-    }
-    out
+    Chain::of(table).markov()
 }
 
-/// A table's walks for [`markov`], parsed once so that the same walks can
-/// be weighed again with other counts (`crate::intervals`' bootstrap).
+/// A table's walks for [`markov`], parsed once (the endpoint's point
+/// credits and `crate::intervals`' bootstrap share it).
 #[derive(Debug, Clone)]
 pub struct Chain<'a> {
+    pub table: &'a Table,
     /// Every channel on a path other than `direct`, sorted.
     pub channels: Vec<&'a str>,
     /// Per path other than `direct`: its states (1 + the channel's index in
@@ -389,25 +378,40 @@ impl<'a> Chain<'a> {
             .map(|(s, conv, null)| (s.iter().map(|c| index(c)).collect(), *conv, *null))
             .collect();
         Chain {
+            table,
             channels,
             walks,
             direct: table.paths.get(DIRECT).map_or(0, |c| count(c.conversions)),
         }
     }
 
-    /// Each channel's credit (in `channels`' order) when walk `i` has
-    /// `counts[i]` = (conversions, visitors without sign-up).
-    pub fn credits(&self, counts: &[(u64, u64)]) -> Vec<f64> {
+    /// Every walk counted once per conversion and once per visitor
+    /// without sign-up.
+    pub fn transitions(&self) -> Transitions {
         let mut t = Transitions::new(self.channels.len());
-        for ((s, _, _), (conv, null)) in self.walks.iter().zip(counts) {
-            for (from, to) in Transitions::steps(s) {
-                t.add(from, to, (*conv + *null) as f64);
+        for (s, conv, null) in &self.walks {
+            for (end, n) in [(t.conversion(), *conv), (t.null(), *null)] {
+                for cell in t.walk(s, end) {
+                    t.counts[cell] += n as f64;
+                }
             }
-            let last = s.last().copied().unwrap_or(0);
-            t.add(last, t.conversion(), *conv as f64);
-            t.add(last, t.null(), *null as f64);
         }
-        t.credits()
+        t
+    }
+
+    /// [`markov`]'s credits: the channels by removal effect, `direct` its
+    /// own conversions.
+    pub fn markov(&self) -> BTreeMap<String, f64> {
+        let mut out: BTreeMap<String, f64> = self
+            .channels
+            .iter()
+            .zip(self.transitions().credits())
+            .map(|(c, v)| ((*c).to_owned(), v))
+            .collect();
+        if self.direct > 0 {
+            out.insert(DIRECT.to_owned(), self.direct as f64);
+        }
+        out
     }
 }
 
@@ -439,22 +443,17 @@ impl Transitions {
         self.states + 1
     }
 
-    /// The cell of `from → to` in `counts`.
-    pub fn cell(&self, from: usize, to: usize) -> usize {
-        from * (self.states + 2) + to
-    }
-
-    pub fn add(&mut self, from: usize, to: usize, w: f64) {
-        let c = self.cell(from, to);
-        self.counts[c] += w;
-    }
-
-    /// A walk's steps between transient states, from start: `start → s₀`,
-    /// `s₀ → s₁`, … (its end, to conversion or null, is the caller's).
-    pub fn steps(walk: &[usize]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    /// The cells one walk passes in `counts`, in order: `start → s₀`,
+    /// `s₀ → s₁`, …, its last state `→ end` ([`Self::conversion`] or
+    /// [`Self::null`]).
+    pub fn walk<'w>(&self, walk: &'w [usize], end: usize) -> impl Iterator<Item = usize> + 'w {
+        let width = self.states + 2;
+        let last = walk.last().copied().unwrap_or(0);
         std::iter::once(0)
             .chain(walk.iter().copied())
             .zip(walk.iter().copied())
+            .chain(std::iter::once((last, end)))
+            .map(move |(from, to)| from * width + to)
     }
 
     /// Each channel's credit by removal effect (see [`markov`]).

@@ -57,8 +57,8 @@ pub async fn credits(state: &ApiState, f: &Filters) -> Result<(Credits, Interval
     }
     // The data-driven models, over every path of the same question (they
     // credit channels, not phases).
-    out.by_channel.insert(MARKOV, paths::markov(&table));
-    out.by_channel.insert(SHAPLEY, paths::shapley(&table));
+    // The rule-based models' intervals (Wilson), before the data-driven
+    // models' credits join `by_channel`.
     let people = intervals::people(&table);
     let mut bounds: Intervals = BTreeMap::new();
     for (model, m) in &out.by_channel {
@@ -69,7 +69,10 @@ pub async fn credits(state: &ApiState, f: &Filters) -> Result<(Credits, Interval
                 .collect(),
         );
     }
-    let drawn = intervals::bootstrap(&table, intervals::REPLICATES, intervals::SEED);
+    let chain = paths::Chain::of(&table);
+    out.by_channel.insert(MARKOV, chain.markov());
+    out.by_channel.insert(SHAPLEY, paths::shapley(&table));
+    let drawn = intervals::bootstrap(&chain, intervals::REPLICATES, intervals::SEED);
     bounds.insert(MARKOV, drawn.markov);
     bounds.insert(SHAPLEY, drawn.shapley);
     if let Some(want) = &f.channel {

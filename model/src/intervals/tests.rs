@@ -102,13 +102,17 @@ fn rule_based(t: &Table) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
 fn the_bootstrap_is_deterministic_and_brackets_the_credit() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let t = simulate(&mut rng, 20_000);
-    let a = bootstrap(&t, REPLICATES, SEED);
+    let a = bootstrap(&Chain::of(&t), REPLICATES, SEED);
     assert_eq!(
         a,
-        bootstrap(&t, REPLICATES, SEED),
+        bootstrap(&Chain::of(&t), REPLICATES, SEED),
         "same data, same intervals"
     );
-    assert_ne!(a, bootstrap(&t, REPLICATES, SEED + 1), "the seed is used");
+    assert_ne!(
+        a,
+        bootstrap(&Chain::of(&t), REPLICATES, SEED + 1),
+        "the seed is used"
+    );
     let (m, s) = (markov(&t), shapley(&t));
     assert_eq!(
         a.markov.keys().collect::<Vec<_>>(),
@@ -133,7 +137,7 @@ fn the_bootstrap_is_deterministic_and_brackets_the_credit() {
         );
     }
     // Nothing to resample: nothing moves.
-    let empty = bootstrap(&Table::default(), REPLICATES, SEED);
+    let empty = bootstrap(&Chain::of(&Table::default()), REPLICATES, SEED);
     assert!(empty.markov.is_empty() && empty.shapley.is_empty());
 }
 
@@ -173,7 +177,7 @@ fn coverage(people_per_campaign: usize, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for campaign in 0..CAMPAIGNS {
         let t = simulate(&mut rng, people_per_campaign);
-        let b = bootstrap(&t, REPLICATES, SEED + campaign as u64);
+        let b = bootstrap(&Chain::of(&t), REPLICATES, SEED + campaign as u64);
         let n = people(&t);
         let (first, linear) = rule_based(&t);
         let mut check = |model: &'static str, ch: &String, i: Option<Interval>, v: f64| {
