@@ -292,10 +292,19 @@ const COMMON: [&str; 11] = [
 ];
 
 /// The parameters one endpoint adds to [`COMMON`]: `limit` (paths),
-/// `model` (attribution), `metric` and `bucket` (timeseries), `visitor_id`
-/// (journey). Only what looks at any request (admission, the period to
+/// `model` (attribution), `metric` (timeseries, uplift), `bucket`
+/// (timeseries), `visitor_id` (journey), `baseline` and `baseline_days`
+/// (uplift). Only what looks at any request (admission, the period to
 /// compare with) parses with all of them; each endpoint names its own.
-pub const ENDPOINT_PARAMS: [&str; 5] = ["limit", "model", "metric", "bucket", "visitor_id"];
+pub const ENDPOINT_PARAMS: [&str; 7] = [
+    "limit",
+    "model",
+    "metric",
+    "bucket",
+    "visitor_id",
+    "baseline",
+    "baseline_days",
+];
 
 impl Filters {
     /// Parses the query string of an endpoint that takes the common

@@ -166,6 +166,7 @@ fn campaign_api(
             "/api/timeseries",
             axum::routing::get(endpoints::timeseries::timeseries),
         )
+        .route("/api/uplift", axum::routing::get(endpoints::uplift::uplift))
         .route(
             "/api/journey",
             axum::routing::get(endpoints::journey::journey),

@@ -22,6 +22,7 @@
 //! - [`paths`]: conversion paths, and the Markov and Shapley models over
 //!   them;
 //! - [`intervals`]: 95 % intervals on every model's channel credit;
+//! - [`uplift`]: each phase's daily figure against a baseline, with an interval;
 //! - [`redact`], [`privacy`]: personal data in free text, contact hashing;
 //! - [`reconcile`]: when stored figures and raw events disagree (drift).
 //!
@@ -43,6 +44,7 @@ pub mod privacy;
 pub mod reconcile;
 pub mod redact;
 pub mod rules;
+pub mod uplift;
 
 pub use campaign::Campaign;
 pub use campaigns::Campaigns;

@@ -82,6 +82,9 @@ pub struct SimConfig {
     /// Number of the first person (visitor ids and contacts are numbered):
     /// runs with different seeds and disjoint numbers make one larger campaign.
     pub first_person: usize,
+    /// Days before the first phase that people come by themselves (and go
+    /// on coming during the campaign): the baseline of the uplift. 0: none.
+    pub organic_days: u32,
 }
 
 impl Default for SimConfig {
@@ -94,6 +97,7 @@ impl Default for SimConfig {
             malformed_per_mille: 2,
             until: None,
             first_person: 0,
+            organic_days: 0,
         }
     }
 }
@@ -390,9 +394,72 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
             journey.push(signup);
             labels.push("site");
         }
+        out.record(&mut rng, cfg, &person, bot, journey, labels);
+    }
+    if cfg.organic_days > 0 {
+        organic(campaign, cfg, &mut rng, &mut out, start, end);
+    }
+    out
+}
+
+/// Traffic the campaign did not bring: people who come by themselves
+/// (directly, from social networks, from links), about one for every 400
+/// simulated people a day, from `organic_days` before the first phase to
+/// the end — the days an uplift is measured against.
+fn organic(
+    campaign: &Campaign,
+    cfg: &SimConfig,
+    rng: &mut Rng,
+    out: &mut Simulated,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) {
+    let per_day = (cfg.people as f64 / 400.0).max(1.0);
+    let from = start - Duration::days(i64::from(cfg.organic_days));
+    let mut number = cfg.first_person + cfg.people;
+    for day in 0..(end - from).num_days() {
+        let arrivals = (per_day * (0.6 + 0.8 * rng.unit())).round() as usize;
+        for _ in 0..arrivals {
+            let at = from + Duration::days(day) + Duration::seconds(rng.below(86_400) as i64);
+            if at >= end - Duration::hours(1) {
+                return;
+            }
+            let person = Person {
+                vid: format!("v_sim_{:08}_{:04x}", number, rng.below(0xffff)),
+                ua: HUMAN_UAS[rng.below(HUMAN_UAS.len() as u64) as usize],
+            };
+            let channel = *rng.pick(&["site", "site", "social", "referral"]);
+            let mut journey = vec![landing_view(campaign, rng, &person, channel, None, at)];
+            let mut labels = vec![channel];
+            if rng.chance(0.06) {
+                let signed_at = at + Duration::minutes(2 + rng.below(30) as i64);
+                let mut signup = person.event(rng, "signup", signed_at);
+                signup["email"] = json!(format!("personne.{number}@exemple.fr"));
+                signup["consents"] = json!({"results": true, "newsletter": rng.chance(0.4)});
+                journey.push(signup);
+                labels.push("site");
+            }
+            out.record(rng, cfg, &person, false, journey, labels);
+            number += 1;
+        }
+    }
+}
+
+impl Simulated {
+    /// A person's events, sent (a retry and a malformed event mixed in now
+    /// and then) and kept as the truth.
+    fn record(
+        &mut self,
+        rng: &mut Rng,
+        cfg: &SimConfig,
+        person: &Person,
+        bot: bool,
+        journey: Vec<Value>,
+        labels: Vec<&'static str>,
+    ) {
         for (e, channel) in journey.into_iter().zip(labels) {
-            out.valid_events += 1;
-            out.truth.push(Truth {
+            self.valid_events += 1;
+            self.truth.push(Truth {
                 event_id: e["event_id"]
                     .as_str()
                     .and_then(|x| x.parse().ok())
@@ -401,7 +468,7 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                 ts: e["ts"]
                     .as_str()
                     .and_then(|x| DateTime::parse_from_rfc3339(x).ok())
-                    .map_or(start, |x| x.with_timezone(&Utc)),
+                    .map_or(DateTime::UNIX_EPOCH, |x| x.with_timezone(&Utc)),
                 event_type: e["type"].as_str().unwrap_or_default().to_owned(),
                 action: e["action"].as_str().map(str::to_owned),
                 channel,
@@ -411,18 +478,17 @@ pub fn simulate(campaign: &Campaign, cfg: &SimConfig) -> Simulated {
                 device: device_of(person.ua),
             });
             if rng.chance(cfg.retry_share) {
-                out.retries += 1;
-                out.events.push(e.clone());
+                self.retries += 1;
+                self.events.push(e.clone());
             }
-            out.events.push(e);
+            self.events.push(e);
             if rng.below(1000) < u64::from(cfg.malformed_per_mille) {
-                out.malformed += 1;
-                out.events
+                self.malformed += 1;
+                self.events
                     .push(json!({"visitor_id": person.vid, "ts": "not-a-time"}));
             }
         }
     }
-    out
 }
 
 /// Sends `events` to a collector's `/v1/import` in batches, resending a
@@ -526,6 +592,44 @@ mod tests {
         let types = |t: &str| a.events.iter().filter(|e| e["type"] == t).count();
         for t in ["qr_scan", "page_view", "tinder_card", "signup"] {
             assert!(types(t) > 10, "{t}: {}", types(t));
+        }
+    }
+
+    /// The organic traffic starts `organic_days` before the first phase,
+    /// goes on through the campaign, is valid and adds to the same people.
+    #[test]
+    fn organic_traffic_comes_before_and_during_the_campaign() {
+        let c = campaign();
+        let cfg = SimConfig {
+            people: 4_000,
+            ..SimConfig::default()
+        };
+        let plain = simulate(&c, &cfg);
+        let with = simulate(
+            &c,
+            &SimConfig {
+                organic_days: 14,
+                ..cfg
+            },
+        );
+        // The campaign's own people are unchanged (same draws).
+        assert_eq!(with.truth[..plain.truth.len()], plain.truth[..]);
+        let organic = &with.truth[plain.truth.len()..];
+        let start = c.phases[0].starts_at;
+        let before = organic.iter().filter(|t| t.ts < start).count();
+        let during = organic.len() - before;
+        // About 10 a day (4 000 / 400) for 14 days before and 59 during.
+        assert!((90..=190).contains(&before), "{before} before");
+        assert!(during > 3 * before, "{during} during");
+        assert!(organic
+            .iter()
+            .all(|t| t.ts >= start - Duration::days(14) && t.ts < c.phases[2].ends_at));
+        assert!(organic.iter().any(|t| t.event_type == "signup"));
+        assert!(organic.iter().all(|t| t.placement.is_none() && !t.bot));
+        for e in &with.events[plain.events.len()..] {
+            if e.get("ts") != Some(&json!("not-a-time")) {
+                ensemble_core::event::validate(e).unwrap();
+            }
         }
     }
 }

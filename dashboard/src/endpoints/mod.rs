@@ -15,6 +15,7 @@ pub mod placements;
 pub mod reach;
 pub mod scan_hours;
 pub mod timeseries;
+pub mod uplift;
 
 use std::collections::HashMap;
 

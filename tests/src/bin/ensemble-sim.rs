@@ -34,6 +34,10 @@ struct Args {
     people: usize,
     #[arg(long, default_value_t = 2025)]
     seed: u64,
+    /// Days before the first phase that people come by themselves (and go
+    /// on coming during the campaign): what the uplift is measured against.
+    #[arg(long, default_value_t = 0)]
+    organic_days: u32,
     /// Events per request.
     #[arg(long, default_value_t = 500)]
     batch: usize,
@@ -48,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         &SimConfig {
             seed: args.seed,
             people: args.people,
+            organic_days: args.organic_days,
             ..SimConfig::default()
         },
     );
