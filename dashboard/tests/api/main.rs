@@ -19,6 +19,7 @@ mod figures;
 mod page;
 mod ranges;
 mod tokens;
+mod uplift;
 
 // What several rooms use: the fixture's checks, the page in Chromium.
 use figures::{check, check_paths, compare_with_events};

@@ -164,6 +164,23 @@ async fn the_page_in_chromium_shows_the_apis_figures() {
             .unwrap_or_else(|| panic!("device row {row} in order"));
         from += at + row.len();
     }
+    // The uplift: a row per phase with its counted days; the fixture has
+    // nothing before the campaign, so no interval, and the note says why.
+    let (_, uplift) = api.get("/api/uplift", Some(ANALYST)).await;
+    let table = &dom[dom.find("id=\"uplift\"").expect("uplift table")..];
+    for p in uplift["phases"].as_array().expect("phases") {
+        assert_eq!(p["reason"], "no_baseline_days", "{p}");
+        let row = format!(
+            "<tr><td>{}</td><td>{}</td>",
+            p["phase"].as_str().unwrap_or_default(),
+            p["days"]
+        );
+        assert!(table.contains(&row), "uplift row {row}");
+    }
+    assert!(
+        dom.contains("Pas d'intervalle : aucun jour de référence"),
+        "the uplift note says why there is no interval"
+    );
     assert!(
         dom.contains("class=\"phase-band\""),
         "time series with phase bands"
