@@ -241,11 +241,21 @@ pub fn state(settings: &Settings) -> anyhow::Result<Served> {
             )
             .enumerate(),
     );
-    let states = settings
-        .databases
-        .iter()
-        .map(|(campaign, store)| campaign_state(settings, campaign, store, &lag, &gate))
-        .collect();
+    // By calendar start, so that the campaign holding the days before
+    // each one is built before it.
+    let campaigns = &settings.databases.campaigns;
+    let listed: Vec<_> = settings.databases.iter().collect();
+    let mut states: Vec<Option<state::Shared>> = vec![None; listed.len()];
+    for i in campaigns.by_start() {
+        let (campaign, store) = listed[i];
+        let preceding = campaigns
+            .preceding(i)
+            .and_then(|j| states.get(j).cloned().flatten());
+        states[i] = Some(campaign_state(
+            settings, campaign, store, &lag, &gate, preceding,
+        ));
+    }
+    let states = states.into_iter().flatten().collect();
     Ok(Served {
         campaigns: settings.databases.campaigns.clone(),
         states,
@@ -259,6 +269,7 @@ fn campaign_state(
     store: &ensemble_core::StoreConfig,
     lag: &std::sync::Arc<ensemble_core::kafka::LagReader>,
     gate: &admission::Gate,
+    preceding: Option<state::Shared>,
 ) -> state::Shared {
     std::sync::Arc::new(state::ApiState {
         campaign: campaign.clone(),
@@ -301,6 +312,7 @@ fn campaign_state(
         gate: gate.clone(),
         summed: state::Summed::new(campaign, store),
         reconciliation: reconciliation::Latest::default(),
+        preceding,
     })
 }
 

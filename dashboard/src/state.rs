@@ -28,6 +28,10 @@ pub struct ApiState {
     pub summed: Summed,
     /// The last reconciliation of the figures against the raw events.
     pub reconciliation: crate::reconciliation::Latest,
+    /// The campaign whose store holds the days just before this one's
+    /// calendar (`Campaigns::preceding`): the uplift's `baseline=before`
+    /// reads them there too.
+    pub preceding: Option<Shared>,
 }
 
 /// How often the dashboard asks again whether `figures_ranges` is whole

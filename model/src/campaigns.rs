@@ -184,6 +184,17 @@ impl Campaigns {
             .find_map(|c| c.placement(code).map(|p| (c, p)))
     }
 
+    /// The campaign that holds the time just before campaign `i`'s
+    /// calendar (the module's rule 3: the weeks after a campaign are its
+    /// own), when it is another: the days before a campaign, its uplift's
+    /// baseline, are stored there. Events carrying one of `i`'s placement
+    /// codes stay with `i` (rule 2).
+    pub fn preceding(&self, i: usize) -> Option<usize> {
+        let (start, _) = self.spans.get(i).copied().flatten()?;
+        let owner = self.owner(start - chrono::Duration::milliseconds(1), None);
+        (owner != i).then_some(owner)
+    }
+
     /// The campaigns' indices by calendar start (year over year).
     pub fn by_start(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.list.len()).collect();
@@ -283,6 +294,9 @@ mod tests {
         assert_eq!(c.owner(start, None), 0);
         assert_eq!(c.owner(end - chrono::Duration::milliseconds(1), None), 0);
         assert_eq!(c.owner(start - chrono::Duration::milliseconds(1), None), 1);
+        // The days before 2026 are 2025's; nothing precedes the first year.
+        assert_eq!(c.preceding(0), Some(1));
+        assert_eq!(c.preceding(1), None);
     }
 
     #[test]

@@ -146,19 +146,52 @@ pub async fn uplift(
         campaign,
         u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0),
     );
-    let (daily, first_data) = match uplift::span(campaign, baseline) {
+    let days = |first: Day, end: Day| Filters {
+        from: day_start(campaign, first),
+        to: day_start(campaign, end),
+        phase: None,
+        ..f.clone()
+    };
+    let (mut daily, mut first_data) = match uplift::span(campaign, baseline) {
         Some((first, last)) => {
-            let asked = Filters {
-                from: day_start(campaign, first),
-                to: day_start(campaign, last + 1),
-                phase: None,
-                ..f.clone()
-            };
-            let a = answers::ask(&state, &asked, &[Figure::Events, figure], false).await?;
+            let a = answers::ask(
+                &state,
+                &days(first, last + 1),
+                &[Figure::Events, figure],
+                false,
+            )
+            .await?;
             daily_values(&a.whole, figure, &f)
         }
         None => (BTreeMap::new(), None),
     };
+    // In a deployment with several campaigns the days before this one
+    // belong to the campaign before it (`Campaigns::preceding`), except the
+    // events carrying this campaign's placement codes: both are read.
+    let start = uplift::span(campaign, Baseline::Between).map(|(s, _)| s);
+    if let (Some(before), Some((first, _)), Some(start)) = (
+        state.preceding.as_ref(),
+        uplift::span(campaign, baseline),
+        start,
+    ) {
+        if first < start {
+            let a = answers::ask(
+                before,
+                &days(first, start),
+                &[Figure::Events, figure],
+                false,
+            )
+            .await?;
+            let (theirs, their_first) = daily_values(&a.whole, figure, &f);
+            for (d, v) in theirs.into_iter().filter(|(d, _)| *d < start) {
+                *daily.entry(d).or_default() += v;
+            }
+            first_data = match (first_data, their_first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
     let plan = uplift::plan(campaign, baseline, first_data, today);
     let values = |days: &[Day]| -> Vec<DayValue> {
         days.iter()

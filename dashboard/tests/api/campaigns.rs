@@ -31,6 +31,25 @@ async fn two_campaigns_answer_their_own_figures_and_side_by_side() {
             r
         })
         .collect();
+    // Last year's store also holds the days just before this year's
+    // campaign (they follow its calendar): four sign-ups from 01-14 to
+    // 01-16, the baseline of this year's uplift.
+    let mut moved = moved;
+    moved.extend(enrich(
+        &[
+            ("v_before_1", "2025-01-14T10:00:00Z"),
+            ("v_before_2", "2025-01-15T09:00:00Z"),
+            ("v_before_3", "2025-01-15T16:00:00Z"),
+            ("v_before_4", "2025-01-16T11:00:00Z"),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, (visitor, ts))| Ev {
+            contact: Some(["b1", "b2", "b3", "b4"][i]),
+            ..ev(900 + i as u128, visitor, ts, EventType::Signup)
+        })
+        .collect::<Vec<_>>(),
+    ));
     load_rows_of(&last_store, &last, moved).await;
     let api = serve_with(
         &store,
@@ -49,6 +68,20 @@ async fn two_campaigns_answer_their_own_figures_and_side_by_side() {
         assert_eq!((s1, s2), (200, 200), "{q}: {overview} {attribution}");
         check(&overview, &attribution);
     }
+    // This year's uplift reads its baseline where those days are stored;
+    // its own store starts on 01-20.
+    let (status, uplift) = api.get("/api/uplift", Some(ANALYST)).await;
+    assert_eq!(status, 200, "{uplift}");
+    let base = &uplift["baseline"];
+    assert_eq!(base["first_day"], "2025-01-14", "{uplift}");
+    let values: Vec<&Value> = base["daily"]
+        .as_array()
+        .expect("daily")
+        .iter()
+        .map(|d| &d["value"])
+        .collect();
+    assert_eq!(values, [1, 2, 1], "{uplift}");
+    assert!(uplift["phases"][0]["low_95"].is_number(), "{uplift}");
     let (_, y2024) = api
         .get(
             "/api/timeseries?metric=signups&bucket=day&campaign=vivre-ensemble-2024",
