@@ -26,7 +26,7 @@
 
 use serde::Serialize;
 
-use crate::campaign::{Campaign, HORS_PHASE};
+use crate::campaign::Campaign;
 use crate::figures::{day_of, day_start, Day};
 
 /// The intervals' level.
@@ -53,12 +53,19 @@ pub struct Plan {
     pub phases: Vec<(String, Vec<Day>)>,
 }
 
+/// The first local day of the campaign's first phase.
+pub fn first_day(campaign: &Campaign) -> Option<Day> {
+    campaign
+        .phases
+        .first()
+        .map(|p| day_of_instant(campaign, p.starts_at))
+}
+
 /// The days to read figures for (inclusive): from the baseline's first
 /// candidate day to the last phase's last day. `None` without phases.
 pub fn span(campaign: &Campaign, baseline: Baseline) -> Option<(Day, Day)> {
-    let first = campaign.phases.first()?;
+    let start = first_day(campaign)?;
     let last = campaign.phases.last()?;
-    let start = day_of_instant(campaign, first.starts_at);
     let end = day_of_instant(campaign, last.ends_at).saturating_sub(1);
     let from = match baseline {
         Baseline::Before { days } => start.saturating_sub(days),
@@ -78,36 +85,28 @@ fn day_of_instant(campaign: &Campaign, t: chrono::DateTime<chrono::Utc>) -> Day 
 /// recorded (`None`: none at all); `today`: the current local day (it and
 /// later days are not over).
 pub fn plan(campaign: &Campaign, baseline: Baseline, first_data: Option<Day>, today: Day) -> Plan {
-    let Some((from, to)) = span(campaign, baseline) else {
-        return Plan {
-            baseline: Vec::new(),
-            phases: Vec::new(),
-        };
-    };
-    let counted = |d: Day| first_data.is_some_and(|f| d >= f) && d < today;
-    let phase_of = |d: Day| campaign.phase_at(day_start(campaign, d));
-    let first_phase_day = campaign
-        .phases
-        .first()
-        .map_or(from, |p| day_of_instant(campaign, p.starts_at));
-    let baseline_days = match baseline {
-        Baseline::Before { .. } => (from..first_phase_day).filter(|d| counted(*d)).collect(),
-        Baseline::Between => (first_phase_day..=to)
-            .filter(|d| counted(*d) && phase_of(*d) == HORS_PHASE)
-            .collect(),
-    };
-    let phases = campaign
+    let mut phases: Vec<(String, Vec<Day>)> = campaign
         .phases
         .iter()
-        .map(|p| {
-            let days = (first_phase_day..=to)
-                .filter(|d| counted(*d) && phase_of(*d) == p.id)
-                .collect();
-            (p.id.clone(), days)
-        })
+        .map(|p| (p.id.clone(), Vec::new()))
         .collect();
+    let mut base = Vec::new();
+    if let (Some((from, to)), Some(start)) = (span(campaign, baseline), first_day(campaign)) {
+        let counted = |d: &Day| first_data.is_some_and(|f| *d >= f) && *d < today;
+        // One pass: each day to its phase, else (outside every phase) to
+        // the baseline when it is one of its days — before the first
+        // phase for `before`, between phases for `between`.
+        for d in (from..=to).filter(counted) {
+            let phase = campaign.phase_at(day_start(campaign, d));
+            match phases.iter_mut().find(|(id, _)| id == phase) {
+                Some((_, days)) => days.push(d),
+                None if d < start || baseline == Baseline::Between => base.push(d),
+                None => {}
+            }
+        }
+    }
     Plan {
-        baseline: baseline_days,
+        baseline: base,
         phases,
     }
 }
@@ -152,12 +151,26 @@ pub struct Uplift {
     pub df: f64,
 }
 
-/// Welch's interval on `phase.mean − baseline.mean`; `None` unless each
-/// side has two days. Two sides without any spread give a zero-width
-/// interval (nothing in the data says how far the days could move).
-pub fn welch(phase: &Sample, baseline: &Sample) -> Option<Uplift> {
-    if phase.days < 2 || baseline.days < 2 {
-        return None;
+/// Why a phase has no interval: fewer than two days on a side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missing {
+    NoBaselineDays,
+    BaselineOneDay,
+    PhaseNoDays,
+    PhaseOneDay,
+}
+
+/// Welch's interval on `phase.mean − baseline.mean`, when each side has
+/// two days. Two sides without any spread give a zero-width interval
+/// (nothing in the data says how far the days could move).
+pub fn welch(phase: &Sample, baseline: &Sample) -> Result<Uplift, Missing> {
+    match (baseline.days, phase.days) {
+        (0, _) => return Err(Missing::NoBaselineDays),
+        (1, _) => return Err(Missing::BaselineOneDay),
+        (_, 0) => return Err(Missing::PhaseNoDays),
+        (_, 1) => return Err(Missing::PhaseOneDay),
+        _ => {}
     }
     let per_day = phase.mean - baseline.mean;
     let (np, nb) = (phase.days as f64, baseline.days as f64);
@@ -169,7 +182,7 @@ pub fn welch(phase: &Sample, baseline: &Sample) -> Option<Uplift> {
         np + nb - 2.0
     };
     let half = t_quantile(0.5 + LEVEL / 2.0, df) * se2.sqrt();
-    Some(Uplift {
+    Ok(Uplift {
         per_day,
         low: per_day - half,
         high: per_day + half,

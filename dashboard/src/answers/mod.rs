@@ -742,6 +742,18 @@ pub fn count(v: &Value) -> u64 {
     u64::try_from(v.n).unwrap_or(0)
 }
 
+/// Whether a stored row counts for the filters' channel. The events are
+/// one row per channel, so without `channel=` every row counts (`events`);
+/// the distinct counts also hold every channel together under [`ALL`],
+/// so one row counts: the asked channel's, else `*`.
+pub fn in_channel(f: &Filters, d: &Dims, events: bool) -> bool {
+    match (&f.channel, events) {
+        (None, true) => true,
+        (Some(c), _) => *c == d.channel,
+        (None, false) => d.channel == figures::ALL,
+    }
+}
+
 /// The values of one figure.
 pub fn of<'a>(a: &'a Answer, figure: Figure) -> impl Iterator<Item = (&'a Dims, &'a Value)> + 'a {
     a.iter()

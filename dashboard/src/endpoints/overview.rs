@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use ensemble_model::figures::{Answer, Figure, ALL};
+use ensemble_model::figures::{Answer, Figure};
 use serde::Serialize;
 
 use super::{json, Params};
-use crate::answers::{self, count, of};
+use crate::answers::{self, count, in_channel, of};
 use crate::csv::{csv, Export};
 use crate::error::ApiError;
 use crate::filters::{self, Filters, Format};
@@ -33,20 +33,19 @@ pub struct Totals {
 impl Totals {
     /// The totals of an answer for the filters' channel (or every channel).
     fn of(a: &Answer, f: &Filters) -> Self {
-        let channel = f.channel.as_deref().unwrap_or(ALL);
         let mut t = Totals::default();
         for (d, v) in of(a, Figure::Events) {
-            if f.channel.as_ref().is_none_or(|c| *c == d.channel) {
+            if in_channel(f, d, true) {
                 *t.events_by_type.entry(d.event_type.clone()).or_default() += count(v);
             }
         }
         t.events_by_type.retain(|_, n| *n > 0);
         t.visitors = of(a, Figure::Visitors)
-            .filter(|(d, _)| d.channel == channel)
+            .filter(|(d, _)| in_channel(f, d, false))
             .map(|(_, v)| count(v))
             .sum();
         t.signups = of(a, Figure::Signups)
-            .filter(|(d, _)| d.channel == channel)
+            .filter(|(d, _)| in_channel(f, d, false))
             .map(|(_, v)| count(v))
             .sum();
         t.visits = t

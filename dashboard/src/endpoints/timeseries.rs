@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use ensemble_model::figures::{Figure, ALL};
+use ensemble_model::figures::Figure;
 use serde::Serialize;
 
 use super::{json, Params};
-use crate::answers::{self, count, of};
+use crate::answers::{self, count, in_channel, of};
 use crate::csv::{csv, Export};
 use crate::error::ApiError;
 use crate::filters::{FilterError, Filters, Format};
@@ -86,20 +86,13 @@ pub async fn timeseries(
         _ => Figure::SignupsDaily,
     };
     let a = answers::ask(&state, &f, &[figure], false).await?;
-    // Events are per channel; the distinct counts also hold every channel (`*`).
-    let channel = f.channel.as_deref().unwrap_or(ALL);
     // Summed by the bucket's number (an hour's start in seconds, a day's
     // number), formatted once per point: the events by the hour are one
     // row per channel and hour (~12 700 at 10 M events), and formatting
     // each row's label was a third of the dashboard's time on that question.
     let mut sums: BTreeMap<u32, u64> = BTreeMap::new();
     for (d, v) in of(&a.whole, figure) {
-        let kept = if metric == "events" {
-            f.channel.as_ref().is_none_or(|c| *c == d.channel)
-        } else {
-            d.channel == channel
-        };
-        if kept {
+        if in_channel(&f, d, metric == "events") {
             // An hour is stored as its start; rounded anyway, so that two
             // buckets never share a label (the label shows no minutes).
             let bucket = if hourly { d.hour / 3600 * 3600 } else { d.day };

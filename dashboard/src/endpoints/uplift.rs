@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::Response;
-use ensemble_model::figures::{day_of, day_start, Day, Figure, ALL};
+use ensemble_model::figures::{day_of, day_start, Day, Figure};
 use ensemble_model::rules::PAGE_VIEW;
-use ensemble_model::uplift::{self, Baseline, Sample, DEFAULT_BEFORE_DAYS, MAX_BEFORE_DAYS};
+use ensemble_model::uplift::{
+    self, Baseline, Missing, Sample, DEFAULT_BEFORE_DAYS, MAX_BEFORE_DAYS,
+};
 use serde::Serialize;
 
 use super::{json, Params};
-use crate::answers::{self, count, date, of};
+use crate::answers::{self, count, date, in_channel, of};
 use crate::csv::{csv_of, Export};
 use crate::error::ApiError;
 use crate::filters::{bad, FilterError, Filters, Format};
@@ -67,7 +69,7 @@ pub struct PhaseUplift {
     pub extra_high_95: Option<f64>,
     /// Why there is no interval: `no_baseline_days`, `baseline_one_day`,
     /// `phase_no_days`, `phase_one_day`.
-    pub reason: Option<String>,
+    pub reason: Option<Missing>,
     pub daily: Vec<DayValue>,
 }
 
@@ -152,7 +154,8 @@ pub async fn uplift(
         phase: None,
         ..f.clone()
     };
-    let (mut daily, mut first_data) = match uplift::span(campaign, baseline) {
+    let span = uplift::span(campaign, baseline);
+    let (mut daily, mut first_data) = match span {
         Some((first, last)) => {
             let a = answers::ask(
                 &state,
@@ -168,12 +171,9 @@ pub async fn uplift(
     // In a deployment with several campaigns the days before this one
     // belong to the campaign before it (`Campaigns::preceding`), except the
     // events carrying this campaign's placement codes: both are read.
-    let start = uplift::span(campaign, Baseline::Between).map(|(s, _)| s);
-    if let (Some(before), Some((first, _)), Some(start)) = (
-        state.preceding.as_ref(),
-        uplift::span(campaign, baseline),
-        start,
-    ) {
+    if let (Some(before), Some((first, _)), Some(start)) =
+        (state.preceding.as_ref(), span, uplift::first_day(campaign))
+    {
         if first < start {
             let a = answers::ask(
                 before,
@@ -218,13 +218,9 @@ pub async fn uplift(
         }
         let daily = values(days);
         let s = sample(&daily);
-        let u = uplift::welch(&s, &base);
-        let reason = match (base.days, s.days) {
-            (0, _) => Some("no_baseline_days"),
-            (1, _) => Some("baseline_one_day"),
-            (_, 0) => Some("phase_no_days"),
-            (_, 1) => Some("phase_one_day"),
-            _ => None,
+        let (u, reason) = match uplift::welch(&s, &base) {
+            Ok(u) => (Some(u), None),
+            Err(why) => (None, Some(why)),
         };
         let n = s.days as f64;
         let (first_day, last_day) = bounds(days);
@@ -248,7 +244,7 @@ pub async fn uplift(
             extra: u.map(|u| u.per_day * n),
             extra_low_95: u.map(|u| u.low * n),
             extra_high_95: u.map(|u| u.high * n),
-            reason: reason.map(str::to_owned),
+            reason,
             daily,
         });
     }
@@ -306,25 +302,19 @@ fn daily_values(
     figure: Figure,
     f: &Filters,
 ) -> (BTreeMap<Day, u64>, Option<Day>) {
-    let channel = f.channel.as_deref().unwrap_or(ALL);
     let mut daily: BTreeMap<Day, u64> = BTreeMap::new();
     let mut first_data: Option<Day> = None;
     for (d, v) in of(a, Figure::Events) {
         if count(v) > 0 {
             first_data = Some(first_data.map_or(d.day, |x| x.min(d.day)));
         }
-        if figure == Figure::Events
-            && d.event_type == PAGE_VIEW
-            && f.channel.as_ref().is_none_or(|c| *c == d.channel)
-        {
+        if figure == Figure::Events && d.event_type == PAGE_VIEW && in_channel(f, d, true) {
             *daily.entry(d.day).or_default() += count(v);
         }
     }
     if figure != Figure::Events {
-        for (d, v) in of(a, figure) {
-            if d.channel == channel {
-                *daily.entry(d.day).or_default() += count(v);
-            }
+        for (d, v) in of(a, figure).filter(|(d, _)| in_channel(f, d, false)) {
+            *daily.entry(d.day).or_default() += count(v);
         }
     }
     (daily, first_data)

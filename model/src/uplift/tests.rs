@@ -56,8 +56,24 @@ fn welch_is_scipys() {
     assert!((u.df - 5.135_305_889_384_732).abs() < 1e-9, "{u:?}");
     assert!((u.low - 2.962_661_721_214_079_3).abs() < 1e-9, "{u:?}");
     assert!((u.high - 10.351_623_993_071_636).abs() < 1e-9, "{u:?}");
-    // One day on a side: no interval; no spread on either: zero width.
-    assert_eq!(welch(&Sample::of(&[4.0]), &Sample::of(&base)), None);
+    // Fewer than two days on a side: no interval, and which side; no
+    // spread on either: zero width.
+    assert_eq!(
+        welch(&Sample::of(&[4.0]), &Sample::of(&base)),
+        Err(Missing::PhaseOneDay)
+    );
+    assert_eq!(
+        welch(&Sample::of(&[]), &Sample::of(&base)),
+        Err(Missing::PhaseNoDays)
+    );
+    assert_eq!(
+        welch(&Sample::of(&phase), &Sample::of(&[1.0])),
+        Err(Missing::BaselineOneDay)
+    );
+    assert_eq!(
+        welch(&Sample::of(&phase), &Sample::of(&[])),
+        Err(Missing::NoBaselineDays)
+    );
     let flat = welch(&Sample::of(&[2.0, 2.0]), &Sample::of(&[1.0, 1.0, 1.0])).unwrap();
     assert_eq!((flat.per_day, flat.low, flat.high), (1.0, 1.0, 1.0));
 }
