@@ -17,6 +17,14 @@ pub const FIGURES_TABLES: [&str; 3] = ["figures", "figures_ranges", "paths_delay
 /// it rewrites the whole table: the offline steps run it, and
 /// `ensemble-processor compact` (daily), never each batch. `Ok(false)` in
 /// cluster mode, where the tables are local to each node: not merged.
+///
+/// `OPTIMIZE … FINAL` silently leaves alone the parts a mutation or a
+/// merge is working on (the daily `compact` deletes old batch markers
+/// just before; a CI run caught the figures left in 3 parts). So it is
+/// repeated, a moment apart, until the parts that were there when it
+/// started are one part per partition (parts written meanwhile, with
+/// higher block numbers, may stay apart); after [`PATIENCE`] without
+/// getting there it is an error that says how many parts are left.
 pub async fn compact(
     store: &crate::StoreConfig,
     table: &str,
@@ -24,13 +32,53 @@ pub async fn compact(
     if store.is_cluster() {
         return Ok(false);
     }
-    store
-        .client()
-        .query(&format!("OPTIMIZE TABLE {table} FINAL"))
-        .execute()
-        .await?;
-    Ok(true)
+    let client = store.client();
+    let parts = || async {
+        client
+            .query(
+                "SELECT partition_id, min_block_number, max_block_number FROM system.parts \
+                 WHERE database = currentDatabase() AND table = ? AND active",
+            )
+            .bind(table)
+            .fetch_all::<(String, i64, i64)>()
+            .await
+    };
+    // Per partition, the last block written before the start.
+    let mut last = std::collections::BTreeMap::<String, i64>::new();
+    for (partition, _, max) in parts().await? {
+        let at = last.entry(partition).or_insert(max);
+        *at = (*at).max(max);
+    }
+    let started = std::time::Instant::now();
+    loop {
+        client
+            .query(&format!("OPTIMIZE TABLE {table} FINAL"))
+            .execute()
+            .await?;
+        let mut old = std::collections::BTreeMap::<String, u64>::new();
+        for (partition, min, _) in parts().await? {
+            if last.get(&partition).is_some_and(|&last| min <= last) {
+                *old.entry(partition).or_default() += 1;
+            }
+        }
+        let apart = old.values().copied().max().unwrap_or(0);
+        if apart <= 1 {
+            return Ok(true);
+        }
+        if started.elapsed() > PATIENCE {
+            return Err(clickhouse::error::Error::Custom(format!(
+                "{table} still has {apart} parts in a partition after {} s of OPTIMIZE FINAL \
+                 (a mutation or merge holds them: see system.mutations and system.merges); \
+                 the rows are whole, only slower to read: run it again later",
+                PATIENCE.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
+
+/// How long [`compact`] waits for mutations and merges that hold parts.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// [`compact`] at the end of a bulk fill: a failure is logged, not
 /// returned, the rows being whole either way (only slower to read).
