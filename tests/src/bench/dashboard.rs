@@ -329,6 +329,8 @@ pub async fn run(
         "/api/devices?phase=p2-saint-valentin".to_owned(),
         "/api/timeseries?metric=signups&bucket=day".to_owned(),
         "/api/timeseries?metric=events&bucket=hour".to_owned(),
+        // Each phase's daily sign-ups against the days before the campaign.
+        "/api/uplift".to_owned(),
         "/api/live".to_owned(),
         format!("/api/journey?visitor_id={visitor}"),
         "/api/channels?format=csv".to_owned(),
