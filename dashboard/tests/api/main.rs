@@ -16,6 +16,7 @@ use uuid::Uuid;
 mod campaigns;
 mod exports;
 mod figures;
+mod layout;
 mod page;
 mod ranges;
 mod tokens;
@@ -298,6 +299,11 @@ async fn serve(store: &StoreConfig) -> Api {
 /// The dashboard on `store` and, for each `also` (`FILE=DATABASE`),
 /// another campaign side by side.
 async fn serve_with(store: &StoreConfig, also: &[String]) -> Api {
+    serve_app(app(store, also)).await
+}
+
+/// The dashboard's router on `store` and the `also` campaigns.
+fn app(store: &StoreConfig, also: &[String]) -> axum::Router {
     let c = campaign_file().display().to_string();
     let mut flags = vec![
         "ensemble-dashboard",
@@ -319,11 +325,15 @@ async fn serve_with(store: &StoreConfig, also: &[String]) -> Api {
         .expect("flags")
         .validate()
         .expect("settings");
-    let app = router(
+    router(
         ensemble_dashboard::state(&settings).expect("api state"),
         prometheus::Registry::new(),
         Default::default(),
-    );
+    )
+}
+
+/// `app` served on a free local port.
+async fn serve_app(app: axum::Router) -> Api {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
