@@ -11,7 +11,7 @@ use ensemble_core::ranges;
 use ensemble_model::figures::{self, Days, Dims, Figure, Value};
 use serde::Deserialize;
 
-use super::{in_scope, plan, AnswerRow, Plan, SecondsOf, Stored};
+use super::{in_scope, plan, AnswerRow, Plan, Seconds, SecondsOf, Stored};
 use crate::error::ApiError;
 use crate::filters::Filters;
 use crate::state::ApiState;
@@ -130,14 +130,13 @@ pub(super) fn delays_rounding<'a>(
     stored: &Stored,
     asked: &[Figure],
     parts: &[(String, Days)],
-    narrow: Option<&'a [(String, u32, u32)]>,
-    round_seconds: Option<u32>,
+    seconds: Seconds<'a>,
 ) -> Option<(u32, &'a SecondsOf)> {
-    let r = narrow.filter(|r| !r.is_empty())?;
+    let r = seconds.only.filter(|r| !r.is_empty())?;
     if !stored.summed || !parts.is_empty() || asked != [Figure::PathsDelays] {
         return None;
     }
-    let rounding = match round_seconds {
+    let rounding = match seconds.round {
         None => ranges::DELAY_ROUNDINGS[0],
         Some(s) if ranges::DELAY_ROUNDINGS.contains(&s) => s,
         Some(_) => return None,
@@ -223,15 +222,42 @@ mod tests {
         let hour = vec![("a".to_owned(), 7200, 10_800)];
         // The medians' hours, then the median hour's minutes.
         assert_eq!(
-            delays_rounding(&summed, &pd, &[], Some(&whole), Some(3600)).map(|x| x.0),
+            delays_rounding(
+                &summed,
+                &pd,
+                &[],
+                Seconds {
+                    only: Some(&whole),
+                    round: Some(3600)
+                }
+            )
+            .map(|x| x.0),
             Some(3600)
         );
         assert_eq!(
-            delays_rounding(&summed, &pd, &[], Some(&hour), Some(60)).map(|x| x.0),
+            delays_rounding(
+                &summed,
+                &pd,
+                &[],
+                Seconds {
+                    only: Some(&hour),
+                    round: Some(60)
+                }
+            )
+            .map(|x| x.0),
             Some(60)
         );
         assert_eq!(
-            delays_rounding(&summed, &pd, &[], Some(&hour), None).map(|x| x.0),
+            delays_rounding(
+                &summed,
+                &pd,
+                &[],
+                Seconds {
+                    only: Some(&hour),
+                    round: None
+                }
+            )
+            .map(|x| x.0),
             Some(60)
         );
         // Not when the table is not summed, other figures are asked, the
@@ -264,13 +290,30 @@ mod tests {
         ] {
             let s = Stored { summed: stored };
             assert_eq!(
-                delays_rounding(&s, asked, parts, narrow, round),
+                delays_rounding(
+                    &s,
+                    asked,
+                    parts,
+                    Seconds {
+                        only: narrow,
+                        round
+                    }
+                ),
                 None,
                 "{stored} {asked:?} {narrow:?} {round:?}"
             );
         }
         // A median's minutes in a half-hour: the figure's own step is 60 s.
-        assert!(delays_rounding(&summed, &pd, &[], Some(&cut), None).is_some());
+        assert!(delays_rounding(
+            &summed,
+            &pd,
+            &[],
+            Seconds {
+                only: Some(&cut),
+                round: None
+            }
+        )
+        .is_some());
     }
 
     #[test]

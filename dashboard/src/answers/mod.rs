@@ -121,7 +121,7 @@ pub async fn ask(
             let Some(days) = days else {
                 return Ok(Answers::default());
             };
-            stored_answer(state, f, asked, days, &parts, None, None).await
+            stored_answer(state, f, asked, days, &parts, Seconds::default()).await
         }
         Plan::OnDemand => on_demand(state, f, asked, by_phase).await,
     }
@@ -148,7 +148,7 @@ pub async fn ask_rounded(
         Plan::Stored { days: None, .. } => return Ok(Answer::new()),
         Plan::Stored {
             days: Some(days), ..
-        } => stored_answer(state, f, asked, days, &[], only, round).await?,
+        } => stored_answer(state, f, asked, days, &[], Seconds { only, round }).await?,
         Plan::OnDemand => on_demand(state, f, asked, false).await?,
     };
     // Each path's ranges, looked up once per row (thousands of rows, tens
@@ -386,6 +386,16 @@ fn in_scope(r: &OwnedRow, f: &Filters, (a, b): Days, asked: &[Figure]) -> bool {
 /// `(channel, seconds from, seconds to)`: the rows a narrowed question keeps.
 type SecondsOf = [(String, u32, u32)];
 
+/// How a question reads the `seconds` column (the paths' delays): as
+/// stored (`round: None`) or rounded down to a multiple of `round` (0:
+/// summed away), and with `only`, the rows of those
+/// `(channel, seconds from, seconds to)` alone.
+#[derive(Clone, Copy, Default)]
+struct Seconds<'a> {
+    only: Option<&'a SecondsOf>,
+    round: Option<u32>,
+}
+
 /// A figure's value, as answers are built from.
 type AnswerRow = ((Figure, Dims), Value);
 
@@ -395,9 +405,9 @@ async fn stored_answer(
     asked: &[Figure],
     days: Days,
     parts: &[(String, Days)],
-    narrow: Option<&[(String, u32, u32)]>,
-    round_seconds: Option<u32>,
+    seconds: Seconds<'_>,
 ) -> Result<Answers, ApiError> {
+    let narrow = seconds.only;
     let bots = u8::from(f.include_bots);
     let device = f.device.as_deref().unwrap_or("");
     let placement = f.placement.as_deref().unwrap_or("");
@@ -485,7 +495,7 @@ async fn stored_answer(
     }
     // Rounded seconds are summed in ClickHouse (fewer rows to read back);
     // the rows corrected below are rounded by the caller.
-    match round_seconds {
+    match seconds.round {
         _ if !used("seconds") => select.push("toUInt32(0) AS d_seconds".into()),
         None => {
             select.push("seconds AS d_seconds".into());
@@ -503,7 +513,7 @@ async fn stored_answer(
     // more (8 ms for the 12 700 rows of events by the hour) than it saved
     // `figures::answer_of`, which sorts whatever comes.
     let group = group.join(", ");
-    let delays = delays_rounding(&stored, asked, parts, narrow, round_seconds);
+    let delays = delays_rounding(&stored, asked, parts, seconds);
     let sql = match delays {
         // The paths' medians: their delays as laid out for them.
         Some((rounding, r)) => delays_sql(rounding, &stored.rows_of(days, parts), &delays_of(r)),
