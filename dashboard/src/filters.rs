@@ -1,5 +1,5 @@
 //! Query filters of every API endpoint, parsed once: checked against the
-//! campaign (unknown channel, from > to, malformed dates, absurd ranges →
+//! campaign (a channel it does not have, from > to, malformed dates, absurd ranges →
 //! 400 naming the parameter). `crate::answers` turns them into a question.
 
 use std::collections::HashMap;
@@ -373,13 +373,29 @@ impl Filters {
         let phase = q.get("phase").cloned();
         if let Some(p) = &phase {
             if p != HORS_PHASE && !campaign.phases.iter().any(|x| &x.id == p) {
-                return Err(bad("phase", format!("unknown phase `{p}`")));
+                // The value sent is not echoed (it may be anything a
+                // person typed); the ones that work are named instead.
+                let ids: Vec<&str> = campaign.phases.iter().map(|x| x.id.as_str()).collect();
+                return Err(bad(
+                    "phase",
+                    format!(
+                        "not a phase of this campaign: use one of {}, or {HORS_PHASE} for the days outside every phase",
+                        ids.join(", ")
+                    ),
+                ));
             }
         }
         let channel = q.get("channel").cloned();
         if let Some(c) = &channel {
             if campaign.channel(c).is_none() {
-                return Err(bad("channel", format!("unknown channel `{c}`")));
+                let ids: Vec<&str> = campaign.channels.iter().map(|x| x.id.as_str()).collect();
+                return Err(bad(
+                    "channel",
+                    format!(
+                        "not a channel of this campaign: use one of {}",
+                        ids.join(", ")
+                    ),
+                ));
             }
         }
         let placement = match q.get("placement") {
@@ -387,7 +403,12 @@ impl Filters {
                 campaign
                     .placement(p)
                     .map(|x| x.code.clone())
-                    .ok_or_else(|| bad("placement", format!("unknown placement `{p}`")))?,
+                    .ok_or_else(|| {
+                        bad(
+                            "placement",
+                            "not a placement code of this campaign (GET /api/placements lists them)",
+                        )
+                    })?,
             ),
             None => None,
         };
@@ -575,6 +596,23 @@ mod tests {
         ];
         for (pairs, param) in cases {
             assert_eq!(parse(pairs).unwrap_err().parameter, *param, "{pairs:?}");
+        }
+    }
+
+    /// What a person typed into a phase, channel or placement never comes
+    /// back in the error (it may be an address); the values that work do.
+    #[test]
+    fn an_unknown_value_is_not_echoed_but_the_known_ones_are_named() {
+        let typed = "jane.doe@example.org";
+        for (param, names) in [
+            ("phase", "p1-lancement"),
+            ("channel", "metro"),
+            ("placement", "/api/placements"),
+        ] {
+            let e = parse(&[(param, typed)]).unwrap_err();
+            assert_eq!(e.parameter, param);
+            assert!(!e.message.contains(typed), "{}", e.message);
+            assert!(e.message.contains(names), "{}", e.message);
         }
     }
 
