@@ -220,46 +220,17 @@ mod tests {
         let pd = [Figure::PathsDelays];
         let whole = vec![("a".to_owned(), 0, u32::MAX), ("b".to_owned(), 0, u32::MAX)];
         let hour = vec![("a".to_owned(), 7200, 10_800)];
+        let rounding = |only: &[(String, u32, u32)], round: Option<u32>| {
+            let seconds = Seconds {
+                only: Some(only),
+                round,
+            };
+            delays_rounding(&summed, &pd, &[], seconds).map(|x| x.0)
+        };
         // The medians' hours, then the median hour's minutes.
-        assert_eq!(
-            delays_rounding(
-                &summed,
-                &pd,
-                &[],
-                Seconds {
-                    only: Some(&whole),
-                    round: Some(3600)
-                }
-            )
-            .map(|x| x.0),
-            Some(3600)
-        );
-        assert_eq!(
-            delays_rounding(
-                &summed,
-                &pd,
-                &[],
-                Seconds {
-                    only: Some(&hour),
-                    round: Some(60)
-                }
-            )
-            .map(|x| x.0),
-            Some(60)
-        );
-        assert_eq!(
-            delays_rounding(
-                &summed,
-                &pd,
-                &[],
-                Seconds {
-                    only: Some(&hour),
-                    round: None
-                }
-            )
-            .map(|x| x.0),
-            Some(60)
-        );
+        assert_eq!(rounding(&whole, Some(3600)), Some(3600));
+        assert_eq!(rounding(&hour, Some(60)), Some(60));
+        assert_eq!(rounding(&hour, None), Some(60));
         // Not when the table is not summed, other figures are asked, the
         // range cuts an hour, the rounding is another one or nothing is
         // narrowed (an export of every path).
@@ -289,31 +260,18 @@ mod tests {
             (true, &pd[..], &[][..], Some(&[][..]), Some(3600)),
         ] {
             let s = Stored { summed: stored };
+            let seconds = Seconds {
+                only: narrow,
+                round,
+            };
             assert_eq!(
-                delays_rounding(
-                    &s,
-                    asked,
-                    parts,
-                    Seconds {
-                        only: narrow,
-                        round
-                    }
-                ),
+                delays_rounding(&s, asked, parts, seconds),
                 None,
                 "{stored} {asked:?} {narrow:?} {round:?}"
             );
         }
         // A median's minutes in a half-hour: the figure's own step is 60 s.
-        assert!(delays_rounding(
-            &summed,
-            &pd,
-            &[],
-            Seconds {
-                only: Some(&cut),
-                round: None
-            }
-        )
-        .is_some());
+        assert_eq!(rounding(&cut, None), Some(60));
     }
 
     #[test]
