@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::Response;
-use ensemble_model::figures::{Figure, ALL};
+use ensemble_model::figures::Figure;
 use ensemble_model::media;
 use ensemble_model::rules;
 use serde::Serialize;
 
 use super::{json, Params};
-use crate::answers::{self, count, of};
+use crate::answers::{self, count, in_channel, of};
 use crate::csv::{csv_of, Export};
 use crate::error::ApiError;
 use crate::filters::{Filters, Format};
@@ -62,10 +62,9 @@ pub async fn placements(State(state): State<Shared>, q: Params) -> Result<Respon
     )
     .await?;
     let filtered = filtered_scans(&state, &f).await?;
-    let channel = f.channel.as_deref().unwrap_or(ALL);
     let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
     for (d, v) in of(&a.whole, Figure::Events) {
-        if d.placement.is_empty() || f.channel.as_ref().is_some_and(|c| *c != d.channel) {
+        if d.placement.is_empty() || !in_channel(&f, d, true) {
             continue;
         }
         let s = seen.entry(d.placement.clone()).or_default();
@@ -77,12 +76,18 @@ pub async fn placements(State(state): State<Shared>, q: Params) -> Result<Respon
         }
     }
     for (d, v) in of(&a.whole, Figure::Scanners) {
-        if let Some(s) = seen.get_mut(&d.placement).filter(|_| d.channel == channel) {
+        if let Some(s) = seen
+            .get_mut(&d.placement)
+            .filter(|_| in_channel(&f, d, false))
+        {
             s.scanners = count(v);
         }
     }
     for (d, v) in of(&a.whole, Figure::SignupsByPlacement) {
-        if let Some(s) = seen.get_mut(&d.placement).filter(|_| d.channel == channel) {
+        if let Some(s) = seen
+            .get_mut(&d.placement)
+            .filter(|_| in_channel(&f, d, false))
+        {
             s.signups = count(v);
         }
     }
