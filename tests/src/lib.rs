@@ -177,6 +177,11 @@ impl PrivateBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The broker's process id while it runs (for its CPU in /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn spawn(&mut self) -> anyhow::Result<()> {
         let bin = tansu_bin();
         anyhow::ensure!(

@@ -9,7 +9,8 @@ use ensemble_tests::bench::abuse::AbusePlan;
 use ensemble_tests::bench::dashboard::DashboardPlan;
 use ensemble_tests::bench::faults::FaultPlan;
 use ensemble_tests::bench::freshness::FreshnessPlan;
-use ensemble_tests::bench::{self, IngestPlan, ProcessorPlan};
+use ensemble_tests::bench::processor::{BrokerUnderTest, ProcessorPlan, Profile};
+use ensemble_tests::bench::{self, IngestPlan};
 use ensemble_tests::PrivateBroker;
 
 #[derive(Debug, Parser)]
@@ -46,6 +47,15 @@ struct Args {
     /// working on one side).
     #[arg(long, value_enum, global = true)]
     only: Option<Broker>,
+    /// `processor` only: run one profile (default: both).
+    #[arg(long, value_enum, global = true)]
+    profile: Option<ProfileArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProfileArg {
+    Backfill,
+    Live,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,7 +68,8 @@ enum Broker {
 enum What {
     /// Collector events/s vs the raw produce ceiling, latency, peak RSS.
     Ingest,
-    /// Processor events/s vs raw consume and ClickHouse bulk insert, peak RSS.
+    /// Processor events/s vs a replay floor, rows, bytes and CPU per event,
+    /// peak RSS; backfill and live profiles.
     Processor,
     /// Event → dashboard freshness at half the collector's ceiling, RSS of the three services.
     Freshness,
@@ -162,38 +173,45 @@ async fn processor(args: &Args) -> anyhow::Result<String> {
         messages: if args.quick { 50_000 } else { 200_000 },
     };
     let bin = release("ensemble-processor")?;
+    let profiles: Vec<Profile> = [Profile::Live, Profile::Backfill]
+        .into_iter()
+        .filter(|p| match args.profile {
+            None => true,
+            Some(ProfileArg::Live) => *p == Profile::Live,
+            Some(ProfileArg::Backfill) => *p == Profile::Backfill,
+        })
+        .collect();
     let mut results = Vec::new();
-    if args.only != Some(Broker::Memory) {
+    for (broker, storage) in [
         // A fresh durable broker, as the stack runs it, rather than the
         // stack's own: that one's SQLite file holds every topic earlier runs
         // and tests made (8 GB after a few weeks), which slowed it down and
         // made runs on different days incomparable.
-        let durable_broker = PrivateBroker::start()?;
-        results.push(
-            bench::processor(
-                "tansu sqlite (durable)",
-                &durable_broker.brokers(),
-                &args.clickhouse_url,
-                &bin,
-                plan,
-            )
-            .await?,
-        );
+        (Broker::Durable, "sqlite://data/tansu.db"),
+        (Broker::Memory, "memory://tansu/"),
+    ] {
+        if args.only.is_some_and(|only| only != broker) {
+            continue;
+        }
+        for &profile in &profiles {
+            // A broker of its own per run: the backlog of one run does not
+            // weigh on the next.
+            let private = PrivateBroker::start_with_storage(storage)?;
+            let under_test = BrokerUnderTest {
+                label: match broker {
+                    Broker::Durable => "tansu sqlite (durable)",
+                    Broker::Memory => "tansu memory",
+                },
+                brokers: private.brokers(),
+                pid: private.pid(),
+            };
+            results.push(
+                bench::processor::processor(&under_test, profile, &args.clickhouse_url, &bin, plan)
+                    .await?,
+            );
+        }
     }
-    if args.only != Some(Broker::Durable) {
-        let memory_broker = PrivateBroker::start_with_storage("memory://tansu/")?;
-        results.push(
-            bench::processor(
-                "tansu memory",
-                &memory_broker.brokers(),
-                &args.clickhouse_url,
-                &bin,
-                plan,
-            )
-            .await?,
-        );
-    }
-    Ok(bench::processor_report(&results, &plan))
+    Ok(bench::processor::processor_report(&results, &plan))
 }
 
 /// CPU model and count, memory: what the figures were measured on.
