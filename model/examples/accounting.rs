@@ -1,0 +1,87 @@
+//! How long the processor's accounting takes per event, without Kafka or
+//! ClickHouse: `figures::change` and `journeys::change` for visitors of the
+//! bench's live profile (two events of history, one to four new ones, a
+//! few days apart, on a scan's placement and one device). A quick,
+//! repeatable look when working on `figures` (the processor bench is the
+//! measurement; the machine's speed moves ±30 % with its host, so compare
+//! builds one right after the other).
+//!
+//!     cargo run --release -p ensemble-model --example accounting
+
+use std::time::Instant;
+
+use ensemble_model::figures::{self, ChangeSets, Event, Strings, Sum};
+use ensemble_model::{journeys, Campaign};
+use uuid::Uuid;
+
+const DAY_MS: u64 = 86_400_000;
+
+fn event(i: u64, ms: u64, kind: u64) -> Event {
+    let (event_type, action, channel, placement) = match kind % 10 {
+        0..=2 => ("qr_scan", "", "metro", "M-CHATELET"),
+        3..=6 => ("page_view", "", "metro", ""),
+        7 | 8 => ("tinder_card", "impression", "tinder", ""),
+        _ => ("signup", "", "site", ""),
+    };
+    Event {
+        event_id: Uuid::from_u64_pair(7, i),
+        ms,
+        event_type: event_type.into(),
+        action: action.into(),
+        channel: channel.into(),
+        placement: placement.into(),
+        phase: "p2-saint-valentin".into(),
+        device: "mobile".into(),
+        os: "iOS".into(),
+        bot: false,
+        contact: if kind % 10 == 9 {
+            format!("{i:064x}")
+        } else {
+            String::new()
+        },
+    }
+}
+
+fn main() {
+    let campaign =
+        Campaign::from_toml(include_str!("../../deploy/campaign.toml")).expect("campaign");
+    // 14 February 2025, 12:00 UTC: inside the second phase.
+    let now = 1_739_534_400_000u64;
+    let visitors = 20_000u64;
+    let sets: Vec<ChangeSets> = (0..visitors)
+        .filter_map(|v| {
+            let known = vec![
+                event(v * 10, now - (1 + v % 6) * DAY_MS, v),
+                event(v * 10 + 1, now - (1 + v % 6) * DAY_MS + 300_000, 3 + v % 4),
+            ];
+            let fresh: Vec<Event> = (0..1 + v % 4)
+                .map(|k| event(v * 10 + 2 + k, now - 600_000 + k * 60_000, v + k))
+                .collect();
+            ChangeSets::new(&format!("v{v}"), known, &fresh)
+        })
+        .collect();
+    let events: usize = sets.iter().map(|s| s.fresh().len()).sum();
+    let mut best = f64::MAX;
+    let mut rows = 0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut strings = Strings::default();
+        let mut sum = Sum::default();
+        let mut produced = 0usize;
+        for set in &sets {
+            let change = figures::change(&campaign, set, &mut strings);
+            produced += change.len();
+            sum.add(&change, 1);
+            std::hint::black_box(journeys::change(&campaign, set.known(), set.all_events()));
+        }
+        rows = produced;
+        std::hint::black_box(sum.rows());
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    println!(
+        "{} visitors, {events} new events: best of 5 {:.1} µs per new event; {:.0} changed rows per visitor",
+        sets.len(),
+        best * 1e6 / events as f64,
+        rows as f64 / sets.len() as f64
+    );
+}
