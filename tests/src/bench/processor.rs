@@ -323,8 +323,10 @@ fn start_processor(
             "--clickhouse-database",
             database,
         ],
-        // As deployed (deploy/Dockerfile, deploy/local/demo).
-        &[("MIMALLOC_PURGE_DELAY", "0")],
+        // As deployed: mimalloc's own settings (MIMALLOC_PURGE_DELAY=0,
+        // once deployed, doubled the CPU per event of the live profile and
+        // did not lower its peak RSS).
+        &[],
     )
 }
 
