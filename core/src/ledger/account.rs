@@ -181,7 +181,7 @@ fn changes<'a>(campaign: &'a Campaign, sets: &'a [ChangeSets]) -> Changes<'a> {
     let mut change = figures::Sum::default();
     let mut journey = Vec::new();
     for set in sets {
-        change.add(&figures::change(campaign, set, &mut strings), 1);
+        figures::add_change(campaign, set, &mut strings, &mut change);
         let rows = journeys::change(campaign, set.known(), set.all_events());
         if !rows.is_empty() {
             journey.push((set.visitor(), rows));

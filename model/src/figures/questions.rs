@@ -180,6 +180,24 @@ pub fn change<'a>(campaign: &'a Campaign, sets: &'a ChangeSets, strings: &mut St
     diff(&compute(campaign, &sets.old, strings), &all)
 }
 
+/// [`change`] added to `sum`: the same total, without sorting each
+/// visitor's rows on the way (the processor's batches; `sum` does the
+/// summing).
+pub fn add_change<'a>(
+    campaign: &'a Campaign,
+    sets: &'a ChangeSets,
+    strings: &mut Strings<'a>,
+    sum: &mut Sum,
+) {
+    let all = unmerged(campaign, &sets.all, strings);
+    let old = if sets.old[0].1.is_empty() {
+        Vec::new()
+    } else {
+        unmerged(campaign, &sets.old, strings)
+    };
+    sum.add_visitor(&all, &old);
+}
+
 /// One visitor's events before and after a batch (see [`ChangeSets::new`]).
 #[derive(Debug, Clone)]
 pub struct ChangeSets {

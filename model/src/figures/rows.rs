@@ -185,13 +185,35 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
+type KeyMap = HashMap<Key, Value, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// Rows of many visitors summed as they come.
 #[derive(Debug, Default)]
 pub struct Sum {
-    map: HashMap<Key, Value, std::hash::BuildHasherDefault<KeyHasher>>,
+    map: KeyMap,
+    /// One visitor's rows, summed before they join `map` (kept between
+    /// visitors, so that it is allocated once).
+    visitor: KeyMap,
 }
 
 impl Sum {
+    /// Adds one visitor's rows, `plus` minus `minus`, in any order and
+    /// with equal keys not yet summed: they are summed among themselves
+    /// first, so that what cancels out (most of a returning visitor's
+    /// rows) never reaches the batch's map.
+    pub(crate) fn add_visitor(&mut self, plus: &[(Key, Value)], minus: &[(Key, Value)]) {
+        for (rows, sign) in [(plus, 1), (minus, -1)] {
+            for (k, v) in rows {
+                self.visitor.entry(*k).or_default().add(*v, sign);
+            }
+        }
+        for (k, v) in self.visitor.drain() {
+            if !v.is_zero() {
+                self.map.entry(k).or_default().add(v, 1);
+            }
+        }
+    }
+
     /// Adds `sign ×` each row.
     pub fn add(&mut self, rows: &[(Key, Value)], sign: i64) {
         for (k, v) in rows {

@@ -98,6 +98,16 @@ pub fn compute<'a>(
     visitors: &'a [(String, Vec<Event>)],
     strings: &mut Strings<'a>,
 ) -> Rows {
+    merge(unmerged(campaign, visitors, strings))
+}
+
+/// [`compute`]'s rows as they are made: in no order, equal keys not yet
+/// summed (for a caller that sums many visitors' rows anyway).
+pub(crate) fn unmerged<'a>(
+    campaign: &'a Campaign,
+    visitors: &'a [(String, Vec<Event>)],
+    strings: &mut Strings<'a>,
+) -> Out {
     let all = strings.id(ALL);
     let empty = strings.id("");
     let mut b = Builder {
@@ -173,7 +183,7 @@ pub fn compute<'a>(
         }
         conversions(&mut b, &evs, None);
     }
-    merge(b.rows)
+    b.rows
 }
 
 /// Each visitor's events once (redeliveries), all in (time, event id) order.
