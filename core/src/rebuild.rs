@@ -3,7 +3,9 @@
 //! calendar or attribution settings change), and whether one is pending.
 
 use crate::compact::{compact_after_fill, FIGURES_TABLES};
-use crate::ledger::{clear_carried, insert_pairs, journey_rows, note_wide, LedgerRow, Writer};
+use crate::ledger::{
+    clear_carried, insert_pairs, journey_rows, note_wide, Insert, LedgerRow, Writer,
+};
 use crate::Campaign;
 use ensemble_model::figures::{self, Event, Row as FigureRow, Strings};
 use ensemble_model::journeys;
@@ -65,11 +67,14 @@ pub async fn rebuild(
     let mut current: Option<String> = None;
     let mut visitor_events: Vec<(u64, Event)> = Vec::new();
     // Whole visitors, about 50 000 events at a time: one INSERT, carrying
-    // their contributions summed.
+    // their contributions summed. Each chunk's INSERT runs (ClickHouse's
+    // work, its views included) while the next chunk is read and computed
+    // (ours): two cores busy, not one after the other.
     let mut pending: Vec<(String, Vec<(u64, Event)>)> = Vec::new();
     let mut pending_events = 0usize;
     let mut read_so_far = 0u64;
-    let write = |pending: Vec<(String, Vec<(u64, Event)>)>| async move {
+    let mut in_flight: Option<Insert> = None;
+    let prepare = |pending: Vec<(String, Vec<(u64, Event)>)>| async move {
         let written: Vec<Vec<u64>> = pending
             .iter()
             .map(|(_, es)| es.iter().map(|(w, _)| *w).collect())
@@ -89,7 +94,7 @@ pub async fn rebuild(
         let mut sum = figures::Sum::default();
         let mut journey_rows_of = Vec::new();
         for set in &sets {
-            sum.add(&figures::compute(campaign, set, &mut strings), 1);
+            figures::add_contribution(campaign, set, &mut strings, &mut sum);
             journey_rows_of.push((set[0].0.clone(), journeys::rows(campaign, &set[0].1)));
         }
         let rows = sum.rows();
@@ -101,7 +106,19 @@ pub async fn rebuild(
                 writer.push(&set[0].0, *w, Some(e));
             }
         }
-        writer.flush(client).await
+        Ok::<_, clickhouse::error::Error>(writer.into_insert())
+    };
+    // Sends the INSERT in flight while `next` is prepared; `next` is then in flight.
+    let overlap = |in_flight: Option<Insert>, next| async move {
+        let send = async {
+            match &in_flight {
+                Some(insert) => insert.execute(client).await,
+                None => Ok(()),
+            }
+        };
+        let (sent, next) = tokio::join!(send, next);
+        sent?;
+        next
     };
     while let Some(r) = cursor.next().await? {
         read_so_far += 1;
@@ -110,7 +127,7 @@ pub async fn rebuild(
                 pending_events += visitor_events.len();
                 pending.push((v, std::mem::take(&mut visitor_events)));
                 if pending_events >= 50_000 {
-                    write(std::mem::take(&mut pending)).await?;
+                    in_flight = overlap(in_flight, prepare(std::mem::take(&mut pending))).await?;
                     pending_events = 0;
                     progress(read_so_far);
                 }
@@ -125,7 +142,10 @@ pub async fn rebuild(
     if let Some(v) = current.take() {
         pending.push((v, visitor_events));
     }
-    write(pending).await?;
+    let last = overlap(in_flight, prepare(pending)).await?;
+    if let Some(insert) = last {
+        insert.execute(client).await?;
+    }
     for chunk in pairs.chunks(20_000) {
         insert_pairs(
             client,

@@ -198,6 +198,16 @@ pub fn add_change<'a>(
     sum.add_visitor(&all, &old);
 }
 
+/// [`compute`] of one visitor added to `sum`, unsorted (the rebuild).
+pub fn add_contribution<'a>(
+    campaign: &'a Campaign,
+    visitor: &'a [(String, Vec<Event>); 1],
+    strings: &mut Strings<'a>,
+    sum: &mut Sum,
+) {
+    sum.add_visitor(&unmerged(campaign, visitor, strings), &[]);
+}
+
 /// One visitor's events before and after a batch (see [`ChangeSets::new`]).
 #[derive(Debug, Clone)]
 pub struct ChangeSets {
