@@ -437,6 +437,28 @@ pub async fn remake(
     store: &StoreConfig,
     campaign: &Campaign,
 ) -> Result<bool, clickhouse::error::Error> {
+    if !set_aside(store, campaign).await? {
+        return Ok(false);
+    }
+    let (ranges, text) = ranges_of(campaign);
+    let [name, delays] = view_names(&text);
+    let client = store.client();
+    client.query(&view_sql(&ranges, &name)).execute().await?;
+    client
+        .query(&delays_view_sql(&ranges, &delays))
+        .execute()
+        .await?;
+    Ok(true)
+}
+
+/// Both tables emptied and their views dropped, so that what is written
+/// next (a rebuild's figures) is not summed by range row by row: a rebuild
+/// then [`refill`]s them from `figures` once, in one pass. Whether they are
+/// kept for `campaign` (when not, they stay empty and without views).
+pub async fn set_aside(
+    store: &StoreConfig,
+    campaign: &Campaign,
+) -> Result<bool, clickhouse::error::Error> {
     let (ranges, text) = ranges_of(campaign);
     let client = store.client();
     for v in views(&client, &store.database).await? {
@@ -455,12 +477,6 @@ pub async fn remake(
         return Ok(false);
     }
     record(&client, &text, false, "being rebuilt").await?;
-    let [name, delays] = view_names(&text);
-    client.query(&view_sql(&ranges, &name)).execute().await?;
-    client
-        .query(&delays_view_sql(&ranges, &delays))
-        .execute()
-        .await?;
     Ok(true)
 }
 

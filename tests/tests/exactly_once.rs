@@ -183,6 +183,14 @@ impl Run {
         ensemble_core::rebuild::rebuild(&self.w.store, &campaign, |_| {})
             .await
             .expect("rebuild");
+        // The summed ranges were refilled from the rebuilt figures, whole.
+        let state = ensemble_core::ranges::state(&self.w.store.client())
+            .await
+            .expect("ranges state");
+        assert!(
+            matches!(state, Some((_, true))),
+            "summed ranges not whole after the rebuild: {state:?}"
+        );
         let rebuilt = figures_snapshot(&self.w.store).await;
         let differ: Vec<_> = live
             .iter()
