@@ -304,6 +304,7 @@ pub async fn replay(file: &Path, upstream: &str, from: &str, to: &str) -> anyhow
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
