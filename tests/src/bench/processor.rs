@@ -280,6 +280,7 @@ async fn written(store: &ensemble_core::StoreConfig) -> Option<Vec<Written>> {
         .query(&format!(
             "SELECT table, sum(rows), sum(size_in_bytes) FROM system.part_log \
              WHERE toString(event_type) IN ('NewPart', 'NEW_PART') AND database IN ('{}', '{}') \
+             AND table NOT IN ('schema_migrations', 'figures_ranges_state') \
              GROUP BY table ORDER BY sum(rows) DESC",
             store.database,
             store.sql_database()
@@ -510,6 +511,13 @@ pub async fn processor(
     ));
     let floor = ensemble_core::StoreConfig::new(ch_url, unique("bench_floor"));
     ensemble_core::migrate::migrate(&floor).await?;
+    // With the views the processor makes at start-up (the figures summed
+    // by range), as on the processor's own database.
+    ensemble_core::ranges::ensure(
+        &floor,
+        &ensemble_core::Campaign::load(Path::new(&campaign))?,
+    )
+    .await?;
     let ch_before = clickhouse.and_then(cpu_seconds);
     let seconds = replay(&recording, ch_url, &store.database, &floor.database).await?;
     let floor_clickhouse_cpu = ch_before.and_then(|b| Some(clickhouse.and_then(cpu_seconds)? - b));
