@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use ensemble_core::{Campaign, StoreConfig};
 use serde_json::{json, Value};
 
-use super::progress;
+use super::{progress, ProcessorWiring};
 use crate::sim::{simulate, SimConfig};
 use crate::{create_topic, group_progress, unique, PrivateBroker, PrivateClickHouse, Service};
 
@@ -130,39 +130,6 @@ async fn send(
     Ok(accepted)
 }
 
-fn start_processor(
-    bin: &Path,
-    campaign: &str,
-    brokers: &str,
-    topic: &str,
-    dlq: &str,
-    group: &str,
-    store: &StoreConfig,
-) -> anyhow::Result<Service> {
-    Service::start(
-        &bin.display().to_string(),
-        &[
-            "--campaign",
-            campaign,
-            "--kafka-brokers",
-            brokers,
-            "--kafka-topic",
-            topic,
-            "--kafka-dlq-topic",
-            dlq,
-            "--group-id",
-            group,
-            "--clickhouse-url",
-            &store.url,
-            "--clickhouse-database",
-            &store.database,
-            "--insert-retry-max-ms",
-            "2000",
-        ],
-        &[],
-    )
-}
-
 /// A poison message: alternately undecodable bytes and a time no column holds.
 fn poison(i: usize) -> (String, Vec<u8>) {
     if i.is_multiple_of(2) {
@@ -217,17 +184,17 @@ async fn run_one(
     collector
         .wait_ready("collector", Duration::from_secs(60))
         .await;
-    let proc_args = (bins.1, &campaign, &brokers, &topic, &dlq, &group, &store);
-    let start_proc = |a: &(
-        &Path,
-        &String,
-        &String,
-        &String,
-        &String,
-        &String,
-        &StoreConfig,
-    )| { start_processor(a.0, a.1, a.2, a.3, a.4, a.5, a.6) };
-    let mut processor = start_proc(&proc_args)?;
+    let wiring = ProcessorWiring {
+        bin: bins.1,
+        campaign: &campaign,
+        brokers: &brokers,
+        topic: &topic,
+        group: &group,
+        clickhouse_url: &store.url,
+        database: &store.database,
+    };
+    let start_proc = || wiring.start(&["--insert-retry-max-ms", "2000"]);
+    let mut processor = start_proc()?;
     processor
         .wait_ready("processor", Duration::from_secs(60))
         .await;
@@ -282,7 +249,7 @@ async fn run_one(
     match fault {
         Fault::ProcessorKill => {
             processor.kill();
-            processor = start_proc(&proc_args)?;
+            processor = start_proc()?;
         }
         Fault::ClickHouseKill => {
             ch.stop();
@@ -292,7 +259,7 @@ async fn run_one(
         Fault::BrokerRestart => broker.restart()?,
         Fault::Poison => {}
         Fault::MemberJoinsAndLeaves => {
-            let mut second = start_proc(&proc_args)?;
+            let mut second = start_proc()?;
             tokio::time::sleep(Duration::from_secs(20)).await;
             // The fault is the member leaving: its partitions change hands.
             t_fault = Instant::now();

@@ -425,3 +425,43 @@ pub fn ingest_report(results: &[IngestResult], plan: &IngestPlan) -> String {
 pub fn release_bin(name: &str) -> PathBuf {
     crate::repo_root().join("target/release").join(name)
 }
+
+/// Where a bench's release processor reads and writes (its dead letters go
+/// to `<topic>.dlq`).
+pub(crate) struct ProcessorWiring<'a> {
+    pub bin: &'a Path,
+    pub campaign: &'a str,
+    pub brokers: &'a str,
+    pub topic: &'a str,
+    pub group: &'a str,
+    pub clickhouse_url: &'a str,
+    pub database: &'a str,
+}
+
+impl ProcessorWiring<'_> {
+    /// Starts the processor with `extra` arguments, with mimalloc's own
+    /// settings as deployed (`MIMALLOC_PURGE_DELAY=0`, deployed until
+    /// 2026-12, doubled the live profile's CPU per event and did not lower
+    /// its peak RSS).
+    pub fn start(&self, extra: &[&str]) -> anyhow::Result<Service> {
+        let dlq = format!("{}.dlq", self.topic);
+        let mut args = vec![
+            "--campaign",
+            self.campaign,
+            "--kafka-brokers",
+            self.brokers,
+            "--kafka-topic",
+            self.topic,
+            "--kafka-dlq-topic",
+            &dlq,
+            "--group-id",
+            self.group,
+            "--clickhouse-url",
+            self.clickhouse_url,
+            "--clickhouse-database",
+            self.database,
+        ];
+        args.extend_from_slice(extra);
+        Service::start(&self.bin.display().to_string(), &args, &[])
+    }
+}

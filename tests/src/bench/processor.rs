@@ -28,7 +28,7 @@ use ensemble_core::event::{Consent, EventMessage, EventType, TinderAction, Utm, 
 use ensemble_core::KafkaConfig;
 
 use super::recorder::{replay, Recorder};
-use super::{peak_rss_mb, progress};
+use super::{peak_rss_mb, progress, ProcessorWiring};
 use crate::{create_topic, poll_until, unique, Service};
 
 /// Which traffic the processor is measured on.
@@ -295,42 +295,6 @@ async fn written(store: &ensemble_core::StoreConfig) -> Option<Vec<Written>> {
     )
 }
 
-/// Starts the release processor on `topic` against `clickhouse_url`.
-fn start_processor(
-    bin: &Path,
-    campaign: &str,
-    brokers: &str,
-    topic: &str,
-    group: &str,
-    clickhouse_url: &str,
-    database: &str,
-) -> anyhow::Result<Service> {
-    let dlq = format!("{topic}.dlq");
-    Service::start(
-        &bin.display().to_string(),
-        &[
-            "--campaign",
-            campaign,
-            "--kafka-brokers",
-            brokers,
-            "--kafka-topic",
-            topic,
-            "--kafka-dlq-topic",
-            &dlq,
-            "--group-id",
-            group,
-            "--clickhouse-url",
-            clickhouse_url,
-            "--clickhouse-database",
-            database,
-        ],
-        // As deployed: mimalloc's own settings (MIMALLOC_PURGE_DELAY=0,
-        // once deployed, doubled the CPU per event of the live profile and
-        // did not lower its peak RSS).
-        &[],
-    )
-}
-
 fn metric(proc: &Service, series: &str) -> Option<f64> {
     proc.get("/metrics")
         .and_then(|(_, body)| crate::metric_value(&body, series))
@@ -415,6 +379,15 @@ pub async fn processor(
             .collect()
     };
 
+    let wiring = |clickhouse_url| ProcessorWiring {
+        bin: processor_bin,
+        campaign: &campaign,
+        brokers,
+        topic: &topic,
+        group: &group,
+        clickhouse_url,
+        database: &store.database,
+    };
     let mut history = 0usize;
     if profile == Profile::Live {
         let earlier = encode(&history_messages(&plan, now));
@@ -423,15 +396,7 @@ pub async fn processor(
             "{label}: accounting {history} events of history first (not measured)"
         ));
         crate::produce_raw(brokers, &topic, &earlier).await?;
-        let mut proc = start_processor(
-            processor_bin,
-            &campaign,
-            brokers,
-            &topic,
-            &group,
-            ch_url,
-            &store.database,
-        )?;
+        let mut proc = wiring(ch_url).start(&[])?;
         drained(&label, &proc, &client, history as u64, history as u64).await?;
         anyhow::ensure!(
             proc.terminate(Duration::from_secs(60)).is_some(),
@@ -459,15 +424,7 @@ pub async fn processor(
     let recording = dir.path().join("inserts.bin");
     let recorder = Recorder::start(ch_url, &recording).await?;
     progress(&format!("{label}: processor draining the backlog"));
-    let proc = start_processor(
-        processor_bin,
-        &campaign,
-        brokers,
-        &topic,
-        &group,
-        &recorder.url,
-        &store.database,
-    )?;
+    let proc = wiring(&recorder.url).start(&[])?;
     let clickhouse = clickhouse_pid();
     // As for the raw consumer, the clock starts at the first consumed
     // message: the group join is not the processor's work.
