@@ -96,7 +96,7 @@ pub async fn rebuild(
         let mut sum = figures::Sum::default();
         let mut journey_rows_of = Vec::new();
         for set in &sets {
-            figures::add_contribution(campaign, set, &mut strings, &mut sum);
+            figures::add_between(campaign, &[], set, &mut strings, &mut sum);
             journey_rows_of.push((set[0].0.clone(), journeys::rows(campaign, &set[0].1)));
         }
         let rows = sum.rows();

@@ -46,8 +46,7 @@ pub async fn rewrite(
         let mut change = figures::Sum::default();
         let mut journey_changes = Vec::new();
         for (all, kept) in &sets {
-            change.add(&figures::compute(campaign, all, &mut strings), -1);
-            change.add(&figures::compute(campaign, kept, &mut strings), 1);
+            figures::add_between(campaign, all, kept, &mut strings, &mut change);
             journey_changes.push((
                 kept[0].0.clone(),
                 journeys::change(campaign, &all[0].1, &kept[0].1),

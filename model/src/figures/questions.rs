@@ -167,45 +167,32 @@ pub fn range_correction(
     out
 }
 
-/// What a batch changes in one visitor's rows: `known` are its events
-/// already accounted, `batch` the batch's (redeliveries and duplicates
-/// allowed). Returns the events new to the visitor and the rows to add
-/// (all its events' rows minus the known ones').
-pub fn change<'a>(campaign: &'a Campaign, sets: &'a ChangeSets, strings: &mut Strings<'a>) -> Rows {
-    let all = compute(campaign, &sets.all, strings);
-    if sets.old[0].1.is_empty() {
-        // A new visitor (most of a batch's): its rows, already merged.
-        return all;
-    }
-    diff(&compute(campaign, &sets.old, strings), &all)
-}
-
-/// [`change`] added to `sum`: the same total, without sorting each
-/// visitor's rows on the way (the processor's batches; `sum` does the
-/// summing).
+/// What a batch changes in one visitor's rows (all its events' rows minus
+/// the known ones'), added to `sum`: [`ChangeSets::new`] tells the events
+/// new to the visitor from those already accounted.
 pub fn add_change<'a>(
     campaign: &'a Campaign,
     sets: &'a ChangeSets,
     strings: &mut Strings<'a>,
     sum: &mut Sum,
 ) {
-    let all = unmerged(campaign, &sets.all, strings);
-    let old = if sets.old[0].1.is_empty() {
-        Vec::new()
-    } else {
-        unmerged(campaign, &sets.old, strings)
-    };
-    sum.add_visitor(&all, &old);
+    add_between(campaign, &sets.old, &sets.all, strings, sum);
 }
 
-/// [`compute`] of one visitor added to `sum`, unsorted (the rebuild).
-pub fn add_contribution<'a>(
+/// `after − before` of one visitor's rows, added to `sum` without sorting
+/// either (the processor's batches, the rebuild with nothing `before`, an
+/// erasure with the kept events `after`): the rows are summed per visitor
+/// in `sum`, and only what does not cancel joins its total.
+pub fn add_between<'a>(
     campaign: &'a Campaign,
-    visitor: &'a [(String, Vec<Event>); 1],
+    before: &'a [(String, Vec<Event>)],
+    after: &'a [(String, Vec<Event>)],
     strings: &mut Strings<'a>,
     sum: &mut Sum,
 ) {
-    sum.add_visitor(&unmerged(campaign, visitor, strings), &[]);
+    let after = unmerged(campaign, after, strings);
+    let before = unmerged(campaign, before, strings);
+    sum.add_visitor(&after, &before);
 }
 
 /// One visitor's events before and after a batch (see [`ChangeSets::new`]).

@@ -1,6 +1,6 @@
 //! The stored rows: a figure's key and value, the interned strings they
-//! point into, summing and diffing sets of rows, and turning rows into
-//! answers.
+//! point into, summing sets of rows (per visitor, then per batch), and
+//! turning rows into answers.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -111,44 +111,6 @@ pub(crate) fn summed<K: Ord>(mut values: Vec<(K, Value)>) -> Vec<(K, Value)> {
     values.truncate(kept);
     values.retain(|(_, v)| !v.is_zero());
     values
-}
-
-/// `new − old` of two merged row sets over the same [`Strings`]: one pass
-/// over both (each is sorted by key already), not a sort of the two.
-pub fn diff(old: &[(Key, Value)], new: &[(Key, Value)]) -> Rows {
-    let negative = |v: &Value| Value {
-        n: -v.n,
-        credit: -v.credit,
-    };
-    let mut out: Rows = Vec::with_capacity(new.len() + old.len());
-    let (mut i, mut j) = (0, 0);
-    while i < new.len() || j < old.len() {
-        let order = match (new.get(i), old.get(j)) {
-            (Some(a), Some(b)) => a.0.cmp(&b.0),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            _ => std::cmp::Ordering::Greater,
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                out.push(new[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push((old[j].0, negative(&old[j].1)));
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                let mut v = new[i].1;
-                v.add(old[j].1, -1);
-                if !v.is_zero() {
-                    out.push((new[i].0, v));
-                }
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out
 }
 
 /// A small, fast hasher for keys (FxHash's multiply-rotate).
