@@ -272,10 +272,18 @@ fn cpu_between(a: CpuMark, b: CpuMark) -> Cpu {
 }
 
 /// Rows and bytes of the new parts ClickHouse wrote in `database` and its
-/// SQL-access twin, per table; `None` when the server keeps no part log.
-async fn written(store: &ensemble_core::StoreConfig) -> Option<Vec<Written>> {
+/// SQL-access twin, per table; `None` when the server keeps no part log
+/// (any other failure is the bench's error, not a missing figure).
+async fn written(store: &ensemble_core::StoreConfig) -> anyhow::Result<Option<Vec<Written>>> {
     let server = store.server_client();
-    server.query("SYSTEM FLUSH LOGS").execute().await.ok()?;
+    server.query("SYSTEM FLUSH LOGS").execute().await?;
+    let kept: u64 = server
+        .query("SELECT count() FROM system.tables WHERE database = 'system' AND name = 'part_log'")
+        .fetch_one()
+        .await?;
+    if kept == 0 {
+        return Ok(None);
+    }
     let rows: Vec<(String, u64, u64)> = server
         .query(&format!(
             "SELECT table, sum(rows), sum(size_in_bytes) FROM system.part_log \
@@ -286,13 +294,12 @@ async fn written(store: &ensemble_core::StoreConfig) -> Option<Vec<Written>> {
             store.sql_database()
         ))
         .fetch_all()
-        .await
-        .ok()?;
-    Some(
+        .await?;
+    Ok(Some(
         rows.into_iter()
             .map(|(table, rows, bytes)| Written { table, rows, bytes })
             .collect(),
-    )
+    ))
 }
 
 fn metric(proc: &Service, series: &str) -> Option<f64> {
@@ -480,7 +487,7 @@ pub async fn processor(
     let floor_clickhouse_cpu = ch_before.and_then(|b| Some(clickhouse.and_then(cpu_seconds)? - b));
     let floor_per_s = plan.messages as f64 / seconds;
     progress(&format!("{label}: floor {floor_per_s:.0} events/s"));
-    let written = written(&floor).await;
+    let written = written(&floor).await?;
 
     for s in [&store, &floor] {
         for db in [s.database.clone(), s.sql_database()] {
