@@ -52,6 +52,8 @@ impl Profile {
 pub struct ProcessorPlan {
     /// Events measured per run.
     pub messages: usize,
+    /// The processor's `--batch-max-rows` (its own default when `None`).
+    pub batch_max_rows: Option<usize>,
 }
 
 impl ProcessorPlan {
@@ -386,6 +388,11 @@ pub async fn processor(
             .collect()
     };
 
+    let batch_rows = plan.batch_max_rows.map(|n| n.to_string());
+    let extra: Vec<&str> = match &batch_rows {
+        Some(n) => vec!["--batch-max-rows", n],
+        None => Vec::new(),
+    };
     let wiring = |clickhouse_url| ProcessorWiring {
         bin: processor_bin,
         campaign: &campaign,
@@ -403,7 +410,7 @@ pub async fn processor(
             "{label}: accounting {history} events of history first (not measured)"
         ));
         crate::produce_raw(brokers, &topic, &earlier).await?;
-        let mut proc = wiring(ch_url).start(&[])?;
+        let mut proc = wiring(ch_url).start(&extra)?;
         drained(&label, &proc, &client, history as u64, history as u64).await?;
         anyhow::ensure!(
             proc.terminate(Duration::from_secs(60)).is_some(),
@@ -431,7 +438,7 @@ pub async fn processor(
     let recording = dir.path().join("inserts.bin");
     let recorder = Recorder::start(ch_url, &recording).await?;
     progress(&format!("{label}: processor draining the backlog"));
-    let proc = wiring(&recorder.url).start(&[])?;
+    let proc = wiring(&recorder.url).start(&extra)?;
     let clickhouse = clickhouse_pid();
     // As for the raw consumer, the clock starts at the first consumed
     // message: the group join is not the processor's work.
@@ -532,7 +539,7 @@ fn target_per_s(broker: &str) -> f64 {
 pub fn processor_report(results: &[ProcessorResult], plan: &ProcessorPlan) -> String {
     let mut out = String::from("## processor\n\n");
     out.push_str(&format!(
-        "{} events per run, in a 3-partition topic, drained by the release processor from start-up \
+        "{} events per run ({}), in a 3-partition topic, drained by the release processor from start-up \
          (group join excluded: the clock starts at its first consumed message) until every event is \
          in the ledger. *backfill*: imported events over 60 days, one per visitor. *live*: events of the \
          last few minutes, ~3.3 per visitor, five in six visitors with a history accounted before the clock. \
@@ -541,7 +548,11 @@ pub fn processor_report(results: &[ProcessorResult], plan: &ProcessorPlan) -> St
          the first consumed and the last accounted event. Rows and bytes: ClickHouse's new parts \
          (`system.part_log`) in the floor's database, every table and view target. Targets (live): \
          ≥ 40 000 events/s in memory, ≥ 25 000 durable, ≥ 0.70 of the floor, ≤ 300 MB.\n\n",
-        plan.messages
+        plan.messages,
+        match plan.batch_max_rows {
+            Some(n) => format!("`--batch-max-rows {n}`"),
+            None => "the processor's default batch size".to_owned(),
+        }
     ));
     out.push_str(
         "| broker | profile | processor events/s | floor events/s | ÷ floor | raw consume msg/s | peak RSS MB |\n\

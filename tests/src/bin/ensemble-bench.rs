@@ -50,6 +50,9 @@ struct Args {
     /// `processor` only: run one profile (default: both).
     #[arg(long, value_enum, global = true)]
     profile: Option<ProfileArg>,
+    /// `processor` only: the processor's `--batch-max-rows` (default: its own).
+    #[arg(long, global = true)]
+    batch_max_rows: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -171,6 +174,7 @@ async fn ingest(args: &Args) -> anyhow::Result<String> {
 async fn processor(args: &Args) -> anyhow::Result<String> {
     let plan = ProcessorPlan {
         messages: if args.quick { 50_000 } else { 200_000 },
+        batch_max_rows: args.batch_max_rows,
     };
     let bin = release("ensemble-processor")?;
     let profiles: Vec<Profile> = [Profile::Live, Profile::Backfill]
