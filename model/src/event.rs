@@ -1,5 +1,5 @@
 //! Event model: the wire format clients send (validated field by field, in
-//! [`wire`], into [`ValidEvent`] with a machine-readable [`Rejection`] per failure), the
+//! `event/wire.rs`, into [`ValidEvent`] with a machine-readable [`Rejection`] per failure), the
 //! Kafka message ([`EventMessage`], JSON with a schema version) and the
 //! ClickHouse row ([`EventRow`]).
 
