@@ -137,7 +137,7 @@ pub async fn rebuild(
             current = Some(r.visitor_id.clone());
         }
         if ensemble_model::rules::is_signup(&r.ev_type) && !r.ev_contact.is_empty() {
-            pairs.push((r.ev_contact.clone(), r.visitor_id.clone()));
+            pairs.push((r.ev_contact.to_string(), r.visitor_id.clone()));
         }
         visitor_events.push((r.written_ms, r.event()));
     }

@@ -35,9 +35,9 @@ fn event(i: u64, ms: u64, kind: u64) -> Event {
         os: "iOS".into(),
         bot: false,
         contact: if kind % 10 == 9 {
-            format!("{i:064x}")
+            format!("{i:064x}").into()
         } else {
-            String::new()
+            Default::default()
         },
     }
 }

@@ -193,7 +193,7 @@ pub fn rows<'a>(campaign: &'a Campaign, events: &'a [Event]) -> Rows<'a> {
         touches.push(Touch {
             ts: ts(e.ms),
             event_id: e.event_id,
-            channel: e.channel.clone(),
+            channel: e.channel.to_string(),
         });
     }
 
@@ -378,7 +378,7 @@ mod tests {
             contact: if event_type == "signup" {
                 "c1".into()
             } else {
-                String::new()
+                Default::default()
             },
         }
     }

@@ -108,7 +108,7 @@ fn event_in(base_ms: u64, window_days: u64) -> impl Strategy<Value = Event> {
                     contact: if event_type == "signup" {
                         CONTACTS[contact].into()
                     } else {
-                        String::new()
+                        Default::default()
                     },
                 }
             },
@@ -284,7 +284,7 @@ proptest! {
         }
         // Visitors whose sign-ups carry a contact another visitor's carry too.
         let contacts_of = |es: &[Event]| -> Vec<String> {
-            es.iter().filter(|e| e.event_type == "signup" && !e.contact.is_empty()).map(|e| e.contact.clone()).collect()
+            es.iter().filter(|e| e.event_type == "signup" && !e.contact.is_empty()).map(|e| e.contact.to_string()).collect()
         };
         let sharers: Vec<(String, Vec<Event>)> = vs
             .iter()

@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use crate::sql::{id_set, IDS_PER_QUERY};
 use crate::EventRow;
-use ensemble_model::figures::Event;
+use ensemble_model::figures::{Event, Text};
 
 /// A ledger row as read back (and as `rebuild` reads `events`).
 #[derive(Debug, Row, Deserialize)]
@@ -47,15 +47,15 @@ pub(crate) struct LedgerRow {
     #[serde(with = "clickhouse::serde::uuid")]
     pub(crate) event_id: Uuid,
     pub(crate) ms: u64,
-    pub(crate) ev_type: String,
-    pub(crate) ev_action: String,
-    pub(crate) ev_channel: String,
-    pub(crate) ev_placement: String,
-    pub(crate) ev_phase: String,
-    pub(crate) ev_device: String,
+    pub(crate) ev_type: Text,
+    pub(crate) ev_action: Text,
+    pub(crate) ev_channel: Text,
+    pub(crate) ev_placement: Text,
+    pub(crate) ev_phase: Text,
+    pub(crate) ev_device: Text,
     pub(crate) ev_bot: u8,
-    pub(crate) ev_contact: String,
-    pub(crate) ev_os: String,
+    pub(crate) ev_contact: Text,
+    pub(crate) ev_os: Text,
 }
 
 /// The columns of [`LedgerRow`], in order.
@@ -86,16 +86,16 @@ pub fn ledger_event(r: &EventRow) -> Event {
     Event {
         event_id: r.event_id,
         ms: u64::try_from(r.ts.timestamp().max(0)).unwrap_or(0) * 1000 + u64::from(r.ts_ms),
-        event_type: r.event_type.clone(),
-        action: r.action.clone(),
-        channel: r.channel.clone(),
-        placement: r.placement.clone(),
-        phase: r.phase.clone(),
-        device: r.device_class.clone(),
-        os: r.os_family.clone(),
+        event_type: Text::new(&r.event_type),
+        action: Text::new(&r.action),
+        channel: Text::new(&r.channel),
+        placement: Text::new(&r.placement),
+        phase: Text::new(&r.phase),
+        device: Text::new(&r.device_class),
+        os: Text::new(&r.os_family),
         // Left out of the figures unless bots are asked for: bots and repeated scans.
         bot: r.is_bot != 0 || r.repeat_scan != 0,
-        contact: r.contact_hash.clone(),
+        contact: Text::new(&r.contact_hash),
     }
 }
 

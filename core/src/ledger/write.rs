@@ -425,14 +425,14 @@ mod tests {
             event_id: Uuid::from_u128(i),
             ms: 1_737_190_800_000,
             event_type: "page_view".into(),
-            action: String::new(),
+            action: Default::default(),
             channel: "metro".into(),
-            placement: String::new(),
+            placement: Default::default(),
             phase: "p1-lancement".into(),
             device: "mobile".into(),
             os: "iOS".into(),
             bot: false,
-            contact: String::new(),
+            contact: Default::default(),
         };
         let mut w = Writer::new(&campaign, &[], &[]);
         for (i, v) in ["v_a", "v_b", "v_c"].into_iter().enumerate() {
