@@ -190,9 +190,17 @@ pub fn add_between<'a>(
     strings: &mut Strings<'a>,
     sum: &mut Sum,
 ) {
-    let after = unmerged(campaign, after, strings);
-    let before = unmerged(campaign, before, strings);
-    sum.add_visitor(&after, &before);
+    // Without a bot on either side, the bots' scope changes as the
+    // default one does: computed and summed once, added to both (half the
+    // rows to sum for most visitors).
+    let no_bots = [before, after]
+        .iter()
+        .flat_map(|set| set.iter().flat_map(|(_, events)| events))
+        .all(|e| !e.bot);
+    let bots = if no_bots { Bots::Left } else { Bots::Copied };
+    let after = unmerged(campaign, after, strings, bots);
+    let before = unmerged(campaign, before, strings, bots);
+    sum.add_visitor(&after, &before, no_bots);
 }
 
 /// One visitor's events before and after a batch (see [`ChangeSets::new`]).

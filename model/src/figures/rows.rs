@@ -163,7 +163,14 @@ impl Sum {
     /// with equal keys not yet summed: they are summed among themselves
     /// first, so that what cancels out (most of a returning visitor's
     /// rows) never reaches the batch's map.
-    pub(crate) fn add_visitor(&mut self, plus: &[(Key, Value)], minus: &[(Key, Value)]) {
+    /// With `bot_copies`, each row that does not cancel is added again
+    /// with `bots = 1` (the rows of `bots = 0` only were given).
+    pub(crate) fn add_visitor(
+        &mut self,
+        plus: &[(Key, Value)],
+        minus: &[(Key, Value)],
+        bot_copies: bool,
+    ) {
         for (rows, sign) in [(plus, 1), (minus, -1)] {
             for (k, v) in rows {
                 self.visitor.entry(*k).or_default().add(*v, sign);
@@ -172,6 +179,9 @@ impl Sum {
         for (k, v) in self.visitor.drain() {
             if !v.is_zero() {
                 self.map.entry(k).or_default().add(v, 1);
+                if bot_copies {
+                    self.map.entry(Key { bots: 1, ..k }).or_default().add(v, 1);
+                }
             }
         }
     }

@@ -98,7 +98,18 @@ pub fn compute<'a>(
     visitors: &'a [(String, Vec<Event>)],
     strings: &mut Strings<'a>,
 ) -> Rows {
-    merge(unmerged(campaign, visitors, strings))
+    merge(unmerged(campaign, visitors, strings, Bots::Copied))
+}
+
+/// What [`unmerged`] does with the bots' scope (`bots = 1`) of a set
+/// without bots, whose rows are those of `bots = 0` again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bots {
+    /// Copies them.
+    Copied,
+    /// Leaves them out: the caller adds them (a change between two sets
+    /// without bots is the same in both scopes, so it is summed once).
+    Left,
 }
 
 /// [`compute`]'s rows as they are made: in no order, equal keys not yet
@@ -107,6 +118,7 @@ pub(crate) fn unmerged<'a>(
     campaign: &'a Campaign,
     visitors: &'a [(String, Vec<Event>)],
     strings: &mut Strings<'a>,
+    bot_copy: Bots,
 ) -> Out {
     let all = strings.id(ALL);
     let empty = strings.id("");
@@ -126,6 +138,9 @@ pub(crate) fn unmerged<'a>(
     for bots in [0u8, 1] {
         b.bots = bots;
         if bots == 1 && no_bots {
+            if bot_copy == Bots::Left {
+                break;
+            }
             let copies: Rows = b
                 .rows
                 .iter()
