@@ -190,17 +190,31 @@ pub fn add_between<'a>(
     strings: &mut Strings<'a>,
     sum: &mut Sum,
 ) {
-    // Without a bot on either side, the bots' scope changes as the
-    // default one does: computed and summed once, added to both (half the
-    // rows to sum for most visitors).
-    let no_bots = [before, after]
-        .iter()
-        .flat_map(|set| set.iter().flat_map(|(_, events)| events))
-        .all(|e| !e.bot);
-    let bots = if no_bots { Bots::Left } else { Bots::Copied };
-    let after = unmerged(campaign, after, strings, bots);
-    let before = unmerged(campaign, before, strings, bots);
-    sum.add_visitor(&after, &before, no_bots);
+    // What both sides share is copied alike in both: the change is
+    // summed once and added to each copy ([`Left`]). Without a bot on
+    // either side, the bots' scope is the default one again; with one
+    // device (or placement) on both, its scope is the default one's rows.
+    let events = || before.iter().chain(after).flat_map(|(_, events)| events);
+    let bots = events().all(|e| !e.bot);
+    let sole = |of: fn(&'a Event) -> &'a str| {
+        let mut values = events().map(of);
+        let first = values.next().filter(|v| !v.is_empty())?;
+        (bots && values.all(|v| v == first)).then_some(first)
+    };
+    let left = Left {
+        bots,
+        device: sole(|e| &e.device),
+        placement: sole(|e| &e.placement),
+    };
+    let after = unmerged(campaign, after, strings, left);
+    let before = unmerged(campaign, before, strings, left);
+    let copies = Copies {
+        bots,
+        device: left.device.map(|d| strings.id(d)),
+        placement: left.placement.map(|p| strings.id(p)),
+        unfiltered: strings.id(""),
+    };
+    sum.add_visitor(&after, &before, copies);
 }
 
 /// One visitor's events before and after a batch (see [`ChangeSets::new`]).

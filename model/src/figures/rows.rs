@@ -149,6 +149,18 @@ impl std::hash::Hasher for KeyHasher {
 
 type KeyMap = HashMap<Key, Value, std::hash::BuildHasherDefault<KeyHasher>>;
 
+/// The copies of a visitor's rows that [`Sum::add_visitor`] makes
+/// (`runs::Left`): `bots = 1` of every row; the default scope's rows
+/// (`unfiltered`: its device and placement filters), conversions aside, with
+/// this device filter, with this placement filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Copies {
+    pub(crate) bots: bool,
+    pub(crate) device: Option<u32>,
+    pub(crate) placement: Option<u32>,
+    pub(crate) unfiltered: u32,
+}
+
 /// Rows of many visitors summed as they come.
 #[derive(Debug, Default)]
 pub struct Sum {
@@ -163,13 +175,13 @@ impl Sum {
     /// with equal keys not yet summed: they are summed among themselves
     /// first, so that what cancels out (most of a returning visitor's
     /// rows) never reaches the batch's map.
-    /// With `bot_copies`, each row that does not cancel is added again
-    /// with `bots = 1` (the rows of `bots = 0` only were given).
+    /// Then each row that does not cancel is added again to the copies
+    /// the rows were given without ([`Copies`]).
     pub(crate) fn add_visitor(
         &mut self,
         plus: &[(Key, Value)],
         minus: &[(Key, Value)],
-        bot_copies: bool,
+        copies: Copies,
     ) {
         for (rows, sign) in [(plus, 1), (minus, -1)] {
             for (k, v) in rows {
@@ -177,10 +189,27 @@ impl Sum {
             }
         }
         for (k, v) in self.visitor.drain() {
-            if !v.is_zero() {
-                self.map.entry(k).or_default().add(v, 1);
-                if bot_copies {
-                    self.map.entry(Key { bots: 1, ..k }).or_default().add(v, 1);
+            if v.is_zero() {
+                continue;
+            }
+            let scope_row = k.device_filter == copies.unfiltered
+                && k.placement_filter == copies.unfiltered
+                && !runs::of_conversions(k.figure);
+            let device = copies.device.filter(|_| scope_row).map(|d| Key {
+                device_filter: d,
+                ..k
+            });
+            let placement = copies.placement.filter(|_| scope_row).map(|p| Key {
+                placement_filter: p,
+                ..k
+            });
+            for key in std::iter::once(k).chain(device).chain(placement) {
+                self.map.entry(key).or_default().add(v, 1);
+                if copies.bots {
+                    self.map
+                        .entry(Key { bots: 1, ..key })
+                        .or_default()
+                        .add(v, 1);
                 }
             }
         }

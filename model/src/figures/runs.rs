@@ -98,18 +98,29 @@ pub fn compute<'a>(
     visitors: &'a [(String, Vec<Event>)],
     strings: &mut Strings<'a>,
 ) -> Rows {
-    merge(unmerged(campaign, visitors, strings, Bots::Copied))
+    merge(unmerged(campaign, visitors, strings, Left::default()))
 }
 
-/// What [`unmerged`] does with the bots' scope (`bots = 1`) of a set
-/// without bots, whose rows are those of `bots = 0` again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Bots {
-    /// Copies them.
-    Copied,
-    /// Leaves them out: the caller adds them (a change between two sets
-    /// without bots is the same in both scopes, so it is summed once).
-    Left,
+/// The copies [`unmerged`] leaves out, for a caller that adds them: a
+/// set's rows of `bots = 1` when it has no bots, of its sole device, of
+/// its sole placement, are its default rows again (the scope's rows,
+/// without its conversions' for a device or a placement). A change
+/// between two sets that share that trait is then the same in the copy:
+/// summed once, added again ([`Sum::add_visitor`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Left<'s> {
+    pub(crate) bots: bool,
+    pub(crate) device: Option<&'s str>,
+    pub(crate) placement: Option<&'s str>,
+}
+
+/// The figures [`conversions`] counts, which the device and placement
+/// copies of a scope do not carry.
+pub(crate) fn of_conversions(figure: Figure) -> bool {
+    matches!(
+        figure,
+        Figure::Conversions | Figure::PathsConverted | Figure::PathsDelays | Figure::Credits
+    )
 }
 
 /// [`compute`]'s rows as they are made: in no order, equal keys not yet
@@ -118,7 +129,7 @@ pub(crate) fn unmerged<'a>(
     campaign: &'a Campaign,
     visitors: &'a [(String, Vec<Event>)],
     strings: &mut Strings<'a>,
-    bot_copy: Bots,
+    left: Left<'_>,
 ) -> Out {
     let all = strings.id(ALL);
     let empty = strings.id("");
@@ -138,7 +149,7 @@ pub(crate) fn unmerged<'a>(
     for bots in [0u8, 1] {
         b.bots = bots;
         if bots == 1 && no_bots {
-            if bot_copy == Bots::Left {
+            if left.bots {
                 break;
             }
             let copies: Rows = b
@@ -170,7 +181,9 @@ pub(crate) fn unmerged<'a>(
         for d in devices.into_iter().filter(|d| !d.is_empty()) {
             let id = b.id(d);
             if evs.iter().all(|ev| ev.e.device == d) {
-                copy_scope(&mut b, from..to, id, empty);
+                if left.device != Some(d) {
+                    copy_scope(&mut b, from..to, id, empty);
+                }
             } else {
                 let kept: Vec<Ev<'a>> = evs.iter().copied().filter(|ev| ev.e.device == d).collect();
                 b.device_filter = id;
@@ -184,7 +197,9 @@ pub(crate) fn unmerged<'a>(
         for p in placements.into_iter().filter(|p| !p.is_empty()) {
             let id = b.id(p);
             if evs.iter().all(|ev| ev.e.placement == p) {
-                copy_scope(&mut b, from..to, empty, id);
+                if left.placement != Some(p) {
+                    copy_scope(&mut b, from..to, empty, id);
+                }
             } else {
                 let kept: Vec<Ev<'a>> = evs
                     .iter()
