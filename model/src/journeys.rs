@@ -285,12 +285,39 @@ pub fn change<'a>(campaign: &'a Campaign, old: &'a [Event], new: &'a [Event]) ->
     if old.is_empty() {
         return out;
     }
-    let mut both = out;
-    both.extend(rows(campaign, old).into_iter().map(|(k, mut c)| {
-        c.neg();
-        (k, c)
-    }));
-    settle(both)
+    minus(out, rows(campaign, old))
+}
+
+/// `plus − minus` of two settled (sorted) sets of rows, merged in one
+/// pass: sorting them together again took a tenth of the processor's time.
+fn minus<'a>(plus: Rows<'a>, minus: Rows<'a>) -> Rows<'a> {
+    use std::cmp::Ordering;
+    let mut out: Rows<'a> = Vec::with_capacity(plus.len() + minus.len());
+    let mut plus = plus.into_iter().peekable();
+    let mut minus = minus.into_iter().peekable();
+    loop {
+        let order = match (plus.peek(), minus.peek()) {
+            (Some((p, _)), Some((m, _))) => p.cmp(m),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => break,
+        };
+        let next = match order {
+            Ordering::Less => plus.next(),
+            Ordering::Greater => minus.next().map(|(k, mut c)| {
+                c.neg();
+                (k, c)
+            }),
+            Ordering::Equal => plus.next().zip(minus.next()).map(|((k, mut c), (_, m))| {
+                c.add(&m, -1);
+                (k, c)
+            }),
+        };
+        if let Some((k, c)) = next.filter(|(_, c)| !c.is_zero()) {
+            out.push((k, c));
+        }
+    }
+    out
 }
 
 /// Adds `rows` to `sum` (`sign` −1 subtracts), dropping keys that cancel.
