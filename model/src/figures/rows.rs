@@ -59,7 +59,7 @@ impl<'a> Strings<'a> {
 /// What a row of figures is about, as ids into [`Strings`] (copied and
 /// compared without allocating: the processor computes thousands per batch).
 /// Dimensions a figure does not use are the empty string / 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Key {
     pub figure: Figure,
     pub bots: u8,
@@ -82,6 +82,32 @@ pub struct Key {
     pub hour: u32,
     pub day: Day,
     pub seconds: u32,
+}
+
+/// Two fields to a word (eleven words rather than twenty-one): hashing
+/// keys was a tenth of the live processor's time. Equal keys hash alike,
+/// as `Eq` needs.
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let pair = |a: u32, b: u32| (u64::from(a) << 32) | u64::from(b);
+        let small = u32::from(self.figure as u8)
+            | (u32::from(self.bots) << 8)
+            | (u32::from(self.contacts) << 16);
+        for word in [
+            pair(small, self.device_filter),
+            pair(self.placement_filter, self.first_day),
+            pair(self.last_day, self.phase),
+            pair(self.channel, self.placement),
+            pair(self.event_type, self.action),
+            pair(self.step, self.model),
+            pair(self.conversion_phase, self.other_channel),
+            pair(self.device_class, self.os_family),
+            pair(self.hour, self.day),
+            u64::from(self.seconds),
+        ] {
+            state.write_u64(word);
+        }
+    }
 }
 
 /// Rows sorted by key, equal keys merged, zeros dropped.
