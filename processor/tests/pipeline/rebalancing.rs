@@ -100,9 +100,13 @@ async fn a_member_joining_during_a_slow_insert_takes_over_without_counting_twice
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
-    let proxy = ensemble_tests::hold::HoldingProxy::start(&upstream, b"INSERT INTO ledger (")
-        .await
-        .expect("proxy");
+    let proxy = ensemble_tests::hold::HoldingProxy::start(
+        &upstream,
+        // The ledger INSERT's statement, in its URL (form-encoded).
+        b"query=INSERT+INTO+ledger+%28",
+    )
+    .await
+    .expect("proxy");
     let messages: Vec<_> = (0..2_100).map(|i| message(11, i)).collect();
     // Whole batches of 300, so that the held INSERT is the only one: the
     // member then keeps polling, and the rebalance reaches it meanwhile.
