@@ -142,6 +142,9 @@ fn settle(mut rows: Vec<(Key<'_>, Counts)>) -> Rows<'_> {
         }
     }
     out.retain(|(_, c)| !c.is_zero());
+    // Most of a returning visitor's rows cancel: the room they took is
+    // not held until the batch is written.
+    out.shrink_to_fit();
     out
 }
 
@@ -317,6 +320,7 @@ fn minus<'a>(plus: Rows<'a>, minus: Rows<'a>) -> Rows<'a> {
             out.push((k, c));
         }
     }
+    out.shrink_to_fit();
     out
 }
 

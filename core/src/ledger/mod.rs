@@ -122,28 +122,38 @@ pub(crate) async fn read_written(
     client: &clickhouse::Client,
     visitors: &[&str],
 ) -> Result<HashMap<String, Vec<(u64, Event)>>, clickhouse::error::Error> {
-    let mut rows: Vec<LedgerRow> = Vec::new();
+    // Each row into its visitor's events as it arrives (not all the rows
+    // first, then the events: two copies of a batch's history at once).
+    let mut out: HashMap<String, Vec<(u64, Event)>> = HashMap::new();
+    let mut last_tombstone: HashMap<String, u64> = HashMap::new();
     for chunk in visitors.chunks(IDS_PER_QUERY) {
         let sql = format!(
             "SELECT {LEDGER_COLUMNS} FROM ledger WHERE visitor_id IN {}",
             id_set(chunk)
         );
-        rows.extend(client.query(&sql).fetch_all::<LedgerRow>().await?);
+        let mut cursor = client.query(&sql).fetch::<LedgerRow>()?;
+        while let Some(r) = cursor.next().await? {
+            if r.tombstone == 1 {
+                let t = last_tombstone.entry(r.visitor_id).or_default();
+                *t = (*t).max(r.written_ms);
+            } else {
+                let event = r.event();
+                match out.get_mut(r.visitor_id.as_str()) {
+                    Some(events) => events.push((r.written_ms, event)),
+                    None => {
+                        out.insert(r.visitor_id, vec![(r.written_ms, event)]);
+                    }
+                }
+            }
+        }
     }
-    let mut last_tombstone: HashMap<&str, u64> = HashMap::new();
-    for r in rows.iter().filter(|r| r.tombstone == 1) {
-        let t = last_tombstone.entry(&r.visitor_id).or_default();
-        *t = (*t).max(r.written_ms);
-    }
-    let mut out: HashMap<String, Vec<(u64, Event)>> = HashMap::new();
-    for r in &rows {
-        let after = last_tombstone
-            .get(r.visitor_id.as_str())
-            .is_none_or(|t| r.written_ms > *t);
-        if r.tombstone == 0 && after {
-            out.entry(r.visitor_id.clone())
-                .or_default()
-                .push((r.written_ms, r.event()));
+    // Rows written before a visitor's last tombstone no longer count.
+    for (visitor, t) in &last_tombstone {
+        if let Some(events) = out.get_mut(visitor) {
+            events.retain(|(written, _)| written > t);
+            if events.is_empty() {
+                out.remove(visitor);
+            }
         }
     }
     Ok(out)

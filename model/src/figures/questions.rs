@@ -44,7 +44,7 @@ pub fn answer(campaign: &Campaign, visitors: &[(String, Vec<Event>)], q: &Questi
         empty,
         gap_ms: rules::gap_ms(campaign),
     };
-    let prepared = prepare(&mut b, visitors);
+    let prepared = prepare(&mut b, &events_of(visitors));
     let evs: Vec<Ev<'_>> = prepared
         .iter()
         .copied()
@@ -176,7 +176,13 @@ pub fn add_change<'a>(
     strings: &mut Strings<'a>,
     sum: &mut Sum,
 ) {
-    add_between(campaign, &sets.old, &sets.all, strings, sum);
+    between(
+        campaign,
+        &[sets.known()],
+        &[sets.all_events()],
+        strings,
+        sum,
+    );
 }
 
 /// `after − before` of one visitor's rows, added to `sum` without sorting
@@ -190,11 +196,28 @@ pub fn add_between<'a>(
     strings: &mut Strings<'a>,
     sum: &mut Sum,
 ) {
+    between(
+        campaign,
+        &events_of(before),
+        &events_of(after),
+        strings,
+        sum,
+    );
+}
+
+/// [`add_between`] of the visitor's events before and after.
+fn between<'a>(
+    campaign: &'a Campaign,
+    before: &[&'a [Event]],
+    after: &[&'a [Event]],
+    strings: &mut Strings<'a>,
+    sum: &mut Sum,
+) {
     // What both sides share is copied alike in both: the change is
     // summed once and added to each copy ([`Left`]). Without a bot on
     // either side, the bots' scope is the default one again; with one
     // device (or placement) on both, its scope is the default one's rows.
-    let events = || before.iter().chain(after).flat_map(|(_, events)| events);
+    let events = || before.iter().chain(after).flat_map(|events| events.iter());
     let bots = events().all(|e| !e.bot);
     let sole = |of: fn(&'a Event) -> &'a str| {
         let mut values = events().map(of);
@@ -217,53 +240,48 @@ pub fn add_between<'a>(
     sum.add_visitor(&after, &before, copies);
 }
 
-/// One visitor's events before and after a batch (see [`ChangeSets::new`]).
+/// One visitor's events before and after a batch (see [`ChangeSets::new`]):
+/// one vector, the known events first (a copy of each, held for every
+/// visitor of a batch, was the processor's largest memory).
 #[derive(Debug, Clone)]
 pub struct ChangeSets {
-    old: [(String, Vec<Event>); 1],
-    all: [(String, Vec<Event>); 1],
-    fresh: Vec<Event>,
+    visitor: String,
+    all: Vec<Event>,
+    known: usize,
 }
 
 impl ChangeSets {
     /// `known`: the visitor's accounted events; `batch`: what arrived.
     /// `None` when the batch brings nothing new.
     pub fn new(visitor: &str, known: Vec<Event>, batch: &[Event]) -> Option<Self> {
-        let mut seen: std::collections::BTreeSet<Uuid> = known.iter().map(|e| e.event_id).collect();
-        let fresh: Vec<Event> = batch
-            .iter()
-            .filter(|e| seen.insert(e.event_id))
-            .cloned()
-            .collect();
-        if fresh.is_empty() {
-            return None;
-        }
-        let mut all = known.clone();
-        all.extend(fresh.iter().cloned());
-        Some(Self {
-            old: [(visitor.to_owned(), known)],
-            all: [(visitor.to_owned(), all)],
-            fresh,
+        let mut seen: std::collections::HashSet<Uuid> = known.iter().map(|e| e.event_id).collect();
+        let mut all = known;
+        let count = all.len();
+        all.extend(batch.iter().filter(|e| seen.insert(e.event_id)).cloned());
+        (all.len() > count).then(|| Self {
+            visitor: visitor.to_owned(),
+            all,
+            known: count,
         })
     }
 
     pub fn visitor(&self) -> &str {
-        &self.all[0].0
+        &self.visitor
     }
 
     /// The visitor's events accounted before the batch.
     pub fn known(&self) -> &[Event] {
-        &self.old[0].1
+        &self.all[..self.known]
     }
 
     /// Every event of the visitor once the batch is in.
     pub fn all_events(&self) -> &[Event] {
-        &self.all[0].1
+        &self.all
     }
 
     /// The events new to the visitor.
     pub fn fresh(&self) -> &[Event] {
-        &self.fresh
+        &self.all[self.known..]
     }
 }
 

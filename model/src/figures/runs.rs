@@ -98,7 +98,20 @@ pub fn compute<'a>(
     visitors: &'a [(String, Vec<Event>)],
     strings: &mut Strings<'a>,
 ) -> Rows {
-    merge(unmerged(campaign, visitors, strings, Left::default()))
+    merge(unmerged(
+        campaign,
+        &events_of(visitors),
+        strings,
+        Left::default(),
+    ))
+}
+
+/// The events of each visitor of a set.
+pub(crate) fn events_of(visitors: &[(String, Vec<Event>)]) -> Vec<&[Event]> {
+    visitors
+        .iter()
+        .map(|(_, events)| events.as_slice())
+        .collect()
 }
 
 /// The copies [`unmerged`] leaves out, for a caller that adds them: a
@@ -127,7 +140,7 @@ pub(crate) fn of_conversions(figure: Figure) -> bool {
 /// summed (for a caller that sums many visitors' rows anyway).
 pub(crate) fn unmerged<'a>(
     campaign: &'a Campaign,
-    visitors: &'a [(String, Vec<Event>)],
+    visitors: &[&'a [Event]],
     strings: &mut Strings<'a>,
     left: Left<'_>,
 ) -> Out {
@@ -217,12 +230,9 @@ pub(crate) fn unmerged<'a>(
 }
 
 /// Each visitor's events once (redeliveries), all in (time, event id) order.
-pub(crate) fn prepare<'a>(
-    b: &mut Builder<'_, 'a>,
-    visitors: &'a [(String, Vec<Event>)],
-) -> Vec<Ev<'a>> {
+pub(crate) fn prepare<'a>(b: &mut Builder<'_, 'a>, visitors: &[&'a [Event]]) -> Vec<Ev<'a>> {
     let mut out: Vec<Ev<'a>> = Vec::new();
-    for (i, (_, events)) in visitors.iter().enumerate() {
+    for (i, events) in visitors.iter().enumerate() {
         let mut evs: Vec<&'a Event> = events.iter().collect();
         evs.sort_unstable_by_key(|e| (e.event_id, e.ms));
         evs.dedup_by_key(|e| e.event_id);
