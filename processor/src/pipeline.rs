@@ -155,7 +155,11 @@ impl Pipeline {
                     key: m.key().map(<[u8]>::to_vec),
                     payload: payload.to_vec(),
                 };
-                batch.push(EventRow::new(&msg, enrichment, Utc::now()), source);
+                batch.push(
+                    EventRow::new(&msg, enrichment, Utc::now()),
+                    source,
+                    &self.limits,
+                );
             }
             Err((reason, detail)) => {
                 let from = Origin {
