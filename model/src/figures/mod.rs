@@ -1,8 +1,10 @@
 //!
 //! Split by job: [`days`] (local days and summed ranges), [`rows`] (the
 //! stored rows and answers), [`runs`] (a visitor's contribution),
-//! [`questions`] (answers, changes, the correction).
+//! [`conversions`] (its conversions, paths and credit), [`questions`]
+//! (answers, changes, the correction).
 
+mod conversions;
 mod days;
 mod questions;
 mod rows;
@@ -10,6 +12,7 @@ mod runs;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use conversions::*;
 pub use days::*;
 pub use questions::*;
 pub use rows::*;
