@@ -288,7 +288,32 @@ const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
 /// Creates the database if needed and applies every migration not yet
 /// recorded. A second run is a no-op. Refuses to go on if an applied
 /// migration's file has changed.
+///
+/// When a connection drops between statements (a pooled connection the
+/// server had just closed, a node just started), the whole run goes
+/// again, up to 5 times over ~4 s: every migration can be applied again
+/// over a run that stopped in its middle.
 pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError> {
+    let mut report = MigrateReport::default();
+    let mut wait = std::time::Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match migrate_once(store, &mut report).await {
+            Err(MigrateError::ClickHouse(clickhouse::error::Error::Network(e))) if attempt < 5 => {
+                tracing::warn!(attempt, error = %e, "connection dropped during the migrations; running them again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+            Ok(()) => return Ok(report),
+        }
+    }
+}
+
+/// One run of [`migrate`], adding what it applied to `report` (which
+/// keeps what an earlier, interrupted run applied).
+async fn migrate_once(store: &StoreConfig, report: &mut MigrateReport) -> Result<(), MigrateError> {
     let db = &store.database;
     if !is_identifier(db) {
         return Err(MigrateError::BadDatabase(db.clone()));
@@ -325,7 +350,6 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
         .fetch_all()
         .await?;
 
-    let mut report = MigrateReport::default();
     for (m, stmts) in all.into_iter().zip(statements) {
         if let Some(row) = applied.iter().find(|r| r.version == m.version) {
             if row.checksum != m.checksum {
@@ -336,7 +360,9 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
                     current: m.checksum,
                 });
             }
-            report.already_applied.push(m.version);
+            if !report.applied.contains(&m.version) {
+                report.already_applied.push(m.version);
+            }
             continue;
         }
         let had_events = REBUILT_FROM_EVENTS.contains(&m.version)
@@ -450,7 +476,7 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
         tracing::info!(version = m.version, name = %m.name, "migration applied");
         report.applied.push(m.version);
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The columns of `db.table`.

@@ -9,7 +9,10 @@ the same code path, the same SQL, a current engine behind it.
 
 It speaks the subset of the HTTP interface the `clickhouse` crate uses: POST
 with the SQL in the body, `database` and `default_format` query parameters,
-plain (uncompressed) answers, errors as HTTP 500 with ClickHouse's message.
+plain (uncompressed) answers, errors as HTTP 500 with ClickHouse's message;
+and the crate's formatted inserts: the statement in the `query` parameter,
+the data as a chunked body of ClickHouse's compressed blocks
+(`decompress=1`, LZ4, needs the `lz4` package).
 
 Usage: chdb_http.py DATA_DIR [PORT]   (PORT 0 picks a free one; the chosen
 port is printed on stdout as `listening PORT`). CHDB_HTTP_LOG=1 prints each
@@ -26,6 +29,28 @@ import chdb.session
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 HAS_FORMAT = re.compile(r"\bFORMAT\s+[A-Za-z]+\s*;?\s*$", re.IGNORECASE)
+
+
+def decompressed(data):
+    """The data of ClickHouse's compressed blocks: each a 16-byte checksum
+    (not checked here), a method byte (0x82 LZ4, 0x02 none), the block's
+    size with its 9-byte header, the data's size, then the data."""
+    import lz4.block
+
+    out, i = [], 0
+    while i < len(data):
+        method = data[i + 16]
+        size = int.from_bytes(data[i + 17:i + 21], "little")
+        plain = int.from_bytes(data[i + 21:i + 25], "little")
+        block = data[i + 25:i + 16 + size]
+        if method == 0x82:
+            out.append(lz4.block.decompress(block, uncompressed_size=plain))
+        elif method == 0x02:
+            out.append(block)
+        else:
+            raise ValueError(f"compression method {method:#x} is not supported by this shim")
+        i += 16 + size
+    return b"".join(out)
 
 
 def main():
@@ -49,6 +74,19 @@ def main():
             self.end_headers()
             self.wfile.write(body)
 
+        def body(self):
+            if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+
         def do_GET(self):
             if urlparse(self.path).path in ("/ping", "/"):
                 self.answer(200, b"Ok.\n")
@@ -57,8 +95,10 @@ def main():
 
         def do_POST(self):
             params = {k: v[-1] for k, v in parse_qs(urlparse(self.path).query).items()}
-            length = int(self.headers.get("Content-Length") or 0)
-            sql = self.rfile.read(length).decode("utf-8")
+            body = self.body()
+            if params.get("decompress") == "1":
+                body = decompressed(body)
+            sql = body.decode("utf-8")
             if "query" in params:
                 sql = params["query"] + ("\n" + sql if sql else "")
             db = params.get("database")
