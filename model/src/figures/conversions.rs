@@ -13,6 +13,15 @@ use crate::paths;
 use crate::rules;
 use crate::Campaign;
 
+/// The figures [`conversions`] counts, which the device and placement
+/// copies of a scope do not carry ([`Left`]).
+pub(crate) fn of_conversions(figure: Figure) -> bool {
+    matches!(
+        figure,
+        Figure::Conversions | Figure::PathsConverted | Figure::PathsDelays | Figure::Credits
+    )
+}
+
 /// Which conversions count, for a question asked on demand.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConversionFilter<'q> {

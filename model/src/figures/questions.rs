@@ -226,18 +226,12 @@ fn between<'a>(
     };
     let left = Left {
         bots,
-        device: sole(|e| &e.device),
-        placement: sole(|e| &e.placement),
+        device: sole(|e| &e.device).map(|d| strings.id(d)),
+        placement: sole(|e| &e.placement).map(|p| strings.id(p)),
     };
     let after = unmerged(campaign, after, strings, left);
     let before = unmerged(campaign, before, strings, left);
-    let copies = Copies {
-        bots,
-        device: left.device.map(|d| strings.id(d)),
-        placement: left.placement.map(|p| strings.id(p)),
-        unfiltered: strings.id(""),
-    };
-    sum.add_visitor(&after, &before, copies);
+    sum.add_visitor(&after, &before, left, strings.id(""));
 }
 
 /// One visitor's events before and after a batch (see [`ChangeSets::new`]):

@@ -175,18 +175,6 @@ impl std::hash::Hasher for KeyHasher {
 
 type KeyMap = HashMap<Key, Value, std::hash::BuildHasherDefault<KeyHasher>>;
 
-/// The copies of a visitor's rows that [`Sum::add_visitor`] makes
-/// (`runs::Left`): `bots = 1` of every row; the default scope's rows
-/// (`unfiltered`: its device and placement filters), conversions aside, with
-/// this device filter, with this placement filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Copies {
-    pub(crate) bots: bool,
-    pub(crate) device: Option<u32>,
-    pub(crate) placement: Option<u32>,
-    pub(crate) unfiltered: u32,
-}
-
 /// Rows of many visitors summed as they come.
 #[derive(Debug, Default)]
 pub struct Sum {
@@ -202,12 +190,16 @@ impl Sum {
     /// first, so that what cancels out (most of a returning visitor's
     /// rows) never reaches the batch's map.
     /// Then each row that does not cancel is added again to the copies
-    /// the rows were given without ([`Copies`]).
+    /// the rows were given without ([`Left`]): with `bots = 1`; and a row
+    /// of the default scope (`unfiltered`: its device and placement
+    /// filters), conversions aside, with the sole device's filter, with
+    /// the sole placement's.
     pub(crate) fn add_visitor(
         &mut self,
         plus: &[(Key, Value)],
         minus: &[(Key, Value)],
-        copies: Copies,
+        left: Left,
+        unfiltered: u32,
     ) {
         for (rows, sign) in [(plus, 1), (minus, -1)] {
             for (k, v) in rows {
@@ -218,20 +210,20 @@ impl Sum {
             if v.is_zero() {
                 continue;
             }
-            let scope_row = k.device_filter == copies.unfiltered
-                && k.placement_filter == copies.unfiltered
-                && !runs::of_conversions(k.figure);
-            let device = copies.device.filter(|_| scope_row).map(|d| Key {
+            let scope_row = k.device_filter == unfiltered
+                && k.placement_filter == unfiltered
+                && !of_conversions(k.figure);
+            let device = left.device.filter(|_| scope_row).map(|d| Key {
                 device_filter: d,
                 ..k
             });
-            let placement = copies.placement.filter(|_| scope_row).map(|p| Key {
+            let placement = left.placement.filter(|_| scope_row).map(|p| Key {
                 placement_filter: p,
                 ..k
             });
             for key in std::iter::once(k).chain(device).chain(placement) {
                 self.map.entry(key).or_default().add(v, 1);
-                if copies.bots {
+                if left.bots {
                     self.map
                         .entry(Key { bots: 1, ..key })
                         .or_default()

@@ -114,26 +114,17 @@ pub(crate) fn events_of(visitors: &[(String, Vec<Event>)]) -> Vec<&[Event]> {
         .collect()
 }
 
-/// The copies [`unmerged`] leaves out, for a caller that adds them: a
-/// set's rows of `bots = 1` when it has no bots, of its sole device, of
-/// its sole placement, are its default rows again (the scope's rows,
-/// without its conversions' for a device or a placement). A change
-/// between two sets that share that trait is then the same in the copy:
-/// summed once, added again ([`Sum::add_visitor`]).
+/// The copies [`unmerged`] leaves out, for a caller that adds them
+/// ([`Sum::add_visitor`]): a set's rows of `bots = 1` when it has no bots,
+/// of its sole device, of its sole placement (ids in [`Strings`]), are
+/// its default rows again (the scope's rows, without its conversions' for
+/// a device or a placement). A change between two sets that share that
+/// trait is then the same in the copy: summed once, added again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Left<'s> {
+pub(crate) struct Left {
     pub(crate) bots: bool,
-    pub(crate) device: Option<&'s str>,
-    pub(crate) placement: Option<&'s str>,
-}
-
-/// The figures [`conversions`] counts, which the device and placement
-/// copies of a scope do not carry.
-pub(crate) fn of_conversions(figure: Figure) -> bool {
-    matches!(
-        figure,
-        Figure::Conversions | Figure::PathsConverted | Figure::PathsDelays | Figure::Credits
-    )
+    pub(crate) device: Option<u32>,
+    pub(crate) placement: Option<u32>,
 }
 
 /// [`compute`]'s rows as they are made: in no order, equal keys not yet
@@ -142,7 +133,7 @@ pub(crate) fn unmerged<'a>(
     campaign: &'a Campaign,
     visitors: &[&'a [Event]],
     strings: &mut Strings<'a>,
-    left: Left<'_>,
+    left: Left,
 ) -> Out {
     let all = strings.id(ALL);
     let empty = strings.id("");
@@ -194,7 +185,7 @@ pub(crate) fn unmerged<'a>(
         for d in devices.into_iter().filter(|d| !d.is_empty()) {
             let id = b.id(d);
             if evs.iter().all(|ev| ev.e.device == d) {
-                if left.device != Some(d) {
+                if left.device != Some(id) {
                     copy_scope(&mut b, from..to, id, empty);
                 }
             } else {
@@ -210,7 +201,7 @@ pub(crate) fn unmerged<'a>(
         for p in placements.into_iter().filter(|p| !p.is_empty()) {
             let id = b.id(p);
             if evs.iter().all(|ev| ev.e.placement == p) {
-                if left.placement != Some(p) {
+                if left.placement != Some(id) {
                     copy_scope(&mut b, from..to, empty, id);
                 }
             } else {
