@@ -59,6 +59,21 @@ pub enum MigrateError {
     ClickHouse(#[from] clickhouse::error::Error),
 }
 
+impl MigrateError {
+    /// The connection to ClickHouse dropped: what was sent may or may not
+    /// have run.
+    fn connection_dropped(&self) -> bool {
+        matches!(
+            self,
+            Self::ClickHouse(clickhouse::error::Error::Network(_))
+                | Self::Statement {
+                    source: clickhouse::error::Error::Network(_),
+                    ..
+                }
+        )
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MigrateReport {
@@ -289,17 +304,19 @@ const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
 /// recorded. A second run is a no-op. Refuses to go on if an applied
 /// migration's file has changed.
 ///
-/// When a connection drops between statements (a pooled connection the
-/// server had just closed, a node just started), the whole run goes
-/// again, up to 5 times over ~4 s: every migration can be applied again
-/// over a run that stopped in its middle.
+/// When a connection drops (a pooled connection the server had just
+/// closed, a node just started), the whole run goes again, up to 5 times
+/// over ~4 s: every migration can be applied again over a run that
+/// stopped in its middle, whether or not its last statement ran (views
+/// that exist are left, an ALTER adds only the columns not there yet,
+/// everything else is `IF NOT EXISTS` / `IF EXISTS`).
 pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError> {
     let mut report = MigrateReport::default();
     let mut wait = std::time::Duration::from_millis(250);
     let mut attempt = 1;
     loop {
         match migrate_once(store, &mut report).await {
-            Err(MigrateError::ClickHouse(clickhouse::error::Error::Network(e))) if attempt < 5 => {
+            Err(e) if attempt < 5 && e.connection_dropped() => {
                 tracing::warn!(attempt, error = %e, "connection dropped during the migrations; running them again");
                 tokio::time::sleep(wait).await;
                 wait *= 2;
@@ -427,20 +444,14 @@ async fn migrate_once(store: &StoreConfig, report: &mut MigrateReport) -> Result
                 run.retain(|sql| !sql.trim_start().starts_with("ALTER TABLE "));
             }
             for sql in run {
-                // Checked again after a dropped connection: the ALTER may
-                // have been applied before the answer was lost.
-                let check = altered
-                    .as_deref()
-                    .filter(|_| sql.trim_start().starts_with("ALTER TABLE "))
-                    .map(|table| (db.as_str(), table, stmt.as_str()));
-                execute_retrying(&client, &sql, check)
-                    .await
-                    .map_err(|source| MigrateError::Statement {
+                client.query_raw(&sql).execute().await.map_err(|source| {
+                    MigrateError::Statement {
                         version: m.version,
                         name: m.name.clone(),
                         statement: i + 1,
                         source,
-                    })?;
+                    }
+                })?;
             }
         }
         if had_events {
@@ -491,37 +502,6 @@ async fn columns(
         .bind(table)
         .fetch_all()
         .await
-}
-
-/// Runs one DDL statement; when the connection drops (a server just
-/// started, a proxy restarting), tries again, up to 5 times over ~4 s.
-/// Every statement can run twice (`IF NOT EXISTS`, `IF EXISTS`) but an
-/// `ALTER … ADD COLUMN`: `check` (database, table, the ALTER as written)
-/// then says whether its columns arrived before the answer was lost.
-async fn execute_retrying(
-    client: &clickhouse::Client,
-    sql: &str,
-    check: Option<(&str, &str, &str)>,
-) -> Result<(), clickhouse::error::Error> {
-    let mut wait = std::time::Duration::from_millis(250);
-    let mut attempt = 1;
-    loop {
-        match client.query_raw(sql).execute().await {
-            Ok(()) => return Ok(()),
-            Err(clickhouse::error::Error::Network(e)) if attempt < 5 => {
-                tracing::warn!(attempt, error = %e, "connection dropped during a migration statement; trying again");
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-                attempt += 1;
-                if let Some((db, table, alter)) = check {
-                    if adding_only_missing(alter, &columns(client, db, table).await?).is_none() {
-                        return Ok(());
-                    }
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -133,6 +133,124 @@ async fn migrations_run_again_over_a_schema_they_already_made() {
     assert_eq!(columns(store.clone()).await, before, "the same schema");
 }
 
+/// A proxy to ClickHouse that, the first time a request holds each of
+/// `needles`, passes the request on but closes the connection instead of
+/// passing its answer back: a query that ran (or not) whose answer was
+/// lost, as when a pooled connection dies. Returns the port and how many
+/// answers it lost.
+async fn answer_losing_proxy(
+    upstream: String,
+    needles: &'static [&'static [u8]],
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("port").port();
+    let lost = Arc::new(AtomicUsize::new(0));
+    let pending = Arc::new(Mutex::new(needles.to_vec()));
+    let counter = lost.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (pending, lost) = (pending.clone(), counter.clone());
+            tokio::spawn(async move {
+                let lose = AtomicBool::new(false);
+                let (mut client_read, mut client_write) = client.split();
+                let (mut server_read, mut server_write) = server.split();
+                let up = async {
+                    let mut buf = vec![0_u8; 64 * 1024];
+                    let mut seen: Vec<u8> = Vec::new();
+                    while let Ok(n) = client_read.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        {
+                            let mut pending = pending.lock().expect("needles");
+                            if let Some(i) = pending
+                                .iter()
+                                .position(|nd| seen.windows(nd.len()).any(|w| w == *nd))
+                            {
+                                pending.remove(i);
+                                lose.store(true, Ordering::SeqCst);
+                            }
+                        }
+                        if server_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        let keep = seen.len().saturating_sub(4096);
+                        seen.drain(..keep);
+                    }
+                };
+                let down = async {
+                    let mut buf = vec![0_u8; 64 * 1024];
+                    while let Ok(n) = server_read.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if lose.load(Ordering::SeqCst) {
+                            lost.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                // The first to end closes the connection both ways.
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                }
+            });
+        }
+    });
+    (port, lost)
+}
+
+/// A migration run whose answers are lost (an ALTER that ran, a lookup of
+/// the migrator's own) runs again by itself and ends with the schema a
+/// run without faults makes, every migration recorded once.
+#[tokio::test]
+async fn a_migration_run_that_loses_its_answers_ends_with_the_same_schema() {
+    let direct = StoreConfig::new(clickhouse_url(), unique("it_migrate_direct"));
+    migrate(&direct).await.expect("migrate directly");
+    let upstream = clickhouse_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let (port, lost) = answer_losing_proxy(upstream, &[b"ADD COLUMN", b"system.tables"]).await;
+    let database = unique("it_migrate_lost");
+    let proxied = StoreConfig::new(format!("http://127.0.0.1:{port}"), database.clone());
+    let report = migrate(&proxied)
+        .await
+        .expect("migrate through lost answers");
+    assert_eq!(
+        lost.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "both answers lost"
+    );
+    assert_eq!(
+        report.applied,
+        all_versions(),
+        "each applied once: {report:?}"
+    );
+    let same_server = StoreConfig::new(clickhouse_url(), database);
+    assert_eq!(schema(&same_server).await, schema(&direct).await);
+    let recorded: Vec<u32> = same_server
+        .client()
+        .query("SELECT version FROM schema_migrations ORDER BY version")
+        .fetch_all()
+        .await
+        .expect("records");
+    assert_eq!(recorded, all_versions(), "each migration recorded once");
+}
+
 #[tokio::test]
 async fn migrate_twice_then_rows_round_trip_on_the_server() {
     let store = StoreConfig::new(clickhouse_url(), unique("it_migrate"));
