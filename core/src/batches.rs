@@ -48,9 +48,13 @@ pub struct Marker {
     /// `batch-<written_ms>-<random>`: unique across processors.
     pub key: String,
     pub written_ms: u64,
-    /// The day its `figures` row sits on (inside every summed range that
-    /// starts the campaign, so that `figures_ranges` gets it too).
+    /// The day its `figures` row sits on: the first of the campaign's
+    /// summed ranges.
     pub day: figures::Day,
+    /// The summed ranges that day fits (those that start the campaign):
+    /// its `figures_ranges` and `paths_delays_ranges` rows, one on each,
+    /// as for any figures row.
+    pub ranges: Vec<figures::Days>,
 }
 
 /// The query id of the ledger INSERT that carries the marker `key`.
@@ -58,7 +62,8 @@ fn query_id(key: &str) -> String {
     format!("ensemble-ledger-{key}")
 }
 
-/// The day markers sit on: the first day of `campaign`'s summed ranges.
+/// The day markers sit on: the first day of `campaign`'s summed ranges
+/// (day 0 without ranges).
 pub fn marker_day(campaign: &Campaign) -> figures::Day {
     figures::summed_ranges(campaign)
         .iter()
@@ -68,12 +73,15 @@ pub fn marker_day(campaign: &Campaign) -> figures::Day {
 }
 
 impl Marker {
-    pub fn new(written_ms: u64, day: figures::Day) -> Self {
+    /// The marker of a write at `written_ms`, on `day` of `ranges` (the
+    /// campaign's summed ranges).
+    pub fn new(written_ms: u64, day: figures::Day, ranges: &[figures::Days]) -> Self {
         let nonce = Uuid::new_v4().simple().to_string();
         Self {
             key: format!("{MARKER}-{written_ms}-{}", &nonce[..16]),
             written_ms,
             day,
+            ranges: figures::fitting(ranges, day, day).collect(),
         }
     }
 
@@ -88,16 +96,28 @@ impl Marker {
     /// conversion_phase, other_channel, device_class, os_family, contacts,
     /// hour, day, seconds, n, credit). The key is in `channel`; `seconds`
     /// holds the write's Unix time.
-    pub fn change_values(&self) -> [String; 23] {
-        let day = format!("'{}'", figures::date_of(self.day).format("%Y-%m-%d"));
+    pub fn change_values(&self) -> Vec<String> {
+        self.figure_values(self.day, self.day)
+    }
+
+    /// Its elements of each `ranged.*` array (as [`Marker::change_values`],
+    /// on each of its ranges).
+    pub fn ranged_values(&self) -> Vec<Vec<String>> {
+        self.ranges
+            .iter()
+            .map(|(a, b)| self.figure_values(*a, *b))
+            .collect()
+    }
+
+    fn figure_values(&self, first: figures::Day, last: figures::Day) -> Vec<String> {
         let empty = || "''".to_owned();
-        [
+        vec![
             format!("'{MARKER}'"),
             "0".into(),
             empty(),
             empty(),
-            day.clone(),
-            day,
+            date(first),
+            date(last),
             empty(),
             format!("'{}'", self.key),
             empty(),
@@ -118,14 +138,38 @@ impl Marker {
         ]
     }
 
+    /// Its elements of each `delayed.*` array (first_day, last_day, bots,
+    /// device_filter, placement_filter, rounding, channel, seconds, n):
+    /// of rounding [`MARKER_ROUNDING`], the key in `channel`, `seconds`
+    /// the write's Unix time.
+    pub fn delayed_values(&self) -> Vec<Vec<String>> {
+        let empty = || "''".to_owned();
+        self.ranges
+            .iter()
+            .map(|(a, b)| {
+                vec![
+                    date(*a),
+                    date(*b),
+                    "0".into(),
+                    empty(),
+                    empty(),
+                    MARKER_ROUNDING.to_string(),
+                    format!("'{}'", self.key),
+                    (self.written_ms / 1000).to_string(),
+                    "1".into(),
+                ]
+            })
+            .collect()
+    }
+
     /// Its element of each `journey.*` array, in the ledger writer's order
     /// (visitor_id, kind, ms, event_id, day, phase, channel, placement,
     /// device, contact, model, conversion_phase, n, n_events, n_exposures,
     /// n_scans, n_visits, n_signups, credit). The key is in `visitor_id`
     /// (no visitor's id: erasure has nothing to find there).
-    pub fn journey_values(&self) -> [String; 19] {
+    pub fn journey_values(&self) -> Vec<String> {
         let empty = || "''".to_owned();
-        [
+        vec![
             format!("'{}'", self.key),
             format!("'{MARKER}'"),
             self.written_ms.to_string(),
@@ -149,6 +193,11 @@ impl Marker {
     }
 }
 
+/// A `Date` array element.
+fn date(day: figures::Day) -> String {
+    format!("'{}'", figures::date_of(day).format("%Y-%m-%d"))
+}
+
 /// A ledger row carrying a batch's arrays (its head).
 #[derive(Debug, Row, Deserialize)]
 struct Head {
@@ -159,12 +208,16 @@ struct Head {
     key: String,
 }
 
-/// Which ledger row(s) a fill reads: the head (the `change` arrays) or
-/// the row carrying the `journey` arrays.
+/// Which ledger row a fill reads: the head (the `change` arrays), or the
+/// row carrying another array, found by the marker's key in that array's
+/// `key` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Carried {
-    Change,
-    Journey,
+    Head,
+    Array {
+        array: &'static str,
+        key: &'static str,
+    },
 }
 
 /// A table a view fills from the ledger, and how to fill it for a batch.
@@ -230,15 +283,18 @@ async fn targets(
             &columns(client, &database, "figures").await?,
             "change",
         ),
-        reads: Carried::Change,
+        reads: Carried::Head,
     }];
-    for (table, marker, fill) in crate::ranges::batch_fills(client, &database, campaign).await? {
+    for (table, marker, array) in crate::ranges::batch_fills(client, &database, campaign).await? {
         out.push(Target {
             table: table.into(),
             marker,
             key_column: "channel",
-            fill,
-            reads: Carried::Change,
+            fill: copy_fill(table, &columns(client, &database, table).await?, array),
+            reads: Carried::Array {
+                array,
+                key: "channel",
+            },
         });
     }
     out.push(Target {
@@ -250,7 +306,10 @@ async fn targets(
         table: journeys,
         marker: format!("kind = '{MARKER}'"),
         key_column: "visitor_id",
-        reads: Carried::Journey,
+        reads: Carried::Array {
+            array: "journey",
+            key: "visitor_id",
+        },
     });
     Ok(out)
 }
@@ -337,14 +396,14 @@ pub async fn complete(
                 continue;
             }
             let visitor = match t.reads {
-                Carried::Change => Some(head.visitor_id.clone()),
-                // The row carrying the journeys (the batch's second, or its
-                // only one): found by the marker among its arrays.
-                Carried::Journey => {
+                Carried::Head => Some(head.visitor_id.clone()),
+                // The row carrying the array (one of the batch's first
+                // rows): found by the marker among its elements.
+                Carried::Array { array, key: column } => {
                     client
                         .query(&format!(
                             "SELECT visitor_id FROM ledger WHERE written_ms = {written_ms} \
-                             AND has(journey.visitor_id, {key}) LIMIT 1"
+                             AND has({array}.{column}, {key}) LIMIT 1"
                         ))
                         .fetch_optional()
                         .await?

@@ -3,19 +3,23 @@
 //! phase, the piece between phases), so that the default questions read a
 //! row per value instead of one per visitors' span of days.
 //!
-//! The view that fills it from `ledger` (beside `figures_mv`, in the same
-//! INSERT) names the ranges, which come from the campaign file; so it is
-//! made here rather than by a migration, named after a hash of its ranges
-//! (`figures_ranges_mv_…`). `figures_ranges_state` records for which
-//! ranges the table holds every figure row (`whole`); the dashboard uses
-//! the table only then, and reads `figures` otherwise (the same answers).
+//! The processor sums each batch's change by range itself
+//! (`figures::by_range`) and the ledger INSERT carries it (`ranged`); a
+//! view beside `figures_mv`, in the same INSERT, copies it into the table.
+//! The ranges come from the campaign file, so the view is made here
+//! rather than by a migration, named after a hash of the ranges
+//! (`figures_ranges_mv_…`): a processor started with another calendar
+//! finds a view of other ranges and says the figures must be rebuilt.
+//! `figures_ranges_state` records for which ranges the table holds every
+//! figure row (`whole`); the dashboard uses the table only then, and reads
+//! `figures` otherwise (the same answers).
 //!
 //! `paths_delays_ranges` (migration 0009) holds the conversion paths'
 //! delays of the same ranges again, by the hour and by the minute in small
-//! granules, for the paths' medians (`/api/paths`). A second view fills it
-//! from `ledger` beside the first (ClickHouse 18.16 does not pass a view's
-//! rows on to the views of its target table), named after the same hash
-//! (`paths_delays_ranges_mv_…`); both tables are whole, or not, together.
+//! granules, for the paths' medians (`/api/paths`): summed by the
+//! processor too (`figures::delays_by_range`, carried as `delayed`), copied
+//! by a second view (`paths_delays_ranges_mv_…`, the same hash); both
+//! tables are whole, or not, together.
 //!
 //! Not kept in cluster mode (the dashboard reads `figures` there).
 
@@ -37,8 +41,7 @@ const DELAYS_VIEW_PREFIX: &str = "paths_delays_ranges_mv_";
 /// What `paths_delays_ranges.rounding` holds: each delay rounded down to
 /// the hour (a median's hour is found among a path's few hours) and to the
 /// figure's own step, the minute (that hour's minutes, then).
-pub const DELAY_HOUR_S: u32 = 3600;
-pub const DELAY_ROUNDINGS: [u32; 2] = [ensemble_model::paths::DELAY_STEP_S as u32, DELAY_HOUR_S];
+pub use ensemble_model::figures::{DELAY_HOUR_S, DELAY_ROUNDINGS};
 
 /// The columns of `figures` other than its days, in both tables.
 const COLUMNS: [&str; 19] = [
@@ -103,26 +106,35 @@ pub fn ranges_of(campaign: &Campaign) -> (Vec<Days>, String) {
     (ranges, text)
 }
 
-fn view_name(text: &str) -> String {
-    format!("{VIEW_PREFIX}{}", hash_of(text))
-}
+/// The views are named after the ranges *and* what they copy: a
+/// database whose views are of an earlier kind ([`legacy_view_names`])
+/// gets the current ones from [`ensure`], and is partial until
+/// `rebuild-ranges`.
+const VIEW_VERSION: &str = "\nsummed by the processor";
 
-/// The delays' view passes the batch markers on (`crate::batches`) since
-/// it is named after the ranges *and* this: a database whose view is the
-/// one before ([`legacy_delays_view_name`]) gets the new one from
-/// [`ensure`], and is partial until `rebuild-ranges`.
-const DELAYS_VIEW_VERSION: &str = "\nwith batch markers";
+fn view_name(text: &str) -> String {
+    format!("{VIEW_PREFIX}{}", hash_of(&format!("{text}{VIEW_VERSION}")))
+}
 
 fn delays_view_name(text: &str) -> String {
     format!(
         "{DELAYS_VIEW_PREFIX}{}",
-        hash_of(&format!("{text}{DELAYS_VIEW_VERSION}"))
+        hash_of(&format!("{text}{VIEW_VERSION}"))
     )
 }
 
-/// The delays' view of these ranges before it passed the batch markers on.
-fn legacy_delays_view_name(text: &str) -> String {
-    format!("{DELAYS_VIEW_PREFIX}{}", hash_of(text))
+/// The views of these ranges of earlier versions, which summed each
+/// ledger row's `change` by range themselves: the summed table's, the
+/// delays' before it passed batch markers on, and after.
+fn legacy_view_names(text: &str) -> [String; 3] {
+    [
+        format!("{VIEW_PREFIX}{}", hash_of(text)),
+        format!("{DELAYS_VIEW_PREFIX}{}", hash_of(text)),
+        format!(
+            "{DELAYS_VIEW_PREFIX}{}",
+            hash_of(&format!("{text}\nwith batch markers"))
+        ),
+    ]
 }
 
 fn hash_of(text: &str) -> String {
@@ -137,31 +149,18 @@ fn view_names(text: &str) -> [String; 2] {
 
 /// The delays' rows of `source` rows (`paths_delays` figure rows with
 /// columns named `{p}bots`, `{p}channel`, … and days `first`, `last`): one
-/// per rounding. With `marked`, the rows' figure column: a batch marker
-/// (`crate::batches`) gets one row, of rounding
-/// [`crate::batches::MARKER_ROUNDING`] (no reader asks for it), its
-/// seconds as they are.
-fn delays_select(p: &str, first: &str, last: &str, marked: Option<&str>) -> String {
+/// per rounding (`figures::delays_by_range`, in SQL).
+fn delays_select(p: &str, first: &str, last: &str) -> String {
     let roundings: Vec<String> = DELAY_ROUNDINGS
         .iter()
         .map(|r| format!("toUInt32({r})"))
         .collect();
-    let roundings = format!("[{}]", roundings.join(", "));
-    let rounding = match marked {
-        Some(figure) => format!(
-            "if({figure} = '{}', [toUInt32({})], {roundings})",
-            crate::batches::MARKER,
-            crate::batches::MARKER_ROUNDING
-        ),
-        None => roundings,
-    };
-    // `greatest`: ClickHouse computes both sides of an `if`, and the
-    // marker's rounding is 0 (seconds kept as they are).
     format!(
         "{first} AS first_day, {last} AS last_day, {p}bots AS bots, \
          {p}device_filter AS device_filter, {p}placement_filter AS placement_filter, \
-         arrayJoin({rounding}) AS rounding, {p}channel AS channel, \
-         toUInt32(intDiv({p}seconds, greatest(rounding, 1)) * greatest(rounding, 1)) AS seconds"
+         arrayJoin([{}]) AS rounding, {p}channel AS channel, \
+         toUInt32(intDiv({p}seconds, rounding) * rounding) AS seconds",
+        roundings.join(", ")
     )
 }
 
@@ -185,53 +184,37 @@ fn fitting(ranges: &[Days], first: &str, last: &str) -> String {
     )
 }
 
-/// The SELECT that fills the table from `ledger`'s changes.
-fn select_sql(ranges: &[Days]) -> String {
-    let fit = fitting(ranges, "change.first_day", "change.last_day");
-    let columns: Vec<String> = COLUMNS
+/// A view copying the ledger's `array` (whose columns are `columns`)
+/// into `table`.
+fn copy_view_sql(name: &str, table: &str, array: &str, columns: &[&str]) -> String {
+    let selected: Vec<String> = columns
         .iter()
-        .chain(&["n", "credit"])
-        .map(|c| format!("change.{c} AS {c}"))
+        .map(|c| format!("{array}.{c} AS {c}"))
         .collect();
     format!(
-        "SELECT tupleElement({fit}, 1) AS first_day, tupleElement({fit}, 2) AS last_day, {} \
-         FROM ledger ARRAY JOIN change",
-        columns.join(", ")
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {name} TO {table} AS SELECT {} \
+         FROM ledger ARRAY JOIN {array}",
+        selected.join(", ")
     )
 }
 
-/// The view filling the table from `ledger`'s changes.
-fn view_sql(ranges: &[Days], name: &str) -> String {
-    format!(
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS {name} TO {TABLE} AS {}",
-        select_sql(ranges)
-    )
+/// The summed table's columns, as `ranged` carries them.
+fn columns() -> Vec<&'static str> {
+    ["first_day", "last_day"]
+        .into_iter()
+        .chain(COLUMNS)
+        .chain(["n", "credit"])
+        .collect()
 }
 
-/// The SELECT that fills the delays' table from `ledger`'s changes: the
-/// paths' delays and the batch markers.
-fn delays_select_sql(ranges: &[Days]) -> String {
-    let fit = fitting(ranges, "change.first_day", "change.last_day");
-    format!(
-        "SELECT {}, change.n AS n FROM ledger ARRAY JOIN change \
-         WHERE change.figure IN ('{}', '{}')",
-        delays_select(
-            "change.",
-            &format!("tupleElement({fit}, 1)"),
-            &format!("tupleElement({fit}, 2)"),
-            Some("change.figure")
-        ),
-        figures::Figure::PathsDelays.name(),
-        crate::batches::MARKER
-    )
+/// The view filling the table from `ledger`'s summed changes.
+fn view_sql(name: &str) -> String {
+    copy_view_sql(name, TABLE, "ranged", &columns())
 }
 
-/// The view filling the delays' table from `ledger`'s changes.
-fn delays_view_sql(ranges: &[Days], name: &str) -> String {
-    format!(
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS {name} TO {DELAYS_TABLE} AS {}",
-        delays_select_sql(ranges)
-    )
+/// The view filling the delays' table from `ledger`'s delays.
+fn delays_view_sql(name: &str) -> String {
+    copy_view_sql(name, DELAYS_TABLE, "delayed", &crate::ledger::DELAY_COLUMNS)
 }
 
 /// The delays' table's columns as [`delays_select`] gives them (with `n`).
@@ -239,23 +222,18 @@ const DELAYS_COLUMNS: &str =
     "first_day, last_day, bots, device_filter, placement_filter, rounding, channel, seconds, n";
 
 /// For each summed table whose view for `campaign`'s ranges exists in
-/// `database`: (table, the condition its batch markers meet, the view's
-/// SELECT as an INSERT for the ledger rows `{rows}`) — what
-/// `crate::batches::complete` writes when a view did not run.
+/// `database`: (table, the condition its batch markers meet, the ledger
+/// array its view copies) — what `crate::batches::complete` writes from
+/// when a view did not run.
 pub async fn batch_fills(
     client: &clickhouse::Client,
     database: &str,
     campaign: &Campaign,
-) -> Result<Vec<(&'static str, String, String)>, clickhouse::error::Error> {
-    let (ranges, text) = ranges_of(campaign);
+) -> Result<Vec<(&'static str, String, &'static str)>, clickhouse::error::Error> {
+    let (_, text) = ranges_of(campaign);
     let existing = views(client, database).await?;
     let mut out = Vec::new();
     if existing.contains(&view_name(&text)) {
-        let columns: Vec<&str> = ["first_day", "last_day"]
-            .into_iter()
-            .chain(COLUMNS)
-            .chain(["n", "credit"])
-            .collect();
         out.push((
             TABLE,
             format!(
@@ -263,11 +241,7 @@ pub async fn batch_fills(
                 crate::batches::MARKER,
                 crate::batches::UNSCOPED
             ),
-            format!(
-                "INSERT INTO {TABLE} ({}) {} WHERE {{rows}}",
-                columns.join(", "),
-                select_sql(&ranges)
-            ),
+            "ranged",
         ));
     }
     if existing.contains(&delays_view_name(&text)) {
@@ -278,10 +252,7 @@ pub async fn batch_fills(
                 crate::batches::MARKER_ROUNDING,
                 crate::batches::UNSCOPED
             ),
-            format!(
-                "INSERT INTO {DELAYS_TABLE} ({DELAYS_COLUMNS}) {} AND {{rows}}",
-                delays_select_sql(&ranges)
-            ),
+            "delayed",
         ));
     }
     Ok(out)
@@ -370,24 +341,27 @@ pub async fn ensure(
     let client = store.client();
     let names = view_names(&text);
     let mut existing = views(&client, &store.database).await?;
-    // The delays' view of before the batch markers: made anew, and the
-    // table partial until `rebuild-ranges` (its rows written meanwhile by
-    // neither view would be missing; the dashboard reads `figures`).
-    let legacy = legacy_delays_view_name(&text);
-    if existing.contains(&legacy) {
-        client
-            .query(&delays_view_sql(&ranges, &names[1]))
-            .execute()
-            .await?;
-        client
-            .query(&format!("DROP TABLE IF EXISTS {legacy}"))
-            .execute()
-            .await?;
+    // Views of an earlier kind (they summed each ledger row's `change` by
+    // range themselves): made anew, and the tables partial until
+    // `rebuild-ranges` (rows written meanwhile by both kinds, or by
+    // neither, would be off; the dashboard reads `figures`).
+    let legacy: Vec<String> = legacy_view_names(&text)
+        .into_iter()
+        .filter(|v| existing.contains(v))
+        .collect();
+    if !legacy.is_empty() {
+        make_views(&client, &names).await?;
+        for v in &legacy {
+            client
+                .query(&format!("DROP TABLE IF EXISTS {v}"))
+                .execute()
+                .await?;
+        }
         record(
             &client,
             &text,
             false,
-            "the paths' delays view now passes batch markers on: run ensemble-processor rebuild-ranges",
+            "the processor now sums the figures by range itself: run ensemble-processor rebuild-ranges",
         )
         .await?;
         existing = views(&client, &store.database).await?;
@@ -403,12 +377,7 @@ pub async fn ensure(
     if both && now == Some((text.clone(), true)) {
         return Ok(Status::Whole);
     }
-    let [name, delays] = &names;
-    client.query(&view_sql(&ranges, name)).execute().await?;
-    client
-        .query(&delays_view_sql(&ranges, delays))
-        .execute()
-        .await?;
+    make_views(&client, &names).await?;
     // Every INSERT into the ledger from here on reaches the tables: when
     // none came before, they hold everything.
     let accounted: u64 = client
@@ -440,15 +409,19 @@ pub async fn remake(
     if !set_aside(store, campaign).await? {
         return Ok(false);
     }
-    let (ranges, text) = ranges_of(campaign);
-    let [name, delays] = view_names(&text);
-    let client = store.client();
-    client.query(&view_sql(&ranges, &name)).execute().await?;
-    client
-        .query(&delays_view_sql(&ranges, &delays))
-        .execute()
-        .await?;
+    let (_, text) = ranges_of(campaign);
+    make_views(&store.client(), &view_names(&text)).await?;
     Ok(true)
+}
+
+/// Makes the summed table's and the delays' views, named `names`
+/// ([`view_names`]), if they are not there.
+async fn make_views(
+    client: &clickhouse::Client,
+    [name, delays]: &[String; 2],
+) -> Result<(), clickhouse::error::Error> {
+    client.query(&view_sql(name)).execute().await?;
+    client.query(&delays_view_sql(delays)).execute().await
 }
 
 /// Both tables emptied and their views dropped, so that what is written
@@ -525,7 +498,7 @@ pub async fn refill(
              seconds AS f_seconds, n AS f_n FROM {TABLE} WHERE figure = '{}') \
              GROUP BY first_day, last_day, bots, device_filter, placement_filter, rounding, \
              channel, seconds",
-            delays_select("f_", "f_first", "f_last", None),
+            delays_select("f_", "f_first", "f_last"),
             figures::Figure::PathsDelays.name()
         ))
         .with_setting("max_bytes_before_external_group_by", "1000000000")
@@ -632,17 +605,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_view_lists_every_range_and_every_column() {
-        let sql = view_sql(&[(10, 20), (12, 15)], "v");
-        assert!(sql.contains("[(toDate('1970-01-11'), toDate('1970-01-21')), (toDate('1970-01-13'), toDate('1970-01-16'))]"));
-        for c in COLUMNS {
-            assert!(sql.contains(&format!("change.{c} AS {c}")), "{c}");
+    fn the_views_copy_what_the_ledger_carries_summed() {
+        let sql = view_sql("v");
+        assert!(sql.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS v TO figures_ranges AS SELECT ranged.first_day AS first_day, ranged.last_day AS last_day, "), "{sql}");
+        for c in COLUMNS.iter().chain(&["n", "credit"]) {
+            assert!(sql.contains(&format!("ranged.{c} AS {c}")), "{c}");
+            assert!(crate::ledger::FIGURE_COLUMNS.contains(c), "{c} is carried");
         }
-        assert!(sql.contains("change.n AS n") && sql.contains("change.credit AS credit"));
+        assert!(sql.ends_with("FROM ledger ARRAY JOIN ranged"), "{sql}");
+        let sql = delays_view_sql("d");
+        assert!(
+            sql.contains("TO paths_delays_ranges AS SELECT delayed.first_day AS first_day"),
+            "{sql}"
+        );
+        assert!(sql.contains("delayed.rounding AS rounding, delayed.channel AS channel, delayed.seconds AS seconds, delayed.n AS n FROM ledger ARRAY JOIN delayed"), "{sql}");
+        assert_eq!(crate::ledger::DELAY_COLUMNS.join(", "), DELAYS_COLUMNS);
     }
 
     #[test]
-    fn views_are_named_after_their_ranges() {
+    fn views_are_named_after_their_ranges_and_their_kind() {
         assert_eq!(view_name("a"), view_name("a"));
         assert_ne!(view_name("a"), view_name("b"));
         assert!(view_name("a").starts_with(VIEW_PREFIX));
@@ -650,33 +631,27 @@ mod tests {
         assert_eq!(summed, view_name("a"));
         assert_eq!(delays, delays_view_name("a"));
         assert!(delays.starts_with(DELAYS_VIEW_PREFIX));
-        // The view before the batch markers had the summed view's hash;
-        // the one passing them on has its own, so `ensure` tells them apart.
-        let legacy = legacy_delays_view_name("a");
-        assert_eq!(
-            legacy[DELAYS_VIEW_PREFIX.len()..],
-            summed[VIEW_PREFIX.len()..]
-        );
-        assert_ne!(delays, legacy);
         assert_ne!(delays_view_name("a"), delays_view_name("b"));
+        // The views that summed `change` themselves have other names, so
+        // `ensure` tells them apart and replaces them.
+        let legacy = legacy_view_names("a");
+        for v in &legacy {
+            assert!(v != &summed && v != &delays, "{v}");
+        }
+        assert_eq!(legacy[0], format!("{VIEW_PREFIX}{}", hash_of("a")));
     }
 
     #[test]
-    fn the_delays_view_keeps_the_paths_delays_by_each_rounding() {
-        let sql = delays_view_sql(&[(10, 20)], "v");
-        assert!(sql.contains("TO paths_delays_ranges AS SELECT"), "{sql}");
+    fn the_refill_rounds_each_delay_as_the_processor_does() {
+        let sql = delays_select("f_", "a", "b");
         assert!(
-            sql.contains("WHERE change.figure IN ('paths_delays', 'batch')"),
+            sql.contains("arrayJoin([toUInt32(60), toUInt32(3600)]) AS rounding"),
             "{sql}"
         );
-        // Each delay by each rounding; a batch marker once, of rounding 0.
-        assert!(sql.contains(
-            "arrayJoin(if(change.figure = 'batch', [toUInt32(0)], [toUInt32(60), toUInt32(3600)])) AS rounding"
-        ));
-        assert!(sql.contains(
-            "toUInt32(intDiv(change.seconds, greatest(rounding, 1)) * greatest(rounding, 1)) AS seconds"
-        ));
-        assert!(sql.contains("[(toDate('1970-01-11'), toDate('1970-01-21'))]"));
+        assert!(
+            sql.contains("toUInt32(intDiv(f_seconds, rounding) * rounding) AS seconds"),
+            "{sql}"
+        );
         // The finest rounding is the figure's own step: nothing is lost.
         assert_eq!(
             u64::from(DELAY_ROUNDINGS[0]),

@@ -4,7 +4,7 @@
 
 use crate::compact::{compact_after_fill, FIGURES_TABLES};
 use crate::ledger::{
-    clear_carried, insert_pairs, journey_rows, note_wide, Insert, LedgerRow, Writer,
+    clear_carried, insert_pairs, journey_rows, note_wide, Carried, Insert, LedgerRow, Writer,
 };
 use crate::Campaign;
 use ensemble_model::figures::{self, Event, Row as FigureRow, Strings};
@@ -102,7 +102,16 @@ pub async fn rebuild(
         let rows = sum.rows();
         let carried: Vec<FigureRow<'_>> = figures::rows_of(&strings, &rows).collect();
         let journey = journey_rows(&journey_rows_of);
-        let mut writer = Writer::new(campaign, &carried, &journey);
+        // Not summed by range: the summed tables' views are set aside
+        // while a rebuild writes, and refilled from `figures` at its end.
+        let mut writer = Writer::new(
+            campaign,
+            Carried {
+                change: &carried,
+                journey: &journey,
+                ..Carried::default()
+            },
+        );
         for (set, written) in sets.iter().zip(&written) {
             for (e, w) in set[0].1.iter().zip(written) {
                 writer.push(&set[0].0, *w, Some(e));

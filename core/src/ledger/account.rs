@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 use super::lists::{insert_wide, note_contacts, wide_values};
-use super::write::{journey_rows, now_ms, Insert, Writer};
+use super::write::{journey_rows, now_ms, Carried, Insert, Writer};
 use super::{ledger_event, read_written, without_written};
 use crate::{Campaign, EventRow};
-use ensemble_model::figures::{self, ChangeSets, Event, Row as FigureRow, Strings};
+use ensemble_model::figures::{self, ChangeSets, DelayRow, Event, Row as FigureRow, Strings};
 use ensemble_model::journeys;
 
 /// What [`account`] did.
@@ -122,14 +122,15 @@ pub async fn prepare(
     // The change of every visitor, summed: carried by the INSERT's first
     // row. CPU work (a large batch takes a while): off the async workers,
     // on both cores.
+    let ranges = figures::summed_ranges(campaign);
     let (halves, journey_changes) = off_the_runtime(|| {
         let (a, b) = sets.split_at(sets.len() / 2);
         if a.len() < 32 {
-            return changes(campaign, &sets);
+            return changes(campaign, &ranges, &sets);
         }
         std::thread::scope(|s| {
-            let second = s.spawn(|| changes(campaign, b));
-            let (mut figures, mut journeys) = changes(campaign, a);
+            let second = s.spawn(|| changes(campaign, &ranges, b));
+            let (mut figures, mut journeys) = changes(campaign, &ranges, a);
             let (more, more_journeys) = second
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -141,10 +142,26 @@ pub async fn prepare(
     let journey = journey_rows(&journey_changes);
     let carried: Vec<FigureRow<'_>> = halves
         .iter()
-        .flat_map(|(strings, rows)| figures::rows_of(strings, rows))
+        .flat_map(|h| figures::rows_of(&h.strings, &h.rows))
+        .collect();
+    let ranged: Vec<FigureRow<'_>> = halves
+        .iter()
+        .flat_map(|h| figures::rows_of(&h.strings, &h.ranged))
+        .collect();
+    let delayed: Vec<DelayRow<'_>> = halves
+        .iter()
+        .flat_map(|h| figures::delay_rows_of(&h.strings, &h.delayed))
         .collect();
     let wide = wide_values(campaign, sets.iter().map(|s| (s.visitor(), s.all_events())));
-    let mut writer = Writer::new(campaign, &carried, &journey);
+    let mut writer = Writer::new(
+        campaign,
+        Carried {
+            change: &carried,
+            journey: &journey,
+            ranged: &ranged,
+            delayed: &delayed,
+        },
+    );
     let mut done = Accounted {
         completed,
         ..Accounted::default()
@@ -169,14 +186,40 @@ pub async fn prepare(
     })
 }
 
-/// The change `sets` make to the figures, summed (keys repeated across
-/// calls are summed again by ClickHouse), and to each visitor's journeys.
-type Changes<'a> = (
-    Vec<(Strings<'a>, figures::Rows)>,
-    Vec<(&'a str, journeys::Rows<'a>)>,
-);
+/// The change some visitors make to the figures: summed over them (keys
+/// repeated across calls are summed again by ClickHouse), then by range
+/// and the paths' delays by rounding ([`figures::by_range`]), with the
+/// strings the rows point into.
+#[derive(Debug)]
+pub(crate) struct Change<'a> {
+    pub strings: Strings<'a>,
+    pub rows: figures::Rows,
+    pub ranged: figures::Rows,
+    pub delayed: Vec<(figures::DelayKey, i64)>,
+}
 
-fn changes<'a>(campaign: &'a Campaign, sets: &'a [ChangeSets]) -> Changes<'a> {
+impl<'a> Change<'a> {
+    /// `rows` (written with `strings`) and their sums by `ranges`.
+    pub fn new(strings: Strings<'a>, rows: figures::Rows, ranges: &[figures::Days]) -> Self {
+        let ranged = figures::by_range(&rows, ranges);
+        let delayed = figures::delays_by_range(&ranged);
+        Self {
+            strings,
+            rows,
+            ranged,
+            delayed,
+        }
+    }
+}
+
+/// The change `sets` make to the figures and to each visitor's journeys.
+type Changes<'a> = (Vec<Change<'a>>, Vec<(&'a str, journeys::Rows<'a>)>);
+
+fn changes<'a>(
+    campaign: &'a Campaign,
+    ranges: &[figures::Days],
+    sets: &'a [ChangeSets],
+) -> Changes<'a> {
     let mut strings = Strings::default();
     let mut change = figures::Sum::default();
     let mut journey = Vec::new();
@@ -187,7 +230,7 @@ fn changes<'a>(campaign: &'a Campaign, sets: &'a [ChangeSets]) -> Changes<'a> {
             journey.push((set.visitor(), rows));
         }
     }
-    (vec![(strings, change.rows())], journey)
+    (vec![Change::new(strings, change.rows(), ranges)], journey)
 }
 
 /// Runs CPU-bound `work` where it does not hold up the async tasks (the

@@ -3,7 +3,8 @@
 //!
 //! - here: reading visitors' accounted events back;
 //! - [`write`]: the ledger INSERT, carrying the figures' and journeys'
-//!   change to the materialised views, with its batch marker;
+//!   change (and the figures' summed by range) to the materialised views,
+//!   with its batch marker;
 //! - [`account`]: a batch's accounting (read, compute, write);
 //! - [`lists`]: the wide visitors and shared contacts, the question-time
 //!   correction;
@@ -26,7 +27,10 @@ pub use erase::{
 pub use lists::{correction, shared_visitors, wide_visitors};
 pub(crate) use lists::{insert_pairs, note_wide};
 pub use stream::{stream, Selection, Source};
-pub use write::{clear_carried, journey_rows, Insert, JourneyRow, Writer, CARRIED};
+pub use write::{
+    clear_carried, journey_rows, Carried, Insert, JourneyRow, Writer, ARRAYS, CARRIED,
+    DELAY_COLUMNS, FIGURE_COLUMNS,
+};
 
 use std::collections::HashMap;
 

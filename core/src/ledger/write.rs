@@ -1,24 +1,161 @@
-//! The ledger INSERT: a batch's rows, the first carrying the figures'
-//! change and the second the journeys' (read by the materialised views
-//! from the INSERT itself), each array ending with the batch marker.
+//! The ledger INSERT: a batch's rows, carrying (read by the materialised
+//! views from the INSERT itself) the figures' change, the journeys' change,
+//! and the change summed by range and the paths' delays by rounding (for
+//! the summed tables), each array ending with the batch marker.
 
 use std::fmt::Write as _;
+use std::sync::LazyLock;
 
 use chrono::Utc;
 
 use crate::batches::Marker;
 use crate::sql::{push_quoted, push_tsv};
 use crate::Campaign;
-use ensemble_model::figures::{self, Event, Row as FigureRow};
+use ensemble_model::figures::{self, DelayRow, Event, Row as FigureRow};
 use ensemble_model::journeys;
 
-/// Ledger rows being put together for one INSERT, carrying a change to
-/// the figures and to the journeys: the figures' change on the first row,
-/// the journeys' on the second (on the first when there is only one).
-/// Not both on one row: a materialised view's `ARRAY JOIN change` copies
-/// every other column of the row for each element — on ClickHouse 18.16
-/// the journey arrays too, whose size then multiplies the change's (a
-/// batch of 20 000 events ran out of memory).
+/// The columns of a figures row, as `change` and `ranged` carry them and
+/// [`Marker::change_values`] lists its own.
+pub const FIGURE_COLUMNS: [&str; 23] = [
+    "figure",
+    "bots",
+    "device_filter",
+    "placement_filter",
+    "first_day",
+    "last_day",
+    "phase",
+    "channel",
+    "placement",
+    "event_type",
+    "action",
+    "step",
+    "model",
+    "conversion_phase",
+    "other_channel",
+    "device_class",
+    "os_family",
+    "contacts",
+    "hour",
+    "day",
+    "seconds",
+    "n",
+    "credit",
+];
+
+/// The columns of an analysts' journeys row (`journey`).
+pub const JOURNEY_COLUMNS: [&str; 19] = [
+    "visitor_id",
+    "kind",
+    "ms",
+    "event_id",
+    "day",
+    "phase",
+    "channel",
+    "placement",
+    "device",
+    "contact",
+    "model",
+    "conversion_phase",
+    "n",
+    "n_events",
+    "n_exposures",
+    "n_scans",
+    "n_visits",
+    "n_signups",
+    "credit",
+];
+
+/// The columns of a paths' delays row (`delayed`, `paths_delays_ranges`).
+pub const DELAY_COLUMNS: [&str; 9] = [
+    "first_day",
+    "last_day",
+    "bots",
+    "device_filter",
+    "placement_filter",
+    "rounding",
+    "channel",
+    "seconds",
+    "n",
+];
+
+/// The arrays a ledger INSERT carries, in the order of its columns and of
+/// the rows carrying them: the figures' change (on the batch's head row,
+/// which `crate::batches` finds), the journeys', the change summed by
+/// range, the paths' delays by range and rounding.
+pub const ARRAYS: [(&str, &[&str]); 4] = [
+    ("change", &FIGURE_COLUMNS),
+    ("journey", &JOURNEY_COLUMNS),
+    ("ranged", &FIGURE_COLUMNS),
+    ("delayed", &DELAY_COLUMNS),
+];
+
+/// The event columns of a ledger row, before the arrays.
+const EVENT_COLUMNS: [&str; 14] = [
+    "visitor_id",
+    "written_ms",
+    "tombstone",
+    "event_id",
+    "ms",
+    "ev_type",
+    "ev_action",
+    "ev_channel",
+    "ev_placement",
+    "ev_phase",
+    "ev_device",
+    "ev_bot",
+    "ev_contact",
+    "ev_os",
+];
+
+/// The arrays' columns (`change.figure`, …), in [`ARRAYS`]' order. The
+/// views read them from the INSERT itself; kept in the table they are
+/// dead weight (most of its bytes) and, in the journeys' arrays, the
+/// visitor ids of other visitors of the batch, which an erasure of one of
+/// them must not leave behind: [`clear_carried`] empties them.
+pub static CARRIED: LazyLock<Vec<String>> = LazyLock::new(|| {
+    ARRAYS
+        .iter()
+        .flat_map(|(array, columns)| columns.iter().map(move |c| format!("{array}.{c}")))
+        .collect()
+});
+
+/// TabSeparated, not VALUES: ClickHouse 18.16 parses VALUES with arrays
+/// several times slower, and was the bottleneck of a rebuild.
+static INSERT_HEAD: LazyLock<String> = LazyLock::new(|| {
+    let columns: Vec<&str> = EVENT_COLUMNS
+        .iter()
+        .copied()
+        .chain(CARRIED.iter().map(String::as_str))
+        .collect();
+    format!(
+        "INSERT INTO ledger ({}) FORMAT TabSeparated",
+        columns.join(", ")
+    )
+});
+
+/// What a batch's ledger rows carry to the views.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Carried<'c> {
+    /// The figures' change (the rows of `figures`).
+    pub change: &'c [FigureRow<'c>],
+    /// The analysts' journeys' change.
+    pub journey: &'c [JourneyRow<'c>],
+    /// The change summed over the campaign's summed ranges
+    /// (`figures::by_range`; the rows of `figures_ranges`). Empty when
+    /// no view writes them (a rebuild sums the ranges itself).
+    pub ranged: &'c [FigureRow<'c>],
+    /// The paths' delays of `ranged` by rounding (`paths_delays_ranges`).
+    pub delayed: &'c [DelayRow<'c>],
+}
+
+/// Ledger rows being put together for one INSERT, carrying [`Carried`]:
+/// one array per row, the head row (the first) the figures' change, the
+/// second the journeys', the third the summed change, the fourth the
+/// delays; a batch of fewer rows has its last row carry the rest. Not all
+/// on one row: a materialised view's `ARRAY JOIN change` copies every
+/// other column of the row for each element — on ClickHouse 18.16 the
+/// other arrays too, whose size then multiplies the change's (a batch of
+/// 20 000 events ran out of memory).
 ///
 /// Each array also carries the INSERT's batch marker
 /// ([`crate::batches::Marker`]), so that every table a view fills from it
@@ -27,78 +164,15 @@ use ensemble_model::journeys;
 pub struct Writer<'c> {
     sql: String,
     rows: usize,
-    change: &'c [FigureRow<'c>],
-    journey: &'c [JourneyRow<'c>],
-    /// The first row, written once it is known whether it is the only one.
-    first: Option<(String, u64, Option<Event>)>,
+    carried: Carried<'c>,
+    /// The first rows, written once it is known which arrays each carries.
+    first: Vec<(String, u64, Option<Event>)>,
     /// Made with the first row (its `written_ms`).
     marker: Option<Marker>,
+    /// The campaign's summed ranges, and the day markers sit on.
+    ranges: Vec<figures::Days>,
     marker_day: figures::Day,
 }
-
-/// TabSeparated, not VALUES: ClickHouse 18.16 parses VALUES with arrays
-/// several times slower, and was the bottleneck of a rebuild.
-const INSERT_HEAD: &str = "INSERT INTO ledger (visitor_id, written_ms, tombstone, event_id, ms, ev_type, \
-    ev_action, ev_channel, ev_placement, ev_phase, ev_device, ev_bot, ev_contact, ev_os, change.figure, change.bots, \
-    change.device_filter, change.placement_filter, change.first_day, change.last_day, change.phase, \
-    change.channel, change.placement, change.event_type, change.action, change.step, change.model, \
-    change.conversion_phase, change.other_channel, change.device_class, change.os_family, change.contacts, change.hour, change.day, change.seconds, \
-    change.n, change.credit, journey.visitor_id, journey.kind, journey.ms, journey.event_id, journey.day, \
-    journey.phase, journey.channel, journey.placement, journey.device, journey.contact, journey.model, \
-    journey.conversion_phase, journey.n, journey.n_events, journey.n_exposures, journey.n_scans, \
-    journey.n_visits, journey.n_signups, journey.credit) FORMAT TabSeparated\n";
-
-/// The arrays a ledger INSERT carries to its materialised views (the
-/// figures' change, the journeys' rows), in `INSERT_HEAD`'s order. The
-/// views read them from the INSERT itself; kept in the table they are
-/// dead weight (about three quarters of its bytes) and, in the journeys'
-/// arrays, the visitor ids and contacts of other visitors of the batch,
-/// which an erasure of one of them must not leave behind:
-/// [`clear_carried`] empties them.
-pub const CARRIED: [&str; 42] = [
-    "change.figure",
-    "change.bots",
-    "change.device_filter",
-    "change.placement_filter",
-    "change.first_day",
-    "change.last_day",
-    "change.phase",
-    "change.channel",
-    "change.placement",
-    "change.event_type",
-    "change.action",
-    "change.step",
-    "change.model",
-    "change.conversion_phase",
-    "change.other_channel",
-    "change.device_class",
-    "change.os_family",
-    "change.contacts",
-    "change.hour",
-    "change.day",
-    "change.seconds",
-    "change.n",
-    "change.credit",
-    "journey.visitor_id",
-    "journey.kind",
-    "journey.ms",
-    "journey.event_id",
-    "journey.day",
-    "journey.phase",
-    "journey.channel",
-    "journey.placement",
-    "journey.device",
-    "journey.contact",
-    "journey.model",
-    "journey.conversion_phase",
-    "journey.n",
-    "journey.n_events",
-    "journey.n_exposures",
-    "journey.n_scans",
-    "journey.n_visits",
-    "journey.n_signups",
-    "journey.credit",
-];
 
 /// Empties the [`CARRIED`] arrays of every ledger row written so far (their
 /// values read as defaults; a part written meanwhile keeps its own until
@@ -140,27 +214,31 @@ pub fn journey_rows<'a, V: AsRef<str> + 'a>(
 }
 
 /// One TabSeparated array field per column of `columns`: the column of
-/// each of `items`, then the marker's element of that column; `[]` for
-/// every column when the row carries no `items`.
+/// each of `items`, then each marker element's value of that column (the
+/// markers' elements each list every column); `[]` for every column when
+/// the row carries no `items`.
 fn push_arrays<T, F: Fn(&mut String, &T)>(
     out: &mut String,
     columns: &[F],
     items: Option<&[T]>,
-    marker: Option<&[String]>,
+    markers: &[Vec<String>],
 ) {
     for (c, column) in columns.iter().enumerate() {
         out.push_str("\t[");
         if let Some(items) = items {
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
+            let mut first = true;
+            for item in items {
+                if !first {
                     out.push(',');
                 }
+                first = false;
                 column(out, item);
             }
-            if let Some(m) = marker.and_then(|m| m.get(c)) {
-                if !items.is_empty() {
+            for m in markers.iter().filter_map(|m| m.get(c)) {
+                if !first {
                     out.push(',');
                 }
+                first = false;
                 out.push_str(m);
             }
         }
@@ -177,59 +255,138 @@ fn push_date(out: &mut String, day: figures::Day) {
     let _ = write!(out, "'{:04}-{:02}-{:02}'", d.year(), d.month(), d.day());
 }
 
+/// A number as an array element.
+fn push_number(out: &mut String, n: impl std::fmt::Display) {
+    let _ = write!(out, "{n}");
+}
+
+type FigureColumn = fn(&mut String, &FigureRow<'_>);
+
+/// Each of [`FIGURE_COLUMNS`] of a figures row.
+const FIGURE_FIELDS: [FigureColumn; 23] = [
+    |o, f| push_quoted(o, f.figure.name(), false),
+    |o, f| push_number(o, f.bots),
+    |o, f| push_quoted(o, f.device_filter, false),
+    |o, f| push_quoted(o, f.placement_filter, false),
+    |o, f| push_date(o, f.first_day),
+    |o, f| push_date(o, f.last_day),
+    |o, f| push_quoted(o, f.phase, false),
+    |o, f| push_quoted(o, f.channel, false),
+    |o, f| push_quoted(o, f.placement, false),
+    |o, f| push_quoted(o, f.event_type, false),
+    |o, f| push_quoted(o, f.action, false),
+    |o, f| push_quoted(o, f.step, false),
+    |o, f| push_quoted(o, f.model, false),
+    |o, f| push_quoted(o, f.conversion_phase, false),
+    |o, f| push_quoted(o, f.other_channel, false),
+    |o, f| push_quoted(o, f.device_class, false),
+    |o, f| push_quoted(o, f.os_family, false),
+    |o, f| push_number(o, f.contacts),
+    |o, f| push_number(o, f.hour),
+    |o, f| push_date(o, f.day),
+    |o, f| push_number(o, f.seconds),
+    |o, f| push_number(o, f.value.n),
+    |o, f| {
+        let _ = write!(o, "{:?}", f.value.credit);
+    },
+];
+
+type JourneyColumn = fn(&mut String, &JourneyRow<'_>);
+
+/// Each of [`JOURNEY_COLUMNS`] of a journeys row.
+const JOURNEY_FIELDS: [JourneyColumn; 19] = [
+    |o, (v, _, _)| push_quoted(o, v, false),
+    |o, (_, k, _)| push_quoted(o, k.kind.name(), false),
+    |o, (_, k, _)| push_number(o, k.ms),
+    |o, (_, k, _)| {
+        let _ = write!(o, "'{}'", k.event_id);
+    },
+    |o, (_, k, _)| push_date(o, k.day),
+    |o, (_, k, _)| push_quoted(o, k.phase, false),
+    |o, (_, k, _)| push_quoted(o, k.channel, false),
+    |o, (_, k, _)| push_quoted(o, k.placement, false),
+    |o, (_, k, _)| push_quoted(o, k.device, false),
+    |o, (_, k, _)| push_quoted(o, k.contact, false),
+    |o, (_, k, _)| push_quoted(o, k.model, false),
+    |o, (_, k, _)| push_quoted(o, k.conversion_phase, false),
+    |o, (_, _, c)| push_number(o, c.n),
+    |o, (_, _, c)| push_number(o, c.events),
+    |o, (_, _, c)| push_number(o, c.exposures),
+    |o, (_, _, c)| push_number(o, c.scans),
+    |o, (_, _, c)| push_number(o, c.visits),
+    |o, (_, _, c)| push_number(o, c.signups),
+    |o, (_, _, c)| {
+        let _ = write!(o, "{:?}", c.credit);
+    },
+];
+
+type DelayColumn = fn(&mut String, &DelayRow<'_>);
+
+/// Each of [`DELAY_COLUMNS`] of a delays row.
+const DELAY_FIELDS: [DelayColumn; 9] = [
+    |o, d| push_date(o, d.first_day),
+    |o, d| push_date(o, d.last_day),
+    |o, d| push_number(o, d.bots),
+    |o, d| push_quoted(o, d.device_filter, false),
+    |o, d| push_quoted(o, d.placement_filter, false),
+    |o, d| push_number(o, d.rounding),
+    |o, d| push_quoted(o, d.channel, false),
+    |o, d| push_number(o, d.seconds),
+    |o, d| push_number(o, d.n),
+];
+
 impl<'c> Writer<'c> {
-    /// A writer whose rows carry `change` and `journey` (and a batch
-    /// marker dated on `campaign`'s first summed day, so that the figures
-    /// summed by range get it too).
-    pub fn new(
-        campaign: &Campaign,
-        change: &'c [FigureRow<'c>],
-        journey: &'c [JourneyRow<'c>],
-    ) -> Self {
+    /// A writer whose rows carry `carried` (and a batch marker dated on
+    /// `campaign`'s first summed range, so that the figures summed by
+    /// range get it too).
+    pub fn new(campaign: &Campaign, carried: Carried<'c>) -> Self {
         Self {
             sql: String::new(),
             rows: 0,
-            change,
-            journey,
-            first: None,
+            carried,
+            first: Vec::new(),
             marker: None,
+            ranges: figures::summed_ranges(campaign),
             marker_day: crate::batches::marker_day(campaign),
         }
     }
 
     /// One row: an event, or with `event = None` a tombstone.
     pub fn push(&mut self, visitor: &str, written_ms: u64, event: Option<&Event>) {
-        match self.rows {
-            0 => {
-                self.marker = Some(Marker::new(written_ms, self.marker_day));
-                self.first = Some((visitor.to_owned(), written_ms, event.cloned()));
-            }
-            1 => {
-                if let Some((v, w, e)) = self.first.take() {
-                    self.write(&v, w, e.as_ref(), Some(self.change), None);
-                }
-                self.write(visitor, written_ms, event, None, Some(self.journey));
-            }
-            _ => self.write(visitor, written_ms, event, None, None),
+        if self.rows == 0 {
+            self.marker = Some(Marker::new(written_ms, self.marker_day, &self.ranges));
         }
         self.rows += 1;
+        if self.rows <= ARRAYS.len() {
+            self.first
+                .push((visitor.to_owned(), written_ms, event.cloned()));
+            if self.rows == ARRAYS.len() {
+                self.write_first();
+            }
+        } else {
+            self.write(visitor, written_ms, event, 0..0);
+        }
     }
 
-    /// One row; `change` and `journey` are `Some` on the row that carries
-    /// them (with the marker), `None` elsewhere (empty arrays).
+    /// Writes the first rows, each carrying its array, the last the rest.
+    fn write_first(&mut self) {
+        let first = std::mem::take(&mut self.first);
+        let last = first.len().saturating_sub(1);
+        for (i, (v, w, e)) in first.iter().enumerate() {
+            let arrays = if i == last { i..ARRAYS.len() } else { i..i + 1 };
+            self.write(v, *w, e.as_ref(), arrays);
+        }
+    }
+
+    /// One row, carrying the arrays `arrays` (indices into [`ARRAYS`],
+    /// each with the marker), the others empty.
     fn write(
         &mut self,
         visitor: &str,
         written_ms: u64,
         event: Option<&Event>,
-        change: Option<&[FigureRow<'_>]>,
-        journey: Option<&[JourneyRow<'_>]>,
+        arrays: std::ops::Range<usize>,
     ) {
-        // The marker's elements, on the rows that carry the arrays only.
-        let change_marker = change.and(self.marker.as_ref()).map(Marker::change_values);
-        let journey_marker = journey
-            .and(self.marker.as_ref())
-            .map(Marker::journey_values);
         let out = &mut self.sql;
         push_tsv(out, visitor);
         let _ = write!(out, "\t{written_ms}\t{}\t", u8::from(event.is_none()));
@@ -254,95 +411,41 @@ impl<'c> Writer<'c> {
             }
             None => out.push_str("00000000-0000-0000-0000-000000000000\t0\t\t\t\t\t\t\t0\t\t"),
         }
-        type Column = fn(&mut String, &FigureRow<'_>);
-        let columns: [Column; 23] = [
-            |o, f| push_quoted(o, f.figure.name(), false),
-            |o, f| {
-                let _ = write!(o, "{}", f.bots);
+        // The marker's elements, on the rows that carry the arrays only.
+        let c = self.carried;
+        let markers = |i: usize| match self.marker.as_ref().filter(|_| arrays.contains(&i)) {
+            None => Vec::new(),
+            Some(m) => match i {
+                0 => vec![m.change_values()],
+                1 => vec![m.journey_values()],
+                2 => m.ranged_values(),
+                _ => m.delayed_values(),
             },
-            |o, f| push_quoted(o, f.device_filter, false),
-            |o, f| push_quoted(o, f.placement_filter, false),
-            |o, f| push_date(o, f.first_day),
-            |o, f| push_date(o, f.last_day),
-            |o, f| push_quoted(o, f.phase, false),
-            |o, f| push_quoted(o, f.channel, false),
-            |o, f| push_quoted(o, f.placement, false),
-            |o, f| push_quoted(o, f.event_type, false),
-            |o, f| push_quoted(o, f.action, false),
-            |o, f| push_quoted(o, f.step, false),
-            |o, f| push_quoted(o, f.model, false),
-            |o, f| push_quoted(o, f.conversion_phase, false),
-            |o, f| push_quoted(o, f.other_channel, false),
-            |o, f| push_quoted(o, f.device_class, false),
-            |o, f| push_quoted(o, f.os_family, false),
-            |o, f| {
-                let _ = write!(o, "{}", f.contacts);
-            },
-            |o, f| {
-                let _ = write!(o, "{}", f.hour);
-            },
-            |o, f| push_date(o, f.day),
-            |o, f| {
-                let _ = write!(o, "{}", f.seconds);
-            },
-            |o, f| {
-                let _ = write!(o, "{}", f.value.n);
-            },
-            |o, f| {
-                let _ = write!(o, "{:?}", f.value.credit);
-            },
-        ];
+        };
+        let carries = |i: usize| arrays.contains(&i);
         push_arrays(
             out,
-            &columns,
-            change,
-            change_marker.as_ref().map(|m| m.as_slice()),
+            &FIGURE_FIELDS,
+            carries(0).then_some(c.change),
+            &markers(0),
         );
-        type JourneyColumn = fn(&mut String, &JourneyRow<'_>);
-        let columns: [JourneyColumn; 19] = [
-            |o, (v, _, _)| push_quoted(o, v, false),
-            |o, (_, k, _)| push_quoted(o, k.kind.name(), false),
-            |o, (_, k, _)| {
-                let _ = write!(o, "{}", k.ms);
-            },
-            |o, (_, k, _)| {
-                let _ = write!(o, "'{}'", k.event_id);
-            },
-            |o, (_, k, _)| push_date(o, k.day),
-            |o, (_, k, _)| push_quoted(o, k.phase, false),
-            |o, (_, k, _)| push_quoted(o, k.channel, false),
-            |o, (_, k, _)| push_quoted(o, k.placement, false),
-            |o, (_, k, _)| push_quoted(o, k.device, false),
-            |o, (_, k, _)| push_quoted(o, k.contact, false),
-            |o, (_, k, _)| push_quoted(o, k.model, false),
-            |o, (_, k, _)| push_quoted(o, k.conversion_phase, false),
-            |o, (_, _, c)| {
-                let _ = write!(o, "{}", c.n);
-            },
-            |o, (_, _, c)| {
-                let _ = write!(o, "{}", c.events);
-            },
-            |o, (_, _, c)| {
-                let _ = write!(o, "{}", c.exposures);
-            },
-            |o, (_, _, c)| {
-                let _ = write!(o, "{}", c.scans);
-            },
-            |o, (_, _, c)| {
-                let _ = write!(o, "{}", c.visits);
-            },
-            |o, (_, _, c)| {
-                let _ = write!(o, "{}", c.signups);
-            },
-            |o, (_, _, c)| {
-                let _ = write!(o, "{:?}", c.credit);
-            },
-        ];
         push_arrays(
             out,
-            &columns,
-            journey,
-            journey_marker.as_ref().map(|m| m.as_slice()),
+            &JOURNEY_FIELDS,
+            carries(1).then_some(c.journey),
+            &markers(1),
+        );
+        push_arrays(
+            out,
+            &FIGURE_FIELDS,
+            carries(2).then_some(c.ranged),
+            &markers(2),
+        );
+        push_arrays(
+            out,
+            &DELAY_FIELDS,
+            carries(3).then_some(c.delayed),
+            &markers(3),
         );
         out.push('\n');
     }
@@ -357,8 +460,8 @@ impl<'c> Writer<'c> {
 
     /// The INSERT of the rows (`None` if there are none).
     pub fn into_insert(mut self) -> Option<Insert> {
-        if let Some((v, w, e)) = self.first.take() {
-            self.write(&v, w, e.as_ref(), Some(self.change), Some(self.journey));
+        if !self.first.is_empty() {
+            self.write_first();
         }
         let marker = self.marker.take()?;
         (self.rows > 0).then_some(Insert {
@@ -388,7 +491,7 @@ impl Insert {
         client: &clickhouse::Client,
     ) -> Result<(), clickhouse::error::Error> {
         let mut insert = client
-            .insert_formatted_with(INSERT_HEAD.trim_end())
+            .insert_formatted_with(INSERT_HEAD.as_str())
             .with_setting("query_id", self.marker.query_id());
         insert.send(self.rows.clone()).await?;
         insert.end().await
@@ -416,7 +519,8 @@ mod tests {
             .map(str::trim)
             .filter(|c| c.contains('.'))
             .collect();
-        assert_eq!(nested, CARRIED);
+        assert_eq!(nested, *CARRIED);
+        assert_eq!(CARRIED.len(), 23 + 19 + 23 + 9);
     }
 
     #[test]
@@ -436,50 +540,86 @@ mod tests {
             bot: false,
             contact: Default::default(),
         };
-        let mut w = Writer::new(&campaign, &[], &[]);
-        for (i, v) in ["v_a", "v_b", "v_c"].into_iter().enumerate() {
+        let mut w = Writer::new(&campaign, Carried::default());
+        for (i, v) in ["v_a", "v_b", "v_c", "v_d", "v_e"].into_iter().enumerate() {
             w.push(v, 1_737_190_900_123, Some(&e(i as u128)));
         }
         let insert = w.into_insert().unwrap();
         let key = insert.marker.key.clone();
         assert!(key.starts_with("batch-1737190900123-"), "{key}");
         let text = std::str::from_utf8(&insert.rows).unwrap();
-        let rows: Vec<&str> = text.lines().collect();
-        assert_eq!(rows.len(), 3);
-        let fields = |row: &str| row.split('\t').map(str::to_owned).collect::<Vec<_>>();
-        let (first, second, third) = (fields(rows[0]), fields(rows[1]), fields(rows[2]));
-        // 14 event columns, 23 change arrays, 19 journey arrays.
-        assert_eq!(first.len(), 14 + 23 + 19);
-        assert_eq!(first[14], "['batch']", "change.figure: the marker only");
+        let rows: Vec<Vec<&str>> = text.lines().map(|r| r.split('\t').collect()).collect();
+        assert_eq!(rows.len(), 5);
+        assert_eq!(rows[0][0], "v_a", "rows in the order pushed");
+        assert_eq!(rows[4][0], "v_e");
+        // 14 event columns, then 23 change, 19 journey, 23 ranged and 9
+        // delayed arrays: each of the first four rows carries one.
+        let spans = [(14, 37), (37, 56), (56, 79), (79, 88)];
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(row.len(), 88);
+            for (a, (from, to)) in spans.iter().enumerate() {
+                let carried = row[*from..*to].iter().all(|x| x != &"[]");
+                assert_eq!(carried, a == i, "row {i}, array {}", ARRAYS[a].0);
+            }
+        }
+        assert_eq!(rows[0][14], "['batch']", "change.figure: the marker only");
         assert_eq!(
-            first[14 + 7],
+            rows[0][14 + 7],
             format!("['{key}']"),
             "change.channel: the key"
         );
         assert_eq!(
-            first[14 + 4],
+            rows[0][14 + 4],
             "['2025-01-17']",
             "on the campaign's first day"
         );
-        assert!(
-            first[37..].iter().all(|a| a == "[]"),
-            "no journey on the first row"
-        );
-        assert!(
-            second[14..37].iter().all(|a| a == "[]"),
-            "no change on the second"
-        );
         assert_eq!(
-            second[37],
+            rows[1][37],
             format!("['{key}']"),
             "journey.visitor_id: the key"
         );
-        assert_eq!(second[38], "['batch']");
-        assert!(
-            third[14..].iter().all(|a| a == "[]"),
-            "nothing on the others"
+        assert_eq!(rows[1][38], "['batch']");
+        // On each summed range its day fits (the campaign, the first phase),
+        // as a figures row of that day would be.
+        assert_eq!(rows[2][56], "['batch','batch']", "ranged.figure");
+        assert_eq!(
+            rows[2][56 + 7],
+            format!("['{key}','{key}']"),
+            "ranged.channel: the key"
+        );
+        assert_eq!(
+            rows[2][56 + 4],
+            "['2025-01-17','2025-01-17']",
+            "ranged.first_day"
+        );
+        assert_eq!(
+            rows[2][56 + 5],
+            "['2025-02-07','2025-03-16']",
+            "ranged.last_day: the first phase's, the campaign's"
+        );
+        assert_eq!(rows[3][79 + 5], "[0,0]", "delayed.rounding: the marker's");
+        assert_eq!(
+            rows[3][79 + 6],
+            format!("['{key}','{key}']"),
+            "delayed.channel: the key"
         );
         assert_eq!(insert.marker.query_id(), format!("ensemble-ledger-{key}"));
+
+        // Fewer rows than arrays: the last row carries the rest.
+        let mut w = Writer::new(&campaign, Carried::default());
+        for (i, v) in ["v_a", "v_b"].into_iter().enumerate() {
+            w.push(v, 1_737_190_900_123, Some(&e(i as u128)));
+        }
+        let insert = w.into_insert().unwrap();
+        let text = std::str::from_utf8(&insert.rows).unwrap();
+        let rows: Vec<Vec<&str>> = text.lines().map(|r| r.split('\t').collect()).collect();
+        assert_eq!(rows.len(), 2);
+        assert!(
+            rows[0][14..37].iter().all(|x| x != &"[]") && rows[0][37..].iter().all(|x| x == &"[]")
+        );
+        assert!(
+            rows[1][14..37].iter().all(|x| x == &"[]") && rows[1][37..].iter().all(|x| x != &"[]")
+        );
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! Split by job: [`days`] (local days and summed ranges), [`rows`] (the
 //! stored rows and answers), [`runs`] (a visitor's contribution),
 //! [`conversions`] (its conversions, paths and credit), [`questions`]
-//! (answers, changes, the correction).
+//! (answers, changes, the correction), [`ranged`] (a change summed by
+//! range, as the summed tables store it).
 
 mod conversions;
 mod days;
 mod questions;
+mod ranged;
 mod rows;
 mod runs;
 #[cfg(test)]
@@ -15,6 +17,7 @@ mod tests;
 pub(crate) use conversions::*;
 pub use days::*;
 pub use questions::*;
+pub use ranged::*;
 pub use rows::*;
 pub use runs::*;
 
