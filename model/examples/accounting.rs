@@ -62,7 +62,7 @@ fn main() {
         .collect();
     let events: usize = sets.iter().map(|s| s.fresh().len()).sum();
     let mut best = f64::MAX;
-    let mut rows = 0;
+    let mut summed = Vec::new();
     for _ in 0..5 {
         let started = Instant::now();
         let mut strings = Strings::default();
@@ -71,12 +71,39 @@ fn main() {
             figures::add_change(&campaign, set, &mut strings, &mut sum);
             std::hint::black_box(journeys::change(&campaign, set.known(), set.all_events()));
         }
-        rows = sum.rows().len();
+        summed = sum.rows();
         best = best.min(started.elapsed().as_secs_f64());
     }
+    let started = Instant::now();
+    let ranged = figures::by_range(&summed, &figures::summed_ranges(&campaign));
+    let delayed = figures::delays_by_range(&ranged);
+    let by_range_us = started.elapsed().as_secs_f64() * 1e6 / events as f64;
     println!(
-        "{} visitors, {events} new events: best of 5 {:.1} µs per new event; {rows} rows in the summed change of all",
+        "{} visitors, {events} new events: best of 5 {:.1} µs per new event; {} rows in the summed change of all",
         sets.len(),
         best * 1e6 / events as f64,
+        summed.len(),
     );
+    println!(
+        "summed by range: {:.2} rows per new event ({:.2} delays), {by_range_us:.1} µs per new event",
+        ranged.len() as f64 / events as f64,
+        delayed.len() as f64 / events as f64,
+    );
+    // Which figures the rows are (per new event), the summed change's and by range.
+    let mut by_figure: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for (k, _) in &summed {
+        by_figure.entry(k.figure.name()).or_default().0 += 1;
+    }
+    for (k, _) in &ranged {
+        by_figure.entry(k.figure.name()).or_default().1 += 1;
+    }
+    let mut by_figure: Vec<_> = by_figure.into_iter().collect();
+    by_figure.sort_by_key(|(_, (a, b))| std::cmp::Reverse(a + b));
+    for (figure, (a, b)) in by_figure {
+        println!(
+            "  {figure:<24} {:>6.3} {:>6.3}",
+            a as f64 / events as f64,
+            b as f64 / events as f64
+        );
+    }
 }

@@ -496,7 +496,16 @@ pub async fn processor(
     progress(&format!("{label}: floor {floor_per_s:.0} events/s"));
     let written = written(&floor).await?;
 
-    for s in [&store, &floor] {
+    // `ENSEMBLE_BENCH_KEEP=1` keeps both databases, to look into what was
+    // written (the ledger's carried arrays, the parts).
+    let keep = std::env::var("ENSEMBLE_BENCH_KEEP").is_ok_and(|v| v == "1");
+    if keep {
+        progress(&format!(
+            "{label}: kept databases {} (processor) and {} (floor)",
+            store.database, floor.database
+        ));
+    }
+    for s in [&store, &floor].into_iter().filter(|_| !keep) {
         for db in [s.database.clone(), s.sql_database()] {
             s.server_client()
                 .query(&format!("DROP DATABASE IF EXISTS {db}"))
