@@ -272,11 +272,12 @@ struct AppliedRow {
 /// The migrations that store what the processor computes anew (0004: the
 /// figures; 0005: the analysts' journeys; 0006: the conversion paths'
 /// figures; 0007: the device breakdown, the paths' delays; 0011: the
-/// journeys without contacts): a database that already has events when one
-/// is applied must be rebuilt from `events`; it records that in
-/// `rebuild_pending` (which the rebuild empties and the processor checks
-/// before it consumes).
-pub const REBUILT_FROM_EVENTS: [u32; 5] = [4, 5, 6, 7, 11];
+/// journeys without contacts; 0012: the bots' scope as what the bots
+/// change, the figures summed by range by the processor): a database that
+/// already has events when one is applied must be rebuilt from `events`;
+/// it records that in `rebuild_pending` (which the rebuild empties and the
+/// processor checks before it consumes).
+pub const REBUILT_FROM_EVENTS: [u32; 6] = [4, 5, 6, 7, 11, 12];
 
 /// The migrations that add a table filled beside `figures_ranges` (0009:
 /// the paths' delays by range): applied where the summed tables were

@@ -53,12 +53,13 @@ pub async fn counts(
         ),
     )
     .await?;
-    // Bots in, every device and placement: each event once, on its day.
+    // Bots in (both scopes: `bots = 1` holds what the bots add), every
+    // device and placement: each event once, on its day.
     let figures = per_day(
         client,
         &format!(
             "SELECT toUInt32(day) AS d, toInt64(sum(n)) AS n FROM figures \
-             WHERE figure = '{}' AND bots = 1 AND device_filter = '' AND placement_filter = '' \
+             WHERE figure = '{}' AND device_filter = '' AND placement_filter = '' \
              GROUP BY d",
             Figure::Events.name()
         ),

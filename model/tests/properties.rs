@@ -154,8 +154,9 @@ fn summed(
     last: u32,
 ) -> Answer {
     let mut a = Answer::new();
+    // With the bots, both scopes: `bots = 1` holds what the bots change.
     for r in rows.iter().filter(|r| {
-        r.bots == bots
+        r.bots <= bots
             && r.device_filter == device
             && r.placement_filter == placement
             && r.first_day >= first

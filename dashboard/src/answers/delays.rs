@@ -47,7 +47,7 @@ pub async fn top_paths_delay_hours(
     }
     let rows = stored.fits(days);
     let top = format!(
-        "SELECT channel FROM {} WHERE figure = '{}' AND bots = ? AND device_filter = ? \
+        "SELECT channel FROM {} WHERE figure = '{}' AND bots <= ? AND device_filter = ? \
          AND placement_filter = ? AND {rows} AND channel != ? \
          GROUP BY channel ORDER BY sum(n) DESC, channel LIMIT {k}",
         ranges::TABLE,
@@ -91,7 +91,7 @@ pub async fn top_paths_delay_hours(
 fn delay_arrays_sql(rounding: u32, days: &str, paths: &str) -> String {
     format!(
         "SELECT channel, groupArray(seconds), groupArray(n) \
-         FROM {} WHERE rounding = {rounding} AND bots = ? AND device_filter = ? \
+         FROM {} WHERE rounding = {rounding} AND bots <= ? AND device_filter = ? \
          AND placement_filter = ? AND {days} AND ({paths}) GROUP BY channel",
         ranges::DELAYS_TABLE
     )
@@ -160,7 +160,7 @@ pub(super) fn delays_rounding<'a>(
 pub(super) fn delays_sql(rounding: u32, days: &str, paths: &str) -> String {
     format!(
         "SELECT channel AS d_channel, seconds AS d_seconds, n AS total \
-         FROM {} WHERE rounding = {rounding} AND bots = ? AND device_filter = ? \
+         FROM {} WHERE rounding = {rounding} AND bots <= ? AND device_filter = ? \
          AND placement_filter = ? AND {days} AND ({paths})",
         ranges::DELAYS_TABLE
     )
@@ -279,7 +279,7 @@ mod tests {
         let whole = vec![("a".to_owned(), 0, u32::MAX), ("b".to_owned(), 0, u32::MAX)];
         let sql = delays_sql(3600, "(first_day = x)", &delays_of(&whole));
         assert!(sql.starts_with("SELECT channel AS d_channel, seconds AS d_seconds, n AS total"));
-        assert!(sql.contains("FROM paths_delays_ranges WHERE rounding = 3600 AND bots = ?"));
+        assert!(sql.contains("FROM paths_delays_ranges WHERE rounding = 3600 AND bots <= ?"));
         assert!(
             sql.contains("AND (first_day = x) AND (channel IN (?, ?))"),
             "{sql}"
@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(
             sql,
             "SELECT channel, groupArray(seconds), groupArray(n) FROM paths_delays_ranges \
-             WHERE rounding = 3600 AND bots = ? AND device_filter = ? AND placement_filter = ? \
+             WHERE rounding = 3600 AND bots <= ? AND device_filter = ? AND placement_filter = ? \
              AND (first_day = x) AND (channel IN (?)) GROUP BY channel"
         );
     }

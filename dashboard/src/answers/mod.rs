@@ -208,7 +208,7 @@ pub async fn visitors_per_placement(
             let stored = Stored::of(state, &[days]).await;
             let sql = format!(
                 "SELECT placement_filter, sum(n) FROM {} WHERE figure = '{}' AND channel = ? \
-                 AND bots = ? AND device_filter = '' AND placement_filter != '' \
+                 AND bots <= ? AND device_filter = '' AND placement_filter != '' \
                  AND {} GROUP BY placement_filter",
                 stored.table(),
                 Figure::Visitors.name(),
@@ -375,7 +375,7 @@ fn narrowed(r: &[(String, u32, u32)]) -> String {
 /// Whether a correction row counts for the filters' question on `days`
 /// for `asked` figures.
 fn in_scope(r: &OwnedRow, f: &Filters, (a, b): Days, asked: &[Figure]) -> bool {
-    r.bots == u8::from(f.include_bots)
+    r.bots <= u8::from(f.include_bots)
         && r.device_filter == f.device.as_deref().unwrap_or("")
         && r.placement_filter == f.placement.as_deref().unwrap_or("")
         && r.first_day >= a
@@ -519,7 +519,7 @@ async fn stored_answer(
         Some((rounding, r)) => delays_sql(rounding, &stored.rows_of(days, parts), &delays_of(r)),
         None => format!(
             "SELECT {}, sum(n) AS total, sum(credit) AS cr FROM {}{prewhere} \
-             WHERE figure IN ({names}) AND bots = ? AND device_filter = ? AND placement_filter = ? \
+             WHERE figure IN ({names}) AND bots <= ? AND device_filter = ? AND placement_filter = ? \
              AND {}{narrow_sql} \
              GROUP BY {group} HAVING total != 0 OR cr != 0",
             select.join(", "),

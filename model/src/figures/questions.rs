@@ -113,7 +113,8 @@ pub fn answer(campaign: &Campaign, visitors: &[(String, Vec<Event>)], q: &Questi
 /// The answer the stored rows give to the days `[first, last]` of the
 /// scope `(bots, device, placement)`: every row of that scope with
 /// `first_day ≥ first` and `last_day ≤ last`, summed (what the dashboard
-/// asks ClickHouse).
+/// asks ClickHouse); with the bots (`bots = 1`), the rows of both bots
+/// scopes (`bots = 1` holds what the bots' events change).
 pub fn sum_range(
     rows: &[Row<'_>],
     bots: u8,
@@ -124,7 +125,7 @@ pub fn sum_range(
 ) -> Answer {
     let mut answer = Answer::new();
     for r in rows.iter().filter(|r| {
-        r.bots == bots
+        r.bots <= bots
             && r.device_filter == device
             && r.placement_filter == placement
             && r.first_day >= first
@@ -215,8 +216,8 @@ fn between<'a>(
 ) {
     // What both sides share is copied alike in both: the change is
     // summed once and added to each copy ([`Left`]). Without a bot on
-    // either side, the bots' scope is the default one again; with one
-    // device (or placement) on both, its scope is the default one's rows.
+    // either side and with one device (or placement) on both, its scope
+    // is the default one's rows.
     let events = || before.iter().chain(after).flat_map(|events| events.iter());
     let bots = events().all(|e| !e.bot);
     let sole = |of: fn(&'a Event) -> &'a str| {
@@ -225,7 +226,6 @@ fn between<'a>(
         (bots && values.all(|v| v == first)).then_some(first)
     };
     let left = Left {
-        bots,
         device: sole(|e| &e.device).map(|d| strings.id(d)),
         placement: sole(|e| &e.placement).map(|p| strings.id(p)),
     };

@@ -189,11 +189,11 @@ impl Sum {
     /// with equal keys not yet summed: they are summed among themselves
     /// first, so that what cancels out (most of a returning visitor's
     /// rows) never reaches the batch's map.
-    /// Then each row that does not cancel is added again to the copies
-    /// the rows were given without ([`Left`]): with `bots = 1`; and a row
-    /// of the default scope (`unfiltered`: its device and placement
-    /// filters), conversions aside, with the sole device's filter, with
-    /// the sole placement's.
+    /// Then each row of the default scope that does not cancel
+    /// (`unfiltered`: its device and placement filters), conversions
+    /// aside, is added again to the copies the rows were given without
+    /// ([`Left`]): with the sole device's filter, with the sole
+    /// placement's.
     pub(crate) fn add_visitor(
         &mut self,
         plus: &[(Key, Value)],
@@ -223,12 +223,6 @@ impl Sum {
             });
             for key in std::iter::once(k).chain(device).chain(placement) {
                 self.map.entry(key).or_default().add(v, 1);
-                if left.bots {
-                    self.map
-                        .entry(Key { bots: 1, ..key })
-                        .or_default()
-                        .add(v, 1);
-                }
             }
         }
     }

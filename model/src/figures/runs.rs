@@ -115,14 +115,13 @@ pub(crate) fn events_of(visitors: &[(String, Vec<Event>)]) -> Vec<&[Event]> {
 }
 
 /// The copies [`unmerged`] leaves out, for a caller that adds them
-/// ([`Sum::add_visitor`]): a set's rows of `bots = 1` when it has no bots,
-/// of its sole device, of its sole placement (ids in [`Strings`]), are
-/// its default rows again (the scope's rows, without its conversions' for
-/// a device or a placement). A change between two sets that share that
-/// trait is then the same in the copy: summed once, added again.
+/// ([`Sum::add_visitor`]): the rows of a set without bots for its sole
+/// device, for its sole placement (ids in [`Strings`]), are its default
+/// rows again (the scope's rows, without its conversions'). A change
+/// between two sets that share that trait is then the same in the copy:
+/// summed once, added again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Left {
-    pub(crate) bots: bool,
     pub(crate) device: Option<u32>,
     pub(crate) placement: Option<u32>,
 }
@@ -150,18 +149,14 @@ pub(crate) fn unmerged<'a>(
     };
     let prepared = prepare(&mut b, visitors);
     let no_bots = prepared.iter().all(|ev| !ev.e.bot);
+    // `bots = 0`: the visitors without their bots' events. `bots = 1`:
+    // what the bots' events change, their rows with them minus without
+    // (nothing for visitors without a bot, most of them): a question with
+    // the bots sums both scopes.
+    let mut without_bots = 0..0;
     for bots in [0u8, 1] {
         b.bots = bots;
         if bots == 1 && no_bots {
-            if left.bots {
-                break;
-            }
-            let copies: Rows = b
-                .rows
-                .iter()
-                .map(|(k, v)| (Key { bots: 1, ..*k }, *v))
-                .collect();
-            b.rows.extend(copies);
             break;
         }
         let evs: Vec<Ev<'a>> = prepared
@@ -172,6 +167,7 @@ pub(crate) fn unmerged<'a>(
         if evs.is_empty() {
             continue;
         }
+        let scope_from = b.rows.len();
         // Every device and placement.
         b.device_filter = empty;
         b.placement_filter = empty;
@@ -216,6 +212,24 @@ pub(crate) fn unmerged<'a>(
             }
         }
         conversions(&mut b, &evs, None);
+        if bots == 0 {
+            without_bots = scope_from..b.rows.len();
+        }
+    }
+    if !no_bots {
+        let minus: Rows = b.rows[without_bots]
+            .iter()
+            .map(|(k, v)| {
+                (
+                    Key { bots: 1, ..*k },
+                    Value {
+                        n: -v.n,
+                        credit: -v.credit,
+                    },
+                )
+            })
+            .collect();
+        b.rows.extend(minus);
     }
     b.rows
 }

@@ -643,13 +643,30 @@ fn bots_are_left_out_unless_asked_for() {
     let rows = stored(&c, &[("v1".into(), events)]);
     let without = range(&rows, "", "", "2025-01-17", "2025-03-16");
     assert_eq!(n(&without, Figure::Events, |_| true), 7);
-    let with: i64 = rows
-        .iter()
-        .filter(|r| r.bots == 1 && r.device_filter.is_empty() && r.placement_filter.is_empty())
-        .filter(|r| r.figure == Figure::Events)
-        .map(|r| r.value.n)
-        .sum();
-    assert_eq!(with, 8);
+    let events_of = |bots: u8| -> i64 {
+        rows.iter()
+            .filter(|r| {
+                r.bots == bots && r.device_filter.is_empty() && r.placement_filter.is_empty()
+            })
+            .filter(|r| r.figure == Figure::Events)
+            .map(|r| r.value.n)
+            .sum()
+    };
+    // The bots' scope holds what the bots change (one event); asked with
+    // the bots, both scopes are summed.
+    assert_eq!(events_of(1), 1);
+    assert_eq!(events_of(0) + events_of(1), 8);
+}
+
+#[test]
+fn a_visitor_without_bots_writes_nothing_in_the_bots_scope() {
+    let c = campaign();
+    let rows = stored(&c, &[("v1".into(), scanner(&c))]);
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter().all(|r| r.bots == 0),
+        "no copy for the bots' scope"
+    );
 }
 
 #[test]

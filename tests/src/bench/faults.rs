@@ -329,7 +329,8 @@ async fn run_one(
         .collect();
     let lost = accepted.difference(&stored).count();
     let in_clickhouse = accepted.intersection(&stored).count();
-    // What the dashboard's figures count, against the distinct events they cover.
+    // What the dashboard's figures count, bots in (both bots scopes),
+    // against the distinct events they cover.
     let campaign = Campaign::load(campaign_path)?;
     let (Some(first), Some(last)) = (campaign.phases.first(), campaign.phases.last()) else {
         anyhow::bail!("campaign without phases");
@@ -337,7 +338,7 @@ async fn run_one(
     let (start, end) = (first.starts_at.timestamp(), last.ends_at.timestamp());
     let figures: i64 = client
         .query(
-            "SELECT toInt64(sum(n)) FROM figures WHERE figure = 'events' AND bots = 1 AND device_filter = '' \
+            "SELECT toInt64(sum(n)) FROM figures WHERE figure = 'events' AND device_filter = '' \
              AND placement_filter = '' AND first_day >= toDate(?) AND last_day <= toDate(?)",
         )
         .bind(first.start_date.to_string())

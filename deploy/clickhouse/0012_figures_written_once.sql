@@ -8,9 +8,15 @@
 -- ranges), and ClickHouse no longer fits each row to the ranges.
 --
 -- The new views (named after the ranges, made by the processor or by
--- `migrate`) replace the old ones, and the summed tables are partial until
--- `ensemble-processor rebuild-ranges` (the dashboard reads `figures`
--- meanwhile: same answers, slower).
+-- `migrate`) replace the old ones.
+--
+-- Also: the figures' bots scope (`bots = 1`) now holds what the bots'
+-- events change, not a copy of every visitor's rows with them (most
+-- visitors have no bot, and their copies were half of every figures
+-- table); a question with the bots sums both scopes. So a database with
+-- events is rebuilt from `events` once (`REBUILT_FROM_EVENTS` in
+-- core/src/migrate.rs; `ensemble-processor migrate` runs it), which also
+-- fills the summed tables anew.
 ALTER TABLE ledger
     ADD COLUMN ranged.figure Array(String),
     ADD COLUMN ranged.bots Array(UInt8),
