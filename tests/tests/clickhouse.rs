@@ -392,3 +392,184 @@ async fn compacting_a_figures_table_leaves_one_part_and_one_row_per_value() {
         .await
         .expect("drop test database");
 }
+
+/// A proxy to ClickHouse that holds each request until its chunked body
+/// has ended, then passes on only what `cut` keeps of it (given the
+/// request's bytes and where its body starts) and closes its side: a
+/// sender killed in the middle of its INSERT. Returns the port.
+async fn cutting_proxy(upstream: String, cut: fn(&[u8], usize) -> usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("port").port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = vec![0_u8; 64 * 1024];
+                while !request.ends_with(b"\r\n0\r\n\r\n") {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let Some(head) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    return;
+                };
+                let keep = cut(&request, head + 4).min(request.len());
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = server.write_all(&request[..keep]).await;
+                    let _ = server.shutdown().await;
+                    // What the server answers goes back (to a sender that
+                    // is no more, when cut), until it closes its side.
+                    while let Ok(n) = server.read(&mut buf).await {
+                        if n == 0 || client.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The boundaries of the compressed blocks in a chunked request body
+/// starting at `body` (ClickHouse's framing: a 16-byte checksum, then a
+/// method byte and the block's compressed size, header included), as
+/// offsets in `request`; the end of the last block last.
+fn block_ends(request: &[u8], body: usize) -> Vec<usize> {
+    // The chunks' data, and where each of its bytes sits in the request.
+    let mut data: Vec<(u8, usize)> = Vec::new();
+    let mut at = body;
+    loop {
+        let Some(line) = request[at..].windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let size = std::str::from_utf8(&request[at..at + line])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .unwrap_or(0);
+        at += line + 2;
+        if size == 0 {
+            break;
+        }
+        data.extend((at..at + size).map(|i| (request[i], i)));
+        at += size + 2;
+    }
+    let mut ends = Vec::new();
+    let mut block = 0;
+    while block + 25 <= data.len() {
+        let size = u32::from_le_bytes([
+            data[block + 17].0,
+            data[block + 18].0,
+            data[block + 19].0,
+            data[block + 20].0,
+        ]) as usize;
+        block += 16 + size;
+        if let Some((_, i)) = data.get(block.min(data.len()) - 1) {
+            ends.push(i + 1);
+        }
+    }
+    ends
+}
+
+/// A ledger INSERT cut anywhere on its way lands whole or not at all. A
+/// processor killed while it sends one leaves the server a body cut short;
+/// ClickHouse 18.16 takes a plain body cut at a row's end as complete,
+/// which would land the batch's head row (all its change) without the rest
+/// of its events, and their retry would count them twice. The INSERT is
+/// one compressed block with its checksum: cut inside it, at its end
+/// (the chunked body's last, empty chunk lost), or in the middle, the
+/// server lands every row or none. Checked at each block's end too, so
+/// that an INSERT sent in several blocks (a cut between two of them lands
+/// the first) fails here.
+#[tokio::test]
+async fn a_ledger_insert_cut_on_its_way_lands_whole_or_not_at_all() {
+    use ensemble_core::ledger::{Carried, Writer};
+    use ensemble_model::figures::Event;
+    let store = ensemble_tests::migrated_database("it_cut_insert").await;
+    let campaign =
+        ensemble_core::Campaign::load(&ensemble_tests::campaign_file()).expect("campaign");
+    let upstream = clickhouse_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let event = |i: u128| Event {
+        event_id: Uuid::from_u128(i),
+        ms: 1_737_190_800_000 + i as u64,
+        event_type: "page_view".into(),
+        action: Default::default(),
+        channel: "metro".into(),
+        placement: Default::default(),
+        phase: "p1-lancement".into(),
+        device: "mobile".into(),
+        os: "iOS".into(),
+        bot: false,
+        contact: Default::default(),
+    };
+    const ROWS: u64 = 2_000;
+    let cuts: [(&str, fn(&[u8], usize) -> usize); 7] = [
+        ("nothing cut", |r, _| r.len()),
+        ("the last, empty chunk lost", |r, _| r.len() - 5),
+        ("the block's last byte lost", |r, b| {
+            block_ends(r, b).last().copied().unwrap_or(0) - 1
+        }),
+        ("half the body", |r, b| b + (r.len() - b) / 2),
+        ("only the block's first bytes", |_, b| b + 40),
+        ("the first block whole", |r, b| {
+            block_ends(r, b).first().copied().unwrap_or(0)
+        }),
+        ("the next to last block whole", |r, b| {
+            let ends = block_ends(r, b);
+            ends.len()
+                .checked_sub(2)
+                .map_or_else(|| ends.last().copied().unwrap_or(0), |i| ends[i])
+        }),
+    ];
+    for (i, (what, cut)) in cuts.into_iter().enumerate() {
+        let port = cutting_proxy(upstream.clone(), cut).await;
+        let via = StoreConfig::new(format!("http://127.0.0.1:{port}"), store.database.clone());
+        let written_ms = 1_800_000_000_000 + i as u64;
+        let mut writer = Writer::new(&campaign, Carried::default());
+        for n in 0..ROWS {
+            let e = event(u128::from(n) + (i as u128) * 1_000_000);
+            writer.push(&format!("v_{n:05}"), written_ms, Some(&e));
+        }
+        let insert = writer.into_insert().expect("rows");
+        let sent = insert.execute(&via.client()).await;
+        // The server may still be reading or writing what it got.
+        let client = store.client();
+        for _ in 0..100 {
+            let running: u64 = client
+                .query("SELECT count() FROM system.processes WHERE query_id = ?")
+                .bind(insert.marker.query_id())
+                .fetch_one()
+                .await
+                .expect("processes");
+            if running == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let landed: u64 = client
+            .query("SELECT count() FROM ledger WHERE written_ms = ?")
+            .bind(written_ms)
+            .fetch_one()
+            .await
+            .expect("count");
+        assert!(
+            landed == 0 || landed == ROWS,
+            "{what}: {landed} of {ROWS} rows landed ({sent:?})"
+        );
+        if i == 0 {
+            assert!(sent.is_ok(), "{sent:?}");
+            assert_eq!(landed, ROWS, "{what}");
+        }
+        if what.contains("byte lost") || what.contains("half") || what.contains("first bytes") {
+            assert_eq!(landed, 0, "{what}: cut inside the block");
+        }
+    }
+}

@@ -486,6 +486,15 @@ impl Insert {
     /// compresses) sent as they are. Sent as a query instead, the client
     /// copied a batch's rows twice over (tens of MB at the processor's
     /// peak).
+    ///
+    /// In **one** `send`, so one compressed block with its checksum: a
+    /// body cut short (the processor killed while sending) is then refused
+    /// whole. ClickHouse 18.16 takes a body that ends after a complete
+    /// block and at a row's end as the whole INSERT, and answers 200: sent
+    /// in two blocks, a cut between them landed the first half of a batch
+    /// (its head row with all the batch's change) and its retry counted
+    /// the rest twice (`a_ledger_insert_cut_on_its_way_lands_whole_or_not_at_all`
+    /// in `tests/tests/clickhouse.rs`).
     pub async fn execute(
         &self,
         client: &clickhouse::Client,
