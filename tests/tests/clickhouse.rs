@@ -393,11 +393,15 @@ async fn compacting_a_figures_table_leaves_one_part_and_one_row_per_value() {
         .expect("drop test database");
 }
 
+/// What a [`cutting_proxy`] keeps of a request (its bytes, where its body
+/// starts): how many bytes.
+type Cut = fn(&[u8], usize) -> usize;
+
 /// A proxy to ClickHouse that holds each request until its chunked body
 /// has ended, then passes on only what `cut` keeps of it (given the
 /// request's bytes and where its body starts) and closes its side: a
 /// sender killed in the middle of its INSERT. Returns the port.
-async fn cutting_proxy(upstream: String, cut: fn(&[u8], usize) -> usize) -> u16 {
+async fn cutting_proxy(upstream: String, cut: Cut) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -444,10 +448,7 @@ fn block_ends(request: &[u8], body: usize) -> Vec<usize> {
     // The chunks' data, and where each of its bytes sits in the request.
     let mut data: Vec<(u8, usize)> = Vec::new();
     let mut at = body;
-    loop {
-        let Some(line) = request[at..].windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(line) = request[at..].windows(2).position(|w| w == b"\r\n") {
         let size = std::str::from_utf8(&request[at..at + line])
             .ok()
             .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
@@ -511,7 +512,7 @@ async fn a_ledger_insert_cut_on_its_way_lands_whole_or_not_at_all() {
         contact: Default::default(),
     };
     const ROWS: u64 = 2_000;
-    let cuts: [(&str, fn(&[u8], usize) -> usize); 7] = [
+    let cuts: [(&str, Cut); 7] = [
         ("nothing cut", |r, _| r.len()),
         ("the last, empty chunk lost", |r, _| r.len() - 5),
         ("the block's last byte lost", |r, b| {
