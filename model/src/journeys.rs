@@ -62,7 +62,8 @@ impl Kind {
 
 /// What identifies a row. Fields a kind does not use are empty / zero.
 /// Names borrow from the events and the campaign (no copy per row).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Ordered field by field in declaration order, as a derived order would.
+#[derive(Debug, Clone, Hash)]
 pub struct Key<'a> {
     pub kind: Kind,
     /// Time of the touch's first event / of the sign-up (ms since the epoch).
@@ -88,6 +89,50 @@ pub struct Key<'a> {
     /// Credit: the phase of the conversion.
     pub conversion_phase: &'a str,
 }
+
+/// Two names, the same slice (the same event's or the campaign's, as
+/// most are when a visitor's rows before and after a batch are compared)
+/// equal without reading their bytes; comparing them byte by byte was a
+/// tenth of the processor's time.
+fn by_name(a: &str, b: &str) -> std::cmp::Ordering {
+    if std::ptr::eq(a, b) {
+        std::cmp::Ordering::Equal
+    } else {
+        a.cmp(b)
+    }
+}
+
+impl Ord for Key<'_> {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.kind
+            .cmp(&o.kind)
+            .then(self.ms.cmp(&o.ms))
+            // A UUID's bytes in order are its number, big-endian.
+            .then_with(|| self.event_id.as_u128().cmp(&o.event_id.as_u128()))
+            .then(self.day.cmp(&o.day))
+            .then_with(|| by_name(self.phase, o.phase))
+            .then_with(|| by_name(self.channel, o.channel))
+            .then_with(|| by_name(self.placement, o.placement))
+            .then_with(|| by_name(self.device, o.device))
+            .then_with(|| by_name(self.contact, o.contact))
+            .then_with(|| by_name(self.model, o.model))
+            .then_with(|| by_name(self.conversion_phase, o.conversion_phase))
+    }
+}
+
+impl PartialOrd for Key<'_> {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl PartialEq for Key<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o).is_eq()
+    }
+}
+
+impl Eq for Key<'_> {}
 
 /// A row's values. `n` is 1 for every row (its presence); placement days
 /// also count events by what they are; credits carry their share.
@@ -411,6 +456,58 @@ mod tests {
             } else {
                 Default::default()
             },
+        }
+    }
+
+    #[test]
+    fn keys_are_ordered_field_by_field_whatever_their_names_point_into() {
+        // Equal names in two buffers, and names that differ, in every field.
+        let texts = ["", "a", "b", "metro", "tinder"];
+        let copies: Vec<String> = texts.iter().map(|t| (*t).to_owned()).collect();
+        let name = |i: usize, copy: bool| -> &str {
+            if copy {
+                copies[i % 5].as_str()
+            } else {
+                texts[i % 5]
+            }
+        };
+        let mut keys = Vec::new();
+        for i in 0..400_usize {
+            let copy = i % 3 == 0;
+            keys.push(Key {
+                kind: Kind::ALL[i % 4],
+                ms: (i % 2) as u64,
+                event_id: Uuid::from_u128((i % 3) as u128 * (1 << 120) + (i % 2) as u128),
+                day: (i % 2) as u32,
+                phase: name(i / 2, copy),
+                channel: name(i / 3, !copy),
+                placement: name(i / 5, copy),
+                device: name(i / 7, copy),
+                contact: name(i / 11, !copy),
+                model: texts[i / 13 % 5],
+                conversion_phase: name(i / 17, copy),
+            });
+        }
+        let tuple = |k: &Key<'_>| {
+            (
+                k.kind,
+                k.ms,
+                *k.event_id.as_bytes(),
+                k.day,
+                k.phase.to_owned(),
+                k.channel.to_owned(),
+                k.placement.to_owned(),
+                k.device.to_owned(),
+                k.contact.to_owned(),
+                k.model,
+                k.conversion_phase.to_owned(),
+            )
+        };
+        for a in &keys {
+            for b in keys.iter().step_by(7) {
+                assert_eq!(a.cmp(b), tuple(a).cmp(&tuple(b)), "{a:?} {b:?}");
+                assert_eq!(a == b, tuple(a) == tuple(b));
+            }
         }
     }
 
