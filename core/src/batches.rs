@@ -90,12 +90,8 @@ impl Marker {
         query_id(&self.key)
     }
 
-    /// Its element of each `change.*` array, in the ledger writer's order
-    /// (figure, bots, device_filter, placement_filter, first_day, last_day,
-    /// phase, channel, placement, event_type, action, step, model,
-    /// conversion_phase, other_channel, device_class, os_family, contacts,
-    /// hour, day, seconds, n, credit). The key is in `channel`; `seconds`
-    /// holds the write's Unix time.
+    /// Its element of each `change.*` array, in the catalogue's order
+    /// (`figures::COLUMNS`), on the day markers sit on.
     pub fn change_values(&self) -> Vec<String> {
         self.figure_values(self.day, self.day)
     }
@@ -109,33 +105,28 @@ impl Marker {
             .collect()
     }
 
+    /// Its element of each column of the catalogue (`figures::COLUMNS`):
+    /// the marker in `figure`, the key in `channel`, the write's Unix time
+    /// in `seconds`, `n` 1, days `first`, `last`, every other column its
+    /// type's zero.
     fn figure_values(&self, first: figures::Day, last: figures::Day) -> Vec<String> {
-        let empty = || "''".to_owned();
-        vec![
-            format!("'{MARKER}'"),
-            "0".into(),
-            empty(),
-            empty(),
-            date(first),
-            date(last),
-            empty(),
-            format!("'{}'", self.key),
-            empty(),
-            empty(),
-            empty(),
-            empty(),
-            empty(),
-            empty(),
-            empty(),
-            empty(),
-            empty(),
-            "0".into(),
-            "0".into(),
-            "'1970-01-01'".into(),
-            (self.written_ms / 1000).to_string(),
-            "1".into(),
-            "0.0".into(),
-        ]
+        figures::COLUMNS
+            .iter()
+            .map(|c| match c.name {
+                "figure" => format!("'{MARKER}'"),
+                "first_day" => date(first),
+                "last_day" => date(last),
+                "channel" => format!("'{}'", self.key),
+                "seconds" => (self.written_ms / 1000).to_string(),
+                "n" => "1".into(),
+                _ => match c.sql_type {
+                    "String" => "''".into(),
+                    "Date" => "'1970-01-01'".into(),
+                    "Float64" => "0.0".into(),
+                    _ => "0".into(),
+                },
+            })
+            .collect()
     }
 
     /// Its elements of each `delayed.*` array (first_day, last_day, bots,

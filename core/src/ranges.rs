@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::store::StoreConfig;
 use crate::Campaign;
-use ensemble_model::figures::{self, Days};
+use ensemble_model::figures::{self, Days, Role};
 
 /// The summed table.
 pub const TABLE: &str = "figures_ranges";
@@ -43,28 +43,11 @@ const DELAYS_VIEW_PREFIX: &str = "paths_delays_ranges_mv_";
 /// figure's own step, the minute (that hour's minutes, then).
 pub use ensemble_model::figures::{DELAY_HOUR_S, DELAY_ROUNDINGS};
 
-/// The columns of `figures` other than its days, in both tables.
-const COLUMNS: [&str; 19] = [
-    "figure",
-    "bots",
-    "device_filter",
-    "placement_filter",
-    "phase",
-    "channel",
-    "placement",
-    "event_type",
-    "action",
-    "step",
-    "model",
-    "conversion_phase",
-    "other_channel",
-    "contacts",
-    "hour",
-    "day",
-    "seconds",
-    "device_class",
-    "os_family",
-];
+/// The columns of `figures` other than its days and values, in both
+/// tables (the catalogue's, `figures::COLUMNS`).
+fn keys() -> Vec<&'static str> {
+    figures::columns_of(&[Role::Figure, Role::Scope, Role::Dimension]).collect()
+}
 
 /// How far `figures_ranges` can be trusted for a campaign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,13 +181,10 @@ fn copy_view_sql(name: &str, table: &str, array: &str, columns: &[&str]) -> Stri
     )
 }
 
-/// The summed table's columns, as `ranged` carries them.
+/// The summed table's columns, as `ranged` carries them: every column of
+/// the catalogue.
 fn columns() -> Vec<&'static str> {
-    ["first_day", "last_day"]
-        .into_iter()
-        .chain(COLUMNS)
-        .chain(["n", "credit"])
-        .collect()
+    figures::column_names().collect()
 }
 
 /// The view filling the table from `ledger`'s summed changes.
@@ -475,7 +455,7 @@ pub async fn refill(
     // ClickHouse 18.16 reads only the columns named outside a lambda: the
     // days are named in the WHERE (always true) so that the lambda sees them.
     let fit = fitting(&ranges, "first_day", "last_day");
-    let keys = COLUMNS.join(", ");
+    let keys = keys().join(", ");
     store
         .client()
         .query(&format!(
@@ -607,8 +587,12 @@ mod tests {
     #[test]
     fn the_views_copy_what_the_ledger_carries_summed() {
         let sql = view_sql("v");
-        assert!(sql.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS v TO figures_ranges AS SELECT ranged.first_day AS first_day, ranged.last_day AS last_day, "), "{sql}");
-        for c in COLUMNS.iter().chain(&["n", "credit"]) {
+        assert!(sql.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS v TO figures_ranges AS SELECT ranged.figure AS figure, ranged.bots AS bots, "), "{sql}");
+        assert_eq!(keys().len(), 19);
+        for c in keys()
+            .iter()
+            .chain(&["first_day", "last_day", "n", "credit"])
+        {
             assert!(sql.contains(&format!("ranged.{c} AS {c}")), "{c}");
             assert!(crate::ledger::FIGURE_COLUMNS.contains(c), "{c} is carried");
         }

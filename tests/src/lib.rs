@@ -558,10 +558,12 @@ pub async fn summed_ranges_agree(
         n: i64,
         credit: f64,
     }
-    let key = "concat(figure, '|', toString(bots), '|', device_filter, '|', placement_filter, '|', phase, '|', \
-        channel, '|', placement, '|', event_type, '|', action, '|', step, '|', model, '|', conversion_phase, '|', \
-        other_channel, '|', toString(contacts), '|', toString(toUInt32(hour)), '|', toString(day), '|', \
-        toString(seconds), '|', device_class, '|', os_family)";
+    // Every column but the days and the values (the catalogue's).
+    use ensemble_model::figures::{columns_of, Role};
+    let key: Vec<String> = columns_of(&[Role::Figure, Role::Scope, Role::Dimension])
+        .map(|c| format!("toString({c})"))
+        .collect();
+    let key = format!("concat({})", key.join(", '|', "));
     let client = store.client();
     let fetch = |sql: String| {
         let client = client.clone();

@@ -574,3 +574,64 @@ async fn a_ledger_insert_cut_on_its_way_lands_whole_or_not_at_all() {
         }
     }
 }
+
+/// The tables the migrations make hold the figures' columns as the model's
+/// catalogue declares them (`figures::COLUMNS`: names and types), and the
+/// ledger carries each of them as an array, twice (`change`, `ranged`); the
+/// paths' delays' table and the ledger's `delayed` hold the same columns.
+#[tokio::test]
+async fn the_figures_tables_hold_the_catalogues_columns() {
+    let store = ensemble_tests::migrated_database("it_catalogue").await;
+    let columns = |table: &'static str| {
+        let client = store.client();
+        let db = store.database.clone();
+        async move {
+            let mut got: Vec<(String, String)> = client
+                .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
+                .bind(db)
+                .bind(table)
+                .fetch_all()
+                .await
+                .expect("columns");
+            got.sort();
+            got
+        }
+    };
+    let mut want: Vec<(String, String)> = ensemble_model::figures::COLUMNS
+        .iter()
+        .map(|c| (c.name.to_owned(), c.sql_type.to_owned()))
+        .collect();
+    want.sort();
+    assert_eq!(columns("figures").await, want, "figures");
+    assert_eq!(columns("figures_ranges").await, want, "figures_ranges");
+    let ledger = columns("ledger").await;
+    for array in ["change", "ranged"] {
+        let carried: Vec<(String, String)> = ledger
+            .iter()
+            .filter_map(|(n, t)| {
+                let name = n.strip_prefix(&format!("{array}."))?;
+                let inner = t.strip_prefix("Array(")?.strip_suffix(')')?;
+                Some((name.to_owned(), inner.to_owned()))
+            })
+            .collect();
+        assert_eq!(carried, want, "ledger {array}.*");
+    }
+    let mut delays: Vec<String> = columns("paths_delays_ranges")
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut delayed: Vec<String> = ledger
+        .iter()
+        .filter_map(|(n, _)| n.strip_prefix("delayed.").map(str::to_owned))
+        .collect();
+    let mut declared: Vec<String> = ensemble_core::ledger::DELAY_COLUMNS
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
+    for v in [&mut delays, &mut delayed, &mut declared] {
+        v.sort();
+    }
+    assert_eq!(delays, declared, "paths_delays_ranges");
+    assert_eq!(delayed, declared, "ledger delayed.*");
+}

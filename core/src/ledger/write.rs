@@ -15,32 +15,10 @@ use ensemble_model::figures::{self, DelayRow, Event, Row as FigureRow};
 use ensemble_model::journeys;
 
 /// The columns of a figures row, as `change` and `ranged` carry them and
-/// [`Marker::change_values`] lists its own.
-pub const FIGURE_COLUMNS: [&str; 23] = [
-    "figure",
-    "bots",
-    "device_filter",
-    "placement_filter",
-    "first_day",
-    "last_day",
-    "phase",
-    "channel",
-    "placement",
-    "event_type",
-    "action",
-    "step",
-    "model",
-    "conversion_phase",
-    "other_channel",
-    "device_class",
-    "os_family",
-    "contacts",
-    "hour",
-    "day",
-    "seconds",
-    "n",
-    "credit",
-];
+/// [`Marker::change_values`] lists its own: the model's catalogue
+/// (`figures::COLUMNS`), in its order.
+pub static FIGURE_COLUMNS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| figures::column_names().collect());
 
 /// The columns of an analysts' journeys row (`journey`).
 pub const JOURNEY_COLUMNS: [&str; 19] = [
@@ -82,12 +60,14 @@ pub const DELAY_COLUMNS: [&str; 9] = [
 /// the rows carrying them: the figures' change (on the batch's head row,
 /// which `crate::batches` finds), the journeys', the change summed by
 /// range, the paths' delays by range and rounding.
-pub const ARRAYS: [(&str, &[&str]); 4] = [
-    ("change", &FIGURE_COLUMNS),
-    ("journey", &JOURNEY_COLUMNS),
-    ("ranged", &FIGURE_COLUMNS),
-    ("delayed", &DELAY_COLUMNS),
-];
+pub static ARRAYS: LazyLock<[(&str, &[&str]); 4]> = LazyLock::new(|| {
+    [
+        ("change", FIGURE_COLUMNS.as_slice()),
+        ("journey", &JOURNEY_COLUMNS),
+        ("ranged", FIGURE_COLUMNS.as_slice()),
+        ("delayed", &DELAY_COLUMNS),
+    ]
+});
 
 /// The event columns of a ledger row, before the arrays.
 const EVENT_COLUMNS: [&str; 14] = [
@@ -262,7 +242,8 @@ fn push_number(out: &mut String, n: impl std::fmt::Display) {
 
 type FigureColumn = fn(&mut String, &FigureRow<'_>);
 
-/// Each of [`FIGURE_COLUMNS`] of a figures row.
+/// Each of [`FIGURE_COLUMNS`] of a figures row (in its order: a test
+/// checks the two against each other).
 const FIGURE_FIELDS: [FigureColumn; 23] = [
     |o, f| push_quoted(o, f.figure.name(), false),
     |o, f| push_number(o, f.bots),
@@ -629,6 +610,54 @@ mod tests {
         assert!(
             rows[1][14..37].iter().all(|x| x == &"[]") && rows[1][37..].iter().all(|x| x != &"[]")
         );
+    }
+
+    #[test]
+    fn each_figures_column_is_written_from_its_field() {
+        use ensemble_model::figures::{Figure, Value};
+        let row = FigureRow {
+            figure: Figure::Events,
+            bots: 2,
+            device_filter: "device_filter",
+            placement_filter: "placement_filter",
+            first_day: 1,
+            last_day: 2,
+            phase: "phase",
+            channel: "channel",
+            placement: "placement",
+            event_type: "event_type",
+            action: "action",
+            step: "step",
+            model: "model",
+            conversion_phase: "conversion_phase",
+            other_channel: "other_channel",
+            device_class: "device_class",
+            os_family: "os_family",
+            contacts: 3,
+            hour: 4,
+            day: 3,
+            seconds: 5,
+            value: Value { n: 6, credit: 7.5 },
+        };
+        assert_eq!(FIGURE_FIELDS.len(), FIGURE_COLUMNS.len());
+        for (field, name) in FIGURE_FIELDS.iter().zip(FIGURE_COLUMNS.iter()) {
+            let mut out = String::new();
+            field(&mut out, &row);
+            let want = match *name {
+                "figure" => "'events'".to_owned(),
+                "bots" => "2".into(),
+                "first_day" => "'1970-01-02'".into(),
+                "last_day" => "'1970-01-03'".into(),
+                "contacts" => "3".into(),
+                "hour" => "4".into(),
+                "day" => "'1970-01-04'".into(),
+                "seconds" => "5".into(),
+                "n" => "6".into(),
+                "credit" => "7.5".into(),
+                text => format!("'{text}'"),
+            };
+            assert_eq!(out, want, "{name}");
+        }
     }
 
     #[test]

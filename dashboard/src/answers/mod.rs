@@ -255,6 +255,9 @@ pub async fn ask_seconds(
     ask_rounded(state, f, &[figure], None, Some(ranges)).await
 }
 
+/// A row of `stored_answer`'s SELECT, read by position: its fields in the
+/// select list's order (the catalogue's dimensions, `figures::COLUMNS`,
+/// then the seconds and the sums).
 #[derive(Debug, Row, Deserialize)]
 struct StoredRow {
     part: u8,
@@ -467,22 +470,17 @@ async fn stored_answer(
         "figure".into(),
     ];
     let mut group: Vec<String> = vec!["part".into(), "in_whole".into(), "figure".into()];
-    for (column, expr, zero) in [
-        ("phase", "phase", "''"),
-        ("channel", "channel", "''"),
-        ("placement", "placement", "''"),
-        ("event_type", "event_type", "''"),
-        ("action", "action", "''"),
-        ("step", "step", "''"),
-        ("model", "model", "''"),
-        ("conversion_phase", "conversion_phase", "''"),
-        ("other_channel", "other_channel", "''"),
-        ("device_class", "device_class", "''"),
-        ("os_family", "os_family", "''"),
-        ("contacts", "contacts", "toUInt8(0)"),
-        ("hour", "toUInt32(hour)", "toUInt32(0)"),
-        ("day", "toUInt32(day)", "toUInt32(0)"),
-    ] {
+    // The catalogue's dimensions in its order (`StoredRow`'s), the seconds
+    // last, below; times as numbers.
+    for c in figures::COLUMNS
+        .iter()
+        .filter(|c| c.role == figures::Role::Dimension && c.name != "seconds")
+    {
+        let column = c.name;
+        let (expr, zero) = match c.sql_type {
+            "Date" | "DateTime" => (format!("toUInt32({column})"), "toUInt32(0)"),
+            _ => (column.to_owned(), c.zero),
+        };
         // Aliases of their own: a constant must not shadow a column the
         // WHERE clause reads.
         let alias = format!("d_{column}");

@@ -1,10 +1,12 @@
 //!
-//! Split by job: [`days`] (local days and summed ranges), [`rows`] (the
+//! Split by job: [`catalogue`] (the stored columns, declared once),
+//! [`days`] (local days and summed ranges), [`rows`] (the
 //! stored rows and answers), [`runs`] (a visitor's contribution),
 //! [`conversions`] (its conversions, paths and credit), [`questions`]
 //! (answers, changes, the correction), [`ranged`] (a change summed by
 //! range, as the summed tables store it).
 
+mod catalogue;
 mod conversions;
 mod days;
 mod questions;
@@ -14,6 +16,7 @@ mod runs;
 #[cfg(test)]
 mod tests;
 
+pub use catalogue::{column_named, column_names, columns_of, Column, Role, COLUMNS};
 pub(crate) use conversions::*;
 pub use days::*;
 pub use questions::*;
