@@ -317,16 +317,16 @@ mod tests {
             s.starts_with("CREATE TABLE IF NOT EXISTS db.figures_local ON CLUSTER c1 ")
         };
         let figures: Vec<&String> = out.iter().filter(made).collect();
-        assert_eq!(figures.len(), 2, "0004's and 0007's");
+        assert_eq!(figures.len(), 3, "0004's, 0007's and 0012's");
         assert!(
-            figures[1].contains("os_family String")
-                && figures[1].contains("seconds, device_class, os_family)")
+            figures[2].contains("frequency UInt8")
+                && figures[2].contains("seconds, device_class, os_family)")
         );
         let figures_mv: Vec<&String> = out.iter().filter(|s| s.contains("figures_mv")).collect();
         assert!(
             figures_mv
                 .last()
-                .is_some_and(|s| s.contains("change.os_family AS os_family")
+                .is_some_and(|s| s.contains("change.frequency AS frequency")
                     && s.contains(" TO db.figures_local AS")),
             "{figures_mv:?}"
         );

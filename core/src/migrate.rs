@@ -139,12 +139,13 @@ pub fn split_statements(sql: &str) -> Vec<String> {
     out
 }
 
-/// `stmt` without the `ADD COLUMN` clauses of columns the table already
-/// has: a run killed after an `ALTER TABLE … ADD COLUMN` and before the
-/// migration was recorded can be run again (ClickHouse 18.16 has no
-/// `ADD COLUMN IF NOT EXISTS`). `None` when no clause is left. A statement
-/// that is not made of `ADD COLUMN` clauses alone comes back unchanged.
-pub fn adding_only_missing(stmt: &str, existing: &[String]) -> Option<String> {
+/// `stmt` without its `ADD COLUMN` clauses of columns the table already
+/// has and its `DROP COLUMN` clauses of columns it no longer has: a run
+/// killed after an `ALTER TABLE` and before the migration was recorded can
+/// be run again (ClickHouse 18.16 has neither `ADD COLUMN IF NOT EXISTS`
+/// nor `DROP COLUMN IF EXISTS`). `None` when no clause is left. A
+/// statement with other clauses comes back unchanged.
+pub fn only_what_is_left(stmt: &str, existing: &[String]) -> Option<String> {
     let Some(rest) = stmt.trim().strip_prefix("ALTER TABLE ") else {
         return Some(stmt.to_owned());
     };
@@ -153,13 +154,26 @@ pub fn adding_only_missing(stmt: &str, existing: &[String]) -> Option<String> {
     };
     let clauses = split_top_level(changes, ',');
     let mut kept = Vec::new();
+    let name = |column: &str| {
+        column
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
     for clause in &clauses {
-        let Some(column) = clause.trim().strip_prefix("ADD COLUMN ") else {
-            return Some(stmt.to_owned());
+        let clause = clause.trim();
+        let there = |column: &str| existing.contains(&name(column));
+        let keep = match (
+            clause.strip_prefix("ADD COLUMN "),
+            clause.strip_prefix("DROP COLUMN "),
+        ) {
+            (Some(added), _) => !there(added),
+            (_, Some(dropped)) => there(dropped),
+            _ => return Some(stmt.to_owned()),
         };
-        let name = column.split_whitespace().next().unwrap_or_default();
-        if !existing.iter().any(|e| e == name) {
-            kept.push(clause.trim());
+        if keep {
+            kept.push(clause);
         }
     }
     if kept.len() == clauses.len() {
@@ -279,11 +293,12 @@ struct AppliedRow {
 /// processor checks before it consumes).
 pub const REBUILT_FROM_EVENTS: [u32; 6] = [4, 5, 6, 7, 11, 12];
 
-/// The migrations that add a table filled beside `figures_ranges` (0009:
-/// the paths' delays by range): applied where the summed tables were
-/// whole, they are recorded partial (the dashboard reads `figures`) until
-/// `rebuild-ranges` fills the new one.
-pub const RESUMMED: [u32; 1] = [9];
+/// The migrations that add or make again a table filled beside or as
+/// `figures_ranges` (0009: the paths' delays by range; 0012: the summed
+/// table made again): applied where the summed tables were whole, they are
+/// recorded partial (the dashboard reads `figures`) until they are filled
+/// (`rebuild-ranges`, or the rebuild 0012 asks for).
+pub const RESUMMED: [u32; 2] = [9, 12];
 
 /// What migration files write for the analysts' database
 /// (`StoreConfig::sql_database`), replaced when they run.
@@ -420,7 +435,7 @@ async fn migrate_once(store: &StoreConfig, report: &mut MigrateReport) -> Result
             let stmt = &match altered.as_deref() {
                 Some(table) => {
                     let existing = columns(&client, db, table).await?;
-                    adding_only_missing(stmt, &existing).unwrap_or_else(|| {
+                    only_what_is_left(stmt, &existing).unwrap_or_else(|| {
                         tracing::info!(version = m.version, table, "columns already there (a run stopped before it recorded this migration)");
                         all_there = true;
                         stmt.clone()
@@ -531,51 +546,65 @@ mod tests {
         let stmt = "ALTER TABLE ledger\n    ADD COLUMN ev_os String,\n    ADD COLUMN change.device_class Array(String),\n    ADD COLUMN m Map(String, Tuple(UInt8, String)) DEFAULT map('a,b', (1, 'c'))";
         let have = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
         assert_eq!(
-            adding_only_missing(stmt, &have(&["visitor_id"])).as_deref(),
+            only_what_is_left(stmt, &have(&["visitor_id"])).as_deref(),
             Some(stmt)
         );
         assert_eq!(
-            adding_only_missing(stmt, &have(&["ev_os", "visitor_id"])).as_deref(),
+            only_what_is_left(stmt, &have(&["ev_os", "visitor_id"])).as_deref(),
             Some("ALTER TABLE ledger\n    ADD COLUMN change.device_class Array(String),\n    ADD COLUMN m Map(String, Tuple(UInt8, String)) DEFAULT map('a,b', (1, 'c'))")
         );
         assert_eq!(
-            adding_only_missing(stmt, &have(&["ev_os", "change.device_class", "m"])),
+            only_what_is_left(stmt, &have(&["ev_os", "change.device_class", "m"])),
             None
         );
+        // A column dropped only while it is there.
+        let drop = "ALTER TABLE ledger\n    ADD COLUMN a UInt8,\n    DROP COLUMN b";
+        assert_eq!(
+            only_what_is_left(drop, &have(&["b"])).as_deref(),
+            Some(drop)
+        );
+        assert_eq!(
+            only_what_is_left(drop, &have(&[])).as_deref(),
+            Some("ALTER TABLE ledger\n    ADD COLUMN a UInt8")
+        );
+        assert_eq!(only_what_is_left(drop, &have(&["a"])), None);
         // Another kind of ALTER, or a mix, is left alone.
         for other in [
-            "ALTER TABLE ledger DROP COLUMN ev_os",
+            "ALTER TABLE ledger MODIFY COLUMN ev_os String",
             "ALTER TABLE ledger ADD COLUMN a UInt8, MODIFY COLUMN b String",
             "CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = MergeTree() ORDER BY a",
         ] {
             assert_eq!(
-                adding_only_missing(other, &have(&["a", "b", "ev_os"])).as_deref(),
+                only_what_is_left(other, &have(&["a", "b", "ev_os"])).as_deref(),
                 Some(other)
             );
         }
-        // Every ALTER of the embedded migrations is made of ADD COLUMN clauses.
+        // Every ALTER of the embedded migrations is made of ADD COLUMN and
+        // DROP COLUMN clauses: run again over its own result, it is nothing.
         for m in migrations().unwrap() {
             for stmt in m.statements() {
                 if altered_table(&stmt).is_some() {
-                    assert_eq!(
-                        adding_only_missing(&stmt, &[]).as_deref(),
-                        Some(stmt.as_str()),
-                        "{}",
-                        m.name
-                    );
-                    let added: Vec<String> =
+                    let named = |kind: &str| -> Vec<String> {
                         split_top_level(stmt.split_once('\n').map_or("", |x| x.1), ',')
                             .iter()
                             .filter_map(|c| {
                                 c.trim()
-                                    .strip_prefix("ADD COLUMN ")?
+                                    .strip_prefix(kind)?
                                     .split_whitespace()
                                     .next()
                                     .map(str::to_owned)
                             })
-                            .collect();
+                            .collect()
+                    };
+                    let (added, dropped) = (named("ADD COLUMN "), named("DROP COLUMN "));
+                    assert_eq!(
+                        only_what_is_left(&stmt, &dropped).as_deref(),
+                        Some(stmt.as_str()),
+                        "{}",
+                        m.name
+                    );
                     assert!(!added.is_empty(), "{}: {stmt}", m.name);
-                    assert_eq!(adding_only_missing(&stmt, &added), None, "{}", m.name);
+                    assert_eq!(only_what_is_left(&stmt, &added), None, "{}", m.name);
                 }
             }
         }

@@ -1,3 +1,5 @@
+-- The figures written once, summed where they are computed.
+--
 -- The processor sums each batch's change by range itself (the campaign,
 -- each phase, the pieces between phases) and the paths' delays by each
 -- rounding, and the ledger INSERT carries both: `ranged` (the rows of
@@ -5,19 +7,38 @@
 -- `paths_delays_ranges`). The views that summed every change row by range
 -- wrote one row per change row and range; the processor's sums are a
 -- fraction of that (a batch's visitors mostly land on the same few
--- ranges), and ClickHouse no longer fits each row to the ranges.
+-- ranges), and ClickHouse no longer fits each row to the ranges. The new
+-- views (named after the ranges, made by the processor or by `migrate`)
+-- replace the old ones.
 --
--- The new views (named after the ranges, made by the processor or by
--- `migrate`) replace the old ones.
+-- The figures' bots scope (`bots = 1`) now holds what the bots' events
+-- change, not a copy of every visitor's rows with them (most visitors
+-- have no bot, and their copies were half of every figures table); a
+-- question with the bots sums both scopes.
 --
--- Also: the figures' bots scope (`bots = 1`) now holds what the bots'
--- events change, not a copy of every visitor's rows with them (most
--- visitors have no bot, and their copies were half of every figures
--- table); a question with the bots sums both scopes. So a database with
--- events is rebuilt from `events` once (`REBUILT_FROM_EVENTS` in
--- core/src/migrate.rs; `ensemble-processor migrate` runs it), which also
--- fills the summed tables anew.
+-- The visit-frequency bucket is named for what it is: the column
+-- `contacts` is `frequency` (1 to 5, 5 meaning five or more events of a
+-- touch channel) and its figure `contacts_per_visitor` is `frequency`
+-- ("contact" is the person who signs up). A summing table's key cannot
+-- lose a column, so `figures` and `figures_ranges` are made again, with
+-- the columns of the model's catalogue (`figures::COLUMNS`); the ledger's
+-- `change.contacts` goes (a subcolumn of `change` left unwritten would be
+-- filled and array-joined by `figures_mv`: ClickHouse 18.16 ran out of
+-- memory on it), so the migrations before this one cannot run again over
+-- its schema (0007's view reads that column).
+--
+-- So a database with events is rebuilt from `events` once
+-- (`REBUILT_FROM_EVENTS` in core/src/migrate.rs; `ensemble-processor
+-- migrate` runs it), which also fills the summed tables anew.
+DROP TABLE IF EXISTS figures_mv;
+
+DROP TABLE IF EXISTS figures;
+
+DROP TABLE IF EXISTS figures_ranges;
+
 ALTER TABLE ledger
+    ADD COLUMN change.frequency Array(UInt8),
+    DROP COLUMN change.contacts,
     ADD COLUMN ranged.figure Array(String),
     ADD COLUMN ranged.bots Array(UInt8),
     ADD COLUMN ranged.device_filter Array(String),
@@ -35,7 +56,7 @@ ALTER TABLE ledger
     ADD COLUMN ranged.other_channel Array(String),
     ADD COLUMN ranged.device_class Array(String),
     ADD COLUMN ranged.os_family Array(String),
-    ADD COLUMN ranged.contacts Array(UInt8),
+    ADD COLUMN ranged.frequency Array(UInt8),
     ADD COLUMN ranged.hour Array(DateTime),
     ADD COLUMN ranged.day Array(Date),
     ADD COLUMN ranged.seconds Array(UInt32),
@@ -50,3 +71,89 @@ ALTER TABLE ledger
     ADD COLUMN delayed.channel Array(String),
     ADD COLUMN delayed.seconds Array(UInt32),
     ADD COLUMN delayed.n Array(Int64);
+
+CREATE TABLE IF NOT EXISTS figures
+(
+    figure String,
+    bots UInt8,
+    device_filter String,
+    placement_filter String,
+    first_day Date,
+    last_day Date,
+    phase String,
+    channel String,
+    placement String,
+    event_type String,
+    action String,
+    step String,
+    model String,
+    conversion_phase String,
+    other_channel String,
+    device_class String,
+    os_family String,
+    frequency UInt8,
+    hour DateTime,
+    day Date,
+    seconds UInt32,
+    n Int64,
+    credit Float64
+)
+ENGINE = SummingMergeTree((n, credit))
+ORDER BY (figure, bots, device_filter, placement_filter, channel, first_day, last_day, phase, placement, event_type, action, step, model, conversion_phase, other_channel, frequency, hour, day, seconds, device_class, os_family);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS figures_mv TO figures AS
+SELECT
+    change.figure AS figure,
+    change.bots AS bots,
+    change.device_filter AS device_filter,
+    change.placement_filter AS placement_filter,
+    change.first_day AS first_day,
+    change.last_day AS last_day,
+    change.phase AS phase,
+    change.channel AS channel,
+    change.placement AS placement,
+    change.event_type AS event_type,
+    change.action AS action,
+    change.step AS step,
+    change.model AS model,
+    change.conversion_phase AS conversion_phase,
+    change.other_channel AS other_channel,
+    change.device_class AS device_class,
+    change.os_family AS os_family,
+    change.frequency AS frequency,
+    change.hour AS hour,
+    change.day AS day,
+    change.seconds AS seconds,
+    change.n AS n,
+    change.credit AS credit
+FROM ledger
+ARRAY JOIN change;
+
+CREATE TABLE IF NOT EXISTS figures_ranges
+(
+    figure String,
+    bots UInt8,
+    device_filter String,
+    placement_filter String,
+    first_day Date,
+    last_day Date,
+    phase String,
+    channel String,
+    placement String,
+    event_type String,
+    action String,
+    step String,
+    model String,
+    conversion_phase String,
+    other_channel String,
+    device_class String,
+    os_family String,
+    frequency UInt8,
+    hour DateTime,
+    day Date,
+    seconds UInt32,
+    n Int64,
+    credit Float64
+)
+ENGINE = SummingMergeTree((n, credit))
+ORDER BY (figure, bots, device_filter, placement_filter, first_day, last_day, channel, phase, placement, event_type, action, step, model, conversion_phase, other_channel, frequency, hour, day, seconds, device_class, os_family);

@@ -669,7 +669,7 @@ pub async fn figures_snapshot(
     }
     let figure_key = "concat(figure, '|', toString(bots), '|', device_filter, '|', placement_filter, '|', \
         toString(first_day), '|', toString(last_day), '|', phase, '|', channel, '|', placement, '|', event_type, '|', \
-        action, '|', step, '|', model, '|', conversion_phase, '|', other_channel, '|', toString(contacts), '|', \
+        action, '|', step, '|', model, '|', conversion_phase, '|', other_channel, '|', toString(frequency), '|', \
         toString(toUInt32(hour)), '|', toString(day), '|', toString(seconds), '|', device_class, '|', os_family)";
     let marker = ensemble_core::batches::MARKER;
     let mut queries = Vec::new();

@@ -100,10 +100,11 @@ fn message(i: u32, ts: DateTime<Utc>) -> EventMessage {
     }
 }
 
-/// A run killed after a migration's ALTER … ADD COLUMN and before it was
-/// recorded: the next run applies it again over the columns already there.
-/// Here every record is gone, the harshest case: each migration runs again
-/// over its own schema.
+/// A run killed after a migration's ALTER and before it was recorded: the
+/// next run applies it again over the columns already there (or already
+/// gone). Here the records of every migration since the last one that
+/// dropped a column (0012: 0007's view read it, so the ones before cannot
+/// run over its schema) are gone: each runs again over its own schema.
 #[tokio::test]
 async fn migrations_run_again_over_a_schema_they_already_made() {
     let store = StoreConfig::new(clickhouse_url(), unique("it_migrate_rerun"));
@@ -120,16 +121,32 @@ async fn migrations_run_again_over_a_schema_they_already_made() {
     };
     let before = columns(store.clone()).await;
     assert!(before.iter().any(|c| c == "ledger.ev_os"), "{before:?}");
+    let since = 12;
+    let forgotten: Vec<u32> = all_versions().into_iter().filter(|v| *v >= since).collect();
     store
         .client()
-        .query("DROP TABLE schema_migrations")
+        .query("ALTER TABLE schema_migrations DELETE WHERE version >= ?")
+        .bind(since)
         .execute()
         .await
-        .expect("forget every record");
+        .expect("forget the records");
+    for _ in 0..100 {
+        let left: u64 = store
+            .client()
+            .query("SELECT count() FROM schema_migrations WHERE version >= ?")
+            .bind(since)
+            .fetch_one()
+            .await
+            .expect("count");
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let again = migrate(&store)
         .await
         .expect("a migration run again over its own columns");
-    assert_eq!(again.applied, all_versions());
+    assert_eq!(again.applied, forgotten);
     assert_eq!(columns(store.clone()).await, before, "the same schema");
 }
 

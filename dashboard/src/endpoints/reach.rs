@@ -39,25 +39,19 @@ pub struct Reach {
 
 pub async fn reach(State(state): State<Shared>, q: Params) -> Result<Response, ApiError> {
     let f = Filters::parse(&state.campaign, &q)?;
-    let a = answers::ask(
-        &state,
-        &f,
-        &[Figure::ContactsPerVisitor, Figure::Overlap],
-        false,
-    )
-    .await?;
+    let a = answers::ask(&state, &f, &[Figure::Frequency, Figure::Overlap], false).await?;
     let wanted = |channel: &str| f.channel.as_deref().is_none_or(|c| c == channel);
     let mut per_channel: BTreeMap<String, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
-    for (d, v) in of(&a.whole, Figure::ContactsPerVisitor) {
+    for (d, v) in of(&a.whole, Figure::Frequency) {
         if !wanted(&d.channel) || count(v) == 0 {
             continue;
         }
         let e = per_channel.entry(d.channel.clone()).or_default();
         e.0 += count(v);
-        let bucket = if d.contacts >= 5 {
+        let bucket = if d.frequency >= 5 {
             "5+".to_owned()
         } else {
-            d.contacts.to_string()
+            d.frequency.to_string()
         };
         *e.1.entry(bucket).or_default() += count(v);
     }

@@ -72,7 +72,7 @@ pub const COLUMNS: [Column; 23] = [
     column("other_channel", "String", Role::Dimension),
     column("device_class", "String", Role::Dimension),
     column("os_family", "String", Role::Dimension),
-    column("contacts", "UInt8", Role::Dimension),
+    column("frequency", "UInt8", Role::Dimension),
     column("hour", "DateTime", Role::Dimension),
     column("day", "Date", Role::Dimension),
     column("seconds", "UInt32", Role::Dimension),
@@ -120,7 +120,7 @@ mod tests {
     fn zeros_are_of_each_type() {
         let zero = |n: &str| column_named(n).map(|c| c.zero);
         assert_eq!(zero("phase"), Some("''"));
-        assert_eq!(zero("contacts"), Some("toUInt8(0)"));
+        assert_eq!(zero("frequency"), Some("toUInt8(0)"));
         assert_eq!(zero("seconds"), Some("toUInt32(0)"));
         assert_eq!(zero("hour"), Some("toDateTime(0)"));
         assert_eq!(zero("day"), Some("toDate(0)"));

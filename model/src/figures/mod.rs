@@ -83,9 +83,9 @@ pub enum Figure {
     FunnelSeconds,
     /// The same by whole hours (`seconds` rounded down to the hour).
     FunnelHours,
-    /// Visitors per touch `channel` by their number of events of it
-    /// (`contacts` 1…5, 5 meaning five or more).
-    ContactsPerVisitor,
+    /// Visitors per touch `channel` by their number of events of it, the
+    /// media's frequency (`frequency` 1…5, 5 meaning five or more).
+    Frequency,
     /// Visitors reached by both `channel` and `other_channel`.
     Overlap,
     /// Distinct contacts who signed up, per `channel` (or `*`) of the sign-up.
@@ -139,7 +139,7 @@ impl Figure {
         Figure::Funnel,
         Figure::FunnelSeconds,
         Figure::FunnelHours,
-        Figure::ContactsPerVisitor,
+        Figure::Frequency,
         Figure::Overlap,
         Figure::Signups,
         Figure::SignupsByPlacement,
@@ -167,7 +167,7 @@ impl Figure {
             Figure::Funnel => "funnel",
             Figure::FunnelSeconds => "funnel_seconds",
             Figure::FunnelHours => "funnel_hours",
-            Figure::ContactsPerVisitor => "contacts_per_visitor",
+            Figure::Frequency => "frequency",
             Figure::Overlap => "overlap",
             Figure::Signups => "signups",
             Figure::SignupsByPlacement => "signups_by_placement",
@@ -213,7 +213,7 @@ impl Figure {
             Figure::FunnelSeconds | Figure::FunnelHours | Figure::PathsDelays => {
                 &["channel", "seconds"]
             }
-            Figure::ContactsPerVisitor => &["channel", "contacts"],
+            Figure::Frequency => &["channel", "frequency"],
             Figure::Overlap => &["channel", "other_channel"],
             Figure::Conversions => &["phase"],
             Figure::Credits => &["model", "channel", "phase", "conversion_phase"],

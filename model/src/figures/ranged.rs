@@ -150,7 +150,7 @@ mod tests {
             other_channel: 0,
             device_class: 0,
             os_family: 0,
-            contacts: 0,
+            frequency: 0,
             hour: 0,
             day: 0,
             seconds,

@@ -78,7 +78,7 @@ pub struct Key {
     pub other_channel: u32,
     pub device_class: u32,
     pub os_family: u32,
-    pub contacts: u8,
+    pub frequency: u8,
     pub hour: u32,
     pub day: Day,
     pub seconds: u32,
@@ -92,7 +92,7 @@ impl std::hash::Hash for Key {
         let pair = |a: u32, b: u32| (u64::from(a) << 32) | u64::from(b);
         let small = u32::from(self.figure as u8)
             | (u32::from(self.bots) << 8)
-            | (u32::from(self.contacts) << 16);
+            | (u32::from(self.frequency) << 16);
         for word in [
             pair(small, self.device_filter),
             pair(self.placement_filter, self.first_day),
@@ -260,7 +260,7 @@ pub struct Row<'s> {
     pub other_channel: &'s str,
     pub device_class: &'s str,
     pub os_family: &'s str,
-    pub contacts: u8,
+    pub frequency: u8,
     pub hour: u32,
     pub day: Day,
     pub seconds: u32,
@@ -290,7 +290,7 @@ pub fn rows_of<'s>(
         other_channel: strings.get(k.other_channel),
         device_class: strings.get(k.device_class),
         os_family: strings.get(k.os_family),
-        contacts: k.contacts,
+        frequency: k.frequency,
         hour: k.hour,
         day: k.day,
         seconds: k.seconds,
@@ -314,7 +314,7 @@ pub struct Dims {
     pub other_channel: String,
     pub device_class: String,
     pub os_family: String,
-    pub contacts: u8,
+    pub frequency: u8,
     pub hour: u32,
     pub day: Day,
     pub seconds: u32,
@@ -343,7 +343,7 @@ impl Ord for Dims {
             .then_with(|| text(&self.other_channel, &o.other_channel))
             .then_with(|| text(&self.device_class, &o.device_class))
             .then_with(|| text(&self.os_family, &o.os_family))
-            .then_with(|| self.contacts.cmp(&o.contacts))
+            .then_with(|| self.frequency.cmp(&o.frequency))
             .then_with(|| self.hour.cmp(&o.hour))
             .then_with(|| self.day.cmp(&o.day))
             .then_with(|| self.seconds.cmp(&o.seconds))
@@ -373,7 +373,7 @@ impl Row<'_> {
             other_channel: self.other_channel.to_owned(),
             device_class: self.device_class.to_owned(),
             os_family: self.os_family.to_owned(),
-            contacts: self.contacts,
+            frequency: self.frequency,
             hour: self.hour,
             day: self.day,
             seconds: self.seconds,

@@ -34,7 +34,7 @@ impl Ev<'_> {
     }
 }
 
-pub(crate) const CONTACTS_CAP: usize = 5;
+pub(crate) const FREQUENCY_CAP: usize = 5;
 
 pub(crate) struct Builder<'c, 'a> {
     pub(crate) campaign: &'a Campaign,
@@ -70,7 +70,7 @@ impl<'a> Builder<'_, 'a> {
             other_channel: e,
             device_class: e,
             os_family: e,
-            contacts: 0,
+            frequency: 0,
             hour: 0,
             day: 0,
             seconds: 0,
@@ -671,9 +671,9 @@ pub(crate) fn reach<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) 
     }
     let ids: Vec<(u32, usize)> = per_channel.iter().map(|(c, n)| (b.id(c), *n)).collect();
     for (channel, n) in &ids {
-        let mut k = b.key(Figure::ContactsPerVisitor);
+        let mut k = b.key(Figure::Frequency);
         k.channel = *channel;
-        k.contacts = u8::try_from((*n).min(CONTACTS_CAP)).unwrap_or(5);
+        k.frequency = u8::try_from((*n).min(FREQUENCY_CAP)).unwrap_or(5);
         count(out, k);
         for (other, _) in &ids {
             let mut k = b.key(Figure::Overlap);

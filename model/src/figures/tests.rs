@@ -256,7 +256,7 @@ fn dims_order_field_by_field_in_declaration_order() {
                 d.device_class.clone(),
                 d.os_family.clone(),
             ),
-            (d.contacts, d.hour, d.day, d.seconds),
+            (d.frequency, d.hour, d.day, d.seconds),
         )
     };
     let texts = ["", "a", "ab", "b"];
@@ -274,7 +274,7 @@ fn dims_order_field_by_field_in_declaration_order() {
             d.hour = u32::try_from(i).unwrap();
             all.push(d.clone());
             d.model = (*t).into();
-            d.contacts = u8::try_from(j).unwrap();
+            d.frequency = u8::try_from(j).unwrap();
             all.push(d);
         }
     }
@@ -352,7 +352,7 @@ fn rows_hold_nothing_outside_their_figures_dimensions() {
             ("other_channel", !d.other_channel.is_empty()),
             ("device_class", !d.device_class.is_empty()),
             ("os_family", !d.os_family.is_empty()),
-            ("contacts", d.contacts != 0),
+            ("frequency", d.frequency != 0),
             ("hour", d.hour != 0),
             ("day", d.day != 0),
             ("seconds", d.seconds != 0),
@@ -479,13 +479,13 @@ fn the_worked_example_over_the_campaign() {
         1
     );
     assert_eq!(
-        n(&a, Figure::ContactsPerVisitor, |d| d.channel == "metro"
-            && d.contacts == 2),
+        n(&a, Figure::Frequency, |d| d.channel == "metro"
+            && d.frequency == 2),
         1
     );
     assert_eq!(
-        n(&a, Figure::ContactsPerVisitor, |d| d.channel == "tinder"
-            && d.contacts == 2),
+        n(&a, Figure::Frequency, |d| d.channel == "tinder"
+            && d.frequency == 2),
         1
     );
     assert_eq!(
@@ -553,8 +553,8 @@ fn a_range_keeps_the_visitors_events_inside_it() {
     assert_eq!(n(&a, Figure::Visitors, |d| d.channel == ALL), 1);
     assert_eq!(n(&a, Figure::Funnel, |d| d.channel == "metro"), 0);
     assert_eq!(
-        n(&a, Figure::ContactsPerVisitor, |d| d.channel == "tinder"
-            && d.contacts == 2),
+        n(&a, Figure::Frequency, |d| d.channel == "tinder"
+            && d.frequency == 2),
         1
     );
     assert_eq!(n(&a, Figure::Signups, |d| d.channel == ALL), 1);
