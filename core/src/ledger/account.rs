@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 use super::lists::{insert_wide, note_contacts, wide_values};
-use super::write::{journey_rows, now_ms, Carried, Insert, Writer};
+use super::write::{journey_rows, now_ms, Carried, Insert, JourneyRow, Writer};
 use super::{ledger_event, read_written, without_written};
 use crate::{Campaign, EventRow};
 use ensemble_model::figures::{self, ChangeSets, DelayRow, Event, Row as FigureRow, Strings};
@@ -140,28 +140,9 @@ pub async fn prepare(
         })
     });
     let journey = journey_rows(&journey_changes);
-    let carried: Vec<FigureRow<'_>> = halves
-        .iter()
-        .flat_map(|h| figures::rows_of(&h.strings, &h.rows))
-        .collect();
-    let ranged: Vec<FigureRow<'_>> = halves
-        .iter()
-        .flat_map(|h| figures::rows_of(&h.strings, &h.ranged))
-        .collect();
-    let delayed: Vec<DelayRow<'_>> = halves
-        .iter()
-        .flat_map(|h| figures::delay_rows_of(&h.strings, &h.delayed))
-        .collect();
+    let change_rows = ChangeRows::of(&halves);
     let wide = wide_values(campaign, sets.iter().map(|s| (s.visitor(), s.all_events())));
-    let mut writer = Writer::new(
-        campaign,
-        Carried {
-            change: &carried,
-            journey: &journey,
-            ranged: &ranged,
-            delayed: &delayed,
-        },
-    );
+    let mut writer = Writer::new(campaign, change_rows.carried(&journey));
     let mut done = Accounted {
         completed,
         ..Accounted::default()
@@ -208,6 +189,44 @@ impl<'a> Change<'a> {
             rows,
             ranged,
             delayed,
+        }
+    }
+}
+
+/// The rows of some [`Change`]s with their strings, as the ledger INSERT
+/// carries them.
+#[derive(Debug)]
+pub(crate) struct ChangeRows<'a> {
+    change: Vec<FigureRow<'a>>,
+    ranged: Vec<FigureRow<'a>>,
+    delayed: Vec<DelayRow<'a>>,
+}
+
+impl<'a> ChangeRows<'a> {
+    pub fn of(changes: &'a [Change<'_>]) -> Self {
+        Self {
+            change: changes
+                .iter()
+                .flat_map(|c| figures::rows_of(&c.strings, &c.rows))
+                .collect(),
+            ranged: changes
+                .iter()
+                .flat_map(|c| figures::rows_of(&c.strings, &c.ranged))
+                .collect(),
+            delayed: changes
+                .iter()
+                .flat_map(|c| figures::delay_rows_of(&c.strings, &c.delayed))
+                .collect(),
+        }
+    }
+
+    /// What the INSERT carries: these rows and the journeys' `journey`.
+    pub fn carried(&'a self, journey: &'a [JourneyRow<'a>]) -> Carried<'a> {
+        Carried {
+            change: &self.change,
+            journey,
+            ranged: &self.ranged,
+            delayed: &self.delayed,
         }
     }
 }

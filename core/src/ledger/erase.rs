@@ -6,13 +6,13 @@ use clickhouse::Row;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::account::Change;
+use super::account::{Change, ChangeRows};
 use super::lists::note_wide;
 use super::read;
-use super::write::{journey_rows, now_ms, Carried, Writer};
+use super::write::{journey_rows, now_ms, Writer};
 use crate::sql::{in_list, lit, IDS_PER_QUERY};
 use crate::Campaign;
-use ensemble_model::figures::{self, DelayRow, Event, Row as FigureRow, Strings};
+use ensemble_model::figures::{self, Event, Strings};
 use ensemble_model::journeys;
 
 /// Rewrites the ledger of `visitors` keeping only the events `keep`
@@ -53,12 +53,12 @@ pub async fn rewrite(
                 journeys::change(campaign, &all[0].1, &kept[0].1),
             ));
         }
-        let change = Change::new(strings, change.rows(), &figures::summed_ranges(campaign));
-        let carried: Vec<FigureRow<'_>> = figures::rows_of(&change.strings, &change.rows).collect();
-        let ranged: Vec<FigureRow<'_>> =
-            figures::rows_of(&change.strings, &change.ranged).collect();
-        let delayed: Vec<DelayRow<'_>> =
-            figures::delay_rows_of(&change.strings, &change.delayed).collect();
+        let change = [Change::new(
+            strings,
+            change.rows(),
+            &figures::summed_ranges(campaign),
+        )];
+        let rows = ChangeRows::of(&change);
         let journey = journey_rows(&journey_changes);
         note_wide(
             client,
@@ -69,15 +69,7 @@ pub async fn rewrite(
         .await?;
         // A tombstone per visitor (the first carries the change of all),
         // then its kept events again.
-        let mut writer = Writer::new(
-            campaign,
-            Carried {
-                change: &carried,
-                journey: &journey,
-                ranged: &ranged,
-                delayed: &delayed,
-            },
-        );
+        let mut writer = Writer::new(campaign, rows.carried(&journey));
         for (_, kept) in &sets {
             writer.push(&kept[0].0, written_ms, None);
             for e in &kept[0].1 {
