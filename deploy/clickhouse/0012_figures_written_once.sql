@@ -19,7 +19,9 @@
 -- The visit-frequency bucket is named for what it is: the column
 -- `contacts` is `frequency` (1 to 5, 5 meaning five or more events of a
 -- touch channel) and its figure `contacts_per_visitor` is `frequency`
--- ("contact" is the person who signs up). A summing table's key cannot
+-- ("contact" is the person who signs up). The local wall-clock hour of
+-- `scans_by_local_hour` gets its own column, `local_hour` (0–23), instead
+-- of `hour`, which holds UTC hours as times everywhere else. A summing table's key cannot
 -- lose a column, so `figures` and `figures_ranges` are made again, with
 -- the columns of the model's catalogue (`figures::COLUMNS`); the ledger's
 -- `change.contacts` goes (a subcolumn of `change` left unwritten would be
@@ -38,6 +40,7 @@ DROP TABLE IF EXISTS figures_ranges;
 
 ALTER TABLE ledger
     ADD COLUMN change.frequency Array(UInt8),
+    ADD COLUMN change.local_hour Array(UInt8),
     DROP COLUMN change.contacts,
     ADD COLUMN ranged.figure Array(String),
     ADD COLUMN ranged.bots Array(UInt8),
@@ -58,6 +61,7 @@ ALTER TABLE ledger
     ADD COLUMN ranged.os_family Array(String),
     ADD COLUMN ranged.frequency Array(UInt8),
     ADD COLUMN ranged.hour Array(DateTime),
+    ADD COLUMN ranged.local_hour Array(UInt8),
     ADD COLUMN ranged.day Array(Date),
     ADD COLUMN ranged.seconds Array(UInt32),
     ADD COLUMN ranged.n Array(Int64),
@@ -93,13 +97,14 @@ CREATE TABLE IF NOT EXISTS figures
     os_family String,
     frequency UInt8,
     hour DateTime,
+    local_hour UInt8,
     day Date,
     seconds UInt32,
     n Int64,
     credit Float64
 )
 ENGINE = SummingMergeTree((n, credit))
-ORDER BY (figure, bots, device_filter, placement_filter, channel, first_day, last_day, phase, placement, event_type, action, step, model, conversion_phase, other_channel, frequency, hour, day, seconds, device_class, os_family);
+ORDER BY (figure, bots, device_filter, placement_filter, channel, first_day, last_day, phase, placement, event_type, action, step, model, conversion_phase, other_channel, frequency, hour, local_hour, day, seconds, device_class, os_family);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS figures_mv TO figures AS
 SELECT
@@ -122,6 +127,7 @@ SELECT
     change.os_family AS os_family,
     change.frequency AS frequency,
     change.hour AS hour,
+    change.local_hour AS local_hour,
     change.day AS day,
     change.seconds AS seconds,
     change.n AS n,
@@ -150,10 +156,11 @@ CREATE TABLE IF NOT EXISTS figures_ranges
     os_family String,
     frequency UInt8,
     hour DateTime,
+    local_hour UInt8,
     day Date,
     seconds UInt32,
     n Int64,
     credit Float64
 )
 ENGINE = SummingMergeTree((n, credit))
-ORDER BY (figure, bots, device_filter, placement_filter, first_day, last_day, channel, phase, placement, event_type, action, step, model, conversion_phase, other_channel, frequency, hour, day, seconds, device_class, os_family);
+ORDER BY (figure, bots, device_filter, placement_filter, first_day, last_day, channel, phase, placement, event_type, action, step, model, conversion_phase, other_channel, frequency, hour, local_hour, day, seconds, device_class, os_family);

@@ -667,10 +667,16 @@ pub async fn figures_snapshot(
         n: i64,
         credit: f64,
     }
-    let figure_key = "concat(figure, '|', toString(bots), '|', device_filter, '|', placement_filter, '|', \
-        toString(first_day), '|', toString(last_day), '|', phase, '|', channel, '|', placement, '|', event_type, '|', \
-        action, '|', step, '|', model, '|', conversion_phase, '|', other_channel, '|', toString(frequency), '|', \
-        toString(toUInt32(hour)), '|', toString(day), '|', toString(seconds), '|', device_class, '|', os_family)";
+    // Every column but the values (the catalogue's).
+    let figure_key: Vec<String> = ensemble_model::figures::columns_of(&[
+        ensemble_model::figures::Role::Figure,
+        ensemble_model::figures::Role::Scope,
+        ensemble_model::figures::Role::Days,
+        ensemble_model::figures::Role::Dimension,
+    ])
+    .map(|c| format!("toString({c})"))
+    .collect();
+    let figure_key = format!("concat({})", figure_key.join(", '|', "));
     let marker = ensemble_core::batches::MARKER;
     let mut queries = Vec::new();
     for table in ["figures", ensemble_core::ranges::TABLE] {

@@ -244,7 +244,7 @@ type FigureColumn = fn(&mut String, &FigureRow<'_>);
 
 /// Each of [`FIGURE_COLUMNS`] of a figures row (in its order: a test
 /// checks the two against each other).
-const FIGURE_FIELDS: [FigureColumn; 23] = [
+const FIGURE_FIELDS: [FigureColumn; 24] = [
     |o, f| push_quoted(o, f.figure.name(), false),
     |o, f| push_number(o, f.bots),
     |o, f| push_quoted(o, f.device_filter, false),
@@ -264,6 +264,7 @@ const FIGURE_FIELDS: [FigureColumn; 23] = [
     |o, f| push_quoted(o, f.os_family, false),
     |o, f| push_number(o, f.frequency),
     |o, f| push_number(o, f.hour),
+    |o, f| push_number(o, f.local_hour),
     |o, f| push_date(o, f.day),
     |o, f| push_number(o, f.seconds),
     |o, f| push_number(o, f.value.n),
@@ -510,7 +511,7 @@ mod tests {
             .filter(|c| c.contains('.'))
             .collect();
         assert_eq!(nested, *CARRIED);
-        assert_eq!(CARRIED.len(), 23 + 19 + 23 + 9);
+        assert_eq!(CARRIED.len(), 2 * FIGURE_COLUMNS.len() + 19 + 9);
     }
 
     #[test]
@@ -542,11 +543,18 @@ mod tests {
         assert_eq!(rows.len(), 5);
         assert_eq!(rows[0][0], "v_a", "rows in the order pushed");
         assert_eq!(rows[4][0], "v_e");
-        // 14 event columns, then 23 change, 19 journey, 23 ranged and 9
-        // delayed arrays: each of the first four rows carries one.
-        let spans = [(14, 37), (37, 56), (56, 79), (79, 88)];
+        // 14 event columns, then the change, journey (19), ranged and
+        // delayed (9) arrays: each of the first four rows carries one.
+        let f = FIGURE_COLUMNS.len();
+        let (journey, ranged, delayed) = (14 + f, 14 + f + 19, 14 + 2 * f + 19);
+        let spans = [
+            (14, journey),
+            (journey, ranged),
+            (ranged, delayed),
+            (delayed, delayed + 9),
+        ];
         for (i, row) in rows.iter().enumerate() {
-            assert_eq!(row.len(), 88);
+            assert_eq!(row.len(), delayed + 9);
             for (a, (from, to)) in spans.iter().enumerate() {
                 let carried = row[*from..*to].iter().all(|x| x != &"[]");
                 assert_eq!(carried, a == i, "row {i}, array {}", ARRAYS[a].0);
@@ -564,32 +572,36 @@ mod tests {
             "on the campaign's first day"
         );
         assert_eq!(
-            rows[1][37],
+            rows[1][journey],
             format!("['{key}']"),
             "journey.visitor_id: the key"
         );
-        assert_eq!(rows[1][38], "['batch']");
+        assert_eq!(rows[1][journey + 1], "['batch']");
         // On each summed range its day fits (the campaign, the first phase),
         // as a figures row of that day would be.
-        assert_eq!(rows[2][56], "['batch','batch']", "ranged.figure");
+        assert_eq!(rows[2][ranged], "['batch','batch']", "ranged.figure");
         assert_eq!(
-            rows[2][56 + 7],
+            rows[2][ranged + 7],
             format!("['{key}','{key}']"),
             "ranged.channel: the key"
         );
         assert_eq!(
-            rows[2][56 + 4],
+            rows[2][ranged + 4],
             "['2025-01-17','2025-01-17']",
             "ranged.first_day"
         );
         assert_eq!(
-            rows[2][56 + 5],
+            rows[2][ranged + 5],
             "['2025-02-07','2025-03-16']",
             "ranged.last_day: the first phase's, the campaign's"
         );
-        assert_eq!(rows[3][79 + 5], "[0,0]", "delayed.rounding: the marker's");
         assert_eq!(
-            rows[3][79 + 6],
+            rows[3][delayed + 5],
+            "[0,0]",
+            "delayed.rounding: the marker's"
+        );
+        assert_eq!(
+            rows[3][delayed + 6],
             format!("['{key}','{key}']"),
             "delayed.channel: the key"
         );
@@ -605,10 +617,12 @@ mod tests {
         let rows: Vec<Vec<&str>> = text.lines().map(|r| r.split('\t').collect()).collect();
         assert_eq!(rows.len(), 2);
         assert!(
-            rows[0][14..37].iter().all(|x| x != &"[]") && rows[0][37..].iter().all(|x| x == &"[]")
+            rows[0][14..journey].iter().all(|x| x != &"[]")
+                && rows[0][journey..].iter().all(|x| x == &"[]")
         );
         assert!(
-            rows[1][14..37].iter().all(|x| x == &"[]") && rows[1][37..].iter().all(|x| x != &"[]")
+            rows[1][14..journey].iter().all(|x| x == &"[]")
+                && rows[1][journey..].iter().all(|x| x != &"[]")
         );
     }
 
@@ -635,6 +649,7 @@ mod tests {
             os_family: "os_family",
             frequency: 3,
             hour: 4,
+            local_hour: 8,
             day: 3,
             seconds: 5,
             value: Value { n: 6, credit: 7.5 },
@@ -650,6 +665,7 @@ mod tests {
                 "last_day" => "'1970-01-03'".into(),
                 "frequency" => "3".into(),
                 "hour" => "4".into(),
+                "local_hour" => "8".into(),
                 "day" => "'1970-01-04'".into(),
                 "seconds" => "5".into(),
                 "n" => "6".into(),

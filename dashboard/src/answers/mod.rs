@@ -276,6 +276,7 @@ struct StoredRow {
     os_family: String,
     frequency: u8,
     hour_s: u32,
+    local_hour: u8,
     day_n: u32,
     seconds: u32,
     total: i64,
@@ -562,6 +563,7 @@ async fn stored_answer(
             os_family: r.os_family,
             frequency: r.frequency,
             hour: r.hour_s,
+            local_hour: r.local_hour,
             day: r.day_n,
             seconds: r.seconds,
         };

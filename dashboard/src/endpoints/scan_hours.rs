@@ -36,11 +36,11 @@ pub async fn scan_hours(State(state): State<Shared>, q: Params) -> Result<Respon
     let a = answers::ask(&state, &f, &[Figure::ScansByLocalHour], false).await?;
     let mut grid = [[0u64; 24]; 7];
     for (d, v) in of(&a.whole, Figure::ScansByLocalHour) {
-        if f.channel.as_ref().is_some_and(|c| *c != d.channel) || d.hour > 23 {
+        if f.channel.as_ref().is_some_and(|c| *c != d.channel) || d.local_hour > 23 {
             continue;
         }
         let weekday = figures::date_of(d.day).weekday().num_days_from_monday() as usize;
-        grid[weekday][d.hour as usize] += count(v);
+        grid[weekday][usize::from(d.local_hour)] += count(v);
     }
     let cells: Vec<Cell> = (0..7u32)
         .flat_map(|w| (0..24u32).map(move |h| (w, h)))

@@ -54,7 +54,7 @@ const fn column(name: &'static str, sql_type: &'static str, role: Role) -> Colum
 
 /// Every column of a figures row, in the order the ledger carries them
 /// (`change.*`, `ranged.*`) and the batch marker lists its own.
-pub const COLUMNS: [Column; 23] = [
+pub const COLUMNS: [Column; 24] = [
     column("figure", "String", Role::Figure),
     column("bots", "UInt8", Role::Scope),
     column("device_filter", "String", Role::Scope),
@@ -74,6 +74,7 @@ pub const COLUMNS: [Column; 23] = [
     column("os_family", "String", Role::Dimension),
     column("frequency", "UInt8", Role::Dimension),
     column("hour", "DateTime", Role::Dimension),
+    column("local_hour", "UInt8", Role::Dimension),
     column("day", "Date", Role::Dimension),
     column("seconds", "UInt32", Role::Dimension),
     column("n", "Int64", Role::Value),

@@ -218,7 +218,7 @@ impl Figure {
             Figure::Conversions => &["phase"],
             Figure::Credits => &["model", "channel", "phase", "conversion_phase"],
             Figure::PathsConverted | Figure::PathsNotConverted => &["channel"],
-            Figure::ScansByLocalHour => &["day", "hour", "channel"],
+            Figure::ScansByLocalHour => &["day", "local_hour", "channel"],
             Figure::Devices => &["channel", "device_class", "os_family", "step"],
         }
     }

@@ -152,6 +152,7 @@ mod tests {
             os_family: 0,
             frequency: 0,
             hour: 0,
+            local_hour: 0,
             day: 0,
             seconds,
         }

@@ -80,6 +80,8 @@ pub struct Key {
     pub os_family: u32,
     pub frequency: u8,
     pub hour: u32,
+    /// The local wall-clock hour, 0–23 (`scans_by_local_hour`).
+    pub local_hour: u8,
     pub day: Day,
     pub seconds: u32,
 }
@@ -92,7 +94,8 @@ impl std::hash::Hash for Key {
         let pair = |a: u32, b: u32| (u64::from(a) << 32) | u64::from(b);
         let small = u32::from(self.figure as u8)
             | (u32::from(self.bots) << 8)
-            | (u32::from(self.frequency) << 16);
+            | (u32::from(self.frequency) << 16)
+            | (u32::from(self.local_hour) << 24);
         for word in [
             pair(small, self.device_filter),
             pair(self.placement_filter, self.first_day),
@@ -262,6 +265,8 @@ pub struct Row<'s> {
     pub os_family: &'s str,
     pub frequency: u8,
     pub hour: u32,
+    /// The local wall-clock hour, 0–23 (`scans_by_local_hour`).
+    pub local_hour: u8,
     pub day: Day,
     pub seconds: u32,
     pub value: Value,
@@ -292,6 +297,7 @@ pub fn rows_of<'s>(
         os_family: strings.get(k.os_family),
         frequency: k.frequency,
         hour: k.hour,
+        local_hour: k.local_hour,
         day: k.day,
         seconds: k.seconds,
         value: *v,
@@ -316,6 +322,8 @@ pub struct Dims {
     pub os_family: String,
     pub frequency: u8,
     pub hour: u32,
+    /// The local wall-clock hour, 0–23 (`scans_by_local_hour`).
+    pub local_hour: u8,
     pub day: Day,
     pub seconds: u32,
 }
@@ -345,6 +353,7 @@ impl Ord for Dims {
             .then_with(|| text(&self.os_family, &o.os_family))
             .then_with(|| self.frequency.cmp(&o.frequency))
             .then_with(|| self.hour.cmp(&o.hour))
+            .then_with(|| self.local_hour.cmp(&o.local_hour))
             .then_with(|| self.day.cmp(&o.day))
             .then_with(|| self.seconds.cmp(&o.seconds))
     }
@@ -375,6 +384,7 @@ impl Row<'_> {
             os_family: self.os_family.to_owned(),
             frequency: self.frequency,
             hour: self.hour,
+            local_hour: self.local_hour,
             day: self.day,
             seconds: self.seconds,
         }

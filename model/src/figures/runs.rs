@@ -72,6 +72,7 @@ impl<'a> Builder<'_, 'a> {
             os_family: e,
             frequency: 0,
             hour: 0,
+            local_hour: 0,
             day: 0,
             seconds: 0,
         }
@@ -388,7 +389,7 @@ pub(crate) fn per_day<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out
             k.last_day = ev.day;
             k.day = ev.day;
             k.channel = channel;
-            k.hour = local_hour(b.campaign, e.ms);
+            k.local_hour = u8::try_from(local_hour(b.campaign, e.ms)).unwrap_or(u8::MAX);
             count(out, k);
         }
         for c in [b.all, channel] {

@@ -340,7 +340,7 @@ fn rows_hold_nothing_outside_their_figures_dimensions() {
     for r in &rows {
         let d = &r.dims;
         let used = r.figure.dimensions();
-        let held: [(&str, bool); 15] = [
+        let held: [(&str, bool); 16] = [
             ("phase", !d.phase.is_empty()),
             ("channel", !d.channel.is_empty()),
             ("placement", !d.placement.is_empty()),
@@ -354,6 +354,7 @@ fn rows_hold_nothing_outside_their_figures_dimensions() {
             ("os_family", !d.os_family.is_empty()),
             ("frequency", d.frequency != 0),
             ("hour", d.hour != 0),
+            ("local_hour", d.local_hour != 0),
             ("day", d.day != 0),
             ("seconds", d.seconds != 0),
         ];
