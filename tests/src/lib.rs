@@ -114,12 +114,39 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow
     Ok(())
 }
 
-/// A free TCP port on loopback (bound then released).
+/// A free TCP port on loopback (bound then released), never handed out
+/// twice in ten minutes by this function, in this process or another:
+/// each is claimed by a file in `$TMPDIR/ensemble-test-ports`. The kernel
+/// may give a just-released port again, and two services of one test (or
+/// of two tests running side by side) then raced for it: the loser exited
+/// and the test talked to the winner (a collector's import answered 404
+/// by a dashboard).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    let claims = std::env::temp_dir().join("ensemble-test-ports");
+    let _ = std::fs::create_dir_all(&claims);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral port");
+        let claim = claims.join(port.to_string());
+        let stale = std::fs::metadata(&claim)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(600));
+        if stale {
+            let _ = std::fs::remove_file(&claim);
+        }
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&claim)
+            .is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 fn port_open(port: u16) -> bool {
