@@ -62,21 +62,12 @@ fn query_id(key: &str) -> String {
     format!("ensemble-ledger-{key}")
 }
 
-/// The day markers sit on: the first day of `campaign`'s summed ranges
-/// (day 0 without ranges).
-pub fn marker_day(campaign: &Campaign) -> figures::Day {
-    figures::summed_ranges(campaign)
-        .iter()
-        .map(|(a, _)| *a)
-        .min()
-        .unwrap_or(0)
-}
-
 impl Marker {
-    /// The marker of a write at `written_ms`, on `day` of `ranges` (the
-    /// campaign's summed ranges).
-    pub fn new(written_ms: u64, day: figures::Day, ranges: &[figures::Days]) -> Self {
+    /// The marker of a write at `written_ms`, given the campaign's summed
+    /// `ranges`: on the first day of them (day 0 without ranges).
+    pub fn new(written_ms: u64, ranges: &[figures::Days]) -> Self {
         let nonce = Uuid::new_v4().simple().to_string();
+        let day = ranges.iter().map(|(a, _)| *a).min().unwrap_or(0);
         Self {
             key: format!("{MARKER}-{written_ms}-{}", &nonce[..16]),
             written_ms,

@@ -181,25 +181,15 @@ fn copy_view_sql(name: &str, table: &str, array: &str, columns: &[&str]) -> Stri
     )
 }
 
-/// The summed table's columns, as `ranged` carries them: every column of
-/// the catalogue.
-fn columns() -> Vec<&'static str> {
-    figures::column_names().collect()
-}
-
 /// The view filling the table from `ledger`'s summed changes.
 fn view_sql(name: &str) -> String {
-    copy_view_sql(name, TABLE, "ranged", &columns())
+    copy_view_sql(name, TABLE, "ranged", &crate::ledger::FIGURE_COLUMNS)
 }
 
 /// The view filling the delays' table from `ledger`'s delays.
 fn delays_view_sql(name: &str) -> String {
     copy_view_sql(name, DELAYS_TABLE, "delayed", &crate::ledger::DELAY_COLUMNS)
 }
-
-/// The delays' table's columns as [`delays_select`] gives them (with `n`).
-const DELAYS_COLUMNS: &str =
-    "first_day, last_day, bots, device_filter, placement_filter, rounding, channel, seconds, n";
 
 /// For each summed table whose view for `campaign`'s ranges exists in
 /// `database`: (table, the condition its batch markers meet, the ledger
@@ -468,10 +458,11 @@ pub async fn refill(
         .execute()
         .await?;
     // The delays from the summed table (a view does not pass its rows on).
+    let delays_columns = crate::ledger::DELAY_COLUMNS.join(", ");
     store
         .client()
         .query(&format!(
-            "INSERT INTO {DELAYS_TABLE} ({DELAYS_COLUMNS}) \
+            "INSERT INTO {DELAYS_TABLE} ({delays_columns}) \
              SELECT {}, sum(f_n) FROM (SELECT first_day AS f_first, last_day AS f_last, \
              bots AS f_bots, device_filter AS f_device_filter, \
              placement_filter AS f_placement_filter, channel AS f_channel, \
@@ -607,7 +598,16 @@ mod tests {
             "{sql}"
         );
         assert!(sql.contains("delayed.rounding AS rounding, delayed.channel AS channel, delayed.seconds AS seconds, delayed.n AS n FROM ledger ARRAY JOIN delayed"), "{sql}");
-        assert_eq!(crate::ledger::DELAY_COLUMNS.join(", "), DELAYS_COLUMNS);
+        // The refill inserts `delays_select`'s columns, then the sum, under
+        // the carried columns' names: the same order.
+        let select = delays_select("f_", "a", "b");
+        let aliases: Vec<&str> = select
+            .split(" AS ")
+            .skip(1)
+            .map(|rest| rest.split(',').next().unwrap_or_default().trim())
+            .collect();
+        assert_eq!(aliases, crate::ledger::DELAY_COLUMNS[..8]);
+        assert_eq!(crate::ledger::DELAY_COLUMNS[8], "n");
     }
 
     #[test]

@@ -130,19 +130,21 @@ async fn migrations_run_again_over_a_schema_they_already_made() {
         .execute()
         .await
         .expect("forget the records");
-    for _ in 0..100 {
-        let left: u64 = store
-            .client()
-            .query("SELECT count() FROM schema_migrations WHERE version >= ?")
-            .bind(since)
-            .fetch_one()
-            .await
-            .expect("count");
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    ensemble_tests::poll_until(
+        "the records' delete",
+        std::time::Duration::from_secs(10),
+        || async {
+            let left: u64 = store
+                .client()
+                .query("SELECT count() FROM schema_migrations WHERE version >= ?")
+                .bind(since)
+                .fetch_one()
+                .await
+                .expect("count");
+            (left == 0).then_some(())
+        },
+    )
+    .await;
     let again = migrate(&store)
         .await
         .expect("a migration run again over its own columns");
@@ -560,18 +562,20 @@ async fn a_ledger_insert_cut_on_its_way_lands_whole_or_not_at_all() {
         let sent = insert.execute(&via.client()).await;
         // The server may still be reading or writing what it got.
         let client = store.client();
-        for _ in 0..100 {
-            let running: u64 = client
-                .query("SELECT count() FROM system.processes WHERE query_id = ?")
-                .bind(insert.marker.query_id())
-                .fetch_one()
-                .await
-                .expect("processes");
-            if running == 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        ensemble_tests::poll_until(
+            "the cut INSERT to end on the server",
+            std::time::Duration::from_secs(10),
+            || async {
+                let running: u64 = client
+                    .query("SELECT count() FROM system.processes WHERE query_id = ?")
+                    .bind(insert.marker.query_id())
+                    .fetch_one()
+                    .await
+                    .expect("processes");
+                (running == 0).then_some(())
+            },
+        )
+        .await;
         let landed: u64 = client
             .query("SELECT count() FROM ledger WHERE written_ms = ?")
             .bind(written_ms)

@@ -149,9 +149,8 @@ pub struct Writer<'c> {
     first: Vec<(String, u64, Option<Event>)>,
     /// Made with the first row (its `written_ms`).
     marker: Option<Marker>,
-    /// The campaign's summed ranges, and the day markers sit on.
+    /// The campaign's summed ranges (the marker's).
     ranges: Vec<figures::Days>,
-    marker_day: figures::Day,
 }
 
 /// Empties the [`CARRIED`] arrays of every ledger row written so far (their
@@ -329,14 +328,13 @@ impl<'c> Writer<'c> {
             first: Vec::new(),
             marker: None,
             ranges: figures::summed_ranges(campaign),
-            marker_day: crate::batches::marker_day(campaign),
         }
     }
 
     /// One row: an event, or with `event = None` a tombstone.
     pub fn push(&mut self, visitor: &str, written_ms: u64, event: Option<&Event>) {
         if self.rows == 0 {
-            self.marker = Some(Marker::new(written_ms, self.marker_day, &self.ranges));
+            self.marker = Some(Marker::new(written_ms, &self.ranges));
         }
         self.rows += 1;
         if self.rows <= ARRAYS.len() {
