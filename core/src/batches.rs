@@ -37,10 +37,9 @@ pub const MARKER: &str = "batch";
 /// The rounding a marker gets in `paths_delays_ranges` (no reader asks for it).
 pub const MARKER_ROUNDING: u32 = 0;
 
-/// The scope every marker row has (bots 0, no device or placement
-/// filter): named in each lookup so that the tables' sorting keys, which
+/// The scope every marker row has (bots 0, every device and placement): named in each lookup so that the tables' sorting keys, which
 /// start with it, find the marker without a scan.
-pub const UNSCOPED: &str = "bots = 0 AND device_filter = '' AND placement_filter = ''";
+pub const UNSCOPED: &str = "bots = 0 AND device_filter = '*' AND placement_filter = '*'";
 
 /// One ledger INSERT's marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +106,7 @@ impl Marker {
                 "figure" => format!("'{MARKER}'"),
                 "first_day" => date(first),
                 "last_day" => date(last),
+                "device_filter" | "placement_filter" => format!("'{}'", figures::ALL),
                 "channel" => format!("'{}'", self.key),
                 "seconds" => (self.written_ms / 1000).to_string(),
                 "n" => "1".into(),
@@ -125,7 +125,7 @@ impl Marker {
     /// of rounding [`MARKER_ROUNDING`], the key in `channel`, `seconds`
     /// the write's Unix time.
     pub fn delayed_values(&self) -> Vec<Vec<String>> {
-        let empty = || "''".to_owned();
+        let all = || format!("'{}'", figures::ALL);
         self.ranges
             .iter()
             .map(|(a, b)| {
@@ -133,8 +133,8 @@ impl Marker {
                     date(*a),
                     date(*b),
                     "0".into(),
-                    empty(),
-                    empty(),
+                    all(),
+                    all(),
                     MARKER_ROUNDING.to_string(),
                     format!("'{}'", self.key),
                     (self.written_ms / 1000).to_string(),

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::Campaign;
-use ensemble_model::figures::{Day, Figure};
+use ensemble_model::figures::{self, Day, Figure};
 use ensemble_model::reconcile::Counts;
 
 async fn per_day(
@@ -59,9 +59,10 @@ pub async fn counts(
         client,
         &format!(
             "SELECT toUInt32(day) AS d, toInt64(sum(n)) AS n FROM figures \
-             WHERE figure = '{}' AND device_filter = '' AND placement_filter = '' \
+             WHERE figure = '{}' AND device_filter = '{all}' AND placement_filter = '{all}' \
              GROUP BY d",
-            Figure::Events.name()
+            Figure::Events.name(),
+            all = figures::ALL,
         ),
     )
     .await?;

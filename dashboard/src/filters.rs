@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use ensemble_core::Campaign;
 use ensemble_model::campaign::HORS_PHASE;
+use ensemble_model::figures;
 
 /// Longest range a query may cover.
 pub const MAX_RANGE_DAYS: i64 = 400;
@@ -307,6 +308,17 @@ pub const ENDPOINT_PARAMS: [&str; 7] = [
 ];
 
 impl Filters {
+    /// The stored scope the filters ask for: `(bots, device_filter,
+    /// placement_filter)` as the figures hold them, `*` for every device
+    /// or placement (the catalogue spells "all" one way).
+    pub fn scope(&self) -> (u8, &str, &str) {
+        (
+            u8::from(self.include_bots),
+            self.device.as_deref().unwrap_or(figures::ALL),
+            self.placement.as_deref().unwrap_or(figures::ALL),
+        )
+    }
+
     /// Parses the query string of an endpoint that takes the common
     /// parameters only. Without `from`/`to` the range is the campaign's
     /// first phase start to its last phase end.

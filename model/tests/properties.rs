@@ -14,7 +14,7 @@ use ensemble_model::figures::{
     self, add_change, add_to, aligned, answer, contribution, correction, day_number, day_start,
     range_correction, Answer, ChangeSets, Event, OwnedRow, Question, Strings, Sum,
 };
-use ensemble_model::figures::{Dims, Figure};
+use ensemble_model::figures::{Dims, Figure, ALL};
 use ensemble_model::{journeys, Campaign};
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -205,8 +205,8 @@ proptest! {
         let got = summed(
             &rows,
             u8::from(bots),
-            device.map_or("", |d| DEVICES[d]),
-            placement.map_or("", |p| PLACEMENTS[p]),
+            device.map_or(ALL, |d| DEVICES[d]),
+            placement.map_or(ALL, |p| PLACEMENTS[p]),
             first,
             last,
         );
@@ -326,7 +326,7 @@ proptest! {
             (d(2025, 2, 8), d(2025, 3, 16)),
             (d(2025, 1, 17), d(2025, 3, 16)),
         ];
-        let device_name = device.map_or("", |x| DEVICES[x]);
+        let device_name = device.map_or(ALL, |x| DEVICES[x]);
         let question = |(first, last): (u32, u32)| Question {
             start_ms: u64::try_from(day_start(&c, first).timestamp_millis()).unwrap(),
             end_ms: u64::try_from(day_start(&c, last + 1).timestamp_millis()).unwrap(),
@@ -346,12 +346,12 @@ proptest! {
 
         let range = whole[phase_range];
         prop_assert!(aligned(&c, range.0, range.1));
-        let got = summed(&with_contacts, u8::from(bots), device_name, "", range.0, range.1);
+        let got = summed(&with_contacts, u8::from(bots), device_name, ALL, range.0, range.1);
         let want = answer(&c, &vs, &question(range));
         prop_assert!(same(&got, &want).is_ok(), "whole phases {range:?}: {}", same(&got, &want).unwrap_err());
 
         let range = (wide_first_day() + a, wide_first_day() + (a + len).min(WIDE_WINDOW_DAYS as u32 - 1));
-        let mut got = summed(&apart, u8::from(bots), device_name, "", range.0, range.1);
+        let mut got = summed(&apart, u8::from(bots), device_name, ALL, range.0, range.1);
         for ((figure, dims), v) in range_correction(&c, &vs, &question(range), range) {
             add_to(&mut got, figure, dims, v, 1);
         }

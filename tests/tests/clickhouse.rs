@@ -369,7 +369,7 @@ async fn compacting_a_figures_table_leaves_one_part_and_one_row_per_value() {
         client
             .query(&format!(
                 "INSERT INTO figures (figure, bots, device_filter, placement_filter, first_day, \
-                 last_day, channel, n, credit) VALUES ('visitors', 0, '', '', '2025-02-10', \
+                 last_day, channel, n, credit) VALUES ('visitors', 0, '*', '*', '2025-02-10', \
                  '2025-02-10', 'metro', {n}, 0)"
             ))
             .execute()

@@ -406,8 +406,9 @@ async fn the_reconciliation_reports_figures_that_drift() {
     run.reconciliation(true).await;
     let tamper = |n: i64| {
         format!(
-            "INSERT INTO figures (figure, bots, first_day, last_day, day, n) \
-             VALUES ('events', 1, '2025-01-19', '2025-01-19', '2025-01-19', {n})"
+            "INSERT INTO figures (figure, bots, device_filter, placement_filter, first_day, \
+             last_day, day, n) VALUES ('events', 1, '*', '*', '2025-01-19', '2025-01-19', \
+             '2025-01-19', {n})"
         )
     };
     run.sql(&tamper(-7)).await;

@@ -54,11 +54,7 @@ pub async fn top_paths_delay_hours(
         Figure::PathsConverted.name()
     );
     let sql = delay_arrays_sql(ranges::DELAY_HOUR_S, &rows, &format!("channel IN ({top})"));
-    let (bots, device, placement) = (
-        u8::from(f.include_bots),
-        f.device.as_deref().unwrap_or(""),
-        f.placement.as_deref().unwrap_or(""),
-    );
+    let (bots, device, placement) = f.scope();
     let q = state
         .client
         .query(&sql)

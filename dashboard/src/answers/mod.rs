@@ -208,7 +208,7 @@ pub async fn visitors_per_placement(
             let stored = Stored::of(state, &[days]).await;
             let sql = format!(
                 "SELECT placement_filter, sum(n) FROM {} WHERE figure = '{}' AND channel = ? \
-                 AND bots <= ? AND device_filter = '' AND placement_filter != '' \
+                 AND bots <= ? AND device_filter = ? AND placement_filter != ? \
                  AND {} GROUP BY placement_filter",
                 stored.table(),
                 Figure::Visitors.name(),
@@ -219,6 +219,8 @@ pub async fn visitors_per_placement(
                 .query(&sql)
                 .bind(figures::ALL)
                 .bind(u8::from(f.include_bots))
+                .bind(figures::ALL)
+                .bind(figures::ALL)
                 .fetch_all()
                 .await?;
             return Ok(rows
@@ -379,9 +381,10 @@ fn narrowed(r: &[(String, u32, u32)]) -> String {
 /// Whether a correction row counts for the filters' question on `days`
 /// for `asked` figures.
 fn in_scope(r: &OwnedRow, f: &Filters, (a, b): Days, asked: &[Figure]) -> bool {
-    r.bots <= u8::from(f.include_bots)
-        && r.device_filter == f.device.as_deref().unwrap_or("")
-        && r.placement_filter == f.placement.as_deref().unwrap_or("")
+    let (bots, device, placement) = f.scope();
+    r.bots <= bots
+        && r.device_filter == device
+        && r.placement_filter == placement
         && r.first_day >= a
         && r.last_day <= b
         && asked.contains(&r.figure)
@@ -412,9 +415,7 @@ async fn stored_answer(
     seconds: Seconds<'_>,
 ) -> Result<Answers, ApiError> {
     let narrow = seconds.only;
-    let bots = u8::from(f.include_bots);
-    let device = f.device.as_deref().unwrap_or("");
-    let placement = f.placement.as_deref().unwrap_or("");
+    let (bots, device, placement) = f.scope();
     // Figure names are our constants and dates our own numbers: inlined so
     // ClickHouse reads only those figures' marks; the rest is bound.
     let names = asked

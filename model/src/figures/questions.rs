@@ -38,8 +38,8 @@ pub fn answer(campaign: &Campaign, visitors: &[(String, Vec<Event>)], q: &Questi
         strings: &mut strings,
         rows: Vec::new(),
         bots: u8::from(q.include_bots),
-        device_filter: empty,
-        placement_filter: empty,
+        device_filter: all,
+        placement_filter: all,
         all,
         empty,
         gap_ms: rules::gap_ms(campaign),
@@ -153,8 +153,8 @@ pub fn range_correction(
     let mut out = answer(campaign, visitors, q);
     let (bots, device, placement) = (
         u8::from(q.include_bots),
-        q.device.as_deref().unwrap_or(""),
-        q.placement.as_deref().unwrap_or(""),
+        q.device.as_deref().unwrap_or(ALL),
+        q.placement.as_deref().unwrap_or(ALL),
     );
     for v in visitors {
         let mut strings = Strings::default();
@@ -231,7 +231,7 @@ fn between<'a>(
     };
     let after = unmerged(campaign, after, strings, left);
     let before = unmerged(campaign, before, strings, left);
-    sum.add_visitor(&after, &before, left, strings.id(""));
+    sum.add_visitor(&after, &before, left, strings.id(ALL));
 }
 
 /// One visitor's events before and after a batch (see [`ChangeSets::new`]):

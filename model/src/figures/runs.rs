@@ -142,8 +142,8 @@ pub(crate) fn unmerged<'a>(
         strings,
         rows: Vec::new(),
         bots: 0,
-        device_filter: empty,
-        placement_filter: empty,
+        device_filter: all,
+        placement_filter: all,
         all,
         empty,
         gap_ms: rules::gap_ms(campaign),
@@ -170,8 +170,8 @@ pub(crate) fn unmerged<'a>(
         }
         let scope_from = b.rows.len();
         // Every device and placement.
-        b.device_filter = empty;
-        b.placement_filter = empty;
+        b.device_filter = all;
+        b.placement_filter = all;
         let from = b.rows.len();
         scope(&mut b, &evs);
         let to = b.rows.len();
@@ -183,13 +183,13 @@ pub(crate) fn unmerged<'a>(
             let id = b.id(d);
             if evs.iter().all(|ev| ev.e.device == d) {
                 if left.device != Some(id) {
-                    copy_scope(&mut b, from..to, id, empty);
+                    copy_scope(&mut b, from..to, id, all);
                 }
             } else {
                 let kept: Vec<Ev<'a>> = evs.iter().copied().filter(|ev| ev.e.device == d).collect();
                 b.device_filter = id;
                 scope(&mut b, &kept);
-                b.device_filter = empty;
+                b.device_filter = all;
             }
         }
         let mut placements: Vec<&'a str> = evs.iter().map(|ev| ev.e.placement.as_str()).collect();
@@ -199,7 +199,7 @@ pub(crate) fn unmerged<'a>(
             let id = b.id(p);
             if evs.iter().all(|ev| ev.e.placement == p) {
                 if left.placement != Some(id) {
-                    copy_scope(&mut b, from..to, empty, id);
+                    copy_scope(&mut b, from..to, all, id);
                 }
             } else {
                 let kept: Vec<Ev<'a>> = evs
@@ -209,7 +209,7 @@ pub(crate) fn unmerged<'a>(
                     .collect();
                 b.placement_filter = id;
                 scope(&mut b, &kept);
-                b.placement_filter = empty;
+                b.placement_filter = all;
             }
         }
         conversions(&mut b, &evs, None);

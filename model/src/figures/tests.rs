@@ -388,7 +388,7 @@ fn devices_count_visitors_per_channel_device_and_os_and_those_who_signed() {
     two[0].device = "desktop".into();
     two[0].os = "Windows 10".into();
     let rows = stored(&c, &[("v1".into(), one), ("v2".into(), two)]);
-    let a = range(&rows, "", "", "2025-01-17", "2025-03-16");
+    let a = range(&rows, ALL, ALL, "2025-01-17", "2025-03-16");
     let dev = |a: &Answer, ch: &str, class: &str, os: &str, step: &str| {
         n(a, Figure::Devices, |d| {
             d.channel == ch && d.device_class == class && d.os_family == os && d.step == step
@@ -407,7 +407,7 @@ fn devices_count_visitors_per_channel_device_and_os_and_those_who_signed() {
     // v1 signed: metro, site and * on Android; tinder, site and * on iOS.
     assert_eq!(n(&a, Figure::Devices, |d| d.step == SIGNED), 6);
     // On 10 February alone v1 has not signed yet.
-    let a = range(&rows, "", "", "2025-02-10", "2025-02-10");
+    let a = range(&rows, ALL, ALL, "2025-02-10", "2025-02-10");
     assert_eq!(dev(&a, "metro", "mobile", "Android", REACHED), 1);
     assert_eq!(dev(&a, "metro", "mobile", "Android", SIGNED), 0);
 }
@@ -416,7 +416,7 @@ fn devices_count_visitors_per_channel_device_and_os_and_those_who_signed() {
 fn a_conversion_path_and_its_delay_to_the_minute() {
     let c = campaign();
     let rows = stored(&c, &[("v1".into(), scanner(&c))]);
-    let a = range(&rows, "", "", "2025-01-17", "2025-03-16");
+    let a = range(&rows, ALL, ALL, "2025-01-17", "2025-03-16");
     let path = |d: &Dims| d.channel == "metro > tinder";
     assert_eq!(n(&a, Figure::PathsConverted, path), 1);
     // 10 Feb 10:00 → 12 Feb 20:10: 209 400 s exactly, on the minute.
@@ -437,7 +437,7 @@ fn a_conversion_path_and_its_delay_to_the_minute() {
 fn the_worked_example_over_the_campaign() {
     let c = campaign();
     let rows = stored(&c, &[("v1".into(), scanner(&c))]);
-    let a = range(&rows, "", "", "2025-01-17", "2025-03-16");
+    let a = range(&rows, ALL, ALL, "2025-01-17", "2025-03-16");
     assert_eq!(n(&a, Figure::Events, |_| true), 7);
     assert_eq!(n(&a, Figure::Events, |d| d.event_type == "qr_scan"), 2);
     for ch in [ALL, "metro", "site", "tinder"] {
@@ -548,7 +548,7 @@ fn a_range_keeps_the_visitors_events_inside_it() {
     let c = campaign();
     let rows = stored(&c, &[("v1".into(), scanner(&c))]);
     // The day of the click and the sign-up alone.
-    let a = range(&rows, "", "", "2025-02-12", "2025-02-12");
+    let a = range(&rows, ALL, ALL, "2025-02-12", "2025-02-12");
     assert_eq!(n(&a, Figure::Visitors, |d| d.channel == "metro"), 0);
     assert_eq!(n(&a, Figure::Visitors, |d| d.channel == "tinder"), 1);
     assert_eq!(n(&a, Figure::Visitors, |d| d.channel == ALL), 1);
@@ -564,7 +564,7 @@ fn a_range_keeps_the_visitors_events_inside_it() {
     assert_eq!(n(&a, Figure::Conversions, |_| true), 1);
     assert!((credit(&a, "first_touch", "metro") - 1.0).abs() < 1e-12);
     // The scan day alone: touched and visited, no sign-up.
-    let a = range(&rows, "", "", "2025-02-10", "2025-02-10");
+    let a = range(&rows, ALL, ALL, "2025-02-10", "2025-02-10");
     assert_eq!(
         n(&a, Figure::Funnel, |d| d.channel == "metro"
             && d.step == VISITED),
@@ -574,7 +574,7 @@ fn a_range_keeps_the_visitors_events_inside_it() {
     assert_eq!(n(&a, Figure::Signups, |_| true), 0);
     assert_eq!(n(&a, Figure::Conversions, |_| true), 0);
     // The day between: nothing.
-    assert!(range(&rows, "", "", "2025-02-11", "2025-02-11").is_empty());
+    assert!(range(&rows, ALL, ALL, "2025-02-11", "2025-02-11").is_empty());
 }
 
 #[test]
@@ -586,8 +586,8 @@ fn presence_is_stored_as_days_and_gaps() {
         .filter(|r| {
             r.figure == Figure::Visitors
                 && r.bots == 0
-                && r.device_filter.is_empty()
-                && r.placement_filter.is_empty()
+                && r.device_filter == ALL
+                && r.placement_filter == ALL
                 && r.dims.channel == ALL
         })
         .collect();
@@ -606,7 +606,7 @@ fn device_and_placement_filters_keep_their_events() {
     let mut events = scanner(&c);
     events[0].device = "desktop".into();
     let rows = stored(&c, &[("v1".into(), events)]);
-    let desktop = range(&rows, "desktop", "", "2025-01-17", "2025-03-16");
+    let desktop = range(&rows, "desktop", ALL, "2025-01-17", "2025-03-16");
     assert_eq!(n(&desktop, Figure::Events, |_| true), 1);
     assert_eq!(n(&desktop, Figure::Touches, |d| d.channel == "metro"), 1);
     assert_eq!(
@@ -614,7 +614,7 @@ fn device_and_placement_filters_keep_their_events() {
         0,
         "the sign-up was on mobile"
     );
-    let mobile = range(&rows, "mobile", "", "2025-01-17", "2025-03-16");
+    let mobile = range(&rows, "mobile", ALL, "2025-01-17", "2025-03-16");
     assert_eq!(n(&mobile, Figure::Events, |_| true), 6);
     assert_eq!(n(&mobile, Figure::Conversions, |_| true), 1);
     // The 10:20 scan alone starts the metro touch on mobile.
@@ -623,7 +623,7 @@ fn device_and_placement_filters_keep_their_events() {
         (credit(&mobile, "first_touch", "metro") - 1.0).abs() < 1e-12,
         "touches of every device"
     );
-    let poster = range(&rows, "", "M-CHATELET", "2025-01-17", "2025-03-16");
+    let poster = range(&rows, ALL, "M-CHATELET", "2025-01-17", "2025-03-16");
     assert_eq!(n(&poster, Figure::Events, |_| true), 3);
     assert_eq!(n(&poster, Figure::Visitors, |d| d.channel == "tinder"), 0);
     assert_eq!(
@@ -642,12 +642,12 @@ fn bots_are_left_out_unless_asked_for() {
     bot.bot = true;
     events.push(bot);
     let rows = stored(&c, &[("v1".into(), events)]);
-    let without = range(&rows, "", "", "2025-01-17", "2025-03-16");
+    let without = range(&rows, ALL, ALL, "2025-01-17", "2025-03-16");
     assert_eq!(n(&without, Figure::Events, |_| true), 7);
     let events_of = |bots: u8| -> i64 {
         rows.iter()
             .filter(|r| {
-                r.bots == bots && r.device_filter.is_empty() && r.placement_filter.is_empty()
+                r.bots == bots && r.device_filter == ALL && r.placement_filter == ALL
             })
             .filter(|r| r.figure == Figure::Events)
             .map(|r| r.value.n)
@@ -678,11 +678,11 @@ fn a_contact_on_two_visitors_counts_once_with_the_correction() {
     let both = vec![("a".to_owned(), phone), ("b".to_owned(), laptop)];
     let mut rows = stored(&c, &both[..1]);
     rows.extend(stored(&c, &both[1..]));
-    let separately = range(&rows, "", "", "2025-01-17", "2025-03-16");
+    let separately = range(&rows, ALL, ALL, "2025-01-17", "2025-03-16");
     assert_eq!(n(&separately, Figure::Signups, |d| d.channel == ALL), 2);
     assert_eq!(n(&separately, Figure::Conversions, |_| true), 2);
     rows.extend(correction(&c, &both));
-    let fixed = range(&rows, "", "", "2025-01-17", "2025-03-16");
+    let fixed = range(&rows, ALL, ALL, "2025-01-17", "2025-03-16");
     assert_eq!(n(&fixed, Figure::Signups, |d| d.channel == ALL), 1);
     assert_eq!(n(&fixed, Figure::Conversions, |_| true), 1);
     assert_eq!(
@@ -692,7 +692,7 @@ fn a_contact_on_two_visitors_counts_once_with_the_correction() {
     );
     assert_eq!(
         fixed,
-        range(&stored(&c, &both), "", "", "2025-01-17", "2025-03-16")
+        range(&stored(&c, &both), ALL, ALL, "2025-01-17", "2025-03-16")
     );
 }
 
@@ -718,8 +718,8 @@ fn the_on_demand_answer_is_the_stored_rows_answer() {
         let direct = answer(&c, &visitors, &q);
         let summed = range(
             &rows,
-            device.unwrap_or(""),
-            placement.unwrap_or(""),
+            device.unwrap_or(ALL),
+            placement.unwrap_or(ALL),
             first,
             last,
         );
@@ -785,7 +785,7 @@ fn paths_without_a_sign_up_look_back_as_conversions_do() {
         rows.extend(stored(&c, std::slice::from_ref(v)));
     }
     let (first, last) = ("2025-02-01", "2025-02-28");
-    let a = range(&rows, "", "", first, last);
+    let a = range(&rows, ALL, ALL, first, last);
     let without = |path: &str| n(&a, Figure::PathsNotConverted, |d| d.channel == path);
     assert_eq!(
         without("metro > tinder"),
@@ -822,7 +822,7 @@ fn paths_without_a_sign_up_look_back_as_conversions_do() {
     };
     assert_eq!(paths_of(&direct), paths_of(&a));
     // Over the whole campaign the visitor converting in March converts.
-    let all = range(&rows, "", "", "2025-01-17", "2025-03-16");
+    let all = range(&rows, ALL, ALL, "2025-01-17", "2025-03-16");
     let without_all = |path: &str| n(&all, Figure::PathsNotConverted, |d| d.channel == path);
     assert_eq!(without_all("social"), 0);
     assert_eq!(

@@ -338,8 +338,8 @@ async fn run_one(
     let (start, end) = (first.starts_at.timestamp(), last.ends_at.timestamp());
     let figures: i64 = client
         .query(
-            "SELECT toInt64(sum(n)) FROM figures WHERE figure = 'events' AND device_filter = '' \
-             AND placement_filter = '' AND first_day >= toDate(?) AND last_day <= toDate(?)",
+            "SELECT toInt64(sum(n)) FROM figures WHERE figure = 'events' AND device_filter = '*' \
+             AND placement_filter = '*' AND first_day >= toDate(?) AND last_day <= toDate(?)",
         )
         .bind(first.start_date.to_string())
         .bind(last.end_date.to_string())
