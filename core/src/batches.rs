@@ -96,8 +96,8 @@ impl Marker {
     }
 
     /// Its element of each column of the catalogue (`figures::COLUMNS`):
-    /// the marker in `figure`, the key in `channel`, the write's Unix time
-    /// in `seconds`, `n` 1, days `first`, `last`, every other column its
+    /// the marker in `figure`, the key in `path`, the write's Unix time
+    /// in `delay_seconds`, `n` 1, days `first`, `last`, every other column its
     /// type's zero.
     fn figure_values(&self, first: figures::Day, last: figures::Day) -> Vec<String> {
         figures::COLUMNS
@@ -107,8 +107,8 @@ impl Marker {
                 "first_day" => date(first),
                 "last_day" => date(last),
                 "device_filter" | "placement_filter" => format!("'{}'", figures::ALL),
-                "channel" => format!("'{}'", self.key),
-                "seconds" => (self.written_ms / 1000).to_string(),
+                "path" => format!("'{}'", self.key),
+                "delay_seconds" => (self.written_ms / 1000).to_string(),
                 "n" => "1".into(),
                 _ => match c.sql_type {
                     "String" => "''".into(),
@@ -121,8 +121,8 @@ impl Marker {
     }
 
     /// Its elements of each `delayed.*` array (first_day, last_day, bots,
-    /// device_filter, placement_filter, rounding, channel, seconds, n):
-    /// of rounding [`MARKER_ROUNDING`], the key in `channel`, `seconds`
+    /// device_filter, placement_filter, rounding, path, delay_seconds, n):
+    /// of rounding [`MARKER_ROUNDING`], the key in `path`, `delay_seconds`
     /// the write's Unix time.
     pub fn delayed_values(&self) -> Vec<Vec<String>> {
         let all = || format!("'{}'", figures::ALL);
@@ -259,7 +259,7 @@ async fn targets(
     let mut out = vec![Target {
         table: "figures".into(),
         marker: format!("figure = '{MARKER}' AND {UNSCOPED}"),
-        key_column: "channel",
+        key_column: "path",
         fill: copy_fill(
             "figures",
             &columns(client, &database, "figures").await?,
@@ -271,12 +271,9 @@ async fn targets(
         out.push(Target {
             table: table.into(),
             marker,
-            key_column: "channel",
+            key_column: "path",
             fill: copy_fill(table, &columns(client, &database, table).await?, array),
-            reads: Carried::Array {
-                array,
-                key: "channel",
-            },
+            reads: Carried::Array { array, key: "path" },
         });
     }
     out.push(Target {
@@ -322,7 +319,7 @@ async fn heads(
             client
                 .query(&format!(
                     "SELECT written_ms, visitor_id, event_id, \
-                     arrayElement(arrayFilter((c, f) -> f = '{MARKER}', change.channel, change.figure), 1) AS key \
+                     arrayElement(arrayFilter((c, f) -> f = '{MARKER}', change.path, change.figure), 1) AS key \
                      FROM ledger WHERE visitor_id IN ({}) AND (visitor_id, written_ms) IN ({}) \
                      AND notEmpty(change.figure) AND key != ''",
                     visitors.join(","),
@@ -445,16 +442,16 @@ pub async fn retire(store: &crate::StoreConfig) -> Result<(), clickhouse::error:
     let cutoff = now.saturating_sub(RETIRE_AFTER_S);
     let client = store.client();
     for (table, marker, seconds) in [
-        ("figures", format!("figure = '{MARKER}'"), "seconds"),
+        ("figures", format!("figure = '{MARKER}'"), "delay_seconds"),
         (
             crate::ranges::TABLE,
             format!("figure = '{MARKER}'"),
-            "seconds",
+            "delay_seconds",
         ),
         (
             crate::ranges::DELAYS_TABLE,
             format!("rounding = {MARKER_ROUNDING}"),
-            "seconds",
+            "delay_seconds",
         ),
         ("journeys", format!("kind = '{MARKER}'"), "intDiv(ms, 1000)"),
     ] {

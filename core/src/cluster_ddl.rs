@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(figures.len(), 3, "0004's, 0007's and 0012's");
         assert!(
             figures[2].contains("frequency UInt8")
-                && figures[2].contains("seconds, device_class, os_family)")
+                && figures[2].contains("path, delay_seconds, device_class, os_family)")
         );
         let figures_mv: Vec<&String> = out.iter().filter(|s| s.contains("figures_mv")).collect();
         assert!(

@@ -21,7 +21,11 @@
 -- touch channel) and its figure `contacts_per_visitor` is `frequency`
 -- ("contact" is the person who signs up). The local wall-clock hour of
 -- `scans_by_local_hour` gets its own column, `local_hour` (0–23), instead
--- of `hour`, which holds UTC hours as times everywhere else. A summing table's key cannot
+-- of `hour`, which holds UTC hours as times everywhere else. The paths
+-- get their own column, `path` (`metro > tinder`, `direct`), instead of
+-- `channel`, and every delay is `delay_seconds` (was `seconds`); "all" is
+-- `*` in every column, the scope filters too (they were `''`). The
+-- paths' delays table is made again with those names. A summing table's key cannot
 -- lose a column, so `figures` and `figures_ranges` are made again, with
 -- the columns of the model's catalogue (`figures::COLUMNS`); the ledger's
 -- `change.contacts` goes (a subcolumn of `change` left unwritten would be
@@ -38,10 +42,15 @@ DROP TABLE IF EXISTS figures;
 
 DROP TABLE IF EXISTS figures_ranges;
 
+DROP TABLE IF EXISTS paths_delays_ranges;
+
 ALTER TABLE ledger
     ADD COLUMN change.frequency Array(UInt8),
     ADD COLUMN change.local_hour Array(UInt8),
+    ADD COLUMN change.path Array(String),
+    ADD COLUMN change.delay_seconds Array(UInt32),
     DROP COLUMN change.contacts,
+    DROP COLUMN change.seconds,
     ADD COLUMN ranged.figure Array(String),
     ADD COLUMN ranged.bots Array(UInt8),
     ADD COLUMN ranged.device_filter Array(String),
@@ -63,7 +72,8 @@ ALTER TABLE ledger
     ADD COLUMN ranged.hour Array(DateTime),
     ADD COLUMN ranged.local_hour Array(UInt8),
     ADD COLUMN ranged.day Array(Date),
-    ADD COLUMN ranged.seconds Array(UInt32),
+    ADD COLUMN ranged.path Array(String),
+    ADD COLUMN ranged.delay_seconds Array(UInt32),
     ADD COLUMN ranged.n Array(Int64),
     ADD COLUMN ranged.credit Array(Float64),
     ADD COLUMN delayed.first_day Array(Date),
@@ -72,8 +82,8 @@ ALTER TABLE ledger
     ADD COLUMN delayed.device_filter Array(String),
     ADD COLUMN delayed.placement_filter Array(String),
     ADD COLUMN delayed.rounding Array(UInt32),
-    ADD COLUMN delayed.channel Array(String),
-    ADD COLUMN delayed.seconds Array(UInt32),
+    ADD COLUMN delayed.path Array(String),
+    ADD COLUMN delayed.delay_seconds Array(UInt32),
     ADD COLUMN delayed.n Array(Int64);
 
 CREATE TABLE IF NOT EXISTS figures
@@ -99,12 +109,13 @@ CREATE TABLE IF NOT EXISTS figures
     hour DateTime,
     local_hour UInt8,
     day Date,
-    seconds UInt32,
+    path String,
+    delay_seconds UInt32,
     n Int64,
     credit Float64
 )
 ENGINE = SummingMergeTree((n, credit))
-ORDER BY (figure, bots, device_filter, placement_filter, channel, first_day, last_day, phase, placement, event_type, action, step, model, conversion_phase, other_channel, frequency, hour, local_hour, day, seconds, device_class, os_family);
+ORDER BY (figure, bots, device_filter, placement_filter, channel, first_day, last_day, phase, placement, event_type, action, step, model, conversion_phase, other_channel, frequency, hour, local_hour, day, path, delay_seconds, device_class, os_family);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS figures_mv TO figures AS
 SELECT
@@ -129,7 +140,8 @@ SELECT
     change.hour AS hour,
     change.local_hour AS local_hour,
     change.day AS day,
-    change.seconds AS seconds,
+    change.path AS path,
+    change.delay_seconds AS delay_seconds,
     change.n AS n,
     change.credit AS credit
 FROM ledger
@@ -158,9 +170,26 @@ CREATE TABLE IF NOT EXISTS figures_ranges
     hour DateTime,
     local_hour UInt8,
     day Date,
-    seconds UInt32,
+    path String,
+    delay_seconds UInt32,
     n Int64,
     credit Float64
 )
 ENGINE = SummingMergeTree((n, credit))
-ORDER BY (figure, bots, device_filter, placement_filter, first_day, last_day, channel, phase, placement, event_type, action, step, model, conversion_phase, other_channel, frequency, hour, local_hour, day, seconds, device_class, os_family);
+ORDER BY (figure, bots, device_filter, placement_filter, first_day, last_day, channel, phase, placement, event_type, action, step, model, conversion_phase, other_channel, frequency, hour, local_hour, day, path, delay_seconds, device_class, os_family);
+
+CREATE TABLE IF NOT EXISTS paths_delays_ranges
+(
+    bots UInt8,
+    device_filter String,
+    placement_filter String,
+    first_day Date,
+    last_day Date,
+    rounding UInt32,
+    path String,
+    delay_seconds UInt32,
+    n Int64
+)
+ENGINE = SummingMergeTree(n)
+ORDER BY (bots, device_filter, placement_filter, first_day, last_day, rounding, path, delay_seconds)
+SETTINGS index_granularity = 256;

@@ -643,11 +643,11 @@ pub async fn summed_ranges_agree(
         // The paths' delays again, by each rounding (`paths_delays_ranges`).
         for rounding in ensemble_core::ranges::DELAY_ROUNDINGS {
             let days = format!("first_day = toDate('{a}') AND last_day = toDate('{b}')");
-            let delay = format!("toUInt32(intDiv(seconds, {rounding}) * {rounding})");
+            let delay = format!("toUInt32(intDiv(delay_seconds, {rounding}) * {rounding})");
             let of = |table: &str, rows: String, delay: &str| {
                 format!(
                     "SELECT concat(toString(bots), '|', device_filter, '|', placement_filter, '|', \
-                     channel, '|', toString({delay})) AS key, sum(n) AS n, toFloat64(0) AS credit \
+                     path, '|', toString({delay})) AS key, sum(n) AS n, toFloat64(0) AS credit \
                      FROM {table} WHERE {rows} GROUP BY key HAVING n != 0 ORDER BY key"
                 )
             };
@@ -660,7 +660,7 @@ pub async fn summed_ranges_agree(
             let kept = fetch(of(
                 ensemble_core::ranges::DELAYS_TABLE,
                 format!("{days} AND rounding = {rounding}"),
-                "seconds",
+                "delay_seconds",
             ))
             .await?;
             let pairs = |v: &[Value]| -> Vec<(String, i64)> {
@@ -714,7 +714,7 @@ pub async fn figures_snapshot(
     }
     queries.push(format!(
         "SELECT concat('{t}|', toString(bots), '|', device_filter, '|', placement_filter, '|', toString(first_day), \
-         '|', toString(last_day), '|', toString(rounding), '|', channel, '|', toString(seconds)) AS key, \
+         '|', toString(last_day), '|', toString(rounding), '|', path, '|', toString(delay_seconds)) AS key, \
          sum(n) AS n, toFloat64(0) AS credit FROM {t} WHERE rounding != {r} GROUP BY key HAVING n != 0 ORDER BY key",
         t = ensemble_core::ranges::DELAYS_TABLE,
         r = ensemble_core::batches::MARKER_ROUNDING

@@ -51,8 +51,8 @@ pub const DELAY_COLUMNS: [&str; 9] = [
     "device_filter",
     "placement_filter",
     "rounding",
-    "channel",
-    "seconds",
+    "path",
+    "delay_seconds",
     "n",
 ];
 
@@ -243,7 +243,7 @@ type FigureColumn = fn(&mut String, &FigureRow<'_>);
 
 /// Each of [`FIGURE_COLUMNS`] of a figures row (in its order: a test
 /// checks the two against each other).
-const FIGURE_FIELDS: [FigureColumn; 24] = [
+const FIGURE_FIELDS: [FigureColumn; 25] = [
     |o, f| push_quoted(o, f.figure.name(), false),
     |o, f| push_number(o, f.bots),
     |o, f| push_quoted(o, f.device_filter, false),
@@ -265,7 +265,8 @@ const FIGURE_FIELDS: [FigureColumn; 24] = [
     |o, f| push_number(o, f.hour),
     |o, f| push_number(o, f.local_hour),
     |o, f| push_date(o, f.day),
-    |o, f| push_number(o, f.seconds),
+    |o, f| push_quoted(o, f.path, false),
+    |o, f| push_number(o, f.delay_seconds),
     |o, f| push_number(o, f.value.n),
     |o, f| {
         let _ = write!(o, "{:?}", f.value.credit);
@@ -311,8 +312,8 @@ const DELAY_FIELDS: [DelayColumn; 9] = [
     |o, d| push_quoted(o, d.device_filter, false),
     |o, d| push_quoted(o, d.placement_filter, false),
     |o, d| push_number(o, d.rounding),
-    |o, d| push_quoted(o, d.channel, false),
-    |o, d| push_number(o, d.seconds),
+    |o, d| push_quoted(o, d.path, false),
+    |o, d| push_number(o, d.delay_seconds),
     |o, d| push_number(o, d.n),
 ];
 
@@ -559,10 +560,11 @@ mod tests {
             }
         }
         assert_eq!(rows[0][14], "['batch']", "change.figure: the marker only");
+        let path = FIGURE_COLUMNS.iter().position(|c| *c == "path").unwrap();
         assert_eq!(
-            rows[0][14 + 7],
+            rows[0][14 + path],
             format!("['{key}']"),
-            "change.channel: the key"
+            "change.path: the key"
         );
         assert_eq!(
             rows[0][14 + 4],
@@ -579,9 +581,9 @@ mod tests {
         // as a figures row of that day would be.
         assert_eq!(rows[2][ranged], "['batch','batch']", "ranged.figure");
         assert_eq!(
-            rows[2][ranged + 7],
+            rows[2][ranged + path],
             format!("['{key}','{key}']"),
-            "ranged.channel: the key"
+            "ranged.path: the key"
         );
         assert_eq!(
             rows[2][ranged + 4],
@@ -601,7 +603,7 @@ mod tests {
         assert_eq!(
             rows[3][delayed + 6],
             format!("['{key}','{key}']"),
-            "delayed.channel: the key"
+            "delayed.path: the key"
         );
         assert_eq!(insert.marker.query_id(), format!("ensemble-ledger-{key}"));
 
@@ -649,7 +651,8 @@ mod tests {
             hour: 4,
             local_hour: 8,
             day: 3,
-            seconds: 5,
+            path: "path",
+            delay_seconds: 5,
             value: Value { n: 6, credit: 7.5 },
         };
         assert_eq!(FIGURE_FIELDS.len(), FIGURE_COLUMNS.len());
@@ -665,7 +668,7 @@ mod tests {
                 "hour" => "4".into(),
                 "local_hour" => "8".into(),
                 "day" => "'1970-01-04'".into(),
-                "seconds" => "5".into(),
+                "delay_seconds" => "5".into(),
                 "n" => "6".into(),
                 "credit" => "7.5".into(),
                 text => format!("'{text}'"),

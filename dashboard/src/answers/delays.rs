@@ -47,13 +47,13 @@ pub async fn top_paths_delay_hours(
     }
     let rows = stored.fits(days);
     let top = format!(
-        "SELECT channel FROM {} WHERE figure = '{}' AND bots <= ? AND device_filter = ? \
-         AND placement_filter = ? AND {rows} AND channel != ? \
-         GROUP BY channel ORDER BY sum(n) DESC, channel LIMIT {k}",
+        "SELECT path FROM {} WHERE figure = '{}' AND bots <= ? AND device_filter = ? \
+         AND placement_filter = ? AND {rows} AND path != ? \
+         GROUP BY path ORDER BY sum(n) DESC, path LIMIT {k}",
         ranges::TABLE,
         Figure::PathsConverted.name()
     );
-    let sql = delay_arrays_sql(ranges::DELAY_HOUR_S, &rows, &format!("channel IN ({top})"));
+    let sql = delay_arrays_sql(ranges::DELAY_HOUR_S, &rows, &format!("path IN ({top})"));
     let (bots, device, placement) = f.scope();
     let q = state
         .client
@@ -73,8 +73,8 @@ pub async fn top_paths_delay_hours(
         .iter()
         .filter(|r| in_scope(r, f, days, &[Figure::PathsDelays]))
     {
-        if let Some(h) = hours.get_mut(&r.dims.channel) {
-            *h.entry(u64::from(r.dims.seconds) / hour * hour)
+        if let Some(h) = hours.get_mut(&r.dims.path) {
+            *h.entry(u64::from(r.dims.delay_seconds) / hour * hour)
                 .or_default() += r.value.n;
         }
     }
@@ -86,9 +86,9 @@ pub async fn top_paths_delay_hours(
 /// 10 M events, each with its path's name, where 35 rows do.
 fn delay_arrays_sql(rounding: u32, days: &str, paths: &str) -> String {
     format!(
-        "SELECT channel, groupArray(seconds), groupArray(n) \
+        "SELECT path, groupArray(delay_seconds), groupArray(n) \
          FROM {} WHERE rounding = {rounding} AND bots <= ? AND device_filter = ? \
-         AND placement_filter = ? AND {days} AND ({paths}) GROUP BY channel",
+         AND placement_filter = ? AND {days} AND ({paths}) GROUP BY path",
         ranges::DELAYS_TABLE
     )
 }
@@ -97,8 +97,8 @@ fn delay_arrays_sql(rounding: u32, days: &str, paths: &str) -> String {
 /// more than once (summed by the reader, as [`delays_sql`]'s rows).
 #[derive(Debug, Row, Deserialize)]
 struct DelayArrays {
-    channel: String,
-    seconds: Vec<u32>,
+    path: String,
+    delay_seconds: Vec<u32>,
     n: Vec<i64>,
 }
 
@@ -108,8 +108,8 @@ struct DelayArrays {
 fn summed_delays(rows: Vec<DelayArrays>) -> DelayHours {
     let mut hours = DelayHours::new();
     for r in rows {
-        let h = hours.entry(r.channel).or_default();
-        for (seconds, n) in r.seconds.into_iter().zip(r.n) {
+        let h = hours.entry(r.path).or_default();
+        for (seconds, n) in r.delay_seconds.into_iter().zip(r.n) {
             *h.entry(u64::from(seconds)).or_default() += n;
         }
     }
@@ -155,7 +155,7 @@ pub(super) fn delays_rounding<'a>(
 /// against 11 at 10 M events), on the critical path of `/api/paths`.
 pub(super) fn delays_sql(rounding: u32, days: &str, paths: &str) -> String {
     format!(
-        "SELECT channel AS d_channel, seconds AS d_seconds, n AS total \
+        "SELECT path AS d_path, delay_seconds AS d_delay_seconds, n AS total \
          FROM {} WHERE rounding = {rounding} AND bots <= ? AND device_filter = ? \
          AND placement_filter = ? AND {days} AND ({paths})",
         ranges::DELAYS_TABLE
@@ -167,14 +167,14 @@ pub(super) fn delays_sql(rounding: u32, days: &str, paths: &str) -> String {
 /// by the primary key, granules of 256 rows.
 pub(super) fn delays_of(r: &[(String, u32, u32)]) -> String {
     if r.iter().all(|(_, from, to)| *from == 0 && *to == u32::MAX) {
-        format!("channel IN ({})", vec!["?"; r.len()].join(", "))
+        format!("path IN ({})", vec!["?"; r.len()].join(", "))
     } else {
         r.iter()
             .map(|(_, from, to)| {
                 if *to == u32::MAX {
-                    format!("(channel = ? AND seconds >= {from})")
+                    format!("(path = ? AND delay_seconds >= {from})")
                 } else {
-                    format!("(channel = ? AND seconds >= {from} AND seconds < {to})")
+                    format!("(path = ? AND delay_seconds >= {from} AND delay_seconds < {to})")
                 }
             })
             .collect::<Vec<_>>()
@@ -185,16 +185,16 @@ pub(super) fn delays_of(r: &[(String, u32, u32)]) -> String {
 /// A row of [`delays_sql`]: a path's delays at one rounded delay.
 #[derive(Debug, Row, Deserialize)]
 pub(super) struct DelayRow {
-    channel: String,
-    seconds: u32,
+    path: String,
+    delay_seconds: u32,
     total: i64,
 }
 
 impl DelayRow {
     pub(super) fn into_value(self) -> AnswerRow {
         let dims = Dims {
-            channel: self.channel,
-            seconds: self.seconds,
+            path: self.path,
+            delay_seconds: self.delay_seconds,
             ..Dims::default()
         };
         let value = Value {
@@ -274,10 +274,12 @@ mod tests {
     fn paths_delays_sql_names_the_rounding_and_each_paths_seconds() {
         let whole = vec![("a".to_owned(), 0, u32::MAX), ("b".to_owned(), 0, u32::MAX)];
         let sql = delays_sql(3600, "(first_day = x)", &delays_of(&whole));
-        assert!(sql.starts_with("SELECT channel AS d_channel, seconds AS d_seconds, n AS total"));
+        assert!(
+            sql.starts_with("SELECT path AS d_path, delay_seconds AS d_delay_seconds, n AS total")
+        );
         assert!(sql.contains("FROM paths_delays_ranges WHERE rounding = 3600 AND bots <= ?"));
         assert!(
-            sql.contains("AND (first_day = x) AND (channel IN (?, ?))"),
+            sql.contains("AND (first_day = x) AND (path IN (?, ?))"),
             "{sql}"
         );
         let some = vec![
@@ -287,7 +289,7 @@ mod tests {
         let sql = delays_sql(60, "d", &delays_of(&some));
         assert!(
             sql.contains(
-                "((channel = ? AND seconds >= 120 AND seconds < 3600) OR (channel = ? AND seconds >= 7200))"
+                "((path = ? AND delay_seconds >= 120 AND delay_seconds < 3600) OR (path = ? AND delay_seconds >= 7200))"
             ),
             "{sql}"
         );
@@ -300,9 +302,9 @@ mod tests {
 
     #[test]
     fn a_delay_read_twice_counts_as_its_sum() {
-        let row = |channel: &str, seconds: &[u32], n: &[i64]| DelayArrays {
-            channel: channel.to_owned(),
-            seconds: seconds.to_vec(),
+        let row = |path: &str, seconds: &[u32], n: &[i64]| DelayArrays {
+            path: path.to_owned(),
+            delay_seconds: seconds.to_vec(),
             n: n.to_vec(),
         };
         // Not summed by ClickHouse: the same key in one path's array (two
@@ -325,12 +327,12 @@ mod tests {
 
     #[test]
     fn the_top_paths_hours_come_as_one_row_per_path() {
-        let sql = delay_arrays_sql(3600, "(first_day = x)", "channel IN (?)");
+        let sql = delay_arrays_sql(3600, "(first_day = x)", "path IN (?)");
         assert_eq!(
             sql,
-            "SELECT channel, groupArray(seconds), groupArray(n) FROM paths_delays_ranges \
+            "SELECT path, groupArray(delay_seconds), groupArray(n) FROM paths_delays_ranges \
              WHERE rounding = 3600 AND bots <= ? AND device_filter = ? AND placement_filter = ? \
-             AND (first_day = x) AND (channel IN (?)) GROUP BY channel"
+             AND (first_day = x) AND (path IN (?)) GROUP BY path"
         );
     }
 }

@@ -153,15 +153,16 @@ pub async fn ask_rounded(
     };
     // Each path's ranges, looked up once per row (thousands of rows, tens
     // of paths: a scan of every range per row was most of the CPU time).
-    let mut by_channel: BTreeMap<&str, Vec<(u32, u32)>> = BTreeMap::new();
+    let column = narrowed_column(asked);
+    let mut by_name: BTreeMap<&str, Vec<(u32, u32)>> = BTreeMap::new();
     for (c, from, to) in only.unwrap_or_default() {
-        by_channel.entry(c.as_str()).or_default().push((*from, *to));
+        by_name.entry(c.as_str()).or_default().push((*from, *to));
     }
     let kept = |d: &Dims| {
         only.is_none()
-            || by_channel.get(d.channel.as_str()).is_some_and(|r| {
+            || by_name.get(named(d, column)).is_some_and(|r| {
                 r.iter()
-                    .any(|(from, to)| d.seconds >= *from && d.seconds < *to)
+                    .any(|(from, to)| d.delay_seconds >= *from && d.delay_seconds < *to)
             })
     };
     let rounded = |seconds: u32| match round {
@@ -173,13 +174,16 @@ pub async fn ask_rounded(
     whole.retain(|(_, d), _| kept(d));
     // ClickHouse rounded the stored rows already: unless a correction
     // brought other seconds, the answer is the one read.
-    if whole.keys().all(|(_, d)| rounded(d.seconds) == d.seconds) {
+    if whole
+        .keys()
+        .all(|(_, d)| rounded(d.delay_seconds) == d.delay_seconds)
+    {
         return Ok(whole);
     }
     let out = whole
         .into_iter()
         .map(|((figure, mut dims), v)| {
-            dims.seconds = rounded(dims.seconds);
+            dims.delay_seconds = rounded(dims.delay_seconds);
             ((figure, dims), v)
         })
         .collect();
@@ -246,8 +250,8 @@ pub async fn visitors_per_placement(
     Ok(out)
 }
 
-/// One figure of the whole question, only for the listed `(channel,
-/// seconds from, seconds to)` (the funnel's seconds around its median).
+/// One figure of the whole question, only for the listed `(channel or
+/// path, delay_seconds from, to)` (the funnel's delays around its median).
 pub async fn ask_seconds(
     state: &ApiState,
     f: &Filters,
@@ -259,7 +263,7 @@ pub async fn ask_seconds(
 
 /// A row of `stored_answer`'s SELECT, read by position: its fields in the
 /// select list's order (the catalogue's dimensions, `figures::COLUMNS`,
-/// then the seconds and the sums).
+/// then the delay and the sums).
 #[derive(Debug, Row, Deserialize)]
 struct StoredRow {
     part: u8,
@@ -280,7 +284,8 @@ struct StoredRow {
     hour_s: u32,
     local_hour: u8,
     day_n: u32,
-    seconds: u32,
+    path: String,
+    delay_seconds: u32,
     total: i64,
     cr: f64,
 }
@@ -351,14 +356,33 @@ impl Stored {
     }
 }
 
-/// The rows of `(channel, seconds from, seconds to)` (numbers inlined,
-/// channels bound in order): a set lookup when every range is whole
-/// (`channel IN`) or one aligned step (`(channel, intDiv(seconds, step))
-/// IN`, the medians' hours), rather than a chain of comparisons per row
-/// (the paths' medians at 10 M events: ~65 → ~35 ms in ClickHouse).
-fn narrowed(r: &[(String, u32, u32)]) -> String {
+/// The column a narrowed question names its rows by: the paths' figures
+/// by `path`, the funnel's delays by `channel`.
+fn narrowed_column(asked: &[Figure]) -> &'static str {
+    if asked.iter().any(|f| f.dimensions().contains(&"path")) {
+        "path"
+    } else {
+        "channel"
+    }
+}
+
+/// A row's name in [`narrowed_column`]'s column.
+fn named<'d>(d: &'d Dims, column: &str) -> &'d str {
+    if column == "path" {
+        &d.path
+    } else {
+        &d.channel
+    }
+}
+
+/// The rows of `(name, delay from, delay to)` (numbers inlined, names of
+/// `column` bound in order): a set lookup when every range is whole
+/// (`column IN`) or one aligned step (`(column, intDiv(delay_seconds,
+/// step)) IN`, the medians' hours), rather than a chain of comparisons per
+/// row (the paths' medians at 10 M events: ~65 → ~35 ms in ClickHouse).
+fn narrowed(column: &str, r: &[(String, u32, u32)]) -> String {
     if r.iter().all(|(_, from, to)| *from == 0 && *to == u32::MAX) {
-        return format!("channel IN ({})", vec!["?"; r.len()].join(", "));
+        return format!("{column} IN ({})", vec!["?"; r.len()].join(", "));
     }
     if let Some(step) = r.first().map(|(_, from, to)| to.saturating_sub(*from)) {
         if step > 0
@@ -369,11 +393,16 @@ fn narrowed(r: &[(String, u32, u32)]) -> String {
                 .iter()
                 .map(|(_, from, _)| format!("(?, {})", from / step))
                 .collect();
-            return format!("(channel, intDiv(seconds, {step})) IN ({})", set.join(", "));
+            return format!(
+                "({column}, intDiv(delay_seconds, {step})) IN ({})",
+                set.join(", ")
+            );
         }
     }
     r.iter()
-        .map(|(_, from, to)| format!("(channel = ? AND seconds >= {from} AND seconds < {to})"))
+        .map(|(_, from, to)| {
+            format!("({column} = ? AND delay_seconds >= {from} AND delay_seconds < {to})")
+        })
         .collect::<Vec<_>>()
         .join(" OR ")
 }
@@ -390,13 +419,14 @@ fn in_scope(r: &OwnedRow, f: &Filters, (a, b): Days, asked: &[Figure]) -> bool {
         && asked.contains(&r.figure)
 }
 
-/// `(channel, seconds from, seconds to)`: the rows a narrowed question keeps.
+/// `(channel or path, delay from, delay to)`: the rows a narrowed question
+/// keeps.
 type SecondsOf = [(String, u32, u32)];
 
-/// How a question reads the `seconds` column (the paths' delays): as
+/// How a question reads the `delay_seconds` column: as
 /// stored (`round: None`) or rounded down to a multiple of `round` (0:
 /// summed away), and with `only`, the rows of those
-/// `(channel, seconds from, seconds to)` alone.
+/// `(channel or path, delay from, delay to)` alone.
 #[derive(Clone, Copy, Default)]
 struct Seconds<'a> {
     only: Option<&'a SecondsOf>,
@@ -443,7 +473,8 @@ async fn stored_answer(
     } else {
         "toUInt8(1)".to_owned()
     };
-    let narrow_sql = narrow.map_or_else(String::new, |r| format!(" AND ({})", narrowed(r)));
+    let column = narrowed_column(asked);
+    let narrow_sql = narrow.map_or_else(String::new, |r| format!(" AND ({})", narrowed(column, r)));
     // Seconds are not in the sort key after the channel: when the ranges
     // span at most a day (of a 30-day lookback), a PREWHERE on that span
     // reads the other columns of those rows only (the funnel's medians on
@@ -455,7 +486,7 @@ async fn stored_answer(
             let from = r.iter().map(|x| x.1).min().unwrap_or(0);
             let to = r.iter().map(|x| x.2).max().unwrap_or(u32::MAX);
             if to.saturating_sub(from) <= NARROW_SPAN_S {
-                format!(" PREWHERE seconds >= {from} AND seconds < {to}")
+                format!(" PREWHERE delay_seconds >= {from} AND delay_seconds < {to}")
             } else {
                 String::new()
             }
@@ -476,7 +507,7 @@ async fn stored_answer(
     // last, below; times as numbers.
     for c in figures::COLUMNS
         .iter()
-        .filter(|c| c.role == figures::Role::Dimension && c.name != "seconds")
+        .filter(|c| c.role == figures::Role::Dimension && c.name != "delay_seconds")
     {
         let column = c.name;
         let (expr, zero) = match c.sql_type {
@@ -496,17 +527,17 @@ async fn stored_answer(
     // Rounded seconds are summed in ClickHouse (fewer rows to read back);
     // the rows corrected below are rounded by the caller.
     match seconds.round {
-        _ if !used("seconds") => select.push("toUInt32(0) AS d_seconds".into()),
+        _ if !used("delay_seconds") => select.push("toUInt32(0) AS d_delay_seconds".into()),
         None => {
-            select.push("seconds AS d_seconds".into());
-            group.push("d_seconds".into());
+            select.push("delay_seconds AS d_delay_seconds".into());
+            group.push("d_delay_seconds".into());
         }
-        Some(0) => select.push("toUInt32(0) AS d_seconds".into()),
+        Some(0) => select.push("toUInt32(0) AS d_delay_seconds".into()),
         Some(step) => {
             select.push(format!(
-                "toUInt32(intDiv(seconds, {step}) * {step}) AS d_seconds"
+                "toUInt32(intDiv(delay_seconds, {step}) * {step}) AS d_delay_seconds"
             ));
-            group.push("d_seconds".into());
+            group.push("d_delay_seconds".into());
         }
     }
     // Not ordered by ClickHouse: an ORDER BY of the grouped columns cost it
@@ -566,7 +597,8 @@ async fn stored_answer(
             hour: r.hour_s,
             local_hour: r.local_hour,
             day: r.day_n,
-            seconds: r.seconds,
+            path: r.path,
+            delay_seconds: r.delay_seconds,
         };
         let value = Value {
             n: r.total,
@@ -618,7 +650,9 @@ async fn stored_answer(
         asked.contains(&figure)
             && narrow.is_none_or(|r| {
                 r.iter().any(|(c, from, to)| {
-                    dims.channel == *c && dims.seconds >= *from && dims.seconds < *to
+                    named(dims, column) == c
+                        && dims.delay_seconds >= *from
+                        && dims.delay_seconds < *to
                 })
             })
     };
@@ -821,16 +855,17 @@ mod tests {
     #[test]
     fn narrowed_rows_are_a_set_when_they_can_be() {
         let whole = [("a".to_owned(), 0, u32::MAX), ("b".to_owned(), 0, u32::MAX)];
-        assert_eq!(narrowed(&whole), "channel IN (?, ?)");
+        assert_eq!(narrowed("channel", &whole), "channel IN (?, ?)");
+        assert_eq!(narrowed("path", &whole), "path IN (?, ?)");
         let hours = [("a".to_owned(), 7200, 10800), ("b".to_owned(), 0, 3600)];
         assert_eq!(
-            narrowed(&hours),
-            "(channel, intDiv(seconds, 3600)) IN ((?, 2), (?, 0))"
+            narrowed("path", &hours),
+            "(path, intDiv(delay_seconds, 3600)) IN ((?, 2), (?, 0))"
         );
         let odd = [("a".to_owned(), 100, 3700), ("b".to_owned(), 0, 3600)];
         assert_eq!(
-            narrowed(&odd),
-            "(channel = ? AND seconds >= 100 AND seconds < 3700) OR (channel = ? AND seconds >= 0 AND seconds < 3600)"
+            narrowed("channel", &odd),
+            "(channel = ? AND delay_seconds >= 100 AND delay_seconds < 3700) OR (channel = ? AND delay_seconds >= 0 AND delay_seconds < 3600)"
         );
     }
 

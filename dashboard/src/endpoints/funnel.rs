@@ -69,11 +69,14 @@ async fn medians(
     for (channel, hour, rank, below) in wanted {
         let mut seen = below;
         for (d, v) in of(&secs, Figure::FunnelSeconds)
-            .filter(|(d, _)| d.channel == channel && d.seconds / 3600 * 3600 == hour)
+            .filter(|(d, _)| d.channel == channel && d.delay_seconds / 3600 * 3600 == hour)
         {
             seen += count(v);
             if seen >= rank {
-                found.entry(channel.clone()).or_default().push(d.seconds);
+                found
+                    .entry(channel.clone())
+                    .or_default()
+                    .push(d.delay_seconds);
                 break;
             }
         }
@@ -109,7 +112,7 @@ pub async fn funnel(State(state): State<Shared>, q: Params) -> Result<Response, 
         hours
             .entry(d.channel.clone())
             .or_default()
-            .push((d.seconds, count(v)));
+            .push((d.delay_seconds, count(v)));
     }
     for by_hour in hours.values_mut() {
         by_hour.sort_unstable();

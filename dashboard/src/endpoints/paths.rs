@@ -46,8 +46,8 @@ pub async fn table(state: &ApiState, f: &Filters) -> Result<Table, ApiError> {
 fn add_paths(t: &mut Table, a: &Answer, figure: Figure) {
     for ((_, d), v) in a.iter().filter(|((f, _), _)| *f == figure) {
         match figure {
-            Figure::PathsConverted => t.add_converted(&d.channel, v.n, v.credit),
-            Figure::PathsNotConverted => t.add_not_converted(&d.channel, v.n),
+            Figure::PathsConverted => t.add_converted(&d.path, v.n, v.credit),
+            Figure::PathsNotConverted => t.add_not_converted(&d.path, v.n),
             _ => {}
         }
     }
@@ -73,7 +73,7 @@ async fn add_medians(
         let a = answers::ask(state, f, &[Figure::PathsDelays], false).await?;
         for ((figure, d), v) in &a.whole {
             if *figure == Figure::PathsDelays {
-                t.add_delay(&d.channel, u64::from(d.seconds), v.n);
+                t.add_delay(&d.path, u64::from(d.delay_seconds), v.n);
             }
         }
         return Ok(());
@@ -103,9 +103,9 @@ async fn delay_hours<S: AsRef<str>>(
     let mut hours = DelayHours::new();
     for ((_, d), v) in &by_hour {
         *hours
-            .entry(d.channel.clone())
+            .entry(d.path.clone())
             .or_default()
-            .entry(u64::from(d.seconds))
+            .entry(u64::from(d.delay_seconds))
             .or_default() += v.n;
     }
     Ok(hours)
@@ -153,7 +153,7 @@ async fn add_minutes(
     )
     .await?;
     for ((_, d), v) in &minutes {
-        t.add_delay(&d.channel, u64::from(d.seconds), v.n);
+        t.add_delay(&d.path, u64::from(d.delay_seconds), v.n);
     }
     Ok(())
 }

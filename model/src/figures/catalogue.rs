@@ -54,7 +54,7 @@ const fn column(name: &'static str, sql_type: &'static str, role: Role) -> Colum
 
 /// Every column of a figures row, in the order the ledger carries them
 /// (`change.*`, `ranged.*`) and the batch marker lists its own.
-pub const COLUMNS: [Column; 24] = [
+pub const COLUMNS: [Column; 25] = [
     column("figure", "String", Role::Figure),
     column("bots", "UInt8", Role::Scope),
     column("device_filter", "String", Role::Scope),
@@ -76,7 +76,8 @@ pub const COLUMNS: [Column; 24] = [
     column("hour", "DateTime", Role::Dimension),
     column("local_hour", "UInt8", Role::Dimension),
     column("day", "Date", Role::Dimension),
-    column("seconds", "UInt32", Role::Dimension),
+    column("path", "String", Role::Dimension),
+    column("delay_seconds", "UInt32", Role::Dimension),
     column("n", "Int64", Role::Value),
     column("credit", "Float64", Role::Value),
 ];
@@ -122,7 +123,7 @@ mod tests {
         let zero = |n: &str| column_named(n).map(|c| c.zero);
         assert_eq!(zero("phase"), Some("''"));
         assert_eq!(zero("frequency"), Some("toUInt8(0)"));
-        assert_eq!(zero("seconds"), Some("toUInt32(0)"));
+        assert_eq!(zero("delay_seconds"), Some("toUInt32(0)"));
         assert_eq!(zero("hour"), Some("toDateTime(0)"));
         assert_eq!(zero("day"), Some("toDate(0)"));
         assert_eq!(zero("n"), Some("toInt64(0)"));

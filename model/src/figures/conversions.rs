@@ -81,16 +81,16 @@ pub(crate) fn conversions<'a>(
                 let ms = (conversion.ts - first.ts).num_milliseconds().max(0);
                 delay_s = ms as f64 / 1000.0;
                 let secs = u64::try_from(ms / 1000).unwrap_or(0);
-                k.channel = b
+                k.path = b
                     .strings
                     .own(paths::path_of(credited.iter().map(|t| t.channel.as_str())));
                 let mut d = b.key(Figure::PathsDelays);
-                d.channel = k.channel;
-                d.seconds = u32::try_from(secs / paths::DELAY_STEP_S * paths::DELAY_STEP_S)
+                d.path = k.path;
+                d.delay_seconds = u32::try_from(secs / paths::DELAY_STEP_S * paths::DELAY_STEP_S)
                     .unwrap_or(u32::MAX);
                 count(&mut out, d);
             }
-            None => k.channel = b.id(attribution::DIRECT),
+            None => k.path = b.id(attribution::DIRECT),
         }
         out.push((
             k,

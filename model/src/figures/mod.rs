@@ -210,14 +210,13 @@ impl Figure {
             Figure::Scanners | Figure::SignupsByPlacement => &["placement", "channel"],
             Figure::Touches => &["channel", "phase"],
             Figure::Funnel => &["channel", "step"],
-            Figure::FunnelSeconds | Figure::FunnelHours | Figure::PathsDelays => {
-                &["channel", "seconds"]
-            }
+            Figure::FunnelSeconds | Figure::FunnelHours => &["channel", "delay_seconds"],
+            Figure::PathsDelays => &["path", "delay_seconds"],
             Figure::Frequency => &["channel", "frequency"],
             Figure::Overlap => &["channel", "other_channel"],
             Figure::Conversions => &["phase"],
             Figure::Credits => &["model", "channel", "phase", "conversion_phase"],
-            Figure::PathsConverted | Figure::PathsNotConverted => &["channel"],
+            Figure::PathsConverted | Figure::PathsNotConverted => &["path"],
             Figure::ScansByLocalHour => &["day", "local_hour", "channel"],
             Figure::Devices => &["channel", "device_class", "os_family", "step"],
         }

@@ -62,10 +62,9 @@ pub struct DelayKey {
     pub device_filter: u32,
     pub placement_filter: u32,
     pub rounding: u32,
-    /// The path.
-    pub channel: u32,
+    pub path: u32,
     /// The delay rounded down to a multiple of `rounding`.
-    pub seconds: u32,
+    pub delay_seconds: u32,
 }
 
 /// The paths' delays among `ranged` (rows [`by_range`] gave), by each of
@@ -84,8 +83,8 @@ pub fn delays_by_range(ranged: &[(Key, Value)]) -> Vec<(DelayKey, i64)> {
                 device_filter: k.device_filter,
                 placement_filter: k.placement_filter,
                 rounding,
-                channel: k.channel,
-                seconds: k.seconds / rounding * rounding,
+                path: k.path,
+                delay_seconds: k.delay_seconds / rounding * rounding,
             })
             .or_default() += v.n;
         }
@@ -104,8 +103,8 @@ pub struct DelayRow<'s> {
     pub device_filter: &'s str,
     pub placement_filter: &'s str,
     pub rounding: u32,
-    pub channel: &'s str,
-    pub seconds: u32,
+    pub path: &'s str,
+    pub delay_seconds: u32,
     pub n: i64,
 }
 
@@ -121,8 +120,8 @@ pub fn delay_rows_of<'s>(
         device_filter: strings.get(k.device_filter),
         placement_filter: strings.get(k.placement_filter),
         rounding: k.rounding,
-        channel: strings.get(k.channel),
-        seconds: k.seconds,
+        path: strings.get(k.path),
+        delay_seconds: k.delay_seconds,
         n: *n,
     })
 }
@@ -154,7 +153,8 @@ mod tests {
             hour: 0,
             local_hour: 0,
             day: 0,
-            seconds,
+            path: 1,
+            delay_seconds: seconds,
         }
     }
 
@@ -204,7 +204,7 @@ mod tests {
         ];
         let got: Vec<(u32, u32, i64)> = delays_by_range(&ranged)
             .into_iter()
-            .map(|(k, n)| (k.rounding, k.seconds, n))
+            .map(|(k, n)| (k.rounding, k.delay_seconds, n))
             .collect();
         assert_eq!(
             got,

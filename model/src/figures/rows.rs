@@ -83,7 +83,11 @@ pub struct Key {
     /// The local wall-clock hour, 0–23 (`scans_by_local_hour`).
     pub local_hour: u8,
     pub day: Day,
-    pub seconds: u32,
+    /// The path of a conversion (`paths_*` figures): the channels of its
+    /// touches, `metro > tinder`, or `direct`.
+    pub path: u32,
+    /// A delay in seconds (from the first touch to the sign-up).
+    pub delay_seconds: u32,
 }
 
 /// Two fields to a word (eleven words rather than twenty-one): hashing
@@ -106,7 +110,7 @@ impl std::hash::Hash for Key {
             pair(self.conversion_phase, self.other_channel),
             pair(self.device_class, self.os_family),
             pair(self.hour, self.day),
-            u64::from(self.seconds),
+            pair(self.path, self.delay_seconds),
         ] {
             state.write_u64(word);
         }
@@ -268,7 +272,8 @@ pub struct Row<'s> {
     /// The local wall-clock hour, 0–23 (`scans_by_local_hour`).
     pub local_hour: u8,
     pub day: Day,
-    pub seconds: u32,
+    pub path: &'s str,
+    pub delay_seconds: u32,
     pub value: Value,
 }
 
@@ -299,7 +304,8 @@ pub fn rows_of<'s>(
         hour: k.hour,
         local_hour: k.local_hour,
         day: k.day,
-        seconds: k.seconds,
+        path: strings.get(k.path),
+        delay_seconds: k.delay_seconds,
         value: *v,
     })
 }
@@ -325,7 +331,8 @@ pub struct Dims {
     /// The local wall-clock hour, 0–23 (`scans_by_local_hour`).
     pub local_hour: u8,
     pub day: Day,
-    pub seconds: u32,
+    pub path: String,
+    pub delay_seconds: u32,
 }
 
 /// Field by field in declaration order (what a derived order does), but
@@ -355,7 +362,8 @@ impl Ord for Dims {
             .then_with(|| self.hour.cmp(&o.hour))
             .then_with(|| self.local_hour.cmp(&o.local_hour))
             .then_with(|| self.day.cmp(&o.day))
-            .then_with(|| self.seconds.cmp(&o.seconds))
+            .then_with(|| text(&self.path, &o.path))
+            .then_with(|| self.delay_seconds.cmp(&o.delay_seconds))
     }
 }
 
@@ -386,7 +394,8 @@ impl Row<'_> {
             hour: self.hour,
             local_hour: self.local_hour,
             day: self.day,
-            seconds: self.seconds,
+            path: self.path.to_owned(),
+            delay_seconds: self.delay_seconds,
         }
     }
 }

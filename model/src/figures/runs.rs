@@ -74,7 +74,8 @@ impl<'a> Builder<'_, 'a> {
             hour: 0,
             local_hour: 0,
             day: 0,
-            seconds: 0,
+            path: e,
+            delay_seconds: 0,
         }
     }
 
@@ -540,7 +541,7 @@ pub(crate) fn visitor_figures<'a>(
     }
     if let Some(path) = path_without_signup(b, earlier, evs, &candidates) {
         let mut k = b.key(Figure::PathsNotConverted);
-        k.channel = b.strings.own(path);
+        k.path = b.strings.own(path);
         count(out, k);
     }
     funnel(b, evs, &first_touch, out);
@@ -651,7 +652,7 @@ pub(crate) fn funnel<'a>(
             ] {
                 let mut k = b.key(figure);
                 k.channel = channel;
-                k.seconds = seconds;
+                k.delay_seconds = seconds;
                 count(out, k);
             }
         }

@@ -256,7 +256,7 @@ fn dims_order_field_by_field_in_declaration_order() {
                 d.device_class.clone(),
                 d.os_family.clone(),
             ),
-            (d.frequency, d.hour, d.day, d.seconds),
+            (d.frequency, d.hour, d.day, d.path.clone(), d.delay_seconds),
         )
     };
     let texts = ["", "a", "ab", "b"];
@@ -266,7 +266,8 @@ fn dims_order_field_by_field_in_declaration_order() {
             let mut d = Dims {
                 channel: (*t).into(),
                 os_family: (*u).into(),
-                seconds: u32::try_from(i * j).unwrap(),
+                path: (*t).into(),
+                delay_seconds: u32::try_from(i * j).unwrap(),
                 ..Dims::default()
             };
             all.push(d.clone());
@@ -340,7 +341,7 @@ fn rows_hold_nothing_outside_their_figures_dimensions() {
     for r in &rows {
         let d = &r.dims;
         let used = r.figure.dimensions();
-        let held: [(&str, bool); 16] = [
+        let held: [(&str, bool); 17] = [
             ("phase", !d.phase.is_empty()),
             ("channel", !d.channel.is_empty()),
             ("placement", !d.placement.is_empty()),
@@ -356,7 +357,8 @@ fn rows_hold_nothing_outside_their_figures_dimensions() {
             ("hour", d.hour != 0),
             ("local_hour", d.local_hour != 0),
             ("day", d.day != 0),
-            ("seconds", d.seconds != 0),
+            ("path", !d.path.is_empty()),
+            ("delay_seconds", d.delay_seconds != 0),
         ];
         for (column, set) in held {
             assert!(
@@ -417,7 +419,7 @@ fn a_conversion_path_and_its_delay_to_the_minute() {
     let c = campaign();
     let rows = stored(&c, &[("v1".into(), scanner(&c))]);
     let a = range(&rows, ALL, ALL, "2025-01-17", "2025-03-16");
-    let path = |d: &Dims| d.channel == "metro > tinder";
+    let path = |d: &Dims| d.path == "metro > tinder";
     assert_eq!(n(&a, Figure::PathsConverted, path), 1);
     // 10 Feb 10:00 → 12 Feb 20:10: 209 400 s exactly, on the minute.
     let exact: f64 = a
@@ -427,7 +429,8 @@ fn a_conversion_path_and_its_delay_to_the_minute() {
         .sum();
     assert!((exact - 209_400.0).abs() < 1e-9, "{exact}");
     assert_eq!(
-        n(&a, Figure::PathsDelays, |d| path(d) && d.seconds == 209_400),
+        n(&a, Figure::PathsDelays, |d| path(d)
+            && d.delay_seconds == 209_400),
         1
     );
     assert_eq!(n(&a, Figure::PathsDelays, |_| true), 1);
@@ -466,17 +469,17 @@ fn the_worked_example_over_the_campaign() {
     // 10 Feb 10:00 → 12 Feb 20:10; 20:05 → 20:10.
     assert_eq!(
         n(&a, Figure::FunnelSeconds, |d| d.channel == "metro"
-            && d.seconds == 209_400),
+            && d.delay_seconds == 209_400),
         1
     );
     assert_eq!(
         n(&a, Figure::FunnelHours, |d| d.channel == "metro"
-            && d.seconds == 208_800),
+            && d.delay_seconds == 208_800),
         1
     );
     assert_eq!(
         n(&a, Figure::FunnelSeconds, |d| d.channel == "tinder"
-            && d.seconds == 300),
+            && d.delay_seconds == 300),
         1
     );
     assert_eq!(
@@ -646,9 +649,7 @@ fn bots_are_left_out_unless_asked_for() {
     assert_eq!(n(&without, Figure::Events, |_| true), 7);
     let events_of = |bots: u8| -> i64 {
         rows.iter()
-            .filter(|r| {
-                r.bots == bots && r.device_filter == ALL && r.placement_filter == ALL
-            })
+            .filter(|r| r.bots == bots && r.device_filter == ALL && r.placement_filter == ALL)
             .filter(|r| r.figure == Figure::Events)
             .map(|r| r.value.n)
             .sum()
@@ -786,7 +787,7 @@ fn paths_without_a_sign_up_look_back_as_conversions_do() {
     }
     let (first, last) = ("2025-02-01", "2025-02-28");
     let a = range(&rows, ALL, ALL, first, last);
-    let without = |path: &str| n(&a, Figure::PathsNotConverted, |d| d.channel == path);
+    let without = |path: &str| n(&a, Figure::PathsNotConverted, |d| d.path == path);
     assert_eq!(
         without("metro > tinder"),
         1,
@@ -817,13 +818,13 @@ fn paths_without_a_sign_up_look_back_as_conversions_do() {
     let paths_of = |a: &Answer| -> Vec<(String, i64)> {
         a.iter()
             .filter(|((f, _), v)| *f == Figure::PathsNotConverted && v.n != 0)
-            .map(|((_, d), v)| (d.channel.to_string(), v.n))
+            .map(|((_, d), v)| (d.path.to_string(), v.n))
             .collect()
     };
     assert_eq!(paths_of(&direct), paths_of(&a));
     // Over the whole campaign the visitor converting in March converts.
     let all = range(&rows, ALL, ALL, "2025-01-17", "2025-03-16");
-    let without_all = |path: &str| n(&all, Figure::PathsNotConverted, |d| d.channel == path);
+    let without_all = |path: &str| n(&all, Figure::PathsNotConverted, |d| d.path == path);
     assert_eq!(without_all("social"), 0);
     assert_eq!(
         without_all("display"),
