@@ -313,7 +313,7 @@ pub fn rows_of<'s>(
 /// What an answer is about: a figure and its dimensions, with owned
 /// strings. The question's own filters (range, device, placement, bots)
 /// are not part of it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, Eq, Hash)]
 pub struct Dims {
     pub phase: String,
     pub channel: String,
@@ -364,6 +364,17 @@ impl Ord for Dims {
             .then_with(|| self.day.cmp(&o.day))
             .then_with(|| text(&self.path, &o.path))
             .then_with(|| self.delay_seconds.cmp(&o.delay_seconds))
+    }
+}
+
+/// Equal when [`Ord`] says so: the same fields, but two empty strings
+/// compared without a call to `memcmp` (a derived `==` made one per field,
+/// and a path, near the end, was reached after thirteen empty ones: half
+/// of `/api/attribution`'s time at 10 M events went to summing its
+/// answer's paths).
+impl PartialEq for Dims {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == std::cmp::Ordering::Equal
     }
 }
 
