@@ -13,6 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Picks the subcommand; its body is in `commands`.
 fn main() -> ExitCode {
+    no_huge_pages();
     let config = Config::parse();
     telemetry::init(&config.log);
     let settings = config.clone().validate();
@@ -44,5 +45,16 @@ fn main() -> ExitCode {
             })
         }
         None => launch("ensemble-processor", settings, run),
+    }
+}
+
+/// Transparent huge pages off for this process: mimalloc asks for them on
+/// its arenas (`madvise`), and a 2 MB page that holds a few live objects
+/// counts whole in the resident set (see docs/benchmarks.md for what it
+/// changed). A kernel that refuses leaves them as they were.
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("ensemble-processor: transparent huge pages stay on ({e})");
     }
 }
