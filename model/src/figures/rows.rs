@@ -313,6 +313,8 @@ pub fn rows_of<'s>(
 /// What an answer is about: a figure and its dimensions, with owned
 /// strings. The question's own filters (range, device, placement, bots)
 /// are not part of it.
+// `==` is field by field (through `Ord`), as the derived hash reads them.
+#[allow(clippy::derived_hash_with_manual_eq)]
 #[derive(Debug, Clone, Default, Eq, Hash)]
 pub struct Dims {
     pub phase: String,
