@@ -306,12 +306,24 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS db.ledger ON CLUSTER c1 AS db.ledger_local \
              ENGINE = Distributed(c1, db, ledger_local, cityHash64(visitor_id))"
         );
-        // 0005's ledger, 0007's and 0010's events, 0012's ledger; 0007
-        // makes the figures again (a new sorting key, which 18.16 cannot
-        // alter ON CLUSTER).
+        // 0005's ledger, 0007's and 0010's events; 0007 makes the figures
+        // again (a new sorting key, which 18.16 cannot alter ON CLUSTER),
+        // 0012 the figures and the ledger.
         assert_eq!(
             out.iter().filter(|s| s.starts_with("ALTER TABLE")).count(),
-            4
+            3
+        );
+        let ledgers: Vec<&String> = out
+            .iter()
+            .filter(|s| s.starts_with("CREATE TABLE IF NOT EXISTS db.ledger_local ON CLUSTER c1 "))
+            .collect();
+        assert_eq!(ledgers.len(), 2, "0004's and 0012's");
+        assert!(
+            ledgers[1].contains("index_granularity = 256")
+                && ledgers[1].contains("delayed Nested")
+                && ledgers[1].contains("ReplicatedMergeTree"),
+            "{}",
+            ledgers[1]
         );
         let made = |s: &&String| {
             s.starts_with("CREATE TABLE IF NOT EXISTS db.figures_local ON CLUSTER c1 ")
