@@ -13,9 +13,10 @@
 //! So, when partitions are revoked (this member's rebalance callback, run
 //! by librdkafka before the member rejoins, while the group waits for it):
 //!
-//! 1. the INSERT under way is waited for — told to give up if it is only
-//!    retrying a failing store — and its offsets are stored and committed:
-//!    the next owner starts after it;
+//! 1. the INSERTs under way (two at most, `crate::chain`) are waited for —
+//!    told to give up if they are only retrying a failing store — and
+//!    their offsets are stored and committed: the next owner starts after
+//!    them;
 //! 2. the consume loop drops what the batch it was filling holds of the
 //!    revoked partitions (nothing of it is written yet; those messages are
 //!    read again from the committed offset, by whoever owns them next).
@@ -28,6 +29,7 @@
 //! INSERT was retried) no longer writes figures: each INSERT checks
 //! `assignment_lost` before its ledger step and abandons the batch.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use ensemble_core::Shutdown;
@@ -35,24 +37,32 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::ClientContext;
 
 use crate::batcher::Batch;
+use crate::chain::Link;
 use crate::metrics::Metrics;
 
 /// The events consumer, with the rebalance callback of this module.
 pub type EventsConsumer = rdkafka::consumer::StreamConsumer<Handover>;
 
 /// An INSERT under way: its task, which gives its batch back — `Ok` once
-/// ClickHouse took it, `Err` if it gave up (nothing counted) — and the
-/// token that makes it stop retrying.
+/// ClickHouse took it, `Err` if it gave up (nothing counted) — the token
+/// that makes it stop retrying, and what the next batch waits on
+/// (`crate::chain`).
 #[derive(Debug)]
 pub struct Inflight {
     pub task: tokio::task::JoinHandle<Result<Batch, Batch>>,
     pub give_up: Shutdown,
+    pub link: Link,
 }
+
+/// Batches under way at most: one writing, the next one reading and
+/// computing (`crate::chain`).
+pub const MAX_INFLIGHT: usize = 2;
 
 /// What the consume loop and its rebalance callback share.
 #[derive(Debug)]
 pub struct Handover {
-    inflight: Mutex<Option<Inflight>>,
+    /// The INSERTs under way, oldest first.
+    inflight: Mutex<VecDeque<Inflight>>,
     /// (topic, partition) revoked since the loop last looked.
     revoked: Mutex<Vec<(String, i32)>>,
     metrics: Metrics,
@@ -67,28 +77,47 @@ impl Handover {
         }
     }
 
-    /// Records the INSERT just started.
+    /// Records the INSERT just started (after those under way).
     pub fn put(&self, inflight: Inflight) {
         if let Ok(mut slot) = self.inflight.lock() {
-            *slot = Some(inflight);
+            slot.push_back(inflight);
         }
     }
 
-    /// Takes the INSERT under way, if any.
+    /// Takes the oldest INSERT under way, if any.
     pub fn take(&self) -> Option<Inflight> {
-        self.inflight.lock().ok().and_then(|mut slot| slot.take())
+        self.inflight
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.pop_front())
+    }
+
+    /// Takes the oldest INSERT under way if there are `n` or more.
+    pub fn take_if_at_least(&self, n: usize) -> Option<Inflight> {
+        self.inflight
+            .lock()
+            .ok()
+            .and_then(|mut slot| (slot.len() >= n).then(|| slot.pop_front()).flatten())
     }
 
     /// Whether an INSERT is under way.
     pub fn busy(&self) -> bool {
-        self.inflight.lock().is_ok_and(|slot| slot.is_some())
+        self.inflight.lock().is_ok_and(|slot| !slot.is_empty())
     }
 
-    /// Whether the INSERT under way has ended.
+    /// Whether the oldest INSERT under way has ended.
     pub fn finished(&self) -> bool {
         self.inflight
             .lock()
-            .is_ok_and(|slot| slot.as_ref().is_some_and(|i| i.task.is_finished()))
+            .is_ok_and(|slot| slot.front().is_some_and(|i| i.task.is_finished()))
+    }
+
+    /// What the next batch waits on: the newest INSERT under way's link.
+    pub fn newest(&self) -> Option<Link> {
+        self.inflight
+            .lock()
+            .ok()
+            .and_then(|slot| slot.back().map(|i| i.link.clone()))
     }
 
     /// The partitions taken from this member since the last call: what the
@@ -100,21 +129,24 @@ impl Handover {
             .unwrap_or_default()
     }
 
-    /// Waits for the INSERT under way, stores its offsets, and commits
+    /// Waits for the INSERTs under way, stores their offsets, and commits
     /// every offset stored (an asynchronous commit may still be on its way).
     fn hand_over(&self, consumer: &BaseConsumer<Self>) {
-        let insert = if self.wait_for_insert(consumer) {
-            "waited"
-        } else {
-            "none"
-        };
+        let mut waited = false;
+        while self.wait_for_insert(consumer) {
+            waited = true;
+        }
+        let insert = if waited { "waited" } else { "none" };
         self.metrics.revokes.with_label_values(&[insert]).inc();
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::info!(error = %e, "nothing committed before handing partitions over; the next owner starts at the last commit (duplicates are removed)");
         }
     }
 
-    /// Whether there was an INSERT to wait for.
+    /// Waits for the oldest INSERT under way (the newer ones told to give
+    /// up too); whether there was one to wait for. A batch that gave up
+    /// makes the one after it give up (`crate::chain`), so the offsets
+    /// stored here never skip a batch.
     fn wait_for_insert(&self, consumer: &BaseConsumer<Self>) -> bool {
         let Some(inflight) = self.take() else {
             return false;
@@ -123,11 +155,16 @@ impl Handover {
         let waited = match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                 inflight.give_up.trigger();
+                if let Ok(slot) = self.inflight.lock() {
+                    slot.iter().for_each(|i| i.give_up.trigger());
+                }
                 tokio::task::block_in_place(|| h.block_on(inflight.task))
             }
             _ => {
-                tracing::error!("partitions revoked outside a multi-threaded runtime; the INSERT under way is not waited for");
-                self.put(inflight);
+                tracing::error!("partitions revoked outside a multi-threaded runtime; the INSERTs under way are not waited for");
+                if let Ok(mut slot) = self.inflight.lock() {
+                    slot.push_front(inflight);
+                }
                 return false;
             }
         };

@@ -4,6 +4,7 @@
 //! rows. Also owns the schema (`migrate`), retention and erasure.
 
 pub mod batcher;
+pub mod chain;
 pub mod commands;
 pub mod config;
 pub mod dlq;

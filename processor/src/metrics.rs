@@ -17,6 +17,8 @@ pub struct Metrics {
     pub insert_duration: Histogram,
     pub insert_failures: IntCounter,
     pub batches_completed: IntCounter,
+    /// Batches read and computed while the batch before was writing.
+    pub prepared_ahead: IntCounter,
     pub lag: IntGaugeVec,
     pub ahead_of_end: IntGaugeVec,
     pub rewinds: IntCounter,
@@ -70,6 +72,11 @@ impl Metrics {
         let insert_failures = IntCounter::new(
             "ensemble_processor_insert_failures_total",
             "Failed INSERT attempts (each retried; offsets do not move)",
+        )?;
+        let prepared_ahead = IntCounter::new(
+            "ensemble_processor_batches_prepared_ahead_total",
+            "Batches whose history was read and accounting computed while the batch before \
+             was still writing (its visitors handed over, see docs/processor.md)",
         )?;
         let batches_completed = IntCounter::new(
             "ensemble_processor_batches_completed_total",
@@ -146,6 +153,7 @@ impl Metrics {
             Box::new(insert_duration.clone()),
             Box::new(insert_failures.clone()),
             Box::new(batches_completed.clone()),
+            Box::new(prepared_ahead.clone()),
             Box::new(lag.clone()),
             Box::new(ahead_of_end.clone()),
             Box::new(rewinds.clone()),
@@ -169,6 +177,7 @@ impl Metrics {
             insert_duration,
             insert_failures,
             batches_completed,
+            prepared_ahead,
             lag,
             ahead_of_end,
             rewinds,

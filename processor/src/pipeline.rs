@@ -25,9 +25,10 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 
 use crate::batcher::{Batch, BatchLimits, Source};
+use crate::chain::{self, Link, Publisher};
 use crate::dlq::{DeadLetters, Origin};
 use crate::enrich::Enricher;
-use crate::handover::{EventsConsumer, Inflight};
+use crate::handover::{self, EventsConsumer, Inflight};
 use crate::metrics::Metrics;
 use crate::sink;
 
@@ -93,18 +94,25 @@ impl Pipeline {
                 }
                 Ok(Ok(m)) => self.handle(&m, &mut batch).await,
             }
-            if handover.finished() {
+            while handover.finished() {
                 self.finish(handover.take(), &mut abandoned).await;
             }
             if batch.is_due(&self.limits, Instant::now()) {
-                self.finish(handover.take(), &mut abandoned).await;
-                handover.put(self.start_insert(std::mem::take(&mut batch), &shutdown));
+                // One batch writing, the next one preparing (`chain.rs`):
+                // a third waits for the first to end.
+                self.finish(
+                    handover.take_if_at_least(handover::MAX_INFLIGHT),
+                    &mut abandoned,
+                )
+                .await;
+                let before = handover.newest();
+                handover.put(self.start_insert(std::mem::take(&mut batch), &shutdown, before));
             }
             if self.rejoin.swap(false, Ordering::Relaxed) {
                 // Everything handled so far is written and committed first:
                 // the next owner of these partitions starts after it.
-                self.finish(handover.take(), &mut abandoned).await;
-                let last = self.start_insert(std::mem::take(&mut batch), &shutdown);
+                self.finish_all(&handover, &mut abandoned).await;
+                let last = self.start_insert(std::mem::take(&mut batch), &shutdown, None);
                 self.finish(Some(last), &mut abandoned).await;
                 if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
                     tracing::debug!(error = %e, "commit before rejoining (nothing stored)");
@@ -120,8 +128,8 @@ impl Pipeline {
                 }
             }
         }
-        self.finish(handover.take(), &mut abandoned).await;
-        let last = self.start_insert(batch, &shutdown);
+        self.finish_all(&handover, &mut abandoned).await;
+        let last = self.start_insert(batch, &shutdown, None);
         self.finish(Some(last), &mut abandoned).await;
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final commit (nothing stored, or partitions revoked)");
@@ -185,9 +193,13 @@ impl Pipeline {
     /// Starts the INSERT of `batch`; the task gives the batch back — `Ok`
     /// once ClickHouse accepted it and the rows it refused are
     /// dead-lettered, `Err` if it gave up while ClickHouse failed (shutdown,
-    /// or its partitions revoked: `give_up`, a child of `shutdown`) or this
-    /// member lost its partitions.
-    fn start_insert(&self, batch: Batch, shutdown: &Shutdown) -> Inflight {
+    /// or its partitions revoked: `give_up`, a child of `shutdown`), this
+    /// member lost its partitions, or the batch `before` it gave up.
+    ///
+    /// With `before` (the INSERT under way), this one reads and computes
+    /// while that one writes, and writes once it ended (`chain.rs`).
+    fn start_insert(&self, batch: Batch, shutdown: &Shutdown, before: Option<Link>) -> Inflight {
+        let (publish, link) = chain::link();
         let give_up = shutdown.child();
         let (clients, campaigns, metrics, max, dead_letters, consumer, stop) = (
             self.clients.clone(),
@@ -199,91 +211,22 @@ impl Pipeline {
             give_up.clone(),
         );
         let task = tokio::spawn(async move {
-            if batch.rows.is_empty() {
-                return Ok(batch);
-            }
-            let owner = || !consumer.assignment_lost();
-            // Each campaign's rows into its own database, one after the
-            // other; the offsets move once every one has its rows (a batch
-            // given up half-way is read again, and each database's ledger
-            // drops what it already counted).
-            let mut refused = Vec::new();
-            let mut batch = batch;
-            for (site, rows) in by_site(&batch) {
-                // Shared with the events' INSERT task (see `sink::insert`),
-                // then given back to the batch.
-                let whole = rows.is_none();
-                let shared = Arc::new(match &rows {
-                    None => std::mem::take(&mut batch.rows),
-                    Some(indices) => indices.iter().map(|&i| batch.rows[i].clone()).collect(),
-                });
-                let inserted = sink::insert(
-                    &clients[site],
-                    campaigns.get(site),
-                    &shared,
-                    max,
-                    &metrics,
-                    (&stop, &owner),
-                )
-                .await;
-                if whole {
-                    batch.rows = Arc::try_unwrap(shared).unwrap_or_else(|a| a.as_ref().clone());
-                }
-                match inserted {
-                    Ok(r) => refused.extend(r.into_iter().map(|mut r| {
-                        if let Some(indices) = &rows {
-                            r.index = indices[r.index];
-                        }
-                        r
-                    })),
-                    Err(e) => {
-                        // Not counted: its offsets are not stored; the messages come again.
-                        tracing::warn!(error = %e, rows = batch.len(), "batch abandoned");
-                        return Err(batch);
-                    }
-                }
-            }
-            refused.sort_by_key(|r| r.index);
-            // The offsets move only once every refused row is safe in the
-            // dead-letter topic (send waits for Kafka's confirmation).
-            for r in &refused {
-                let s = &batch.sources[r.index];
-                let from = Origin {
-                    topic: &s.topic,
-                    partition: s.partition,
-                    offset: s.offset,
-                };
-                dead_letter(
-                    &dead_letters,
-                    &metrics,
-                    s.key.as_deref(),
-                    &s.payload,
-                    "refused_by_store",
-                    &r.detail,
-                    from,
-                )
-                .await;
-            }
-            let now = Utc::now();
-            let mut refused = refused.iter().map(|r| r.index).peekable();
-            for (i, r) in batch.rows.iter().enumerate() {
-                if refused.next_if_eq(&i).is_some() {
-                    continue;
-                }
-                let event_delay = (now - r.ts).num_milliseconds().max(0) as f64 / 1000.0;
-                let ingest_delay = (now - r.received_at).num_milliseconds().max(0) as f64 / 1000.0;
-                metrics
-                    .delay
-                    .with_label_values(&["event"])
-                    .observe(event_delay);
-                metrics
-                    .delay
-                    .with_label_values(&["ingest"])
-                    .observe(ingest_delay);
-            }
-            Ok(batch)
+            let outcome = write_batch(
+                batch,
+                (&clients, &campaigns),
+                (&metrics, max, &dead_letters),
+                (&consumer, &stop),
+                (before, &publish),
+            )
+            .await;
+            publish.done(outcome.is_ok());
+            outcome
         });
-        Inflight { task, give_up }
+        Inflight {
+            task,
+            give_up,
+            link,
+        }
     }
 
     /// After partitions were revoked: what the batch being filled holds of
@@ -311,6 +254,13 @@ impl Pipeline {
             );
         }
         abandoned.partitions.retain(|p| !revoked.contains(p));
+    }
+
+    /// Waits for every INSERT under way, oldest first, storing their offsets.
+    async fn finish_all(&self, handover: &handover::Handover, abandoned: &mut Abandoned) {
+        while let Some(inflight) = handover.take() {
+            self.finish(Some(inflight), abandoned).await;
+        }
     }
 
     /// Waits for an INSERT and stores its batch's offsets. Once a batch is
@@ -361,6 +311,121 @@ impl Abandoned {
     fn holds(&self, topic: &str, partition: i32) -> bool {
         self.all || self.partitions.contains(&(topic.to_owned(), partition))
     }
+}
+
+/// The task of [`Pipeline::start_insert`]: each campaign's rows into its
+/// database, the refused ones dead-lettered; the batch back, `Err` when
+/// given up.
+async fn write_batch(
+    batch: Batch,
+    (clients, campaigns): (&[clickhouse::Client], &Campaigns),
+    (metrics, max, dead_letters): (&Metrics, Duration, &DeadLetters),
+    (consumer, stop): (&EventsConsumer, &Shutdown),
+    (before, publish): (Option<Link>, &Publisher),
+) -> Result<Batch, Batch> {
+    if batch.rows.is_empty() {
+        // Nothing to hand over; the batch before still ends first.
+        publish.serial();
+        let ended_well = match before {
+            Some(mut b) => b.ended_well().await,
+            None => true,
+        };
+        return if ended_well { Ok(batch) } else { Err(batch) };
+    }
+    let owner = || !consumer.assignment_lost();
+    // Each campaign's rows into its own database, one after the
+    // other; the offsets move once every one has its rows (a batch
+    // given up half-way is read again, and each database's ledger
+    // drops what it already counted).
+    let mut refused = Vec::new();
+    let mut batch = batch;
+    let sites = by_site(&batch);
+    // Several databases: nothing handed over, and nothing read before
+    // the batch before ended.
+    let mut chain = (before, Some(publish));
+    if sites.len() != 1 {
+        publish.serial();
+        chain.1 = None;
+        if let Some(mut b) = chain.0.take() {
+            if !b.ended_well().await {
+                return Err(batch);
+            }
+        }
+    }
+    for (site, rows) in sites {
+        // Shared with the events' INSERT task (see `sink::insert`),
+        // then given back to the batch.
+        let whole = rows.is_none();
+        let shared = Arc::new(match &rows {
+            None => std::mem::take(&mut batch.rows),
+            Some(indices) => indices.iter().map(|&i| batch.rows[i].clone()).collect(),
+        });
+        let inserted = sink::insert(
+            &clients[site],
+            (campaigns.get(site), site),
+            &shared,
+            max,
+            metrics,
+            (stop, &owner),
+            (chain.0.take(), chain.1),
+        )
+        .await;
+        if whole {
+            batch.rows = Arc::try_unwrap(shared).unwrap_or_else(|a| a.as_ref().clone());
+        }
+        match inserted {
+            Ok(r) => refused.extend(r.into_iter().map(|mut r| {
+                if let Some(indices) = &rows {
+                    r.index = indices[r.index];
+                }
+                r
+            })),
+            Err(e) => {
+                // Not counted: its offsets are not stored; the messages come again.
+                tracing::warn!(error = %e, rows = batch.len(), "batch abandoned");
+                return Err(batch);
+            }
+        }
+    }
+    refused.sort_by_key(|r| r.index);
+    // The offsets move only once every refused row is safe in the
+    // dead-letter topic (send waits for Kafka's confirmation).
+    for r in &refused {
+        let s = &batch.sources[r.index];
+        let from = Origin {
+            topic: &s.topic,
+            partition: s.partition,
+            offset: s.offset,
+        };
+        dead_letter(
+            dead_letters,
+            metrics,
+            s.key.as_deref(),
+            &s.payload,
+            "refused_by_store",
+            &r.detail,
+            from,
+        )
+        .await;
+    }
+    let now = Utc::now();
+    let mut refused = refused.iter().map(|r| r.index).peekable();
+    for (i, r) in batch.rows.iter().enumerate() {
+        if refused.next_if_eq(&i).is_some() {
+            continue;
+        }
+        let event_delay = (now - r.ts).num_milliseconds().max(0) as f64 / 1000.0;
+        let ingest_delay = (now - r.received_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics
+            .delay
+            .with_label_values(&["event"])
+            .observe(event_delay);
+        metrics
+            .delay
+            .with_label_values(&["ingest"])
+            .observe(ingest_delay);
+    }
+    Ok(batch)
 }
 
 /// Sends one message to the dead-letter topic (waiting for Kafka's

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::Datelike;
 use ensemble_core::{ledger, Campaign, EventRow, Shutdown};
 
+use crate::chain::{Link, Publisher};
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum SinkError {
         "this member no longer owns the batch's partitions; its figures are left to the next owner"
     )]
     NoLongerOwner,
+    #[error("the batch before was given up; this one is read again with it")]
+    BatchBeforeGivenUp,
 }
 
 /// Distinct months of event time in one INSERT. `events` is partitioned by
@@ -214,13 +217,21 @@ where
 /// and the batch's figures computed: neither needs the other, and only the
 /// ledger's write waits for both. A failure of either leaves the second
 /// step to account from scratch, as does a row refused by `events`.
+///
+/// With `before`, the batch before may still be writing (`crate::chain`):
+/// its visitors are taken from what it hands over, and nothing is written
+/// until it ended well (given up: this batch gives up too). Once its own
+/// ledger write may start, this batch hands its visitors over in turn
+/// through `publish` (`None`: a batch of several databases hands nothing
+/// over).
 pub async fn insert(
     client: &clickhouse::Client,
-    campaign: &Campaign,
+    (campaign, site): (&Campaign, usize),
     rows: &Arc<Vec<EventRow>>,
     max_backoff: Duration,
     metrics: &Metrics,
     (shutdown, owner): (&Shutdown, &(dyn Fn() -> bool + Sync)),
+    (before, publish): (Option<Link>, Option<&Publisher>),
 ) -> Result<Vec<Refused>, SinkError> {
     let started = Instant::now();
     let events = {
@@ -242,13 +253,34 @@ pub async fn insert(
             .await
         })
     };
-    let prepared = ledger::prepare(client, campaign, rows).await;
+    let prepared = match before {
+        None => ledger::prepare(client, campaign, rows).await,
+        Some(mut before) => {
+            let after = before.after(site).await;
+            if after.is_some() {
+                metrics.prepared_ahead.inc();
+            } else if !before.ended_well().await {
+                return Err(SinkError::BatchBeforeGivenUp);
+            }
+            let prepared = ledger::prepare_after(client, campaign, rows, after.as_deref()).await;
+            drop(after);
+            if !before.ended_well().await {
+                return Err(SinkError::BatchBeforeGivenUp);
+            }
+            prepared
+        }
+    };
     let refused = match events.await {
         Ok(refused) => refused?,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
     let rows: &[EventRow] = rows;
     let mut prepared = prepared.ok().filter(|_| refused.is_empty());
+    match (publish, prepared.as_mut()) {
+        (Some(publish), Some(p)) => publish.writing(site, p.take_after()),
+        (Some(publish), None) => publish.serial(),
+        (None, _) => {}
+    }
     let kept: Vec<EventRow>;
     let accounted: &[EventRow] = if refused.is_empty() {
         rows

@@ -3,7 +3,7 @@
 //! new events make to the figures and journeys, and write it in one
 //! INSERT with the wide visitors and contacts around it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use uuid::Uuid;
 
@@ -52,6 +52,21 @@ pub struct Prepared {
     ledger: Option<Insert>,
     signups: BTreeSet<(String, String)>,
     done: Accounted,
+    after: After,
+}
+
+/// The visitors a batch changes, as the ledger holds them once its INSERT
+/// is in: what the next batch of the same database takes for their
+/// history instead of reading the ledger while that INSERT still runs
+/// (`prepare_after`). Only for a batch whose INSERT is certain to land
+/// before the next one's: the next batch writes only after this one
+/// ended well, and gives its own batch up otherwise.
+#[derive(Debug, Default)]
+pub struct After {
+    /// Each changed visitor's events, every one once.
+    events: HashMap<String, Vec<Event>>,
+    /// The events the batch adds: its own to complete, not the next one's.
+    fresh: HashSet<Uuid>,
 }
 
 impl Prepared {
@@ -80,6 +95,11 @@ impl Prepared {
         crate::later::settle(client, campaign, &shared).await?;
         Ok(self.done)
     }
+
+    /// Its visitors once it is written ([`After`]); taken once.
+    pub fn take_after(&mut self) -> After {
+        std::mem::take(&mut self.after)
+    }
 }
 
 /// Reads the ledger of the batch's visitors and computes what accounting
@@ -88,6 +108,18 @@ pub async fn prepare(
     client: &clickhouse::Client,
     campaign: &Campaign,
     rows: &[EventRow],
+) -> Result<Prepared, clickhouse::error::Error> {
+    prepare_after(client, campaign, rows, None).await
+}
+
+/// [`prepare`] while the previous batch's INSERT may still run: the
+/// visitors it changes are taken from `before` (its [`After`]), the others
+/// from the ledger, which that INSERT does not touch for them.
+pub async fn prepare_after(
+    client: &clickhouse::Client,
+    campaign: &Campaign,
+    rows: &[EventRow],
+    before: Option<&After>,
 ) -> Result<Prepared, clickhouse::error::Error> {
     let mut batch: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
     for r in rows {
@@ -108,10 +140,20 @@ pub async fn prepare(
         .iter()
         .flat_map(|(v, events)| events.iter().map(move |(w, e)| (v.as_str(), *w, e)))
         .filter(|(_, _, e)| mine.contains(&e.event_id))
+        // The previous batch's events, read before or after its INSERT
+        // landed: that batch completes its own.
+        .filter(|(_, _, e)| before.is_none_or(|b| !b.fresh.contains(&e.event_id)))
         .map(|(v, w, _)| (v, w))
         .collect();
     let completed = crate::batches::complete(client, campaign, &again, &mine).await?;
     let mut known = without_written(known);
+    if let Some(before) = before {
+        for v in &ids {
+            if let Some(after) = before.events.get(*v) {
+                known.insert((*v).to_owned(), after.clone());
+            }
+        }
+    }
     let written_ms = now_ms();
     let sets: Vec<ChangeSets> = batch
         .iter()
@@ -159,11 +201,20 @@ pub async fn prepare(
         .filter(|r| ensemble_model::rules::is_signup(&r.event_type) && !r.contact_hash.is_empty())
         .map(|r| (r.contact_hash.clone(), r.visitor_id.clone()))
         .collect();
+    let ledger = writer.into_insert();
+    let after = After {
+        fresh: sets
+            .iter()
+            .flat_map(|s| s.fresh().iter().map(|e| e.event_id))
+            .collect(),
+        events: sets.into_iter().map(ChangeSets::into_all).collect(),
+    };
     Ok(Prepared {
         wide,
-        ledger: writer.into_insert(),
+        ledger,
         signups,
         done,
+        after,
     })
 }
 

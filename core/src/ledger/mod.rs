@@ -20,7 +20,7 @@ mod lists;
 mod stream;
 mod write;
 
-pub use account::{account, prepare, Accounted, Prepared};
+pub use account::{account, prepare, prepare_after, Accounted, After, Prepared};
 pub use erase::{
     carried_journeys_before, erased_signups, forget, journeys_before, retain, rewrite,
 };

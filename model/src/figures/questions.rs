@@ -277,6 +277,11 @@ impl ChangeSets {
     pub fn fresh(&self) -> &[Event] {
         &self.all[self.known..]
     }
+
+    /// The visitor and every one of its events once the batch is in.
+    pub fn into_all(self) -> (String, Vec<Event>) {
+        (self.visitor, self.all)
+    }
 }
 
 /// [`compute`] with owned strings: every row of the set of visitors.
