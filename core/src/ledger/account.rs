@@ -184,7 +184,8 @@ pub async fn prepare_after(
     let journey = journey_rows(&journey_changes);
     let change_rows = ChangeRows::of(&halves);
     let wide = wide_values(campaign, sets.iter().map(|s| (s.visitor(), s.all_events())));
-    let mut writer = Writer::new(campaign, change_rows.carried(&journey));
+    let fresh = sets.iter().map(|s| s.fresh().len()).sum();
+    let mut writer = Writer::for_rows(campaign, change_rows.carried(&journey), fresh);
     let mut done = Accounted {
         completed,
         ..Accounted::default()
