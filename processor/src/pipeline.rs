@@ -3,8 +3,9 @@
 //! (rust-rdkafka's at-least-once pattern: `enable.auto.offset.store=false`,
 //! stored offsets committed by librdkafka and after every flush).
 //!
-//! While an INSERT fails the loop retries it and consumes nothing more, so
-//! memory stays bounded by one batch. Duplicates — redelivery after a crash
+//! While an INSERT fails it is retried; the next batch waits for it (it is
+//! written only after the one before ended), and the loop consumes no more
+//! than the batch after that, so memory stays bounded by three batches. Duplicates — redelivery after a crash
 //! or a rebalance, client retries — are removed by event_id downstream, as
 //! long as one member at a time writes a partition's messages: at a
 //! rebalance the INSERT under way is finished and the batch being filled is
@@ -61,9 +62,11 @@ impl Pipeline {
     /// Runs until `shutdown`: then inserts what it holds (if ClickHouse takes
     /// it), stores and commits those offsets, and returns.
     ///
-    /// One INSERT may run while the next batch fills; the loop waits for it
-    /// before starting another, so batches land — and their offsets are
-    /// stored — in order, and memory holds at most two batches.
+    /// Two INSERT tasks may run while the next batch fills — one writing,
+    /// the next one reading and computing meanwhile (`chain.rs`); the loop
+    /// waits for the older before starting a third, so batches land — and
+    /// their offsets are stored — in order, and memory holds at most three
+    /// batches.
     pub async fn run(self, shutdown: Shutdown) {
         let mut batch = Batch::default();
         let handover = self.consumer.context().clone();
