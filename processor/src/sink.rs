@@ -234,6 +234,7 @@ pub async fn insert(
     (before, publish): (Option<Link>, Option<&Publisher>),
 ) -> Result<Vec<Refused>, SinkError> {
     let started = Instant::now();
+    let mut waited = Duration::ZERO;
     let events = {
         let (client, rows, metrics, shutdown) = (
             client.clone(),
@@ -256,17 +257,22 @@ pub async fn insert(
     let prepared = match before {
         None => ledger::prepare(client, campaign, rows).await,
         Some(mut before) => {
+            // The time spent waiting for the batch before is not this INSERT's.
+            let wait = Instant::now();
             let after = before.after(site).await;
             if after.is_some() {
                 metrics.prepared_ahead.inc();
             } else if !before.ended_well().await {
                 return Err(SinkError::BatchBeforeGivenUp);
             }
+            waited += wait.elapsed();
             let prepared = ledger::prepare_after(client, campaign, rows, after.as_deref()).await;
             drop(after);
+            let wait = Instant::now();
             if !before.ended_well().await {
                 return Err(SinkError::BatchBeforeGivenUp);
             }
+            waited += wait.elapsed();
             prepared
         }
     };
@@ -313,7 +319,7 @@ pub async fn insert(
     .await?;
     metrics
         .insert_duration
-        .observe(started.elapsed().as_secs_f64());
+        .observe(started.elapsed().saturating_sub(waited).as_secs_f64());
     metrics.batch_rows.observe(rows.len() as f64);
     metrics.batches_completed.inc_by(done.completed as u64);
     metrics.inserted.inc_by(accounted.len() as u64);
