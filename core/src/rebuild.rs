@@ -104,13 +104,14 @@ pub async fn rebuild(
         let journey = journey_rows(&journey_rows_of);
         // Not summed by range: the summed tables' views are set aside
         // while a rebuild writes, and refilled from `figures` at its end.
-        let mut writer = Writer::new(
+        let mut writer = Writer::for_rows(
             campaign,
             Carried {
                 change: &carried,
                 journey: &journey,
                 ..Carried::default()
             },
+            written.iter().map(Vec::len).sum(),
         );
         for (set, written) in sets.iter().zip(&written) {
             for (e, w) in set[0].1.iter().zip(written) {
