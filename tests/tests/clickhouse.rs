@@ -656,3 +656,51 @@ async fn the_figures_tables_hold_the_catalogues_columns() {
     assert_eq!(delays, declared, "paths_delays_ranges");
     assert_eq!(delayed, declared, "ledger delayed.*");
 }
+
+/// A batch's history is read in one query of up to 20 000 visitor ids
+/// (`ledger::read`), past ClickHouse's default 256 KiB `max_query_size`:
+/// the visitors the ledger has come back, the others do not.
+#[tokio::test]
+async fn a_batchs_history_is_read_for_twenty_thousand_visitors_at_once() {
+    let store = ensemble_tests::migrated_database("it_history_read").await;
+    let client = store.client();
+    let campaign =
+        ensemble_core::Campaign::load(&ensemble_tests::campaign_file()).expect("campaign");
+    let ts = Utc
+        .with_ymd_and_hms(2025, 2, 14, 8, 30, 0)
+        .single()
+        .expect("ts");
+    let rows: Vec<EventRow> = (0..4)
+        .map(|i| EventRow::new(&message(i, ts), Default::default(), ts))
+        .collect();
+    ensemble_core::ledger::account(&client, &campaign, &rows)
+        .await
+        .expect("account");
+    // Long ids, as hashed visitor ids are: the query text is ~1.2 MB.
+    let mut ids: Vec<String> = (0..20_000)
+        .map(|i| format!("absent-visitor-{i:06}-{}", "x".repeat(40)))
+        .collect();
+    ids.extend(rows.iter().map(|r| r.visitor_id.clone()));
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let read = ensemble_core::ledger::read(&client, &ids)
+        .await
+        .expect("one read of 20 004 ids");
+    let mut found: Vec<&str> = read.keys().map(String::as_str).collect();
+    found.sort_unstable();
+    assert_eq!(
+        found,
+        [
+            "visitor-0000",
+            "visitor-0001",
+            "visitor-0002",
+            "visitor-0003"
+        ]
+    );
+    assert!(read.values().all(|events| events.len() == 1));
+    store
+        .server_client()
+        .query(&format!("DROP DATABASE {}", store.database))
+        .execute()
+        .await
+        .expect("drop test database");
+}

@@ -38,7 +38,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::sql::{id_set, IDS_PER_QUERY};
+use crate::sql::id_set;
 use crate::EventRow;
 use ensemble_model::figures::{Event, Text};
 
@@ -103,6 +103,17 @@ pub fn ledger_event(r: &EventRow) -> Event {
     }
 }
 
+/// Visitors per history read: a whole batch's (20 000 rows by default) in
+/// one query. Read in queries of 3 000, the 18 000 visitors of a live
+/// batch took 1.6 s on a 10 M-event ledger, in one 0.55 s: each query
+/// reads the compressed blocks around its visitors' granules, and a
+/// batch's visitors, spread over the whole ledger, share most of them.
+const HISTORY_IDS_PER_QUERY: usize = 20_000;
+
+/// `max_query_size` for those reads (ClickHouse's default is 256 KiB):
+/// room for 20 000 ids of up to ~800 bytes.
+const HISTORY_QUERY_BYTES: &str = "16777216";
+
 /// The accounted events of `visitors` (rows written before a visitor's
 /// last tombstone left out).
 pub async fn read(
@@ -130,12 +141,15 @@ pub(crate) async fn read_written(
     // first, then the events: two copies of a batch's history at once).
     let mut out: HashMap<String, Vec<(u64, Event)>> = HashMap::new();
     let mut last_tombstone: HashMap<String, u64> = HashMap::new();
-    for chunk in visitors.chunks(IDS_PER_QUERY) {
+    for chunk in visitors.chunks(HISTORY_IDS_PER_QUERY) {
         let sql = format!(
             "SELECT {LEDGER_COLUMNS} FROM ledger WHERE visitor_id IN {}",
             id_set(chunk)
         );
-        let mut cursor = client.query(&sql).fetch::<LedgerRow>()?;
+        let mut cursor = client
+            .query(&sql)
+            .with_setting("max_query_size", HISTORY_QUERY_BYTES)
+            .fetch::<LedgerRow>()?;
         while let Some(r) = cursor.next().await? {
             if r.tombstone == 1 {
                 let t = last_tombstone.entry(r.visitor_id).or_default();
