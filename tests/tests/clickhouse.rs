@@ -313,12 +313,7 @@ async fn migrate_twice_then_rows_round_trip_on_the_server() {
         .expect("read back");
     assert_eq!(back, rows);
 
-    store
-        .server_client()
-        .query(&format!("DROP DATABASE {}", store.database))
-        .execute()
-        .await
-        .expect("drop test database");
+    drop_database(&store).await;
 }
 
 #[tokio::test]
@@ -342,11 +337,7 @@ async fn migrations_give_the_same_schema_on_current_clickhouse() {
         "every column has the same name and type on both engines; \
          only on 18.16: {only_old:?}; only on current: {only_new:?}"
     );
-    old.server_client()
-        .query(&format!("DROP DATABASE {}", old.database))
-        .execute()
-        .await
-        .expect("drop test database");
+    drop_database(&old).await;
 }
 
 /// `compact::compact` (after a rebuild or a refill, and `ensemble-processor
@@ -404,12 +395,7 @@ async fn compacting_a_figures_table_leaves_one_part_and_one_row_per_value() {
         .await
         .expect("compact"));
     assert_eq!(parts_and_rows().await, (1, vec![5]), "one part, summed");
-    store
-        .server_client()
-        .query(&format!("DROP DATABASE {}", store.database))
-        .execute()
-        .await
-        .expect("drop test database");
+    drop_database(&store).await;
 }
 
 /// What a [`cutting_proxy`] keeps of a request (its bytes, where its body
@@ -697,6 +683,11 @@ async fn a_batchs_history_is_read_for_twenty_thousand_visitors_at_once() {
         ]
     );
     assert!(read.values().all(|events| events.len() == 1));
+    drop_database(&store).await;
+}
+
+/// Drops a test's database once it is done with it.
+async fn drop_database(store: &StoreConfig) {
     store
         .server_client()
         .query(&format!("DROP DATABASE {}", store.database))

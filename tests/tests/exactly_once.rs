@@ -7,6 +7,7 @@
 //! rebuild from the raw events, and the dashboard's reconciliation agrees;
 //! a figure changed behind the processor's back is reported as drift.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
@@ -192,18 +193,7 @@ impl Run {
             "summed ranges not whole after the rebuild: {state:?}"
         );
         let rebuilt = figures_snapshot(&self.w.store).await;
-        let differ: Vec<_> = live
-            .iter()
-            .filter(|(k, v)| rebuilt.get(*k) != Some(*v))
-            .map(|(k, v)| format!("{k}: {v:?} vs rebuilt {:?}", rebuilt.get(k)))
-            .chain(
-                rebuilt
-                    .iter()
-                    .filter(|(k, _)| !live.contains_key(*k))
-                    .map(|(k, v)| format!("{k}: missing, rebuilt {v:?}")),
-            )
-            .take(10)
-            .collect();
+        let differ: Vec<_> = differences(&live, &rebuilt).into_iter().take(10).collect();
         assert!(
             differ.is_empty(),
             "{} values, differences: {differ:#?}",
@@ -220,6 +210,23 @@ impl Run {
         })
         .await
     }
+}
+
+/// Each stored value that differs from the rebuild's, or that only one has.
+fn differences(
+    live: &BTreeMap<String, (i64, i64)>,
+    rebuilt: &BTreeMap<String, (i64, i64)>,
+) -> Vec<String> {
+    live.iter()
+        .filter(|(k, v)| rebuilt.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k}: {v:?} vs rebuilt {:?}", rebuilt.get(k)))
+        .chain(
+            rebuilt
+                .iter()
+                .filter(|(k, _)| !live.contains_key(*k))
+                .map(|(k, v)| format!("{k}: missing, rebuilt {v:?}")),
+        )
+        .collect()
 }
 
 fn start_processor(w: &Wiring) -> Service {
@@ -438,17 +445,7 @@ async fn second_batch_computed_before_the_first_is_written(handed_over: bool) ->
         .await
         .expect("rebuild");
     let rebuilt = figures_snapshot(&store).await;
-    let mut differ: Vec<String> = live
-        .iter()
-        .filter(|(k, v)| rebuilt.get(*k) != Some(*v))
-        .map(|(k, v)| format!("{k}: {v:?} vs rebuilt {:?}", rebuilt.get(k)))
-        .chain(
-            rebuilt
-                .iter()
-                .filter(|(k, _)| !live.contains_key(*k))
-                .map(|(k, v)| format!("{k}: missing, rebuilt {v:?}")),
-        )
-        .collect();
+    let mut differ = differences(&live, &rebuilt);
     if accounted != 180 {
         differ.push(format!("{accounted} events in the ledger, 180 sent"));
     }
