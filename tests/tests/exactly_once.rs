@@ -86,7 +86,12 @@ impl Run {
     }
 
     async fn start_on(w: Wiring) -> Self {
-        let processor = Some(start_processor(&w));
+        Self::start_with(w, &[]).await
+    }
+
+    /// [`Run::start_on`], the processor given `more` arguments.
+    async fn start_with(w: Wiring, more: &[&str]) -> Self {
+        let processor = Some(start_processor_with(&w, more));
         let dashboard = start_dashboard(&w);
         processor
             .as_ref()
@@ -201,6 +206,14 @@ impl Run {
         );
     }
 
+    /// The dashboard's reconciliation finds no drift, then
+    /// [`Run::assert_exact`].
+    async fn assert_agreed_and_exact(&mut self, events: u64) {
+        let r = self.reconciliation(true).await;
+        assert_eq!(r["drift"], serde_json::json!([]), "{r}");
+        self.assert_exact(events).await;
+    }
+
     /// `/api/live`'s reconciliation once two checks have run.
     async fn reconciliation(&self, agree: bool) -> serde_json::Value {
         poll_until("the reconciliation to settle", WAIT, || async {
@@ -303,9 +316,7 @@ async fn view_fails_once(name: &str, view: &str, seed: u128) {
         run.processor_metric("ensemble_processor_batches_completed_total") >= 1.0,
         "the failed batch was completed by the processor"
     );
-    let r = run.reconciliation(true).await;
-    assert_eq!(r["drift"], serde_json::json!([]), "{r}");
-    run.assert_exact(450).await;
+    run.assert_agreed_and_exact(450).await;
 }
 
 #[tokio::test]
@@ -326,16 +337,8 @@ async fn a_view_failing_after_some_others_leaves_no_figure_short() {
 /// the figures must still equal a rebuild.
 #[tokio::test]
 async fn batches_prepared_while_the_one_before_fails_stay_exact() {
-    let w = Wiring::new("once_ahead").await;
-    let processor = start_processor_with(&w, &["--batch-max-rows", "30"]);
-    let dashboard = start_dashboard(&w);
-    processor.wait_ready("processor", WAIT).await;
-    dashboard.wait_ready("dashboard", WAIT).await;
-    let mut run = Run {
-        w,
-        processor: Some(processor),
-        dashboard,
-    };
+    let mut run =
+        Run::start_with(Wiring::new("once_ahead").await, &["--batch-max-rows", "30"]).await;
     let seed = 6 << 20;
     run.produce(&messages(seed, 150)).await;
     run.drained().await;
@@ -366,9 +369,7 @@ async fn batches_prepared_while_the_one_before_fails_stay_exact() {
         run.processor_metric("ensemble_processor_batches_completed_total") >= 1.0,
         "the failed batch was completed by the processor"
     );
-    let r = run.reconciliation(true).await;
-    assert_eq!(r["drift"], serde_json::json!([]), "{r}");
-    run.assert_exact(300).await;
+    run.assert_agreed_and_exact(300).await;
 }
 
 /// The same visitors again a day later, new event ids (a second sign-up
@@ -509,9 +510,7 @@ async fn the_processor_killed_between_the_ledger_and_its_views_recovers() {
     run.sql("DROP TABLE g_slow_mv").await;
     run.processor = Some(start_processor(&run.w));
     run.drained().await;
-    let r = run.reconciliation(true).await;
-    assert_eq!(r["drift"], serde_json::json!([]), "{r}");
-    run.assert_exact(450).await;
+    run.assert_agreed_and_exact(450).await;
 }
 
 /// ClickHouse SIGKILLed while the processor's ledger INSERT waits in a
@@ -549,9 +548,7 @@ async fn clickhouse_killed_between_the_ledger_and_its_views_recovers() {
         run.processor_metric("ensemble_processor_batches_completed_total") >= 1.0,
         "the batch whose views ClickHouse did not finish was completed"
     );
-    let r = run.reconciliation(true).await;
-    assert_eq!(r["drift"], serde_json::json!([]), "{r}");
-    run.assert_exact(450).await;
+    run.assert_agreed_and_exact(450).await;
 }
 
 /// A figure changed behind the processor's back is drift: the dashboard
