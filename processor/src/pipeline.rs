@@ -5,11 +5,12 @@
 //!
 //! While an INSERT fails it is retried; the next batch waits for it (it is
 //! written only after the one before ended), and the loop consumes no more
-//! than the batch after that, so memory stays bounded by three batches. Duplicates — redelivery after a crash
-//! or a rebalance, client retries — are removed by event_id downstream, as
-//! long as one member at a time writes a partition's messages: at a
-//! rebalance the INSERT under way is finished and the batch being filled is
-//! dropped before the partitions change hands (`handover.rs`).
+//! than the batch after that, so memory stays bounded by three batches.
+//! Duplicates — redelivery after a crash or a rebalance, client retries —
+//! are removed by event_id downstream, as long as one member at a time
+//! writes a partition's messages: at a rebalance the INSERTs under way are
+//! finished and the batch being filled is dropped before the partitions
+//! change hands (`handover.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
