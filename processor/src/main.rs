@@ -4,12 +4,15 @@ use clap::Parser;
 use ensemble_core::{launch::launch, telemetry};
 use ensemble_processor::{commands, run, Command, Config};
 
-/// mimalloc rather than the system allocator: the processor's live heap
-/// peaks under 200 MB on the 200 000-event bench, but glibc's per-thread
-/// arenas kept ~700 MB resident after each batch's allocations were freed
-/// (measured with heaptrack; see docs/benchmarks.md).
+/// jemalloc rather than the system allocator: the processor's live heap
+/// swings between ~90 and ~190 MB with every batch on the live bench, and
+/// what a batch frees must go back to the system soon. glibc's per-thread
+/// arenas kept ~700 MB resident, mimalloc 340-390 MB; jemalloc, with the
+/// decay built in by `.cargo/config.toml` (`JEMALLOC_SYS_WITH_MALLOC_CONF`:
+/// two arenas, freed pages returned after 100 ms), 250-260 MB at the same
+/// speed (docs/benchmarks.md).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Picks the subcommand; its body is in `commands`.
 fn main() -> ExitCode {
@@ -48,10 +51,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Transparent huge pages off for this process: mimalloc asks for them on
-/// its arenas (`madvise`), and a 2 MB page that holds a few live objects
-/// counts whole in the resident set (see docs/benchmarks.md for what it
-/// changed). A kernel that refuses leaves them as they were.
+/// Transparent huge pages off for this process: an allocator's arenas can
+/// be backed by them, and a 2 MB page that holds a few live objects counts
+/// whole in the resident set (see docs/benchmarks.md for what it changed).
+/// A kernel that refuses leaves them as they were.
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {

@@ -439,10 +439,10 @@ pub(crate) struct ProcessorWiring<'a> {
 }
 
 impl ProcessorWiring<'_> {
-    /// Starts the processor with `extra` arguments, with mimalloc's own
-    /// settings as deployed (`MIMALLOC_PURGE_DELAY=0`, deployed until
-    /// 2026-12, doubled the live profile's CPU per event and did not lower
-    /// its peak RSS).
+    /// Starts the processor with `extra` arguments and nothing in its
+    /// environment but `PATH` and `RUST_LOG`: what it runs with as deployed
+    /// (its allocator's settings are built in). A switch read from the
+    /// environment does not reach it from here: compare builds instead.
     pub fn start(&self, extra: &[&str]) -> anyhow::Result<Service> {
         let dlq = format!("{}.dlq", self.topic);
         let mut args = vec![
