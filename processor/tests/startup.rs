@@ -34,6 +34,32 @@ fn refuses_bad_settings() {
     );
 }
 
+/// The allocator's settings that keep the live peak RSS under 300 MB are
+/// built into the binary (`.cargo/config.toml`), not left to the
+/// environment it runs in: jemalloc's own report, asked for at exit,
+/// shows them as the options in force. Built without them, jemalloc
+/// reports its defaults (one arena per four cores, 10 s, 10 s) and this
+/// fails.
+#[test]
+fn the_allocator_returns_freed_pages_within_100_ms() {
+    let (code, stderr) = run_binary(
+        BIN,
+        &["--help"],
+        &[("_RJEM_MALLOC_CONF", "stats_print:true")],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    for option in [
+        "opt.narenas: 2\n",
+        "opt.dirty_decay_ms: 100 ",
+        "opt.muzzy_decay_ms: 0 ",
+    ] {
+        assert!(
+            stderr.contains(option),
+            "no {option:?} in jemalloc's report:\n{stderr}"
+        );
+    }
+}
+
 #[test]
 fn migrate_names_the_unreachable_server() {
     let c = campaign_file().display().to_string();
