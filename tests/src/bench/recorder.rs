@@ -314,7 +314,7 @@ mod tests {
     #[tokio::test]
     async fn an_insert_through_the_proxy_replays_into_another_database() {
         let url = crate::clickhouse_url();
-        let (a, b) = (crate::unique("rec_a"), crate::unique("rec_b"));
+        let (a, b) = (crate::unique("it_rec_a"), crate::unique("it_rec_b"));
         let server = ensemble_core::StoreConfig::new(&url, &a).server_client();
         for db in [&a, &b] {
             server
