@@ -4,13 +4,15 @@ use clap::Parser;
 use ensemble_core::{launch::launch, telemetry};
 use ensemble_processor::{commands, run, Command, Config};
 
-/// jemalloc rather than the system allocator: the processor's live heap
-/// swings between ~90 and ~190 MB with every batch on the live bench, and
-/// what a batch frees must go back to the system soon. glibc's per-thread
-/// arenas kept ~700 MB resident, mimalloc 340-390 MB; jemalloc, with the
-/// decay built in by `.cargo/config.toml` (`JEMALLOC_SYS_WITH_MALLOC_CONF`:
-/// two arenas, freed pages returned after 100 ms), 250-260 MB at the same
-/// speed (docs/benchmarks.md).
+/// jemalloc rather than the system allocator, for librdkafka's C
+/// allocations too (it replaces `malloc`): the processor's live heap swings
+/// between ~90 and ~190 MB with every batch on the live bench, and what a
+/// batch frees must go back to the system soon. glibc's per-thread arenas
+/// kept ~700 MB resident, mimalloc 340-390 MB (and glibc another ~38 MB for
+/// librdkafka beside it); jemalloc, with the decay built in by
+/// `.cargo/config.toml` (`JEMALLOC_SYS_WITH_MALLOC_CONF`: two arenas, freed
+/// pages returned after 100 ms), 245-270 MB at the same speed
+/// (docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -53,6 +53,12 @@ struct Args {
     /// `processor` only: the processor's `--batch-max-rows` (default: its own).
     #[arg(long, global = true)]
     batch_max_rows: Option<usize>,
+    /// `processor` only: events per run (default 200 000, 50 000 with
+    /// `--quick`): a longer run shows whether memory creeps batch after
+    /// batch. The live profile's events stay 20 a second apart, so they
+    /// span more hours.
+    #[arg(long, global = true)]
+    events: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -173,7 +179,10 @@ async fn ingest(args: &Args) -> anyhow::Result<String> {
 
 async fn processor(args: &Args) -> anyhow::Result<String> {
     let plan = ProcessorPlan {
-        messages: if args.quick { 50_000 } else { 200_000 },
+        messages: args
+            .events
+            .unwrap_or(if args.quick { 50_000 } else { 200_000 })
+            .max(1),
         batch_max_rows: args.batch_max_rows,
     };
     let bin = release("ensemble-processor")?;
