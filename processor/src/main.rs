@@ -11,7 +11,7 @@ use ensemble_processor::{commands, run, Command, Config};
 /// kept ~700 MB resident, mimalloc 340-390 MB (and glibc another ~38 MB for
 /// librdkafka beside it); jemalloc, with the decay built in by
 /// `.cargo/config.toml` (`JEMALLOC_SYS_WITH_MALLOC_CONF`: two arenas, freed
-/// pages returned after 100 ms), 245-270 MB at the same speed
+/// pages returned after 100 ms), 205-270 MB at the same speed
 /// (docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
