@@ -6,7 +6,11 @@
 //! measurement; the machine's speed moves ±30 % with its host, so compare
 //! builds one right after the other).
 //!
-//!     cargo run --release -p ensemble-model --example accounting
+//!     cargo run --release -p ensemble-model --example accounting [RUNS]
+//!
+//! RUNS (default 5): how many times the batch is accounted; the best is
+//! printed. One run under `valgrind --tool=callgrind` counts instructions,
+//! which the host's load does not move.
 
 use std::time::Instant;
 
@@ -63,7 +67,12 @@ fn main() {
     let events: usize = sets.iter().map(|s| s.fresh().len()).sum();
     let mut best = f64::MAX;
     let mut summed = Vec::new();
-    for _ in 0..5 {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    for _ in 0..runs {
         let started = Instant::now();
         let mut strings = Strings::default();
         let mut sum = Sum::default();
@@ -79,7 +88,7 @@ fn main() {
     let delayed = figures::delays_by_range(&ranged);
     let by_range_us = started.elapsed().as_secs_f64() * 1e6 / events as f64;
     println!(
-        "{} visitors, {events} new events: best of 5 {:.1} µs per new event; {} rows in the summed change of all",
+        "{} visitors, {events} new events: best of {runs} {:.1} µs per new event; {} rows in the summed change of all",
         sets.len(),
         best * 1e6 / events as f64,
         summed.len(),

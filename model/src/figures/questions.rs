@@ -43,6 +43,7 @@ pub fn answer(campaign: &Campaign, visitors: &[(String, Vec<Event>)], q: &Questi
         all,
         empty,
         gap_ms: rules::gap_ms(campaign),
+        since: 0,
     };
     let prepared = prepare(&mut b, &events_of(visitors));
     let evs: Vec<Ev<'_>> = prepared
@@ -177,12 +178,19 @@ pub fn add_change<'a>(
     strings: &mut Strings<'a>,
     sum: &mut Sum,
 ) {
+    let since = sets
+        .fresh()
+        .iter()
+        .map(|e| strings.day(campaign, e.ms))
+        .min()
+        .unwrap_or(0);
     between(
         campaign,
         &[sets.known()],
         &[sets.all_events()],
         strings,
         sum,
+        since,
     );
 }
 
@@ -203,6 +211,7 @@ pub fn add_between<'a>(
         &events_of(after),
         strings,
         sum,
+        0,
     );
 }
 
@@ -213,6 +222,7 @@ fn between<'a>(
     after: &[&'a [Event]],
     strings: &mut Strings<'a>,
     sum: &mut Sum,
+    since: Day,
 ) {
     // What both sides share is copied alike in both: the change is
     // summed once and added to each copy ([`Left`]). Without a bot on
@@ -229,9 +239,11 @@ fn between<'a>(
         device: sole(|e| &e.device).map(|d| strings.id(d)),
         placement: sole(|e| &e.placement).map(|p| strings.id(p)),
     };
-    let after = unmerged(campaign, after, strings, left);
-    let before = unmerged(campaign, before, strings, left);
-    sum.add_visitor(&after, &before, left, strings.id(ALL));
+    let (mut after_rows, mut before_rows) = sum.take_scratch();
+    unmerged_into(campaign, after, strings, left, since, &mut after_rows);
+    unmerged_into(campaign, before, strings, left, since, &mut before_rows);
+    sum.add_visitor(&after_rows, &before_rows, left, strings.id(ALL));
+    sum.keep_scratch(after_rows, before_rows);
 }
 
 /// One visitor's events before and after a batch (see [`ChangeSets::new`]):

@@ -189,7 +189,15 @@ pub struct Sum {
     /// One visitor's rows, summed before they join `map` (kept between
     /// visitors, so that it is allocated once).
     visitor: KeyMap,
+    /// The vectors a visitor's rows after and before are made in, kept
+    /// between visitors likewise.
+    scratch: (Rows, Rows),
 }
+
+/// The most rows a scratch vector or the visitor's map keeps between
+/// visitors (~7 MB each): a visitor with years of events (a rebuild)
+/// must not leave the processor holding its rows' memory.
+const KEPT_ROWS: usize = 1 << 16;
 
 impl Sum {
     /// Adds one visitor's rows, `plus` minus `minus`, in any order and
@@ -232,6 +240,28 @@ impl Sum {
                 self.map.entry(key).or_default().add(v, 1);
             }
         }
+        if self.visitor.capacity() > KEPT_ROWS {
+            self.visitor = KeyMap::default();
+        }
+    }
+
+    /// The vectors to make the next visitor's rows in, after and before
+    /// (empty, with the capacity the last visitors needed).
+    pub(crate) fn take_scratch(&mut self) -> (Rows, Rows) {
+        std::mem::take(&mut self.scratch)
+    }
+
+    /// Gives the vectors back for the next visitor, unless one is larger
+    /// than is worth keeping.
+    pub(crate) fn keep_scratch(&mut self, after: Rows, before: Rows) {
+        let keep = |rows: Rows| {
+            if rows.capacity() > KEPT_ROWS {
+                Rows::new()
+            } else {
+                rows
+            }
+        };
+        self.scratch = (keep(after), keep(before));
     }
 
     /// Adds `sign ×` each row.

@@ -2,7 +2,7 @@
 //! active days, per scope (bots, device, placement), as the rows `G(i, j)`
 //! the module documentation describes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::DateTime;
 
@@ -47,6 +47,9 @@ pub(crate) struct Builder<'c, 'a> {
     pub(crate) all: u32,
     pub(crate) empty: u32,
     pub(crate) gap_ms: u64,
+    /// Per-day rows of days before this one are left out: both sides of a
+    /// batch's change have them alike (see [`unmerged_into`]); 0 keeps all.
+    pub(crate) since: Day,
 }
 
 impl<'a> Builder<'_, 'a> {
@@ -136,18 +139,44 @@ pub(crate) fn unmerged<'a>(
     strings: &mut Strings<'a>,
     left: Left,
 ) -> Out {
+    let mut rows = Vec::new();
+    unmerged_into(campaign, visitors, strings, left, 0, &mut rows);
+    rows
+}
+
+/// [`unmerged`] into `rows` (cleared first): the processor passes the
+/// same two vectors for every visitor, so that a visitor's hundreds of
+/// rows are not grown from nothing each time (reallocations and the page
+/// faults of fresh memory were a sixth of the live processor's time).
+///
+/// `since`: the first day of a batch's new events, when the rows are one
+/// side of what the batch changes (the visitor's events before it, or
+/// after it: the same plus the new ones). The per-day figures of earlier
+/// days are then left out, from both sides alike: a day's rows depend on
+/// that day's events only, which the batch did not change, so they would
+/// cancel out. 0 leaves nothing out.
+pub(crate) fn unmerged_into<'a>(
+    campaign: &'a Campaign,
+    visitors: &[&'a [Event]],
+    strings: &mut Strings<'a>,
+    left: Left,
+    since: Day,
+    rows: &mut Out,
+) {
     let all = strings.id(ALL);
     let empty = strings.id("");
+    rows.clear();
     let mut b = Builder {
         campaign,
         strings,
-        rows: Vec::new(),
+        rows: std::mem::take(rows),
         bots: 0,
         device_filter: all,
         placement_filter: all,
         all,
         empty,
         gap_ms: rules::gap_ms(campaign),
+        since,
     };
     let prepared = prepare(&mut b, visitors);
     let no_bots = prepared.iter().all(|ev| !ev.e.bot);
@@ -219,21 +248,19 @@ pub(crate) fn unmerged<'a>(
         }
     }
     if !no_bots {
-        let minus: Rows = b.rows[without_bots]
-            .iter()
-            .map(|(k, v)| {
-                (
-                    Key { bots: 1, ..*k },
-                    Value {
-                        n: -v.n,
-                        credit: -v.credit,
-                    },
-                )
-            })
-            .collect();
-        b.rows.extend(minus);
+        b.rows.reserve(without_bots.len());
+        for i in without_bots {
+            let (k, v) = b.rows[i];
+            b.rows.push((
+                Key { bots: 1, ..k },
+                Value {
+                    n: -v.n,
+                    credit: -v.credit,
+                },
+            ));
+        }
     }
-    b.rows
+    *rows = b.rows;
 }
 
 /// Each visitor's events once (redeliveries), all in (time, event id) order.
@@ -268,20 +295,18 @@ pub(crate) fn copy_scope(
     device: u32,
     placement: u32,
 ) {
-    let copies: Rows = b.rows[range]
-        .iter()
-        .map(|(k, v)| {
-            (
-                Key {
-                    device_filter: device,
-                    placement_filter: placement,
-                    ..*k
-                },
-                *v,
-            )
-        })
-        .collect();
-    b.rows.extend(copies);
+    b.rows.reserve(range.len());
+    for i in range {
+        let (k, v) = b.rows[i];
+        b.rows.push((
+            Key {
+                device_filter: device,
+                placement_filter: placement,
+                ..k
+            },
+            v,
+        ));
+    }
 }
 
 /// Every row of one scope's events (sorted by time): per-day figures on
@@ -363,7 +388,8 @@ pub(crate) fn scope<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>]) {
 /// Figures that sum over days, on their event's day.
 pub(crate) fn per_day<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
     let mut hours: Vec<(u32, u32, u32, Day)> = Vec::new();
-    for ev in evs {
+    let since = b.since;
+    for ev in evs.iter().filter(|ev| ev.day >= since) {
         let e = ev.e;
         let (phase, channel) = (ev.phase, ev.channel);
         let hour = hour_of(e.ms);
@@ -425,31 +451,45 @@ pub(crate) fn per_day<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out
 /// sign-up looks back into ([`path_without_signup`]), found per visitor
 /// (a set of many visitors computed together must not scan the others').
 pub(crate) struct Histories<'a> {
-    by_visitor: HashMap<u32, Vec<Ev<'a>>>,
+    /// The events by visitor, time order kept within each (a copy: one
+    /// vector, where a map of vectors hashed every event of every scope).
+    evs: Vec<Ev<'a>>,
+    /// Each visitor's events in `evs`, by visitor: (visitor, start, end).
+    spans: Vec<(u32, usize, usize)>,
 }
 
 impl<'a> Histories<'a> {
     pub(crate) fn new(evs: &[Ev<'a>]) -> Self {
-        let mut by_visitor: HashMap<u32, Vec<Ev<'a>>> = HashMap::new();
-        for ev in evs {
-            by_visitor.entry(ev.visitor).or_default().push(*ev);
+        let mut evs = evs.to_vec();
+        // Stable: time order stays within a visitor.
+        evs.sort_by_key(|ev| ev.visitor);
+        let mut spans: Vec<(u32, usize, usize)> = Vec::new();
+        for (i, ev) in evs.iter().enumerate() {
+            match spans.last_mut() {
+                Some(span) if span.0 == ev.visitor => span.2 = i + 1,
+                _ => spans.push((ev.visitor, i, i + 1)),
+            }
         }
-        Self { by_visitor }
+        Self { evs, spans }
+    }
+
+    fn of(&self, visitor: u32) -> &[Ev<'a>] {
+        self.spans
+            .binary_search_by_key(&visitor, |span| span.0)
+            .map_or(&[], |i| &self.evs[self.spans[i].1..self.spans[i].2])
     }
 
     /// The visitor's events on days before `day` (a stored run's first day).
     pub(crate) fn before_day(&self, visitor: u32, day: Day) -> &[Ev<'a>] {
-        self.by_visitor
-            .get(&visitor)
-            .map_or(&[], |evs| &evs[..evs.partition_point(|ev| ev.day < day)])
+        let evs = self.of(visitor);
+        &evs[..evs.partition_point(|ev| ev.day < day)]
     }
 
     /// The visitor's events before `(ms, event id)` (an on-demand
     /// question's first kept event of this visitor).
     pub(crate) fn before_event(&self, visitor: u32, first: (u64, Uuid)) -> &[Ev<'a>] {
-        self.by_visitor.get(&visitor).map_or(&[], |evs| {
-            &evs[..evs.partition_point(|ev| (ev.e.ms, ev.e.event_id) < first)]
-        })
+        let evs = self.of(visitor);
+        &evs[..evs.partition_point(|ev| (ev.e.ms, ev.e.event_id) < first)]
     }
 }
 
