@@ -1,7 +1,8 @@
 //! How long the processor's accounting takes per event, without Kafka or
-//! ClickHouse: `figures::add_change` and `journeys::change` for visitors of the
-//! bench's live profile (two events of history, one to four new ones, a
-//! few days apart, on a scan's placement and one device). A quick,
+//! ClickHouse: `figures::add_change` and `journeys::change` for one batch
+//! of visitors shaped as in the processor bench's live profile (see
+//! `main`; until 2026-12-07 it had two to five new events per visitor and
+//! one placement, and gave a third of what the processor spends). A quick,
 //! repeatable look when working on `figures` (the processor bench is the
 //! measurement; the machine's speed moves ±30 % with its host, so compare
 //! builds one right after the other).
@@ -22,7 +23,12 @@ const DAY_MS: u64 = 86_400_000;
 
 fn event(i: u64, ms: u64, kind: u64) -> Event {
     let (event_type, action, channel, placement) = match kind % 10 {
-        0..=2 => ("qr_scan", "", "metro", "M-CHATELET"),
+        0..=2 => (
+            "qr_scan",
+            "",
+            "metro",
+            ["M-CHATELET", "G-NATIONAL", "A-NATIONAL-1"][(i % 3) as usize],
+        ),
         3..=6 => ("page_view", "", "metro", ""),
         7 | 8 => ("tinder_card", "impression", "tinder", ""),
         _ => ("signup", "", "site", ""),
@@ -51,15 +57,26 @@ fn main() {
         Campaign::from_toml(include_str!("../../deploy/campaign.toml")).expect("campaign");
     // 14 February 2025, 12:00 UTC: inside the second phase.
     let now = 1_739_534_400_000u64;
-    let visitors = 20_000u64;
+    // As one batch of the processor bench's live profile: ~17 800 visitors
+    // for 20 000 events (one new event each, two for one in eight); five in
+    // six returning with two events 1-13 days before; most also seen
+    // earlier today, in the batches before (0-2 events, minutes to hours
+    // earlier); a scan's placement one of three.
+    let visitors = 17_800u64;
     let sets: Vec<ChangeSets> = (0..visitors)
         .filter_map(|v| {
-            let known = vec![
-                event(v * 10, now - (1 + v % 6) * DAY_MS, v),
-                event(v * 10 + 1, now - (1 + v % 6) * DAY_MS + 300_000, 3 + v % 4),
-            ];
-            let fresh: Vec<Event> = (0..1 + v % 4)
-                .map(|k| event(v * 10 + 2 + k, now - 600_000 + k * 60_000, v + k))
+            let id = |k: u64| v * 16 + k;
+            let mut known = Vec::new();
+            if v % 6 != 0 {
+                let day = now - (1 + v % 13) * DAY_MS;
+                known.push(event(id(0), day, v % 3));
+                known.push(event(id(1), day + 300_000, 3 + v % 4));
+            }
+            for k in 0..v % 3 {
+                known.push(event(id(2 + k), now - (1 + k) * 1_500_000, v + 5 * k));
+            }
+            let fresh: Vec<Event> = (0..1 + u64::from(v % 8 == 0))
+                .map(|k| event(id(8 + k), now - 600_000 + k * 60_000, v / 3 + k))
                 .collect();
             ChangeSets::new(&format!("v{v}"), known, &fresh)
         })

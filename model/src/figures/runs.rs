@@ -4,10 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use chrono::DateTime;
+use smallvec::SmallVec;
 
 use super::*;
-use crate::attribution;
 use crate::paths;
 use crate::rules;
 use crate::Campaign;
@@ -530,8 +529,11 @@ pub(crate) fn visitor_figures<'a>(
     }
     let campaign = b.campaign;
     // Presence: channels, placements scanned.
-    let mut channels: Vec<u32> = vec![b.all];
-    let mut scanned: Vec<(u32, u32)> = Vec::new();
+    // A run's few events: these lists stay on the stack (allocating them
+    // for every run of every scope was a sixth of the accounting).
+    let mut channels: SmallVec<[u32; 8]> = SmallVec::new();
+    channels.push(b.all);
+    let mut scanned: SmallVec<[(u32, u32); 8]> = SmallVec::new();
     for ev in evs {
         let c = ev.channel;
         channels.push(c);
@@ -557,7 +559,7 @@ pub(crate) fn visitor_figures<'a>(
         count(out, k);
     }
     // Touches (gap rule) and each touch channel's first touch.
-    let candidates: Vec<&Ev<'a>> = evs
+    let candidates: SmallVec<[&Ev<'a>; 8]> = evs
         .iter()
         .filter(|ev| {
             rules::is_touch_candidate(campaign, &ev.e.channel, &ev.e.event_type, &ev.e.action)
@@ -567,7 +569,7 @@ pub(crate) fn visitor_figures<'a>(
         b.gap_ms,
         candidates.iter().map(|ev| (ev.e.ms, ev.e.channel.as_str())),
     );
-    let mut first_touch: Vec<(&'a str, u64)> = Vec::new();
+    let mut first_touch: SmallVec<[(&'a str, u64); 4]> = SmallVec::new();
     for (ev, starts) in candidates.iter().zip(starts) {
         if starts {
             let mut k = b.key(Figure::Touches);
@@ -611,12 +613,40 @@ pub(crate) fn path_without_signup<'a>(
         return None;
     }
     let campaign = b.campaign;
-    let all: Vec<Ev<'a>> = earlier.iter().chain(evs).copied().collect();
-    let touches = visitor_touches(campaign, &all, last.visitor);
-    let end = DateTime::from_timestamp_millis(i64::try_from(last.e.ms).unwrap_or(i64::MAX))
-        .unwrap_or_default();
-    let window = attribution::in_window(&touches, end, campaign.attribution.lookback);
-    let path = paths::path_of(window.iter().map(|t| t.channel.as_str()));
+    // The visitor's touches (`visitor_touches`: the gap rule over its
+    // candidates, earlier days included) in the window `attribution::in_window`
+    // keeps, `[end − lookback, end]`, in milliseconds: no `Touch` (nor its
+    // channel's `String`) made per touch, as this runs for every run of
+    // days of every scope.
+    let end = last.e.ms;
+    let lookback = u64::try_from(campaign.attribution.lookback.num_milliseconds()).unwrap_or(0);
+    let from = end.saturating_sub(lookback);
+    let touch_candidates: SmallVec<[&Ev<'a>; 16]> = earlier
+        .iter()
+        .chain(evs)
+        .filter(|ev| {
+            ev.visitor == last.visitor
+                && rules::is_touch_candidate(
+                    campaign,
+                    &ev.e.channel,
+                    &ev.e.event_type,
+                    &ev.e.action,
+                )
+        })
+        .collect();
+    let starts = rules::touch_starts(
+        b.gap_ms,
+        touch_candidates
+            .iter()
+            .map(|ev| (ev.e.ms, ev.e.channel.as_str())),
+    );
+    let path = paths::path_of(
+        touch_candidates
+            .iter()
+            .zip(starts)
+            .filter(|(ev, starts)| *starts && ev.e.ms <= end && ev.e.ms >= from)
+            .map(|(ev, _)| ev.e.channel.as_str()),
+    );
     (!path.is_empty()).then_some(path)
 }
 
@@ -624,7 +654,7 @@ pub(crate) fn path_without_signup<'a>(
 /// events: reached, and signed when it has a sign-up among `evs`.
 pub(crate) fn devices<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
     let signed = evs.iter().any(|ev| rules::is_signup(&ev.e.event_type));
-    let mut seen: Vec<(u32, u32, u32)> = Vec::with_capacity(2 * evs.len());
+    let mut seen: SmallVec<[(u32, u32, u32); 16]> = SmallVec::new();
     for ev in evs {
         seen.push((b.all, ev.device, ev.os));
         seen.push((ev.channel, ev.device, ev.os));
@@ -660,7 +690,7 @@ pub(crate) fn funnel<'a>(
     if first.is_empty() {
         return;
     }
-    let views: Vec<u64> = evs
+    let views: SmallVec<[u64; 8]> = evs
         .iter()
         .filter(|ev| rules::is_visit(&ev.e.event_type))
         .map(Ev::secs)
@@ -701,7 +731,7 @@ pub(crate) fn funnel<'a>(
 
 /// Events per touch channel (exposures included) and channel overlap.
 pub(crate) fn reach<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
-    let mut per_channel: Vec<(&'a str, usize)> = Vec::new();
+    let mut per_channel: SmallVec<[(&'a str, usize); 4]> = SmallVec::new();
     for ev in evs
         .iter()
         .filter(|ev| rules::is_touch_channel(b.campaign, &ev.e.channel))
@@ -711,7 +741,7 @@ pub(crate) fn reach<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) 
             None => per_channel.push((&ev.e.channel, 1)),
         }
     }
-    let ids: Vec<(u32, usize)> = per_channel.iter().map(|(c, n)| (b.id(c), *n)).collect();
+    let ids: SmallVec<[(u32, usize); 4]> = per_channel.iter().map(|(c, n)| (b.id(c), *n)).collect();
     for (channel, n) in &ids {
         let mut k = b.key(Figure::Frequency);
         k.channel = *channel;

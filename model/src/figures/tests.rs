@@ -772,6 +772,15 @@ fn paths_without_a_sign_up_look_back_as_conversions_do() {
                 e("2025-02-05 10:05", "signup", "abribus", "c2"),
             ],
         ),
+        // A channel again within the touch gap (30 min) is not a touch again.
+        (
+            "within_the_gap".to_owned(),
+            vec![
+                e("2025-02-06 10:00", "page_view", "gares", ""),
+                e("2025-02-06 10:05", "page_view", "social", ""),
+                e("2025-02-06 10:10", "page_view", "gares", ""),
+            ],
+        ),
         // Converts after the question: without a sign-up in it.
         (
             "converts_later".to_owned(),
@@ -799,7 +808,9 @@ fn paths_without_a_sign_up_look_back_as_conversions_do() {
     assert_eq!(without("presse > display"), 0);
     assert_eq!(without("abribus"), 0, "a repeat sign-up: converted already");
     assert_eq!(without("social"), 1, "no sign-up up to the question's end");
-    assert_eq!(n(&a, Figure::PathsNotConverted, |_| true), 3);
+    assert_eq!(without("gares > social"), 1, "the gap rule: gares once");
+    assert_eq!(without("gares > social > gares"), 0);
+    assert_eq!(n(&a, Figure::PathsNotConverted, |_| true), 4);
     assert_eq!(
         n(&a, Figure::PathsConverted, |_| true),
         0,
