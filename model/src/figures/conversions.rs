@@ -134,19 +134,34 @@ pub(crate) fn conversions<'a>(
 
 /// One visitor's touches over all its events given.
 pub(crate) fn visitor_touches(campaign: &Campaign, evs: &[Ev<'_>], visitor: u32) -> Vec<Touch> {
-    let candidates: Vec<&Ev<'_>> = evs
-        .iter()
-        .filter(|ev| ev.visitor == visitor)
-        .filter(|ev| {
-            rules::is_touch_candidate(campaign, &ev.e.channel, &ev.e.event_type, &ev.e.action)
-        })
-        .collect();
+    let candidates = touch_candidates(campaign, evs, visitor);
     attribution::touches_of(
         rules::gap_ms(campaign),
         candidates
             .iter()
             .map(|ev| (ev.e.ms, ev.e.event_id, ev.e.channel.as_str())),
     )
+}
+
+/// The visitor's touch candidates among `evs`, in their order: what the
+/// gap rule ([`rules::touch_starts`]) runs over. A visitor's few, on the
+/// stack (this runs for every run of days of every scope).
+pub(crate) fn touch_candidates<'e, 'a: 'e>(
+    campaign: &Campaign,
+    evs: impl IntoIterator<Item = &'e Ev<'a>>,
+    visitor: u32,
+) -> smallvec::SmallVec<[&'e Ev<'a>; 16]> {
+    evs.into_iter()
+        .filter(|ev| {
+            ev.visitor == visitor
+                && rules::is_touch_candidate(
+                    campaign,
+                    &ev.e.channel,
+                    &ev.e.event_type,
+                    &ev.e.action,
+                )
+        })
+        .collect()
 }
 
 /// The campaign's own copy of a channel or phase name (so the key can

@@ -559,12 +559,7 @@ pub(crate) fn visitor_figures<'a>(
         count(out, k);
     }
     // Touches (gap rule) and each touch channel's first touch.
-    let candidates: SmallVec<[&Ev<'a>; 8]> = evs
-        .iter()
-        .filter(|ev| {
-            rules::is_touch_candidate(campaign, &ev.e.channel, &ev.e.event_type, &ev.e.action)
-        })
-        .collect();
+    let candidates = touch_candidates(campaign, evs, evs[0].visitor);
     let starts = rules::touch_starts(
         b.gap_ms,
         candidates.iter().map(|ev| (ev.e.ms, ev.e.channel.as_str())),
@@ -613,7 +608,7 @@ pub(crate) fn path_without_signup<'a>(
         return None;
     }
     let campaign = b.campaign;
-    // The visitor's touches (`visitor_touches`: the gap rule over its
+    // The visitor's touches (as `visitor_touches`: the gap rule over its
     // candidates, earlier days included) in the window `attribution::in_window`
     // keeps, `[end − lookback, end]`, in milliseconds: no `Touch` (nor its
     // channel's `String`) made per touch, as this runs for every run of
@@ -621,27 +616,15 @@ pub(crate) fn path_without_signup<'a>(
     let end = last.e.ms;
     let lookback = u64::try_from(campaign.attribution.lookback.num_milliseconds()).unwrap_or(0);
     let from = end.saturating_sub(lookback);
-    let touch_candidates: SmallVec<[&Ev<'a>; 16]> = earlier
-        .iter()
-        .chain(evs)
-        .filter(|ev| {
-            ev.visitor == last.visitor
-                && rules::is_touch_candidate(
-                    campaign,
-                    &ev.e.channel,
-                    &ev.e.event_type,
-                    &ev.e.action,
-                )
-        })
-        .collect();
+    let with_earlier = touch_candidates(campaign, earlier.iter().chain(evs), last.visitor);
     let starts = rules::touch_starts(
         b.gap_ms,
-        touch_candidates
+        with_earlier
             .iter()
             .map(|ev| (ev.e.ms, ev.e.channel.as_str())),
     );
     let path = paths::path_of(
-        touch_candidates
+        with_earlier
             .iter()
             .zip(starts)
             .filter(|(ev, starts)| *starts && ev.e.ms <= end && ev.e.ms >= from)
