@@ -1,5 +1,5 @@
 //! How long the processor's accounting takes per event, without Kafka or
-//! ClickHouse: `figures::add_change` and `journeys::change` for one batch
+//! ClickHouse: `figures::add_change` and `journeys::change_of` for one batch
 //! of visitors shaped as in the processor bench's live profile (see
 //! `main`; until 2026-12-07 it had two to five new events per visitor and
 //! one placement, and gave a third of what the processor spends). A quick,
@@ -7,10 +7,11 @@
 //! measurement; the machine's speed moves ±30 % with its host, so compare
 //! builds one right after the other).
 //!
-//!     cargo run --release -p ensemble-model --example accounting [RUNS]
+//!     cargo run --release -p ensemble-model --example accounting [RUNS] [DAYS]
 //!
 //! RUNS (default 5): how many times the batch is accounted; the best is
-//! printed. One run under `valgrind --tool=callgrind` counts instructions,
+//! printed. DAYS (default 1): on how many earlier days each returning
+//! visitor was active (the bench's live visitors: one). One run under `valgrind --tool=callgrind` counts instructions,
 //! which the host's load does not move.
 
 use std::time::Instant;
@@ -63,14 +64,24 @@ fn main() {
     // earlier today, in the batches before (0-2 events, minutes to hours
     // earlier); a scan's placement one of three.
     let visitors = 17_800u64;
+    let arg = |i: usize, default: u64| {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(default)
+            .max(1)
+    };
+    let days = arg(2, 1);
     let sets: Vec<ChangeSets> = (0..visitors)
         .filter_map(|v| {
-            let id = |k: u64| v * 16 + k;
+            let id = |k: u64| v * 1024 + k;
             let mut known = Vec::new();
             if v % 6 != 0 {
-                let day = now - (1 + v % 13) * DAY_MS;
-                known.push(event(id(0), day, v % 3));
-                known.push(event(id(1), day + 300_000, 3 + v % 4));
+                for d in 0..days {
+                    let day = now - (1 + v % 13 + 2 * d) * DAY_MS;
+                    known.push(event(id(16 + 2 * d), day, v % 3));
+                    known.push(event(id(17 + 2 * d), day + 300_000, 3 + v % 4));
+                }
             }
             for k in 0..v % 3 {
                 known.push(event(id(2 + k), now - (1 + k) * 1_500_000, v + 5 * k));
@@ -84,18 +95,14 @@ fn main() {
     let events: usize = sets.iter().map(|s| s.fresh().len()).sum();
     let mut best = f64::MAX;
     let mut summed = Vec::new();
-    let runs: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(5)
-        .max(1);
+    let runs = arg(1, 5) as usize;
     for _ in 0..runs {
         let started = Instant::now();
         let mut strings = Strings::default();
         let mut sum = Sum::default();
         for set in &sets {
             figures::add_change(&campaign, set, &mut strings, &mut sum);
-            std::hint::black_box(journeys::change(&campaign, set.known(), set.all_events()));
+            std::hint::black_box(journeys::change_of(&campaign, set));
         }
         summed = sum.rows();
         best = best.min(started.elapsed().as_secs_f64());

@@ -24,7 +24,7 @@ use chrono::DateTime;
 use uuid::Uuid;
 
 use crate::attribution::{self, Conversion, Touch};
-use crate::figures::{campaign_str, day_of, Day, Event};
+use crate::figures::{campaign_str, day_of, ChangeSets, Day, Event};
 use crate::rules;
 use crate::Campaign;
 
@@ -218,6 +218,24 @@ fn key<'a>(kind: Kind) -> Key<'a> {
 
 /// One visitor's rows, from its events (any order, redeliveries allowed).
 pub fn rows<'a>(campaign: &'a Campaign, events: &'a [Event]) -> Rows<'a> {
+    rows_cut(campaign, events, Cut::default())
+}
+
+/// The rows a batch cannot change, left out of both sides of its change
+/// ([`change_of`]). Its new events are all at `ms` or later, on `day` or
+/// later, so a touch or a sign-up before `ms` is the same on both sides
+/// (the gap rule and a contact's first sign-up look back only; a
+/// conversion's credit goes to touches up to its time), and so is a
+/// placement day before `day`. Ties in time are not cut: order in the
+/// same millisecond goes by event id.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cut {
+    ms: u64,
+    day: Day,
+}
+
+/// [`rows`] without those `cut` leaves out.
+fn rows_cut<'a>(campaign: &'a Campaign, events: &'a [Event], cut: Cut) -> Rows<'a> {
     let mut evs: Vec<&'a Event> = events.iter().filter(|e| !e.bot).collect();
     evs.sort_unstable_by_key(|e| (e.event_id, e.ms));
     evs.dedup_by_key(|e| e.event_id);
@@ -237,7 +255,9 @@ pub fn rows<'a>(campaign: &'a Campaign, events: &'a [Event]) -> Rows<'a> {
     );
     let mut touches: Vec<Touch> = Vec::new();
     for (e, _) in candidates.iter().zip(starts).filter(|(_, s)| *s) {
-        add(&mut out, at_event(campaign, Kind::Touch, e), one());
+        if e.ms >= cut.ms {
+            add(&mut out, at_event(campaign, Kind::Touch, e), one());
+        }
         touches.push(Touch {
             ts: ts(e.ms),
             event_id: e.event_id,
@@ -250,7 +270,7 @@ pub fn rows<'a>(campaign: &'a Campaign, events: &'a [Event]) -> Rows<'a> {
         evs.iter()
             .map(|e| (e.event_type.as_str(), e.contact.as_str(), *e)),
     );
-    for e in first.into_values() {
+    for e in first.into_values().filter(|e| e.ms >= cut.ms) {
         let mut k = at_event(campaign, Kind::Conversion, e);
         k.contact = &e.contact;
         let conversion = Conversion {
@@ -284,6 +304,9 @@ pub fn rows<'a>(campaign: &'a Campaign, events: &'a [Event]) -> Rows<'a> {
     for e in evs.iter().filter(|e| !e.placement.is_empty()) {
         let mut k = key(Kind::PlacementDay);
         k.day = day_of(campaign, e.ms);
+        if k.day < cut.day {
+            continue;
+        }
         k.phase = &e.phase;
         k.channel = &e.channel;
         k.placement = &e.placement;
@@ -334,6 +357,24 @@ pub fn change<'a>(campaign: &'a Campaign, old: &'a [Event], new: &'a [Event]) ->
         return out;
     }
     minus(out, rows(campaign, old))
+}
+
+/// [`change`] of a batch: the visitor's rows after it minus before,
+/// without computing the rows the batch cannot change ([`Cut`]: on a
+/// returning visitor, most of them).
+pub fn change_of<'a>(campaign: &'a Campaign, sets: &'a ChangeSets) -> Rows<'a> {
+    let Some(ms) = sets.fresh().iter().map(|e| e.ms).min() else {
+        return Rows::new();
+    };
+    let cut = Cut {
+        ms,
+        day: day_of(campaign, ms),
+    };
+    let out = rows_cut(campaign, sets.all_events(), cut);
+    if sets.known().is_empty() {
+        return out;
+    }
+    minus(out, rows_cut(campaign, sets.known(), cut))
 }
 
 /// `plus − minus` of two settled (sorted) sets of rows, merged in one

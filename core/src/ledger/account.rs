@@ -296,7 +296,7 @@ fn changes<'a>(
     let mut journey = Vec::new();
     for set in sets {
         figures::add_change(campaign, set, &mut strings, &mut change);
-        let rows = journeys::change(campaign, set.known(), set.all_events());
+        let rows = journeys::change_of(campaign, set);
         if !rows.is_empty() {
             journey.push((set.visitor(), rows));
         }

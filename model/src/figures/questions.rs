@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use smallvec::SmallVec;
 use uuid::Uuid;
 
 use super::*;
@@ -43,7 +44,7 @@ pub fn answer(campaign: &Campaign, visitors: &[(String, Vec<Event>)], q: &Questi
         all,
         empty,
         gap_ms: rules::gap_ms(campaign),
-        since: 0,
+        cut: Cut::default(),
     };
     let prepared = prepare(&mut b, &events_of(visitors));
     let evs: Vec<Ev<'_>> = prepared
@@ -184,13 +185,26 @@ pub fn add_change<'a>(
         .map(|e| strings.day(campaign, e.ms))
         .min()
         .unwrap_or(0);
+    // Neither side wide: the side after the batch has every day the one
+    // before has, and each scope's days are some of the visitor's.
+    let mut days: SmallVec<[Day; 16]> = SmallVec::new();
+    for e in sets.all_events() {
+        let d = strings.day(campaign, e.ms);
+        if !days.contains(&d) {
+            days.push(d);
+            if days.len() > WIDE_DAYS {
+                break;
+            }
+        }
+    }
+    let runs_since = if days.len() > WIDE_DAYS { 0 } else { since };
     between(
         campaign,
         &[sets.known()],
         &[sets.all_events()],
         strings,
         sum,
-        since,
+        Cut { since, runs_since },
     );
 }
 
@@ -211,7 +225,7 @@ pub fn add_between<'a>(
         &events_of(after),
         strings,
         sum,
-        0,
+        Cut::default(),
     );
 }
 
@@ -222,7 +236,7 @@ fn between<'a>(
     after: &[&'a [Event]],
     strings: &mut Strings<'a>,
     sum: &mut Sum,
-    since: Day,
+    cut: Cut,
 ) {
     // What both sides share is copied alike in both: the change is
     // summed once and added to each copy ([`Left`]). Without a bot on
@@ -240,8 +254,8 @@ fn between<'a>(
         placement: sole(|e| &e.placement).map(|p| strings.id(p)),
     };
     let (mut after_rows, mut before_rows) = sum.take_scratch();
-    unmerged_into(campaign, after, strings, left, since, &mut after_rows);
-    unmerged_into(campaign, before, strings, left, since, &mut before_rows);
+    unmerged_into(campaign, after, strings, left, cut, &mut after_rows);
+    unmerged_into(campaign, before, strings, left, cut, &mut before_rows);
     sum.add_visitor(&after_rows, &before_rows, left, strings.id(ALL));
     sum.keep_scratch(after_rows, before_rows);
 }

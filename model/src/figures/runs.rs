@@ -46,9 +46,28 @@ pub(crate) struct Builder<'c, 'a> {
     pub(crate) all: u32,
     pub(crate) empty: u32,
     pub(crate) gap_ms: u64,
-    /// Per-day rows of days before this one are left out: both sides of a
-    /// batch's change have them alike (see [`unmerged_into`]); 0 keeps all.
+    /// What both sides of a batch's change have alike, left out of each
+    /// (see [`Cut`]).
+    pub(crate) cut: Cut,
+}
+
+/// The rows a batch cannot change, left out of both sides of its change
+/// ([`unmerged_into`]: the visitor's rows before the batch, and after it).
+/// The batch's new events are all on `since` or later, so the two sides'
+/// events on earlier days are the same events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Cut {
+    /// Per-day rows of days before this one: a day's rows depend on that
+    /// day's events only. 0 keeps all.
     pub(crate) since: Day,
+    /// The runs of days `x..=y` whose next active day `y + 1` is before
+    /// this one. The run's figures depend on its days' events and the
+    /// visitor's earlier ones, and the four rows they are stamped on
+    /// ([`scope`]) on the days of `x − 1 ..= y + 1`: on both sides the
+    /// same days with the same events. Only when neither side is wide
+    /// (the caller's to know: runs of segments are not runs of days, and
+    /// a side that turns wide changes them all). 0 keeps all.
+    pub(crate) runs_since: Day,
 }
 
 impl<'a> Builder<'_, 'a> {
@@ -139,7 +158,7 @@ pub(crate) fn unmerged<'a>(
     left: Left,
 ) -> Out {
     let mut rows = Vec::new();
-    unmerged_into(campaign, visitors, strings, left, 0, &mut rows);
+    unmerged_into(campaign, visitors, strings, left, Cut::default(), &mut rows);
     rows
 }
 
@@ -148,18 +167,16 @@ pub(crate) fn unmerged<'a>(
 /// rows are not grown from nothing each time (reallocations and the page
 /// faults of fresh memory were a sixth of the live processor's time).
 ///
-/// `since`: the first day of a batch's new events, when the rows are one
-/// side of what the batch changes (the visitor's events before it, or
-/// after it: the same plus the new ones). The per-day figures of earlier
-/// days are then left out, from both sides alike: a day's rows depend on
-/// that day's events only, which the batch did not change, so they would
-/// cancel out. 0 leaves nothing out.
+/// `cut`: when the rows are one side of what a batch changes (the
+/// visitor's events before it, or after it: the same plus the new ones),
+/// the rows both sides have alike are left out of each: they would cancel
+/// out ([`Cut`]). `Cut::default()` leaves nothing out.
 pub(crate) fn unmerged_into<'a>(
     campaign: &'a Campaign,
     visitors: &[&'a [Event]],
     strings: &mut Strings<'a>,
     left: Left,
-    since: Day,
+    cut: Cut,
     rows: &mut Out,
 ) {
     let all = strings.id(ALL);
@@ -175,7 +192,7 @@ pub(crate) fn unmerged_into<'a>(
         all,
         empty,
         gap_ms: rules::gap_ms(campaign),
-        since,
+        cut,
     };
     let prepared = prepare(&mut b, visitors);
     let no_bots = prepared.iter().all(|ev| !ev.e.bot);
@@ -349,9 +366,15 @@ pub(crate) fn scope<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>]) {
     }
     let k = firsts.len();
     let histories = Histories::new(evs);
+    // Runs both sides of a batch's change have alike ([`Cut::runs_since`]).
+    let runs_since = b.cut.runs_since;
+    let alike = |y: usize| y + 1 < k && lasts[y + 1] < runs_since;
     for x in 0..k {
         let earlier = |v: u32| histories.before_day(v, firsts[x]);
         for y in x..k {
+            if alike(y) {
+                continue;
+            }
             let run = &evs[starts[x]..starts[y + 1]];
             out.clear();
             over_run(b, &earlier, run, &mut out);
@@ -387,7 +410,7 @@ pub(crate) fn scope<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>]) {
 /// Figures that sum over days, on their event's day.
 pub(crate) fn per_day<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>], out: &mut Out) {
     let mut hours: Vec<(u32, u32, u32, Day)> = Vec::new();
-    let since = b.since;
+    let since = b.cut.since;
     for ev in evs.iter().filter(|ev| ev.day >= since) {
         let e = ev.e;
         let (phase, channel) = (ev.phase, ev.channel);
