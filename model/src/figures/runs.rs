@@ -60,13 +60,14 @@ pub(crate) struct Cut {
     /// Per-day rows of days before this one: a day's rows depend on that
     /// day's events only. 0 keeps all.
     pub(crate) since: Day,
-    /// The runs of days `x..=y` whose next active day `y + 1` is before
-    /// this one. The run's figures depend on its days' events and the
-    /// visitor's earlier ones, and the four rows they are stamped on
-    /// ([`scope`]) on the days of `x − 1 ..= y + 1`: on both sides the
-    /// same days with the same events. Only when neither side is wide
-    /// (the caller's to know: runs of segments are not runs of days, and
-    /// a side that turns wide changes them all). 0 keeps all.
+    /// The runs of days `x..=y` before this one: a run's figures depend
+    /// on its days' events and the visitor's earlier ones, the same on
+    /// both sides, and so do the two rows they are stamped on that end on
+    /// `y` ([`scope`]); the two that end on the next active day `y + 1`
+    /// are left out only when that day is before this one too (on the
+    /// side before a batch, it may not exist). Only when neither side is
+    /// wide (the caller's to know: runs of segments are not runs of days,
+    /// and a side that turns wide changes them all). 0 keeps all.
     pub(crate) runs_since: Day,
 }
 
@@ -366,13 +367,14 @@ pub(crate) fn scope<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>]) {
     }
     let k = firsts.len();
     let histories = Histories::new(evs);
-    // Runs both sides of a batch's change have alike ([`Cut::runs_since`]).
+    // What both sides of a batch's change have alike ([`Cut::runs_since`]):
+    // a run before the cut, and its rows stamped on its own last day.
     let runs_since = b.cut.runs_since;
-    let alike = |y: usize| y + 1 < k && lasts[y + 1] < runs_since;
+    let alike = |y: usize| lasts[y] < runs_since;
     for x in 0..k {
         let earlier = |v: u32| histories.before_day(v, firsts[x]);
         for y in x..k {
-            if alike(y) {
+            if alike(y) && (y + 1 == k || alike(y + 1)) {
                 continue;
             }
             let run = &evs[starts[x]..starts[y + 1]];
@@ -393,9 +395,11 @@ pub(crate) fn scope<'a>(b: &mut Builder<'_, 'a>, evs: &[Ev<'a>]) {
                     ));
                 }
             };
-            stamp(x, y, 1);
-            if x > 0 {
-                stamp(x - 1, y, -1);
+            if !alike(y) {
+                stamp(x, y, 1);
+                if x > 0 {
+                    stamp(x - 1, y, -1);
+                }
             }
             if y + 1 < k {
                 stamp(x, y + 1, -1);
