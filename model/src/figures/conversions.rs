@@ -49,6 +49,12 @@ pub(crate) fn conversions<'a>(
     let mut touches_of: HashMap<u32, Vec<Touch>> = HashMap::new();
     let mut out: Out = Vec::new();
     for ev in first.into_values() {
+        // Alike on both sides of a batch's change ([`Cut::since`]): a
+        // contact's first sign-up before the batch's new events stays its
+        // first, credited to the same earlier touches.
+        if ev.day < b.cut.since {
+            continue;
+        }
         if let Some(f) = &filter {
             let kept = ev.e.ms >= f.start_ms
                 && ev.e.ms < f.end_ms
