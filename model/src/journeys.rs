@@ -222,8 +222,8 @@ pub fn rows<'a>(campaign: &'a Campaign, events: &'a [Event]) -> Rows<'a> {
 }
 
 /// The rows a batch cannot change, left out of both sides of its change
-/// ([`change_of`]). Its new events are all at `ms` or later, on `day` or
-/// later, so a touch or a sign-up before `ms` is the same on both sides
+/// ([`change_of`]). Its new events are all at `ms` or later, and on `day`
+/// or later (the least of their days), so a touch or a sign-up before `ms` is the same on both sides
 /// (the gap rule and a contact's first sign-up look back only; a
 /// conversion's credit goes to touches up to its time), and so is a
 /// placement day before `day`. Ties in time are not cut: order in the
@@ -352,29 +352,38 @@ fn ts(ms: u64) -> DateTime<chrono::Utc> {
 /// What a visitor's rows become when its events go from `old` to `new`:
 /// the rows of `new` minus those of `old`, rows that cancel left out.
 pub fn change<'a>(campaign: &'a Campaign, old: &'a [Event], new: &'a [Event]) -> Rows<'a> {
-    let out = rows(campaign, new);
-    if old.is_empty() {
-        return out;
-    }
-    minus(out, rows(campaign, old))
+    change_cut(campaign, old, new, Cut::default())
 }
 
 /// [`change`] of a batch: the visitor's rows after it minus before,
 /// without computing the rows the batch cannot change ([`Cut`]: on a
 /// returning visitor, most of them).
 pub fn change_of<'a>(campaign: &'a Campaign, sets: &'a ChangeSets) -> Rows<'a> {
-    let Some(ms) = sets.fresh().iter().map(|e| e.ms).min() else {
+    let fresh = sets.fresh();
+    let (Some(ms), Some(day)) = (
+        fresh.iter().map(|e| e.ms).min(),
+        // Each new event's day, not the earliest one's: a time past what a
+        // date holds is on day 0 ([`day_of`]), before the others' days.
+        fresh.iter().map(|e| day_of(campaign, e.ms)).min(),
+    ) else {
         return Rows::new();
     };
-    let cut = Cut {
-        ms,
-        day: day_of(campaign, ms),
-    };
-    let out = rows_cut(campaign, sets.all_events(), cut);
-    if sets.known().is_empty() {
+    let cut = Cut { ms, day };
+    change_cut(campaign, sets.known(), sets.all_events(), cut)
+}
+
+/// [`change`] without the rows `cut` leaves out of both sides.
+fn change_cut<'a>(
+    campaign: &'a Campaign,
+    old: &'a [Event],
+    new: &'a [Event],
+    cut: Cut,
+) -> Rows<'a> {
+    let out = rows_cut(campaign, new, cut);
+    if old.is_empty() {
         return out;
     }
-    minus(out, rows_cut(campaign, sets.known(), cut))
+    minus(out, rows_cut(campaign, old, cut))
 }
 
 /// `plus − minus` of two settled (sorted) sets of rows, merged in one

@@ -241,6 +241,33 @@ fn batch_by_batch(events: Vec<Event>, cuts: Vec<usize>) -> Result<(), TestCaseEr
     Ok(())
 }
 
+/// A time no local day can be found for (past what a date holds) is on
+/// day 0: a batch's new event there is on an earlier day than its other
+/// new events, and the rows of that day are not alike on both sides.
+#[test]
+fn a_batch_with_a_time_out_of_range_sums_to_all_at_once() {
+    let scan = |i: u128, ms: u64| Event {
+        event_id: Uuid::from_u128(i),
+        ms,
+        event_type: "qr_scan".into(),
+        action: "".into(),
+        channel: "metro".into(),
+        placement: "M-CHATELET".into(),
+        phase: "p1-lancement".into(),
+        device: "mobile".into(),
+        os: "iOS".into(),
+        bot: false,
+        contact: Default::default(),
+    };
+    let events = vec![
+        scan(1, BASE_MS),
+        scan(2, BASE_MS + 1440 * MINUTE),
+        scan(3, BASE_MS + 3 * 1440 * MINUTE),
+        scan(4, u64::MAX),
+    ];
+    batch_by_batch(events, vec![2]).unwrap();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
