@@ -64,12 +64,16 @@ impl ProcessorPlan {
     }
 }
 
-/// Rows and bytes ClickHouse wrote for one table.
+/// Rows and bytes ClickHouse wrote for one table, and the time it spent
+/// writing its new parts and merging them (`system.part_log`'s
+/// `duration_ms`, one thread each).
 #[derive(Debug, Clone)]
 pub struct Written {
     pub table: String,
     pub rows: u64,
     pub bytes: u64,
+    pub new_part_ms: u64,
+    pub merge_ms: u64,
 }
 
 /// CPU seconds of one process over the measured span.
@@ -274,8 +278,10 @@ fn cpu_between(a: CpuMark, b: CpuMark) -> Cpu {
 }
 
 /// Rows and bytes of the new parts ClickHouse wrote in `database` and its
-/// SQL-access twin, per table; `None` when the server keeps no part log
-/// (any other failure is the bench's error, not a missing figure).
+/// SQL-access twin, per table, with the time spent writing them and
+/// merging parts until now (merges still due later are not counted);
+/// `None` when the server keeps no part log (any other failure is the
+/// bench's error, not a missing figure).
 async fn written(store: &ensemble_core::StoreConfig) -> anyhow::Result<Option<Vec<Written>>> {
     let server = store.server_client();
     server.query("SYSTEM FLUSH LOGS").execute().await?;
@@ -286,12 +292,15 @@ async fn written(store: &ensemble_core::StoreConfig) -> anyhow::Result<Option<Ve
     if kept == 0 {
         return Ok(None);
     }
-    let rows: Vec<(String, u64, u64)> = server
+    let rows: Vec<(String, u64, u64, u64, u64)> = server
         .query(&format!(
-            "SELECT table, sum(rows), sum(size_in_bytes) FROM system.part_log \
-             WHERE toString(event_type) IN ('NewPart', 'NEW_PART') AND database IN ('{}', '{}') \
+            "SELECT table, sumIf(rows, new), sumIf(size_in_bytes, new), \
+             sumIf(duration_ms, new), sumIf(duration_ms, merge) FROM \
+             (SELECT *, toString(event_type) IN ('NewPart', 'NEW_PART') AS new, \
+             toString(event_type) IN ('MergeParts', 'MERGE_PARTS') AS merge FROM system.part_log) \
+             WHERE database IN ('{}', '{}') \
              AND table NOT IN ('schema_migrations', 'figures_ranges_state') \
-             GROUP BY table ORDER BY sum(rows) DESC",
+             GROUP BY table ORDER BY sumIf(rows, new) DESC",
             store.database,
             store.sql_database()
         ))
@@ -299,7 +308,13 @@ async fn written(store: &ensemble_core::StoreConfig) -> anyhow::Result<Option<Ve
         .await?;
     Ok(Some(
         rows.into_iter()
-            .map(|(table, rows, bytes)| Written { table, rows, bytes })
+            .map(|(table, rows, bytes, new_part_ms, merge_ms)| Written {
+                table,
+                rows,
+                bytes,
+                new_part_ms,
+                merge_ms,
+            })
             .collect(),
     ))
 }
@@ -650,6 +665,38 @@ pub fn processor_report(results: &[ProcessorResult], plan: &ProcessorPlan) -> St
             rows,
             bytes,
             tables,
+        ));
+    }
+    out.push_str(
+        "\nClickHouse's time per table in the floor (`system.part_log`, µs per event, one thread \
+         each): writing the new parts (a view's under the table it fills) and merging parts \
+         until the replay ended; merges due later are not counted, so the split between tables is \
+         the point, not the total:\n\n\
+         | broker | profile | new parts | merges | by table (new parts + merges) |\n\
+         | --- | --- | ---: | ---: | --- |\n",
+    );
+    for r in results {
+        let Some(w) = &r.written else { continue };
+        let us = |ms: u64| ms as f64 * 1000.0 / r.events as f64;
+        let mut by_cost: Vec<&Written> = w.iter().collect();
+        by_cost.sort_by_key(|t| std::cmp::Reverse(t.new_part_ms + t.merge_ms));
+        out.push_str(&format!(
+            "| {} | {} | {:.1} | {:.1} | {} |\n",
+            r.broker,
+            r.profile.label(),
+            us(w.iter().map(|t| t.new_part_ms).sum()),
+            us(w.iter().map(|t| t.merge_ms).sum()),
+            by_cost
+                .iter()
+                .filter(|t| t.new_part_ms + t.merge_ms > 0)
+                .map(|t| format!(
+                    "{} {:.1} + {:.1}",
+                    t.table,
+                    us(t.new_part_ms),
+                    us(t.merge_ms)
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
         ));
     }
     out
