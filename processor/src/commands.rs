@@ -134,13 +134,12 @@ pub async fn erase(settings: Settings, email: String) -> Result<(), MaintenanceE
     .await?;
     println!(
         "contact_hash {}: {} visitors ({} only theirs: every row deleted; {} shared with others: \
-         only their rows), {} rows deleted, hourly rollup rebuilt for months {:?}",
+         only their rows), {} rows deleted",
         report.contact_hash,
         report.own_visitors.len() + report.shared_visitors.len(),
         report.own_visitors.len(),
         report.shared_visitors.len(),
         report.rows_deleted,
-        report.months_rebuilt
     );
     Ok(())
 }

@@ -9,9 +9,9 @@ use ensemble_core::{ledger, rebuild, Campaign, CampaignDatabases, StoreConfig};
 use ensemble_model::privacy::ContactHasher;
 use serde::Deserialize;
 
-/// Tables partitioned by month that hold event data.
-/// The partitioned tables and the column their monthly partition comes from.
-const TABLES: [(&str, &str); 2] = [("events", "ts"), ("events_hourly", "hour")];
+/// The tables partitioned by month that hold event data, and the column
+/// their monthly partition comes from.
+const TABLES: [(&str, &str); 1] = [("events", "ts")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {
@@ -23,8 +23,6 @@ pub enum MaintenanceError {
     MutationTimeout(usize, Duration),
     #[error("the delete of the rows before {0} did not finish within {1:?}; it goes on in ClickHouse (system.mutations): once it is done, run `ensemble-processor compact` to empty the ledger's carried arrays")]
     RetentionTimeout(String, Duration),
-    #[error("no migration makes the view {0} (a build without deploy/clickhouse?)")]
-    MissingView(&'static str),
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -154,7 +152,6 @@ pub struct ErasureReport {
     pub shared_visitors: Vec<String>,
     /// Rows of `events` deleted.
     pub rows_deleted: u64,
-    pub months_rebuilt: Vec<u32>,
 }
 
 /// Distinct visitor ids a query returns.
@@ -179,8 +176,8 @@ async fn visitor_ids(
 /// contact pairs — also after retention dropped the months of their
 /// events). The visitor ids only they used lose every row; ids others use
 /// too lose only the rows carrying this contact. The figures are withdrawn
-/// first (ledger tombstones), the contact pairs and rows deleted, the
-/// hourly rollup of the months touched rebuilt. Run again after a timeout,
+/// first (ledger tombstones), then the contact pairs and rows deleted.
+/// Run again after a timeout,
 /// it finishes what is left and changes nothing else.
 ///
 /// The address is looked up under every hash it may be stored under
@@ -199,10 +196,7 @@ pub async fn erase(
         report.own_visitors.extend(older.own_visitors);
         report.shared_visitors.extend(older.shared_visitors);
         report.rows_deleted += older.rows_deleted;
-        report.months_rebuilt.extend(older.months_rebuilt);
     }
-    report.months_rebuilt.sort_unstable();
-    report.months_rebuilt.dedup();
     Ok(report)
 }
 
@@ -253,12 +247,8 @@ async fn erase_contact(
         return Ok(report);
     }
     for (campaign, store) in databases.iter() {
-        let (rows, months) = erase_in(store, campaign, &report, wait).await?;
-        report.rows_deleted += rows;
-        report.months_rebuilt.extend(months);
+        report.rows_deleted += erase_in(store, campaign, &report, wait).await?;
     }
-    report.months_rebuilt.sort_unstable();
-    report.months_rebuilt.dedup();
     tracing::info!(
         own = report.own_visitors.len(),
         shared = report.shared_visitors.len(),
@@ -269,13 +259,13 @@ async fn erase_contact(
 }
 
 /// The erasure of `report`'s visitors and contact in one campaign's
-/// database: the rows of `events` deleted and the months rebuilt there.
+/// database: the rows of `events` deleted there.
 async fn erase_in(
     store: &StoreConfig,
     campaign: &Campaign,
     report: &ErasureReport,
     wait: Duration,
-) -> Result<(u64, Vec<u32>), MaintenanceError> {
+) -> Result<u64, MaintenanceError> {
     let client = store.client();
     const THEIRS: &str = "(has(?, visitor_id) OR contact_hash = ?)";
     let own = never_empty(&report.own_visitors);
@@ -284,14 +274,6 @@ async fn erase_in(
         .bind(&own)
         .bind(&report.contact_hash)
         .fetch_one()
-        .await?;
-    let months_rebuilt: Vec<u32> = client
-        .query(&format!(
-            "SELECT DISTINCT toYYYYMM(ts) AS m FROM events WHERE {THEIRS} ORDER BY m"
-        ))
-        .bind(&own)
-        .bind(&report.contact_hash)
-        .fetch_all()
         .await?;
     // The figures first: they are recomputed from the ledger, not from events.
     let signups = ledger::forget(
@@ -363,23 +345,7 @@ async fn erase_in(
             .await?)
     })
     .await?;
-    // The rollup's own view, run over the month's events.
-    let hourly_fill =
-        ensemble_core::migrate::view_fill("events_hourly_mv", Some("toYYYYMM(ts) = ?"))
-            .ok_or(MaintenanceError::MissingView("events_hourly_mv"))?;
-    for month in &months_rebuilt {
-        // States are sets of event ids / visitors: rows the live view adds
-        // while this runs merge with the rebuilt ones without double counting.
-        client
-            .query(&format!(
-                "ALTER TABLE {} DROP PARTITION {month}",
-                store.ddl_target("events_hourly")
-            ))
-            .execute()
-            .await?;
-        client.query(&hourly_fill).bind(*month).execute().await?;
-    }
-    Ok((rows_deleted, months_rebuilt))
+    Ok(rows_deleted)
 }
 
 /// Runs `left` every 200 ms until it counts nothing; `timeout()` once

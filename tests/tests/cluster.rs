@@ -224,8 +224,7 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
         overview["current"]["totals"]["signups"].as_u64() > Some(100),
         "a real campaign: {overview}"
     );
-    // Erasing a person (mutation ON CLUSTER, rollup rebuilt through the
-    // distributed table) changes both the same way.
+    // Erasing a person (mutations ON CLUSTER) changes both the same way.
     let before = two.get_json("/api/overview", ANALYST);
     let person = sim
         .truth

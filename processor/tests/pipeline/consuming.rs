@@ -13,13 +13,12 @@ async fn n_events_in_n_counted_and_a_replay_changes_nothing() {
         .expect("produce");
     let _p = s.start(&[]);
     s.wait_for(3000).await;
-    let (raw, rollup) = s.breakdowns().await;
+    let raw = s.breakdown().await;
     assert_eq!(
         raw,
         expected_breakdown(&messages),
         "enriched as the campaign file says"
     );
-    assert_eq!(rollup, raw, "the hourly rollup agrees");
 
     // The same events again (a client retry, a replay): every row lands twice, no count moves.
     produce_raw(&s.brokers, &s.topic, &encoded(&messages))
@@ -32,7 +31,8 @@ async fn n_events_in_n_counted_and_a_replay_changes_nothing() {
     .await;
     assert!(s.count("SELECT count() FROM events").await >= 3000);
     assert_eq!(s.uniq_events().await, 3000);
-    assert_eq!(s.breakdowns().await, (raw.clone(), raw));
+    assert_eq!(s.breakdown().await, raw);
+    s.assert_figures_match_events().await;
 }
 
 /// A database upgraded from a version that stored the figures elsewhere
@@ -130,9 +130,7 @@ async fn kill_mid_stream_and_restart(s: &Setup, seed: u128) -> Duration {
     .await;
     let resumed = restarted.elapsed();
     s.wait_for(20_000).await;
-    let (raw, rollup) = s.breakdowns().await;
-    assert_eq!(raw, expected_breakdown(&messages));
-    assert_eq!(rollup, raw);
+    assert_eq!(s.breakdown().await, expected_breakdown(&messages));
     s.assert_figures_match_events().await;
     resumed
 }
@@ -255,7 +253,7 @@ async fn committed_offsets_past_the_end_are_reported_and_the_processor_rewinds()
         Some(3.0),
         "{metrics}"
     );
-    assert_eq!(s.breakdowns().await.0, expected_breakdown(&messages));
+    assert_eq!(s.breakdown().await, expected_breakdown(&messages));
 }
 
 /// Partitions each processor of the group consumed from, per its /metrics
@@ -302,7 +300,7 @@ async fn clickhouse_down_for_30s_loses_nothing_and_the_lag_drains() {
     ch.restart().expect("clickhouse back");
     s.wait_for(2000).await;
     let all: Vec<_> = first.into_iter().chain(second).collect();
-    assert_eq!(s.breakdowns().await.0, expected_breakdown(&all));
+    assert_eq!(s.breakdown().await, expected_breakdown(&all));
 }
 
 #[tokio::test]
@@ -440,9 +438,11 @@ async fn poison_rows_in_a_big_batch_are_dead_lettered_and_the_rest_is_written() 
             .await,
         0
     );
-    let (raw, rollup) = s.breakdowns().await;
-    assert_eq!(raw, expected_breakdown(&good), "every other row, once");
-    assert_eq!(rollup, raw);
+    assert_eq!(
+        s.breakdown().await,
+        expected_breakdown(&good),
+        "every other row, once"
+    );
     s.assert_figures_match_events().await;
     let (_, metrics) = p.get("/metrics").expect("metrics");
     for (reason, n) in [("out_of_range", 2.0), ("refused_by_store", 1.0)] {

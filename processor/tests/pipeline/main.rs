@@ -207,8 +207,8 @@ impl Setup {
         .await;
     }
 
-    /// Per channel × phase × type, from the raw table (distinct ids) and from the rollup.
-    async fn breakdowns(&self) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    /// Per channel × phase × type × device, from the raw table (distinct ids).
+    async fn breakdown(&self) -> BTreeMap<String, u64> {
         #[derive(clickhouse::Row, serde::Deserialize)]
         struct Row {
             key: String,
@@ -224,20 +224,7 @@ impl Setup {
             .fetch_all()
             .await
             .expect("raw breakdown");
-        let rollup: Vec<Row> = self
-            .store
-            .client()
-            .query(
-                "SELECT concat(channel, '/', phase, '/', event_type, '/', device_class) AS key, uniqExactMerge(events) AS n \
-                 FROM events_hourly GROUP BY key ORDER BY key",
-            )
-            .fetch_all()
-            .await
-            .expect("rollup breakdown");
-        (
-            raw.into_iter().map(|r| (r.key, r.n)).collect(),
-            rollup.into_iter().map(|r| (r.key, r.n)).collect(),
-        )
+        raw.into_iter().map(|r| (r.key, r.n)).collect()
     }
 }
 

@@ -90,14 +90,6 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
         );
     }
     assert_eq!(s.uniq_events().await, 402 - targets_rows);
-    let rollup = s
-        .count("SELECT uniqExactMerge(events) FROM events_hourly")
-        .await;
-    assert_eq!(
-        rollup,
-        402 - targets_rows,
-        "rollup rebuilt without the erased rows"
-    );
 
     // Keep everything since 2024-01-01, whatever today is: 2025 stays, March 2020 goes.
     let days = (Utc::now().date_naive()
@@ -142,10 +134,6 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
     assert!(out.status.success(), "{stdout}");
     assert!(
         stdout.contains("dropped events partition 202003: 1 rows"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("dropped events_hourly partition 202003"),
         "{stdout}"
     );
     assert_eq!(
