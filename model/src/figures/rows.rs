@@ -106,34 +106,37 @@ impl std::hash::Hash for Key {
             | (u32::from(self.bots) << 8)
             | (u32::from(self.frequency) << 16)
             | (u32::from(self.local_hour) << 24);
-        // Odd constants of mixed bits (digits of π), one per word.
-        let lanes = [
-            fold(
-                pair(small, self.device_filter) ^ 0x243f_6a88_85a3_08d3,
-                pair(self.placement_filter, self.first_day) ^ 0x1319_8a2e_0370_7344,
-            ),
-            fold(
-                pair(self.last_day, self.phase) ^ 0xa409_3822_299f_31d0,
-                pair(self.channel, self.placement) ^ 0x082e_fa98_ec4e_6c89,
-            ),
-            fold(
-                pair(self.event_type, self.action) ^ 0x4528_21e6_38d0_1377,
-                pair(self.step, self.model) ^ 0xbe54_66cf_34e9_0c6c,
-            ),
-            fold(
-                pair(self.conversion_phase, self.other_channel) ^ 0xc0ac_29b7_c97c_50dd,
-                pair(self.device_class, self.os_family) ^ 0x3f84_d5b5_b547_0917,
-            ),
-            fold(
-                pair(self.hour, self.day) ^ 0x9216_d5d9_8979_fb1b,
-                pair(self.path, self.delay_seconds) ^ 0xd131_0ba6_98df_b5ac,
-            ),
+        let words = [
+            pair(small, self.device_filter),
+            pair(self.placement_filter, self.first_day),
+            pair(self.last_day, self.phase),
+            pair(self.channel, self.placement),
+            pair(self.event_type, self.action),
+            pair(self.step, self.model),
+            pair(self.conversion_phase, self.other_channel),
+            pair(self.device_class, self.os_family),
+            pair(self.hour, self.day),
+            pair(self.path, self.delay_seconds),
         ];
-        let h = lanes[0]
-            ^ lanes[1].rotate_left(13)
-            ^ lanes[2].rotate_left(26)
-            ^ lanes[3].rotate_left(39)
-            ^ lanes[4].rotate_left(52);
+        // One constant of mixed bits per word (digits of π); each lane
+        // rotated apart, so that lanes holding the same pair differ.
+        const MIX: [u64; 10] = [
+            0x243f_6a88_85a3_08d3,
+            0x1319_8a2e_0370_7344,
+            0xa409_3822_299f_31d0,
+            0x082e_fa98_ec4e_6c89,
+            0x4528_21e6_38d0_1377,
+            0xbe54_66cf_34e9_0c6c,
+            0xc0ac_29b7_c97c_50dd,
+            0x3f84_d5b5_b547_0917,
+            0x9216_d5d9_8979_fb1b,
+            0xd131_0ba6_98df_b5ac,
+        ];
+        let mut h = 0;
+        for lane in 0..5 {
+            let (a, b) = (2 * lane, 2 * lane + 1);
+            h ^= fold(words[a] ^ MIX[a], words[b] ^ MIX[b]).rotate_left(13 * lane as u32);
+        }
         state.write_u64(h);
     }
 }
