@@ -76,6 +76,16 @@ pub struct Written {
     pub merge_ms: u64,
 }
 
+/// The statements of one kind the processor sent (`INSERT INTO ledger`,
+/// `SELECT … FROM ledger`): how many, and ClickHouse's CPU seconds for
+/// them (user and system time of the threads that ran them).
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub kind: String,
+    pub count: u64,
+    pub cpu_seconds: f64,
+}
+
 /// CPU seconds of one process over the measured span.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cpu {
@@ -98,6 +108,8 @@ pub struct ProcessorResult {
     /// ClickHouse's CPU seconds during the replay.
     pub floor_clickhouse_cpu: Option<f64>,
     pub written: Option<Vec<Written>>,
+    /// ClickHouse's CPU per statement the measured processor sent.
+    pub statements: Option<Vec<Statement>>,
     pub inserts: u64,
     pub wire_bytes: u64,
     pub kafka_bytes: u64,
@@ -319,6 +331,46 @@ async fn written(store: &ensemble_core::StoreConfig) -> anyhow::Result<Option<Ve
     ))
 }
 
+/// What the statements logged between `from` and `to` cost ClickHouse, by
+/// kind (the recorder asks the server to log each one it relays, and only
+/// those). `None` when the server keeps no query log or its log has
+/// another layout (ProfileEvents as a map on newer servers): the figure is
+/// missing, the bench goes on.
+async fn statements(
+    store: &ensemble_core::StoreConfig,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Option<Vec<Statement>> {
+    let server = store.server_client();
+    server.query("SYSTEM FLUSH LOGS").execute().await.ok()?;
+    let rows: Vec<(String, u64, u64)> = server
+        .query(
+            "SELECT if(startsWith(query, 'INSERT'), \
+             concat('INSERT INTO ', replaceAll(extract(query, '^INSERT INTO\\\\s+([^\\\\s(]+)'), '`', '')), \
+             concat(extract(query, '^(\\\\w+)'), ' … FROM ', extract(query, 'FROM\\\\s+([\\\\w.]+)'))) AS kind, \
+             count(), \
+             toUInt64(sum(arraySum(arrayFilter((v, n) -> n IN ('UserTimeMicroseconds', 'SystemTimeMicroseconds'), \
+             ProfileEvents.Values, ProfileEvents.Names)))) \
+             FROM system.query_log WHERE type = 2 AND event_time >= toDateTime(?) AND event_time <= toDateTime(?) \
+             GROUP BY kind",
+        )
+        .bind(from.timestamp())
+        .bind(to.timestamp() + 1)
+        .fetch_all()
+        .await
+        .ok()?;
+    let mut out: Vec<Statement> = rows
+        .into_iter()
+        .map(|(kind, count, us)| Statement {
+            kind,
+            count,
+            cpu_seconds: us as f64 / 1e6,
+        })
+        .collect();
+    out.sort_by(|a, b| b.cpu_seconds.total_cmp(&a.cpu_seconds));
+    Some(out)
+}
+
 fn metric(proc: &Service, series: &str) -> Option<f64> {
     proc.get("/metrics")
         .and_then(|(_, body)| crate::metric_value(&body, series))
@@ -451,6 +503,7 @@ pub async fn processor(
     ));
 
     let recording = dir.path().join("inserts.bin");
+    let logged_from = Utc::now();
     let recorder = Recorder::start(ch_url, &recording).await?;
     progress(&format!("{label}: processor draining the backlog"));
     let proc = wiring(&recorder.url).start(&extra)?;
@@ -480,6 +533,7 @@ pub async fn processor(
     let cpu = cpu_between(before, cpu_mark(proc.pid(), clickhouse, broker.pid));
     let peak_rss_mb = peak_rss_mb(proc.pid());
     drop(proc);
+    let logged_to = Utc::now();
     let (recorded, recording) = recorder.finish()?;
     let distinct: u64 = client
         .query("SELECT uniqExact(event_id) FROM events")
@@ -510,6 +564,7 @@ pub async fn processor(
     let floor_per_s = plan.messages as f64 / seconds;
     progress(&format!("{label}: floor {floor_per_s:.0} events/s"));
     let written = written(&floor).await?;
+    let statements = statements(&store, logged_from, logged_to).await;
 
     // `ENSEMBLE_BENCH_KEEP=1` keeps both databases, to look into what was
     // written (the ledger's carried arrays, the parts).
@@ -538,6 +593,7 @@ pub async fn processor(
         cpu,
         floor_clickhouse_cpu,
         written,
+        statements,
         inserts: recorded.inserts,
         wire_bytes: recorded.body_bytes,
         kafka_bytes,
@@ -695,6 +751,27 @@ pub fn processor_report(results: &[ProcessorResult], plan: &ProcessorPlan) -> St
                     us(t.new_part_ms),
                     us(t.merge_ms)
                 ))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
+    out.push_str(
+        "\nClickHouse's CPU per statement the processor sent (`system.query_log`, µs per event, from \
+         its start to its last accounted event; merges run beside them and are not statements):\n\n\
+         | broker | profile | statements | by kind (count: µs per event) |\n\
+         | --- | --- | ---: | --- |\n",
+    );
+    for r in results {
+        let Some(st) = &r.statements else { continue };
+        let us = |s: f64| s * 1e6 / r.events as f64;
+        out.push_str(&format!(
+            "| {} | {} | {:.1} | {} |\n",
+            r.broker,
+            r.profile.label(),
+            us(st.iter().map(|s| s.cpu_seconds).sum()),
+            st.iter()
+                .filter(|s| us(s.cpu_seconds) >= 0.05)
+                .map(|s| format!("{} ({}): {:.1}", s.kind, s.count, us(s.cpu_seconds)))
                 .collect::<Vec<_>>()
                 .join(", "),
         ));

@@ -152,10 +152,17 @@ async fn relay(shared: &Shared, request: Request) -> anyhow::Result<Response> {
                 .map(|v| ((*h).to_owned(), v.as_bytes().to_vec()))
         })
         .collect();
-    let mut out = shared.http.request(
-        parts.method.clone(),
-        format!("{}{path_and_query}", shared.upstream),
-    );
+    // Each statement the processor sends is logged by the server
+    // (`system.query_log`, where its config keeps one): the bench reads
+    // ClickHouse's CPU per statement from it. Not recorded for the replay.
+    let logged = if path_and_query.contains('?') {
+        format!("{path_and_query}&log_queries=1")
+    } else {
+        format!("{path_and_query}?log_queries=1")
+    };
+    let mut out = shared
+        .http
+        .request(parts.method.clone(), format!("{}{logged}", shared.upstream));
     for (k, v) in &headers {
         out = out.header(k, v.as_slice());
     }
