@@ -236,30 +236,19 @@ fn created_view(stmt: &str) -> Option<(Option<&str>, &str)> {
 }
 
 /// The INSERT that fills `view`'s target table as the materialised view
-/// does, from the migration that made it last — so that a rebuild (of a
-/// month of `events_hourly`, of `events_minutely`) runs the view's own
-/// SELECT rather than a copy of it. `filter` (SQL over the source table)
-/// keeps some of the source's rows; `?` placeholders in it are bound by the
-/// caller. `None` if no migration makes `view`, or its SELECT has no
-/// `FROM <table>` line to filter.
-pub fn view_fill(view: &str, filter: Option<&str>) -> Option<String> {
+/// does, from the migration that made it last — so that a rebuild (of
+/// `events_minutely`) runs the view's own SELECT rather than a copy of it.
+/// `None` if no migration makes `view`, or a later one drops it.
+pub fn view_fill(view: &str) -> Option<String> {
     let all = migrations().ok()?;
+    let dropped = format!("DROP TABLE IF EXISTS {view}");
     let statements: Vec<String> = all.iter().rev().flat_map(Migration::statements).collect();
     let (_, target, select) = statements
         .iter()
+        .take_while(|s| s.trim() != dropped)
         .filter_map(|s| materialized_view(s))
         .find(|(name, _, _)| *name == view)?;
-    let select = select.trim();
-    let select = match filter {
-        None => select.to_owned(),
-        Some(filter) => {
-            let from = select
-                .lines()
-                .find(|l| l.trim_start().starts_with("FROM "))?;
-            select.replacen(from, &format!("{from}\nWHERE {filter}"), 1)
-        }
-    };
-    Some(format!("INSERT INTO {target} {select}"))
+    Some(format!("INSERT INTO {target} {}", select.trim()))
 }
 
 /// The embedded migrations, sorted by version.
@@ -612,20 +601,15 @@ mod tests {
 
     #[test]
     fn a_view_fill_runs_the_views_own_select() {
-        let hourly = view_fill("events_hourly_mv", Some("toYYYYMM(ts) = ?")).unwrap();
-        assert!(
-            hourly.starts_with("INSERT INTO events_hourly SELECT")
-                && hourly.contains("uniqExactState(event_id) AS events")
-                && hourly.contains("FROM events\nWHERE toYYYYMM(ts) = ?\nGROUP BY hour"),
-            "{hourly}"
-        );
-        let minutely = view_fill("events_minutely_mv", None).unwrap();
+        let minutely = view_fill("events_minutely_mv").unwrap();
         assert!(
             minutely.starts_with("INSERT INTO events_minutely SELECT")
                 && minutely.ends_with("GROUP BY minute"),
             "{minutely}"
         );
-        assert_eq!(view_fill("no_such_mv", None), None);
+        assert_eq!(view_fill("no_such_mv"), None);
+        // Made by 0002, dropped by 0013.
+        assert_eq!(view_fill("events_hourly_mv"), None);
     }
 
     #[test]

@@ -175,7 +175,7 @@ pub async fn rebuild(
         .await?;
     crate::later::settle_all(client, campaign).await?;
     // The view's own SELECT, over every event.
-    if let Some(fill) = crate::migrate::view_fill("events_minutely_mv", None) {
+    if let Some(fill) = crate::migrate::view_fill("events_minutely_mv") {
         client.query(&fill).execute().await?;
     }
     client
