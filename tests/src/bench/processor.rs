@@ -732,7 +732,14 @@ pub fn processor_report(results: &[ProcessorResult], plan: &ProcessorPlan) -> St
          | --- | --- | ---: | ---: | --- |\n",
     );
     for r in results {
-        let Some(w) = &r.written else { continue };
+        let Some(w) = &r.written else {
+            out.push_str(&format!(
+                "| {} | {} | n/a | n/a | no system.part_log on this server |\n",
+                r.broker,
+                r.profile.label()
+            ));
+            continue;
+        };
         let us = |ms: u64| ms as f64 * 1000.0 / r.events as f64;
         let mut by_cost: Vec<&Written> = w.iter().collect();
         by_cost.sort_by_key(|t| std::cmp::Reverse(t.new_part_ms + t.merge_ms));
@@ -758,11 +765,18 @@ pub fn processor_report(results: &[ProcessorResult], plan: &ProcessorPlan) -> St
     out.push_str(
         "\nClickHouse's CPU per statement the processor sent (`system.query_log`, µs per event, from \
          its start to its last accounted event; merges run beside them and are not statements):\n\n\
-         | broker | profile | statements | by kind (count: µs per event) |\n\
+         | broker | profile | statements | by kind (how many): µs per event |\n\
          | --- | --- | ---: | --- |\n",
     );
     for r in results {
-        let Some(st) = &r.statements else { continue };
+        let Some(st) = &r.statements else {
+            out.push_str(&format!(
+                "| {} | {} | n/a | no system.query_log on this server (or not in 18.16's layout) |\n",
+                r.broker,
+                r.profile.label()
+            ));
+            continue;
+        };
         let us = |s: f64| s * 1e6 / r.events as f64;
         out.push_str(&format!(
             "| {} | {} | {:.1} | {} |\n",
