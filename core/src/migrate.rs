@@ -333,6 +333,35 @@ pub async fn migrate(store: &StoreConfig) -> Result<MigrateReport, MigrateError>
     }
 }
 
+/// The embedded migrations not yet applied to `store`'s database, by
+/// version (all of them where nothing was ever applied). Read only: for
+/// commands that must see the schema they were written for (retention,
+/// erasure) and refuse a database `migrate` has not brought up to it.
+pub async fn pending(store: &StoreConfig) -> Result<Vec<u32>, MigrateError> {
+    let all = migrations()?;
+    let client = store.client();
+    let kept: u64 = client
+        .query(
+            "SELECT count() FROM system.tables \
+             WHERE database = currentDatabase() AND name = 'schema_migrations'",
+        )
+        .fetch_one()
+        .await?;
+    let applied: Vec<u32> = if kept == 0 {
+        Vec::new()
+    } else {
+        client
+            .query("SELECT DISTINCT version FROM schema_migrations")
+            .fetch_all()
+            .await?
+    };
+    Ok(all
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect())
+}
+
 /// One run of [`migrate`], adding what it applied to `report` (which
 /// keeps what an earlier, interrupted run applied).
 async fn migrate_once(store: &StoreConfig, report: &mut MigrateReport) -> Result<(), MigrateError> {

@@ -23,6 +23,26 @@ pub enum MaintenanceError {
     MutationTimeout(usize, Duration),
     #[error("the delete of the rows before {0} did not finish within {1:?}; it goes on in ClickHouse (system.mutations): once it is done, run `ensemble-processor compact` to empty the ledger's carried arrays")]
     RetentionTimeout(String, Duration),
+    #[error("database {database}: migrations {pending:?} are not applied; run `ensemble-processor migrate` first (what is removed, and where, follows the schema this version writes)")]
+    NotMigrated { database: String, pending: Vec<u32> },
+    #[error("{0}")]
+    Migrate(#[from] ensemble_core::migrate::MigrateError),
+}
+
+/// Refuses a database whose schema is behind this version's: retention
+/// and erasure remove what this version stores, where it stores it (a
+/// table an older version kept, such as the hourly rollup until 0013,
+/// would keep what they remove).
+async fn migrated(store: &StoreConfig) -> Result<(), MaintenanceError> {
+    let pending = ensemble_core::migrate::pending(store).await?;
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(MaintenanceError::NotMigrated {
+            database: store.database.clone(),
+            pending,
+        })
+    }
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -58,6 +78,7 @@ pub async fn retention(
     days: u32,
     wait: Duration,
 ) -> Result<RetentionReport, MaintenanceError> {
+    migrated(store).await?;
     let client = store.client();
     // More days than the calendar holds: nothing is that old.
     let cutoff = Utc::now()
@@ -189,6 +210,9 @@ pub async fn erase(
     email: &str,
     wait: Duration,
 ) -> Result<ErasureReport, MaintenanceError> {
+    for store in &databases.stores {
+        migrated(store).await?;
+    }
     let mut hashes = hasher.contact_hashes(email).into_iter();
     let mut report = erase_contact(databases, hashes.next().unwrap_or_default(), wait).await?;
     for hash in hashes {

@@ -671,3 +671,61 @@ async fn erasure_covers_every_campaign_and_nobody_elses() {
     assert_eq!(rows(s.store.clone(), "v_bob_phone_00001").await, 4);
     assert_eq!(rows(last_store.clone(), "v_bob_phone_00001").await, 2);
 }
+
+/// Retention and erasure remove what this version stores, where it stores
+/// it: on a database `migrate` has not brought up to this version (here
+/// 0013's record forgotten: before it, an hourly rollup held every event
+/// id again) they refuse, say which migrations and what to run, and touch
+/// nothing; once migrated, they run.
+#[tokio::test]
+async fn retention_and_erasure_refuse_a_database_not_migrated() {
+    let store = migrated_database("it_proc_unmigrated").await;
+    let pending = || async {
+        ensemble_core::migrate::pending(&store)
+            .await
+            .expect("pending")
+    };
+    assert_eq!(pending().await, Vec::<u32>::new());
+    store
+        .client()
+        .query("ALTER TABLE schema_migrations DELETE WHERE version = 13")
+        .execute()
+        .await
+        .expect("forget 0013");
+    poll_until("0013's record deleted", WAIT, || async {
+        (pending().await == vec![13]).then_some(())
+    })
+    .await;
+    let common = [
+        "--campaign",
+        &campaign_file().display().to_string(),
+        "--clickhouse-url",
+        &store.url,
+        "--clickhouse-database",
+        &store.database,
+    ]
+    .map(str::to_owned);
+    let run = |command: &[&str]| {
+        let mut args = command.to_vec();
+        args.extend(common.iter().map(String::as_str));
+        run_binary(BIN, &args, &[("ENSEMBLE_CONTACT_SECRET", SECRET)])
+    };
+    for command in [
+        &["retention", "--days", "30"][..],
+        &["erase", "--email", "jeanne.dupont@example.fr"][..],
+    ] {
+        let (code, stderr) = run(command);
+        assert_ne!(code, Some(0), "{command:?}: {stderr}");
+        assert!(
+            stderr.contains("migrations [13] are not applied")
+                && stderr.contains("run `ensemble-processor migrate` first"),
+            "{command:?}: {stderr}"
+        );
+    }
+    ensemble_core::migrate::migrate(&store)
+        .await
+        .expect("migrate");
+    assert_eq!(pending().await, Vec::<u32>::new());
+    let (code, stderr) = run(&["retention", "--days", "30"]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
