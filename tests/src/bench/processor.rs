@@ -601,6 +601,18 @@ pub async fn processor(
     })
 }
 
+/// A report row: the run's broker and profile, then `cells`.
+fn table_row<S: AsRef<str>, const N: usize>(r: &ProcessorResult, cells: [S; N]) -> String {
+    let mut row = format!("| {} | {} |", r.broker, r.profile.label());
+    for c in &cells {
+        row.push(' ');
+        row.push_str(c.as_ref());
+        row.push_str(" |");
+    }
+    row.push('\n');
+    row
+}
+
 fn per_event_us(seconds: Option<f64>, events: usize) -> String {
     seconds.map_or("n/a".to_owned(), |s| {
         format!("{:.0}", s * 1e6 / events as f64)
@@ -733,33 +745,34 @@ pub fn processor_report(results: &[ProcessorResult], plan: &ProcessorPlan) -> St
     );
     for r in results {
         let Some(w) = &r.written else {
-            out.push_str(&format!(
-                "| {} | {} | n/a | n/a | no system.part_log on this server |\n",
-                r.broker,
-                r.profile.label()
+            out.push_str(&table_row(
+                r,
+                ["n/a", "n/a", "no system.part_log on this server"],
             ));
             continue;
         };
         let us = |ms: u64| ms as f64 * 1000.0 / r.events as f64;
         let mut by_cost: Vec<&Written> = w.iter().collect();
         by_cost.sort_by_key(|t| std::cmp::Reverse(t.new_part_ms + t.merge_ms));
-        out.push_str(&format!(
-            "| {} | {} | {:.1} | {:.1} | {} |\n",
-            r.broker,
-            r.profile.label(),
-            us(w.iter().map(|t| t.new_part_ms).sum()),
-            us(w.iter().map(|t| t.merge_ms).sum()),
-            by_cost
-                .iter()
-                .filter(|t| t.new_part_ms + t.merge_ms > 0)
-                .map(|t| format!(
-                    "{} {:.1} + {:.1}",
-                    t.table,
-                    us(t.new_part_ms),
-                    us(t.merge_ms)
-                ))
-                .collect::<Vec<_>>()
-                .join(", "),
+        out.push_str(&table_row(
+            r,
+            [
+                format!("{:.1}", us(w.iter().map(|t| t.new_part_ms).sum())),
+                format!("{:.1}", us(w.iter().map(|t| t.merge_ms).sum())),
+                by_cost
+                    .iter()
+                    .filter(|t| t.new_part_ms + t.merge_ms > 0)
+                    .map(|t| {
+                        format!(
+                            "{} {:.1} + {:.1}",
+                            t.table,
+                            us(t.new_part_ms),
+                            us(t.merge_ms)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ],
         ));
     }
     out.push_str(
@@ -770,24 +783,26 @@ pub fn processor_report(results: &[ProcessorResult], plan: &ProcessorPlan) -> St
     );
     for r in results {
         let Some(st) = &r.statements else {
-            out.push_str(&format!(
-                "| {} | {} | n/a | no system.query_log on this server (or not in 18.16's layout) |\n",
-                r.broker,
-                r.profile.label()
+            out.push_str(&table_row(
+                r,
+                [
+                    "n/a",
+                    "no system.query_log on this server (or not in 18.16's layout)",
+                ],
             ));
             continue;
         };
         let us = |s: f64| s * 1e6 / r.events as f64;
-        out.push_str(&format!(
-            "| {} | {} | {:.1} | {} |\n",
-            r.broker,
-            r.profile.label(),
-            us(st.iter().map(|s| s.cpu_seconds).sum()),
-            st.iter()
-                .filter(|s| us(s.cpu_seconds) >= 0.05)
-                .map(|s| format!("{} ({}): {:.1}", s.kind, s.count, us(s.cpu_seconds)))
-                .collect::<Vec<_>>()
-                .join(", "),
+        out.push_str(&table_row(
+            r,
+            [
+                format!("{:.1}", us(st.iter().map(|s| s.cpu_seconds).sum())),
+                st.iter()
+                    .filter(|s| us(s.cpu_seconds) >= 0.05)
+                    .map(|s| format!("{} ({}): {:.1}", s.kind, s.count, us(s.cpu_seconds)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ],
         ));
     }
     out
