@@ -9,15 +9,15 @@
 //! accounted in the ledger, and a retry that reads the ledger finds nothing
 //! new to count: without more, the figures stayed short for good.
 //!
-//! So each ledger INSERT carries a marker — one more element in its
-//! `change` and `journey` arrays, keyed by a unique batch key — which every
+//! So each ledger INSERT carries a marker — the first record of each set
+//! it carries (`crate::ledger::carried`), keyed by a unique batch key — which every
 //! view copies into its target in the same block as the batch's rows
 //! (one part: all or nothing). A target holds a batch's marker exactly when
 //! it holds the batch's rows. When a batch's head event (the ledger row
 //! carrying the arrays) comes back to the processor already accounted — a
 //! retry after a failed INSERT, a redelivery after a crash — the processor
 //! checks each target for the marker and writes the missing ones from the
-//! ledger's own arrays, with the view's own SELECT ([`complete`]). Only the
+//! ledger's own sets, with the view's own SELECT ([`complete`]). Only the
 //! member that owns the head event's partition does it, so no two members
 //! complete the same batch.
 
@@ -27,6 +27,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::ledger::carried;
 use crate::sql::lit;
 use crate::Campaign;
 use ensemble_model::figures;
@@ -80,14 +81,14 @@ impl Marker {
         query_id(&self.key)
     }
 
-    /// Its element of each `change.*` array, in the catalogue's order
+    /// Its record in `change`, in the catalogue's order
     /// (`figures::COLUMNS`), on the day markers sit on.
     pub fn change_values(&self) -> Vec<String> {
         self.figure_values(self.day, self.day)
     }
 
-    /// Its elements of each `ranged.*` array (as [`Marker::change_values`],
-    /// on each of its ranges).
+    /// Its records in `ranged` (as [`Marker::change_values`], on each of
+    /// its ranges).
     pub fn ranged_values(&self) -> Vec<Vec<String>> {
         self.ranges
             .iter()
@@ -95,7 +96,7 @@ impl Marker {
             .collect()
     }
 
-    /// Its element of each column of the catalogue (`figures::COLUMNS`):
+    /// Its field of each column of the catalogue (`figures::COLUMNS`):
     /// the marker in `figure`, the key in `path`, the write's Unix time
     /// in `delay_seconds`, `n` 1, days `first`, `last`, every other column its
     /// type's zero.
@@ -103,16 +104,16 @@ impl Marker {
         figures::COLUMNS
             .iter()
             .map(|c| match c.name {
-                "figure" => format!("'{MARKER}'"),
+                "figure" => MARKER.into(),
                 "first_day" => date(first),
                 "last_day" => date(last),
-                "device_filter" | "placement_filter" => format!("'{}'", figures::ALL),
-                "path" => format!("'{}'", self.key),
+                "device_filter" | "placement_filter" => figures::ALL.into(),
+                "path" => self.key.clone(),
                 "delay_seconds" => (self.written_ms / 1000).to_string(),
                 "n" => "1".into(),
                 _ => match c.sql_type {
-                    "String" => "''".into(),
-                    "Date" => "'1970-01-01'".into(),
+                    "String" => String::new(),
+                    "Date" => "1970-01-01".into(),
                     "Float64" => "0.0".into(),
                     _ => "0".into(),
                 },
@@ -120,12 +121,12 @@ impl Marker {
             .collect()
     }
 
-    /// Its elements of each `delayed.*` array (first_day, last_day, bots,
+    /// Its records in `delayed` (first_day, last_day, bots,
     /// device_filter, placement_filter, rounding, path, delay_seconds, n):
     /// of rounding [`MARKER_ROUNDING`], the key in `path`, `delay_seconds`
     /// the write's Unix time.
     pub fn delayed_values(&self) -> Vec<Vec<String>> {
-        let all = || format!("'{}'", figures::ALL);
+        let all = || figures::ALL.to_owned();
         self.ranges
             .iter()
             .map(|(a, b)| {
@@ -136,7 +137,7 @@ impl Marker {
                     all(),
                     all(),
                     MARKER_ROUNDING.to_string(),
-                    format!("'{}'", self.key),
+                    self.key.clone(),
                     (self.written_ms / 1000).to_string(),
                     "1".into(),
                 ]
@@ -144,19 +145,19 @@ impl Marker {
             .collect()
     }
 
-    /// Its element of each `journey.*` array, in the ledger writer's order
+    /// Its record in `journey`, in the ledger writer's order
     /// (visitor_id, kind, ms, event_id, day, phase, channel, placement,
     /// device, contact, model, conversion_phase, n, n_events, n_exposures,
     /// n_scans, n_visits, n_signups, credit). The key is in `visitor_id`
     /// (no visitor's id: erasure has nothing to find there).
     pub fn journey_values(&self) -> Vec<String> {
-        let empty = || "''".to_owned();
+        let empty = String::new;
         vec![
-            format!("'{}'", self.key),
-            format!("'{MARKER}'"),
+            self.key.clone(),
+            MARKER.into(),
             self.written_ms.to_string(),
-            "'00000000-0000-0000-0000-000000000000'".into(),
-            "'1970-01-01'".into(),
+            "00000000-0000-0000-0000-000000000000".into(),
+            "1970-01-01".into(),
             empty(),
             empty(),
             empty(),
@@ -175,12 +176,12 @@ impl Marker {
     }
 }
 
-/// A `Date` array element.
+/// A `Date` field.
 fn date(day: figures::Day) -> String {
-    format!("'{}'", figures::date_of(day).format("%Y-%m-%d"))
+    figures::date_of(day).format("%Y-%m-%d").to_string()
 }
 
-/// A ledger row carrying a batch's arrays (its head).
+/// A ledger row carrying a batch's figures' change (its head).
 #[derive(Debug, Row, Deserialize)]
 struct Head {
     written_ms: u64,
@@ -190,16 +191,12 @@ struct Head {
     key: String,
 }
 
-/// Which ledger row a fill reads: the head (the `change` arrays), or the
-/// row carrying another array, found by the marker's key in that array's
-/// `key` column.
+/// Which ledger row a fill reads: the head (the `change` set), or the
+/// row carrying another set, found by the marker's key in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Carried {
     Head,
-    Array {
-        array: &'static str,
-        key: &'static str,
-    },
+    Set(&'static str),
 }
 
 /// A table a view fills from the ledger, and how to fill it for a batch.
@@ -228,21 +225,19 @@ async fn columns(
         .await
 }
 
-/// `INSERT INTO table (columns) SELECT array.column AS array_column, …
-/// FROM ledger ARRAY JOIN array WHERE {rows}`: what a view that copies
-/// every column of `array` writes. Selected as `array_<column>` (an INSERT
-/// takes them by position): named as the column, `journey.visitor_id AS
-/// visitor_id` would stand for the ledger's own `visitor_id` in the WHERE
-/// that picks the batch's row, and pick the wrong elements.
-fn copy_fill(table: &str, columns: &[String], array: &str) -> String {
-    let selected: Vec<String> = columns
-        .iter()
-        .map(|c| format!("{array}.{c} AS {array}_{c}"))
-        .collect();
+/// `INSERT INTO table (columns) SELECT … FROM ledger ARRAY JOIN … WHERE
+/// {rows}`: what a view that copies `columns` of the carried set `set`
+/// writes (`carried::Set::select_sql`, as the views). Selected as
+/// `<set>_<column>` (an INSERT takes them by position): named as the
+/// column, the journeys' `… AS visitor_id` would stand for the ledger's own
+/// `visitor_id` in the WHERE that picks the batch's row, and pick the
+/// wrong records.
+fn copy_fill(table: &str, columns: &[String], set: &str) -> String {
+    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
     format!(
-        "INSERT INTO {table} ({}) SELECT {} FROM ledger ARRAY JOIN {array} WHERE {{rows}}",
+        "INSERT INTO {table} ({}) {} WHERE {{rows}}",
         columns.join(", "),
-        selected.join(", ")
+        carried::set(set).select_sql(&names, |c| format!("{set}_{c}"))
     )
 }
 
@@ -253,8 +248,8 @@ async fn targets(
 ) -> Result<Vec<Target>, clickhouse::error::Error> {
     let database: String = client.query("SELECT currentDatabase()").fetch_one().await?;
     let journeys = format!("{database}_sql.journeys");
-    // `figures` (figures_mv) and the journeys (journeys_mv) copy every
-    // column of their array; the summed ranges' tables are filled when
+    // `figures` (figures_mv) and the journeys (journeys_mv) copy their
+    // columns from their set; the summed ranges' tables are filled when
     // their views for this campaign's ranges exist.
     let mut out = vec![Target {
         table: "figures".into(),
@@ -267,13 +262,13 @@ async fn targets(
         ),
         reads: Carried::Head,
     }];
-    for (table, marker, array) in crate::ranges::batch_fills(client, &database, campaign).await? {
+    for (table, marker, set) in crate::ranges::batch_fills(client, &database, campaign).await? {
         out.push(Target {
             table: table.into(),
             marker,
             key_column: "path",
-            fill: copy_fill(table, &columns(client, &database, table).await?, array),
-            reads: Carried::Array { array, key: "path" },
+            fill: copy_fill(table, &columns(client, &database, table).await?, set),
+            reads: Carried::Set(set),
         });
     }
     out.push(Target {
@@ -285,10 +280,7 @@ async fn targets(
         table: journeys,
         marker: format!("kind = '{MARKER}'"),
         key_column: "visitor_id",
-        reads: Carried::Array {
-            array: "journey",
-            key: "visitor_id",
-        },
+        reads: Carried::Set("journey"),
     });
     Ok(out)
 }
@@ -308,6 +300,8 @@ async fn heads(
 ) -> Result<Vec<Head>, clickhouse::error::Error> {
     let again: Vec<&(&str, u64)> = again.iter().collect();
     let mut heads: Vec<Head> = Vec::new();
+    // The head row's `change` begins with the marker's record.
+    let change = carried::set("change");
     for chunk in again.chunks(2000) {
         let pairs: Vec<String> = chunk
             .iter()
@@ -318,12 +312,13 @@ async fn heads(
         heads.extend(
             client
                 .query(&format!(
-                    "SELECT written_ms, visitor_id, event_id, \
-                     arrayElement(arrayFilter((c, f) -> f = '{MARKER}', change.path, change.figure), 1) AS key \
+                    "SELECT written_ms, visitor_id, event_id, {} AS key \
                      FROM ledger WHERE visitor_id IN ({}) AND (visitor_id, written_ms) IN ({}) \
-                     AND notEmpty(change.figure) AND key != ''",
+                     AND {}",
+                    change.field_sql("path", &change.first_record_sql()),
                     visitors.join(","),
-                    pairs.join(",")
+                    pairs.join(","),
+                    change.begins_with_sql(MARKER),
                 ))
                 .fetch_all::<Head>()
                 .await?,
@@ -376,13 +371,14 @@ pub async fn complete(
             }
             let visitor = match t.reads {
                 Carried::Head => Some(head.visitor_id.clone()),
-                // The row carrying the array (one of the batch's first
-                // rows): found by the marker among its elements.
-                Carried::Array { array, key: column } => {
+                // The row carrying the set (one of the batch's first
+                // rows): found by the marker's key in it (unique: it ends
+                // with 16 random hex digits).
+                Carried::Set(set) => {
                     client
                         .query(&format!(
                             "SELECT visitor_id FROM ledger WHERE written_ms = {written_ms} \
-                             AND has({array}.{column}, {key}) LIMIT 1"
+                             AND position({set}, {key}) > 0 LIMIT 1"
                         ))
                         .fetch_optional()
                         .await?
@@ -464,4 +460,43 @@ pub async fn retire(store: &crate::StoreConfig) -> Result<(), clickhouse::error:
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(sql: &str) -> String {
+        sql.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// What a batch's fill writes is what the migration's views write: the
+    /// same SELECT of the same set (here generated, there spelled out).
+    #[test]
+    fn the_migrations_views_read_the_sets_as_the_fills_do() {
+        for (view, target, set) in [
+            ("figures_mv", "figures", "change"),
+            ("journeys_mv", "{sql_database}.journeys", "journey"),
+        ] {
+            let s = carried::set(set);
+            // The analysts' journeys keep no contact.
+            let columns: Vec<&str> = s
+                .columns
+                .iter()
+                .map(|(c, _)| *c)
+                .filter(|c| !(set == "journey" && *c == "contact"))
+                .collect();
+            let want = format!(
+                "INSERT INTO {target} {}",
+                s.select_sql(&columns, str::to_owned)
+            );
+            let got = crate::migrate::view_fill(view).unwrap_or_default();
+            assert_eq!(words(&got), words(&want), "{view}");
+            // The fill selects the same, under its own names.
+            let names: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
+            let fill = copy_fill(target, &names, set);
+            let renamed = s.select_sql(&columns, |c| format!("{set}_{c}"));
+            assert!(fill.contains(&renamed), "{fill}");
+        }
+    }
 }

@@ -242,7 +242,11 @@ fn created_view(stmt: &str) -> Option<(Option<&str>, &str)> {
 pub fn view_fill(view: &str) -> Option<String> {
     let all = migrations().ok()?;
     let dropped = format!("DROP TABLE IF EXISTS {view}");
-    let statements: Vec<String> = all.iter().rev().flat_map(Migration::statements).collect();
+    let statements: Vec<String> = all
+        .iter()
+        .rev()
+        .flat_map(|m| m.statements().into_iter().rev())
+        .collect();
     let (_, target, select) = statements
         .iter()
         .take_while(|s| s.trim() != dropped)
@@ -276,11 +280,12 @@ struct AppliedRow {
 /// figures; 0005: the analysts' journeys; 0006: the conversion paths'
 /// figures; 0007: the device breakdown, the paths' delays; 0011: the
 /// journeys without contacts; 0012: the bots' scope as what the bots
-/// change, the figures summed by range by the processor): a database that
+/// change, the figures summed by range by the processor; 0014: the
+/// ledger made again, its sets carried as text): a database that
 /// already has events when one is applied must be rebuilt from `events`;
 /// it records that in `rebuild_pending` (which the rebuild empties and the
 /// processor checks before it consumes).
-pub const REBUILT_FROM_EVENTS: [u32; 6] = [4, 5, 6, 7, 11, 12];
+pub const REBUILT_FROM_EVENTS: [u32; 7] = [4, 5, 6, 7, 11, 12, 14];
 
 /// The migrations that add or make again a table filled beside or as
 /// `figures_ranges` (0009: the paths' delays by range; 0012: the summed

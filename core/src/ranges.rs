@@ -93,7 +93,7 @@ pub fn ranges_of(campaign: &Campaign) -> (Vec<Days>, String) {
 /// database whose views are of an earlier kind ([`legacy_view_names`])
 /// gets the current ones from [`ensure`], and is partial until
 /// `rebuild-ranges`.
-const VIEW_VERSION: &str = "\nsummed by the processor, paths in their own columns";
+const VIEW_VERSION: &str = "\nsummed by the processor, carried as text";
 
 fn view_name(text: &str) -> String {
     format!("{VIEW_PREFIX}{}", hash_of(&format!("{text}{VIEW_VERSION}")))
@@ -106,14 +106,20 @@ fn delays_view_name(text: &str) -> String {
     )
 }
 
-/// The views of these ranges of earlier versions: those which summed
-/// each ledger row's `change` by range themselves (the summed table's, the
-/// delays' before it passed batch markers on, and after), and the copies
-/// of the processor's sums that read the paths' delays from `channel` and
-/// `seconds`.
-fn legacy_view_names(text: &str) -> [String; 5] {
+/// The views of these ranges of earlier versions: the copies of the
+/// processor's sums that read them from the ledger's arrays (before 0014),
+/// those which summed each ledger row's `change` by range themselves (the
+/// summed table's, the delays' before it passed batch markers on, and
+/// after), and the copies of the processor's sums that read the paths'
+/// delays from `channel` and `seconds`.
+fn legacy_view_names(text: &str) -> [String; 7] {
     let copies = hash_of(&format!("{text}\nsummed by the processor"));
+    let arrays = hash_of(&format!(
+        "{text}\nsummed by the processor, paths in their own columns"
+    ));
     [
+        format!("{VIEW_PREFIX}{arrays}"),
+        format!("{DELAYS_VIEW_PREFIX}{arrays}"),
         format!("{VIEW_PREFIX}{copies}"),
         format!("{DELAYS_VIEW_PREFIX}{copies}"),
         format!("{VIEW_PREFIX}{}", hash_of(text)),
@@ -172,28 +178,25 @@ fn fitting(ranges: &[Days], first: &str, last: &str) -> String {
     )
 }
 
-/// A view copying the ledger's `array` (whose columns are `columns`)
-/// into `table`.
-fn copy_view_sql(name: &str, table: &str, array: &str, columns: &[&str]) -> String {
-    let selected: Vec<String> = columns
-        .iter()
-        .map(|c| format!("{array}.{c} AS {c}"))
-        .collect();
+/// A view copying every column of the ledger's carried set `set` into
+/// `table`.
+fn copy_view_sql(name: &str, table: &str, set: &str) -> String {
+    let set = crate::ledger::carried::set(set);
+    let columns: Vec<&str> = set.columns.iter().map(|(c, _)| *c).collect();
     format!(
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS {name} TO {table} AS SELECT {} \
-         FROM ledger ARRAY JOIN {array}",
-        selected.join(", ")
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {name} TO {table} AS {}",
+        set.select_sql(&columns, str::to_owned)
     )
 }
 
 /// The view filling the table from `ledger`'s summed changes.
 fn view_sql(name: &str) -> String {
-    copy_view_sql(name, TABLE, "ranged", &crate::ledger::FIGURE_COLUMNS)
+    copy_view_sql(name, TABLE, "ranged")
 }
 
 /// The view filling the delays' table from `ledger`'s delays.
 fn delays_view_sql(name: &str) -> String {
-    copy_view_sql(name, DELAYS_TABLE, "delayed", &crate::ledger::DELAY_COLUMNS)
+    copy_view_sql(name, DELAYS_TABLE, "delayed")
 }
 
 /// For each summed table whose view for `campaign`'s ranges exists in
@@ -463,7 +466,11 @@ pub async fn refill(
         .execute()
         .await?;
     // The delays from the summed table (a view does not pass its rows on).
-    let delays_columns = crate::ledger::DELAY_COLUMNS.join(", ");
+    let delays_columns: Vec<&str> = crate::ledger::DELAY_COLUMNS
+        .iter()
+        .map(|(c, _)| *c)
+        .collect();
+    let delays_columns = delays_columns.join(", ");
     store
         .client()
         .query(&format!(
@@ -583,7 +590,8 @@ mod tests {
     #[test]
     fn the_views_copy_what_the_ledger_carries_summed() {
         let sql = view_sql("v");
-        assert!(sql.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS v TO figures_ranges AS SELECT ranged.figure AS figure, ranged.bots AS bots, "), "{sql}");
+        let ranged = crate::ledger::carried::set("ranged");
+        assert!(sql.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS v TO figures_ranges AS SELECT carried_record[1] AS figure, toUInt8(carried_record[2]) AS bots, "), "{sql}");
         assert_eq!(
             keys().len(),
             figures::COLUMNS.len() - 4,
@@ -593,16 +601,23 @@ mod tests {
             .iter()
             .chain(&["first_day", "last_day", "n", "credit"])
         {
-            assert!(sql.contains(&format!("ranged.{c} AS {c}")), "{c}");
+            let field = ranged.field_sql(c, "carried_record");
+            assert!(sql.contains(&format!("{field} AS {c}")), "{c}");
             assert!(crate::ledger::FIGURE_COLUMNS.contains(c), "{c} is carried");
         }
-        assert!(sql.ends_with("FROM ledger ARRAY JOIN ranged"), "{sql}");
-        let sql = delays_view_sql("d");
         assert!(
-            sql.contains("TO paths_delays_ranges AS SELECT delayed.first_day AS first_day"),
+            sql.ends_with(&format!(
+                "FROM ledger ARRAY JOIN {} AS carried_record",
+                ranged.records_sql()
+            )),
             "{sql}"
         );
-        assert!(sql.contains("delayed.rounding AS rounding, delayed.path AS path, delayed.delay_seconds AS delay_seconds, delayed.n AS n FROM ledger ARRAY JOIN delayed"), "{sql}");
+        let sql = delays_view_sql("d");
+        assert!(
+            sql.contains("TO paths_delays_ranges AS SELECT toDate(carried_record[1]) AS first_day"),
+            "{sql}"
+        );
+        assert!(sql.contains("toUInt32(carried_record[6]) AS rounding, carried_record[7] AS path, toUInt32(carried_record[8]) AS delay_seconds, toInt64(carried_record[9]) AS n FROM ledger ARRAY JOIN"), "{sql}");
         // The refill inserts `delays_select`'s columns, then the sum, under
         // the carried columns' names: the same order.
         let select = delays_select("f_", "a", "b");
@@ -611,8 +626,12 @@ mod tests {
             .skip(1)
             .map(|rest| rest.split(',').next().unwrap_or_default().trim())
             .collect();
-        assert_eq!(aliases, crate::ledger::DELAY_COLUMNS[..8]);
-        assert_eq!(crate::ledger::DELAY_COLUMNS[8], "n");
+        let carried: Vec<&str> = crate::ledger::DELAY_COLUMNS
+            .iter()
+            .map(|(c, _)| *c)
+            .collect();
+        assert_eq!(aliases, carried[..8]);
+        assert_eq!(carried[8], "n");
     }
 
     #[test]

@@ -358,11 +358,18 @@ async fn erase_in(
     // under way could bring back a part from before), then checked — again
     // every few seconds while they are not (in cluster mode the replicas
     // apply it in the background).
-    let carried = "SELECT count() FROM ledger WHERE has(journey.contact, ?) \
-                   OR hasAny(arrayFilter(v -> v != '', journey.visitor_id), ?)";
+    let journey = ensemble_core::ledger::carried::set("journey");
+    let carried = format!(
+        "SELECT count() FROM ledger WHERE {}",
+        journey.any_sql(&format!(
+            "{} = ? OR has(?, {})",
+            journey.field_sql("contact", "r"),
+            journey.field_sql("visitor_id", "r")
+        ))
+    );
     empty_carried(&client, store, deadline, timeout, || async {
         Ok(client
-            .query(carried)
+            .query(&carried)
             .bind(&report.contact_hash)
             .bind(&own)
             .fetch_one()

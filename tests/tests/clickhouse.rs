@@ -583,9 +583,10 @@ async fn a_ledger_insert_cut_on_its_way_lands_whole_or_not_at_all() {
 }
 
 /// The tables the migrations make hold the figures' columns as the model's
-/// catalogue declares them (`figures::COLUMNS`: names and types), and the
-/// ledger carries each of them as an array, twice (`change`, `ranged`); the
-/// paths' delays' table and the ledger's `delayed` hold the same columns.
+/// catalogue declares them (`figures::COLUMNS`: names and types); the
+/// ledger carries its sets as text; the paths' delays' table and the
+/// analysts' journeys hold the columns of the sets the ledger carries to
+/// them, with their types.
 #[tokio::test]
 async fn the_figures_tables_hold_the_catalogues_columns() {
     let store = ensemble_tests::migrated_database("it_catalogue").await;
@@ -611,36 +612,50 @@ async fn the_figures_tables_hold_the_catalogues_columns() {
     want.sort();
     assert_eq!(columns("figures").await, want, "figures");
     assert_eq!(columns("figures_ranges").await, want, "figures_ranges");
+    // The ledger carries each set as text (`ledger::carried`).
     let ledger = columns("ledger").await;
-    for array in ["change", "ranged"] {
-        let carried: Vec<(String, String)> = ledger
+    for set in ensemble_core::ledger::carried::names() {
+        assert!(
+            ledger.contains(&(set.to_owned(), "String".to_owned())),
+            "ledger.{set}: {ledger:?}"
+        );
+    }
+    assert!(
+        !ledger.iter().any(|(n, _)| n.contains('.')),
+        "no arrays left"
+    );
+    let typed = |declared: &[(&str, &str)]| {
+        let mut v: Vec<(String, String)> = declared
             .iter()
-            .filter_map(|(n, t)| {
-                let name = n.strip_prefix(&format!("{array}."))?;
-                let inner = t.strip_prefix("Array(")?.strip_suffix(')')?;
-                Some((name.to_owned(), inner.to_owned()))
-            })
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
             .collect();
-        assert_eq!(carried, want, "ledger {array}.*");
-    }
-    let mut delays: Vec<String> = columns("paths_delays_ranges")
-        .await
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    let mut delayed: Vec<String> = ledger
-        .iter()
-        .filter_map(|(n, _)| n.strip_prefix("delayed.").map(str::to_owned))
-        .collect();
-    let mut declared: Vec<String> = ensemble_core::ledger::DELAY_COLUMNS
-        .iter()
-        .map(|c| (*c).to_owned())
-        .collect();
-    for v in [&mut delays, &mut delayed, &mut declared] {
         v.sort();
-    }
-    assert_eq!(delays, declared, "paths_delays_ranges");
-    assert_eq!(delayed, declared, "ledger delayed.*");
+        v
+    };
+    assert_eq!(
+        columns("paths_delays_ranges").await,
+        typed(&ensemble_core::ledger::DELAY_COLUMNS),
+        "paths_delays_ranges"
+    );
+    // The analysts' journeys: the carried columns but the contact.
+    let journeys: Vec<(&str, &str)> = ensemble_core::ledger::JOURNEY_COLUMNS
+        .into_iter()
+        .filter(|(n, _)| *n != "contact")
+        .collect();
+    let got: Vec<(String, String)> = {
+        let mut got: Vec<(String, String)> = store
+            .client()
+            .query(
+                "SELECT name, type FROM system.columns WHERE database = ? AND table = 'journeys'",
+            )
+            .bind(store.sql_database())
+            .fetch_all()
+            .await
+            .expect("columns");
+        got.sort();
+        got
+    };
+    assert_eq!(got, typed(&journeys), "journeys");
 }
 
 /// A batch's history is read in one query of up to 20 000 visitor ids

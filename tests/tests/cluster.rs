@@ -234,10 +234,15 @@ async fn a_two_shard_cluster_gives_the_same_dashboard_as_one_node() {
     let hash = ensemble_model::privacy::ContactHasher::new(b"cluster-secret-0123456789")
         .expect("hasher")
         .contact_hash(&person);
+    let journey = ensemble_core::ledger::carried::set("journey");
+    let theirs_sql = format!(
+        "SELECT count() FROM ledger WHERE {} OR ev_contact = ?",
+        journey.any_sql(&format!("{} = ?", journey.field_sql("contact", "r")))
+    );
     let theirs = |store: &StoreConfig| {
         store
             .client()
-            .query("SELECT count() FROM ledger WHERE has(journey.contact, ?) OR ev_contact = ?")
+            .query(&theirs_sql)
             .bind(&hash)
             .bind(&hash)
             .fetch_one::<u64>()

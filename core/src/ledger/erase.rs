@@ -231,15 +231,17 @@ pub fn journeys_before(campaign: &Campaign, cutoff_ms: u64) -> String {
     )
 }
 
-/// Ledger rows whose carried journeys arrays ([`CARRIED`]) hold a row of
+/// Ledger rows whose carried journeys (`super::carried`) hold a row of
 /// an event before `cutoff_ms` (SQL), as [`journeys_before`] tells them
-/// (an emptied array element reads as time 0 and day 0).
+/// (a batch marker's row is at time `written_ms` and day 0).
 pub fn carried_journeys_before(campaign: &Campaign, cutoff_ms: u64) -> String {
-    format!(
-        "arrayExists(m -> m > 0 AND m < {cutoff_ms}, journey.ms) \
-         OR arrayExists(d -> d > toDate(0) AND d < {}, journey.day)",
-        cutoff_day(campaign, cutoff_ms)
-    )
+    let journey = super::carried::set("journey");
+    journey.any_sql(&format!(
+        "({ms} > 0 AND {ms} < {cutoff_ms}) OR ({day} > toDate(0) AND {day} < {})",
+        cutoff_day(campaign, cutoff_ms),
+        ms = journey.field_sql("ms", "r"),
+        day = journey.field_sql("day", "r"),
+    ))
 }
 
 /// The local day of `cutoff_ms`, as a ClickHouse `Date` literal.

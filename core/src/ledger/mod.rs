@@ -5,6 +5,7 @@
 //! - [`write`]: the ledger INSERT, carrying the figures' and journeys'
 //!   change (and the figures' summed by range) to the materialised views,
 //!   with its batch marker;
+//! - [`carried`]: how those sets are carried, as text, and read back in SQL;
 //! - [`account`]: a batch's accounting (read, compute, write);
 //! - [`lists`]: the wide visitors and shared contacts, the question-time
 //!   correction;
@@ -15,22 +16,21 @@
 //! figures' parts `crate::compact`.
 
 mod account;
+pub mod carried;
 mod erase;
 mod lists;
 mod stream;
 mod write;
 
 pub use account::{account, prepare, prepare_after, Accounted, After, Prepared};
+pub use carried::{DELAY_COLUMNS, FIGURE_COLUMNS, JOURNEY_COLUMNS};
 pub use erase::{
     carried_journeys_before, erased_signups, forget, journeys_before, retain, rewrite,
 };
 pub use lists::{correction, shared_visitors, wide_visitors};
 pub(crate) use lists::{insert_pairs, note_wide};
 pub use stream::{stream, Selection, Source};
-pub use write::{
-    clear_carried, journey_rows, Carried, Insert, JourneyRow, Writer, ARRAYS, CARRIED,
-    DELAY_COLUMNS, FIGURE_COLUMNS,
-};
+pub use write::{clear_carried, journey_rows, Carried, Insert, JourneyRow, Writer};
 
 use std::collections::HashMap;
 

@@ -1,75 +1,24 @@
 //! The ledger INSERT: a batch's rows, carrying (read by the materialised
 //! views from the INSERT itself) the figures' change, the journeys' change,
 //! and the change summed by range and the paths' delays by rounding (for
-//! the summed tables), each array ending with the batch marker.
+//! the summed tables), each set as text ([`super::carried`]) beginning with
+//! the batch marker.
 
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use chrono::Utc;
 
+use super::carried::{
+    self, push_date, push_float, push_number, push_record, push_text, push_values, SETS,
+};
 use crate::batches::Marker;
-use crate::sql::{push_quoted, push_tsv};
+use crate::sql::push_tsv;
 use crate::Campaign;
 use ensemble_model::figures::{self, DelayRow, Event, Row as FigureRow};
 use ensemble_model::journeys;
 
-/// The columns of a figures row, as `change` and `ranged` carry them and
-/// [`Marker::change_values`] lists its own: the model's catalogue
-/// (`figures::COLUMNS`), in its order.
-pub static FIGURE_COLUMNS: LazyLock<Vec<&'static str>> =
-    LazyLock::new(|| figures::column_names().collect());
-
-/// The columns of an analysts' journeys row (`journey`).
-pub const JOURNEY_COLUMNS: [&str; 19] = [
-    "visitor_id",
-    "kind",
-    "ms",
-    "event_id",
-    "day",
-    "phase",
-    "channel",
-    "placement",
-    "device",
-    "contact",
-    "model",
-    "conversion_phase",
-    "n",
-    "n_events",
-    "n_exposures",
-    "n_scans",
-    "n_visits",
-    "n_signups",
-    "credit",
-];
-
-/// The columns of a paths' delays row (`delayed`, `paths_delays_ranges`).
-pub const DELAY_COLUMNS: [&str; 9] = [
-    "first_day",
-    "last_day",
-    "bots",
-    "device_filter",
-    "placement_filter",
-    "rounding",
-    "path",
-    "delay_seconds",
-    "n",
-];
-
-/// The arrays a ledger INSERT carries, in the order of its columns and of
-/// the rows carrying them: the figures' change (on the batch's head row,
-/// which `crate::batches` finds), the journeys', the change summed by
-/// range, the paths' delays by range and rounding.
-pub static ARRAYS: LazyLock<[(&str, &[&str]); 4]> = LazyLock::new(|| {
-    [
-        ("change", FIGURE_COLUMNS.as_slice()),
-        ("journey", &JOURNEY_COLUMNS),
-        ("ranged", FIGURE_COLUMNS.as_slice()),
-        ("delayed", &DELAY_COLUMNS),
-    ]
-});
-
-/// The event columns of a ledger row, before the arrays.
+/// The event columns of a ledger row, before the carried sets.
 const EVENT_COLUMNS: [&str; 14] = [
     "visitor_id",
     "written_ms",
@@ -87,25 +36,13 @@ const EVENT_COLUMNS: [&str; 14] = [
     "ev_os",
 ];
 
-/// The arrays' columns (`change.figure`, …), in [`ARRAYS`]' order. The
-/// views read them from the INSERT itself; kept in the table they are
-/// dead weight (most of its bytes) and, in the journeys' arrays, the
-/// visitor ids of other visitors of the batch, which an erasure of one of
-/// them must not leave behind: [`clear_carried`] empties them.
-pub static CARRIED: LazyLock<Vec<String>> = LazyLock::new(|| {
-    ARRAYS
-        .iter()
-        .flat_map(|(array, columns)| columns.iter().map(move |c| format!("{array}.{c}")))
-        .collect()
-});
-
-/// TabSeparated, not VALUES: ClickHouse 18.16 parses VALUES with arrays
-/// several times slower, and was the bottleneck of a rebuild.
+/// TabSeparated, not VALUES: ClickHouse 18.16 parses VALUES several times
+/// slower, and was the bottleneck of a rebuild.
 static INSERT_HEAD: LazyLock<String> = LazyLock::new(|| {
     let columns: Vec<&str> = EVENT_COLUMNS
         .iter()
         .copied()
-        .chain(CARRIED.iter().map(String::as_str))
+        .chain(carried::names())
         .collect();
     format!(
         "INSERT INTO ledger ({}) FORMAT TabSeparated",
@@ -129,15 +66,15 @@ pub struct Carried<'c> {
 }
 
 /// Ledger rows being put together for one INSERT, carrying [`Carried`]:
-/// one array per row, the head row (the first) the figures' change, the
+/// one set per row, the head row (the first) the figures' change, the
 /// second the journeys', the third the summed change, the fourth the
 /// delays; a batch of fewer rows has its last row carry the rest. Not all
-/// on one row: a materialised view's `ARRAY JOIN change` copies every
-/// other column of the row for each element — on ClickHouse 18.16 the
-/// other arrays too, whose size then multiplies the change's (a batch of
-/// 20 000 events ran out of memory).
+/// on one row: a materialised view's `ARRAY JOIN` copies the row's other
+/// columns it still needs for each record, and one row's sets would
+/// multiply each other's size (with arrays, a batch of 20 000 events ran
+/// out of memory on ClickHouse 18.16).
 ///
-/// Each array also carries the INSERT's batch marker
+/// Each set begins with the INSERT's batch marker
 /// ([`crate::batches::Marker`]), so that every table a view fills from it
 /// gets the marker in the same block as the batch's rows.
 #[derive(Debug)]
@@ -153,21 +90,20 @@ pub struct Writer<'c> {
     ranges: Vec<figures::Days>,
 }
 
-/// Empties the [`CARRIED`] arrays of every ledger row written so far (their
-/// values read as defaults; a part written meanwhile keeps its own until
-/// the next call). The figures and journeys are untouched: their views
-/// read the arrays when the rows were inserted, never again. Run by
+/// Empties the carried sets ([`carried::SETS`]) of every ledger row written
+/// so far (a part written meanwhile keeps its own until the next call).
+/// The figures and journeys are untouched: their views read the sets when
+/// the rows were inserted, never again. Run by
 /// erasure and retention (so no array keeps what they remove) and by
 /// `ensemble-processor compact` (so the arrays of a day at most take room).
 /// A mutation or merge under way can write a part from before the call and
-/// bring arrays back: erasure and retention empty them once their deletes
+/// bring sets back: erasure and retention empty them once their deletes
 /// are done, and check.
 pub async fn clear_carried(
     client: &clickhouse::Client,
     ddl_target: impl Fn(&str) -> String,
 ) -> Result<(), clickhouse::error::Error> {
-    let clauses: Vec<String> = CARRIED
-        .iter()
+    let clauses: Vec<String> = carried::names()
         .map(|c| format!("CLEAR COLUMN `{c}` IN PARTITION tuple()"))
         .collect();
     client
@@ -192,127 +128,74 @@ pub fn journey_rows<'a, V: AsRef<str> + 'a>(
         .collect()
 }
 
-/// One TabSeparated array field per column of `columns`: the column of
-/// each of `items`, then each marker element's value of that column (the
-/// markers' elements each list every column); `[]` for every column when
-/// the row carries no `items`.
-fn push_arrays<T, F: Fn(&mut String, &T)>(
-    out: &mut String,
-    columns: &[F],
-    items: Option<&[T]>,
-    markers: &[Vec<String>],
-) {
-    for (c, column) in columns.iter().enumerate() {
-        out.push_str("\t[");
-        if let Some(items) = items {
-            let mut first = true;
-            for item in items {
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                column(out, item);
-            }
-            for m in markers.iter().filter_map(|m| m.get(c)) {
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                out.push_str(m);
-            }
-        }
-        out.push(']');
-    }
-}
-
-/// A `Date` array element: `'YYYY-MM-DD'`.
-fn push_date(out: &mut String, day: figures::Day) {
-    use chrono::Datelike;
-    // Not `format("%Y-%m-%d")`: that parses its pattern on every call, three
-    // times per figure row (a tenth of a large batch's formatting).
-    let d = figures::date_of(day);
-    let _ = write!(out, "'{:04}-{:02}-{:02}'", d.year(), d.month(), d.day());
-}
-
-/// A number as an array element.
-fn push_number(out: &mut String, n: impl std::fmt::Display) {
-    let _ = write!(out, "{n}");
-}
-
 type FigureColumn = fn(&mut String, &FigureRow<'_>);
 
-/// Each of [`FIGURE_COLUMNS`] of a figures row (in its order: a test
+/// Each of [`carried::FIGURE_COLUMNS`] of a figures row (in its order: a test
 /// checks the two against each other).
 const FIGURE_FIELDS: [FigureColumn; 25] = [
-    |o, f| push_quoted(o, f.figure.name(), false),
+    |o, f| push_text(o, f.figure.name()),
     |o, f| push_number(o, f.bots),
-    |o, f| push_quoted(o, f.device_filter, false),
-    |o, f| push_quoted(o, f.placement_filter, false),
+    |o, f| push_text(o, f.device_filter),
+    |o, f| push_text(o, f.placement_filter),
     |o, f| push_date(o, f.first_day),
     |o, f| push_date(o, f.last_day),
-    |o, f| push_quoted(o, f.phase, false),
-    |o, f| push_quoted(o, f.channel, false),
-    |o, f| push_quoted(o, f.placement, false),
-    |o, f| push_quoted(o, f.event_type, false),
-    |o, f| push_quoted(o, f.action, false),
-    |o, f| push_quoted(o, f.step, false),
-    |o, f| push_quoted(o, f.model, false),
-    |o, f| push_quoted(o, f.conversion_phase, false),
-    |o, f| push_quoted(o, f.other_channel, false),
-    |o, f| push_quoted(o, f.device_class, false),
-    |o, f| push_quoted(o, f.os_family, false),
+    |o, f| push_text(o, f.phase),
+    |o, f| push_text(o, f.channel),
+    |o, f| push_text(o, f.placement),
+    |o, f| push_text(o, f.event_type),
+    |o, f| push_text(o, f.action),
+    |o, f| push_text(o, f.step),
+    |o, f| push_text(o, f.model),
+    |o, f| push_text(o, f.conversion_phase),
+    |o, f| push_text(o, f.other_channel),
+    |o, f| push_text(o, f.device_class),
+    |o, f| push_text(o, f.os_family),
     |o, f| push_number(o, f.frequency),
     |o, f| push_number(o, f.hour),
     |o, f| push_number(o, f.local_hour),
     |o, f| push_date(o, f.day),
-    |o, f| push_quoted(o, f.path, false),
+    |o, f| push_text(o, f.path),
     |o, f| push_number(o, f.delay_seconds),
     |o, f| push_number(o, f.value.n),
-    |o, f| {
-        let _ = write!(o, "{:?}", f.value.credit);
-    },
+    |o, f| push_float(o, f.value.credit),
 ];
 
 type JourneyColumn = fn(&mut String, &JourneyRow<'_>);
 
-/// Each of [`JOURNEY_COLUMNS`] of a journeys row.
+/// Each of [`carried::JOURNEY_COLUMNS`] of a journeys row.
 const JOURNEY_FIELDS: [JourneyColumn; 19] = [
-    |o, (v, _, _)| push_quoted(o, v, false),
-    |o, (_, k, _)| push_quoted(o, k.kind.name(), false),
+    |o, (v, _, _)| push_text(o, v),
+    |o, (_, k, _)| push_text(o, k.kind.name()),
     |o, (_, k, _)| push_number(o, k.ms),
-    |o, (_, k, _)| {
-        let _ = write!(o, "'{}'", k.event_id);
-    },
+    |o, (_, k, _)| push_number(o, k.event_id),
     |o, (_, k, _)| push_date(o, k.day),
-    |o, (_, k, _)| push_quoted(o, k.phase, false),
-    |o, (_, k, _)| push_quoted(o, k.channel, false),
-    |o, (_, k, _)| push_quoted(o, k.placement, false),
-    |o, (_, k, _)| push_quoted(o, k.device, false),
-    |o, (_, k, _)| push_quoted(o, k.contact, false),
-    |o, (_, k, _)| push_quoted(o, k.model, false),
-    |o, (_, k, _)| push_quoted(o, k.conversion_phase, false),
+    |o, (_, k, _)| push_text(o, k.phase),
+    |o, (_, k, _)| push_text(o, k.channel),
+    |o, (_, k, _)| push_text(o, k.placement),
+    |o, (_, k, _)| push_text(o, k.device),
+    |o, (_, k, _)| push_text(o, k.contact),
+    |o, (_, k, _)| push_text(o, k.model),
+    |o, (_, k, _)| push_text(o, k.conversion_phase),
     |o, (_, _, c)| push_number(o, c.n),
     |o, (_, _, c)| push_number(o, c.events),
     |o, (_, _, c)| push_number(o, c.exposures),
     |o, (_, _, c)| push_number(o, c.scans),
     |o, (_, _, c)| push_number(o, c.visits),
     |o, (_, _, c)| push_number(o, c.signups),
-    |o, (_, _, c)| {
-        let _ = write!(o, "{:?}", c.credit);
-    },
+    |o, (_, _, c)| push_float(o, c.credit),
 ];
 
 type DelayColumn = fn(&mut String, &DelayRow<'_>);
 
-/// Each of [`DELAY_COLUMNS`] of a delays row.
+/// Each of [`carried::DELAY_COLUMNS`] of a delays row.
 const DELAY_FIELDS: [DelayColumn; 9] = [
     |o, d| push_date(o, d.first_day),
     |o, d| push_date(o, d.last_day),
     |o, d| push_number(o, d.bots),
-    |o, d| push_quoted(o, d.device_filter, false),
-    |o, d| push_quoted(o, d.placement_filter, false),
+    |o, d| push_text(o, d.device_filter),
+    |o, d| push_text(o, d.placement_filter),
     |o, d| push_number(o, d.rounding),
-    |o, d| push_quoted(o, d.path, false),
+    |o, d| push_text(o, d.path),
     |o, d| push_number(o, d.delay_seconds),
     |o, d| push_number(o, d.n),
 ];
@@ -352,10 +235,10 @@ impl<'c> Writer<'c> {
             self.marker = Some(Marker::new(written_ms, &self.ranges));
         }
         self.rows += 1;
-        if self.rows <= ARRAYS.len() {
+        if self.rows <= SETS.len() {
             self.first
                 .push((visitor.to_owned(), written_ms, event.cloned()));
-            if self.rows == ARRAYS.len() {
+            if self.rows == SETS.len() {
                 self.write_first();
             }
         } else {
@@ -363,24 +246,24 @@ impl<'c> Writer<'c> {
         }
     }
 
-    /// Writes the first rows, each carrying its array, the last the rest.
+    /// Writes the first rows, each carrying its set, the last the rest.
     fn write_first(&mut self) {
         let first = std::mem::take(&mut self.first);
         let last = first.len().saturating_sub(1);
         for (i, (v, w, e)) in first.iter().enumerate() {
-            let arrays = if i == last { i..ARRAYS.len() } else { i..i + 1 };
-            self.write(v, *w, e.as_ref(), arrays);
+            let sets = if i == last { i..SETS.len() } else { i..i + 1 };
+            self.write(v, *w, e.as_ref(), sets);
         }
     }
 
-    /// One row, carrying the arrays `arrays` (indices into [`ARRAYS`],
-    /// each with the marker), the others empty.
+    /// One row, carrying the sets `sets` (indices into [`SETS`], each
+    /// begun by the marker), the others empty.
     fn write(
         &mut self,
         visitor: &str,
         written_ms: u64,
         event: Option<&Event>,
-        arrays: std::ops::Range<usize>,
+        sets: std::ops::Range<usize>,
     ) {
         let out = &mut self.sql;
         push_tsv(out, visitor);
@@ -406,42 +289,43 @@ impl<'c> Writer<'c> {
             }
             None => out.push_str("00000000-0000-0000-0000-000000000000\t0\t\t\t\t\t\t\t0\t\t"),
         }
-        // The marker's elements, on the rows that carry the arrays only.
         let c = self.carried;
-        let markers = |i: usize| match self.marker.as_ref().filter(|_| arrays.contains(&i)) {
-            None => Vec::new(),
-            Some(m) => match i {
-                0 => vec![m.change_values()],
-                1 => vec![m.journey_values()],
-                2 => m.ranged_values(),
-                _ => m.delayed_values(),
-            },
-        };
-        let carries = |i: usize| arrays.contains(&i);
-        push_arrays(
-            out,
-            &FIGURE_FIELDS,
-            carries(0).then_some(c.change),
-            &markers(0),
-        );
-        push_arrays(
-            out,
-            &JOURNEY_FIELDS,
-            carries(1).then_some(c.journey),
-            &markers(1),
-        );
-        push_arrays(
-            out,
-            &FIGURE_FIELDS,
-            carries(2).then_some(c.ranged),
-            &markers(2),
-        );
-        push_arrays(
-            out,
-            &DELAY_FIELDS,
-            carries(3).then_some(c.delayed),
-            &markers(3),
-        );
+        for i in 0..SETS.len() {
+            out.push('\t');
+            if !sets.contains(&i) {
+                continue;
+            }
+            // The marker's records first (the head row is found by it).
+            if let Some(m) = self.marker.as_ref() {
+                let records = match i {
+                    0 => vec![m.change_values()],
+                    1 => vec![m.journey_values()],
+                    2 => m.ranged_values(),
+                    _ => m.delayed_values(),
+                };
+                for record in records {
+                    push_values(out, &record);
+                }
+            }
+            match i {
+                0 => c
+                    .change
+                    .iter()
+                    .for_each(|r| push_record(out, &FIGURE_FIELDS, r)),
+                1 => c
+                    .journey
+                    .iter()
+                    .for_each(|r| push_record(out, &JOURNEY_FIELDS, r)),
+                2 => c
+                    .ranged
+                    .iter()
+                    .for_each(|r| push_record(out, &FIGURE_FIELDS, r)),
+                _ => c
+                    .delayed
+                    .iter()
+                    .for_each(|r| push_record(out, &DELAY_FIELDS, r)),
+            }
+        }
         out.push('\n');
     }
 
@@ -512,27 +396,32 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use carried::{FIELD, FIGURE_COLUMNS, RECORD};
     use uuid::Uuid;
 
     #[test]
-    fn the_carried_arrays_are_those_the_insert_writes() {
+    fn the_insert_writes_the_event_columns_then_each_set() {
         let columns = INSERT_HEAD
             .split_once('(')
             .and_then(|(_, rest)| rest.split_once(')'))
             .map(|(list, _)| list)
             .unwrap_or_default();
-        let nested: Vec<&str> = columns
-            .split(',')
-            .map(str::trim)
-            .filter(|c| c.contains('.'))
-            .collect();
-        assert_eq!(nested, *CARRIED);
-        assert_eq!(CARRIED.len(), 2 * FIGURE_COLUMNS.len() + 19 + 9);
+        let columns: Vec<&str> = columns.split(',').map(str::trim).collect();
+        assert_eq!(columns[..14], EVENT_COLUMNS);
+        assert_eq!(columns[14..], ["change", "journey", "ranged", "delayed"]);
+    }
+
+    /// A set's records, each as its fields.
+    fn records(set: &str) -> Vec<Vec<&str>> {
+        set.split(RECORD)
+            .filter(|r| !r.is_empty())
+            .map(|r| r.split(FIELD).collect())
+            .collect()
     }
 
     #[test]
     #[allow(clippy::unwrap_used)]
-    fn the_rows_carrying_the_arrays_end_them_with_the_batch_marker() {
+    fn the_rows_carrying_the_sets_begin_them_with_the_batch_marker() {
         let campaign = Campaign::from_toml(include_str!("../../../deploy/campaign.toml")).unwrap();
         let e = |i: u128| Event {
             event_id: Uuid::from_u128(i),
@@ -559,72 +448,57 @@ mod tests {
         assert_eq!(rows.len(), 5);
         assert_eq!(rows[0][0], "v_a", "rows in the order pushed");
         assert_eq!(rows[4][0], "v_e");
-        // 14 event columns, then the change, journey (19), ranged and
-        // delayed (9) arrays: each of the first four rows carries one.
-        let f = FIGURE_COLUMNS.len();
-        let (journey, ranged, delayed) = (14 + f, 14 + f + 19, 14 + 2 * f + 19);
-        let spans = [
-            (14, journey),
-            (journey, ranged),
-            (ranged, delayed),
-            (delayed, delayed + 9),
-        ];
+        // 14 event columns, then the change, journey, ranged and delayed
+        // sets: each of the first four rows carries one.
         for (i, row) in rows.iter().enumerate() {
-            assert_eq!(row.len(), delayed + 9);
-            for (a, (from, to)) in spans.iter().enumerate() {
-                let carried = row[*from..*to].iter().all(|x| x != &"[]");
-                assert_eq!(carried, a == i, "row {i}, array {}", ARRAYS[a].0);
+            assert_eq!(row.len(), 18);
+            for a in 0..4 {
+                assert_eq!(row[14 + a].is_empty(), a != i, "row {i}, set {a}");
             }
         }
-        assert_eq!(rows[0][14], "['batch']", "change.figure: the marker only");
-        let path = FIGURE_COLUMNS.iter().position(|c| *c == "path").unwrap();
+        let field = |name: &str| FIGURE_COLUMNS.iter().position(|c| *c == name).unwrap();
+        let change = records(rows[0][14]);
+        assert_eq!(change.len(), 1, "the marker only");
+        assert_eq!(change[0].len(), FIGURE_COLUMNS.len());
+        assert_eq!(change[0][field("figure")], "batch");
+        assert_eq!(change[0][field("path")], key, "change.path: the key");
         assert_eq!(
-            rows[0][14 + path],
-            format!("['{key}']"),
-            "change.path: the key"
-        );
-        assert_eq!(
-            rows[0][14 + 4],
-            "['2025-01-17']",
+            change[0][field("first_day")],
+            "2025-01-17",
             "on the campaign's first day"
         );
+        let journey = records(rows[1][15]);
+        assert_eq!(journey.len(), 1);
+        assert_eq!(journey[0].len(), 19);
         assert_eq!(
-            rows[1][journey],
-            format!("['{key}']"),
-            "journey.visitor_id: the key"
+            journey[0][..2],
+            [key.as_str(), "batch"],
+            "the key, the marker"
         );
-        assert_eq!(rows[1][journey + 1], "['batch']");
         // On each summed range its day fits (the campaign, the first phase),
         // as a figures row of that day would be.
-        assert_eq!(rows[2][ranged], "['batch','batch']", "ranged.figure");
-        assert_eq!(
-            rows[2][ranged + path],
-            format!("['{key}','{key}']"),
-            "ranged.path: the key"
-        );
-        assert_eq!(
-            rows[2][ranged + 4],
-            "['2025-01-17','2025-01-17']",
-            "ranged.first_day"
-        );
-        assert_eq!(
-            rows[2][ranged + 5],
-            "['2025-02-07','2025-03-16']",
-            "ranged.last_day: the first phase's, the campaign's"
-        );
-        assert_eq!(
-            rows[3][delayed + 5],
-            "[0,0]",
-            "delayed.rounding: the marker's"
-        );
-        assert_eq!(
-            rows[3][delayed + 6],
-            format!("['{key}','{key}']"),
-            "delayed.path: the key"
-        );
+        let ranged = records(rows[2][16]);
+        assert_eq!(ranged.len(), 2);
+        for (r, last) in ranged.iter().zip(["2025-02-07", "2025-03-16"]) {
+            assert_eq!(r[field("figure")], "batch");
+            assert_eq!(r[field("path")], key);
+            assert_eq!(r[field("first_day")], "2025-01-17");
+            assert_eq!(
+                r[field("last_day")],
+                last,
+                "the first phase's, the campaign's"
+            );
+        }
+        let delayed = records(rows[3][17]);
+        assert_eq!(delayed.len(), 2);
+        for r in &delayed {
+            assert_eq!(r.len(), 9);
+            assert_eq!(r[5], "0", "rounding: the marker's");
+            assert_eq!(r[6], key, "path: the key");
+        }
         assert_eq!(insert.marker.query_id(), format!("ensemble-ledger-{key}"));
 
-        // Fewer rows than arrays: the last row carries the rest.
+        // Fewer rows than sets: the last row carries the rest.
         let mut w = Writer::new(&campaign, Carried::default());
         for (i, v) in ["v_a", "v_b"].into_iter().enumerate() {
             w.push(v, 1_737_190_900_123, Some(&e(i as u128)));
@@ -633,14 +507,8 @@ mod tests {
         let text = std::str::from_utf8(&insert.rows).unwrap();
         let rows: Vec<Vec<&str>> = text.lines().map(|r| r.split('\t').collect()).collect();
         assert_eq!(rows.len(), 2);
-        assert!(
-            rows[0][14..journey].iter().all(|x| x != &"[]")
-                && rows[0][journey..].iter().all(|x| x == &"[]")
-        );
-        assert!(
-            rows[1][14..journey].iter().all(|x| x == &"[]")
-                && rows[1][journey..].iter().all(|x| x != &"[]")
-        );
+        assert!(!rows[0][14].is_empty() && rows[0][15..].iter().all(|x| x.is_empty()));
+        assert!(rows[1][14].is_empty() && rows[1][15..].iter().all(|x| !x.is_empty()));
     }
 
     #[test]
@@ -677,30 +545,22 @@ mod tests {
             let mut out = String::new();
             field(&mut out, &row);
             let want = match *name {
-                "figure" => "'events'".to_owned(),
+                "figure" => "events".to_owned(),
                 "bots" => "2".into(),
-                "first_day" => "'1970-01-02'".into(),
-                "last_day" => "'1970-01-03'".into(),
+                "first_day" => "1970-01-02".into(),
+                "last_day" => "1970-01-03".into(),
                 "frequency" => "3".into(),
                 "hour" => "4".into(),
                 "local_hour" => "8".into(),
-                "day" => "'1970-01-04'".into(),
+                "day" => "1970-01-04".into(),
                 "delay_seconds" => "5".into(),
                 "n" => "6".into(),
                 "credit" => "7.5".into(),
-                text => format!("'{text}'"),
+                text => text.to_owned(),
             };
             assert_eq!(out, want, "{name}");
         }
-    }
-
-    #[test]
-    fn dates_are_written_as_chrono_formats_them() {
-        for day in [0, 1, 10_957, 20_089, 20_454, 2_932_896, u32::MAX] {
-            let mut out = String::new();
-            push_date(&mut out, day);
-            let want = format!("'{}'", figures::date_of(day).format("%Y-%m-%d"));
-            assert_eq!(out, want, "day {day}");
-        }
+        assert_eq!(JOURNEY_FIELDS.len(), carried::JOURNEY_COLUMNS.len());
+        assert_eq!(DELAY_FIELDS.len(), carried::DELAY_COLUMNS.len());
     }
 }
