@@ -17,6 +17,13 @@ pub(crate) fn lit(s: &str) -> String {
 
 /// A TabSeparated field: backslash, tab and line breaks escaped.
 pub(crate) fn push_tsv(out: &mut String, s: &str) {
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+    {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -75,6 +82,15 @@ pub(crate) fn id_set(ids: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tsv_field_escapes_what_would_end_it_and_keeps_the_rest() {
+        let mut out = String::new();
+        push_tsv(&mut out, "a\tb\nc\rd\\e");
+        assert_eq!(out, "a\\tb\\nc\\rd\\\\e");
+        push_tsv(&mut out, "|v_42 é");
+        assert_eq!(out, "a\\tb\\nc\\rd\\\\e|v_42 é");
+    }
 
     #[test]
     fn plain_ids_are_one_split_literal_the_others_a_list() {

@@ -204,6 +204,14 @@ impl Set {
 
 /// A text field: TSV-escaped, the separators replaced.
 pub(crate) fn push_text(out: &mut String, s: &str) {
+    // Most values need neither: copied whole (a byte scan, not a char loop).
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r' | 0x1e | 0x1f))
+    {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -268,6 +276,9 @@ mod tests {
         let mut out = String::new();
         push_text(&mut out, "a\u{1e}b\u{1f}c\td\\e\nf");
         assert_eq!(out, "a\u{fffd}b\u{fffd}c\\td\\\\e\\nf");
+        let mut out = String::from("x");
+        push_text(&mut out, "p3-8-mars é");
+        assert_eq!(out, "xp3-8-mars é", "a plain value as it is");
     }
 
     #[test]
