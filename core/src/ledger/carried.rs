@@ -20,6 +20,7 @@
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
+use crate::sql::push_tsv;
 use ensemble_model::figures;
 
 /// Begins each record of a set.
@@ -204,23 +205,10 @@ impl Set {
 
 /// A text field: TSV-escaped, the separators replaced.
 pub(crate) fn push_text(out: &mut String, s: &str) {
-    // Most values need neither: copied whole (a byte scan, not a char loop).
-    if !s
-        .bytes()
-        .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r' | 0x1e | 0x1f))
-    {
-        out.push_str(s);
-        return;
-    }
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            RECORD | FIELD => out.push(char::REPLACEMENT_CHARACTER),
-            c => out.push(c),
-        }
+    if s.bytes().any(|b| b == RECORD as u8 || b == FIELD as u8) {
+        push_tsv(out, &s.replace([RECORD, FIELD], "\u{fffd}"));
+    } else {
+        push_tsv(out, s);
     }
 }
 
