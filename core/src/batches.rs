@@ -14,7 +14,7 @@
 //! view copies into its target in the same block as the batch's rows
 //! (one part: all or nothing). A target holds a batch's marker exactly when
 //! it holds the batch's rows. When a batch's head event (the ledger row
-//! carrying the arrays) comes back to the processor already accounted — a
+//! carrying `change`) comes back to the processor already accounted — a
 //! retry after a failed INSERT, a redelivery after a crash — the processor
 //! checks each target for the marker and writes the missing ones from the
 //! ledger's own sets, with the view's own SELECT ([`complete`]). Only the
@@ -331,7 +331,7 @@ async fn heads(
 /// already-accounted events just read again) whose head event is one of
 /// `mine` (events this member holds: it owns their partition): each table
 /// a view fills from the ledger that lacks the batch's marker gets the
-/// batch's rows, from the ledger's arrays. Batches whose arrays were
+/// batch's rows, from the ledger's sets. Batches whose sets were
 /// emptied (`compact`) are long complete and are not looked at. A whole
 /// batch costs a marker lookup per table, by each table's sorting key.
 /// Returns how many tables' rows were written (0 when every view had run).

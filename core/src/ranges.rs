@@ -201,7 +201,7 @@ fn delays_view_sql(name: &str) -> String {
 
 /// For each summed table whose view for `campaign`'s ranges exists in
 /// `database`: (table, the condition its batch markers meet, the ledger
-/// array its view copies) — what `crate::batches::complete` writes from
+/// set its view copies) — what `crate::batches::complete` writes from
 /// when a view did not run.
 pub async fn batch_fills(
     client: &clickhouse::Client,

@@ -198,7 +198,7 @@ pub async fn rebuild(
     if let Err(e) = clear_carried(client, ddl_target).await {
         tracing::warn!(
             error = %e,
-            "ledger: could not empty the arrays the rebuild carried (they take room until \
+            "ledger: could not empty the sets the rebuild carried (they take room until \
              `ensemble-processor compact` runs)"
         );
     }

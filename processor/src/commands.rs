@@ -81,7 +81,7 @@ pub async fn rebuild_ranges(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// `compact`: old batch markers deleted, each figures table merged into
-/// one part, the ledger's carried arrays emptied.
+/// one part, the ledger's carried sets emptied.
 pub async fn compact(settings: Settings) -> anyhow::Result<()> {
     for (_, store) in settings.databases.iter() {
         let db = &store.database;
@@ -113,7 +113,7 @@ pub async fn compact(settings: Settings) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("database {db}: ledger: {e}"))?;
         println!(
-            "database {db}: ledger's carried arrays emptied ({:.1} s)",
+            "database {db}: ledger's carried sets emptied ({:.1} s)",
             started.elapsed().as_secs_f64()
         );
     }

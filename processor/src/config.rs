@@ -121,11 +121,11 @@ pub enum Command {
     RebuildRanges,
     /// Merge each figures table (`figures`, `figures_ranges`) into one part,
     /// so that the dashboard's reads cross one part, not the several that
-    /// inserts leave between ClickHouse's merges, and empty the arrays the
+    /// inserts leave between ClickHouse's merges, and empty the sets the
     /// ledger's rows carried to the figures (three quarters of its room).
     /// Safe while processors run; it rewrites both figures tables (10 M
     /// events: ~15 s each), so run it daily, e.g. after `retention`. In
-    /// cluster mode only the ledger's arrays are emptied.
+    /// cluster mode only the ledger's sets are emptied.
     Compact,
     /// Right to erasure: delete every row of the visitors who signed up with this e-mail.
     Erase {

@@ -21,7 +21,7 @@ pub enum MaintenanceError {
     Partition(String),
     #[error("the delete of {0} visitors' rows did not finish within {1:?}; it goes on in ClickHouse (system.mutations)")]
     MutationTimeout(usize, Duration),
-    #[error("the delete of the rows before {0} did not finish within {1:?}; it goes on in ClickHouse (system.mutations): once it is done, run `ensemble-processor compact` to empty the ledger's carried arrays")]
+    #[error("the delete of the rows before {0} did not finish within {1:?}; it goes on in ClickHouse (system.mutations): once it is done, run `ensemble-processor compact` to empty the ledger's carried sets")]
     RetentionTimeout(String, Duration),
     #[error("database {database}: migrations {pending:?} are not applied; run `ensemble-processor migrate` first (what is removed, and where, follows the schema this version writes)")]
     NotMigrated { database: String, pending: Vec<u32> },
@@ -354,7 +354,7 @@ async fn erase_in(
     })
     .await?;
     // Other visitors' ledger rows carried this person's journeys rows in
-    // their arrays: emptied once the deletes are done (a mutation or merge
+    // their sets: emptied once the deletes are done (a mutation or merge
     // under way could bring back a part from before), then checked — again
     // every few seconds while they are not (in cluster mode the replicas
     // apply it in the background).

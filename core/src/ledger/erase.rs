@@ -96,7 +96,7 @@ pub async fn rewrite(
 /// carry this contact; then forgets this contact's pairs and those of the
 /// own visitors. Safe to run again: what is gone contributes nothing.
 /// Other visitors' ledger rows may still carry this person's journeys rows
-/// in their arrays: once the deletes are done, [`clear_carried`] empties
+/// in their sets: once the deletes are done, [`clear_carried`] empties
 /// them (`ensemble-processor erase` does). Returns the person's sign-ups
 /// (ids), whose analysts' rows were deleted.
 pub async fn forget(
@@ -188,7 +188,7 @@ pub async fn erased_signups(
 /// Retention: the ledger forgets events before `cutoff_ms`, and the figures
 /// and the analysts' journeys with them. Returns the ledger rows given up.
 /// Other visitors' ledger rows may still carry the old events' journeys
-/// rows in their arrays: once the deletes are done, [`clear_carried`]
+/// rows in their sets: once the deletes are done, [`clear_carried`]
 /// empties them (`ensemble-processor retention` does).
 pub async fn retain(
     client: &clickhouse::Client,

@@ -82,7 +82,7 @@ pub struct Writer<'c> {
     sql: String,
     rows: usize,
     carried: Carried<'c>,
-    /// The first rows, written once it is known which arrays each carries.
+    /// The first rows, written once it is known which sets each carries.
     first: Vec<(String, u64, Option<Event>)>,
     /// Made with the first row (its `written_ms`).
     marker: Option<Marker>,
@@ -94,8 +94,8 @@ pub struct Writer<'c> {
 /// so far (a part written meanwhile keeps its own until the next call).
 /// The figures and journeys are untouched: their views read the sets when
 /// the rows were inserted, never again. Run by
-/// erasure and retention (so no array keeps what they remove) and by
-/// `ensemble-processor compact` (so the arrays of a day at most take room).
+/// erasure and retention (so no set keeps what they remove) and by
+/// `ensemble-processor compact` (so the sets of a day at most take room).
 /// A mutation or merge under way can write a part from before the call and
 /// bring sets back: erasure and retention empty them once their deletes
 /// are done, and check.

@@ -223,10 +223,7 @@ async fn erasure_removes_a_contacts_visitors_and_retention_drops_old_months() {
             assert_eq!(rows > 0, delays > 0, "{rows} rows for {delays} delays");
         }
     }
-    assert!(
-        stdout.contains("ledger's carried arrays emptied"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("ledger's carried sets emptied"), "{stdout}");
     assert_eq!(s.count(carried).await, 0, "no array left in the ledger");
     assert_eq!(stored_snapshot(&s.store).await, before, "the same figures");
 }

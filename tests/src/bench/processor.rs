@@ -567,7 +567,7 @@ pub async fn processor(
     let statements = statements(&store, logged_from, logged_to).await;
 
     // `ENSEMBLE_BENCH_KEEP=1` keeps both databases, to look into what was
-    // written (the ledger's carried arrays, the parts).
+    // written (the ledger's carried sets, the parts).
     let keep = std::env::var("ENSEMBLE_BENCH_KEEP").is_ok_and(|v| v == "1");
     if keep {
         progress(&format!(
