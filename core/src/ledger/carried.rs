@@ -193,7 +193,10 @@ impl Set {
     /// SQL true when its first record's first field is `value` (plain
     /// text: no quote or backslash).
     pub fn begins_with_sql(&self, value: &str) -> String {
-        format!("startsWith({}, '\\x1E{value}\\x1F')", self.name)
+        format!(
+            "startsWith({}, concat({RECORD_SQL}, '{value}', {FIELD_SQL}))",
+            self.name
+        )
     }
 
     /// SQL true when a record of the set meets `condition` (about the
@@ -232,26 +235,35 @@ pub(crate) fn push_float(out: &mut String, x: f64) {
     let _ = write!(out, "{x:?}");
 }
 
-/// One record: [`RECORD`], then each of `fields` of `item`, parted by
-/// [`FIELD`].
-pub(crate) fn push_record<T, F: Fn(&mut String, &T)>(out: &mut String, fields: &[F], item: &T) {
+/// One record: [`RECORD`], then each of `parts` written by `each`,
+/// parted by [`FIELD`].
+fn push_joined<P>(
+    out: &mut String,
+    parts: impl IntoIterator<Item = P>,
+    mut each: impl FnMut(&mut String, P),
+) {
     out.push(RECORD);
-    for (i, field) in fields.iter().enumerate() {
+    for (i, part) in parts.into_iter().enumerate() {
         if i > 0 {
             out.push(FIELD);
         }
-        field(out, item);
+        each(out, part);
     }
 }
 
-/// One record of ready values (a batch marker's).
-pub(crate) fn push_values(out: &mut String, values: &[String]) {
-    out.push(RECORD);
-    for (i, v) in values.iter().enumerate() {
-        if i > 0 {
-            out.push(FIELD);
-        }
-        push_text(out, v);
+/// A set's text: the `markers`' records (ready values), then one record
+/// of `fields` per item of `items`.
+pub(crate) fn push_set<T, F: Fn(&mut String, &T)>(
+    out: &mut String,
+    markers: &[Vec<String>],
+    items: &[T],
+    fields: &[F],
+) {
+    for values in markers {
+        push_joined(out, values, |o, v| push_text(o, v));
+    }
+    for item in items {
+        push_joined(out, fields, |o, field| field(o, item));
     }
 }
 

@@ -9,9 +9,7 @@ use std::sync::LazyLock;
 
 use chrono::Utc;
 
-use super::carried::{
-    self, push_date, push_float, push_number, push_record, push_text, push_values, SETS,
-};
+use super::carried::{self, push_date, push_float, push_number, push_set, push_text, SETS};
 use crate::batches::Marker;
 use crate::sql::push_tsv;
 use crate::Campaign;
@@ -296,34 +294,24 @@ impl<'c> Writer<'c> {
                 continue;
             }
             // The marker's records first (the head row is found by it).
-            if let Some(m) = self.marker.as_ref() {
-                let records = match i {
-                    0 => vec![m.change_values()],
-                    1 => vec![m.journey_values()],
-                    2 => m.ranged_values(),
-                    _ => m.delayed_values(),
-                };
-                for record in records {
-                    push_values(out, &record);
-                }
-            }
+            let m = self.marker.as_ref();
             match i {
-                0 => c
-                    .change
-                    .iter()
-                    .for_each(|r| push_record(out, &FIGURE_FIELDS, r)),
-                1 => c
-                    .journey
-                    .iter()
-                    .for_each(|r| push_record(out, &JOURNEY_FIELDS, r)),
-                2 => c
-                    .ranged
-                    .iter()
-                    .for_each(|r| push_record(out, &FIGURE_FIELDS, r)),
-                _ => c
-                    .delayed
-                    .iter()
-                    .for_each(|r| push_record(out, &DELAY_FIELDS, r)),
+                0 => {
+                    let markers: Vec<_> = m.map(Marker::change_values).into_iter().collect();
+                    push_set(out, &markers, c.change, &FIGURE_FIELDS);
+                }
+                1 => {
+                    let markers: Vec<_> = m.map(Marker::journey_values).into_iter().collect();
+                    push_set(out, &markers, c.journey, &JOURNEY_FIELDS);
+                }
+                2 => {
+                    let markers = m.map(Marker::ranged_values).unwrap_or_default();
+                    push_set(out, &markers, c.ranged, &FIGURE_FIELDS);
+                }
+                _ => {
+                    let markers = m.map(Marker::delayed_values).unwrap_or_default();
+                    push_set(out, &markers, c.delayed, &DELAY_FIELDS);
+                }
             }
         }
         out.push('\n');
