@@ -229,7 +229,8 @@ mod tests {
                 "figures_ranges",
                 "figures_ranges_state",
                 "paths_delays_ranges",
-                "db_sql.later_conversions"
+                "db_sql.later_conversions",
+                "ledger_rewrites"
             ]
         );
         let out: Vec<String> = all

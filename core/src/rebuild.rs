@@ -37,6 +37,8 @@ pub async fn rebuild(
     // dropped) and refilled from `figures` at the end, in one pass: summing
     // each chunk's rows by range as they come wrote ~40 rows per event.
     let ranges = crate::ranges::set_aside(store, campaign).await?;
+    // Processors left running forget the histories they keep.
+    crate::ledger::note_rewrite(client, "rebuild", "start").await?;
     for t in [
         "ledger",
         "figures",
@@ -202,6 +204,7 @@ pub async fn rebuild(
              `ensemble-processor compact` runs)"
         );
     }
+    crate::ledger::note_rewrite(client, "rebuild", "done").await?;
     progress(read_so_far);
     Ok(read_so_far)
 }

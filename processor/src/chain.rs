@@ -55,8 +55,8 @@ pub fn link() -> (Publisher, Link) {
 
 impl Publisher {
     /// Writing `site`'s database; the visitors it changes are `after`.
-    pub fn writing(&self, site: usize, after: After) {
-        self.0.send_replace(Step::Writing(site, Arc::new(after)));
+    pub fn writing(&self, site: usize, after: Arc<After>) {
+        self.0.send_replace(Step::Writing(site, after));
     }
 
     /// Writing, nothing handed over.
@@ -104,7 +104,7 @@ mod tests {
     #[tokio::test]
     async fn the_next_batch_gets_what_is_handed_over_for_its_own_database_only() {
         let (p, mut l) = link();
-        p.writing(1, After::default());
+        p.writing(1, Arc::default());
         assert!(l.after(1).await.is_some());
         assert!(l.after(0).await.is_none());
         p.done(true);
@@ -131,7 +131,7 @@ mod tests {
         let waiting = tokio::spawn(async move { l.ended_well().await });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
-        p.writing(0, After::default());
+        p.writing(0, Arc::default());
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "writing is not ended");
         p.done(true);

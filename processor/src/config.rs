@@ -44,6 +44,16 @@ pub struct Config {
         global = true
     )]
     pub batch_max_rows: usize,
+    /// Visitors' events kept in memory between batches, per campaign's
+    /// database, so that a batch reads from the ledger only the visitors
+    /// not seen lately (~100 bytes each; 0 reads every history).
+    #[arg(
+        long,
+        env = "ENSEMBLE_HISTORY_CACHE_EVENTS",
+        default_value_t = 500_000,
+        global = true
+    )]
+    pub history_cache_events: usize,
     /// Flush a batch at this many bytes of Kafka payload.
     #[arg(long, env = "ENSEMBLE_BATCH_MAX_BYTES", default_value_t = 16 << 20, global = true)]
     pub batch_max_bytes: usize,
@@ -143,6 +153,7 @@ pub struct Settings {
     pub group_id: String,
     pub batch: crate::batcher::BatchLimits,
     pub insert_retry_max_ms: u64,
+    pub history_cache_events: usize,
     pub max_poll_interval_ms: u64,
     pub rejoin_after_ms: u64,
     pub hasher: Option<ContactHasher>,
@@ -218,6 +229,7 @@ impl Config {
                 max_age: std::time::Duration::from_millis(self.flush_interval_ms),
             },
             insert_retry_max_ms: self.insert_retry_max_ms,
+            history_cache_events: self.history_cache_events,
             max_poll_interval_ms: self.max_poll_interval_ms,
             rejoin_after_ms: self.rejoin_after_ms,
             hasher,

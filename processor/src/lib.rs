@@ -164,6 +164,12 @@ fn consumer_pipeline(
             .iter()
             .map(|s| s.client())
             .collect(),
+        histories: settings
+            .databases
+            .stores
+            .iter()
+            .map(|_| ensemble_core::ledger::Histories::new(settings.history_cache_events))
+            .collect(),
         enricher: Enricher::new(),
         dead_letters: DeadLetters::new(dlq_producer, settings.kafka.dlq_topic.clone()),
         metrics: metrics.clone(),

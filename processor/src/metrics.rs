@@ -19,6 +19,10 @@ pub struct Metrics {
     pub batches_completed: IntCounter,
     /// Batches read and computed while the batch before was writing.
     pub prepared_ahead: IntCounter,
+    /// A batch's visitors by where their history came from.
+    pub history_visitors: IntCounterVec,
+    /// Events in the cache of histories, by campaign.
+    pub history_cached: IntGaugeVec,
     pub lag: IntGaugeVec,
     pub ahead_of_end: IntGaugeVec,
     pub rewinds: IntCounter,
@@ -78,6 +82,22 @@ impl Metrics {
             "ensemble_processor_batches_prepared_ahead_total",
             "Batches whose history was read and accounting computed while the batch before \
              was still writing (its visitors handed over, see docs/processor.md)",
+        )?;
+        let history_visitors = IntCounterVec::new(
+            Opts::new(
+                "ensemble_processor_history_visitors_total",
+                "A batch's visitors by where their accounted history came from: source=cache (kept \
+                 since this process last wrote them), source=batch_before (handed over by the batch \
+                 still writing), source=ledger (read from ClickHouse)",
+            ),
+            &["source"],
+        )?;
+        let history_cached = IntGaugeVec::new(
+            Opts::new(
+                "ensemble_processor_history_cached_events",
+                "Events in the cache of visitors' histories (see docs/processor.md), by campaign",
+            ),
+            &["campaign"],
         )?;
         let batches_completed = IntCounter::new(
             "ensemble_processor_batches_completed_total",
@@ -155,6 +175,8 @@ impl Metrics {
             Box::new(insert_failures.clone()),
             Box::new(batches_completed.clone()),
             Box::new(prepared_ahead.clone()),
+            Box::new(history_visitors.clone()),
+            Box::new(history_cached.clone()),
             Box::new(lag.clone()),
             Box::new(ahead_of_end.clone()),
             Box::new(rewinds.clone()),
@@ -179,6 +201,8 @@ impl Metrics {
             insert_failures,
             batches_completed,
             prepared_ahead,
+            history_visitors,
+            history_cached,
             lag,
             ahead_of_end,
             rewinds,

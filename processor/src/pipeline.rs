@@ -21,7 +21,7 @@ use chrono::Utc;
 use ensemble_core::event::recheck;
 use ensemble_core::event::EventMessage;
 use ensemble_core::kafka::{PartitionLag, PartitionState};
-use ensemble_core::{Campaigns, EventRow, Shutdown};
+use ensemble_core::{ledger, Campaigns, EventRow, Shutdown};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
@@ -42,6 +42,9 @@ pub struct Pipeline {
     /// database.
     pub campaigns: Campaigns,
     pub clients: Arc<[clickhouse::Client]>,
+    /// Each database's visitors' histories, kept between batches
+    /// (`ensemble_core::ledger::Histories`), same order.
+    pub histories: Arc<[ledger::Histories]>,
     pub enricher: Enricher,
     pub dead_letters: DeadLetters,
     pub metrics: Metrics,
@@ -122,6 +125,7 @@ impl Pipeline {
                     tracing::debug!(error = %e, "commit before rejoining (nothing stored)");
                 }
                 self.consumer.unsubscribe();
+                forget_histories(&self.histories);
                 if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
                     tracing::error!(error = %e, "cannot subscribe again after leaving the group; retrying");
                     self.rejoin.store(true, Ordering::Relaxed);
@@ -205,8 +209,9 @@ impl Pipeline {
     fn start_insert(&self, batch: Batch, shutdown: &Shutdown, before: Option<Link>) -> Inflight {
         let (publish, link) = chain::link();
         let give_up = shutdown.child();
-        let (clients, campaigns, metrics, max, dead_letters, consumer, stop) = (
+        let (clients, histories, campaigns, metrics, max, dead_letters, consumer, stop) = (
             self.clients.clone(),
+            self.histories.clone(),
             self.campaigns.clone(),
             self.metrics.clone(),
             self.insert_retry_max,
@@ -217,12 +222,17 @@ impl Pipeline {
         let task = tokio::spawn(async move {
             let outcome = write_batch(
                 batch,
-                (&clients, &campaigns),
+                (&clients, &histories, &campaigns),
                 (&metrics, max, &dead_letters),
                 (&consumer, &stop),
                 (before, &publish),
             )
             .await;
+            if outcome.is_err() {
+                // Given up: what it wrote is uncertain, and the batches
+                // after it give up too. Forgotten before they hear of it.
+                forget_histories(&histories);
+            }
             publish.done(outcome.is_ok());
             outcome
         });
@@ -247,6 +257,8 @@ impl Pipeline {
         if revoked.is_empty() {
             return;
         }
+        // Their visitors are the next owner's to write now.
+        forget_histories(&self.histories);
         let dropped = batch.forget(&revoked);
         self.metrics
             .revoked_rows_dropped
@@ -317,12 +329,18 @@ impl Abandoned {
     }
 }
 
+/// Forgets every database's kept histories: the next batches read the
+/// ledger (see `ensemble_core::ledger::Histories`).
+fn forget_histories(histories: &[ledger::Histories]) {
+    histories.iter().for_each(ledger::Histories::clear);
+}
+
 /// The task of [`Pipeline::start_insert`]: each campaign's rows into its
 /// database, the refused ones dead-lettered; the batch back, `Err` when
 /// given up.
 async fn write_batch(
     batch: Batch,
-    (clients, campaigns): (&[clickhouse::Client], &Campaigns),
+    (clients, histories, campaigns): (&[clickhouse::Client], &[ledger::Histories], &Campaigns),
     (metrics, max, dead_letters): (&Metrics, Duration, &DeadLetters),
     (consumer, stop): (&EventsConsumer, &Shutdown),
     (before, publish): (Option<Link>, &Publisher),
@@ -365,7 +383,7 @@ async fn write_batch(
             Some(indices) => indices.iter().map(|&i| batch.rows[i].clone()).collect(),
         });
         let inserted = sink::insert(
-            &clients[site],
+            (&clients[site], &histories[site]),
             (campaigns.get(site), site),
             &shared,
             max,

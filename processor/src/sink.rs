@@ -225,7 +225,7 @@ where
 /// through `publish` (`None`: a batch of several databases hands nothing
 /// over).
 pub async fn insert(
-    client: &clickhouse::Client,
+    (client, histories): (&clickhouse::Client, &ledger::Histories),
     (campaign, site): (&Campaign, usize),
     rows: &Arc<Vec<EventRow>>,
     max_backoff: Duration,
@@ -255,7 +255,7 @@ pub async fn insert(
         })
     };
     let prepared = match before {
-        None => ledger::prepare(client, campaign, rows).await,
+        None => ledger::prepare_after(client, campaign, rows, None, histories).await,
         Some(mut before) => {
             // The time spent waiting for the batch before is not this INSERT's.
             let wait = Instant::now();
@@ -266,7 +266,8 @@ pub async fn insert(
                 return Err(SinkError::BatchBeforeGivenUp);
             }
             waited += wait.elapsed();
-            let prepared = ledger::prepare_after(client, campaign, rows, after.as_deref()).await;
+            let prepared =
+                ledger::prepare_after(client, campaign, rows, after.as_deref(), histories).await;
             drop(after);
             let wait = Instant::now();
             if !before.ended_well().await {
@@ -282,8 +283,11 @@ pub async fn insert(
     };
     let rows: &[EventRow] = rows;
     let mut prepared = prepared.ok().filter(|_| refused.is_empty());
-    match (publish, prepared.as_mut()) {
-        (Some(publish), Some(p)) => publish.writing(site, p.take_after()),
+    // What the batch's visitors are once it is written: for the next batch
+    // now, for the cache of histories once it is.
+    let after = prepared.as_mut().map(|p| Arc::new(p.take_after()));
+    match (publish, &after) {
+        (Some(publish), Some(after)) => publish.writing(site, after.clone()),
         (Some(publish), None) => publish.serial(),
         (None, _) => {}
     }
@@ -300,6 +304,7 @@ pub async fn insert(
             .collect();
         &kept
     };
+    let mut attempts = 0;
     let done = retry(
         "ledger",
         accounted.len(),
@@ -307,6 +312,7 @@ pub async fn insert(
         metrics,
         (shutdown, owner),
         || {
+            attempts += 1;
             let prepared = prepared.take();
             async move {
                 match prepared {
@@ -316,7 +322,31 @@ pub async fn insert(
             }
         },
     )
-    .await?;
+    .await;
+    // Written as prepared, at the first attempt: its visitors' histories
+    // are known. Otherwise (an attempt failed and may have landed; rows
+    // refused; given up) nothing this process keeps is sure any more.
+    match (&after, &done) {
+        (Some(after), Ok(_)) if attempts == 1 => {
+            after.put_into(histories);
+        }
+        _ => histories.clear(),
+    }
+    let done = done?;
+    for (source, n) in [
+        ("cache", done.cached),
+        ("batch_before", done.handed_over),
+        ("ledger", done.read),
+    ] {
+        metrics
+            .history_visitors
+            .with_label_values(&[source])
+            .inc_by(n as u64);
+    }
+    metrics
+        .history_cached
+        .with_label_values(&[campaign.id.as_str()])
+        .set(histories.events() as i64);
     metrics
         .insert_duration
         .observe(started.elapsed().saturating_sub(waited).as_secs_f64());

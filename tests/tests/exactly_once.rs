@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use ensemble_core::event::{Consent, EventMessage, EventType, Utm, SCHEMA_VERSION};
+use ensemble_core::ledger;
 use ensemble_tests::{
     campaign_file, figures_snapshot, group_progress, metric_value, poll_until, produce_raw,
     summed_ranges_agree, unique, workspace_binary, PrivateClickHouse, Service, Wiring,
@@ -431,9 +432,15 @@ async fn second_batch_computed_before_the_first_is_written(handed_over: bool) ->
         .await
         .expect("first");
     let after = a.take_after();
-    let b = ledger::prepare_after(&client, &campaign, &second, handed_over.then_some(&after))
-        .await
-        .expect("second");
+    let b = ledger::prepare_after(
+        &client,
+        &campaign,
+        &second,
+        handed_over.then_some(&after),
+        &ledger::Histories::new(0),
+    )
+    .await
+    .expect("second");
     a.write(&client, &campaign).await.expect("write first");
     b.write(&client, &campaign).await.expect("write second");
     let accounted: u64 = client
@@ -463,6 +470,121 @@ async fn a_batch_computed_before_the_one_before_is_written_counts_as_if_after() 
     assert!(
         !differ.is_empty(),
         "reading the ledger early went unnoticed"
+    );
+}
+
+/// The processor's cache of histories (`ledger::Histories`) across a
+/// ledger rewrite by another process: one returning visitor erased (its
+/// ledger rewritten, its rows deleted from `events`) between two batches.
+/// The batch after it must read that visitor's history again; the figures
+/// are compared with a rebuild from what `events` still holds. With
+/// `noted` false the rewrite's notes are removed, as if the cache could
+/// not tell: it then takes the stale history, and the test can tell.
+async fn returning_after_a_rewrite(noted: bool) -> (ledger::Accounted, Vec<String>) {
+    let store = ensemble_tests::migrated_database("it_once_cache").await;
+    let client = store.client();
+    let campaign = ensemble_core::Campaign::load(&campaign_file()).expect("campaign");
+    let enricher = ensemble_processor::enrich::Enricher::new();
+    let rows = |ms: &[EventMessage]| -> Vec<ensemble_core::EventRow> {
+        ms.iter()
+            .map(|m| ensemble_core::EventRow::new(m, enricher.enrich(&campaign, m), Utc::now()))
+            .collect()
+    };
+    ensemble_core::ranges::ensure(&store, &campaign)
+        .await
+        .expect("summed ranges");
+    let seed = 9 << 20;
+    let history = rows(&messages(seed, 90));
+    let later = rows(&returning(seed, 90));
+    let (first, second) = later.split_at(45);
+    let mut events = client
+        .insert::<ensemble_core::EventRow>("events")
+        .await
+        .expect("insert");
+    for r in history.iter().chain(&later) {
+        events.write(r).await.expect("event row");
+    }
+    events.end().await.expect("events");
+    let histories = ledger::Histories::new(10_000);
+    let account = async |rows: &[ensemble_core::EventRow]| {
+        let mut p = ledger::prepare_after(&client, &campaign, rows, None, &histories)
+            .await
+            .expect("prepare");
+        let after = p.take_after();
+        let done = p.write(&client, &campaign).await.expect("write");
+        after.put_into(&histories);
+        done
+    };
+    let done = account(&history).await;
+    assert_eq!((done.read, done.cached), (30, 0), "a cold cache reads all");
+    let done = account(first).await;
+    assert_eq!(
+        done.read, 0,
+        "every visitor of the first batch kept: {done:?}"
+    );
+    assert!(done.cached > 0);
+    // Erased: a visitor who comes back in the batch after.
+    let erased = second[0].visitor_id.clone();
+    ledger::rewrite(
+        &client,
+        &campaign,
+        |t| store.ddl_target(t),
+        std::slice::from_ref(&erased),
+        |_| false,
+    )
+    .await
+    .expect("rewrite");
+    let gone: Vec<String> = history
+        .iter()
+        .chain(first)
+        .filter(|r| r.visitor_id == erased)
+        .map(|r| format!("toUUID('{}')", r.event_id))
+        .collect();
+    client
+        .query(&format!(
+            "ALTER TABLE events DELETE WHERE event_id IN ({})",
+            gone.join(",")
+        ))
+        .execute()
+        .await
+        .expect("delete the erased events");
+    poll_until("the erased events deleted", WAIT, || async {
+        client
+            .query("SELECT count() FROM events WHERE visitor_id = ?")
+            .bind(&erased)
+            .fetch_one::<u64>()
+            .await
+            .ok()
+            .filter(|n| *n as usize == second.iter().filter(|r| r.visitor_id == erased).count())
+    })
+    .await;
+    if !noted {
+        client
+            .query("TRUNCATE TABLE ledger_rewrites")
+            .execute()
+            .await
+            .expect("notes removed");
+    }
+    let done = account(second).await;
+    let live = figures_snapshot(&store).await;
+    ensemble_core::rebuild::rebuild(&store, &campaign, |_| {})
+        .await
+        .expect("rebuild");
+    let rebuilt = figures_snapshot(&store).await;
+    (done, differences(&live, &rebuilt))
+}
+
+#[tokio::test]
+async fn kept_histories_are_read_again_after_another_process_rewrote_the_ledger() {
+    let (done, differ) = returning_after_a_rewrite(true).await;
+    assert!(differ.is_empty(), "{differ:#?}");
+    assert_eq!(done.cached, 0, "every history read again: {done:?}");
+    assert!(done.read > 0);
+    let (done, differ) = returning_after_a_rewrite(false).await;
+    assert!(done.cached > 0, "{done:?}");
+    assert!(
+        !differ.is_empty(),
+        "a stale history taken from the cache went unnoticed"
     );
 }
 

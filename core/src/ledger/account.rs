@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use uuid::Uuid;
 
+use super::cache::{Histories, History, Taken};
 use super::lists::{insert_wide, note_contacts, wide_values};
 use super::write::{journey_rows, now_ms, Carried, Insert, JourneyRow, Writer};
-use super::{ledger_event, read_written, without_written};
+use super::{ledger_event, read_written};
 use crate::{Campaign, EventRow};
 use ensemble_model::figures::{self, ChangeSets, DelayRow, Event, Row as FigureRow, Strings};
 use ensemble_model::journeys;
@@ -25,6 +26,13 @@ pub struct Accounted {
     /// failed, or ClickHouse died mid-INSERT), written now from the
     /// ledger ([`crate::batches::complete`]).
     pub completed: usize,
+    /// The batch's visitors whose history came from the cache of
+    /// histories ([`Histories`]).
+    pub cached: usize,
+    /// … from the batch before (its [`After`]).
+    pub handed_over: usize,
+    /// … from the ledger.
+    pub read: usize,
 }
 
 /// Accounts for a batch of rows (duplicates and already-accounted events
@@ -58,15 +66,29 @@ pub struct Prepared {
 /// The visitors a batch changes, as the ledger holds them once its INSERT
 /// is in: what the next batch of the same database takes for their
 /// history instead of reading the ledger while that INSERT still runs
-/// (`prepare_after`). Only for a batch whose INSERT is certain to land
-/// before the next one's: the next batch writes only after this one
-/// ended well, and gives its own batch up otherwise.
+/// (`prepare_after`), and what goes back into the cache of histories
+/// once it is written ([`Histories::put`]). Only for a batch whose INSERT
+/// is certain to land before the next one's: the next batch writes only
+/// after this one ended well, and gives its own batch up otherwise.
 #[derive(Debug, Default)]
 pub struct After {
-    /// Each changed visitor's events, every one once.
-    events: HashMap<String, Vec<Event>>,
+    /// Each changed visitor's events, every one once, with the
+    /// `written_ms` of its ledger row.
+    events: HashMap<String, History>,
     /// The events the batch adds: its own to complete, not the next one's.
     fresh: HashSet<Uuid>,
+    /// When the batch took its visitors out of the cache.
+    epoch: u64,
+}
+
+impl After {
+    /// Puts the batch's visitors back into `histories`, once it is written.
+    pub fn put_into(&self, histories: &Histories) -> bool {
+        histories.put(
+            self.epoch,
+            self.events.iter().map(|(v, h)| (v.as_str(), h.as_slice())),
+        )
+    }
 }
 
 impl Prepared {
@@ -109,17 +131,19 @@ pub async fn prepare(
     campaign: &Campaign,
     rows: &[EventRow],
 ) -> Result<Prepared, clickhouse::error::Error> {
-    prepare_after(client, campaign, rows, None).await
+    prepare_after(client, campaign, rows, None, &Histories::new(0)).await
 }
 
 /// [`prepare`] while the previous batch's INSERT may still run: the
 /// visitors it changes are taken from `before` (its [`After`]), the others
-/// from the ledger, which that INSERT does not touch for them.
+/// from `histories` or else from the ledger, which that INSERT does not
+/// touch for them.
 pub async fn prepare_after(
     client: &clickhouse::Client,
     campaign: &Campaign,
     rows: &[EventRow],
     before: Option<&After>,
+    histories: &Histories,
 ) -> Result<Prepared, clickhouse::error::Error> {
     let mut batch: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
     for r in rows {
@@ -129,7 +153,26 @@ pub async fn prepare_after(
             .push(ledger_event(r));
     }
     let ids: Vec<&str> = batch.keys().copied().collect();
-    let known = read_written(client, &ids).await?;
+    // Each visitor's history: as the batch before leaves it, else as this
+    // process last wrote it (`cache`), else from the ledger.
+    histories.check_rewrites(client).await?;
+    let Taken {
+        epoch,
+        found: mut known,
+    } = histories.take(&ids);
+    let (mut cached, mut handed_over) = (0, 0);
+    let mut misses: Vec<&str> = Vec::new();
+    for v in &ids {
+        if let Some(after) = before.and_then(|b| b.events.get(*v)) {
+            known.insert((*v).to_owned(), after.clone());
+            handed_over += 1;
+        } else if known.contains_key(*v) {
+            cached += 1;
+        } else {
+            misses.push(*v);
+        }
+    }
+    known.extend(read_written(client, &misses).await?);
     // Events of this batch already accounted: a client's retry, or a
     // batch read again after a failed INSERT or a crash. Their ledger
     // batches are completed first if a view did not write them
@@ -146,21 +189,22 @@ pub async fn prepare_after(
         .map(|(v, w, _)| (v, w))
         .collect();
     let completed = crate::batches::complete(client, campaign, &again, &mine).await?;
-    let mut known = without_written(known);
-    if let Some(before) = before {
-        for v in &ids {
-            if let Some(after) = before.events.get(*v) {
-                known.insert((*v).to_owned(), after.clone());
-            }
+    let written_ms = now_ms();
+    // Each changed visitor's events, and apart the `written_ms` of those
+    // the ledger already holds (the others are written now).
+    let mut sets: Vec<ChangeSets> = Vec::with_capacity(batch.len());
+    let mut written: Vec<Vec<u64>> = Vec::with_capacity(batch.len());
+    for (visitor, events) in &batch {
+        let (w, history): (Vec<u64>, Vec<Event>) = known
+            .remove(*visitor)
+            .unwrap_or_default()
+            .into_iter()
+            .unzip();
+        if let Some(set) = ChangeSets::new(visitor, history, events) {
+            sets.push(set);
+            written.push(w);
         }
     }
-    let written_ms = now_ms();
-    let sets: Vec<ChangeSets> = batch
-        .iter()
-        .filter_map(|(visitor, events)| {
-            ChangeSets::new(visitor, known.remove(*visitor).unwrap_or_default(), events)
-        })
-        .collect();
     // The change of every visitor, summed: carried by the INSERT's first
     // row. CPU work (a large batch takes a while): off the async workers,
     // on both cores.
@@ -188,6 +232,9 @@ pub async fn prepare_after(
     let mut writer = Writer::for_rows(campaign, change_rows.carried(&journey), fresh);
     let mut done = Accounted {
         completed,
+        cached,
+        handed_over,
+        read: misses.len(),
         ..Accounted::default()
     };
     for set in &sets {
@@ -208,7 +255,17 @@ pub async fn prepare_after(
             .iter()
             .flat_map(|s| s.fresh().iter().map(|e| e.event_id))
             .collect(),
-        events: sets.into_iter().map(ChangeSets::into_all).collect(),
+        events: sets
+            .into_iter()
+            .zip(written)
+            .map(|(set, w)| {
+                let fresh = set.fresh().len();
+                let (visitor, all) = set.into_all();
+                let w = w.into_iter().chain(std::iter::repeat_n(written_ms, fresh));
+                (visitor, w.zip(all).collect())
+            })
+            .collect(),
+        epoch,
     };
     Ok(Prepared {
         wide,

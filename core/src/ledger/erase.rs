@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::account::{Change, ChangeRows};
 use super::lists::note_wide;
-use super::read;
 use super::write::{journey_rows, now_ms, Writer};
+use super::{note_rewrite, read};
 use crate::sql::{in_list, lit, IDS_PER_QUERY};
 use crate::Campaign;
 use ensemble_model::figures::{self, Event, Strings};
@@ -29,6 +29,11 @@ pub async fn rewrite(
     keep: impl Fn(&Event) -> bool,
 ) -> Result<u64, clickhouse::error::Error> {
     let mut dropped = 0u64;
+    if visitors.is_empty() {
+        return Ok(0);
+    }
+    // Running processors forget the histories they keep, before and after.
+    note_rewrite(client, "rewrite", "start").await?;
     for chunk in visitors.chunks(IDS_PER_QUERY) {
         let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let mut known = read(client, &ids).await?;
@@ -86,6 +91,7 @@ pub async fn rewrite(
             .execute()
             .await?;
     }
+    note_rewrite(client, "rewrite", "done").await?;
     Ok(dropped)
 }
 

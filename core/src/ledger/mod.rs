@@ -10,12 +10,14 @@
 //! - [`lists`]: the wide visitors and shared contacts, the question-time
 //!   correction;
 //! - [`stream`]: every event of selected visitors, one visitor at a time;
-//! - [`erase`]: rewriting visitors (retention, erasure).
+//! - [`erase`]: rewriting visitors (retention, erasure);
+//! - [`cache`]: visitors' histories kept between a processor's batches.
 //!
 //! Rebuilding everything from `events` is `crate::rebuild`; merging the
 //! figures' parts `crate::compact`.
 
 mod account;
+mod cache;
 pub mod carried;
 mod erase;
 mod lists;
@@ -23,6 +25,8 @@ mod stream;
 mod write;
 
 pub use account::{account, prepare, prepare_after, Accounted, After, Prepared};
+pub(crate) use cache::note_rewrite;
+pub use cache::{Histories, History};
 pub use carried::{DELAY_COLUMNS, FIGURE_COLUMNS, JOURNEY_COLUMNS};
 pub use erase::{
     carried_journeys_before, erased_signups, forget, journeys_before, retain, rewrite,
