@@ -54,6 +54,9 @@ pub struct ProcessorPlan {
     pub messages: usize,
     /// The processor's `--batch-max-rows` (its own default when `None`).
     pub batch_max_rows: Option<usize>,
+    /// The processor's `--history-cache-events` (its own default when
+    /// `None`; 0 reads every batch's histories from the ledger).
+    pub history_cache_events: Option<usize>,
 }
 
 impl ProcessorPlan {
@@ -456,10 +459,14 @@ pub async fn processor(
     };
 
     let batch_rows = plan.batch_max_rows.map(|n| n.to_string());
-    let extra: Vec<&str> = match &batch_rows {
-        Some(n) => vec!["--batch-max-rows", n],
-        None => Vec::new(),
-    };
+    let cache_events = plan.history_cache_events.map(|n| n.to_string());
+    let mut extra: Vec<&str> = Vec::new();
+    if let Some(n) = &batch_rows {
+        extra.extend(["--batch-max-rows", n]);
+    }
+    if let Some(n) = &cache_events {
+        extra.extend(["--history-cache-events", n]);
+    }
     let wiring = |clickhouse_url| ProcessorWiring {
         bin: processor_bin,
         campaign: &campaign,
@@ -532,6 +539,19 @@ pub async fn processor(
     let processor_per_s = plan.messages as f64 / started.elapsed().as_secs_f64();
     let cpu = cpu_between(before, cpu_mark(proc.pid(), clickhouse, broker.pid));
     let peak_rss_mb = peak_rss_mb(proc.pid());
+    // Where the batches' visitors' histories came from (the cache starts
+    // empty: the history was accounted by an earlier process).
+    let sources: Vec<String> = ["cache", "batch_before", "ledger"]
+        .iter()
+        .map(|s| {
+            let series = format!("ensemble_processor_history_visitors_total{{source=\"{s}\"}}");
+            format!("{s} {:.0}", metric(&proc, &series).unwrap_or(0.0))
+        })
+        .collect();
+    progress(&format!(
+        "{label}: the batches' visitors' histories from {}",
+        sources.join(", ")
+    ));
     drop(proc);
     let logged_to = Utc::now();
     let (recorded, recording) = recorder.finish()?;

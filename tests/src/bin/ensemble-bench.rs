@@ -53,6 +53,10 @@ struct Args {
     /// `processor` only: the processor's `--batch-max-rows` (default: its own).
     #[arg(long, global = true)]
     batch_max_rows: Option<usize>,
+    /// `processor` only: the processor's `--history-cache-events`
+    /// (default: its own; 0 to compare with every history read).
+    #[arg(long, global = true)]
+    history_cache_events: Option<usize>,
     /// `processor` only: events per run (default 200 000, 50 000 with
     /// `--quick`): a longer run shows whether memory creeps batch after
     /// batch. The live profile's events stay 20 a second apart, so they
@@ -184,6 +188,7 @@ async fn processor(args: &Args) -> anyhow::Result<String> {
             .unwrap_or(if args.quick { 50_000 } else { 200_000 })
             .max(1),
         batch_max_rows: args.batch_max_rows,
+        history_cache_events: args.history_cache_events,
     };
     let bin = release("ensemble-processor")?;
     let profiles: Vec<Profile> = [Profile::Live, Profile::Backfill]
