@@ -88,7 +88,8 @@ impl Metrics {
                 "ensemble_processor_history_visitors_total",
                 "A batch's visitors by where their accounted history came from: source=cache (kept \
                  since this process last wrote them), source=batch_before (handed over by the batch \
-                 still writing), source=ledger (read from ClickHouse)",
+                 still writing), source=ledger (read from ClickHouse), source=new (not looked for: \
+                 not in the filter of the ledger's visitors)",
             ),
             &["source"],
         )?;

@@ -337,6 +337,7 @@ pub async fn insert(
         ("cache", done.cached),
         ("batch_before", done.handed_over),
         ("ledger", done.read),
+        ("new", done.new),
     ] {
         metrics
             .history_visitors

@@ -33,6 +33,9 @@ pub struct Accounted {
     pub handed_over: usize,
     /// … from the ledger.
     pub read: usize,
+    /// … from nowhere: new to the ledger, as the cache's filter of known
+    /// visitors tells.
+    pub new: usize,
 }
 
 /// Accounts for a batch of rows (duplicates and already-accounted events
@@ -172,6 +175,9 @@ pub async fn prepare_after(
             misses.push(*v);
         }
     }
+    // Of the others, only those the ledger may hold are looked for.
+    let missed = misses.len();
+    let misses = histories.maybe_known(client, misses).await?;
     known.extend(read_written(client, &misses).await?);
     // Events of this batch already accounted: a client's retry, or a
     // batch read again after a failed INSERT or a crash. Their ledger
@@ -235,6 +241,7 @@ pub async fn prepare_after(
         cached,
         handed_over,
         read: misses.len(),
+        new: missed - misses.len(),
         ..Accounted::default()
     };
     for set in &sets {

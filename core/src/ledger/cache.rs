@@ -64,6 +64,11 @@ struct Inner {
     index: HashMap<Text, u32>,
     /// `ledger_rewrites` as last seen: rows and latest `at_ms`.
     rewrites: Option<(u64, u64)>,
+    /// Every visitor the ledger may hold (`None`: not built since the
+    /// last emptying).
+    known: Option<Known>,
+    /// The visitors put while `known` is being built (`Some` then).
+    put_while_building: Option<Vec<Box<str>>>,
 }
 
 impl Inner {
@@ -202,6 +207,13 @@ impl Histories {
             return false;
         }
         for (v, history) in histories {
+            if inner.known.as_mut().is_some_and(|k| !k.insert(v)) {
+                // Past what it was sized for: built again.
+                inner.known = None;
+            }
+            if let Some(put) = &mut inner.put_while_building {
+                put.push(v.into());
+            }
             let kept: Vec<Kept> = history.iter().map(|(w, e)| inner.keep(*w, e)).collect();
             inner.young_events += kept.len();
             if let Some(before) = inner.old.remove(v) {
@@ -227,6 +239,71 @@ impl Histories {
     /// Forgets every history (the next batches read the ledger).
     pub fn clear(&self) {
         self.lock().clear();
+    }
+
+    /// Of `visitors` (none in the cache), those the ledger may hold: the
+    /// others are new to it and have no history to read. Builds the filter
+    /// of known visitors first if this is the first batch since the cache
+    /// was emptied (one pass over the ledger's visitor ids). Without a
+    /// cache, all of them.
+    pub async fn maybe_known<'a>(
+        &self,
+        client: &clickhouse::Client,
+        visitors: Vec<&'a str>,
+    ) -> Result<Vec<&'a str>, clickhouse::error::Error> {
+        if self.capacity == 0 || visitors.is_empty() {
+            return Ok(visitors);
+        }
+        if self.lock().known.is_none() {
+            self.build_known(client).await?;
+        }
+        let inner = self.lock();
+        Ok(match &inner.known {
+            Some(known) => visitors.into_iter().filter(|v| known.may_hold(v)).collect(),
+            // Emptied while it was built: read them all.
+            None => visitors,
+        })
+    }
+
+    /// The filter of every visitor id in the ledger, with the visitors put
+    /// meanwhile (their INSERT may have landed after the read began).
+    async fn build_known(
+        &self,
+        client: &clickhouse::Client,
+    ) -> Result<(), clickhouse::error::Error> {
+        let epoch = {
+            let mut inner = self.lock();
+            inner.put_while_building = Some(Vec::new());
+            inner.epoch
+        };
+        let started = std::time::Instant::now();
+        let n: u64 = client
+            .query("SELECT uniq(visitor_id) FROM ledger")
+            .fetch_one()
+            .await?;
+        let mut known = Known::for_visitors(usize::try_from(n).unwrap_or(usize::MAX));
+        let mut cursor = client
+            .query("SELECT DISTINCT visitor_id FROM ledger")
+            .fetch::<String>()?;
+        while let Some(v) = cursor.next().await? {
+            known.insert(&v);
+        }
+        let mut inner = self.lock();
+        let put = inner.put_while_building.take();
+        if inner.epoch != epoch {
+            return Ok(());
+        }
+        for v in put.iter().flatten() {
+            known.insert(v);
+        }
+        tracing::info!(
+            visitors = n,
+            bytes = known.bytes(),
+            ms = started.elapsed().as_millis() as u64,
+            "read the ledger's visitor ids: new visitors are not looked for"
+        );
+        inner.known = Some(known);
+        Ok(())
     }
 
     /// Events kept now.
@@ -260,6 +337,66 @@ impl Histories {
             inner.rewrites = Some(seen);
         }
         Ok(())
+    }
+}
+
+/// A Bloom filter of visitor ids: never says "not held" of an id inserted;
+/// says "may be held" of ~1 % of the others.
+#[derive(Debug)]
+struct Known {
+    bits: Vec<u64>,
+    /// `bits`' length in bits, minus one (a power of two).
+    mask: u64,
+    inserted: usize,
+    /// Insertions it was sized for (twice the visitors at its build).
+    room: usize,
+}
+
+/// Bits per visitor at the filter's design size, and probes per id: ~1 %
+/// false positives when full.
+const KNOWN_BITS_PER_VISITOR: usize = 10;
+const KNOWN_PROBES: u64 = 7;
+
+impl Known {
+    fn for_visitors(n: usize) -> Self {
+        let room = n.saturating_mul(2).max(1 << 16);
+        let bits = room
+            .saturating_mul(KNOWN_BITS_PER_VISITOR)
+            .next_power_of_two();
+        Self {
+            bits: vec![0; bits / 64],
+            mask: bits as u64 - 1,
+            inserted: 0,
+            room,
+        }
+    }
+
+    fn probes(&self, v: &str) -> impl Iterator<Item = u64> + use<> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        v.hash(&mut h);
+        let a = h.finish();
+        let b = a.rotate_left(32) | 1;
+        let mask = self.mask;
+        (0..KNOWN_PROBES).map(move |i| a.wrapping_add(i.wrapping_mul(b)) & mask)
+    }
+
+    /// Inserts `v`; false once past its room (it still holds `v`).
+    fn insert(&mut self, v: &str) -> bool {
+        for bit in self.probes(v) {
+            self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+        self.inserted += 1;
+        self.inserted <= self.room
+    }
+
+    fn may_hold(&self, v: &str) -> bool {
+        self.probes(v)
+            .all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+
+    fn bytes(&self) -> usize {
+        self.bits.len() * 8
     }
 }
 
@@ -379,6 +516,23 @@ mod tests {
             e + 1,
             "what was taken before is not put back"
         );
+    }
+
+    #[test]
+    fn the_filter_of_known_visitors_holds_every_one_inserted() {
+        let mut known = Known::for_visitors(10_000);
+        for i in 0..20_000 {
+            assert!(known.insert(&format!("v_{i:08}")));
+        }
+        assert!((0..20_000).all(|i| known.may_hold(&format!("v_{i:08}"))));
+        let false_positives = (0..100_000)
+            .filter(|i| known.may_hold(&format!("w_{i:08}")))
+            .count();
+        assert!(false_positives < 2_000, "{false_positives} of 100 000");
+        for i in 20_000..known.room {
+            known.insert(&format!("v_{i:08}"));
+        }
+        assert!(!known.insert("one more"), "past its room");
     }
 
     #[test]

@@ -541,7 +541,7 @@ pub async fn processor(
     let peak_rss_mb = peak_rss_mb(proc.pid());
     // Where the batches' visitors' histories came from (the cache starts
     // empty: the history was accounted by an earlier process).
-    let sources: Vec<String> = ["cache", "batch_before", "ledger"]
+    let sources: Vec<String> = ["cache", "batch_before", "ledger", "new"]
         .iter()
         .map(|s| {
             let series = format!("ensemble_processor_history_visitors_total{{source=\"{s}\"}}");
