@@ -389,14 +389,19 @@ fn returning(seed: u128, n: u32) -> Vec<EventMessage> {
     again
 }
 
-/// Two batches of the same visitors, the second read and computed before
-/// the first is written (as the processor does while the first one's
-/// INSERT runs), then both written in order: the figures against a
-/// rebuild from `events`. Without timing luck: the processor's own runs
-/// mostly find the first batch's rows landed by the time they read.
-async fn second_batch_computed_before_the_first_is_written(handed_over: bool) -> Vec<String> {
-    use ensemble_core::ledger;
-    let store = ensemble_tests::migrated_database("it_once_ahead").await;
+/// A migrated database with the summed ranges' views (what the processor
+/// makes at its start) and in `events` two visits of the same 30 visitors,
+/// a day apart (`messages`, `returning`), nothing accounted yet.
+struct Visits {
+    store: ensemble_core::StoreConfig,
+    client: clickhouse::Client,
+    campaign: ensemble_core::Campaign,
+    history: Vec<ensemble_core::EventRow>,
+    later: Vec<ensemble_core::EventRow>,
+}
+
+async fn two_visits(database: &str, seed: u128) -> Visits {
+    let store = ensemble_tests::migrated_database(database).await;
     let client = store.client();
     let campaign = ensemble_core::Campaign::load(&campaign_file()).expect("campaign");
     let enricher = ensemble_processor::enrich::Enricher::new();
@@ -405,18 +410,11 @@ async fn second_batch_computed_before_the_first_is_written(handed_over: bool) ->
             .map(|m| ensemble_core::EventRow::new(m, enricher.enrich(&campaign, m), Utc::now()))
             .collect()
     };
-    // What the processor makes at its start: the views summing by range.
     ensemble_core::ranges::ensure(&store, &campaign)
         .await
         .expect("summed ranges");
-    let seed = 7 << 20;
     let history = rows(&messages(seed, 90));
     let later = rows(&returning(seed, 90));
-    // The first batch, and the second with one of the first's events again
-    // (a redelivery across the two).
-    let (first, rest) = later.split_at(45);
-    let mut second = rest.to_vec();
-    second.push(first[0].clone());
     let mut events = client
         .insert::<ensemble_core::EventRow>("events")
         .await
@@ -425,6 +423,33 @@ async fn second_batch_computed_before_the_first_is_written(handed_over: bool) ->
         events.write(r).await.expect("event row");
     }
     events.end().await.expect("events");
+    Visits {
+        store,
+        client,
+        campaign,
+        history,
+        later,
+    }
+}
+
+/// Two batches of the same visitors, the second read and computed before
+/// the first is written (as the processor does while the first one's
+/// INSERT runs), then both written in order: the figures against a
+/// rebuild from `events`. Without timing luck: the processor's own runs
+/// mostly find the first batch's rows landed by the time they read.
+async fn second_batch_computed_before_the_first_is_written(handed_over: bool) -> Vec<String> {
+    let Visits {
+        store,
+        client,
+        campaign,
+        history,
+        later,
+    } = two_visits("it_once_ahead", 7 << 20).await;
+    // The first batch, and the second with one of the first's events again
+    // (a redelivery across the two).
+    let (first, rest) = later.split_at(45);
+    let mut second = rest.to_vec();
+    second.push(first[0].clone());
     ledger::account(&client, &campaign, &history)
         .await
         .expect("history");
@@ -481,30 +506,14 @@ async fn a_batch_computed_before_the_one_before_is_written_counts_as_if_after() 
 /// `noted` false the rewrite's notes are removed, as if the cache could
 /// not tell: it then takes the stale history, and the test can tell.
 async fn returning_after_a_rewrite(noted: bool) -> (ledger::Accounted, Vec<String>) {
-    let store = ensemble_tests::migrated_database("it_once_cache").await;
-    let client = store.client();
-    let campaign = ensemble_core::Campaign::load(&campaign_file()).expect("campaign");
-    let enricher = ensemble_processor::enrich::Enricher::new();
-    let rows = |ms: &[EventMessage]| -> Vec<ensemble_core::EventRow> {
-        ms.iter()
-            .map(|m| ensemble_core::EventRow::new(m, enricher.enrich(&campaign, m), Utc::now()))
-            .collect()
-    };
-    ensemble_core::ranges::ensure(&store, &campaign)
-        .await
-        .expect("summed ranges");
-    let seed = 9 << 20;
-    let history = rows(&messages(seed, 90));
-    let later = rows(&returning(seed, 90));
+    let Visits {
+        store,
+        client,
+        campaign,
+        history,
+        later,
+    } = two_visits("it_once_cache", 9 << 20).await;
     let (first, second) = later.split_at(45);
-    let mut events = client
-        .insert::<ensemble_core::EventRow>("events")
-        .await
-        .expect("insert");
-    for r in history.iter().chain(&later) {
-        events.write(r).await.expect("event row");
-    }
-    events.end().await.expect("events");
     let histories = ledger::Histories::new(10_000);
     let account = async |rows: &[ensemble_core::EventRow]| {
         let mut p = ledger::prepare_after(&client, &campaign, rows, None, &histories)
