@@ -238,6 +238,42 @@ fn batch_by_batch(events: Vec<Event>, cuts: Vec<usize>) -> Result<(), TestCaseEr
     let at_once = contribution(&c, &[("v".to_owned(), events.clone())]);
     let (a, b) = (all_rows(&batched), all_rows(&at_once));
     prop_assert!(same(&a, &b).is_ok(), "{}", same(&a, &b).unwrap_err());
+    // The same batches summed alternately into two sums, each with its
+    // own strings (as the processor's two threads do, their ids in
+    // another order), then one taken into the other.
+    let mut halves = [(Strings::default(), Sum::default()), Default::default()];
+    for (i, s) in sets.iter().enumerate() {
+        let (strings, sum) = &mut halves[i % 2];
+        add_change(&c, s, strings, sum);
+    }
+    let [(mut strings, mut sum), (theirs, other)] = halves;
+    sum.absorb(&mut strings, other, theirs);
+    let rows = sum.rows();
+    let absorbed: Vec<OwnedRow> = figures::rows_of(&strings, &rows)
+        .map(|r| OwnedRow::of(&r))
+        .collect();
+    let keys: std::collections::BTreeSet<String> = absorbed
+        .iter()
+        .map(|r| {
+            format!(
+                "{:?} {} {} {} {} {} {:?}",
+                r.figure,
+                r.bots,
+                r.device_filter,
+                r.placement_filter,
+                r.first_day,
+                r.last_day,
+                r.dims
+            )
+        })
+        .collect();
+    prop_assert_eq!(keys.len(), absorbed.len(), "one row per key once absorbed");
+    let a = all_rows(&absorbed);
+    prop_assert!(
+        same(&a, &b).is_ok(),
+        "absorbed: {}",
+        same(&a, &b).unwrap_err()
+    );
     Ok(())
 }
 

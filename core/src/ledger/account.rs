@@ -215,22 +215,7 @@ pub async fn prepare_after(
     // row. CPU work (a large batch takes a while): off the async workers,
     // on both cores.
     let ranges = figures::summed_ranges(campaign);
-    let (halves, journey_changes) = off_the_runtime(|| {
-        let (a, b) = sets.split_at(sets.len() / 2);
-        if a.len() < 32 {
-            return changes(campaign, &ranges, &sets);
-        }
-        std::thread::scope(|s| {
-            let second = s.spawn(|| changes(campaign, &ranges, b));
-            let (mut figures, mut journeys) = changes(campaign, &ranges, a);
-            let (more, more_journeys) = second
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            figures.extend(more);
-            journeys.extend(more_journeys);
-            (figures, journeys)
-        })
-    });
+    let (halves, journey_changes) = off_the_runtime(|| changes(campaign, &ranges, &sets));
     let journey = journey_rows(&journey_changes);
     let change_rows = ChangeRows::of(&halves);
     let wide = wide_values(campaign, sets.iter().map(|s| (s.visitor(), s.all_events())));
@@ -283,8 +268,9 @@ pub async fn prepare_after(
     })
 }
 
-/// The change some visitors make to the figures: summed over them (keys
-/// repeated across calls are summed again by ClickHouse), then by range
+/// The change some visitors make to the figures: summed over them (a
+/// batch's, over both halves its two threads summed: one row per key;
+/// keys repeated across batches are summed again by ClickHouse), then by range
 /// and the paths' delays by rounding ([`figures::by_range`]), with the
 /// strings the rows point into.
 #[derive(Debug)]
@@ -350,11 +336,42 @@ impl<'a> ChangeRows<'a> {
 /// The change `sets` make to the figures and to each visitor's journeys.
 type Changes<'a> = (Vec<Change<'a>>, Vec<(&'a str, journeys::Rows<'a>)>);
 
+/// Summed in two halves on two cores, then one half's sums taken into
+/// the other's ([`figures::Sum::absorb`]), so that each key is one row.
 fn changes<'a>(
     campaign: &'a Campaign,
     ranges: &[figures::Days],
     sets: &'a [ChangeSets],
 ) -> Changes<'a> {
+    let (a, b) = sets.split_at(sets.len() / 2);
+    let (strings, sum, journey) = if a.len() < 32 {
+        summed(campaign, sets)
+    } else {
+        // Each half on its own core, then one sum of both.
+        std::thread::scope(|s| {
+            let second = s.spawn(|| summed(campaign, b));
+            let (mut strings, mut sum, mut journey) = summed(campaign, a);
+            let (theirs, more, more_journey) = second
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            sum.absorb(&mut strings, more, theirs);
+            journey.extend(more_journey);
+            (strings, sum, journey)
+        })
+    };
+    (vec![Change::new(strings, sum.rows(), ranges)], journey)
+}
+
+/// The figures' and journeys' change of `sets`, summed.
+#[allow(clippy::type_complexity)]
+fn summed<'a>(
+    campaign: &'a Campaign,
+    sets: &'a [ChangeSets],
+) -> (
+    Strings<'a>,
+    figures::Sum,
+    Vec<(&'a str, journeys::Rows<'a>)>,
+) {
     let mut strings = Strings::default();
     let mut change = figures::Sum::default();
     let mut journey = Vec::new();
@@ -365,7 +382,7 @@ fn changes<'a>(
             journey.push((set.visitor(), rows));
         }
     }
-    (vec![Change::new(strings, change.rows(), ranges)], journey)
+    (strings, change, journey)
 }
 
 /// Runs CPU-bound `work` where it does not hold up the async tasks (the

@@ -43,6 +43,20 @@ impl<'a> Strings<'a> {
         i
     }
 
+    /// Takes in `other`'s strings (those of a computation over the same
+    /// events, on another thread): returns, for each of its ids, the id
+    /// of the same string here ([`Key::renamed`]).
+    pub fn absorb(&mut self, other: Strings<'a>) -> Vec<u32> {
+        other
+            .list
+            .into_iter()
+            .map(|s| match self.index.get(s.as_ref()) {
+                Some(i) => *i,
+                None => self.insert(s),
+            })
+            .collect()
+    }
+
     pub fn get(&self, id: u32) -> &str {
         self.list.get(id as usize).map(|s| s.as_ref()).unwrap_or("")
     }
@@ -88,6 +102,31 @@ pub struct Key {
     pub path: u32,
     /// A delay in seconds (from the first touch to the sign-up).
     pub delay_seconds: u32,
+}
+
+impl Key {
+    /// The same key with each string's id `id` replaced by `ids[id]`
+    /// (from [`Strings::absorb`]).
+    pub fn renamed(self, ids: &[u32]) -> Key {
+        let id = |i: u32| ids.get(i as usize).copied().unwrap_or(i);
+        Key {
+            device_filter: id(self.device_filter),
+            placement_filter: id(self.placement_filter),
+            phase: id(self.phase),
+            channel: id(self.channel),
+            placement: id(self.placement),
+            event_type: id(self.event_type),
+            action: id(self.action),
+            step: id(self.step),
+            model: id(self.model),
+            conversion_phase: id(self.conversion_phase),
+            other_channel: id(self.other_channel),
+            device_class: id(self.device_class),
+            os_family: id(self.os_family),
+            path: id(self.path),
+            ..self
+        }
+    }
 }
 
 /// Two fields to a word, and the ten words mixed in five independent
@@ -298,6 +337,18 @@ impl Sum {
     pub fn add(&mut self, rows: &[(Key, Value)], sign: i64) {
         for (k, v) in rows {
             self.map.entry(*k).or_default().add(*v, sign);
+        }
+    }
+
+    /// Adds the sums of `other`, whose keys point into `theirs`, to
+    /// these, whose keys point into `strings`: the two halves of a batch
+    /// summed on two threads become one set of rows, so that a key both
+    /// halves changed is written once (a third of a live batch's figure
+    /// rows were such twins).
+    pub fn absorb<'a>(&mut self, strings: &mut Strings<'a>, other: Sum, theirs: Strings<'a>) {
+        let ids = strings.absorb(theirs);
+        for (k, v) in other.map {
+            self.map.entry(k.renamed(&ids)).or_default().add(v, 1);
         }
     }
 
