@@ -147,8 +147,8 @@ impl Marker {
 
     /// Its record in `journey`, in the ledger writer's order
     /// (visitor_id, kind, ms, event_id, day, phase, channel, placement,
-    /// device, contact, model, conversion_phase, n, n_events, n_exposures,
-    /// n_scans, n_visits, n_signups, credit). The key is in `visitor_id`
+    /// device, contact, credits, n, n_events, n_exposures, n_scans,
+    /// n_visits, n_signups). The key is in `visitor_id`
     /// (no visitor's id: erasure has nothing to find there).
     pub fn journey_values(&self) -> Vec<String> {
         let empty = String::new;
@@ -164,14 +164,12 @@ impl Marker {
             empty(),
             empty(),
             empty(),
-            empty(),
             "1".into(),
             "0".into(),
             "0".into(),
             "0".into(),
             "0".into(),
             "0".into(),
-            "0.0".into(),
         ]
     }
 }

@@ -281,11 +281,12 @@ struct AppliedRow {
 /// figures; 0007: the device breakdown, the paths' delays; 0011: the
 /// journeys without contacts; 0012: the bots' scope as what the bots
 /// change, the figures summed by range by the processor; 0014: the
-/// ledger made again, its sets carried as text): a database that
+/// ledger made again, its sets carried as text; 0016: a conversion's
+/// credits on its own row): a database that
 /// already has events when one is applied must be rebuilt from `events`;
 /// it records that in `rebuild_pending` (which the rebuild empties and the
 /// processor checks before it consumes).
-pub const REBUILT_FROM_EVENTS: [u32; 7] = [4, 5, 6, 7, 11, 12, 14];
+pub const REBUILT_FROM_EVENTS: [u32; 8] = [4, 5, 6, 7, 11, 12, 14, 16];
 
 /// The migrations that add or make again a table filled beside or as
 /// `figures_ranges` (0009: the paths' delays by range; 0012: the summed

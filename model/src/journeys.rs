@@ -1,7 +1,7 @@
 //! The rows behind the analysts' SQL views (docs/figures.md "SQL access for analysts"): per
 //! visitor, its touches, its conversions (the first sign-up of each of its
-//! contacts), each conversion's credit under every model, and its events
-//! per placement and local day — the same rules as the figures
+//! contacts), each with its credit under every model (on the conversion's
+//! own row, [`Key::credits`]), and its events per placement and local day — the same rules as the figures
 //! ([`crate::rules`], [`crate::attribution`]), written out one row per
 //! thing instead of summed.
 //!
@@ -33,31 +33,65 @@ use crate::Campaign;
 pub enum Kind {
     /// A touch (gap rule), at the event that starts it.
     Touch,
-    /// The first sign-up of one of the visitor's contacts.
+    /// The first sign-up of one of the visitor's contacts, with its
+    /// credit under every model ([`Key::credits`]).
     Conversion,
-    /// A conversion's credit under one model to one channel, for touches
-    /// in one phase.
-    Credit,
     /// The visitor's events at one placement on one local day.
     PlacementDay,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
-        Kind::Touch,
-        Kind::Conversion,
-        Kind::Credit,
-        Kind::PlacementDay,
-    ];
+    pub const ALL: [Kind; 3] = [Kind::Touch, Kind::Conversion, Kind::PlacementDay];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Touch => "touch",
             Kind::Conversion => "conversion",
-            Kind::Credit => "credit",
             Kind::PlacementDay => "placement_day",
         }
     }
+}
+
+/// Parts one credit of [`Key::credits`] from the next.
+pub const CREDIT_SEPARATOR: char = '\x1D';
+/// Parts the fields of one credit.
+pub const CREDIT_FIELD_SEPARATOR: char = '\x1C';
+
+/// One credit of a conversion ([`Key::credits`]): under `model`, the
+/// share `credit` to `channel` (`direct` without a touch) for its
+/// touches in `phase`; `conversion_phase` is the sign-up's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Credit<'a> {
+    pub model: &'a str,
+    pub channel: &'a str,
+    pub phase: &'a str,
+    pub conversion_phase: &'a str,
+    pub credit: f64,
+}
+
+impl Credit<'_> {
+    /// What a credit is of, in the order [`Key::credits`] lists them.
+    fn names(&self) -> (&str, &str, &str, &str) {
+        (self.model, self.channel, self.phase, self.conversion_phase)
+    }
+}
+
+/// The credits a conversion's [`Key::credits`] holds, in its order.
+pub fn credits_of(text: &str) -> Vec<Credit<'_>> {
+    text.split(CREDIT_SEPARATOR)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let mut f = r.split(CREDIT_FIELD_SEPARATOR);
+            let mut next = || f.next().unwrap_or("");
+            Credit {
+                model: next(),
+                channel: next(),
+                phase: next(),
+                conversion_phase: next(),
+                credit: next().parse().unwrap_or(0.0),
+            }
+        })
+        .collect()
 }
 
 /// What identifies a row. Fields a kind does not use are empty / zero.
@@ -80,14 +114,17 @@ pub struct Key<'a> {
     pub channel: &'a str,
     pub placement: &'a str,
     pub device: &'a str,
-    /// Conversion and credit: the contact hash. Carried in the ledger,
+    /// Conversion: the contact hash. Carried in the ledger,
     /// never stored where analysts read ([`later_conversions`] tells the
     /// `conversions` view which visitors' conversions are not the first).
     pub contact: &'a str,
-    /// Credit: the attribution model.
-    pub model: &'static str,
-    /// Credit: the phase of the conversion.
-    pub conversion_phase: &'a str,
+    /// Conversion: its credits under every model, as text ([`credits_of`]
+    /// reads it; the analysts' `credits` view splits it). Part of the
+    /// key, so that a conversion whose credits move (a touch before it
+    /// arrives late) is its old row taken away and its new one added:
+    /// one row per conversion, not one per model, channel and phase
+    /// (those were a quarter of the journeys' rows).
+    pub credits: std::borrow::Cow<'a, str>,
 }
 
 /// Two names, the same slice (the same event's or the campaign's, as
@@ -115,8 +152,7 @@ impl Ord for Key<'_> {
             .then_with(|| by_name(self.placement, o.placement))
             .then_with(|| by_name(self.device, o.device))
             .then_with(|| by_name(self.contact, o.contact))
-            .then_with(|| by_name(self.model, o.model))
-            .then_with(|| by_name(self.conversion_phase, o.conversion_phase))
+            .then_with(|| by_name(&self.credits, &o.credits))
     }
 }
 
@@ -135,7 +171,7 @@ impl PartialEq for Key<'_> {
 impl Eq for Key<'_> {}
 
 /// A row's values. `n` is 1 for every row (its presence); placement days
-/// also count events by what they are; credits carry their share.
+/// also count events by what they are.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counts {
     pub n: i64,
@@ -144,7 +180,6 @@ pub struct Counts {
     pub scans: i64,
     pub visits: i64,
     pub signups: i64,
-    pub credit: f64,
 }
 
 impl Counts {
@@ -155,7 +190,6 @@ impl Counts {
         self.scans += sign * o.scans;
         self.visits += sign * o.visits;
         self.signups += sign * o.signups;
-        self.credit += sign as f64 * o.credit;
     }
 
     fn is_zero(&self) -> bool {
@@ -211,8 +245,7 @@ fn key<'a>(kind: Kind) -> Key<'a> {
         placement: "",
         device: "",
         contact: "",
-        model: "",
-        conversion_phase: "",
+        credits: std::borrow::Cow::Borrowed(""),
     }
 }
 
@@ -277,26 +310,35 @@ fn rows_cut<'a>(campaign: &'a Campaign, events: &'a [Event], cut: Cut) -> Rows<'
             ts: ts(e.ms),
             event_id: e.event_id,
         };
+        // Shares of one model, channel and phase summed, in that order.
+        let mut credits: Vec<Credit<'_>> = Vec::new();
         for s in attribution::shares(campaign, &conversion, &touches) {
-            let mut c = key(Kind::Credit);
-            c.ms = k.ms;
-            c.event_id = k.event_id;
-            c.day = k.day;
-            c.contact = k.contact;
-            c.model = s.model;
-            c.channel = campaign_str(campaign, &s.channel);
-            c.phase = campaign_str(campaign, &s.touch_phase);
-            c.conversion_phase = campaign_str(campaign, &s.conversion_phase);
-            add(
-                &mut out,
-                c,
-                Counts {
-                    n: 1,
-                    credit: s.credit,
-                    ..Counts::default()
-                },
-            );
+            let c = Credit {
+                model: s.model,
+                channel: campaign_str(campaign, &s.channel),
+                phase: campaign_str(campaign, &s.touch_phase),
+                conversion_phase: campaign_str(campaign, &s.conversion_phase),
+                credit: s.credit,
+            };
+            match credits.iter_mut().find(|o| o.names() == c.names()) {
+                Some(o) => o.credit += c.credit,
+                None => credits.push(c),
+            }
         }
+        credits.sort_by(|a, b| a.names().cmp(&b.names()));
+        let mut text = String::new();
+        for c in credits {
+            if !text.is_empty() {
+                text.push(CREDIT_SEPARATOR);
+            }
+            for f in [c.model, c.channel, c.phase, c.conversion_phase] {
+                text.push_str(f);
+                text.push(CREDIT_FIELD_SEPARATOR);
+            }
+            // The shortest text that reads back as the same number.
+            text.push_str(&c.credit.to_string());
+        }
+        k.credits = std::borrow::Cow::Owned(text);
         add(&mut out, k, one());
     }
 
@@ -317,7 +359,6 @@ fn rows_cut<'a>(campaign: &'a Campaign, events: &'a [Event], cut: Cut) -> Rows<'
             scans: i64::from(rules::is_scan(&e.event_type, &e.action)),
             visits: i64::from(rules::is_visit(&e.event_type)),
             signups: i64::from(rules::is_signup(&e.event_type)),
-            credit: 0.0,
         };
         add(&mut out, k, c);
     }
@@ -525,7 +566,7 @@ mod tests {
         for i in 0..400_usize {
             let copy = i % 3 == 0;
             keys.push(Key {
-                kind: Kind::ALL[i % 4],
+                kind: Kind::ALL[i % 3],
                 ms: (i % 2) as u64,
                 event_id: Uuid::from_u128((i % 3) as u128 * (1 << 120) + (i % 2) as u128),
                 day: (i % 2) as u32,
@@ -534,8 +575,11 @@ mod tests {
                 placement: name(i / 5, copy),
                 device: name(i / 7, copy),
                 contact: name(i / 11, !copy),
-                model: texts[i / 13 % 5],
-                conversion_phase: name(i / 17, copy),
+                credits: if i % 2 == 0 {
+                    std::borrow::Cow::Borrowed(name(i / 13, copy))
+                } else {
+                    std::borrow::Cow::Owned(name(i / 17, copy).to_owned())
+                },
             });
         }
         let tuple = |k: &Key<'_>| {
@@ -549,8 +593,7 @@ mod tests {
                 k.placement.to_owned(),
                 k.device.to_owned(),
                 k.contact.to_owned(),
-                k.model,
-                k.conversion_phase.to_owned(),
+                k.credits.to_string(),
             )
         };
         for a in &keys {
@@ -599,11 +642,11 @@ mod tests {
         assert_eq!(conversions[0].0.event_id, Uuid::from_u128(5));
         assert_eq!(conversions[0].0.contact, "c1");
         // Both touches are metro in one phase: every model gives metro 1.
-        let credits = of(&got, Kind::Credit);
+        let credits = credits_of(&conversions[0].0.credits);
         assert_eq!(credits.len(), 5);
-        for (k, c) in credits {
-            assert_eq!((k.channel, k.event_id), ("metro", Uuid::from_u128(5)));
-            assert!((c.credit - 1.0).abs() < 1e-12, "{k:?} {c:?}");
+        for c in credits {
+            assert_eq!(c.channel, "metro");
+            assert_eq!(c.credit, 1.0, "{c:?}");
         }
         let days = of(&got, Kind::PlacementDay);
         assert_eq!(days.len(), 2);
@@ -637,11 +680,13 @@ mod tests {
         // A card click between the scans: a tinder touch.
         events.push(ev(7, 20, "tinder_card", "click", "tinder", "T-VOEUX"));
         let got = rows(&cp, &events);
+        let conversions = of(&got, Kind::Conversion);
+        let credits = credits_of(&conversions[0].0.credits);
         let credit = |model: &str, channel: &str| -> f64 {
-            of(&got, Kind::Credit)
+            credits
                 .iter()
-                .filter(|(k, _)| k.model == model && k.channel == channel)
-                .map(|(_, c)| c.credit)
+                .filter(|c| c.model == model && c.channel == channel)
+                .map(|c| c.credit)
                 .sum()
         };
         assert!((credit("first_touch", "metro") - 1.0).abs() < 1e-12);
@@ -676,18 +721,29 @@ mod tests {
             add(&mut sum, &change(&cp, before, upto), 1);
             assert_eq!(sum, rows(&cp, upto), "after {cut} events");
         }
-        // A credit whose share moves (a new touch before the sign-up):
-        // the same key, n unchanged, the credit corrected.
+        // Credits that move (a new touch before the sign-up): the
+        // conversion's old row taken away, its new one added.
         let mut more = all.clone();
         more.push(ev(7, 20, "tinder_card", "click", "tinder", "T-VOEUX"));
         let d = change(&cp, &all, &more);
-        let linear_metro = d
-            .iter()
-            .find(|(k, _)| k.kind == Kind::Credit && k.model == "linear" && k.channel == "metro")
-            .unwrap()
-            .1;
-        assert_eq!(linear_metro.n, 0);
-        assert!((linear_metro.credit + 1.0 / 3.0).abs() < 1e-12);
+        let conversions = of(&d, Kind::Conversion);
+        assert_eq!(conversions.len(), 2, "{conversions:?}");
+        let n: Vec<i64> = conversions.iter().map(|(_, c)| c.n).collect();
+        assert_eq!(n.iter().sum::<i64>(), 0);
+        let (old, new) = if n[0] < 0 {
+            (conversions[0].0, conversions[1].0)
+        } else {
+            (conversions[1].0, conversions[0].0)
+        };
+        let linear_metro = |k: &Key<'_>| -> f64 {
+            credits_of(&k.credits)
+                .iter()
+                .find(|c| c.model == "linear" && c.channel == "metro")
+                .unwrap()
+                .credit
+        };
+        assert_eq!(linear_metro(old), 1.0);
+        assert!((linear_metro(new) - 2.0 / 3.0).abs() < 1e-12);
         // Nothing new, nothing changed.
         assert!(change(&cp, &all, &all).is_empty());
     }
@@ -739,6 +795,34 @@ mod tests {
     #[test]
     fn every_kind_has_a_name() {
         let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["touch", "conversion", "credit", "placement_day"]);
+        assert_eq!(names, ["touch", "conversion", "placement_day"]);
+    }
+
+    #[test]
+    fn credits_read_back_as_they_were_written() {
+        let cp = campaign();
+        let mut events = journey();
+        events.push(ev(7, 20, "tinder_card", "click", "tinder", "T-VOEUX"));
+        let got = rows(&cp, &events);
+        let conversion = of(&got, Kind::Conversion)[0].0;
+        let credits = credits_of(&conversion.credits);
+        // Every model's shares, channels apart, sorted; each model's sum 1.
+        let models: BTreeSet<&str> = credits.iter().map(|c| c.model).collect();
+        assert_eq!(models.len(), attribution::Model::ALL.len(), "{credits:?}");
+        let mut sorted = credits.clone();
+        sorted.sort_by(|a, b| (a.model, a.channel, a.phase).cmp(&(b.model, b.channel, b.phase)));
+        assert_eq!(sorted, credits);
+        let linear: f64 = credits
+            .iter()
+            .filter(|c| c.model == "linear")
+            .map(|c| c.credit)
+            .sum();
+        assert!((linear - 1.0).abs() < 1e-12);
+        let third = credits
+            .iter()
+            .find(|c| c.model == "linear" && c.channel == "tinder")
+            .unwrap();
+        assert_eq!(third.credit, 1.0 / 3.0, "the exact number back");
+        assert_eq!(third.conversion_phase, conversion.phase);
     }
 }

@@ -209,19 +209,10 @@ fn batch_by_batch(events: Vec<Event>, cuts: Vec<usize>) -> Result<(), TestCaseEr
         journeys::add(&mut journeys_sum, &journeys::change_of(&c, s), 1);
     }
     let journeys_at_once = journeys::rows(&c, &events);
-    // Credits summed batch by batch may differ in the last bits, and a
-    // credit row that cancels may leave 1e-17 behind.
+    // Each conversion's credits are its key: the same text batch by
+    // batch as at once, or the rows would not cancel.
     let kept = |rows: &journeys::Rows<'_>| -> Vec<String> {
         rows.iter()
-            .map(|(k, v)| {
-                (
-                    k,
-                    journeys::Counts {
-                        credit: (v.credit * 1e9).round() / 1e9 + 0.0,
-                        ..*v
-                    },
-                )
-            })
             .filter(|(_, v)| *v != journeys::Counts::default())
             .map(|(k, v)| format!("{k:?} {v:?}"))
             .collect()
@@ -496,15 +487,16 @@ proptest! {
         for k in chosen.values() {
             put(Figure::Conversions, Dims { phase: k.phase.to_owned(), ..Dims::default() }, 1, 0.0);
         }
-        for (k, v) in live.iter().filter(|(k, _)| k.kind == journeys::Kind::Credit) {
-            if chosen.values().any(|c| c.event_id == k.event_id) {
+        // The credits view: each kept conversion's credits, split.
+        for k in chosen.values() {
+            for c in journeys::credits_of(&k.credits) {
                 put(Figure::Credits, Dims {
-                    model: k.model.to_owned(),
-                    channel: k.channel.to_owned(),
-                    phase: k.phase.to_owned(),
-                    conversion_phase: k.conversion_phase.to_owned(),
+                    model: c.model.to_owned(),
+                    channel: c.channel.to_owned(),
+                    phase: c.phase.to_owned(),
+                    conversion_phase: c.conversion_phase.to_owned(),
                     ..Dims::default()
-                }, 0, v.credit);
+                }, 0, c.credit);
             }
         }
         for (k, v) in live.iter().filter(|(k, _)| k.kind == journeys::Kind::PlacementDay) {

@@ -723,10 +723,10 @@ pub async fn figures_snapshot(
         "SELECT concat('journeys|', k, '|', toString(e), '|', toString(x), '|', toString(sc), '|', \
          toString(vi), '|', toString(si)) AS key, n, credit FROM (SELECT concat(kind, '|', visitor_id, '|', \
          toString(ms), '|', toString(event_id), '|', toString(day), '|', phase, '|', channel, '|', placement, '|', \
-         device, '|', model, '|', conversion_phase) AS k, sum(n) AS n, sum(n_events) AS e, \
+         device, '|', credits) AS k, sum(n) AS n, sum(n_events) AS e, \
          sum(n_exposures) AS x, sum(n_scans) AS sc, sum(n_visits) AS vi, sum(n_signups) AS si, \
-         sum(credit) AS credit FROM {}.journeys WHERE kind != '{marker}' GROUP BY k \
-         HAVING n != 0 OR e != 0 OR x != 0 OR sc != 0 OR vi != 0 OR si != 0 OR abs(credit) > 1e-9) ORDER BY key",
+         toFloat64(0) AS credit FROM {}.journeys WHERE kind != '{marker}' GROUP BY k \
+         HAVING n != 0 OR e != 0 OR x != 0 OR sc != 0 OR vi != 0 OR si != 0) ORDER BY key",
         store.sql_database()
     ));
     queries.push(format!(

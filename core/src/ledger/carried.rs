@@ -51,7 +51,7 @@ pub static FIGURE_COLUMNS: LazyLock<Vec<&'static str>> =
     LazyLock::new(|| figures::column_names().collect());
 
 /// The columns of an analysts' journeys row (`journey`), with their types.
-pub const JOURNEY_COLUMNS: [(&str, &str); 19] = [
+pub const JOURNEY_COLUMNS: [(&str, &str); 17] = [
     ("visitor_id", "String"),
     ("kind", "String"),
     ("ms", "UInt64"),
@@ -62,15 +62,13 @@ pub const JOURNEY_COLUMNS: [(&str, &str); 19] = [
     ("placement", "String"),
     ("device", "String"),
     ("contact", "String"),
-    ("model", "String"),
-    ("conversion_phase", "String"),
+    ("credits", "String"),
     ("n", "Int64"),
     ("n_events", "Int64"),
     ("n_exposures", "Int64"),
     ("n_scans", "Int64"),
     ("n_visits", "Int64"),
     ("n_signups", "Int64"),
-    ("credit", "Float64"),
 ];
 
 /// The columns of a paths' delays row (`delayed`, `paths_delays_ranges`).

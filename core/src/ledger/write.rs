@@ -161,7 +161,7 @@ const FIGURE_FIELDS: [FigureColumn; 25] = [
 type JourneyColumn = fn(&mut String, &JourneyRow<'_>);
 
 /// Each of [`carried::JOURNEY_COLUMNS`] of a journeys row.
-const JOURNEY_FIELDS: [JourneyColumn; 19] = [
+const JOURNEY_FIELDS: [JourneyColumn; 17] = [
     |o, (v, _, _)| push_text(o, v),
     |o, (_, k, _)| push_text(o, k.kind.name()),
     |o, (_, k, _)| push_number(o, k.ms),
@@ -172,15 +172,13 @@ const JOURNEY_FIELDS: [JourneyColumn; 19] = [
     |o, (_, k, _)| push_text(o, k.placement),
     |o, (_, k, _)| push_text(o, k.device),
     |o, (_, k, _)| push_text(o, k.contact),
-    |o, (_, k, _)| push_text(o, k.model),
-    |o, (_, k, _)| push_text(o, k.conversion_phase),
+    |o, (_, k, _)| push_text(o, &k.credits),
     |o, (_, _, c)| push_number(o, c.n),
     |o, (_, _, c)| push_number(o, c.events),
     |o, (_, _, c)| push_number(o, c.exposures),
     |o, (_, _, c)| push_number(o, c.scans),
     |o, (_, _, c)| push_number(o, c.visits),
     |o, (_, _, c)| push_number(o, c.signups),
-    |o, (_, _, c)| push_float(o, c.credit),
 ];
 
 type DelayColumn = fn(&mut String, &DelayRow<'_>);
@@ -384,7 +382,7 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use carried::{FIELD, FIGURE_COLUMNS, RECORD};
+    use carried::{FIELD, FIGURE_COLUMNS, JOURNEY_COLUMNS, RECORD};
     use uuid::Uuid;
 
     #[test]
@@ -457,7 +455,7 @@ mod tests {
         );
         let journey = records(rows[1][15]);
         assert_eq!(journey.len(), 1);
-        assert_eq!(journey[0].len(), 19);
+        assert_eq!(journey[0].len(), JOURNEY_COLUMNS.len());
         assert_eq!(
             journey[0][..2],
             [key.as_str(), "batch"],
