@@ -394,3 +394,51 @@ fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
         _ => work(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use uuid::Uuid;
+
+    /// A batch large enough to be summed on two threads writes each
+    /// figure key once: the same rows as one thread summing it all.
+    #[test]
+    fn a_batch_summed_in_halves_writes_each_key_once() {
+        let campaign = Campaign::from_toml(include_str!("../../../deploy/campaign.toml")).unwrap();
+        // 10 February 2025, 10:00 Paris: phase 2.
+        let at = 1_739_178_000_000u64;
+        let sets: Vec<ChangeSets> = (0..200u64)
+            .filter_map(|v| {
+                let scan = Event {
+                    event_id: Uuid::from_u128(u128::from(v)),
+                    ms: at + v * 1_000,
+                    event_type: "qr_scan".into(),
+                    action: "".into(),
+                    channel: if v % 2 == 0 { "metro" } else { "gares" }.into(),
+                    placement: "M-CHATELET".into(),
+                    phase: "p2-saint-valentin".into(),
+                    device: "mobile".into(),
+                    os: "iOS".into(),
+                    bot: false,
+                    contact: Default::default(),
+                };
+                ChangeSets::new(&format!("v{v}"), Vec::new(), &[scan])
+            })
+            .collect();
+        let ranges = figures::summed_ranges(&campaign);
+        let (halves, _) = changes(&campaign, &ranges, &sets);
+        assert_eq!(halves.len(), 1, "one change for the whole batch");
+        let text = |strings: &Strings<'_>, rows: &figures::Rows| {
+            let mut t: Vec<String> = figures::rows_of(strings, rows)
+                .map(|r| format!("{r:?}"))
+                .collect();
+            t.sort();
+            t
+        };
+        let (strings, sum, _) = summed(&campaign, &sets);
+        let want = text(&strings, &sum.rows());
+        assert!(want.len() > 10, "{want:?}");
+        assert_eq!(text(&halves[0].strings, &halves[0].rows), want);
+    }
+}
