@@ -76,6 +76,32 @@ impl Credit<'_> {
     }
 }
 
+/// A conversion's [`Key::credits`]: `shares` summed by model, channel
+/// and phases, sorted, each share the shortest text that reads back as
+/// the same number ([`credits_of`] reads it).
+fn credits_text<'a>(shares: impl IntoIterator<Item = Credit<'a>>) -> String {
+    let mut credits: Vec<Credit<'_>> = Vec::new();
+    for c in shares {
+        match credits.iter_mut().find(|o| o.names() == c.names()) {
+            Some(o) => o.credit += c.credit,
+            None => credits.push(c),
+        }
+    }
+    credits.sort_by(|a, b| a.names().cmp(&b.names()));
+    let mut text = String::new();
+    for c in credits {
+        if !text.is_empty() {
+            text.push(CREDIT_SEPARATOR);
+        }
+        for f in [c.model, c.channel, c.phase, c.conversion_phase] {
+            text.push_str(f);
+            text.push(CREDIT_FIELD_SEPARATOR);
+        }
+        text.push_str(&c.credit.to_string());
+    }
+    text
+}
+
 /// The credits a conversion's [`Key::credits`] holds, in its order.
 pub fn credits_of(text: &str) -> Vec<Credit<'_>> {
     text.split(CREDIT_SEPARATOR)
@@ -310,34 +336,14 @@ fn rows_cut<'a>(campaign: &'a Campaign, events: &'a [Event], cut: Cut) -> Rows<'
             ts: ts(e.ms),
             event_id: e.event_id,
         };
-        // Shares of one model, channel and phase summed, in that order.
-        let mut credits: Vec<Credit<'_>> = Vec::new();
-        for s in attribution::shares(campaign, &conversion, &touches) {
-            let c = Credit {
-                model: s.model,
-                channel: campaign_str(campaign, &s.channel),
-                phase: campaign_str(campaign, &s.touch_phase),
-                conversion_phase: campaign_str(campaign, &s.conversion_phase),
-                credit: s.credit,
-            };
-            match credits.iter_mut().find(|o| o.names() == c.names()) {
-                Some(o) => o.credit += c.credit,
-                None => credits.push(c),
-            }
-        }
-        credits.sort_by(|a, b| a.names().cmp(&b.names()));
-        let mut text = String::new();
-        for c in credits {
-            if !text.is_empty() {
-                text.push(CREDIT_SEPARATOR);
-            }
-            for f in [c.model, c.channel, c.phase, c.conversion_phase] {
-                text.push_str(f);
-                text.push(CREDIT_FIELD_SEPARATOR);
-            }
-            // The shortest text that reads back as the same number.
-            text.push_str(&c.credit.to_string());
-        }
+        let shares = attribution::shares(campaign, &conversion, &touches);
+        let text = credits_text(shares.iter().map(|s| Credit {
+            model: s.model,
+            channel: campaign_str(campaign, &s.channel),
+            phase: campaign_str(campaign, &s.touch_phase),
+            conversion_phase: campaign_str(campaign, &s.conversion_phase),
+            credit: s.credit,
+        }));
         k.credits = std::borrow::Cow::Owned(text);
         add(&mut out, k, one());
     }

@@ -215,9 +215,9 @@ pub async fn prepare_after(
     // row. CPU work (a large batch takes a while): off the async workers,
     // on both cores.
     let ranges = figures::summed_ranges(campaign);
-    let (halves, journey_changes) = off_the_runtime(|| changes(campaign, &ranges, &sets));
+    let (change, journey_changes) = off_the_runtime(|| changes(campaign, &ranges, &sets));
     let journey = journey_rows(&journey_changes);
-    let change_rows = ChangeRows::of(&halves);
+    let change_rows = ChangeRows::of(&change);
     let wide = wide_values(campaign, sets.iter().map(|s| (s.visitor(), s.all_events())));
     let fresh = sets.iter().map(|s| s.fresh().len()).sum();
     let mut writer = Writer::for_rows(campaign, change_rows.carried(&journey), fresh);
@@ -295,7 +295,7 @@ impl<'a> Change<'a> {
     }
 }
 
-/// The rows of some [`Change`]s with their strings, as the ledger INSERT
+/// The rows of a [`Change`] with their strings, as the ledger INSERT
 /// carries them.
 #[derive(Debug)]
 pub(crate) struct ChangeRows<'a> {
@@ -305,20 +305,11 @@ pub(crate) struct ChangeRows<'a> {
 }
 
 impl<'a> ChangeRows<'a> {
-    pub fn of(changes: &'a [Change<'_>]) -> Self {
+    pub fn of(c: &'a Change<'_>) -> Self {
         Self {
-            change: changes
-                .iter()
-                .flat_map(|c| figures::rows_of(&c.strings, &c.rows))
-                .collect(),
-            ranged: changes
-                .iter()
-                .flat_map(|c| figures::rows_of(&c.strings, &c.ranged))
-                .collect(),
-            delayed: changes
-                .iter()
-                .flat_map(|c| figures::delay_rows_of(&c.strings, &c.delayed))
-                .collect(),
+            change: figures::rows_of(&c.strings, &c.rows).collect(),
+            ranged: figures::rows_of(&c.strings, &c.ranged).collect(),
+            delayed: figures::delay_rows_of(&c.strings, &c.delayed).collect(),
         }
     }
 
@@ -333,8 +324,14 @@ impl<'a> ChangeRows<'a> {
     }
 }
 
+/// Each changed visitor's journeys rows.
+type JourneyChanges<'a> = Vec<(&'a str, journeys::Rows<'a>)>;
+
 /// The change `sets` make to the figures and to each visitor's journeys.
-type Changes<'a> = (Vec<Change<'a>>, Vec<(&'a str, journeys::Rows<'a>)>);
+type Changes<'a> = (Change<'a>, JourneyChanges<'a>);
+
+/// The same, summed but not yet by range, with the strings of its keys.
+type Summed<'a> = (Strings<'a>, figures::Sum, JourneyChanges<'a>);
 
 /// Summed in two halves on two cores, then one half's sums taken into
 /// the other's ([`figures::Sum::absorb`]), so that each key is one row.
@@ -359,19 +356,11 @@ fn changes<'a>(
             (strings, sum, journey)
         })
     };
-    (vec![Change::new(strings, sum.rows(), ranges)], journey)
+    (Change::new(strings, sum.rows(), ranges), journey)
 }
 
 /// The figures' and journeys' change of `sets`, summed.
-#[allow(clippy::type_complexity)]
-fn summed<'a>(
-    campaign: &'a Campaign,
-    sets: &'a [ChangeSets],
-) -> (
-    Strings<'a>,
-    figures::Sum,
-    Vec<(&'a str, journeys::Rows<'a>)>,
-) {
+fn summed<'a>(campaign: &'a Campaign, sets: &'a [ChangeSets]) -> Summed<'a> {
     let mut strings = Strings::default();
     let mut change = figures::Sum::default();
     let mut journey = Vec::new();
@@ -427,8 +416,7 @@ mod tests {
             })
             .collect();
         let ranges = figures::summed_ranges(&campaign);
-        let (halves, _) = changes(&campaign, &ranges, &sets);
-        assert_eq!(halves.len(), 1, "one change for the whole batch");
+        let (change, _) = changes(&campaign, &ranges, &sets);
         let text = |strings: &Strings<'_>, rows: &figures::Rows| {
             let mut t: Vec<String> = figures::rows_of(strings, rows)
                 .map(|r| format!("{r:?}"))
@@ -439,6 +427,6 @@ mod tests {
         let (strings, sum, _) = summed(&campaign, &sets);
         let want = text(&strings, &sum.rows());
         assert!(want.len() > 10, "{want:?}");
-        assert_eq!(text(&halves[0].strings, &halves[0].rows), want);
+        assert_eq!(text(&change.strings, &change.rows), want);
     }
 }

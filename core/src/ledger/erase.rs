@@ -58,11 +58,7 @@ pub async fn rewrite(
                 journeys::change(campaign, &all[0].1, &kept[0].1),
             ));
         }
-        let change = [Change::new(
-            strings,
-            change.rows(),
-            &figures::summed_ranges(campaign),
-        )];
+        let change = Change::new(strings, change.rows(), &figures::summed_ranges(campaign));
         let rows = ChangeRows::of(&change);
         let journey = journey_rows(&journey_changes);
         note_wide(
